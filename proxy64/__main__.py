@@ -1,0 +1,3 @@
+from proxy64.cli import main
+
+raise SystemExit(main())

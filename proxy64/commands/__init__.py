@@ -1,0 +1,1 @@
+"""One module per subcommand: builds its argparse parser and runs it."""

@@ -1,0 +1,92 @@
+"""Options shared by several subcommands (DNS, NAT64 prefix, logging)."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+from collections.abc import Callable
+from typing import TypeVar
+
+from proxy64.config import (
+    ResolverSettings,
+    parse_dns_server,
+    parse_network6,
+    parse_prefix_choice,
+)
+from proxy64.errors import ConfigError
+
+T = TypeVar("T")
+
+
+def checked(option: str, parse: Callable[[str, str], T]) -> Callable[[str], T]:
+    """Wrap a config parser as an argparse type: ConfigError becomes one usage line."""
+
+    def convert(text: str) -> T:
+        try:
+            return parse(text, option)
+        except ConfigError as exc:
+            raise argparse.ArgumentTypeError(exc.problem) from None
+
+    convert.__name__ = option.lstrip("-")  # argparse names the type in messages
+    return convert
+
+
+def add_resolver_options(parser: argparse.ArgumentParser, *, default_prefix: str = "auto") -> None:
+    group = parser.add_argument_group("DNS64 and NAT64")
+    group.add_argument(
+        "--dns",
+        metavar="ADDR",
+        action="append",
+        type=checked("--dns", parse_dns_server),
+        default=[],
+        help="upstream DNS server HOST[:PORT] or [IPv6][:PORT], repeatable, tried in order "
+        "(default: the nameservers of /etc/resolv.conf)",
+    )
+    group.add_argument(
+        "--nat64-prefix",
+        metavar="PREFIX|auto",
+        type=checked("--nat64-prefix", parse_prefix_choice),
+        default=parse_prefix_choice(default_prefix),
+        help="NAT64 prefix of length /32 /40 /48 /56 /64 or /96 (RFC 6052), or 'auto' to "
+        f"discover it with RFC 7050 (default: {default_prefix})",
+    )
+    group.add_argument(
+        "--synthesize-all",
+        action="store_true",
+        help="ignore native AAAA records and synthesize from A, forcing the NAT64 path",
+    )
+    group.add_argument(
+        "--dns64-exclude",
+        metavar="NET",
+        action="append",
+        type=checked("--dns64-exclude", parse_network6),
+        default=None,
+        help="AAAA records inside NET count as absent (RFC 6147 §5.1.4; default ::ffff:0:0/96)",
+    )
+
+
+def resolver_settings(args: argparse.Namespace) -> ResolverSettings:
+    settings = ResolverSettings(
+        servers=tuple(args.dns), prefix=args.nat64_prefix, synthesize_all=args.synthesize_all
+    )
+    if args.dns64_exclude:
+        settings = dataclasses.replace(settings, excluded=tuple(args.dns64_exclude))
+    return settings
+
+
+def add_log_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--log-level",
+        metavar="LEVEL",
+        choices=["debug", "info", "warning", "error"],
+        default="info",
+        help="debug, info (one line per connection), warning or error (default: info)",
+    )
+
+
+def setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper()),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )

@@ -1,0 +1,73 @@
+"""The shared parts every front end is handed (SOCKS5, HTTP, TUN): built once in app.py.
+
+Front ends never build a dialer or resolver themselves; they receive a ProxyContext.
+Protocols here let tests pass fakes (a FakeDialer that returns memory streams).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address, IPv6Address
+from typing import Protocol
+
+import trio
+
+from proxy64.destination import Destination, Egress, Reached
+
+IPAddress = IPv4Address | IPv6Address
+
+
+@dataclass(frozen=True, slots=True)
+class Dialed:
+    """A connected outbound TCP stream and how it was reached."""
+
+    stream: trio.abc.HalfCloseableStream
+    destination: Destination
+    remote: tuple[IPAddress, int]  # the address actually dialed
+    local: tuple[IPAddress, int]  # the outbound socket's own address (SOCKS BND.ADDR)
+    reached: Reached
+    egress: Egress | None  # None: native IPv6, no NAT64 step
+
+
+@dataclass(frozen=True, slots=True)
+class UdpTarget:
+    """Where a datagram for a destination goes after resolution and egress rules."""
+
+    destination: Destination
+    remote: tuple[IPAddress, int]
+    reached: Reached
+    egress: Egress | None
+
+
+class DialerLike(Protocol):
+    async def connect(self, destination: Destination) -> Dialed:
+        """Resolve and connect (Happy Eyeballs). Raises ResolutionError,
+        AddressMappingError or DialError, each carrying its SOCKS reply / HTTP status."""
+        ...
+
+    async def udp_target(self, destination: Destination) -> UdpTarget:
+        """Resolve a UDP destination by the same rules as connect(); no socket opened."""
+        ...
+
+
+@dataclass(slots=True)
+class ConnectionRecord:
+    """One proxied connection, filled in as it progresses; logged once at the end."""
+
+    front_end: str  # "socks5", "socks4", "http-connect", "http", "udp", "tun-tcp", "tun-udp"
+    client: str
+    destination: Destination | None = None
+    remote: tuple[IPAddress, int] | None = None
+    reached: Reached | None = None
+    egress: Egress | None = None
+    bytes_up: int = 0  # client → destination
+    bytes_down: int = 0  # destination → client
+    started: float = field(default_factory=time.monotonic)
+    outcome: str = "open"  # "ok", or the error sentence
+
+
+class RecorderLike(Protocol):
+    def finish(self, record: ConnectionRecord) -> None:
+        """Log the record's one info line and add it to the readiness report."""
+        ...
