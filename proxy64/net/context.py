@@ -71,3 +71,31 @@ class RecorderLike(Protocol):
     def finish(self, record: ConnectionRecord) -> None:
         """Log the record's one info line and add it to the readiness report."""
         ...
+
+
+class RelayLike(Protocol):
+    async def __call__(
+        self,
+        client: trio.abc.HalfCloseableStream,
+        remote: trio.abc.HalfCloseableStream,
+        record: ConnectionRecord,
+    ) -> None:
+        """Copy both ways until both sides are done; half-close kept; counts into record."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class ProxyContext:
+    """Everything a front end's per-connection handler needs, built once by app.py.
+
+    Front ends expose `async def handle_<proto>_client(stream, ctx) -> None`; app.py owns
+    the listeners (so --workers and SO_REUSEPORT live in one place) and calls them.
+    """
+
+    dialer: DialerLike
+    recorder: RecorderLike
+    relay: RelayLike
+    credentials: dict[str, str] | None  # username → password; None: no authentication
+    handshake_timeout: float
+    idle_timeout: float
+    connection_slots: trio.CapacityLimiter  # --max-connections; acquire_nowait or refuse
