@@ -1,0 +1,230 @@
+# What an HTTP proxy request head means, and the answers proxy64 gives (pure, over h11).
+#
+# h11 does the framing; this module only decides: a CONNECT in authority-form is a tunnel
+# to a Destination (RFC 9110 §9.3.6, RFC 9112 §3.2.3); an absolute-form http:// target is a
+# request to forward in origin-form (RFC 9112 §3.2.2, §3.2.1); anything else is a
+# RemoteProtocolError carrying the HTTP status to answer. Proxy-Authorization Basic is
+# checked in constant time (RFC 9110 §11.7.2, RFC 7617). Error answers are real HTTP
+# responses with a short plain-text body and Connection: close.
+#
+# Invariant: classify() and check_proxy_auth() raise RemoteProtocolError and nothing else.
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from ipaddress import IPv6Address
+
+import h11
+
+from proxy64.destination import Destination
+from proxy64.errors import RemoteProtocolError
+from proxy64.proto.http_headers import Header, expects_continue, upstream_request_headers
+
+HTTP_DEFAULT_PORT = 80  # RFC 9110 §4.2.1
+PROXY_REALM = b'Basic realm="proxy64"'  # RFC 7617 §2, sent with 407
+
+# RFC 3986 §3.2.2 reg-name, narrowed to what DNS can carry: letters, digits, '-', '_', '.'.
+_REG_NAME = re.compile(rb"^[A-Za-z0-9_](?:[A-Za-z0-9_.-]{0,251}[A-Za-z0-9_.])?$")
+_IPV4 = re.compile(rb"^\d{1,3}(?:\.\d{1,3}){3}$")
+_PORT = re.compile(rb"^\d{1,5}$")
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectTarget:
+    """CONNECT host:port: open a tunnel (RFC 9110 §9.3.6)."""
+
+    destination: Destination
+
+
+@dataclass(frozen=True, slots=True)
+class ForwardTarget:
+    """An absolute-form http:// request: send `request` (origin-form) to `destination`."""
+
+    destination: Destination
+    request: h11.Request
+    expects_continue: bool  # the client waits for 100 (Continue) before its body
+
+
+Target = ConnectTarget | ForwardTarget
+
+
+def _bad(message: str, status: int = 400) -> RemoteProtocolError:
+    return RemoteProtocolError(message, http_status=status)
+
+
+def parse_authority(authority: bytes, default_port: int | None) -> Destination:
+    """host[:port] or [IPv6][:port] (RFC 3986 §3.2) → Destination; port required if no default."""
+    shown = authority.decode("ascii", "replace")
+    if b"@" in authority:
+        # RFC 9110 §4.2.4: userinfo in an http URI is deprecated; treat it as an error.
+        raise _bad(f"{shown!r}: credentials inside the URI are not accepted (RFC 9110 §4.2.4)")
+    port_text: bytes | None
+    if authority.startswith(b"["):
+        end = authority.find(b"]")
+        if end < 0:
+            raise _bad(f"{shown!r}: IPv6 address without closing ']'")
+        host_text, rest = authority[1:end], authority[end + 1 :]
+        if rest and not rest.startswith(b":"):
+            raise _bad(f"{shown!r}: unexpected text after ']'")
+        port_text = rest[1:] if rest else None
+        try:
+            host: IPv6Address | str = IPv6Address(host_text.decode("ascii"))
+        except (ValueError, UnicodeDecodeError):
+            raise _bad(f"{shown!r}: {host_text!r} is not an IPv6 address") from None
+        destination_host = f"[{host}]"
+    else:
+        host_text, sep, port_part = authority.partition(b":")
+        port_text = port_part if sep else None
+        if not host_text:
+            raise _bad(f"{shown!r}: the host is missing")
+        if not (_REG_NAME.match(host_text) or _IPV4.match(host_text)):
+            raise _bad(f"{shown!r}: {host_text.decode('ascii', 'replace')!r} is not a host name")
+        destination_host = host_text.decode("ascii")
+    if not port_text:  # absent, or empty as RFC 3986 §3.2.3 allows
+        if default_port is None:
+            raise _bad(f"{shown!r}: CONNECT needs host:port (RFC 9110 §9.3.6)")
+        port = default_port
+    else:
+        if not _PORT.match(port_text) or not 1 <= int(port_text) <= 65535:
+            raise _bad(f"{shown!r}: {port_text.decode('ascii', 'replace')!r} is not a port 1-65535")
+        port = int(port_text)
+    destination = Destination.from_text(destination_host, port)
+    if isinstance(destination.host, str) and _IPV4.match(host_text):
+        raise _bad(f"{shown!r}: {destination.host!r} is not an IPv4 address")
+    return destination
+
+
+def _split_absolute_http(target: bytes) -> tuple[bytes, bytes]:
+    """http://authority/path?query → (authority, path-and-query), RFC 9112 §3.2.2."""
+    scheme, sep, rest = target.partition(b"://")
+    if not sep:
+        if target.startswith(b"/") or target == b"*":
+            raise _bad(
+                "this is a proxy: send the full URL (GET http://host/path) or CONNECT host:port"
+            )
+        raise _bad(f"{target.decode('ascii', 'replace')!r} is not an absolute http:// URL")
+    scheme = scheme.lower()
+    if scheme == b"https":
+        raise _bad(
+            "https:// URLs are not forwarded (proxy64 does not terminate TLS); "
+            "use CONNECT host:443, which is what clients do with HTTPS_PROXY"
+        )
+    if scheme != b"http":
+        raise _bad(f"the scheme {scheme.decode('ascii', 'replace')!r} is not supported; only http")
+    cut = min((i for i in (rest.find(b"/"), rest.find(b"?")) if i >= 0), default=len(rest))
+    authority, path = rest[:cut], rest[cut:]
+    if b"#" in path:
+        path = path.partition(b"#")[0]  # RFC 9112 §3.2: no fragment in a request target
+    return authority, path
+
+
+def _host_header(destination: Destination) -> bytes:
+    host = (
+        f"[{destination.host}]"
+        if isinstance(destination.host, IPv6Address)
+        else str(destination.host)
+    )
+    if destination.port != HTTP_DEFAULT_PORT:
+        host = f"{host}:{destination.port}"
+    return host.encode("ascii")
+
+
+def classify(request: h11.Request) -> Target:
+    """Decide what a request head asks the proxy to do, or raise RemoteProtocolError."""
+    headers: list[Header] = list(request.headers.raw_items())
+    if request.method == b"CONNECT":
+        # RFC 9112 §3.2.3: authority-form, only for CONNECT, port mandatory.
+        if b"/" in request.target or b"://" in request.target:
+            raise _bad("CONNECT needs host:port, not a URL (RFC 9112 §3.2.3)")
+        return ConnectTarget(parse_authority(request.target, default_port=None))
+    authority, path = _split_absolute_http(request.target)
+    destination = parse_authority(authority, default_port=HTTP_DEFAULT_PORT)
+    if not path:
+        # RFC 9112 §3.2.4: OPTIONS with an empty path becomes "*"; otherwise "/" (§3.2.1).
+        path = b"*" if request.method == b"OPTIONS" else b"/"
+    elif path.startswith(b"?"):
+        path = b"/" + path
+    upstream = h11.Request(
+        method=request.method,
+        target=path,
+        headers=upstream_request_headers(headers, _host_header(destination), request.http_version),
+    )
+    return ForwardTarget(
+        destination=destination,
+        request=upstream,
+        expects_continue=expects_continue(headers),
+    )
+
+
+# A fixed password compared against when the user name is unknown, so the time taken does
+# not tell which user names exist.
+_NO_SUCH_USER = b"\x00" * 32
+
+
+def check_proxy_auth(headers: Sequence[Header], credentials: Mapping[str, str] | None) -> None:
+    """RFC 9110 §11.7.2 / RFC 7617 Basic: raise a 407 RemoteProtocolError unless accepted."""
+    if credentials is None:
+        return
+    supplied = [v for n, v in headers if n.lower() == b"proxy-authorization"]
+    if not supplied:
+        raise _bad("proxy authentication required: send Proxy-Authorization: Basic", 407)
+    scheme, _, token = supplied[0].strip().partition(b" ")
+    if scheme.lower() != b"basic":
+        raise _bad("proxy authentication required: only the Basic scheme is accepted", 407)
+    try:
+        decoded = base64.b64decode(token.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        raise _bad("proxy authentication: the Basic credentials are not base64", 407) from None
+    user, sep, password = decoded.partition(b":")
+    if not sep:
+        raise _bad("proxy authentication: Basic credentials need user:password", 407)
+    user_text = user.decode("utf-8", "replace")
+    expected = credentials.get(user_text)
+    wanted = expected.encode("utf-8") if expected is not None else _NO_SUCH_USER
+    if not hmac.compare_digest(password, wanted) or expected is None:
+        raise _bad("proxy authentication failed: wrong user name or password", 407)
+
+
+REASONS = {
+    400: b"Bad Request",
+    403: b"Forbidden",
+    407: b"Proxy Authentication Required",
+    408: b"Request Timeout",
+    431: b"Request Header Fields Too Large",
+    500: b"Internal Server Error",
+    502: b"Bad Gateway",
+    503: b"Service Unavailable",
+    504: b"Gateway Timeout",
+}
+
+_TITLES = {
+    400: "bad request",
+    403: "not allowed",
+    407: "proxy authentication required",
+    408: "request head not received in time",
+    431: "request head too large",
+    500: "internal error",
+    502: "cannot reach the destination",
+    503: "proxy busy",
+    504: "destination timed out",
+}
+
+
+def error_response(status: int, message: str) -> tuple[h11.Response, bytes]:
+    """A complete error answer: status line, plain-text body saying what happened, close."""
+    title = _TITLES.get(status, "error")
+    body = f"proxy64: {title}: {message}\n".encode("utf-8", "replace")
+    headers: list[Header] = [
+        (b"Content-Type", b"text/plain; charset=utf-8"),
+        (b"Content-Length", str(len(body)).encode("ascii")),
+        (b"Connection", b"close"),
+    ]
+    if status == 407:
+        headers.append((b"Proxy-Authenticate", PROXY_REALM))
+    response = h11.Response(status_code=status, headers=headers, reason=REASONS.get(status, b""))
+    return response, body
