@@ -43,3 +43,8 @@ SPLICE_THRESHOLD = 256 * 1024  # bytes a direction carries before it moves to sp
 SPLICE_CHUNK = 1024 * 1024
 UDP_ASSOCIATION_IDLE = 120.0
 UDP_MAX_DATAGRAM = 65_535
+
+# --- SOCKS front end (proxy64/proto/socks*.py, proxy64/net/socks_*.py) ---------------------
+SOCKS4_MAX_FIELD = 255  # bytes of a SOCKS4 USERID / SOCKS4a HOSTNAME before its NUL
+SOCKS_HANDSHAKE_READ = 4096  # one receive while the SOCKS handshake is parsed
+UDP_TARGET_CACHE = 256  # resolved destinations remembered per UDP association
