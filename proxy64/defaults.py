@@ -44,7 +44,55 @@ SPLICE_CHUNK = 1024 * 1024
 UDP_ASSOCIATION_IDLE = 120.0
 UDP_MAX_DATAGRAM = 65_535
 
+# --- DNS64 resolver, cache and server (issue 2) ----------------------------------------
+DNS64_MAX_CHAIN = 16  # CNAME/DNAME links followed before giving up (loop guard)
+DNS_POSITIVE_TTL_MAX = 86_400  # cap on positive caching (RFC 2181 §8 allows far more)
+DNS_UDP_PAYLOAD_WITHOUT_EDNS = 512  # RFC 1035 §4.2.1; larger needs EDNS0 (RFC 6891 §6.2.5)
+DNS_TCP_MAX_MESSAGE = 65_535  # RFC 1035 §4.2.2 two-byte length prefix
+DNS_SERVER_MAX_INFLIGHT = 256  # UDP queries handled at once by the DNS64 server
+DNS_SERVER_MAX_TCP = 64  # TCP connections the DNS64 server keeps at once
+DNS_SERVER_TCP_IDLE = 10.0  # seconds a DNS TCP connection may idle (RFC 7766 §6.2.3)
+DNS64_LISTEN = "127.0.0.1:5353"  # default of `proxy64 dns64 --listen`
+PTR_CNAME_TTL = 600  # TTL of the RFC 6147 §5.3.1 CNAME for PTR inside the prefix
+DISCOVERY_TIMEOUT = 5.0  # seconds for the whole RFC 7050 ipv4only.arpa lookup
+PROBE_TIMEOUT = 3.0  # seconds for one RFC 7050 §3 connectivity probe dial
+
+# --- HTTP proxy front end (proxy64/net/http_server.py) ----------------------------------
+HTTP_KEEPALIVE_TIMEOUT = 60.0  # an idle client connection between requests is closed after this
+HTTP_LINGER_TIME = 2.0  # after an error answer: drain the client this long before closing
+HTTP_LINGER_BYTES = 256 * 1024  # ... or this many bytes (RFC 9112 §9.6 "lingering close")
+HTTP_DIAL_GRACE = 5.0  # on top of CONNECT_TIMEOUT: a dialer that never returns gets a 504
+
 # --- SOCKS front end (proxy64/proto/socks*.py, proxy64/net/socks_*.py) ---------------------
 SOCKS4_MAX_FIELD = 255  # bytes of a SOCKS4 USERID / SOCKS4a HOSTNAME before its NUL
 SOCKS_HANDSHAKE_READ = 4096  # one receive while the SOCKS handshake is parsed
 UDP_TARGET_CACHE = 256  # resolved destinations remembered per UDP association
+
+# --- Relay, dialer, serve/run (core) ------------------------------------------------------
+SPLICE_RELEASE_AFTER = 1.0  # a splicing direction silent this long gives its pipe back
+SERVE_MAX_WORKERS = 64  # --workers upper bound
+
+# --- TUN mode (proxy64/flow, proxy64/tun) -----------------------------------------------
+TUN_MTU = 65520  # the largest Linux accepts on a TUN: the biggest lever for a userspace stack
+TUN_MIN_MTU = 1280  # RFC 8200 §5: the IPv6 minimum link MTU
+TUN_NETWORK = "fd64::/64"  # ULA (RFC 4193) between the app and proxy64
+TUN_GATEWAY = "fd64::1"  # proxy64's side: default route and DNS resolver address
+TUN_CLIENT = "fd64::2"  # the app's address
+TUN_NETWORK_V4 = "10.64.0.0/24"  # only with --ipv4 (464XLAT-style CLAT side)
+TUN_GATEWAY_V4 = "10.64.0.1"
+TUN_CLIENT_V4 = "10.64.0.2"
+TUN_DEVICE_NAME = "p64tun0"
+TUN_MAX_FLOWS = 4096  # TCP + UDP flows at once; a new flow beyond is refused
+TUN_MAX_HALF_OPEN = 256  # SYNs waiting on their dial; beyond, SYNs are dropped (flood bound)
+TUN_TCP_RX_BUFFER = 1024 * 1024  # app → destination bytes held per flow (advertised window)
+TUN_TCP_TX_BUFFER = 1024 * 1024  # destination → app bytes held per flow
+TUN_TCP_WSCALE = 5  # RFC 7323: 1 MiB buffer needs a shift of 5 (65535 << 5 ≈ 2 MiB)
+TUN_TCP_RTO_INITIAL = 1.0  # RFC 6298 §2.1
+TUN_TCP_RTO_MIN = 0.2  # Linux's floor; RFC 6298 §2.4 says 1 s (a deviation, documented)
+TUN_TCP_RTO_MAX = 60.0  # RFC 6298 §2.5
+TUN_TCP_MAX_RETRIES = 8  # retransmissions before the flow is reset
+TUN_UDP_IDLE = 60.0  # a UDP flow with no datagram either way for this long is closed
+TUN_UDP_QUEUE = 64  # datagrams held per UDP flow while its target is being resolved
+TUN_ECHO_TIMEOUT = 2.0  # seconds to wait for an echo reply through the egress
+TUN_READ_BATCH = 256  # packets read from the TUN per wakeup before processing
+TUN_DEVICE_QUEUE = 1024  # packets queued toward the app before they are dropped

@@ -1,0 +1,578 @@
+"""One TCP connection from the app, terminated by proxy64: a sans-I/O TCP endpoint.
+
+`handle(event, now) -> actions`; the stream side calls send()/receive()/send_eof()/
+abort(), which also return actions. Nothing here reads a clock: `now` is passed in and
+`deadline` says when the caller must deliver a Tick.
+
+Invariants:
+- the SYN is held in LISTEN until the destination is dialed (dial first, then SYN-ACK);
+  a refusal becomes RST, anything else an ICMP unreachable (the stack builds it);
+- buffers are bounded both ways: the advertised window is the free space of the receive
+  buffer (it shrinks when the outbound side is slow), send() accepts only what fits;
+- the app's receive window (scaled, RFC 7323 §2.3) and MSS (RFC 9293 §3.7.1) bound what
+  is sent; retransmission after RTO with exponential backoff (RFC 6298 §5), go-back-N,
+  fast retransmit on three duplicate ACKs (RFC 5681 §3.2);
+- out-of-order segments are dropped and answered with a duplicate ACK (documented
+  deviation: no reassembly queue, no SACK);
+- RST and SYN in synchronized states follow RFC 5961 §3.2/§4 (challenge ACK);
+- TIME-WAIT is skipped (the flow goes CLOSED at once; proxy64 never reuses the app's
+  4-tuple, the app's own stack keeps its TIME-WAIT).
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from proxy64.defaults import (
+    TUN_TCP_RTO_INITIAL,
+    TUN_TCP_RTO_MAX,
+    TUN_TCP_RTO_MIN,
+    TUN_TCP_WSCALE,
+)
+from proxy64.errors import LocalProtocolError
+from proxy64.flow.segment import (
+    ACK,
+    FIN,
+    PSH,
+    RST,
+    SYN,
+    Segment,
+    seq_add,
+    seq_diff,
+    seq_le,
+    seq_lt,
+)
+
+DEFAULT_MSS = 536  # RFC 9293 §3.7.1: assumed when the SYN carries no MSS option
+DUPACK_THRESHOLD = 3  # RFC 5681 §3.2
+MAX_WSCALE = 14  # RFC 7323 §2.3
+
+
+class TcpState(enum.Enum):
+    """RFC 9293 §3.3.2 states. LISTEN here holds the app's SYN while we dial."""
+
+    LISTEN = "LISTEN"
+    SYN_RECEIVED = "SYN-RECEIVED"
+    ESTABLISHED = "ESTABLISHED"
+    FIN_WAIT_1 = "FIN-WAIT-1"
+    FIN_WAIT_2 = "FIN-WAIT-2"
+    CLOSE_WAIT = "CLOSE-WAIT"
+    CLOSING = "CLOSING"
+    LAST_ACK = "LAST-ACK"
+    TIME_WAIT = "TIME-WAIT"
+    CLOSED = "CLOSED"
+
+
+SYNCHRONIZED = frozenset(TcpState) - {TcpState.LISTEN, TcpState.SYN_RECEIVED, TcpState.CLOSED}
+_RECEIVES_DATA = frozenset({TcpState.ESTABLISHED, TcpState.FIN_WAIT_1, TcpState.FIN_WAIT_2})
+_SENDS_DATA = frozenset(
+    {
+        TcpState.ESTABLISHED,
+        TcpState.CLOSE_WAIT,
+        TcpState.FIN_WAIT_1,
+        TcpState.CLOSING,
+        TcpState.LAST_ACK,
+    }
+)
+
+
+class Refusal(enum.Enum):
+    """How a failed dial is reported to the app (the stack maps it to RST or ICMP)."""
+
+    RESET = "connection refused"  # TCP RST
+    NO_ROUTE = "network unreachable"  # ICMPv6 1/0, ICMP 3/0
+    ADDRESS_UNREACHABLE = "host unreachable"  # ICMPv6 1/3, ICMP 3/1
+    PROHIBITED = "administratively prohibited"  # ICMPv6 1/1, ICMP 3/13
+
+
+# --- events ------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class SegmentArrived:
+    segment: Segment
+
+
+@dataclass(frozen=True, slots=True)
+class DialSucceeded:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class DialFailed:
+    refusal: Refusal
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Tick:
+    """The deadline passed (or may have): retransmit what is due."""
+
+
+@dataclass(frozen=True, slots=True)
+class PathMtu:
+    """RFC 8201: a Packet Too Big for this flow; mss is the new largest payload."""
+
+    mss: int
+
+
+Event = SegmentArrived | DialSucceeded | DialFailed | Tick | PathMtu
+
+
+# --- actions -----------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Transmit:
+    segment: Segment
+
+
+@dataclass(frozen=True, slots=True)
+class Dial:
+    """Dial the flow's destination; answer with DialSucceeded or DialFailed."""
+
+
+@dataclass(frozen=True, slots=True)
+class Reject:
+    """Answer the held SYN with an ICMP unreachable of this kind (never RESET)."""
+
+    refusal: Refusal
+
+
+@dataclass(frozen=True, slots=True)
+class Readable:
+    """Data or EOF arrived for the stream's reader."""
+
+
+@dataclass(frozen=True, slots=True)
+class Writable:
+    """Send buffer space was freed (the app acknowledged data)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Drop:
+    """A segment was dropped; the reason is counted by the table."""
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Closed:
+    """The flow will send no more packets; reset tells whether it ended abnormally."""
+
+    reason: str
+    reset: bool
+
+
+Action = Transmit | Dial | Reject | Readable | Writable | Drop | Closed
+
+
+@dataclass(frozen=True, slots=True)
+class TcpSettings:
+    mss: int  # our MSS: TUN MTU minus IP and TCP headers
+    rx_capacity: int  # app → destination buffer (the advertised window)
+    tx_capacity: int  # destination → app buffer
+    max_retries: int
+
+
+class TcpFlow:
+    """One app connection. Create it with the app's SYN: TcpFlow(syn, iss, settings, now)."""
+
+    def __init__(self, syn: Segment, iss: int, settings: TcpSettings, now: float) -> None:
+        if not syn.syn or syn.has_ack or syn.rst:
+            raise LocalProtocolError(f"a TCP flow starts with a bare SYN, not {syn.describe()}")
+        self.settings = settings
+        self.state = TcpState.LISTEN
+        self.irs = syn.seq
+        self.rcv_nxt = seq_add(syn.seq, 1)
+        self.iss = iss & 0xFFFFFFFF
+        self.snd_una = self.iss
+        self.snd_nxt = self.iss
+        # RFC 7323 §2.2: scaling only when both SYNs carry the option.
+        self.snd_wscale = min(syn.wscale, MAX_WSCALE) if syn.wscale is not None else 0
+        self.rcv_wscale = TUN_TCP_WSCALE if syn.wscale is not None else 0
+        self.snd_wnd = syn.window  # a SYN's window is never scaled (RFC 7323 §2.2)
+        self.snd_wl1 = syn.seq
+        self.snd_wl2 = 0
+        self.snd_mss = min(syn.mss or DEFAULT_MSS, settings.mss)
+        self.cwnd = 1 << 62  # a virtual link: only cut after a timeout (RFC 5681 §3.1)
+        self.rx = bytearray()
+        self.rx_eof = False
+        self.tx = bytearray()  # bytes from snd_una on: sent-unacknowledged then unsent
+        self.tx_sent = 0
+        self.tx_eof = False
+        self.fin_sent = False
+        self.fin_acked = False
+        self.detached = False  # the stream side closed; data that arrives now gets RST
+        self.reset_reason: str | None = None
+        self.rto = TUN_TCP_RTO_INITIAL
+        self.srtt: float | None = None
+        self.rttvar = 0.0
+        self.rtt_seq: int | None = None
+        self.rtt_start = 0.0
+        self.retries = 0
+        self.rto_deadline: float | None = None
+        self.dupacks = 0
+        self.last_adv = 0  # the window we last advertised, in bytes
+        self.created = now
+
+    # --- public API --------------------------------------------------------------------
+    @property
+    def deadline(self) -> float | None:
+        return self.rto_deadline
+
+    @property
+    def can_send(self) -> bool:
+        return self.state in _SENDS_DATA and not self.tx_eof and self.reset_reason is None
+
+    @property
+    def send_space(self) -> int:
+        return max(0, self.settings.tx_capacity - len(self.tx))
+
+    @property
+    def readable(self) -> bool:
+        return bool(self.rx) or self.rx_eof or self.reset_reason is not None
+
+    def start(self) -> list[Action]:
+        return [Dial()]
+
+    def handle(self, event: Event, now: float) -> list[Action]:
+        actions: list[Action] = []
+        if isinstance(event, SegmentArrived):
+            self._on_segment(event.segment, now, actions)
+        elif isinstance(event, DialSucceeded):
+            self._on_dialed(now, actions)
+        elif isinstance(event, DialFailed):
+            self._on_dial_failed(event, actions)
+        elif isinstance(event, Tick):
+            if self.rto_deadline is not None and now >= self.rto_deadline:
+                self._on_timeout(now, actions)
+        else:
+            self.snd_mss = max(DEFAULT_MSS // 2, min(self.snd_mss, event.mss))
+        return actions
+
+    def send(self, data: bytes | bytearray | memoryview, now: float) -> tuple[int, list[Action]]:
+        """Queue bytes for the app; returns how many fit (0 when the buffer is full)."""
+        if not self.can_send:
+            raise LocalProtocolError(f"send() in state {self.state.value} after EOF or reset")
+        n = min(len(data), self.send_space)
+        self.tx += data[:n]
+        actions: list[Action] = []
+        self._output(now, actions)
+        return n, actions
+
+    def send_eof(self, now: float) -> list[Action]:
+        """Half-close toward the app: FIN after the queued data (RFC 9293 §3.6)."""
+        actions: list[Action] = []
+        if self.state in _SENDS_DATA and not self.tx_eof:
+            self.tx_eof = True
+            self._output(now, actions)
+        return actions
+
+    def receive(self, max_bytes: int, now: float) -> tuple[bytes, list[Action]]:
+        """Take up to max_bytes for the destination; reopens the window (RFC 9293 §3.8.6.2.2)."""
+        data = bytes(self.rx[:max_bytes])
+        del self.rx[: len(data)]
+        actions: list[Action] = []
+        if data and self.state in _RECEIVES_DATA:
+            free = self._free_window()
+            # Receiver SWS avoidance: update when the window grew by min(buffer/2, MSS).
+            if free - self.last_adv >= min(self.settings.rx_capacity // 2, self.settings.mss):
+                self._send_ack(actions)
+        return data, actions
+
+    def close(self, now: float) -> list[Action]:
+        """The stream side is done: FIN after queued data, or RST when the app's data is
+        still unread (what close(2) does with unread data, RFC 9293 §3.10.4 ABORT)."""
+        if self.state is TcpState.CLOSED:
+            return []
+        if self.rx or self.state in (TcpState.LISTEN, TcpState.SYN_RECEIVED):
+            return self.abort("closed with unread data")
+        self.detached = True
+        return self.send_eof(now)
+
+    def abort(self, reason: str) -> list[Action]:
+        """RFC 9293 §3.10.4 ABORT: RST to the app if synchronized, then CLOSED."""
+        actions: list[Action] = []
+        if self.state is TcpState.CLOSED:
+            return actions
+        if self.state is not TcpState.LISTEN:
+            actions.append(Transmit(self._make(RST | ACK, self.snd_nxt)))
+        self._close(reason, actions, reset=True)
+        return actions
+
+    # --- events ------------------------------------------------------------------------
+    def _on_dialed(self, now: float, actions: list[Action]) -> None:
+        if self.state is not TcpState.LISTEN:
+            return  # the app reset the flow while we dialed
+        self.state = TcpState.SYN_RECEIVED
+        self.snd_nxt = seq_add(self.iss, 1)
+        self._transmit_syn_ack(actions)
+        self._arm(now)
+
+    def _on_dial_failed(self, event: DialFailed, actions: list[Action]) -> None:
+        if self.state is not TcpState.LISTEN:
+            return
+        if event.refusal is Refusal.RESET:
+            # RFC 9293 §3.10.7.1: a reset for a SYN carries SEQ=0, ACK=SEG.SEQ+SEG.LEN.
+            actions.append(Transmit(Segment(0, self.rcv_nxt, RST | ACK, 0)))
+        else:
+            actions.append(Reject(event.refusal))
+        self._close(event.reason, actions, reset=True)
+
+    def _on_segment(self, seg: Segment, now: float, actions: list[Action]) -> None:
+        state = self.state
+        if state is TcpState.CLOSED:
+            actions.append(Drop("tcp-closed-flow"))
+            return
+        if state is TcpState.LISTEN:
+            if seg.rst:
+                self._close("reset by the app before the dial finished", actions, reset=True)
+            elif not (seg.syn and seg.seq == self.irs):
+                actions.append(Drop("tcp-dial-pending"))
+            return  # a retransmitted SYN: the dial is still running
+        if seg.rst:
+            self._on_rst(seg, actions)
+            return
+        if seg.syn:
+            if state is TcpState.SYN_RECEIVED and seg.seq == self.irs and not seg.has_ack:
+                self._transmit_syn_ack(actions)  # our SYN-ACK was lost
+                return
+            # RFC 5961 §4: a SYN on a synchronized connection gets a challenge ACK.
+            self._send_ack(actions)
+            actions.append(Drop("tcp-syn-in-window"))
+            return
+        if not seg.has_ack:
+            actions.append(Drop("tcp-no-ack"))  # RFC 9293 §3.10.7.4 fifth check
+            return
+        if state is TcpState.SYN_RECEIVED:
+            if seg.ack != seq_add(self.iss, 1):
+                # RFC 9293 §3.10.7.4: unacceptable ACK in SYN-RECEIVED → <SEQ=SEG.ACK><RST>
+                actions.append(Transmit(Segment(seg.ack, 0, RST, 0)))
+                actions.append(Drop("tcp-bad-ack"))
+                return
+            self.state = TcpState.ESTABLISHED
+            self.snd_una = self.snd_nxt
+            self.snd_wnd = seg.window << self.snd_wscale
+            self.snd_wl1, self.snd_wl2 = seg.seq, seg.ack
+            self.rto_deadline = None
+            self.retries = 0
+            actions.append(Writable())
+        if not self._on_ack(seg, now, actions):
+            return
+        if seg.payload or seg.fin:
+            self._on_data(seg, actions)
+        if self.detached and self.rx:
+            actions.extend(self.abort("data arrived after the stream was closed"))
+            return
+        self._output(now, actions)
+        self._maybe_finished(actions)
+
+    def _on_rst(self, seg: Segment, actions: list[Action]) -> None:
+        # RFC 5961 §3.2: exact match resets, in-window gets a challenge ACK, else drop.
+        if seg.seq == self.rcv_nxt:
+            self._close("reset by the app", actions, reset=True)
+        elif seq_lt(self.rcv_nxt, seg.seq) and seq_lt(
+            seg.seq, seq_add(self.rcv_nxt, max(1, self._free_window()))
+        ):
+            self._send_ack(actions)
+            actions.append(Drop("tcp-rst-challenged"))
+        else:
+            actions.append(Drop("tcp-rst-out-of-window"))
+
+    def _on_ack(self, seg: Segment, now: float, actions: list[Action]) -> bool:
+        ack = seg.ack
+        if seq_lt(self.snd_nxt, ack):
+            self._send_ack(actions)  # RFC 9293 §3.10.7.4: ACKs something not yet sent
+            actions.append(Drop("tcp-ack-unsent"))
+            return False
+        if seq_lt(self.snd_una, ack):
+            acked = seq_diff(ack, self.snd_una)
+            data_acked = min(acked, self.tx_sent)
+            del self.tx[:data_acked]
+            self.tx_sent -= data_acked
+            if self.fin_sent and acked > data_acked:
+                self.fin_acked = True
+            self.snd_una = ack
+            self.dupacks = 0
+            self.retries = 0
+            if self.rtt_seq is not None and seq_le(self.rtt_seq, ack):
+                self._rtt_sample(now - self.rtt_start)
+                self.rtt_seq = None
+            if self.cwnd < (1 << 62):
+                self.cwnd += self.snd_mss  # slow start after a timeout (RFC 5681 §3.1)
+            self.rto_deadline = now + self.rto if self._in_flight() else None
+            if data_acked:
+                actions.append(Writable())
+        elif (
+            ack == self.snd_una
+            and self._in_flight()
+            and not seg.payload
+            and not seg.fin
+            and (seg.window << self.snd_wscale) == self.snd_wnd
+        ):
+            self.dupacks += 1
+            if self.dupacks == DUPACK_THRESHOLD:
+                self._retransmit_first(actions)
+        # RFC 9293 §3.10.7.4: update the send window from the newest segment only.
+        if seq_lt(self.snd_wl1, seg.seq) or (self.snd_wl1 == seg.seq and seq_le(self.snd_wl2, ack)):
+            self.snd_wnd = seg.window << self.snd_wscale
+            self.snd_wl1, self.snd_wl2 = seg.seq, ack
+        if self.fin_acked:
+            if self.state is TcpState.FIN_WAIT_1:
+                self.state = TcpState.FIN_WAIT_2
+            elif self.state is TcpState.CLOSING:
+                self.state = TcpState.TIME_WAIT
+            elif self.state is TcpState.LAST_ACK:
+                self.state = TcpState.CLOSED
+        return True
+
+    def _on_data(self, seg: Segment, actions: list[Action]) -> None:
+        if self.state not in _RECEIVES_DATA:
+            if seg.seq != self.rcv_nxt or seg.payload:
+                self._send_ack(actions)  # a retransmitted FIN: ACK it again
+            return
+        payload = seg.payload
+        fin = seg.fin
+        if seg.seq != self.rcv_nxt:
+            if seq_lt(self.rcv_nxt, seg.seq):
+                self._send_ack(actions)  # documented: out of order → drop + duplicate ACK
+                actions.append(Drop("tcp-out-of-order"))
+                return
+            old = seq_diff(self.rcv_nxt, seg.seq)
+            if old >= len(payload) + (1 if fin else 0):
+                self._send_ack(actions)
+                actions.append(Drop("tcp-duplicate"))
+                return
+            payload = payload[old:]
+        space = self.settings.rx_capacity - len(self.rx)
+        if len(payload) > space:
+            payload = payload[:space]
+            fin = False  # RFC 9293 §3.10.7.4: what lies beyond the window is not accepted
+            actions.append(Drop("tcp-beyond-window"))
+        if payload:
+            self.rx += payload
+            self.rcv_nxt = seq_add(self.rcv_nxt, len(payload))
+            actions.append(Readable())
+        if fin:
+            self.rcv_nxt = seq_add(self.rcv_nxt, 1)
+            self.rx_eof = True
+            actions.append(Readable())
+            if self.state is TcpState.ESTABLISHED:
+                self.state = TcpState.CLOSE_WAIT
+            elif self.state is TcpState.FIN_WAIT_1:
+                self.state = TcpState.CLOSING
+            else:
+                self.state = TcpState.TIME_WAIT
+        self._send_ack(actions)
+
+    def _on_timeout(self, now: float, actions: list[Action]) -> None:
+        if self.retries >= self.settings.max_retries:
+            actions.extend(
+                self.abort(f"the app did not acknowledge after {self.retries} retransmissions")
+            )
+            return
+        self.retries += 1
+        self.rto = min(self.rto * 2, TUN_TCP_RTO_MAX)  # RFC 6298 §5.5 back off
+        self.rtt_seq = None  # Karn: no sample from a retransmitted segment
+        if self.state is TcpState.SYN_RECEIVED:
+            self._transmit_syn_ack(actions)
+        elif self.tx_sent or self.fin_sent:
+            # Go back N with a one-segment window, then slow start (RFC 5681 §3.1).
+            self.tx_sent = 0
+            self.fin_sent = self.fin_acked
+            self.snd_nxt = self.snd_una
+            self.cwnd = self.snd_mss
+            self._output(now, actions)
+        elif self.tx and self.snd_wnd == 0:
+            self._send_data(0, 1, actions)  # zero-window probe (RFC 9293 §3.8.6.1)
+        self.rto_deadline = now + self.rto if self._in_flight() or self.tx else None
+
+    # --- output ------------------------------------------------------------------------
+    def _output(self, now: float, actions: list[Action]) -> None:
+        if self.state not in _SENDS_DATA:
+            return
+        limit = min(self.snd_wnd, self.cwnd)
+        while self.tx_sent < len(self.tx):
+            room = limit - self.tx_sent
+            if room <= 0:
+                break
+            n = min(self.snd_mss, len(self.tx) - self.tx_sent, room)
+            self._send_data(self.tx_sent, n, actions)
+            if self.rtt_seq is None:
+                self.rtt_seq, self.rtt_start = self.snd_nxt, now
+        if self.tx_eof and not self.fin_sent and self.tx_sent == len(self.tx):
+            self.fin_sent = True
+            actions.append(Transmit(self._make(FIN | ACK, self.snd_nxt)))
+            self.snd_nxt = seq_add(self.snd_nxt, 1)
+            if self.state is TcpState.ESTABLISHED:
+                self.state = TcpState.FIN_WAIT_1
+            elif self.state is TcpState.CLOSE_WAIT:
+                self.state = TcpState.LAST_ACK
+        if self.rto_deadline is None and (self._in_flight() or self.tx):
+            self._arm(now)
+
+    def _send_data(self, offset: int, n: int, actions: list[Action]) -> None:
+        seq = seq_add(self.snd_una, offset)
+        payload = bytes(self.tx[offset : offset + n])
+        actions.append(Transmit(self._make(PSH | ACK, seq, payload)))
+        self.tx_sent = max(self.tx_sent, offset + n)
+        end = seq_add(seq, n)
+        if seq_lt(self.snd_nxt, end):
+            self.snd_nxt = end
+
+    def _retransmit_first(self, actions: list[Action]) -> None:
+        if self.tx_sent:
+            n = min(self.snd_mss, self.tx_sent)
+            actions.append(Transmit(self._make(PSH | ACK, self.snd_una, bytes(self.tx[:n]))))
+        elif self.fin_sent and not self.fin_acked:
+            actions.append(Transmit(self._make(FIN | ACK, self.snd_una)))
+
+    def _transmit_syn_ack(self, actions: list[Action]) -> None:
+        seg = Segment(
+            self.iss,
+            self.rcv_nxt,
+            SYN | ACK,
+            min(self.settings.rx_capacity, 0xFFFF),  # never scaled in a SYN (RFC 7323 §2.2)
+            mss=self.settings.mss,
+            wscale=self.rcv_wscale if self.snd_wscale or self.rcv_wscale else None,
+        )
+        actions.append(Transmit(seg))
+
+    def _send_ack(self, actions: list[Action]) -> None:
+        actions.append(Transmit(self._make(ACK, self.snd_nxt)))
+
+    def _make(self, flags: int, seq: int, payload: bytes = b"") -> Segment:
+        free = self._free_window()
+        self.last_adv = free
+        return Segment(seq, self.rcv_nxt, flags, min(free >> self.rcv_wscale, 0xFFFF), payload)
+
+    def _free_window(self) -> int:
+        return max(0, self.settings.rx_capacity - len(self.rx))
+
+    def _in_flight(self) -> bool:
+        return self.snd_nxt != self.snd_una
+
+    def _arm(self, now: float) -> None:
+        self.rto_deadline = now + self.rto
+
+    def _rtt_sample(self, rtt: float) -> None:
+        # RFC 6298 §2.2-2.3 (alpha 1/8, beta 1/4, K=4); the floor is TUN_TCP_RTO_MIN.
+        if self.srtt is None:
+            self.srtt, self.rttvar = rtt, rtt / 2
+        else:
+            self.rttvar = 0.75 * self.rttvar + 0.25 * abs(self.srtt - rtt)
+            self.srtt = 0.875 * self.srtt + 0.125 * rtt
+        self.rto = min(max(self.srtt + 4 * self.rttvar, TUN_TCP_RTO_MIN), TUN_TCP_RTO_MAX)
+
+    def _maybe_finished(self, actions: list[Action]) -> None:
+        if self.state is TcpState.TIME_WAIT and self.fin_acked:
+            self._close("finished", actions, reset=False)  # TIME-WAIT skipped, see above
+        elif self.state is TcpState.CLOSED:
+            self._close("finished", actions, reset=False)
+
+    def _close(self, reason: str, actions: list[Action], *, reset: bool) -> None:
+        self.state = TcpState.CLOSED
+        self.rto_deadline = None
+        if reset:
+            self.reset_reason = reason
+        actions.append(Closed(reason, reset))
+        actions.append(Readable())
+        actions.append(Writable())

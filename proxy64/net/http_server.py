@@ -1,0 +1,395 @@
+# The HTTP proxy front end: a thin trio loop around h11 (server side to the client, client
+# side to the origin). proxy64.proto.httpproxy decides what a request means; this module
+# only reads, feeds h11, dials through ctx.dialer and copies.
+#
+# Invariants: no body is ever buffered whole (Data events are forwarded as they arrive);
+# every ConnectionRecord is finished exactly once; an error answer is only sent while no
+# response has started (after that the client connection is closed instead); the client's
+# bytes after a CONNECT head (h11 trailing_data) reach the destination first.
+# RFC 9110 §9.3.6 (CONNECT), RFC 9112 §3.2 (request targets), §9.3 (persistence), §9.6
+# (lingering close), RFC 9110 §10.1.1 (100-continue answered by the proxy).
+
+from __future__ import annotations
+
+import logging
+from typing import cast
+
+import h11
+import trio
+
+from proxy64.defaults import (
+    CONNECT_TIMEOUT,
+    HTTP_DIAL_GRACE,
+    HTTP_KEEPALIVE_TIMEOUT,
+    HTTP_LINGER_BYTES,
+    HTTP_LINGER_TIME,
+    HTTP_MAX_HEAD,
+    RELAY_CHUNK,
+)
+from proxy64.destination import Destination
+from proxy64.errors import Proxy64Error, RemoteProtocolError
+from proxy64.net.context import ConnectionRecord, Dialed, ProxyContext
+from proxy64.proto.http_headers import downstream_response_headers
+from proxy64.proto.httpproxy import (
+    ConnectTarget,
+    ForwardTarget,
+    check_proxy_auth,
+    classify,
+    error_response,
+)
+
+logger = logging.getLogger(__name__)
+
+_Next = h11.Event | type[h11.PAUSED] | type[h11.NEED_DATA]
+
+
+class _ClientGone(Exception):
+    """The client closed or broke its connection: nothing more can be said to it."""
+
+
+class _UpstreamFailed(Exception):
+    """The origin broke its side; http_status is what to answer if no response started."""
+
+    def __init__(self, message: str, http_status: int = 502) -> None:
+        super().__init__(message)
+        self.http_status = http_status
+
+
+def _peer_name(stream: trio.abc.Stream) -> str:
+    sock = getattr(stream, "socket", None)
+    try:
+        peer = sock.getpeername() if sock is not None else None
+    except OSError:
+        peer = None
+    if not peer:
+        return "unknown"
+    host, port = peer[0], peer[1]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+class _Upstream:
+    """One connection to an origin, with its own h11 client machine and record."""
+
+    def __init__(self, dialed: Dialed, record: ConnectionRecord) -> None:
+        self.dialed = dialed
+        self.destination = dialed.destination
+        self.record = record
+        self.conn = h11.Connection(h11.CLIENT, max_incomplete_event_size=HTTP_MAX_HEAD)
+
+    @property
+    def reusable(self) -> bool:
+        return self.conn.our_state is h11.IDLE and self.conn.their_state is h11.IDLE
+
+    async def send(self, event: h11.Request | h11.Data | h11.EndOfMessage) -> None:
+        data = self.conn.send(event)
+        if not data:
+            return
+        try:
+            await self.dialed.stream.send_all(data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            raise _UpstreamFailed(f"{self.destination} closed the connection: {exc}") from None
+        self.record.bytes_up += len(data)
+
+    async def next_event(self, idle: float) -> _Next:
+        while True:
+            try:
+                event = self.conn.next_event()
+            except h11.RemoteProtocolError as exc:
+                raise _UpstreamFailed(f"{self.destination} sent a broken response: {exc}") from None
+            if event is not h11.NEED_DATA:
+                return event
+            try:
+                with trio.fail_after(idle):
+                    data = await self.dialed.stream.receive_some(RELAY_CHUNK)
+            except trio.TooSlowError:
+                raise _UpstreamFailed(
+                    f"{self.destination} sent nothing for {idle:g} s", http_status=504
+                ) from None
+            except trio.BrokenResourceError as exc:
+                data = b""
+                logger.debug("upstream %s broke: %s", self.destination, exc)
+            self.record.bytes_down += len(data)
+            self.conn.receive_data(cast(bytes, data))  # h11 takes any bytes-like
+
+    async def close(self, outcome: str, ctx: ProxyContext) -> None:
+        if self.record.outcome == "open":
+            self.record.outcome = outcome
+        ctx.recorder.finish(self.record)
+        await self.dialed.stream.aclose()
+
+
+class _ClientSession:
+    def __init__(self, stream: trio.SocketStream, ctx: ProxyContext) -> None:
+        self.stream = stream
+        self.ctx = ctx
+        self.client = _peer_name(stream)
+        self.conn = h11.Connection(h11.SERVER, max_incomplete_event_size=HTTP_MAX_HEAD)
+        self.upstream: _Upstream | None = None
+
+    # --- talking to the client -----------------------------------------------------------
+
+    async def _receive(self) -> None:
+        try:
+            data = await self.stream.receive_some(RELAY_CHUNK)
+        except trio.BrokenResourceError:
+            data = b""
+        if not self.conn.trailing_data[1]:  # h11 refuses data after EOF
+            self.conn.receive_data(data)
+
+    async def _send(self, event: h11.Event) -> None:
+        data = self.conn.send(event)
+        if data:
+            try:
+                await self.stream.send_all(data)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                raise _ClientGone from None
+
+    async def _client_event(self) -> _Next:
+        while True:
+            event = self.conn.next_event()
+            if event is not h11.NEED_DATA:
+                return event
+            await self._receive()
+
+    async def send_error(self, status: int, message: str) -> None:
+        """A whole error answer, then a lingering close (RFC 9112 §9.6)."""
+        if self.conn.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
+            return  # a response already started: the caller closes the connection
+        response, body = error_response(status, message)
+        try:
+            await self._send(response)
+            await self._send(h11.Data(data=body))
+            await self._send(h11.EndOfMessage())
+            await self.stream.send_eof()
+        except (_ClientGone, trio.BrokenResourceError, trio.ClosedResourceError):
+            return
+        drained = 0
+        with trio.move_on_after(HTTP_LINGER_TIME):
+            while drained < HTTP_LINGER_BYTES:
+                try:
+                    data = await self.stream.receive_some(RELAY_CHUNK)
+                except trio.BrokenResourceError:
+                    break
+                if not data:
+                    break
+                drained += len(data)
+
+    # --- the request loop ----------------------------------------------------------------
+
+    async def _next_request(self, first: bool) -> h11.Request | None:
+        if not first and not self.conn.trailing_data[0]:
+            # Keep-alive: wait for the first byte of the next request, then the head.
+            with trio.move_on_after(HTTP_KEEPALIVE_TIMEOUT):
+                await self._receive()
+            if not self.conn.trailing_data[0] and not self.conn.trailing_data[1]:
+                return None  # idle too long
+        try:
+            with trio.fail_after(self.ctx.handshake_timeout):
+                event = await self._client_event()
+        except trio.TooSlowError:
+            if self.conn.trailing_data[0]:
+                await self.send_error(
+                    408, f"the request head was not complete after {self.ctx.handshake_timeout:g} s"
+                )
+            return None
+        if isinstance(event, h11.Request):
+            return event
+        return None  # ConnectionClosed
+
+    async def run(self) -> None:
+        first = True
+        try:
+            while True:
+                try:
+                    request = await self._next_request(first)
+                except h11.RemoteProtocolError as exc:
+                    if not self.conn.trailing_data[1]:  # not just the client vanishing
+                        logger.info("http %s: bad request head: %s", self.client, exc)
+                        await self.send_error(exc.error_status_hint, _head_problem(exc))
+                    return
+                if request is None:
+                    return
+                try:
+                    target = classify(request)
+                    check_proxy_auth(list(request.headers.raw_items()), self.ctx.credentials)
+                except RemoteProtocolError as exc:
+                    logger.info("http %s: refused %s: %s", self.client, request.method, exc)
+                    await self.send_error(exc.http_status, str(exc))
+                    return
+                if isinstance(target, ConnectTarget):
+                    await self._tunnel(target)
+                    return
+                if not await self._forward(target):
+                    return
+                if self.conn.our_state is h11.DONE and self.conn.their_state is h11.DONE:
+                    self.conn.start_next_cycle()
+                    first = False
+                else:
+                    return
+        except _ClientGone:
+            return
+        finally:
+            if self.upstream is not None:
+                upstream, self.upstream = self.upstream, None
+                with trio.CancelScope(shield=True):
+                    await upstream.close("ok", self.ctx)
+
+    # --- dialing -------------------------------------------------------------------------
+
+    async def _dial(self, destination: Destination, record: ConnectionRecord) -> Dialed | None:
+        """Dial, or answer the error (and finish the record) and return None."""
+        try:
+            with trio.fail_after(CONNECT_TIMEOUT + HTTP_DIAL_GRACE):
+                dialed = await self.ctx.dialer.connect(destination)
+        except Proxy64Error as exc:
+            status, message = exc.http_status, str(exc)
+        except trio.TooSlowError:
+            status, message = 504, f"cannot connect to {destination}: timed out"
+        else:
+            record.remote = dialed.remote
+            record.reached = dialed.reached
+            record.egress = dialed.egress
+            return dialed
+        logger.info("http %s: %s", self.client, message)
+        record.outcome = message
+        self.ctx.recorder.finish(record)
+        await self.send_error(status, message)
+        return None
+
+    async def _tunnel(self, target: ConnectTarget) -> None:
+        record = ConnectionRecord(
+            front_end="http-connect", client=self.client, destination=target.destination
+        )
+        dialed = await self._dial(target.destination, record)
+        if dialed is None:
+            return
+        try:
+            await self._send(
+                h11.Response(status_code=200, headers=[], reason=b"Connection Established")
+            )
+            early = self.conn.trailing_data[0]  # sent by the client before our 200
+            if early:
+                await dialed.stream.send_all(early)
+                record.bytes_up += len(early)
+            await self.ctx.relay(self.stream, dialed.stream, record)
+            if record.outcome == "open":
+                record.outcome = "ok"
+        except _ClientGone:
+            record.outcome = "client closed before the tunnel started"
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            record.outcome = f"destination closed: {exc}"
+        except BaseException as exc:
+            if record.outcome == "open":
+                record.outcome = f"aborted: {exc!r}"
+            raise
+        finally:
+            self.ctx.recorder.finish(record)
+            with trio.CancelScope(shield=True):
+                await dialed.stream.aclose()
+
+    async def _upstream_for(self, destination: Destination) -> _Upstream | None:
+        current = self.upstream
+        if current is not None:
+            if current.destination == destination and current.reusable:
+                return current
+            self.upstream = None
+            await current.close("ok", self.ctx)
+        record = ConnectionRecord(front_end="http", client=self.client, destination=destination)
+        dialed = await self._dial(destination, record)
+        if dialed is None:
+            return None
+        self.upstream = _Upstream(dialed, record)
+        return self.upstream
+
+    # --- forwarding one request ----------------------------------------------------------
+
+    async def _forward(self, target: ForwardTarget) -> bool:
+        """Forward one request and its response; True when the client connection lives on."""
+        upstream = await self._upstream_for(target.destination)
+        if upstream is None:
+            return False
+        idle = self.ctx.idle_timeout
+        responded = False
+        try:
+            if target.expects_continue and self.conn.they_are_waiting_for_100_continue:
+                await self._send(h11.InformationalResponse(status_code=100, headers=[]))
+            await upstream.send(target.request)
+            await self._copy_request_body(upstream, idle)
+            while True:
+                event = await upstream.next_event(idle)
+                if isinstance(event, h11.InformationalResponse):
+                    continue  # 100 and 103 from the origin: the client had its own 100
+                if isinstance(event, h11.Response):
+                    headers = downstream_response_headers(
+                        list(event.headers.raw_items()), event.http_version
+                    )
+                    await self._send(
+                        h11.Response(
+                            status_code=event.status_code, headers=headers, reason=event.reason
+                        )
+                    )
+                    responded = True
+                elif isinstance(event, h11.Data):
+                    await self._send(h11.Data(data=event.data))
+                elif isinstance(event, h11.EndOfMessage):
+                    # RFC 9110 §6.5.1: trailers may be discarded when de-chunking.
+                    await self._send(h11.EndOfMessage())
+                    break
+                else:  # ConnectionClosed or PAUSED before the response ended
+                    raise _UpstreamFailed(
+                        f"{target.destination} closed the connection before answering"
+                    )
+        except _UpstreamFailed as exc:
+            logger.info("http %s: %s", self.client, exc)
+            self.upstream = None
+            await upstream.close(str(exc), self.ctx)
+            if not responded:
+                await self.send_error(exc.http_status, str(exc))
+            return False
+        except (_ClientGone, h11.RemoteProtocolError, trio.TooSlowError) as exc:
+            self.upstream = None
+            await upstream.close(f"client connection ended: {exc!r}", self.ctx)
+            raise _ClientGone from None
+        if upstream.conn.our_state is h11.DONE and upstream.conn.their_state is h11.DONE:
+            upstream.conn.start_next_cycle()
+        else:
+            self.upstream = None
+            await upstream.close("ok", self.ctx)
+        return True
+
+    async def _copy_request_body(self, upstream: _Upstream, idle: float) -> None:
+        while True:
+            with trio.fail_after(idle):
+                event = await self._client_event()
+            if isinstance(event, h11.Data):
+                await upstream.send(h11.Data(data=event.data))
+            elif isinstance(event, h11.EndOfMessage):
+                await upstream.send(h11.EndOfMessage())
+                return
+            else:
+                raise _ClientGone
+
+
+def _head_problem(exc: h11.RemoteProtocolError) -> str:
+    if exc.error_status_hint == 431:
+        return f"the request head is larger than {HTTP_MAX_HEAD} bytes"
+    return f"the request head is not valid HTTP/1.1 ({exc})"
+
+
+async def handle_http_client(stream: trio.SocketStream, ctx: ProxyContext) -> None:
+    """Serve one client connection of the HTTP proxy until it closes."""
+    session = _ClientSession(stream, ctx)
+    try:
+        try:
+            ctx.connection_slots.acquire_nowait()
+        except trio.WouldBlock:
+            logger.warning("http %s: refused, too many connections", session.client)
+            await session.send_error(503, "too many connections; try again later")
+            return
+        try:
+            await session.run()
+        finally:
+            ctx.connection_slots.release()
+    finally:
+        with trio.CancelScope(shield=True):
+            await stream.aclose()
