@@ -1,0 +1,277 @@
+"""The proxies the benchmark starts and measures: proxy64 and its peers, one process tree each.
+
+Each server is started by the harness on loopback ports it picked, in its own session
+(so its forked workers share its process group), and stopped by that PID: SIGTERM, then
+SIGKILL to the group if anything is left. CPU and memory are read from /proc for the
+whole process tree (dante and `serve --workers N` fork workers):
+  CPU    utime+stime of every live process + cutime+cstime of the root (reaped children)
+  memory VmRSS summed over the tree
+Peers: microsocks (SOCKS5), dante (SOCKS5), tinyproxy (CONNECT + forwarding),
+pproxy (SOCKS5 + CONNECT + forwarding on one port, without uvloop).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bench.loadgen import Target
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+REPO = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def find_tool(name: str) -> str | None:
+    venv_bin = Path(sys.executable).parent / name
+    if venv_bin.exists():
+        return str(venv_bin)
+    for directory in ("/usr/sbin", "/sbin"):
+        if os.path.exists(f"{directory}/{name}"):
+            return f"{directory}/{name}"
+    return shutil.which(name)
+
+
+# --- /proc sampling ----------------------------------------------------------------------
+
+
+def _stat_fields(pid: int) -> list[str]:
+    with open(f"/proc/{pid}/stat") as f:
+        text = f.read()
+    return text[text.rindex(")") + 2 :].split()  # fields from 3 (state) on
+
+
+def tree_pids(root: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            ppid = int(_stat_fields(int(entry))[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        children.setdefault(ppid, []).append(int(entry))
+    found, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        found.append(pid)
+        todo.extend(children.get(pid, []))
+    return found
+
+
+def tree_cpu_seconds(root: int) -> float:
+    ticks = 0
+    for pid in tree_pids(root):
+        try:
+            fields = _stat_fields(pid)
+        except OSError:
+            continue
+        ticks += int(fields[11]) + int(fields[12])  # utime, stime (stat fields 14, 15)
+        if pid == root:
+            ticks += int(fields[13]) + int(fields[14])  # cutime, cstime: reaped workers
+    return ticks / CLK_TCK
+
+
+def tree_rss_kib(root: int) -> int:
+    total = 0
+    for pid in tree_pids(root):
+        try:
+            with open(f"/proc/{pid}/status") as f:
+                for line in f:
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1])
+                        break
+        except OSError:
+            continue
+    return total
+
+
+# --- servers -----------------------------------------------------------------------------
+
+
+@dataclass
+class Server:
+    """One proxy process tree serving one or more target kinds on loopback ports."""
+
+    name: str
+    kinds: tuple[str, ...]  # socks5 / connect / http, in the order targets are listed
+    build: Callable[[Server], list[str]]  # argv, may write config files into workdir
+    workdir: Path
+    ports: dict[str, int] = field(default_factory=dict)
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None, f"{self.name} is not running"
+        return self.proc.pid
+
+    def targets(self) -> list[Target]:
+        return [
+            Target(f"{self.name}/{kind}", kind, ("127.0.0.1", self.ports[kind]), self.name)
+            for kind in self.kinds
+        ]
+
+    def start(self, timeout: float = 15.0) -> None:
+        argv = self.build(self)
+        log = open(self.workdir / f"{self.name}.log", "ab")  # noqa: SIM115 (closed in stop)
+        self.proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
+            cwd=self.workdir,
+        )
+        log.close()
+        deadline = time.monotonic() + timeout
+        for port in set(self.ports.values()):
+            while True:
+                if self.proc.poll() is not None:
+                    raise RuntimeError(
+                        f"{self.name} exited with {self.proc.returncode}; see "
+                        f"{self.workdir / (self.name + '.log')}"
+                    )
+                with socket.socket() as probe:
+                    if probe.connect_ex(("127.0.0.1", port)) == 0:
+                        break
+                if time.monotonic() > deadline:
+                    self.stop()
+                    raise RuntimeError(f"{self.name} did not listen on {port} in {timeout}s")
+                time.sleep(0.05)
+
+    def stop(self) -> None:
+        proc, self.proc = self.proc, None
+        if proc is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+        # the process group is the one start_new_session made for this PID
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+def _microsocks(server: Server) -> list[str]:
+    return [
+        find_tool("microsocks") or "microsocks",
+        "-i",
+        "127.0.0.1",
+        "-p",
+        str(server.ports["socks5"]),
+    ]
+
+
+def _dante(server: Server) -> list[str]:
+    conf = server.workdir / "danted.conf"
+    conf.write_text(
+        f"""logoutput: stderr
+internal: 127.0.0.1 port = {server.ports["socks5"]}
+external: lo
+clientmethod: none
+socksmethod: none
+user.privileged: root
+user.unprivileged: nobody
+client pass {{ from: 0/0 to: 0/0 }}
+socks pass {{ from: 0/0 to: 0/0 command: connect }}
+"""
+    )
+    return [find_tool("danted") or "danted", "-f", str(conf)]
+
+
+def _tinyproxy(server: Server) -> list[str]:
+    conf = server.workdir / "tinyproxy.conf"
+    port = server.ports["connect"]
+    conf.write_text(
+        f"""Port {port}
+Listen 127.0.0.1
+Timeout 600
+MaxClients 12000
+LogLevel Critical
+Allow 127.0.0.1
+DisableViaHeader Yes
+"""
+    )
+    return [find_tool("tinyproxy") or "tinyproxy", "-d", "-c", str(conf)]
+
+
+def _pproxy(server: Server) -> list[str]:
+    port = server.ports["socks5"]
+    return [find_tool("pproxy") or "pproxy", "-l", f"socks5+http://127.0.0.1:{port}"]
+
+
+PROXY64_WORKERS = 1
+
+
+def _proxy64(server: Server) -> list[str]:
+    argv = [
+        sys.executable,
+        "-m",
+        "proxy64",
+        "serve",
+        "--socks",
+        f"127.0.0.1:{server.ports['socks5']}",
+        "--http",
+        f"127.0.0.1:{server.ports['connect']}",
+        "--log-level",
+        "error",
+    ]
+    if PROXY64_WORKERS > 1:
+        argv += ["--workers", str(PROXY64_WORKERS)]
+    return argv
+
+
+def _available(name: str) -> bool:
+    if name == "proxy64":
+        try:
+            import proxy64.commands.serve  # noqa: F401
+        except ImportError:
+            return False
+        return True
+    tool = {"dante": "danted"}.get(name, name)
+    return find_tool(tool) is not None
+
+
+SERVERS: dict[str, tuple[tuple[str, ...], Callable[[Server], list[str]], bool]] = {
+    # name: (kinds, argv builder, one port serves every kind)
+    "proxy64": (("socks5", "connect", "http"), _proxy64, False),
+    "microsocks": (("socks5",), _microsocks, True),
+    "dante": (("socks5",), _dante, True),
+    "tinyproxy": (("connect", "http"), _tinyproxy, True),
+    "pproxy": (("socks5", "connect", "http"), _pproxy, True),
+}
+
+
+def make_server(name: str, workdir: Path) -> Server:
+    kinds, build, shared = SERVERS[name]
+    if shared:
+        port = free_port()
+        ports = dict.fromkeys(kinds, port)
+    else:
+        # proxy64: SOCKS5 on one port, HTTP (CONNECT and forwarding) on another
+        ports = {"socks5": free_port()}
+        ports["connect"] = ports["http"] = free_port()
+    return Server(name, kinds, build, workdir, ports)
+
+
+def available_servers(names: list[str]) -> tuple[list[str], list[str]]:
+    """Split names into (installed, missing)."""
+    have = [n for n in names if _available(n)]
+    return have, [n for n in names if n not in have]
