@@ -1,0 +1,82 @@
+"""RFC 7050 NAT64 prefix discovery over the network, and the optional connectivity probe.
+
+Asks the DNS servers for AAAA ipv4only.arpa (with failover, like every other query) and
+hands the addresses to the pure derivation in proxy64/proto/rfc7050.py. The probe
+(RFC 7050 §3 "connectivity check") dials an IPv4 target embedded in a prefix; it is off
+unless the caller asks for it.
+"""
+
+from __future__ import annotations
+
+import logging
+from ipaddress import IPv4Address, IPv6Address
+
+import dns.name
+import dns.rcode
+import dns.rdatatype
+import trio
+
+from proxy64.config import HostPort
+from proxy64.defaults import DISCOVERY_TIMEOUT, DNS_TIMEOUT, IPV4ONLY_ARPA, PROBE_TIMEOUT
+from proxy64.errors import AddressMappingError
+from proxy64.proto.dns64 import follow_chain
+from proxy64.proto.rfc6052 import Nat64Prefix
+from proxy64.proto.rfc7050 import derive_prefixes
+
+from .resolver import query_servers, servers_from_resolv_conf
+
+log = logging.getLogger(__name__)
+
+_IPV4ONLY = dns.name.from_text(IPV4ONLY_ARPA)
+
+
+async def discover_prefixes(
+    servers: tuple[HostPort, ...],
+    *,
+    timeout: float = DISCOVERY_TIMEOUT,  # noqa: ASYNC109 (the agreed public API)
+) -> list[Nat64Prefix]:
+    """The NAT64 prefixes the DNS64 of these servers reveals (RFC 7050 §3); [] for none.
+
+    Empty servers means the nameservers of /etc/resolv.conf. Raises ResolutionError
+    (TIMEOUT) only when no server answered at all.
+    """
+    chosen = servers or servers_from_resolv_conf()
+    response = await query_servers(
+        chosen,
+        _IPV4ONLY,
+        dns.rdatatype.AAAA,
+        per_try=min(DNS_TIMEOUT, timeout),
+        lifetime=timeout,
+    )
+    if response.rcode() != dns.rcode.NOERROR:
+        log.info("ipv4only.arpa AAAA: %s", dns.rcode.to_text(response.rcode()))
+        return []
+    _, _, rrset = follow_chain(response, _IPV4ONLY, dns.rdatatype.AAAA)
+    if rrset is None:
+        return []
+    prefixes = derive_prefixes(IPv6Address(rdata.address) for rdata in rrset)
+    log.info("RFC 7050 discovery: %s", ", ".join(map(str, prefixes)) or "no NAT64 prefix")
+    return prefixes
+
+
+async def probe_prefix(
+    prefix: Nat64Prefix,
+    target: HostPort,
+    *,
+    timeout: float = PROBE_TIMEOUT,  # noqa: ASYNC109 (one bound per probe, applied below)
+) -> str | None:
+    """Dial target's IPv4 embedded in prefix over TCP; None on success, else why it failed."""
+    if not isinstance(target.host, IPv4Address):
+        return f"probe target {target} must be an IPv4 address"
+    try:
+        address = prefix.embed(target.host)
+    except AddressMappingError as exc:
+        return str(exc)
+    with trio.move_on_after(timeout):
+        try:
+            stream = await trio.open_tcp_stream(str(address), target.port)
+        except OSError as exc:
+            return f"[{address}]:{target.port}: {exc.strerror or exc}"
+        await stream.aclose()
+        return None
+    return f"[{address}]:{target.port}: no answer within {timeout:g} s"

@@ -1,0 +1,66 @@
+"""A bounded cache of DNS64 answers that honours their TTLs, positive and negative.
+
+Time is passed in (`now`), so the cache is deterministic under trio's MockClock and in
+unit tests. Positive answers live their TTL (capped at DNS_POSITIVE_TTL_MAX); NXDOMAIN
+and NODATA live their RFC 2308 §5 negative TTL capped at DNS_NEGATIVE_TTL_MAX; SERVFAIL
+and timeouts are not cached. A hit returns the answer with the TTL it has left. When full,
+the least recently used entry goes first.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import OrderedDict
+
+import dns.name
+
+from proxy64.defaults import DNS_CACHE_ENTRIES, DNS_NEGATIVE_TTL_MAX, DNS_POSITIVE_TTL_MAX
+from proxy64.proto.dns64 import Dns64Answer, Outcome
+
+_NEGATIVE = (Outcome.NXDOMAIN, Outcome.NODATA)
+
+
+class Dns64Cache:
+    def __init__(self, max_entries: int = DNS_CACHE_ENTRIES) -> None:
+        if max_entries < 1:
+            raise ValueError("a DNS cache needs room for at least one entry")
+        self.max_entries = max_entries
+        self._entries: OrderedDict[dns.name.Name, tuple[Dns64Answer, float]] = OrderedDict()
+        self.hits = 0
+        self.misses = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, qname: dns.name.Name, now: float) -> Dns64Answer | None:
+        """The cached answer with its remaining TTL, or None when absent or expired."""
+        entry = self._entries.get(qname)
+        if entry is None:
+            self.misses += 1
+            return None
+        answer, expires = entry
+        left = int(expires - now)
+        if left <= 0:
+            del self._entries[qname]
+            self.misses += 1
+            return None
+        self._entries.move_to_end(qname)
+        self.hits += 1
+        return dataclasses.replace(answer, ttl=left)
+
+    def put(self, answer: Dns64Answer, now: float) -> None:
+        if answer.outcome is Outcome.ANSWER:
+            ttl = min(answer.ttl, DNS_POSITIVE_TTL_MAX)
+        elif answer.outcome in _NEGATIVE:
+            ttl = min(answer.ttl, DNS_NEGATIVE_TTL_MAX)
+        else:
+            return  # SERVFAIL / TIMEOUT: ask again next time
+        if ttl <= 0:
+            return
+        self._entries[answer.qname] = (answer, now + ttl)
+        self._entries.move_to_end(answer.qname)
+        while len(self._entries) > self.max_entries:
+            self._entries.popitem(last=False)
+
+    def clear(self) -> None:
+        self._entries.clear()

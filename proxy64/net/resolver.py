@@ -1,0 +1,214 @@
+"""The DNS64 resolver (RFC 6147 §5.1): AAAA first, synthesis from A, cached.
+
+I/O only: queries go to the upstream servers in order with dnspython's trio backend
+(UDP, then TCP when the reply has TC=1, RFC 7766 §5), failing over on timeout, network
+error, SERVFAIL, REFUSED, NOTIMP or FORMERR. The rules live in proxy64/proto/dns64.py.
+No thread and no getaddrinfo: a query is a trio task.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from ipaddress import IPv6Address, ip_address
+from pathlib import Path
+
+import dns.asyncbackend
+import dns.asyncquery
+import dns.exception
+import dns.flags
+import dns.message
+import dns.name
+import dns.rcode
+import dns.rdatatype
+import trio
+
+from proxy64.config import HostPort, ResolverSettings
+from proxy64.defaults import DNS_EDNS_PAYLOAD, DNS_PORT
+from proxy64.errors import ResolutionError
+from proxy64.proto.dns64 import (
+    Dns64Answer,
+    NeedA,
+    Outcome,
+    classify_aaaa,
+    synthesize_from_a,
+)
+from proxy64.proto.rfc6052 import Nat64Prefix
+
+from .dns_cache import Dns64Cache
+
+log = logging.getLogger(__name__)
+
+RESOLV_CONF = Path("/etc/resolv.conf")
+_RETRY_NEXT = (dns.rcode.SERVFAIL, dns.rcode.REFUSED, dns.rcode.NOTIMP, dns.rcode.FORMERR)
+
+
+@dataclass(frozen=True, slots=True)
+class ResolvedAddress:
+    address: IPv6Address
+    synthesized: bool  # True: an A record embedded in the NAT64 prefix (RFC 6147)
+    ttl: int  # seconds left
+
+
+@dataclass(frozen=True, slots=True)
+class Resolution:
+    qname: str  # the name asked, without the final dot
+    chain: tuple[str, ...]  # CNAME/DNAME targets followed from qname, in order
+    records: tuple[ResolvedAddress, ...]
+    from_cache: bool
+
+
+def servers_from_resolv_conf(path: Path = RESOLV_CONF) -> tuple[HostPort, ...]:
+    """The `nameserver` lines of resolv.conf(5); 127.0.0.1 when there are none."""
+    servers: list[HostPort] = []
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        text = ""
+    for line in text.splitlines():
+        fields = line.split()
+        if len(fields) >= 2 and fields[0] == "nameserver":
+            try:
+                host = ip_address(fields[1].split("%")[0])
+            except ValueError:
+                continue
+            servers.append(HostPort(host, DNS_PORT))
+    return tuple(servers) or (HostPort(ip_address("127.0.0.1"), DNS_PORT),)
+
+
+async def query_servers(
+    servers: tuple[HostPort, ...],
+    qname: dns.name.Name,
+    rdtype: dns.rdatatype.RdataType,
+    *,
+    per_try: float,
+    lifetime: float,
+) -> dns.message.Message:
+    """One query, tried on each server in order until one gives a usable answer.
+
+    Returns the first NOERROR/NXDOMAIN answer, else the last error answer (SERVFAIL ...).
+    Raises ResolutionError(TIMEOUT) when no server answered at all within lifetime.
+    """
+    query = dns.message.make_query(qname, rdtype, use_edns=0, payload=DNS_EDNS_PAYLOAD)
+    problems: list[str] = []
+    last_error_answer: dns.message.Message | None = None
+    with trio.move_on_after(lifetime):
+        for server in servers:
+            try:
+                response = await _exchange(query, server, per_try)
+            except dns.exception.Timeout:
+                problems.append(f"{server} timed out")
+                continue
+            except (OSError, dns.exception.DNSException, EOFError) as exc:
+                problems.append(f"{server}: {exc or type(exc).__name__}")
+                continue
+            if response.rcode() in _RETRY_NEXT:
+                problems.append(f"{server} answered {dns.rcode.to_text(response.rcode())}")
+                last_error_answer = response
+                continue
+            return response
+    if last_error_answer is not None:
+        return last_error_answer
+    if len(problems) < len(servers):
+        problems.append(f"gave up after {lifetime:g} s")
+    detail = "no DNS server answered: " + "; ".join(problems)
+    raise ResolutionError(qname.to_text(omit_final_dot=True), "TIMEOUT", detail)
+
+
+async def _exchange(
+    query: dns.message.Message, server: HostPort, per_try: float
+) -> dns.message.Message:
+    backend = dns.asyncbackend.get_backend("trio")
+    where = str(server.host)
+    response = await dns.asyncquery.udp(
+        query, where, timeout=per_try, port=server.port, ignore_unexpected=True, backend=backend
+    )
+    if response.flags & dns.flags.TC:
+        # RFC 7766 §5: a truncated UDP answer is asked again over TCP.
+        log.debug("TC=1 from %s for %s, retrying over TCP", server, query.question[0].name)
+        response = await dns.asyncquery.tcp(
+            query, where, timeout=per_try, port=server.port, backend=backend
+        )
+    return response
+
+
+class DNS64Resolver:
+    """RFC 6147 DNS64 with a TTL-honouring cache; built once, shared by every front end."""
+
+    def __init__(
+        self,
+        settings: ResolverSettings,
+        prefix: Nat64Prefix,
+        *,
+        cache: Dns64Cache | None = None,
+        clock: Callable[[], float] = trio.current_time,
+    ) -> None:
+        self.settings = settings
+        self.prefix = prefix
+        self.servers = settings.servers or servers_from_resolv_conf()
+        self.cache = cache if cache is not None else Dns64Cache()
+        self._clock = clock
+
+    async def query(self, qname: dns.name.Name | str, rdtype: int | str) -> dns.message.Message:
+        """A raw upstream query with failover (the DNS64 server's pass-through)."""
+        name = qname if isinstance(qname, dns.name.Name) else dns.name.from_text(qname)
+        return await query_servers(
+            self.servers,
+            name,
+            dns.rdatatype.RdataType.make(rdtype),
+            per_try=self.settings.timeout,
+            lifetime=self.settings.lifetime,
+        )
+
+    async def lookup(self, qname: dns.name.Name) -> tuple[Dns64Answer, bool]:
+        """The DNS64 answer for qname and whether it came from the cache; never raises."""
+        cached = self.cache.get(qname, self._clock())
+        if cached is not None:
+            return cached, True
+        answer = await self._lookup_upstream(qname)
+        self.cache.put(answer, self._clock())
+        if answer.outcome is not Outcome.ANSWER:
+            log.debug("DNS64 %s: %s", qname, answer.outcome.value)
+        return answer, False
+
+    async def _lookup_upstream(self, qname: dns.name.Name) -> Dns64Answer:
+        if self.settings.synthesize_all:
+            need = NeedA.without_aaaa(qname)
+        else:
+            step = classify_aaaa(
+                await self._try(qname, dns.rdatatype.AAAA), qname, self.settings.excluded
+            )
+            if isinstance(step, Dns64Answer):
+                return step
+            need = step
+        a_response = await self._try(qname, dns.rdatatype.A)
+        return synthesize_from_a(a_response, qname, self.prefix, need, self.settings.mapped)
+
+    async def _try(
+        self, qname: dns.name.Name, rdtype: dns.rdatatype.RdataType
+    ) -> dns.message.Message | None:
+        try:
+            return await self.query(qname, rdtype)
+        except ResolutionError as exc:
+            log.debug("%s", exc)
+            return None
+
+    async def resolve(self, name: str) -> Resolution:
+        """Addresses to dial for name; raises ResolutionError with the DNS outcome."""
+        try:
+            qname = dns.name.from_text(name.strip())
+        except (dns.exception.DNSException, UnicodeError) as exc:
+            raise ResolutionError(name, "NXDOMAIN", f"not a valid DNS name ({exc})") from None
+        answer, from_cache = await self.lookup(qname)
+        text = qname.to_text(omit_final_dot=True)
+        if answer.outcome is not Outcome.ANSWER:
+            raise ResolutionError(text, answer.outcome.value, answer.note)
+        return Resolution(
+            qname=text,
+            chain=tuple(n.to_text(omit_final_dot=True) for n in answer.chain_names),
+            records=tuple(
+                ResolvedAddress(a, answer.synthesized, answer.ttl) for a in answer.addresses
+            ),
+            from_cache=from_cache,
+        )
