@@ -10,7 +10,7 @@ UDP: every datagram is sent back unchanged to its sender.
 from __future__ import annotations
 
 import argparse
-import socket
+import socket  # noqa: TID251 (a stand-alone server, not a proxy64 module)
 import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer

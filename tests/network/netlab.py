@@ -177,7 +177,7 @@ class Netlab:
         timeout: float = COMMAND_TIMEOUT,
     ) -> subprocess.CompletedProcess[str]:
         full = ["ip", "netns", "exec", netns, *argv] if netns else list(argv)
-        result = subprocess.run(full, capture_output=True, text=True, timeout=timeout)
+        result = subprocess.run(full, check=False, capture_output=True, text=True, timeout=timeout)
         if check and result.returncode != 0:
             raise RuntimeError(
                 f"{' '.join(full)} exited {result.returncode}: {result.stderr.strip()}"
@@ -355,9 +355,7 @@ class Netlab:
             )
         )
         self.spawn("nsd", self.gateway, [tool_path("nsd"), "-d", "-c", str(conf)])
-        self.wait_until(
-            "nsd", lambda: self.dns_answers(self.gateway, str(T.NSD6), T.V4ONLY), "DNS"
-        )
+        self.wait_until("nsd", lambda: self.dns_answers(self.gateway, str(T.NSD6), T.V4ONLY), "DNS")
 
     def start_origins(self) -> None:
         python = sys.executable
