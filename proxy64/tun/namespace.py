@@ -1,0 +1,121 @@
+"""Run one command in a fresh network namespace whose only network is a proxy64 TUN.
+
+The child (proxy64/tun/child.py) unshares, opens the TUN inside its namespace and
+passes the fd back over a socketpair (SCM_RIGHTS); proxy64 keeps running in the
+original namespace, so its dials use the host's network. Invariants: the child is
+reaped and the TUN fd closed on every exit path; the private resolv.conf is a temp
+file removed at the end; CMD's exit status is returned (128+N for a signal N).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import sys
+import tempfile
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv4Interface, IPv6Address, IPv6Interface
+
+import trio
+
+from proxy64.defaults import (
+    TUN_CLIENT,
+    TUN_CLIENT_V4,
+    TUN_DEVICE_NAME,
+    TUN_GATEWAY,
+    TUN_GATEWAY_V4,
+    TUN_MTU,
+    TUN_NETWORK,
+    TUN_NETWORK_V4,
+)
+from proxy64.tun.device import ROOTLESS_FIX, TUN_PATH, TunDevice, TunSetupError
+
+SETUP_TIMEOUT = 10.0
+CLIENT6 = IPv6Interface(f"{TUN_CLIENT}/{TUN_NETWORK.split('/')[1]}")
+GATEWAY6 = IPv6Address(TUN_GATEWAY)
+CLIENT4 = IPv4Interface(f"{TUN_CLIENT_V4}/{TUN_NETWORK_V4.split('/')[1]}")
+GATEWAY4 = IPv4Address(TUN_GATEWAY_V4)
+
+
+@dataclass(frozen=True, slots=True)
+class SandboxSettings:
+    mtu: int = TUN_MTU
+    name: str = TUN_DEVICE_NAME
+    client6: IPv6Interface = CLIENT6
+    gateway6: IPv6Address = GATEWAY6
+    ipv4: bool = False
+    client4: IPv4Interface = CLIENT4
+    gateway4: IPv4Address = GATEWAY4
+
+
+def check_rootless() -> None:
+    """Fail early, with the fix, when a normal user cannot open /dev/net/tun."""
+    if os.geteuid() != 0 and not os.access(TUN_PATH, os.R_OK | os.W_OK):
+        raise TunSetupError(ROOTLESS_FIX)
+
+
+def resolv_conf_text(settings: SandboxSettings) -> str:
+    lines = ["# written by proxy64 tun run: the DNS64 responder on the TUN", ""]
+    lines[1] = f"nameserver {settings.gateway6}"
+    return "\n".join(lines) + "\noptions edns0\n"
+
+
+async def run_in_namespace(
+    cmd: Sequence[str],
+    settings: SandboxSettings,
+    serve: Callable[[TunDevice, trio.Event], Awaitable[None]],
+) -> int:
+    """Start CMD in the sandbox, run serve(device, done) beside it, return CMD's status.
+
+    serve must return soon after `done` is set (it is set when CMD has exited)."""
+    check_rootless()
+    parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    fd, resolv_path = tempfile.mkstemp(prefix="proxy64-resolv-", suffix=".conf")
+    device: TunDevice | None = None
+    process: trio.Process | None = None
+    try:
+        os.write(fd, resolv_conf_text(settings).encode())
+        os.close(fd)
+        os.chmod(resolv_path, 0o644)
+        argv = [
+            sys.executable, "-m", "proxy64.tun.child",
+            "--sock", str(child.fileno()), "--name", settings.name,
+            "--mtu", str(settings.mtu), "--addr6", str(settings.client6),
+            "--gw6", str(settings.gateway6), "--resolv", resolv_path,
+        ]  # fmt: skip
+        if settings.ipv4:
+            argv += ["--addr4", str(settings.client4), "--gw4", str(settings.gateway4)]
+        if os.geteuid() != 0:
+            argv.append("--rootless")
+        argv += ["--", *cmd]
+        process = await trio.lowlevel.open_process(argv, pass_fds=(child.fileno(),))
+        child.close()
+        with trio.fail_after(SETUP_TIMEOUT):
+            await trio.lowlevel.wait_readable(parent)
+            message, fds, _flags, _addr = socket.recv_fds(parent, 4096, 1)
+        if not fds:
+            text = message.decode(errors="replace").removeprefix("error: ").strip()
+            raise TunSetupError(text or "the sandbox exited before creating its TUN device")
+        device = TunDevice(fds[0], settings.mtu)
+        done = trio.Event()
+        status = 0
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(serve, device, done)
+            parent.sendall(b"g")
+            status = await process.wait()
+            done.set()
+        return 128 - status if status < 0 else status
+    except trio.TooSlowError:
+        raise TunSetupError("the sandbox did not set up its TUN device within 10 s") from None
+    finally:
+        parent.close()
+        child.close()
+        if device is not None:
+            device.close()
+        if process is not None and process.returncode is None:
+            with trio.CancelScope(shield=True):
+                process.send_signal(signal.SIGKILL)
+                await process.wait()
+        os.unlink(resolv_path)
