@@ -71,6 +71,7 @@ UDP_TARGET_CACHE = 256  # resolved destinations remembered per UDP association
 # --- Relay, dialer, serve/run (core) ------------------------------------------------------
 SPLICE_RELEASE_AFTER = 1.0  # a splicing direction silent this long gives its pipe back
 SERVE_MAX_WORKERS = 64  # --workers upper bound
+SERVE_DISCOVERY_TIMEOUT = 6.0  # start-up waits at most this long for RFC 7050 discovery
 
 # --- TUN mode (proxy64/flow, proxy64/tun) -----------------------------------------------
 TUN_MTU = 65520  # the largest Linux accepts on a TUN: the biggest lever for a userspace stack

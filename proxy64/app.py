@@ -1,0 +1,384 @@
+"""Composition root: settings → resolver, dialer, relay, recorder → ProxyContext → listeners.
+
+The only place where the parts meet: one resolver and one dialer, built here and injected
+into every front end (never module globals). Start-up:
+1. bind the listeners (stdlib sockets, so --workers can fork after binding);
+2. choose the NAT64 prefix and egress (RFC 7050 discovery when asked for "auto");
+3. print ONE line: where it listens, which prefix and egress and why;
+4. serve until SIGINT/SIGTERM: listeners close, live tunnels get shutdown_grace seconds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import socket
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import trio
+
+from proxy64.config import HostPort
+from proxy64.defaults import SERVE_DISCOVERY_TIMEOUT, WELL_KNOWN_PREFIX
+from proxy64.destination import Egress, EgressChoice
+from proxy64.errors import ConfigError, ResolutionError
+from proxy64.net.context import ProxyContext
+from proxy64.net.dialer import Dialer, ResolutionLike, ResolverLike
+from proxy64.net.listeners import (
+    Handler,
+    ProxyServer,
+    bind_listener,
+    bound_address,
+    describe_bind_error,
+)
+from proxy64.net.recorder import Recorder
+from proxy64.net.relay import Relay
+from proxy64.proto.rfc6052 import Nat64Prefix
+from proxy64.report import ReadinessReport
+from proxy64.serve_config import ServeSettings
+
+logger = logging.getLogger(__name__)
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Nat64Choice:
+    prefix: Nat64Prefix
+    egress: Egress
+    why: str  # shown in the start-up line, e.g. "no NAT64 found via DNS 10.0.0.53:53"
+
+
+@dataclass(frozen=True, slots=True)
+class Bound:
+    """Listening sockets, bound before trio starts (and before --workers forks)."""
+
+    socks: socket.socket | None
+    http: socket.socket | None
+
+    @property
+    def socks_address(self) -> HostPort | None:
+        return bound_address(self.socks) if self.socks is not None else None
+
+    @property
+    def http_address(self) -> HostPort | None:
+        return bound_address(self.http) if self.http is not None else None
+
+    def close(self) -> None:
+        for sock in (self.socks, self.http):
+            if sock is not None:
+                sock.close()
+
+
+def bind(settings: ServeSettings, *, reuse_port: bool = False) -> Bound:
+    """Bind both listeners; a bind failure is a ConfigError naming the option."""
+    socks = http = None
+    try:
+        for option, address in (("--socks", settings.socks), ("--http", settings.http)):
+            if address is None:
+                continue
+            try:
+                sock = bind_listener(address, reuse_port=reuse_port)
+            except OSError as exc:
+                raise ConfigError(option, describe_bind_error(address, exc)) from None
+            if option == "--socks":
+                socks = sock
+            else:
+                http = sock
+    except BaseException:
+        Bound(socks, http).close()
+        raise
+    return Bound(socks, http)
+
+
+def rebind_for_worker(bound: Bound) -> Bound:
+    """In a forked worker: own SO_REUSEPORT sockets on the ports the parent chose."""
+    socks_address, http_address = bound.socks_address, bound.http_address
+    return Bound(
+        bind_listener(socks_address, reuse_port=True) if socks_address else None,
+        bind_listener(http_address, reuse_port=True) if http_address else None,
+    )
+
+
+# --- resolver and NAT64 choice ------------------------------------------------------------
+
+
+class _NoResolver:
+    """Stands in when this checkout has no DNS64 resolver: names fail with a clear reason."""
+
+    async def resolve(self, name: str) -> ResolutionLike:
+        raise ResolutionError(name, "SERVFAIL", "this proxy64 build has no DNS64 resolver")
+
+
+def build_resolver(settings: ServeSettings, prefix: Nat64Prefix) -> ResolverLike:
+    try:
+        from proxy64.net.resolver import DNS64Resolver
+    except ModuleNotFoundError as exc:
+        if exc.name != "proxy64.net.resolver":
+            raise
+        logger.warning("no DNS64 resolver in this build: only IP literals can be reached")
+        return _NoResolver()
+    resolver: ResolverLike = DNS64Resolver(settings.resolver_settings(), prefix)
+    return resolver
+
+
+async def discover(servers: tuple[HostPort, ...]) -> list[Nat64Prefix]:
+    """RFC 7050 discovery through the DNS engineer's module; [] when none or unavailable."""
+    try:
+        from proxy64.net.discovery import discover_prefixes
+    except ModuleNotFoundError as exc:
+        if exc.name != "proxy64.net.discovery":
+            raise
+        logger.warning("no RFC 7050 discovery in this build")
+        return []
+    with trio.move_on_after(SERVE_DISCOVERY_TIMEOUT):
+        try:
+            found: list[Nat64Prefix] = await discover_prefixes(servers)
+        except ResolutionError as exc:
+            logger.debug("RFC 7050 discovery failed: %s", exc)
+            return []
+        return found
+    return []
+
+
+async def choose_nat64(
+    settings: ServeSettings,
+    discover_fn: Callable[[tuple[HostPort, ...]], Any] = discover,
+) -> Nat64Choice:
+    """The prefix and egress to use, and why (shown in the start-up line)."""
+    given = settings.nat64_prefix
+    choice = settings.egress
+    if given is not None:
+        egress = Egress.EMBEDDED if choice is EgressChoice.EMBEDDED else Egress.NAT64
+        return Nat64Choice(given, egress, "given")
+    wkp = Nat64Prefix(WELL_KNOWN_PREFIX)
+    if choice is EgressChoice.EMBEDDED:
+        return Nat64Choice(wkp, Egress.EMBEDDED, "well-known; the embedded egress needs no NAT64")
+    where = ", ".join(str(s) for s in settings.dns) or "/etc/resolv.conf"
+    prefixes: list[Nat64Prefix] = await discover_fn(settings.dns)
+    if prefixes:
+        return Nat64Choice(prefixes[0], Egress.NAT64, f"discovered via DNS {where}, RFC 7050")
+    if choice is EgressChoice.NAT64:
+        return Nat64Choice(wkp, Egress.NAT64, f"no NAT64 found via DNS {where}; assumed")
+    return Nat64Choice(wkp, Egress.EMBEDDED, f"no NAT64 found via DNS {where}")
+
+
+def startup_line(bound: Bound, nat64: Nat64Choice, workers: int = 1) -> str:
+    socks = bound.socks_address
+    http = bound.http_address
+    line = (
+        f"proxy64: SOCKS5 {socks or 'off'}, HTTP {http or 'off'}; "
+        f"NAT64 prefix {nat64.prefix} ({nat64.why}), egress {nat64.egress.value}"
+    )
+    if workers > 1:
+        line += f"; {workers} workers"
+    return line
+
+
+# --- the parts ----------------------------------------------------------------------------
+
+
+def build_context(
+    settings: ServeSettings, nat64: Nat64Choice, recorder: Recorder
+) -> ProxyContext:
+    resolver = build_resolver(settings, nat64.prefix)
+    dialer = Dialer(
+        resolver, nat64.prefix, nat64.egress, connect_timeout=settings.connect_timeout
+    )
+    return ProxyContext(
+        dialer=dialer,
+        recorder=recorder,
+        relay=Relay(idle_timeout=settings.idle_timeout),
+        credentials=dict(settings.credentials) or None,
+        handshake_timeout=settings.handshake_timeout,
+        idle_timeout=settings.idle_timeout,
+        connection_slots=trio.CapacityLimiter(settings.max_connections),
+    )
+
+
+def socks_handler() -> Handler | None:
+    """The SOCKS5 front end; None when this checkout has none."""
+    try:
+        from proxy64.net.socks_server import (  # type: ignore[import-not-found,unused-ignore]
+            handle_socks_client,
+        )
+    except ModuleNotFoundError as exc:
+        if exc.name != "proxy64.net.socks_server":
+            raise
+        return None
+    handler: Handler = handle_socks_client
+    return handler
+
+
+def http_handler() -> Handler | None:
+    """The HTTP proxy front end; None when this checkout has none."""
+    try:
+        from proxy64.net.http_server import (  # type: ignore[import-not-found,unused-ignore]
+            handle_http_client,
+        )
+    except ModuleNotFoundError as exc:
+        if exc.name != "proxy64.net.http_server":
+            raise
+        return None
+    handler: Handler = handle_http_client
+    return handler
+
+
+def make_server(
+    settings: ServeSettings, bound: Bound, nat64: Nat64Choice, recorder: Recorder
+) -> ProxyServer:
+    pairs: list[tuple[socket.socket, Handler]] = []
+    if bound.socks is not None:
+        handler = socks_handler()
+        if handler is None:
+            raise ConfigError("--socks", "this proxy64 build has no SOCKS5 front end; use off")
+        pairs.append((bound.socks, handler))
+    if bound.http is not None:
+        handler = http_handler()
+        if handler is None:
+            raise ConfigError("--http", "this proxy64 build has no HTTP front end; use off")
+        pairs.append((bound.http, handler))
+    ctx = build_context(settings, nat64, recorder)
+    return ProxyServer(ctx, pairs, grace=settings.shutdown_grace)
+
+
+# --- `proxy64 serve` ------------------------------------------------------------------------
+
+
+async def serve_until_signal(
+    server: ProxyServer, on_signal: Callable[[int], None] | None = None
+) -> None:
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(server.run)
+            async for signum in signals:
+                logger.info("%s: closing listeners", signal.Signals(signum).name)
+                if on_signal is not None:
+                    on_signal(signum)
+                server.stop()
+                break
+
+
+def run_serve(settings: ServeSettings, *, out: Any = None) -> int:
+    """The whole `proxy64 serve`: bind, choose, print one line, fork workers, serve."""
+    out = out if out is not None else sys.stderr
+    workers = settings.workers
+    bound = bind(settings, reuse_port=workers > 1)
+    try:
+        nat64 = trio.run(choose_nat64, settings)
+        server = make_server(settings, bound, nat64, Recorder())  # fails before "ready"
+        print(startup_line(bound, nat64, workers), file=out, flush=True)
+        children: list[int] = []
+        for _ in range(workers - 1):
+            pid = os.fork()
+            if pid == 0:  # a worker: own SO_REUSEPORT sockets, serve, never return
+                code = EXIT_FAILURE
+                try:
+                    mine = rebind_for_worker(bound)
+                    bound.close()
+                    server = make_server(settings, mine, nat64, Recorder())
+                    trio.run(serve_until_signal, server)
+                    code = EXIT_OK
+                finally:
+                    os._exit(code)
+            children.append(pid)
+
+        def forward(signum: int) -> None:
+            for child in children:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(child, signum)
+
+        trio.run(serve_until_signal, server, forward)
+        status = EXIT_OK
+        for child in children:
+            _, child_status = os.waitpid(child, 0)
+            if os.waitstatus_to_exitcode(child_status) != 0:
+                status = EXIT_FAILURE
+        return status
+    finally:
+        bound.close()
+
+
+def exit_status(returncode: int) -> int:
+    """A child's status as a shell reports it: a signal n becomes 128+n."""
+    return 128 - returncode if returncode < 0 else returncode
+
+
+def proxy_environment(
+    environ: dict[str, str], socks: HostPort | None, http: HostPort | None
+) -> dict[str, str]:
+    """http(s)_proxy → the HTTP listener, ALL_PROXY → SOCKS5 (socks5h: the proxy resolves).
+
+    NO_PROXY/no_proxy are left as the user had them.
+    """
+    env = dict(environ)
+    if http is not None:
+        url = f"http://{http}"
+        for name in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY"):
+            env[name] = url
+    if socks is not None:
+        url = f"socks5h://{socks}"
+        for name in ("ALL_PROXY", "all_proxy"):
+            env[name] = url
+        if http is None:
+            for name in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY"):
+                env[name] = url
+    return env
+
+
+async def run_command(
+    server: ProxyServer, bound: Bound, command: Sequence[str], environ: dict[str, str]
+) -> int:
+    """Serve while `command` runs with the proxy variables set; its exit status back."""
+    env = proxy_environment(environ, bound.socks_address, bound.http_address)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(server.run)
+        try:
+            process: trio.Process = await nursery.start(
+                _run_process, list(command), env
+            )
+        except OSError as exc:
+            server.stop()
+            raise ConfigError("run", f"cannot start {command[0]!r}: {exc.strerror}") from None
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+            async with trio.open_nursery() as waiting:
+
+                async def forward() -> None:
+                    async for signum in signals:
+                        if signum != signal.SIGINT:  # the terminal already sent SIGINT to it
+                            process.send_signal(signum)
+
+                waiting.start_soon(forward)
+                await process.wait()
+                waiting.cancel_scope.cancel()
+        server.stop()
+    return exit_status(process.returncode if process.returncode is not None else 1)
+
+
+async def _run_process(
+    command: list[str], env: dict[str, str], *, task_status: trio.TaskStatus[trio.Process]
+) -> None:
+    await trio.run_process(
+        command, check=False, stdin=None, env=env, task_status=task_status
+    )
+
+
+def run_with_command(
+    settings: ServeSettings, command: Sequence[str], environ: dict[str, str]
+) -> tuple[int, ReadinessReport]:
+    """The whole `proxy64 run`: the proxy on the given (default free) ports, then CMD."""
+    bound = bind(settings)
+    try:
+        nat64 = trio.run(choose_nat64, settings)
+        recorder = Recorder()
+        server = make_server(settings, bound, nat64, recorder)
+        print(startup_line(bound, nat64), file=sys.stderr, flush=True)
+        status = trio.run(run_command, server, bound, command, environ)
+        return status, recorder.report
+    finally:
+        bound.close()

@@ -1,0 +1,54 @@
+"""`proxy64 run [serve options] [--report FILE.json] -- CMD [ARGS]`: one app through proxy64.
+
+Starts the proxy on free loopback ports, runs CMD with http_proxy/https_proxy/HTTP_PROXY/
+HTTPS_PROXY (http://) and ALL_PROXY/all_proxy (socks5h://) pointing at it (NO_PROXY kept
+as it was), exits with CMD's status (a signal n → 128+n) and prints the readiness report
+to stderr (--report writes it as JSON too).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from proxy64.commands.serve import add_serve_options, settings_from_args
+from proxy64.errors import ConfigError
+
+RUN_DEFAULTS = {"socks": "127.0.0.1:0", "http": "127.0.0.1:0"}
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "run",
+        help="run one command through proxy64 (proxy variables set for it)",
+        description="Start proxy64 on free loopback ports, run CMD with the proxy variables "
+        "set, print the readiness report at exit and exit with CMD's status.",
+    )
+    add_serve_options(parser, listen_default="127.0.0.1:0, a free port")
+    parser.add_argument(
+        "--report", metavar="FILE.json", help="also write the readiness report as JSON"
+    )
+    parser.add_argument("command", nargs=argparse.REMAINDER, help="-- CMD [ARGS...]")
+    parser.set_defaults(func=main)
+
+
+def main(args: argparse.Namespace) -> int:
+    from proxy64.app import run_with_command
+
+    command = list(args.command)
+    if command and command[0] == "--":
+        command = command[1:]
+    if not command:
+        raise ConfigError("run", "no command given; usage: proxy64 run [options] -- CMD [ARGS]")
+    settings = settings_from_args(args, os.environ, RUN_DEFAULTS)
+    status, report = run_with_command(settings, command, dict(os.environ))
+    sys.stderr.write(report.to_table())
+    if args.report:
+        try:
+            Path(args.report).write_text(report.to_json(), encoding="utf-8")
+        except OSError as exc:
+            sys.stderr.write(f"proxy64 run: cannot write {args.report}: {exc.strerror}\n")
+            return status or 1
+    return status

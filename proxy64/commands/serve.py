@@ -1,0 +1,108 @@
+"""`proxy64 serve`: the SOCKS5 + HTTP proxy with its own DNS64 resolver.
+
+Options mirror the TOML config keys (underscored); the command line overrides the file.
+A bad option or value is one line naming it and what it accepts, exit 2 (cli.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from proxy64.commands.common import add_log_options, add_resolver_options, setup_logging
+from proxy64.serve_config import CONFIG_KEYS, ServeSettings, build_settings, load_toml
+
+_UNSET: Any = object()
+
+
+def add_serve_options(parser: argparse.ArgumentParser, *, listen_default: str = "") -> None:
+    listen = parser.add_argument_group("listeners")
+    listen.add_argument(
+        "--socks",
+        metavar="ADDR|off",
+        help="SOCKS5 listener HOST:PORT or [IPv6]:PORT, or off "
+        f"(default: {listen_default or '127.0.0.1:1080'})",
+    )
+    listen.add_argument(
+        "--http",
+        metavar="ADDR|off",
+        help="HTTP proxy listener HOST:PORT or [IPv6]:PORT, or off "
+        f"(default: {listen_default or '127.0.0.1:8080'})",
+    )
+    add_resolver_options(parser)
+    egress = parser.add_argument_group("egress and limits")
+    egress.add_argument(
+        "--egress",
+        metavar="auto|nat64|embedded",
+        help="nat64: dial the NAT64 IPv6 address; embedded: do the NAT64 step here and dial "
+        "the IPv4 address; auto: nat64 when a NAT64 is found (RFC 7050), else embedded",
+    )
+    egress.add_argument(
+        "--auth-file",
+        metavar="FILE",
+        help="user:password lines; clients must authenticate (or set PROXY64_AUTH=user:pass)",
+    )
+    egress.add_argument(
+        "--allow-open",
+        action="store_const",
+        const=True,
+        help="allow a listener on a non-loopback address without authentication",
+    )
+    egress.add_argument(
+        "--max-connections", metavar="N", help="connections handled at once (default: 4096)"
+    )
+    egress.add_argument(
+        "--workers", metavar="N", help="processes sharing the listeners (SO_REUSEPORT)"
+    )
+    egress.add_argument("--idle-timeout", metavar="SECONDS", help="close idle tunnels (300)")
+    egress.add_argument("--connect-timeout", metavar="SECONDS", help="whole dial limit (10)")
+    add_log_options(parser)
+    parser.add_argument("--config", metavar="FILE", help="TOML file with the same keys")
+    # "not given" must be visible, so the config file is overridden only by given options.
+    parser.set_defaults(
+        dns=None, nat64_prefix=_UNSET, synthesize_all=None, dns64_exclude=None, log_level=None
+    )
+
+
+def cli_values(args: argparse.Namespace) -> dict[str, Any]:
+    """The options given on the command line, by config key."""
+    given: dict[str, Any] = {}
+    for key in CONFIG_KEYS:
+        value = getattr(args, key, None)
+        if key == "nat64_prefix":
+            if value is not _UNSET:
+                given[key] = value  # None here means "auto" was given
+        elif value is not None and value != []:
+            given[key] = value
+    return given
+
+
+def settings_from_args(
+    args: argparse.Namespace,
+    environ: Mapping[str, str],
+    defaults: Mapping[str, Any] | None = None,
+) -> ServeSettings:
+    file_values = load_toml(Path(args.config)) if args.config else {}
+    settings = build_settings(file_values, cli_values(args), environ, defaults)
+    setup_logging(settings.log_level)
+    return settings
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "serve",
+        help="run the SOCKS5 and HTTP proxy",
+        description="Serve SOCKS5 and HTTP proxies that resolve names with DNS64 and reach "
+        "IPv4-only destinations through NAT64 (or the embedded egress).",
+    )
+    add_serve_options(parser)
+    parser.set_defaults(func=main)
+
+
+def main(args: argparse.Namespace) -> int:
+    from proxy64.app import run_serve
+
+    return run_serve(settings_from_args(args, os.environ))

@@ -1,0 +1,235 @@
+"""The one dialer: Destination → resolver → NAT64 mapping → Happy Eyeballs v2 → Dialed.
+
+Used by every front end (SOCKS5, HTTP, TUN). Rules:
+- a name: the DNS64 resolver's IPv6 addresses (native → NATIVE_IPV6, synthesized → DNS64);
+- an IPv4 literal: embedded in the prefix (RFC 6052 §2.2; §3.1 refusal raised before any
+  dial), reached IPV4_LITERAL;
+- an IPv6 literal: as is; inside the prefix it is a NAT64 destination (IPV4_LITERAL).
+Egress: NAT64 dials the IPv6 address; EMBEDDED dials prefix.extract(address) over IPv4 (the
+NAT64 step done here); native IPv6 always dials IPv6 (egress None).
+Several targets race with RFC 8305 (plan in proxy64/proto/attempts.py): 250 ms stagger,
+first success wins, losers cancelled and their sockets closed, every failure kept for the
+DialError. One target connects directly, without a nursery (the lean common path).
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import socket
+from collections.abc import Callable, Sequence
+from ipaddress import IPv4Address, IPv6Address
+from typing import Protocol
+
+import trio
+
+from proxy64.defaults import CONNECT_TIMEOUT, HAPPY_EYEBALLS_DELAY
+from proxy64.destination import Destination, Egress, Reached
+from proxy64.errors import AddressMappingError, DialAttempt, DialCause, DialError
+from proxy64.net.context import Dialed, UdpTarget
+from proxy64.proto.attempts import AttemptPlan, Target
+from proxy64.proto.rfc6052 import Nat64Prefix, is_global_ipv4
+
+logger = logging.getLogger(__name__)
+
+_ERRNO_CAUSE = {
+    errno.ECONNREFUSED: DialCause.REFUSED,
+    errno.ENETUNREACH: DialCause.NETWORK_UNREACHABLE,
+    errno.EHOSTUNREACH: DialCause.HOST_UNREACHABLE,
+    errno.ETIMEDOUT: DialCause.TIMEOUT,
+    errno.EADDRNOTAVAIL: DialCause.NETWORK_UNREACHABLE,  # no source address for the family
+    errno.EAFNOSUPPORT: DialCause.NETWORK_UNREACHABLE,  # IPv6 disabled on this host
+}
+
+
+class ResolvedLike(Protocol):
+    @property
+    def address(self) -> IPv6Address: ...
+    @property
+    def synthesized(self) -> bool: ...
+
+
+class ResolutionLike(Protocol):
+    @property
+    def records(self) -> Sequence[ResolvedLike]: ...
+
+
+class ResolverLike(Protocol):
+    async def resolve(self, name: str) -> ResolutionLike:
+        """IPv6 addresses for a name (DNS64); raises ResolutionError."""
+        ...
+
+
+SocketMaker = Callable[[int, int, int], trio.socket.SocketType]
+
+
+def cause_of(exc: OSError) -> DialCause:
+    return _ERRNO_CAUSE.get(exc.errno or 0, DialCause.OTHER)
+
+
+class Dialer:
+    """Implements DialerLike. socket_factory: (family, type, proto) → trio socket (tests)."""
+
+    def __init__(
+        self,
+        resolver: ResolverLike,
+        prefix: Nat64Prefix,
+        egress: Egress,
+        *,
+        happy_eyeballs_delay: float = HAPPY_EYEBALLS_DELAY,
+        connect_timeout: float = CONNECT_TIMEOUT,
+        socket_factory: SocketMaker | None = None,
+    ) -> None:
+        self.resolver = resolver
+        self.prefix = prefix
+        self.egress = egress
+        self.happy_eyeballs_delay = happy_eyeballs_delay
+        self.connect_timeout = connect_timeout
+        self._socket: SocketMaker = socket_factory or trio.socket.socket
+
+    # --- planning: destination → targets -------------------------------------------------
+
+    def _target(self, address: IPv6Address, port: int, reached: Reached) -> Target:
+        if not self.prefix.contains(address):
+            return Target(address, port, reached, None)
+        if self.egress is Egress.NAT64:
+            return Target(address, port, reached, Egress.NAT64)
+        ipv4 = self.prefix.extract(address)
+        if self.prefix.is_well_known and not is_global_ipv4(ipv4):
+            # What a NAT64 does under 64:ff9b::/96 (RFC 6052 §3.1): refuse, don't translate.
+            raise AddressMappingError(
+                f"{self.prefix} cannot carry {ipv4}: it is not a global IPv4 address "
+                "(RFC 6052 §3.1); use a network-specific prefix or 64:ff9b:1::/48 "
+                "(RFC 8215) with --nat64-prefix"
+            )
+        return Target(ipv4, port, reached, Egress.EMBEDDED)
+
+    async def targets(self, destination: Destination) -> list[Target]:
+        host = destination.host
+        port = destination.port
+        if isinstance(host, IPv4Address):
+            mapped = self.prefix.embed(host)  # RFC 6052 §3.1 refusal raised here
+            return [self._target(mapped, port, Reached.IPV4_LITERAL)]
+        if isinstance(host, IPv6Address):
+            if self.prefix.contains(host):
+                return [self._target(host, port, Reached.IPV4_LITERAL)]
+            return [Target(host, port, Reached.NATIVE_IPV6, None)]
+        resolution = await self.resolver.resolve(host)
+        out: list[Target] = []
+        refusal: AddressMappingError | None = None
+        for record in resolution.records:
+            reached = Reached.DNS64 if record.synthesized else Reached.NATIVE_IPV6
+            try:
+                out.append(self._target(record.address, port, reached))
+            except AddressMappingError as exc:
+                refusal = exc  # skip it; refuse only when no usable address is left
+        if not out and refusal is not None:
+            raise refusal
+        return out
+
+    async def udp_target(self, destination: Destination) -> UdpTarget:
+        targets = await self.targets(destination)
+        if not targets:
+            raise DialError(str(destination), ())
+        first = targets[0]
+        return UdpTarget(destination, (first.address, first.port), first.reached, first.egress)
+
+    # --- connecting -------------------------------------------------------------------------
+
+    async def connect(self, destination: Destination) -> Dialed:
+        targets = await self.targets(destination)
+        if len(targets) == 1:
+            return await self._connect_one(destination, targets[0])
+        if not targets:
+            raise DialError(str(destination), ())
+        return await self._race(destination, targets)
+
+    async def _connect_one(self, destination: Destination, target: Target) -> Dialed:
+        failures: list[DialAttempt] = []
+        with trio.move_on_after(self.connect_timeout):
+            return await self._attempt(destination, target, failures)
+        raise DialError(str(destination), failures or [_timed_out(target)])
+
+    async def _attempt(
+        self, destination: Destination, target: Target, failures: list[DialAttempt]
+    ) -> Dialed:
+        """One connection attempt; on failure records why and raises DialError."""
+        family = socket.AF_INET if target.address.version == 4 else socket.AF_INET6
+        sock = self._socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+        try:
+            await sock.connect((str(target.address), target.port))
+            local = sock.getsockname()
+            stream = trio.SocketStream(sock)  # sets TCP_NODELAY
+        except OSError as exc:
+            sock.close()
+            failures.append(DialAttempt(target.address, target.port, cause_of(exc), str(exc)))
+            logger.debug("connect %s:%s failed: %s", target.address, target.port, exc)
+            raise DialError(str(destination), failures) from None
+        except BaseException:
+            sock.close()  # cancelled (timeout or another attempt won): close, never leak
+            raise
+        return Dialed(
+            stream=stream,
+            destination=destination,
+            remote=(target.address, target.port),
+            local=(_ip(local[0]), int(local[1])),
+            reached=target.reached,
+            egress=target.egress,
+        )
+
+    async def _race(self, destination: Destination, targets: Sequence[Target]) -> Dialed:
+        """RFC 8305 §5: staggered attempts; the first success wins, the rest are cancelled."""
+        plan = AttemptPlan(targets, self.happy_eyeballs_delay)
+        failures: list[DialAttempt] = []
+        started: list[Target] = []
+        winner: list[Dialed] = []
+        failed = trio.Event()
+
+        async def attempt(target: Target) -> None:
+            nonlocal failed
+            try:
+                dialed = await self._attempt(destination, target, failures)
+            except DialError:
+                plan.failed(trio.current_time())
+                failed.set()
+                return
+            if winner:
+                await trio.aclose_forcefully(dialed.stream)  # lost the race by a hair
+                return
+            winner.append(dialed)
+            nursery.cancel_scope.cancel()
+
+        with trio.move_on_after(self.connect_timeout):
+            async with trio.open_nursery() as nursery:
+                while not plan.exhausted() and not winner:
+                    due = plan.next_start()
+                    if due is not None and plan.remaining:
+                        now = trio.current_time()
+                        if now >= due:
+                            target = plan.start(now)
+                            started.append(target)
+                            nursery.start_soon(attempt, target)
+                            continue
+                        failed = trio.Event()
+                        with trio.move_on_after(due - now):
+                            await failed.wait()
+                    elif plan.remaining:
+                        target = plan.start(trio.current_time())
+                        started.append(target)
+                        nursery.start_soon(attempt, target)
+                    else:
+                        failed = trio.Event()
+                        await failed.wait()
+        if winner:
+            return winner[0]
+        done = {(a.address, a.port) for a in failures}
+        failures.extend(_timed_out(t) for t in started if (t.address, t.port) not in done)
+        raise DialError(str(destination), failures)
+
+
+def _timed_out(target: Target) -> DialAttempt:
+    return DialAttempt(target.address, target.port, DialCause.TIMEOUT, "timed out")
+
+
+def _ip(text: str) -> IPv4Address | IPv6Address:
+    return IPv6Address(text.split("%", maxsplit=1)[0]) if ":" in text else IPv4Address(text)

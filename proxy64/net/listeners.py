@@ -1,0 +1,121 @@
+"""Listening sockets and the accept loops that hand each client to its front end.
+
+Sockets are bound with the stdlib before trio starts, so `--workers N` can fork after
+binding: every worker opens its own SO_REUSEPORT socket on the same (already chosen) port
+and the kernel spreads new connections across them. ProxyServer.run accepts until stop(),
+then closes the listeners and gives live tunnels `grace` seconds to finish before
+cancelling them. A handler's unexpected exception is logged and ends only its connection.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import socket
+from collections.abc import Awaitable, Callable, Sequence
+from ipaddress import ip_address
+
+import trio
+
+from proxy64.config import HostPort
+from proxy64.net.context import ProxyContext
+
+logger = logging.getLogger(__name__)
+
+LISTEN_BACKLOG = 1024
+Handler = Callable[[trio.SocketStream, ProxyContext], Awaitable[None]]
+
+
+def bind_listener(address: HostPort, *, reuse_port: bool = False) -> socket.socket:
+    """A listening, non-blocking stdlib TCP socket (IPv6 sockets are IPv6-only)."""
+    family = socket.AF_INET6 if address.host.version == 6 else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind((str(address.host), address.port))
+        sock.listen(LISTEN_BACKLOG)
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def bound_address(sock: socket.socket) -> HostPort:
+    host, port = sock.getsockname()[:2]
+    return HostPort(ip_address(host.split("%")[0]), int(port))
+
+
+def describe_bind_error(address: HostPort, exc: OSError) -> str:
+    if exc.errno == errno.EADDRINUSE:
+        return f"{address} is already in use by another program; pick another port"
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return f"{address} is not an address of this host"
+    if exc.errno == errno.EACCES:
+        return f"{address}: ports below 1024 need root (CAP_NET_BIND_SERVICE)"
+    return f"cannot listen on {address}: {exc.strerror}"
+
+
+class ProxyServer:
+    """Accepts on the given sockets, one front-end handler per kind ("socks", "http")."""
+
+    def __init__(
+        self,
+        ctx: ProxyContext,
+        sockets: Sequence[tuple[socket.socket, Handler]],
+        *,
+        grace: float,
+    ) -> None:
+        self.ctx = ctx
+        self.grace = grace
+        self._sockets = list(sockets)
+        self._accepting = trio.CancelScope()
+        self.live = 0  # connections being handled now
+
+    def stop(self) -> None:
+        """Stop accepting; live tunnels get `grace` seconds before they are cancelled."""
+        self._accepting.cancel()
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        listeners = [
+            (trio.SocketListener(trio.socket.from_stdlib_socket(sock)), handler)
+            for sock, handler in self._sockets
+        ]
+        try:
+            async with trio.open_nursery() as connections:
+                with self._accepting:
+                    async with trio.open_nursery() as accepting:
+                        for listener, handler in listeners:
+                            accepting.start_soon(self._accept_loop, listener, handler, connections)
+                        task_status.started()
+                        await trio.sleep_forever()
+                for listener, _ in listeners:
+                    await listener.aclose()
+                if self.live:
+                    logger.info("closing: %d tunnels have %g s to finish", self.live, self.grace)
+                connections.cancel_scope.deadline = trio.current_time() + self.grace
+        finally:
+            for listener, _ in listeners:
+                await trio.aclose_forcefully(listener)
+
+    async def _accept_loop(
+        self, listener: trio.SocketListener, handler: Handler, connections: trio.Nursery
+    ) -> None:
+        async def handle(stream: trio.SocketStream) -> None:
+            await self._handle(stream, handler)
+
+        await trio.serve_listeners(handle, [listener], handler_nursery=connections)
+
+    async def _handle(self, stream: trio.SocketStream, handler: Handler) -> None:
+        self.live += 1
+        try:
+            await handler(stream, self.ctx)
+        except Exception:
+            logger.exception("front end failed on a connection (a bug in proxy64)")
+        finally:
+            self.live -= 1
+            await trio.aclose_forcefully(stream)

@@ -1,0 +1,159 @@
+"""The relay: copy a tunnel's bytes both ways until both directions are done.
+
+Invariants:
+- TCP half-close is kept: EOF from one side becomes send_eof() (shutdown SHUT_WR) on the
+  other, and the other direction keeps flowing until its own EOF.
+- Byte counts go into record.bytes_up (client → remote) / bytes_down as they are delivered.
+- Idle timeout: when no byte moved either way for idle_timeout, the tunnel is closed.
+- A direction starts on the plain copy path (receive_some/send_all, which works for any
+  stream, e.g. TUN flows). Between two real trio.SocketStreams on Linux, once a direction
+  has carried splice_threshold bytes it moves to splice(2) (proxy64/net/splice.py); it comes
+  back to copying, releasing its pipe, when quiet. The switch happens between two complete
+  send_all calls and SocketStream buffers nothing, so no byte is lost or reordered.
+- A reset on either side ends the whole tunnel; both streams are closed when relay returns.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import trio
+
+from proxy64.defaults import IDLE_TIMEOUT, RELAY_CHUNK, SPLICE_RELEASE_AFTER, SPLICE_THRESHOLD
+from proxy64.net.context import ConnectionRecord
+from proxy64.net.splice import HAVE_SPLICE, SpliceEnd, splice_direction
+
+logger = logging.getLogger(__name__)
+
+
+class Relay:
+    """A configured relay (RelayLike): app.py builds one and puts it in the ProxyContext."""
+
+    __slots__ = ("idle_timeout", "splice_release_after", "splice_threshold")
+
+    def __init__(
+        self,
+        *,
+        idle_timeout: float = IDLE_TIMEOUT,
+        splice_threshold: int | None = SPLICE_THRESHOLD,
+        splice_release_after: float = SPLICE_RELEASE_AFTER,
+    ) -> None:
+        self.idle_timeout = idle_timeout
+        self.splice_threshold = splice_threshold
+        self.splice_release_after = splice_release_after
+
+    async def __call__(
+        self,
+        client: trio.abc.HalfCloseableStream,
+        remote: trio.abc.HalfCloseableStream,
+        record: ConnectionRecord,
+    ) -> None:
+        await relay(
+            client,
+            remote,
+            record,
+            idle_timeout=self.idle_timeout,
+            splice_threshold=self.splice_threshold,
+            splice_release_after=self.splice_release_after,
+        )
+
+
+async def relay(
+    client: trio.abc.HalfCloseableStream,
+    remote: trio.abc.HalfCloseableStream,
+    record: ConnectionRecord,
+    *,
+    idle_timeout: float = IDLE_TIMEOUT,
+    splice_threshold: int | None = SPLICE_THRESHOLD,
+    splice_release_after: float = SPLICE_RELEASE_AFTER,
+) -> None:
+    """Relay until both directions reach EOF, a side breaks, or the tunnel idles out.
+
+    splice_threshold None disables splice(2); 0 splices from the first byte.
+    """
+    if not (
+        HAVE_SPLICE
+        and splice_threshold is not None
+        and isinstance(client, trio.SocketStream)
+        and isinstance(remote, trio.SocketStream)
+    ):
+        splice_threshold = None
+    tunnel = _Tunnel(record, idle_timeout, splice_threshold, splice_release_after)
+    try:
+        async with trio.open_nursery() as nursery:
+            tunnel.scope = nursery.cancel_scope
+            nursery.cancel_scope.deadline = trio.current_time() + idle_timeout
+            nursery.start_soon(tunnel.direction, client, remote, True)
+            nursery.start_soon(tunnel.direction, remote, client, False)
+        if tunnel.scope.cancelled_caught and tunnel.broken is None:
+            tunnel.outcome = f"idle for {idle_timeout:g} s, closed"
+    finally:
+        with trio.CancelScope(shield=True):
+            await trio.aclose_forcefully(remote)
+            await trio.aclose_forcefully(client)
+    if record.outcome == "open":
+        record.outcome = tunnel.outcome
+
+
+class _Tunnel:
+    __slots__ = ("broken", "idle", "outcome", "record", "release_after", "scope", "threshold")
+
+    def __init__(
+        self,
+        record: ConnectionRecord,
+        idle: float,
+        threshold: int | None,
+        release_after: float,
+    ) -> None:
+        self.record = record
+        self.idle = idle
+        self.threshold = threshold
+        self.release_after = release_after
+        self.scope: trio.CancelScope = trio.CancelScope()
+        self.broken: str | None = None
+        self.outcome = "ok"
+
+    def _count(self, up: bool, amount: int) -> None:
+        if up:
+            self.record.bytes_up += amount
+        else:
+            self.record.bytes_down += amount
+        self.scope.deadline = trio.current_time() + self.idle  # any byte resets the idle clock
+
+    async def direction(
+        self, src: trio.abc.HalfCloseableStream, dst: trio.abc.HalfCloseableStream, up: bool
+    ) -> None:
+        try:
+            await self._forward(src, dst, up)
+            await dst.send_eof()  # half-close: the other direction keeps flowing
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+            where = "client → remote" if up else "remote → client"
+            self.broken = f"{where} broke: {exc or 'connection reset'}"
+            self.outcome = self.broken
+            logger.debug("tunnel %s: %s", self.record.client, self.broken)
+            self.scope.cancel()
+
+    async def _forward(
+        self, src: trio.abc.HalfCloseableStream, dst: trio.abc.HalfCloseableStream, up: bool
+    ) -> None:
+        threshold = self.threshold
+        carried = 0
+        while True:
+            if threshold is not None and carried >= threshold:
+                assert isinstance(src, trio.SocketStream) and isinstance(dst, trio.SocketStream)
+                end = await splice_direction(
+                    src.socket.fileno(),
+                    dst.socket.fileno(),
+                    lambda n: self._count(up, n),
+                    self.release_after,
+                )
+                if end is SpliceEnd.EOF:
+                    return
+                carried = 0  # quiet: back to copying, pipe released
+                continue
+            data = await src.receive_some(RELAY_CHUNK)
+            if not data:
+                return
+            await dst.send_all(data)
+            carried += len(data)
+            self._count(up, len(data))

@@ -1,0 +1,284 @@
+"""Settings of `proxy64 serve` and `proxy64 run`: a frozen ServeSettings from TOML + CLI.
+
+Sources, lowest to highest precedence: the defaults below, the TOML config file (stdlib
+tomllib, the CLI option names with underscores), the command line. Every bad key or value
+raises ConfigError naming the key (or option) and the accepted forms, so the CLI prints one
+line and exits 2. Credentials come from an auth file (`user:password` lines) or the
+PROXY64_AUTH environment variable; they never appear in an error message.
+No trio, no sockets: reading two small files is the only I/O.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from ipaddress import IPv4Address, IPv6Network
+from pathlib import Path
+from typing import Any
+
+from proxy64.config import (
+    HostPort,
+    ResolverSettings,
+    parse_dns_server,
+    parse_host_port,
+    parse_network6,
+    parse_positive,
+    parse_prefix_choice,
+)
+from proxy64.defaults import (
+    CONNECT_TIMEOUT,
+    DNS64_EXCLUDED,
+    HANDSHAKE_TIMEOUT,
+    HTTP_PORT,
+    IDLE_TIMEOUT,
+    MAX_CONNECTIONS,
+    SERVE_MAX_WORKERS,
+    SHUTDOWN_GRACE,
+    SOCKS_PORT,
+)
+from proxy64.destination import EgressChoice
+from proxy64.errors import ConfigError
+from proxy64.proto.rfc6052 import Nat64Prefix
+
+AUTH_ENV = "PROXY64_AUTH"
+_LOOPBACK_SOCKS = HostPort(IPv4Address("127.0.0.1"), SOCKS_PORT)  # safe default: loopback
+_LOOPBACK_HTTP = HostPort(IPv4Address("127.0.0.1"), HTTP_PORT)
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+@dataclass(frozen=True, slots=True)
+class ServeSettings:
+    socks: HostPort | None = _LOOPBACK_SOCKS
+    http: HostPort | None = _LOOPBACK_HTTP
+    dns: tuple[HostPort, ...] = ()  # empty: the nameservers of /etc/resolv.conf
+    nat64_prefix: Nat64Prefix | None = None  # None: auto (RFC 7050 discovery)
+    egress: EgressChoice = EgressChoice.AUTO
+    synthesize_all: bool = False
+    dns64_exclude: tuple[IPv6Network, ...] = DNS64_EXCLUDED
+    auth_file: Path | None = None
+    allow_open: bool = False
+    max_connections: int = MAX_CONNECTIONS
+    workers: int = 1
+    log_level: str = "info"
+    idle_timeout: float = IDLE_TIMEOUT
+    connect_timeout: float = CONNECT_TIMEOUT
+    handshake_timeout: float = HANDSHAKE_TIMEOUT
+    shutdown_grace: float = SHUTDOWN_GRACE
+    # username → password, as (user, password) pairs; empty: no authentication
+    credentials: tuple[tuple[str, str], ...] = field(default=(), repr=False)
+
+    def resolver_settings(self) -> ResolverSettings:
+        return ResolverSettings(
+            servers=self.dns,
+            prefix=self.nat64_prefix,
+            synthesize_all=self.synthesize_all,
+            excluded=self.dns64_exclude,
+        )
+
+    def listeners(self) -> tuple[HostPort, ...]:
+        return tuple(hp for hp in (self.socks, self.http) if hp is not None)
+
+
+# --- value parsers: (value from TOML or CLI, option name) -> typed value ------------------
+
+
+def _text(value: object, option: str, forms: str) -> str:
+    if not isinstance(value, str):
+        raise ConfigError(option, f"{value!r} is not a string; expected {forms}")
+    return value
+
+
+def _listener(default_port: int) -> Callable[[object, str], HostPort | None]:
+    def parse(value: object, option: str) -> HostPort | None:
+        if value is None or isinstance(value, HostPort):
+            return value
+        text = _text(value, option, "HOST:PORT, [IPv6]:PORT or off")
+        if text.strip().lower() == "off":
+            return None
+        return parse_host_port(text, option, default_port=default_port)
+
+    return parse
+
+
+def _dns(value: object, option: str) -> tuple[HostPort, ...]:
+    items = value if isinstance(value, list | tuple) else [value]
+    out: list[HostPort] = []
+    for item in items:
+        if isinstance(item, HostPort):
+            out.append(item)
+        else:
+            text = _text(item, option, "HOST[:PORT] or a list of them")
+            out.append(parse_dns_server(text, option))
+    return tuple(out)
+
+
+def _prefix(value: object, option: str) -> Nat64Prefix | None:
+    if value is None or isinstance(value, Nat64Prefix):
+        return value
+    return parse_prefix_choice(_text(value, option, "a NAT64 prefix or auto"), option)
+
+
+def parse_egress(value: object, option: str = "--egress") -> EgressChoice:
+    if isinstance(value, EgressChoice):
+        return value
+    text = _text(value, option, "auto, nat64 or embedded").strip().lower()
+    try:
+        return EgressChoice(text)
+    except ValueError:
+        raise ConfigError(option, f"{value!r} is not one of auto, nat64, embedded") from None
+
+
+def _bool(value: object, option: str) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(option, f"{value!r} is not true or false")
+    return value
+
+
+def _path(value: object, option: str) -> Path | None:
+    if value is None or isinstance(value, Path):
+        return value
+    return Path(_text(value, option, "a file path"))
+
+
+def _count(upper: int) -> Callable[[object, str], int]:
+    def parse(value: object, option: str) -> int:
+        if isinstance(value, bool):
+            raise ConfigError(option, f"{value!r} is not a whole number from 1 to {upper}")
+        number = int(parse_positive(str(value), option, integer=True))
+        if number > upper:
+            raise ConfigError(option, f"{value!r} is more than {upper}")
+        return number
+
+    return parse
+
+
+def _seconds(value: object, option: str) -> float:
+    if isinstance(value, bool):
+        raise ConfigError(option, f"{value!r} is not a number of seconds greater than zero")
+    return parse_positive(str(value), option)
+
+
+def _log_level(value: object, option: str) -> str:
+    text = _text(value, option, ", ".join(LOG_LEVELS)).strip().lower()
+    if text not in LOG_LEVELS:
+        raise ConfigError(option, f"{value!r} is not one of {', '.join(LOG_LEVELS)}")
+    return text
+
+
+def _networks(value: object, option: str) -> tuple[IPv6Network, ...]:
+    items = value if isinstance(value, list | tuple) else [value]
+    return tuple(
+        item
+        if isinstance(item, IPv6Network)
+        else parse_network6(_text(item, option, "an IPv6 network"), option)
+        for item in items
+    )
+
+
+PARSERS: dict[str, Callable[[Any, str], Any]] = {
+    "socks": _listener(SOCKS_PORT),
+    "http": _listener(HTTP_PORT),
+    "dns": _dns,
+    "nat64_prefix": _prefix,
+    "egress": parse_egress,
+    "synthesize_all": _bool,
+    "dns64_exclude": _networks,
+    "auth_file": _path,
+    "allow_open": _bool,
+    "max_connections": _count(1_000_000),
+    "workers": _count(SERVE_MAX_WORKERS),
+    "log_level": _log_level,
+    "idle_timeout": _seconds,
+    "connect_timeout": _seconds,
+    "handshake_timeout": _seconds,
+    "shutdown_grace": _seconds,
+}
+CONFIG_KEYS = tuple(PARSERS)
+
+
+def load_toml(path: Path) -> dict[str, Any]:
+    """Read a TOML config file; unknown keys and bad values raise ConfigError."""
+    option = f"--config {path}"
+    try:
+        with path.open("rb") as handle:
+            data = tomllib.load(handle)
+    except OSError as exc:
+        raise ConfigError(option, f"cannot read the file: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(option, f"not valid TOML: {exc}") from None
+    values: dict[str, Any] = {}
+    for key, value in data.items():
+        if key not in PARSERS:
+            raise ConfigError(
+                f"config key {key!r}", f"unknown key; accepted keys: {', '.join(CONFIG_KEYS)}"
+            )
+        values[key] = PARSERS[key](value, f"config key {key!r}")
+    if isinstance(values.get("auth_file"), Path) and not values["auth_file"].is_absolute():
+        values["auth_file"] = path.parent / values["auth_file"]  # relative to the config file
+    return values
+
+
+def parse_credentials(text: str, option: str) -> tuple[tuple[str, str], ...]:
+    """`user:password` lines; blank lines and '#' comments ignored. Never echoes a line."""
+    out: dict[str, str] = {}
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        user, sep, password = line.partition(":")
+        if not sep or not user or not password:
+            raise ConfigError(option, f"line {number} is not user:password")
+        if len(user.encode()) > 255 or len(password.encode()) > 255:
+            raise ConfigError(
+                option, f"line {number}: user and password are limited to 255 bytes (RFC 1929)"
+            )
+        out[user] = password
+    if not out:
+        raise ConfigError(option, "no user:password line found")
+    return tuple(out.items())
+
+
+def build_settings(
+    file_values: Mapping[str, Any],
+    cli_values: Mapping[str, Any],
+    environ: Mapping[str, str],
+    defaults: Mapping[str, Any] | None = None,
+) -> ServeSettings:
+    """Merge defaults < config file < command line; cli_values holds only given options."""
+    merged: dict[str, Any] = {}
+    for key, value in (defaults or {}).items():
+        merged[key] = PARSERS[key](value, f"default {key}")
+    merged.update(file_values)
+    for key, value in cli_values.items():
+        merged[key] = PARSERS[key](value, "--" + key.replace("_", "-"))
+    credentials: tuple[tuple[str, str], ...] = ()
+    auth_file = merged.get("auth_file")
+    if isinstance(auth_file, Path):
+        try:
+            text = auth_file.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError("--auth-file", f"cannot read {auth_file}: {exc.strerror}") from None
+        credentials = parse_credentials(text, "--auth-file")
+    elif environ.get(AUTH_ENV):
+        credentials = parse_credentials(environ[AUTH_ENV], AUTH_ENV)
+    known = {f.name for f in fields(ServeSettings)}
+    settings = ServeSettings(
+        **{k: v for k, v in merged.items() if k in known}, credentials=credentials
+    )
+    check_safety(settings)
+    return settings
+
+
+def check_safety(settings: ServeSettings) -> None:
+    """Safe default: a listener reachable from other hosts needs authentication."""
+    if settings.credentials or settings.allow_open:
+        return
+    for option, listener in (("--socks", settings.socks), ("--http", settings.http)):
+        if listener is not None and not listener.is_loopback:
+            raise ConfigError(
+                option,
+                f"refusing to listen on {listener} without authentication: anyone who can "
+                "reach it could use this proxy; add --auth-file FILE (or PROXY64_AUTH), or "
+                "--allow-open if that is what you want",
+            )

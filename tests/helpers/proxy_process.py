@@ -1,0 +1,166 @@
+"""Start `proxy64 serve` as a subprocess on free loopback ports, for end-to-end tests.
+
+    with proxy_process("--egress", "embedded", "--nat64-prefix", "2001:db8:64::/96") as proxy:
+        curl -x http://{proxy.http_url} ...      # proxy.socks / proxy.http: (host, port)
+    # stopped by PID (SIGTERM, then SIGKILL after a timeout) even when the test fails
+
+Unless the args name --socks/--http themselves, both listen on 127.0.0.1 port 0 and the
+ports are read from the one start-up line. proxy.output() is stderr (logs) so far.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+STARTUP_RE = re.compile(
+    r"^proxy64: SOCKS5 (?P<socks>\S+|off), HTTP (?P<http>\S+|off); "
+    r"NAT64 prefix (?P<prefix>\S+) \((?P<why>.*)\), egress (?P<egress>\w+)"
+)
+START_TIMEOUT = 15.0
+STOP_TIMEOUT = 10.0
+
+
+def _host_port(text: str) -> tuple[str, int] | None:
+    if text == "off":
+        return None
+    host, _, port = text.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+@dataclass
+class ProxyProcess:
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    startup_line: str = ""
+    socks: tuple[str, int] | None = None
+    http: tuple[str, int] | None = None
+    prefix: str = ""
+    egress: str = ""
+    why: str = ""
+    returncode: int | None = field(default=None)
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    @property
+    def socks_url(self) -> str:
+        assert self.socks is not None, "SOCKS5 listener is off"
+        return f"socks5h://{_fmt(self.socks)}"
+
+    @property
+    def http_url(self) -> str:
+        assert self.http is not None, "HTTP listener is off"
+        return f"http://{_fmt(self.http)}"
+
+    def output(self) -> str:
+        return self.log_path.read_text(encoding="utf-8", errors="replace")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = STOP_TIMEOUT) -> int:
+        """Signal the proxy by PID and wait; SIGKILL when it does not exit in time."""
+        if self.process.poll() is None:
+            os.kill(self.process.pid, sig)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.kill(self.process.pid, signal.SIGKILL)
+                self.process.wait(STOP_TIMEOUT)
+        self.returncode = self.process.returncode
+        return self.process.returncode
+
+
+def _fmt(address: tuple[str, int]) -> str:
+    host, port = address
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def proxy64_command(command: str = "serve") -> list[str]:
+    return [sys.executable, "-m", "proxy64", command]
+
+
+def start_proxy(
+    *args: str,
+    env: Mapping[str, str] | None = None,
+    timeout: float = START_TIMEOUT,
+    command: str = "serve",
+) -> ProxyProcess:
+    """Start the proxy and wait for its start-up line; raises AssertionError if none."""
+    argv = list(args)
+    if "--socks" not in argv:
+        argv += ["--socks", "127.0.0.1:0"]
+    if "--http" not in argv:
+        argv += ["--http", "127.0.0.1:0"]
+    handle, name = tempfile.mkstemp(prefix="proxy64-", suffix=".log")
+    log_path = Path(name)
+    full_env = dict(os.environ if env is None else env)
+    full_env.setdefault("PYTHONUNBUFFERED", "1")
+    process = subprocess.Popen(
+        [*proxy64_command(command), *argv],
+        stdin=subprocess.DEVNULL,
+        stdout=handle,
+        stderr=handle,
+        env=full_env,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    os.close(handle)
+    proxy = ProxyProcess(process, log_path)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for line in proxy.output().splitlines():
+            match = STARTUP_RE.match(line)
+            if match:
+                proxy.startup_line = line
+                proxy.socks = _host_port(match["socks"])
+                proxy.http = _host_port(match["http"])
+                proxy.prefix = match["prefix"]
+                proxy.egress = match["egress"]
+                proxy.why = match["why"]
+                return proxy
+        if process.poll() is not None:
+            break
+        time.sleep(0.05)
+    proxy.stop(signal.SIGKILL)
+    raise AssertionError(
+        f"proxy64 {command} {' '.join(argv)} gave no start-up line "
+        f"(exit {process.returncode}):\n{proxy.output()}"
+    )
+
+
+@contextmanager
+def proxy_process(
+    *args: str,
+    env: Mapping[str, str] | None = None,
+    timeout: float = START_TIMEOUT,
+) -> Iterator[ProxyProcess]:
+    """Context manager: start_proxy(), then stop by PID and remove the log, always."""
+    proxy = start_proxy(*args, env=env, timeout=timeout)
+    try:
+        yield proxy
+    finally:
+        proxy.stop()
+        proxy.log_path.unlink(missing_ok=True)
+
+
+def run_proxy64(
+    args: Sequence[str], *, env: Mapping[str, str] | None = None, timeout: float = 60.0
+) -> subprocess.CompletedProcess[str]:
+    """Run a proxy64 command to completion (e.g. `run -- curl ...`), capturing its output."""
+    return subprocess.run(
+        [sys.executable, "-m", "proxy64", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=dict(os.environ if env is None else env),
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
