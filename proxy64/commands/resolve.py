@@ -1,0 +1,105 @@
+"""`proxy64 resolve NAME`: one DNS64 lookup, shown as a table or JSON.
+
+Prints the name, the CNAME/DNAME chain and each address with whether it is native or
+synthesized (RFC 6147) and its TTL. Exit 0 with addresses, 1 on a DNS failure (NXDOMAIN,
+NODATA, SERVFAIL, timeout) with the reason on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from typing import Any
+
+import trio
+
+from proxy64.commands.common import add_resolver_options, checked, resolver_settings
+from proxy64.config import ResolverSettings
+from proxy64.errors import ResolutionError
+from proxy64.net.discovery import prefix_for
+from proxy64.net.resolver import DNS64Resolver, Resolution
+
+from .dns_options import add_mapped_option, with_mapped
+
+EXIT_DNS_FAILURE = 1
+
+
+def register(subparsers: Any) -> None:
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        "resolve",
+        help="look a name up through proxy64's DNS64 resolver",
+        description=(
+            "Resolve NAME as proxy64 does before dialing: AAAA first, else A records "
+            "synthesized into the NAT64 prefix (RFC 6147). Shows the CNAME chain, each "
+            "address as native or synthesized, and its TTL. Exit status 0 when addresses "
+            "were found, 1 on NXDOMAIN, NODATA, SERVFAIL or when no DNS server answered."
+        ),
+    )
+    parser.add_argument("name", metavar="NAME", type=checked("NAME", _name), help="a DNS name")
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    add_resolver_options(parser)
+    add_mapped_option(parser)
+    parser.set_defaults(func=run)
+
+
+def _name(text: str, option: str) -> str:
+    return text.strip()
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = with_mapped(resolver_settings(args), args)
+    return trio.run(_resolve, settings, args.name, args.json)
+
+
+async def _resolve(settings: ResolverSettings, name: str, as_json: bool) -> int:
+    prefix, note = await prefix_for(settings)
+    if note:
+        sys.stderr.write(f"proxy64 resolve: {note}\n")
+    resolver = DNS64Resolver(settings, prefix)
+    try:
+        resolution = await resolver.resolve(name)
+    except ResolutionError as exc:
+        if as_json:
+            error = {"qname": exc.qname, "prefix": str(prefix), "error": exc.reason}
+            print(json.dumps({**error, "message": str(exc)}, indent=2))
+        sys.stderr.write(f"proxy64 resolve: {exc}\n")
+        return EXIT_DNS_FAILURE
+    if as_json:
+        print(json.dumps(as_dict(resolution, str(prefix)), indent=2))
+    else:
+        print(as_table(resolution, str(prefix)))
+    return 0
+
+
+def as_dict(resolution: Resolution, prefix: str) -> dict[str, Any]:
+    return {
+        "qname": resolution.qname,
+        "chain": list(resolution.chain),
+        "prefix": prefix,
+        "from_cache": resolution.from_cache,
+        "records": [
+            {**dataclasses.asdict(r), "address": str(r.address), "kind": _kind(r.synthesized)}
+            for r in resolution.records
+        ],
+    }
+
+
+def as_table(resolution: Resolution, prefix: str) -> str:
+    chain = " -> ".join((resolution.qname, *resolution.chain)) if resolution.chain else "(none)"
+    rows = [(str(r.address), _kind(r.synthesized), str(r.ttl)) for r in resolution.records]
+    width = max(len("ADDRESS"), *(len(row[0]) for row in rows))
+    lines = [
+        f"name    {resolution.qname}",
+        f"chain   {chain}",
+        f"prefix  {prefix}",
+        "",
+        f"{'ADDRESS':<{width}}  {'KIND':<11}  TTL",
+    ]
+    lines += [f"{address:<{width}}  {kind:<11}  {ttl}" for address, kind, ttl in rows]
+    return "\n".join(lines)
+
+
+def _kind(synthesized: bool) -> str:
+    return "synthesized" if synthesized else "native"
