@@ -218,6 +218,7 @@ def _pproxy(server: Server) -> list[str]:
 
 
 PROXY64_WORKERS = 1
+PROXY64_MAX_CONNECTIONS = 12000
 
 
 def _proxy64(server: Server) -> list[str]:
@@ -230,8 +231,17 @@ def _proxy64(server: Server) -> list[str]:
         f"127.0.0.1:{server.ports['socks5']}",
         "--http",
         f"127.0.0.1:{server.ports['connect']}",
+        # an explicit prefix: no RFC 7050 discovery at start-up (destinations are IPv6
+        # literals here, so the prefix and egress are never used on the measured path)
+        "--nat64-prefix",
+        "64:ff9b::/96",
+        "--egress",
+        "nat64",
         "--log-level",
         "error",
+        # like tinyproxy's MaxClients, raised above the idle-tunnel counts measured
+        "--max-connections",
+        str(PROXY64_MAX_CONNECTIONS),
     ]
     if PROXY64_WORKERS > 1:
         argv += ["--workers", str(PROXY64_WORKERS)]

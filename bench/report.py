@@ -1,0 +1,364 @@
+"""Turn the harness's raw per-round samples into summary statistics, goals and markdown.
+
+Pure data in, data/text out (no I/O except `write`). Every figure is the median over
+rounds with its min–max; ratios are taken between medians of the same run:
+  vs direct     target / direct (bulk: fraction of loopback speed kept)
+  vs best peer  target / the best peer of the same protocol kind (not proxy64, not direct);
+                for "lower is better" figures a ratio above 1 means worse than that peer.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+# metric key -> (heading, unit, higher is better)
+METRICS: dict[str, tuple[str, str, bool]] = {
+    "dl1_MBps": ("download, 1 tunnel", "MB/s", True),
+    "ul1_MBps": ("upload, 1 tunnel", "MB/s", True),
+    "dl8_MBps": ("download, 8 tunnels", "MB/s", True),
+    "ul8_MBps": ("upload, 8 tunnels", "MB/s", True),
+    "c1_conn_s": ("conn/s, 1 in flight", "conn/s", True),
+    "c64_conn_s": ("conn/s, 64 in flight", "conn/s", True),
+    "c1_p50_us": ("latency p50, 1 in flight", "µs", False),
+    "c1_p99_us": ("latency p99, 1 in flight", "µs", False),
+    "c64_p50_us": ("latency p50, 64 in flight", "µs", False),
+    "c64_p99_us": ("latency p99, 64 in flight", "µs", False),
+    "cpu_us_per_conn": ("proxy CPU per connection (64 in flight)", "µs", False),
+    "cpu_us_per_conn_c1": ("proxy CPU per connection (1 in flight)", "µs", False),
+    "loadgen_cpu_us_per_conn": ("load generator CPU per connection", "µs", False),
+    "ttfb_p50_us": ("time to first byte p50", "µs", False),
+    "ttfb_p99_us": ("time to first byte p99", "µs", False),
+}
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
+    return ordered[index]
+
+
+@dataclass(frozen=True)
+class Stat:
+    median: float
+    low: float
+    high: float
+    n: int
+
+    def as_dict(self) -> dict[str, float]:
+        return {"median": self.median, "min": self.low, "max": self.high, "n": self.n}
+
+
+def stat(values: list[float]) -> Stat | None:
+    if not values:
+        return None
+    return Stat(statistics.median(values), min(values), max(values), len(values))
+
+
+def summarize(raw: dict[str, dict[str, list[float]]], kinds: dict[str, str]) -> dict[str, Any]:
+    """raw[label][metric] = per-round values; kinds[label] = direct/socks5/connect/http."""
+    summary: dict[str, dict[str, Any]] = {}
+    for label, metrics in raw.items():
+        summary[label] = {}
+        for key, values in metrics.items():
+            st = stat(values)
+            if st is not None:
+                summary[label][key] = st.as_dict()
+    direct = summary.get("direct", {})
+    for label, metrics in summary.items():
+        server = label.split("/")[0]
+        for key, entry in metrics.items():
+            higher = METRICS.get(key, ("", "", True))[2]
+            if key in direct and direct[key]["median"] and label != "direct":
+                entry["vs_direct"] = entry["median"] / direct[key]["median"]
+            peers = [
+                (other, m[key]["median"])
+                for other, m in summary.items()
+                if key in m
+                and kinds[other] == kinds[label]
+                and other.split("/")[0] not in ("proxy64", "direct", server)
+                and m[key]["median"] > 0
+            ]
+            if peers:
+                best = max(peers, key=lambda p: p[1]) if higher else min(peers, key=lambda p: p[1])
+                entry["best_peer"] = best[0]
+                entry["vs_best_peer"] = entry["median"] / best[1] if best[1] else None
+    if "ttfb_p50_us" in direct:
+        for label, metrics in summary.items():
+            for q in ("p50", "p99"):
+                key = f"ttfb_{q}_us"
+                if key in metrics and label != "direct":
+                    metrics[f"ttfb_overhead_{q}_us"] = {
+                        "median": metrics[key]["median"] - direct[key]["median"]
+                    }
+    return summary
+
+
+def fmt(value: float | None, digits: int = 0) -> str:
+    if value is None or value != value:  # None or NaN
+        return "–"
+    return f"{value:,.{digits}f}"
+
+
+def cell(entry: dict[str, Any] | None, *, ratio: str | None = None) -> str:
+    if not entry:
+        return "–"
+    text = f"{fmt(entry['median'])} ({fmt(entry['min'])}–{fmt(entry['max'])})"
+    if ratio and entry.get(ratio) is not None:
+        text += f" · {entry[ratio]:.2f}×"
+    return text
+
+
+def table(headers: list[str], rows: list[list[str]]) -> list[str]:
+    out = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    out += ["| " + " | ".join(row) + " |" for row in rows]
+    return out
+
+
+@dataclass(frozen=True)
+class Goal:
+    name: str
+    measured: str
+    met: bool | None  # None: not measured
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"goal": self.name, "measured": self.measured, "met": self.met}
+
+
+def _median(summary: dict[str, Any], label: str, key: str, field: str = "median") -> float | None:
+    entry = summary.get(label, {}).get(key)
+    if not entry:
+        return None
+    value = entry.get(field)
+    return float(value) if value is not None else None
+
+
+def goals(summary: dict[str, Any], idle: dict[str, Any], extra: dict[str, Any]) -> list[Goal]:
+    out: list[Goal] = []
+
+    def ratio_goal(label: str, key: str, floor: float) -> None:
+        r = _median(summary, label, key, "vs_direct")
+        out.append(
+            Goal(
+                f"{label} {METRICS[key][0]} ≥ {floor}× direct",
+                "not measured" if r is None else f"{r:.2f}×",
+                None if r is None else r >= floor,
+            )
+        )
+
+    for label in ("proxy64/socks5", "proxy64/connect"):
+        ratio_goal(label, "dl1_MBps", 0.7)
+        ratio_goal(label, "ul1_MBps", 0.7)
+    ratio_goal("proxy64/http", "dl1_MBps", 0.5)
+    ratio_goal("proxy64/http", "ul1_MBps", 0.5)
+    for label in ("proxy64/socks5", "proxy64/connect", "proxy64/http"):
+        cpu = _median(summary, label, "cpu_us_per_conn")
+        out.append(
+            Goal(
+                f"{label} proxy CPU per connection ≤ 150 µs",
+                "not measured" if cpu is None else f"{cpu:.0f} µs",
+                None if cpu is None else cpu <= 150,
+            )
+        )
+        over = summary.get(label, {}).get("ttfb_overhead_p50_us", {}).get("median")
+        out.append(
+            Goal(
+                f"{label} TTFB overhead p50 ≤ 150 µs",
+                "not measured" if over is None else f"{over:.0f} µs",
+                None if over is None else over <= 150,
+            )
+        )
+    for label in ("proxy64/socks5", "proxy64/connect"):
+        for count, entry in sorted(idle.get(label, {}).items(), key=lambda kv: int(kv[0])):
+            kib = entry.get("kib_per_tunnel")
+            ok = kib is not None and entry.get("opened") == int(count)
+            out.append(
+                Goal(
+                    f"{label} ≤ 10 KiB per idle tunnel at {count}",
+                    f"{fmt(kib, 1)} KiB, {entry.get('opened')} of {count} opened",
+                    None if kib is None else (ok and kib <= 10),
+                )
+            )
+    cap = extra.get("capacity")
+    if cap:
+        out.append(
+            Goal(
+                f"proxy64 holds {cap['wanted']} idle tunnels within the fd limit",
+                f"{cap['opened']} opened, {cap['errors']} failed"
+                + (f" ({cap['first_error']})" if cap.get("first_error") else ""),
+                cap["opened"] == cap["wanted"],
+            )
+        )
+    scaling = extra.get("scaling")
+    if scaling and scaling.get("ratio_c64") is not None:
+        out.append(
+            Goal(
+                "serve --workers 2 scales conn/s (64 in flight) over 1 worker",
+                f"{scaling['ratio_c64']:.2f}× conn/s, "
+                f"{scaling.get('ratio_dl8', 0):.2f}× 8-tunnel download",
+                scaling["ratio_c64"] > 1.2,
+            )
+        )
+    else:
+        out.append(
+            Goal("serve --workers scaling 1 → 2", extra.get("scaling_note", "not measured"), None)
+        )
+    return out
+
+
+def markdown(result: dict[str, Any]) -> str:
+    summary: dict[str, Any] = result["summary"]
+    labels: list[str] = result["labels"]
+    meta = result["meta"]
+    lines = [
+        "# proxy64 benchmark results",
+        "",
+        f"Run {meta['started']} → {meta['finished']} ({meta['duration_s']:.0f} s), "
+        f"mode `{meta['mode']}`, {meta['rounds']} round(s), "
+        "targets interleaved with a rotating start.",
+        f"Machine: {meta['nproc']} CPU ({meta['cpu_model']}), kernel {meta['kernel']}, "
+        f"Python {meta['python']}; load average at start {meta['loadavg_start']}, "
+        f"at end {meta['loadavg_end']} (the machine is shared with other engineers' tests).",
+        f"Command: `{meta['command']}`. Origin: bench/origins.py on [{meta['origin_host']}]; "
+        "every proxy dials it by IPv6 literal.",
+        "",
+        "Cells: median (min–max) over rounds · ratio. Ratios are between medians of this run.",
+        "",
+        "## Bulk throughput (MB/s; ratio = × direct)",
+        "",
+    ]
+    bulk_keys = ["dl1_MBps", "ul1_MBps", "dl8_MBps", "ul8_MBps"]
+    rows = [
+        [f"`{label}`"] + [cell(summary.get(label, {}).get(k), ratio="vs_direct") for k in bulk_keys]
+        for label in labels
+    ]
+    lines += table(["target"] + [METRICS[k][0] for k in bulk_keys], rows)
+    lines += ["", "## Connections (handshake + GET of 1 byte + close)", ""]
+    conn_keys = ["c1_conn_s", "c64_conn_s", "c1_p50_us", "c1_p99_us", "c64_p50_us", "c64_p99_us"]
+    rows = [
+        [f"`{label}`"] + [cell(summary.get(label, {}).get(k)) for k in conn_keys]
+        for label in labels
+    ]
+    lines += table(["target"] + [f"{METRICS[k][0]} ({METRICS[k][1]})" for k in conn_keys], rows)
+    lines += ["", "## Cost per connection and time to first byte (µs)", ""]
+    cost_keys = [
+        "cpu_us_per_conn",
+        "cpu_us_per_conn_c1",
+        "loadgen_cpu_us_per_conn",
+        "ttfb_p50_us",
+        "ttfb_p99_us",
+    ]
+    rows = []
+    for label in labels:
+        m = summary.get(label, {})
+        rows.append(
+            [f"`{label}`"]
+            + [cell(m.get(k)) for k in cost_keys]
+            + [
+                fmt(m.get("ttfb_overhead_p50_us", {}).get("median")),
+                fmt(m.get("ttfb_overhead_p99_us", {}).get("median")),
+            ]
+        )
+    lines += table(
+        ["target"]
+        + [METRICS[k][0] for k in cost_keys]
+        + ["TTFB overhead p50", "TTFB overhead p99"],
+        rows,
+    )
+    idle = result.get("idle", {})
+    if idle:
+        counts = sorted({int(c) for per in idle.values() for c in per})
+        lines += [
+            "",
+            "## Memory per idle tunnel "
+            "(KiB = RSS delta of the proxy's process tree / tunnels open)",
+            "",
+        ]
+        rows = []
+        for label, per in idle.items():
+            row = [f"`{label}`"]
+            for c in counts:
+                e = per.get(str(c))
+                row.append(
+                    "–" if not e else f"{fmt(e.get('kib_per_tunnel'), 1)} ({e['opened']}/{c} open)"
+                )
+            rows.append(row)
+        lines += table(["target"] + [f"{c:,} tunnels" for c in counts], rows)
+    vs_rows = []
+    for label in labels:
+        if not label.startswith("proxy64/"):
+            continue
+        for key in [
+            "dl1_MBps",
+            "ul1_MBps",
+            "dl8_MBps",
+            "ul8_MBps",
+            "c64_conn_s",
+            "cpu_us_per_conn",
+            "ttfb_p50_us",
+        ]:
+            e = summary.get(label, {}).get(key)
+            if e and e.get("vs_best_peer") is not None:
+                vs_rows.append(
+                    [
+                        f"`{label}`",
+                        METRICS[key][0],
+                        fmt(e["median"]),
+                        f"`{e['best_peer']}`",
+                        f"{e['vs_best_peer']:.2f}×",
+                    ]
+                )
+    if vs_rows:
+        lines += ["", "## proxy64 vs the best peer of the same protocol", ""]
+        lines += table(["target", "figure", "proxy64", "best peer", "ratio"], vs_rows)
+    extra = result.get("extra", {})
+    if extra.get("scaling"):
+        s = extra["scaling"]
+        lines += ["", "## serve --workers scaling", ""]
+        lines += table(
+            ["workers", "conn/s 64 in flight", "download 8 tunnels MB/s", "proxy CPU µs/conn"],
+            [
+                [
+                    str(w),
+                    fmt(v.get("c64_conn_s")),
+                    fmt(v.get("dl8_MBps")),
+                    fmt(v.get("cpu_us_per_conn")),
+                ]
+                for w, v in s["by_workers"].items()
+            ],
+        )
+    scripts = extra.get("scripts", {})
+    if scripts:
+        lines += ["", "## Component benchmarks (bench/bench_*.py)", ""]
+        for name, out in scripts.items():
+            lines.append(f"- `{name}`: {out.get('summary', out.get('error', ''))}")
+    lines += ["", "## Goals", ""]
+    lines += table(
+        ["goal", "measured", "met"],
+        [
+            [g["goal"], g["measured"], {True: "yes", False: "**no**", None: "n/a"}[g["met"]]]
+            for g in result["goals"]
+        ],
+    )
+    errors = result.get("errors", {})
+    if errors:
+        lines += ["", "## Errors seen (first per target and test)", ""]
+        lines += [f"- `{label}` {test}: {why}" for (label, test), why in _flatten(errors)]
+    return "\n".join(lines) + "\n"
+
+
+def _flatten(errors: dict[str, dict[str, str]]) -> list[tuple[tuple[str, str], str]]:
+    return [((label, test), why) for label, per in errors.items() for test, why in per.items()]
+
+
+def write(result: dict[str, Any], out_dir: Path, stem: str = "latest") -> tuple[Path, Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    md_path, json_path = out_dir / f"{stem}.md", out_dir / f"{stem}.json"
+    md_path.write_text(markdown(result))
+    json_path.write_text(json.dumps(result, indent=1, sort_keys=True) + "\n")
+    return md_path, json_path

@@ -1,0 +1,464 @@
+#!/usr/bin/env python3
+"""Benchmark proxy64 against real peers and direct loopback, in one interleaved run.
+
+    .venv/bin/python bench/run.py            # the full run (~10 minutes on 2 cores)
+    .venv/bin/python bench/run.py --quick    # seconds: small sizes, 1 round (the CI smoke test)
+
+Starts its own origin (bench/origins.py) and every proxy (bench/peers.py) on loopback,
+measures bulk throughput, connection rate/latency/CPU, time to first byte and idle-tunnel
+memory, runs the component benchmarks (bench/bench_{dns64,packet,tun}.py) when present,
+and writes bench/results/latest.{md,json}. Every process it starts is stopped by PID.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+BENCH_DIR = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH_DIR.parent))  # so `python bench/run.py` finds the bench package
+
+from bench import loadgen, peers, report  # noqa: E402
+from bench.loadgen import Origin, Target  # noqa: E402
+
+ALL_SERVERS = ["proxy64", "microsocks", "dante", "tinyproxy", "pproxy"]
+SCRIPTS = ["bench_dns64.py", "bench_packet.py", "bench_tun.py"]
+
+FULL = {
+    "rounds": 3,
+    "bulk_size": 1 << 30,
+    "bulk_rounds": 2,
+    "conns_c1": 600,
+    "conns_c64": 3000,
+    "idle": "1000,5000",
+    "capacity": 8000,
+    "op_time_limit": 60.0,
+}
+QUICK = {
+    "rounds": 1,
+    "bulk_size": 4 << 20,
+    "bulk_rounds": 1,
+    "conns_c1": 40,
+    "conns_c64": 200,
+    "idle": "100",
+    "capacity": 0,
+    "op_time_limit": 20.0,
+}
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--quick", action="store_true", help="seconds-long smoke run (CI)")
+    p.add_argument(
+        "--servers",
+        default=",".join(ALL_SERVERS),
+        help=f"comma list of proxies to measure beside direct (default: {','.join(ALL_SERVERS)}); "
+        "missing ones are skipped with a note unless --require is given",
+    )
+    p.add_argument("--require", default="", help="comma list of servers that must run (else fail)")
+    p.add_argument(
+        "--tests", default="idle,conn,bulk,scaling,capacity,scripts", help="phases to run"
+    )
+    p.add_argument("--rounds", type=int, help="rounds of the connection tests (full: 3)")
+    p.add_argument("--bulk-rounds", type=int, help="rounds of the bulk tests (full: 2)")
+    p.add_argument("--bulk-size", type=int, help="bytes per bulk measurement (full: 1 GiB)")
+    p.add_argument("--conns-c1", type=int, help="connections at concurrency 1 (full: 600)")
+    p.add_argument("--conns-c64", type=int, help="connections at concurrency 64 (full: 3000)")
+    p.add_argument("--idle", help="idle tunnel counts, comma list (full: 1000,5000)")
+    p.add_argument("--capacity", type=int, help="idle tunnels proxy64 must hold (full: 8000)")
+    p.add_argument("--op-time-limit", type=float, help="seconds any one measurement may take")
+    p.add_argument("--origin-host", default="::1", help="origin address the proxies dial")
+    p.add_argument("--out-dir", type=Path, default=BENCH_DIR / "results")
+    p.add_argument("--stem", default="latest", help="output file name stem")
+    args = p.parse_args(argv)
+    for key, value in (QUICK if args.quick else FULL).items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    return args
+
+
+def log(msg: str) -> None:
+    sys.stderr.write(f"[{time.strftime('%H:%M:%S')}] {msg}\n")
+    sys.stderr.flush()
+
+
+def machine() -> dict[str, Any]:
+    model = "unknown"
+    with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    return {
+        "nproc": os.cpu_count(),
+        "cpu_model": model,
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "fd_limit_hard": loadgen.raise_fd_limit(),
+    }
+
+
+def loadavg() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+class Origins:
+    def __init__(self, workdir: Path) -> None:
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                str(BENCH_DIR / "origins.py"),
+                "--listen",
+                "::1",
+                "--listen",
+                "127.0.0.1",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=open(workdir / "origin.log", "wb"),  # noqa: SIM115
+            start_new_session=True,
+        )
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline().decode()
+        if not line.startswith("READY "):
+            self.stop()
+            raise RuntimeError(f"origin did not start: {line!r}")
+        self.port = int(line.split()[1])
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.raw: dict[str, dict[str, list[float]]] = {}
+        self.errors: dict[str, dict[str, str]] = {}
+
+    def add(self, label: str, key: str, value: float) -> None:
+        self.raw.setdefault(label, {}).setdefault(key, []).append(value)
+
+    def error(self, label: str, test: str, why: str) -> None:
+        self.errors.setdefault(label, {}).setdefault(test, why)
+        log(f"  {label} {test}: {why}")
+
+
+def measure_conns(
+    rec: Recorder,
+    target: Target,
+    origin: Origin,
+    server: peers.Server | None,
+    args: argparse.Namespace,
+) -> None:
+    for conc, total in ((1, args.conns_c1), (64, args.conns_c64)):
+        cpu0 = peers.tree_cpu_seconds(server.pid) if server else 0.0
+        res = loadgen.run_connections(target, origin, total, conc, args.op_time_limit)
+        cpu1 = peers.tree_cpu_seconds(server.pid) if server else 0.0
+        if res.errors:
+            rec.error(target.label, f"conn c{conc}", f"{res.errors} failed: {res.first_error}")
+        if not res.done:
+            continue
+        tag = f"c{conc}"
+        rec.add(target.label, f"{tag}_conn_s", res.done / res.elapsed)
+        rec.add(target.label, f"{tag}_p50_us", report.percentile(res.latencies, 50) * 1e6)
+        rec.add(target.label, f"{tag}_p99_us", report.percentile(res.latencies, 99) * 1e6)
+        if server:
+            key = "cpu_us_per_conn" if conc == 64 else "cpu_us_per_conn_c1"
+            rec.add(target.label, key, (cpu1 - cpu0) / res.done * 1e6)
+        if conc == 64:
+            rec.add(target.label, "loadgen_cpu_us_per_conn", res.loadgen_cpu / res.done * 1e6)
+        else:
+            rec.add(target.label, "ttfb_p50_us", report.percentile(res.ttfb, 50) * 1e6)
+            rec.add(target.label, "ttfb_p99_us", report.percentile(res.ttfb, 99) * 1e6)
+        log(
+            f"  {target.label:18} c{conc:<2} {res.done / res.elapsed:8.0f} conn/s"
+            + (f"  {(cpu1 - cpu0) / res.done * 1e6:6.0f} µs proxy CPU/conn" if server else "")
+        )
+
+
+def measure_bulk(rec: Recorder, target: Target, origin: Origin, args: argparse.Namespace) -> None:
+    for direction in ("download", "upload"):
+        for streams in (1, 8):
+            key = f"{direction[0]}l{streams}_MBps"
+            res = loadgen.bulk(
+                target, origin, direction, args.bulk_size, streams, args.op_time_limit
+            )
+            if res.error:
+                rec.error(target.label, f"{direction} x{streams}", res.error)
+                continue
+            rec.add(target.label, key, res.mb_per_s)
+            log(f"  {target.label:18} {direction:8} x{streams} {res.mb_per_s:8.0f} MB/s")
+
+
+def measure_idle(
+    server: peers.Server, target: Target, origin: Origin, count: int, time_limit: float
+) -> dict[str, Any]:
+    """Fresh server; open `count` tunnels, each with one small request, and hold them."""
+    server.start()
+    try:
+        # one warm connection first, so lazily-initialised state is not billed to tunnels
+        loadgen.run_connections(target, origin, 4, 1, time_limit)
+        time.sleep(0.3)
+        before = peers.tree_rss_kib(server.pid)
+        res = loadgen.run_connections(target, origin, count, 64, time_limit, keep_open=True)
+        time.sleep(0.5)
+        after = peers.tree_rss_kib(server.pid)
+        for sock in res.held:
+            sock.close()
+        out: dict[str, Any] = {
+            "opened": len(res.held),
+            "errors": res.errors,
+            "rss_before_kib": before,
+            "rss_after_kib": after,
+            "kib_per_tunnel": (after - before) / len(res.held) if res.held else None,
+        }
+        if res.first_error:
+            out["first_error"] = res.first_error
+        return out
+    finally:
+        server.stop()
+
+
+def proxy64_has_workers() -> bool:
+    out = subprocess.run(
+        [sys.executable, "-m", "proxy64", "serve", "--help"],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    return "--workers" in out.stdout
+
+
+def run_scripts(quick: bool, time_limit: float) -> dict[str, Any]:
+    results: dict[str, Any] = {}
+    for name in SCRIPTS:
+        path = BENCH_DIR / name
+        if not path.exists():
+            results[name] = {"error": "not present in this checkout"}
+            continue
+        argv = [sys.executable, str(path)] + (["--quick"] if quick else [])
+        try:
+            proc = subprocess.run(
+                argv,
+                check=False,
+                capture_output=True,
+                text=True,
+                timeout=time_limit,
+                cwd=BENCH_DIR.parent,
+            )
+        except subprocess.TimeoutExpired:
+            results[name] = {"error": f"timed out after {time_limit:.0f} s"}
+            continue
+        data = _last_json(proc.stdout)
+        if proc.returncode != 0 or data is None:
+            tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or [""]
+            results[name] = {"error": f"exit {proc.returncode}: {tail[0][:200]}"}
+            continue
+        results[name] = {"data": data, "summary": _short(data)}
+    return results
+
+
+def _last_json(text: str) -> Any:
+    text = text.strip()
+    with contextlib.suppress(ValueError):
+        return json.loads(text)
+    for line in reversed(text.splitlines()):
+        with contextlib.suppress(ValueError):
+            return json.loads(line)
+    return None
+
+
+def _short(data: Any) -> str:
+    if isinstance(data, dict):
+        items = [f"{k}={v:,.0f}" if isinstance(v, float) else f"{k}={v}" for k, v in data.items()]
+        return ", ".join(items)[:400]
+    return str(data)[:400]
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    started = datetime.now(UTC)
+    meta = machine() | {
+        "started": started.strftime("%Y-%m-%d %H:%M:%S UTC"),
+        "mode": "quick" if args.quick else "full",
+        "rounds": args.rounds,
+        "bulk_rounds": args.bulk_rounds,
+        "bulk_size": args.bulk_size,
+        "conns_c1": args.conns_c1,
+        "conns_c64": args.conns_c64,
+        "origin_host": args.origin_host,
+        "loadavg_start": loadavg(),
+        "command": "python bench/run.py " + shlex.join(argv if argv is not None else sys.argv[1:]),
+    }
+    tests = set(args.tests.split(","))
+    wanted = [s for s in args.servers.split(",") if s]
+    have, missing = peers.available_servers(wanted)
+    required = [s for s in args.require.split(",") if s]
+    if lost := [s for s in required if s in missing]:
+        sys.stderr.write(f"required servers not available: {', '.join(lost)}\n")
+        return 1
+    for name in missing:
+        log(f"skipping {name}: not installed")
+    workdir = Path(tempfile.mkdtemp(prefix="proxy64-bench-"))
+    rec = Recorder()
+    idle: dict[str, Any] = {}
+    extra: dict[str, Any] = {"missing_servers": missing}
+    servers = {name: peers.make_server(name, workdir) for name in have}
+    targets: list[tuple[Target, peers.Server | None]] = [(Target("direct", "direct"), None)]
+    labels: list[str] = ["direct"]
+    origins = Origins(workdir)
+    origin = Origin(args.origin_host, origins.port)
+    try:
+        log(f"origin on port {origins.port}; servers {have}; workdir {workdir}")
+        if "idle" in tests:
+            counts = [int(c) for c in str(args.idle).split(",") if c]
+            for server in servers.values():
+                for target in server.targets():
+                    if target.kind == "http":
+                        continue  # forwarding holds no tunnel
+                    for count in counts:
+                        try:
+                            out = measure_idle(server, target, origin, count, args.op_time_limit)
+                        except Exception as exc:
+                            rec.error(target.label, f"idle {count}", f"{type(exc).__name__}: {exc}")
+                            continue
+                        idle.setdefault(target.label, {})[str(count)] = out
+                        kib = out.get("kib_per_tunnel") or 0.0
+                        log(f"  {target.label:18} idle {count}: {kib:.1f} KiB/tunnel")
+        started_ok: dict[str, peers.Server] = {}
+        for name, server in servers.items():
+            try:
+                server.start()
+                started_ok[name] = server
+            except RuntimeError as exc:
+                rec.error(name, "start", str(exc))
+        targets += [(t, s) for s in started_ok.values() for t in s.targets()]
+        labels = [t.label for t, _ in targets]
+        rounds = max(
+            args.rounds if "conn" in tests else 0, args.bulk_rounds if "bulk" in tests else 0
+        )
+        for r in range(rounds):
+            order = targets[r % len(targets) :] + targets[: r % len(targets)]
+            log(f"round {r + 1}/{rounds}: {' '.join(t.label for t, _ in order)}")
+            for target, server in order:
+                if "conn" in tests and r < args.rounds:
+                    measure_conns(rec, target, origin, server, args)
+                if "bulk" in tests and r < args.bulk_rounds:
+                    measure_bulk(rec, target, origin, args)
+        for server in started_ok.values():
+            server.stop()
+        if "proxy64" in servers and "capacity" in tests and args.capacity:
+            server = servers["proxy64"]
+            target = next(t for t in server.targets() if t.kind == "socks5")
+            try:
+                out = measure_idle(server, target, origin, args.capacity, args.op_time_limit * 2)
+                extra["capacity"] = {
+                    "wanted": args.capacity,
+                    "opened": out["opened"],
+                    "errors": out["errors"],
+                    "first_error": out.get("first_error", ""),
+                    "kib_per_tunnel": out["kib_per_tunnel"],
+                }
+                log(f"  capacity: {out['opened']} of {args.capacity} idle tunnels open")
+            except Exception as exc:
+                rec.error("proxy64/socks5", "capacity", f"{type(exc).__name__}: {exc}")
+        if "proxy64" in servers and "scaling" in tests:
+            if proxy64_has_workers():
+                extra["scaling"] = measure_scaling(servers["proxy64"], origin, args, rec)
+            else:
+                extra["scaling_note"] = "proxy64 serve has no --workers option in this checkout"
+        if "scripts" in tests:
+            extra["scripts"] = run_scripts(args.quick, 120 if args.quick else 300)
+    finally:
+        for server in servers.values():
+            server.stop()
+        origins.stop()
+    finished = datetime.now(UTC)
+    meta |= {
+        "finished": finished.strftime("%Y-%m-%d %H:%M:%S UTC"),
+        "duration_s": (finished - started).total_seconds(),
+        "loadavg_end": loadavg(),
+    }
+    kinds = {t.label: t.kind for t, _ in targets}
+    summary = report.summarize(rec.raw, kinds)
+    result: dict[str, Any] = {
+        "meta": meta,
+        "labels": labels,
+        "kinds": kinds,
+        "raw": rec.raw,
+        "summary": summary,
+        "idle": idle,
+        "extra": extra,
+        "errors": rec.errors,
+    }
+    result["goals"] = [g.as_dict() for g in report.goals(summary, idle, extra)]
+    md_path, json_path = report.write(result, args.out_dir, args.stem)
+    sys.stdout.write(report.markdown(result))
+    log(f"wrote {md_path} and {json_path}")
+    return 0
+
+
+def measure_scaling(
+    server: peers.Server, origin: Origin, args: argparse.Namespace, rec: Recorder
+) -> dict[str, Any]:
+    """proxy64 serve with 1 then 2 workers, alternating, SOCKS5 conn/s and 8-tunnel download."""
+    samples: dict[int, dict[str, list[float]]] = {1: {}, 2: {}}
+    for r in range(max(1, args.bulk_rounds)):
+        for workers in (1, 2) if r % 2 == 0 else (2, 1):
+            peers.PROXY64_WORKERS = workers
+            server.start()
+            try:
+                target = next(t for t in server.targets() if t.kind == "socks5")
+                cpu0 = peers.tree_cpu_seconds(server.pid)
+                res = loadgen.run_connections(
+                    target, origin, args.conns_c64, 64, args.op_time_limit
+                )
+                cpu1 = peers.tree_cpu_seconds(server.pid)
+                if res.done:
+                    s = samples[workers]
+                    s.setdefault("c64_conn_s", []).append(res.done / res.elapsed)
+                    s.setdefault("cpu_us_per_conn", []).append((cpu1 - cpu0) / res.done * 1e6)
+                bulk = loadgen.bulk(
+                    target, origin, "download", args.bulk_size, 8, args.op_time_limit
+                )
+                if not bulk.error:
+                    samples[workers].setdefault("dl8_MBps", []).append(bulk.mb_per_s)
+                log(
+                    f"  workers={workers} {res.done / res.elapsed:.0f} conn/s, "
+                    f"dl8 {bulk.mb_per_s:.0f} MB/s"
+                )
+            finally:
+                server.stop()
+                peers.PROXY64_WORKERS = 1
+    by = {
+        str(w): {k: report.statistics.median(v) for k, v in s.items() if v}
+        for w, s in samples.items()
+    }
+    out: dict[str, Any] = {"by_workers": by}
+    one, two = by.get("1", {}), by.get("2", {})
+    if one.get("c64_conn_s") and two.get("c64_conn_s"):
+        out["ratio_c64"] = two["c64_conn_s"] / one["c64_conn_s"]
+    if one.get("dl8_MBps") and two.get("dl8_MBps"):
+        out["ratio_dl8"] = two["dl8_MBps"] / one["dl8_MBps"]
+    return out
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
