@@ -75,6 +75,7 @@ class _Upstream:
         self.destination = dialed.destination
         self.record = record
         self.conn = h11.Connection(h11.CLIENT, max_incomplete_event_size=HTTP_MAX_HEAD)
+        self.responded = False  # a response head arrived for the current request
 
     @property
     def reusable(self) -> bool:
@@ -95,7 +96,15 @@ class _Upstream:
             try:
                 event = self.conn.next_event()
             except h11.RemoteProtocolError as exc:
-                raise _UpstreamFailed(f"{self.destination} sent a broken response: {exc}") from None
+                if not self.conn.trailing_data[1]:
+                    problem = f"sent a broken response ({exc})"
+                elif self.responded:
+                    problem = "closed the connection in the middle of the response"
+                else:
+                    problem = "closed the connection before answering"
+                raise _UpstreamFailed(f"{self.destination} {problem}") from None
+            if isinstance(event, h11.Response):
+                self.responded = True
             if event is not h11.NEED_DATA:
                 return event
             try:
@@ -226,8 +235,8 @@ class _ClientSession:
                     first = False
                 else:
                     return
-        except _ClientGone:
-            return
+        except (_ClientGone, trio.TooSlowError, h11.RemoteProtocolError):
+            return  # the client stalled or broke the stream after its head: just close
         finally:
             if self.upstream is not None:
                 upstream, self.upstream = self.upstream, None
@@ -257,6 +266,12 @@ class _ClientSession:
         return None
 
     async def _tunnel(self, target: ConnectTarget) -> None:
+        # Take the CONNECT's end of message: h11 then pauses, waiting for our answer;
+        # a body on a CONNECT has no meaning (RFC 9110 §9.3.6) and is dropped.
+        with trio.fail_after(self.ctx.handshake_timeout):
+            while (event := await self._client_event()) is not h11.PAUSED:
+                if isinstance(event, h11.ConnectionClosed):
+                    return
         record = ConnectionRecord(
             front_end="http-connect", client=self.client, destination=target.destination
         )
@@ -352,6 +367,7 @@ class _ClientSession:
             raise _ClientGone from None
         if upstream.conn.our_state is h11.DONE and upstream.conn.their_state is h11.DONE:
             upstream.conn.start_next_cycle()
+            upstream.responded = False
         else:
             self.upstream = None
             await upstream.close("ok", self.ctx)

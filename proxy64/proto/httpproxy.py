@@ -21,6 +21,7 @@ from ipaddress import IPv6Address
 
 import h11
 
+from proxy64.defaults import HTTP_MAX_HEAD
 from proxy64.destination import Destination
 from proxy64.errors import RemoteProtocolError
 from proxy64.proto.http_headers import Header, expects_continue, upstream_request_headers
@@ -134,8 +135,17 @@ def _host_header(destination: Destination) -> bytes:
     return host.encode("ascii")
 
 
-def classify(request: h11.Request) -> Target:
+def head_size(request: h11.Request) -> int:
+    """The size of the head as sent: request line and header lines with their CRLFs."""
+    line = len(request.method) + len(request.target) + len(request.http_version) + 9
+    return line + sum(len(n) + len(v) + 4 for n, v in request.headers.raw_items()) + 2
+
+
+def classify(request: h11.Request, max_head: int = HTTP_MAX_HEAD) -> Target:
     """Decide what a request head asks the proxy to do, or raise RemoteProtocolError."""
+    if head_size(request) > max_head:
+        # h11 bounds only an incomplete head; a head that arrived whole is checked here.
+        raise _bad(f"the request head is larger than {max_head} bytes", 431)
     headers: list[Header] = list(request.headers.raw_items())
     if request.method == b"CONNECT":
         # RFC 9112 §3.2.3: authority-form, only for CONNECT, port mandatory.

@@ -7,6 +7,7 @@ copy_relay copies both ways with half-close kept. ListRecorder keeps finished re
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv6Address, ip_address
@@ -14,7 +15,7 @@ from ipaddress import IPv4Address, IPv6Address, ip_address
 import trio
 
 from proxy64.destination import Destination, Reached
-from proxy64.errors import Proxy64Error
+from proxy64.errors import DialAttempt, DialCause, DialError, Proxy64Error
 from proxy64.net.context import ConnectionRecord, Dialed, ProxyContext, UdpTarget
 
 IPAddress = IPv4Address | IPv6Address
@@ -42,7 +43,17 @@ class LoopbackDialer:
         address = self._address(destination)
         if not address.is_loopback:
             raise AssertionError(f"test tried to dial {address}, outside loopback")
-        stream = await trio.open_tcp_stream(str(address), destination.port)
+        family = trio.socket.AF_INET6 if address.version == 6 else trio.socket.AF_INET
+        sock = trio.socket.socket(family, trio.socket.SOCK_STREAM)
+        try:
+            await sock.connect((str(address), destination.port))
+        except OSError as exc:
+            sock.close()
+            refused = exc.errno == errno.ECONNREFUSED
+            cause = DialCause.REFUSED if refused else DialCause.OTHER
+            attempt = DialAttempt(address, destination.port, cause, str(exc))
+            raise DialError(str(destination), [attempt]) from None
+        stream = trio.SocketStream(sock)
         local = stream.socket.getsockname()
         return Dialed(
             stream=stream,
@@ -60,11 +71,20 @@ class LoopbackDialer:
 @dataclass
 class ListRecorder:
     records: list[ConnectionRecord] = field(default_factory=list)
+    _changed: trio.Event = field(default_factory=trio.Event)
 
     def finish(self, record: ConnectionRecord) -> None:
         if any(r is record for r in self.records):
             raise AssertionError(f"record finished twice: {record}")
         self.records.append(record)
+        self._changed.set()
+        self._changed = trio.Event()
+
+    async def wait_for(self, count: int) -> list[ConnectionRecord]:
+        """The records once `count` are in (a tunnel's record comes after its client left)."""
+        while len(self.records) < count:
+            await self._changed.wait()
+        return self.records
 
 
 async def _copy(

@@ -1,0 +1,493 @@
+"""handle_http_client with real clients (curl, aiohttp, raw sockets) and a real aiohttp origin.
+
+The proxy runs in the test's trio nursery on 127.0.0.1; it dials through LoopbackDialer
+(real TCP, loopback only). Nothing leaves the machine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import secrets
+from collections.abc import Iterator
+from functools import partial
+from ipaddress import IPv4Address
+from pathlib import Path
+
+import h11
+import pytest
+import trio
+
+from proxy64.destination import Destination
+from proxy64.errors import AddressMappingError, DialAttempt, DialCause, DialError, ResolutionError
+from proxy64.net.context import ConnectionRecord, ProxyContext
+from proxy64.net.http_server import handle_http_client
+from tests.helpers.aiohttp_origin import Origin, pattern_bytes, running_origin
+from tests.helpers.http_fakes import ListRecorder, LoopbackDialer, make_context
+from tests.helpers.requirements import require_tool
+
+MB = 1024 * 1024
+
+
+@pytest.fixture(scope="module")
+def origin() -> Iterator[Origin]:
+    with running_origin() as running:
+        yield running
+
+
+def failing_dialer() -> LoopbackDialer:
+    def timeout(d: Destination) -> DialError:
+        attempt = DialAttempt(IPv4Address("127.0.0.9"), d.port, DialCause.TIMEOUT, "timed out")
+        return DialError(str(d), [attempt])
+
+    return LoopbackDialer(
+        names={"localhost": IPv4Address("127.0.0.1")},
+        failures={
+            "nxdomain.test": lambda d: ResolutionError(str(d.host), "NXDOMAIN"),
+            "slow.test": timeout,
+            "mapped.test": lambda d: AddressMappingError(
+                "64:ff9b::/96 cannot carry 10.1.2.3 (RFC 6052 §3.1)"
+            ),
+        },
+    )
+
+
+async def start_proxy(nursery: trio.Nursery, ctx: ProxyContext) -> int:
+    listeners = await nursery.start(
+        partial(trio.serve_tcp, partial(handle_http_client, ctx=ctx), 0, host="127.0.0.1")
+    )
+    return int(listeners[0].socket.getsockname()[1])
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
+    env.update(extra)
+    return env
+
+
+async def curl(*args: str, env: dict[str, str] | None = None) -> trio.CompletedProcess[bytes]:
+    require_tool("curl")
+    with trio.fail_after(30):
+        return await trio.run_process(
+            ["curl", "-sS", "--max-time", "20", *args],
+            capture_stdout=True,
+            capture_stderr=True,
+            check=False,
+            env=env or clean_env(),
+        )
+
+
+def echo_of(result: trio.CompletedProcess[bytes]) -> dict[str, object]:
+    assert result.returncode == 0, result.stderr
+    parsed: dict[str, object] = json.loads(result.stdout)
+    return parsed
+
+
+async def records_of(recorder: ListRecorder, count: int) -> list[ConnectionRecord]:
+    """The finished records, once `count` are in: a tunnel finishes after the client left."""
+    with trio.fail_after(5):
+        await recorder.wait_for(count)
+    await trio.sleep(0.05)  # and no more than that arrive
+    assert len(recorder.records) == count, recorder.records
+    return recorder.records
+
+
+def header_names(echo: dict[str, object]) -> list[str]:
+    headers = echo["headers"]
+    assert isinstance(headers, list)
+    return [str(k).lower() for k, _ in headers]
+
+
+# --- forwarding absolute-form http:// with curl -x ---------------------------------------
+
+
+async def test_curl_get_ipv4_and_ipv6_origins(nursery: trio.Nursery, origin: Origin) -> None:
+    ctx, recorder = make_context()
+    port = await start_proxy(nursery, ctx)
+    proxy = f"http://127.0.0.1:{port}"
+    for url, family in ((origin.url4("/echo?a=1"), "127.0.0.1"), (origin.url6("/echo"), "::1")):
+        echo = echo_of(await curl("-x", proxy, "-H", "Proxy-Connection: keep-alive", url))
+        assert echo["method"] == "GET"
+        assert echo["peer"][0] == family  # type: ignore[index]
+        names = header_names(echo)
+        assert "via" in names and "proxy-connection" not in names
+        assert dict(echo["headers"])["Via"] == "1.1 proxy64"  # type: ignore[arg-type]
+    assert echo["path_qs"] == "/echo"
+    assert [r.front_end for r in recorder.records] == ["http", "http"]
+    assert all(r.outcome == "ok" and r.bytes_up > 0 and r.bytes_down > 0 for r in recorder.records)
+
+
+async def test_curl_head_204_304(nursery: trio.Nursery, origin: Origin) -> None:
+    ctx, _ = make_context()
+    proxy = f"http://127.0.0.1:{await start_proxy(nursery, ctx)}"
+    head = await curl("-x", proxy, "-I", origin.url4("/bytes/12345"))
+    assert head.returncode == 0, head.stderr
+    assert head.stdout.startswith(b"HTTP/1.1 200")
+    assert b"Content-Length: 12345" in head.stdout
+    for code in ("204", "304"):
+        result = await curl(
+            "-x",
+            proxy,
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code} %{size_download}",
+            origin.url4(f"/status/{code}"),
+        )
+        assert result.stdout.decode() == f"{code} 0", result.stderr
+
+
+@pytest.mark.parametrize("how", ["post", "put", "chunked"])
+async def test_curl_uploads_random_binary_bodies(
+    nursery: trio.Nursery, origin: Origin, tmp_path: Path, how: str
+) -> None:
+    ctx, recorder = make_context()
+    proxy = f"http://127.0.0.1:{await start_proxy(nursery, ctx)}"
+    body = secrets.token_bytes(3 * MB + 17)
+    path = tmp_path / "body.bin"
+    path.write_bytes(body)
+    args = {
+        "post": ["--data-binary", f"@{path}"],
+        "put": ["-T", str(path)],
+        "chunked": ["-H", "Transfer-Encoding: chunked", "--data-binary", f"@{path}"],
+    }[how]
+    echo = echo_of(await curl("-x", proxy, *args, origin.url4("/echo")))
+    assert echo["sha256"] == hashlib.sha256(body).hexdigest()
+    assert echo["length"] == len(body)
+    assert echo["method"] == ("PUT" if how == "put" else "POST")
+    if how == "chunked":
+        assert ["Transfer-Encoding", "chunked"] in echo["headers"]  # type: ignore[operator]
+    assert "expect" not in header_names(echo)  # proxy64 answered 100-continue itself
+    assert recorder.records[0].bytes_up > len(body)
+
+
+@pytest.mark.parametrize("kind", ["bytes", "chunked"])
+async def test_big_responses_streamed_intact(
+    nursery: trio.Nursery, origin: Origin, kind: str
+) -> None:
+    ctx, _ = make_context()
+    proxy = f"http://127.0.0.1:{await start_proxy(nursery, ctx)}"
+    size = 8 * MB + 3
+    result = await curl("-x", proxy, origin.url6(f"/{kind}/{size}?seed=5"))
+    assert result.returncode == 0, result.stderr
+    assert hashlib.sha256(result.stdout).digest() == hashlib.sha256(pattern_bytes(size, 5)).digest()
+
+
+async def test_keep_alive_reuses_one_upstream_and_replaces_it_on_host_change(
+    nursery: trio.Nursery, origin: Origin
+) -> None:
+    ctx, recorder = make_context()
+    proxy = f"http://127.0.0.1:{await start_proxy(nursery, ctx)}"
+    before = origin.connection_count()
+    result = await curl(
+        "-x",
+        proxy,
+        "-w",
+        " connects=%{num_connects}\n",
+        origin.url4("/echo/1"),
+        origin.url4("/echo/2"),
+        origin.url6("/echo/3"),
+    )
+    assert result.returncode == 0, result.stderr
+    # curl kept one client connection for all three (num_connects 1, 0, 0) ...
+    assert [line.rsplit(b"=", 1)[1] for line in result.stdout.splitlines()] == [b"1", b"0", b"0"]
+    # ... and the origin saw two upstream connections: one for 127.0.0.1, one for ::1.
+    assert origin.connection_count() - before == 2
+    assert [(r.front_end, str(r.destination)) for r in recorder.records] == [
+        ("http", f"127.0.0.1:{origin.port4}"),
+        ("http", f"[::1]:{origin.port6}"),
+    ]
+
+
+# --- CONNECT --------------------------------------------------------------------------------
+
+
+async def test_curl_proxytunnel_connect_via_env(nursery: trio.Nursery, origin: Origin) -> None:
+    ctx, recorder = make_context()
+    port = await start_proxy(nursery, ctx)
+    env = clean_env(http_proxy=f"http://127.0.0.1:{port}")
+    echo = echo_of(await curl("-p", "--data-binary", "tunnelled", origin.url4("/echo"), env=env))
+    assert echo["sha256"] == hashlib.sha256(b"tunnelled").hexdigest()
+    assert "via" not in header_names(echo)  # a tunnel carries bytes, it does not rewrite
+    (record,) = await records_of(recorder, 1)
+    assert record.front_end == "http-connect" and record.outcome == "ok"
+    assert record.destination == Destination(IPv4Address("127.0.0.1"), origin.port4)
+    assert record.bytes_up > 0 and record.bytes_down > 0
+
+
+async def test_https_proxy_env_uses_connect(nursery: trio.Nursery, origin: Origin) -> None:
+    # HTTPS_PROXY makes curl CONNECT for https:// URLs; a TLS-less target cannot be fetched
+    # with https://, so this checks the tunnel opens (curl's own TLS then fails on plain
+    # HTTP) and the proxy recorded the CONNECT to the right place.
+    ctx, recorder = make_context()
+    port = await start_proxy(nursery, ctx)
+    env = clean_env(HTTPS_PROXY=f"http://127.0.0.1:{port}")
+    result = await curl("-v", f"https://127.0.0.1:{origin.port4}/echo", env=env)
+    assert b"CONNECT tunnel established, response 200" in result.stderr
+    assert result.returncode != 0  # TLS handshake against a plain-HTTP origin
+    (record,) = await records_of(recorder, 1)
+    assert record.front_end == "http-connect"
+    assert record.destination == Destination(IPv4Address("127.0.0.1"), origin.port4)
+
+
+async def sha_then_reply_server(stream: trio.SocketStream) -> None:
+    """Read to EOF, answer sha256 of what came, then 2 MB of pattern bytes, then close."""
+    digest = hashlib.sha256()
+    while data := await stream.receive_some(65536):
+        digest.update(data)
+    await stream.send_all(digest.hexdigest().encode() + b"\n" + pattern_bytes(2 * MB, 9))
+    await stream.aclose()
+
+
+async def read_all(stream: trio.abc.ReceiveStream) -> bytes:
+    chunks = []
+    while data := await stream.receive_some(65536):
+        chunks.append(data)
+    return b"".join(chunks)
+
+
+async def test_connect_half_close_and_early_bytes_sha_both_ways(nursery: trio.Nursery) -> None:
+    ctx, recorder = make_context()
+    port = await start_proxy(nursery, ctx)
+    target = await nursery.start(partial(trio.serve_tcp, sha_then_reply_server, 0, host="::1"))
+    target_port = target[0].socket.getsockname()[1]
+    payload = secrets.token_bytes(3 * MB)
+    with trio.fail_after(20):
+        stream = await trio.open_tcp_stream("127.0.0.1", port)
+        head = f"CONNECT [::1]:{target_port} HTTP/1.1\r\nHost: x\r\n\r\n".encode()
+        await stream.send_all(head + payload[:5000])  # early bytes ride with the head
+        await stream.send_all(payload[5000:])
+        await stream.send_eof()  # half-close: we still expect the whole answer
+        answer = await read_all(stream)
+        await stream.aclose()
+    response_head, _, rest = answer.partition(b"\r\n\r\n")
+    assert response_head == b"HTTP/1.1 200 Connection Established"
+    digest, _, reply = rest.partition(b"\n")
+    assert digest.decode() == hashlib.sha256(payload).hexdigest()
+    assert hashlib.sha256(reply).digest() == hashlib.sha256(pattern_bytes(2 * MB, 9)).digest()
+    (record,) = await records_of(recorder, 1)
+    assert record.bytes_up == len(payload) and record.bytes_down == len(rest)
+
+
+# --- aiohttp client with trust_env ---------------------------------------------------------
+
+
+def aiohttp_fetch(url: str, body: bytes) -> tuple[int, dict[str, object]]:
+    import aiohttp
+
+    async def main() -> tuple[int, dict[str, object]]:
+        async with (
+            aiohttp.ClientSession(trust_env=True) as session,
+            session.post(url, data=body) as response,
+        ):
+            return response.status, await response.json()
+
+    return asyncio.run(main())
+
+
+async def test_aiohttp_trust_env_http_proxy(
+    nursery: trio.Nursery, origin: Origin, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ctx, recorder = make_context()
+    port = await start_proxy(nursery, ctx)
+    for name in list(os.environ):
+        if "proxy" in name.lower():
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("http_proxy", f"http://127.0.0.1:{port}")
+    body = secrets.token_bytes(MB)
+    with trio.fail_after(20):
+        status, echo = await trio.to_thread.run_sync(aiohttp_fetch, origin.url4("/echo"), body)
+    assert status == 200
+    assert echo["sha256"] == hashlib.sha256(body).hexdigest()
+    assert [r.front_end for r in recorder.records] == ["http"]
+
+
+# --- errors from dialing ------------------------------------------------------------------
+
+
+async def closed_port() -> int:
+    sock = trio.socket.socket()
+    await sock.bind(("127.0.0.1", 0))
+    port: int = sock.getsockname()[1]
+    sock.close()
+    return port
+
+
+@pytest.mark.parametrize(
+    ("host", "status", "said"),
+    [
+        ("nxdomain.test", 502, "DNS NXDOMAIN"),
+        ("slow.test", 504, "timed out"),
+        ("mapped.test", 403, "RFC 6052"),
+        ("REFUSED", 502, "connection refused"),
+    ],
+)
+@pytest.mark.parametrize("method", ["GET", "CONNECT"])
+async def test_dial_errors_become_their_status(
+    nursery: trio.Nursery, host: str, status: int, said: str, method: str
+) -> None:
+    ctx, recorder = make_context(failing_dialer())
+    proxy = f"http://127.0.0.1:{await start_proxy(nursery, ctx)}"
+    if host == "REFUSED":
+        host = f"127.0.0.1:{await closed_port()}"
+    if method == "GET":
+        result = await curl("-x", proxy, "-w", "\n%{http_code}", f"http://{host}/x")
+        body, _, code = result.stdout.rpartition(b"\n")
+        assert int(code) == status
+        assert said in body.decode()
+    else:
+        result = await curl("-p", "-x", proxy, f"http://{host}/x")
+        assert f"CONNECT tunnel failed, response {status}" in result.stderr.decode()
+    (record,) = await records_of(recorder, 1)
+    assert said in record.outcome
+    assert record.front_end == ("http" if method == "GET" else "http-connect")
+
+
+async def test_upstream_dropping_before_answer_is_502_and_mid_body_closes(
+    nursery: trio.Nursery, origin: Origin
+) -> None:
+    ctx, recorder = make_context()
+    proxy = f"http://127.0.0.1:{await start_proxy(nursery, ctx)}"
+    dropped = await curl("-x", proxy, "-w", "\n%{http_code}", origin.url4("/drop"))
+    assert dropped.stdout.endswith(b"\n502"), dropped.stdout
+    assert b"closed the connection before answering" in dropped.stdout
+    cut = await curl("-x", proxy, "-o", "/dev/null", origin.url4("/cut/200000"))
+    assert cut.returncode == 18, cut.stderr  # CURLE_PARTIAL_FILE: closed, no fake success
+    assert len(recorder.records) == 2
+    assert all(r.outcome != "ok" for r in recorder.records)
+
+
+# --- bad input from the client --------------------------------------------------------------
+
+
+async def raw_exchange(port: int, data: bytes, *, eof: bool = True) -> bytes:
+    with trio.fail_after(10):
+        stream = await trio.open_tcp_stream("127.0.0.1", port)
+        try:
+            await stream.send_all(data)
+            if eof:
+                await stream.send_eof()
+            return await read_all(stream)
+        finally:
+            await stream.aclose()
+
+
+def status_of(answer: bytes) -> int:
+    client = h11.Connection(h11.CLIENT)
+    client.send(h11.Request(method="GET", target="/", headers=[("Host", "x")]))
+    client.receive_data(answer)
+    event = client.next_event()
+    assert isinstance(event, h11.Response), answer[:200]
+    return event.status_code
+
+
+async def assert_still_serving(port: int, origin: Origin) -> None:
+    answer = await raw_exchange(
+        port,
+        f"GET {origin.url4('/status/204')} HTTP/1.1\r\nHost: a\r\n"
+        "Connection: close\r\n\r\n".encode(),
+    )
+    assert status_of(answer) == 204
+
+
+@pytest.mark.parametrize(
+    ("data", "status", "said"),
+    [
+        (b"GET http://a/ HTTP/1.1\r\nHost: a\r\nX-Big: " + b"x" * (70 * 1024), 431, b"larger than"),
+        (
+            b"GET http://a/ HTTP/1.1\r\nHost: a\r\n" + b"X-A: b\r\n" * 9000 + b"\r\n",
+            431,
+            b"larger than",
+        ),
+        (b"GET /index.html HTTP/1.1\r\nHost: a\r\n\r\n", 400, b"send the full URL"),
+        (b"GET https://a/ HTTP/1.1\r\nHost: a\r\n\r\n", 400, b"CONNECT host:443"),
+        (b"GET http://a b/ HTTP/1.1\r\nHost: a\r\n\r\n", 400, b"not valid HTTP"),
+        (b"GET http://[zz]/ HTTP/1.1\r\nHost: a\r\n\r\n", 400, b"not an IPv6 address"),
+        (b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03garbage\r\n\r\n", 400, b"not valid HTTP"),
+        (b"CONNECT a HTTP/1.1\r\nHost: a\r\n\r\n", 400, b"host:port"),
+    ],
+)
+async def test_bad_requests_get_their_status_and_server_keeps_serving(
+    nursery: trio.Nursery, origin: Origin, data: bytes, status: int, said: bytes
+) -> None:
+    ctx, recorder = make_context()
+    port = await start_proxy(nursery, ctx)
+    answer = await raw_exchange(port, data)
+    assert status_of(answer) == status
+    assert said in answer
+    assert b"\r\nConnection: close\r\n" in answer
+    assert recorder.records == []
+    await assert_still_serving(port, origin)
+
+
+async def test_client_vanishing_mid_head_and_slowloris(
+    nursery: trio.Nursery, origin: Origin
+) -> None:
+    ctx, _ = make_context(handshake_timeout=0.5)
+    port = await start_proxy(nursery, ctx)
+    # Vanishes mid-head: no answer, a clean close.
+    assert await raw_exchange(port, b"GET http://a/ HTTP/1.1\r\nHo") == b""
+    # Sends part of a head then stalls: 408 after the handshake timeout.
+    with trio.fail_after(5):
+        stream = await trio.open_tcp_stream("127.0.0.1", port)
+        await stream.send_all(b"GET http://a/ HTTP/1.1\r\n")
+        answer = await read_all(stream)
+        await stream.aclose()
+    assert status_of(answer) == 408
+    # Connects and says nothing: closed after the timeout without an answer.
+    with trio.fail_after(5):
+        stream = await trio.open_tcp_stream("127.0.0.1", port)
+        assert await read_all(stream) == b""
+        await stream.aclose()
+    await assert_still_serving(port, origin)
+
+
+async def test_too_many_connections_503(nursery: trio.Nursery, origin: Origin) -> None:
+    ctx, _ = make_context(max_connections=1)
+    port = await start_proxy(nursery, ctx)
+    with trio.fail_after(10):
+        holder = await trio.open_tcp_stream("127.0.0.1", port)
+        await holder.send_all(b"GET http://a/ HTTP/1.1\r\n")  # holds the only slot
+        await trio.sleep(0.2)
+        answer = await raw_exchange(port, b"GET http://a/ HTTP/1.1\r\nHost: a\r\n\r\n", eof=False)
+        assert status_of(answer) == 503 and b"too many connections" in answer
+        await holder.aclose()
+        await trio.sleep(0.2)
+    await assert_still_serving(port, origin)
+
+
+# --- proxy authentication (407) ------------------------------------------------------------
+
+
+async def test_407_flow_with_curl_proxy_user_from_file(
+    nursery: trio.Nursery, origin: Origin, tmp_path: Path
+) -> None:
+    password = secrets.token_urlsafe(12)
+    ctx, recorder = make_context(credentials={"user1": password})
+    proxy = f"http://127.0.0.1:{await start_proxy(nursery, ctx)}"
+    missing = await curl("-x", proxy, "-i", origin.url4("/echo"))
+    assert missing.stdout.startswith(b"HTTP/1.1 407 Proxy Authentication Required")
+    assert b'Proxy-Authenticate: Basic realm="proxy64"' in missing.stdout
+    config = tmp_path / "curl.conf"  # credentials in a file, never on the command line
+    config.write_text('proxy-user = "user1:wrong"\n')
+    wrong = await curl(
+        "-K",
+        str(config),
+        "-x",
+        proxy,
+        "-w",
+        "%{http_code}",
+        "-o",
+        "/dev/null",
+        origin.url4("/echo"),
+    )
+    assert wrong.stdout == b"407"
+    config.write_text(f'proxy-user = "user1:{password}"\n')
+    echo = echo_of(await curl("-K", str(config), "-x", proxy, origin.url4("/echo")))
+    assert "proxy-authorization" not in header_names(echo)  # never leaks to the origin
+    tunnel = echo_of(await curl("-K", str(config), "-p", "-x", proxy, origin.url4("/echo")))
+    assert tunnel["method"] == "GET"
+    records = await records_of(recorder, 2)
+    assert [r.front_end for r in records] == ["http", "http-connect"]
