@@ -34,8 +34,9 @@ def wka_positions(address: IPv6Address) -> list[tuple[Nat64Prefix, IPv4Address]]
         prefix = _prefix_at(address, length)
         if prefix is None or not prefix.contains(address):
             continue
+        # RFC 7050 §3 looks for the WKA bytes only; the suffix bits are not checked.
         embedded = prefix.extract(address)
-        if embedded in WKAS and prefix.embed(embedded, check_global=False) == address:
+        if embedded in WKAS:
             found.append((prefix, embedded))
     return found
 
