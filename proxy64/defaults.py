@@ -97,3 +97,8 @@ TUN_UDP_QUEUE = 64  # datagrams held per UDP flow while its target is being reso
 TUN_ECHO_TIMEOUT = 2.0  # seconds to wait for an echo reply through the egress
 TUN_READ_BATCH = 256  # packets read from the TUN per wakeup before processing
 TUN_DEVICE_QUEUE = 1024  # packets queued toward the app before they are dropped
+
+# --- Packet codec (proxy64/packet) -------------------------------------------------------
+PACKET_DEFAULT_HOP_LIMIT = 64  # TTL/hop limit of packets we build (RFC 1700 / Linux default)
+ICMPV4_ERROR_MAX = 576  # RFC 1812 §4.3.2.3: an ICMPv4 error quotes as much as fits in 576 bytes
+ICMPV6_ERROR_MAX = 1280  # RFC 4443 §2.4(c): an ICMPv6 error must not exceed the minimum MTU

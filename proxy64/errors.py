@@ -184,3 +184,15 @@ class PacketError(Proxy64Error):
         self.reason = reason
         self.offset = offset
         super().__init__(f"{layer}: {reason} (at byte {offset})")
+
+
+# --- Packet codec misuse (proxy64/packet): our bugs, never the peer's ----------------------
+class PacketFieldError(LocalProtocolError, AttributeError):
+    """A field the packet lacks (IPv4 has no flow label, IPv6 no header checksum, an echo
+    message has no MTU), or a write through a view over a read-only buffer (parse a
+    bytearray to write fields). Also an AttributeError, so getattr(p, name, None) works."""
+
+
+class PacketValueError(LocalProtocolError, ValueError):
+    """A value that does not fit its packet field (a port above 65535, a TTL above 255), or
+    builder inputs that cannot make a packet (mixed address families, oversize payload)."""

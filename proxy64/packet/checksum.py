@@ -1,0 +1,94 @@
+# The Internet checksum (RFC 1071), the pseudo-headers of each family and the RFC 1624
+# incremental update.
+#
+# Invariants: a "sum" here is a non-negative int whose value modulo 0xFFFF is the one's
+# complement sum of the big-endian 16-bit words of the data (odd data padded with a zero
+# byte, RFC 1071 §1). Sums are added as plain ints and folded once, at the end.
+#
+# Speed: 2**16 ≡ 1 (mod 0xFFFF), so the whole buffer read as one integer is congruent to
+# the sum of its words; int.from_bytes and one modulo run in C. Read little-endian, the
+# integer is congruent to 256**-1 times the big-endian sum, whatever the length parity
+# (RFC 1071 §2(B), byte-order independence), which is faster and needs no padding.
+from __future__ import annotations
+
+from ipaddress import IPv4Address, IPv6Address
+
+# Above this many bytes halving folds beat one bigint modulo (measured: 64 KiB 52 µs vs 92 µs).
+_FOLD_ABOVE = 8192
+
+
+def _fold_large(x: int) -> int:
+    # Split into halves on a 16-bit boundary and add: preserves the value mod 0xFFFF.
+    n = x.bit_length()
+    while n > 64:
+        half = ((n + 31) >> 5) << 4
+        x = (x >> half) + (x & ((1 << half) - 1))
+        n = x.bit_length()
+    return x
+
+
+def sum_words(data: bytes | bytearray | memoryview) -> int:
+    """A sum (see module comment) of the 16-bit big-endian words of data."""
+    x = int.from_bytes(data, "little")
+    if len(data) > _FOLD_ABOVE:
+        x = _fold_large(x)
+    # Reduce now to keep later additions small; keep "non-zero" visible for fold().
+    r = x % 0xFFFF
+    if r == 0 and x != 0:
+        r = 0xFFFF
+    return r << 8
+
+
+def fold(total: int) -> int:
+    """Fold a sum to its 16-bit one's complement value (0xFFFF for a non-zero multiple).
+
+    RFC 1624 §3: an end-around-carry adder never yields +0 (0x0000) from non-zero input.
+    """
+    r = total % 0xFFFF
+    if r == 0 and total != 0:
+        return 0xFFFF
+    return r
+
+
+def finish(total: int) -> int:
+    """The checksum field value for a sum: the one's complement of the folded sum."""
+    return 0xFFFF - fold(total)
+
+
+def internet_checksum(data: bytes | bytearray | memoryview, initial: int = 0) -> int:
+    """RFC 1071 checksum of data (plus an initial sum, e.g. a pseudo-header sum).
+
+    Over data that includes a correct checksum field, the result is 0.
+    """
+    return finish(sum_words(data) + initial)
+
+
+def pseudo_header_sum_v4(src: bytes, dst: bytes, protocol: int, length: int) -> int:
+    """RFC 9293 §3.1 / RFC 768 pseudo-header: src, dst, zero, protocol, upper-layer length."""
+    return int.from_bytes(src, "big") + int.from_bytes(dst, "big") + protocol + length
+
+
+def pseudo_header_sum_v6(src: bytes, dst: bytes, next_header: int, length: int) -> int:
+    """RFC 8200 §8.1 pseudo-header: src, dst, 32-bit upper-layer length, zeros, next header."""
+    return int.from_bytes(src, "big") + int.from_bytes(dst, "big") + length + next_header
+
+
+def pseudo_header_sum(
+    src: IPv4Address | IPv6Address, dst: IPv4Address | IPv6Address, protocol: int, length: int
+) -> int:
+    """The pseudo-header sum for either family (both addresses of the same family)."""
+    return int(src) + int(dst) + protocol + length
+
+
+def update_checksum(
+    old_checksum: int, old_field: bytes | bytearray | memoryview, new_field: bytes | bytearray
+) -> int:
+    """RFC 1624 §3 eqn. 3: HC' = ~(~HC + ~m + m'), for a field m of even length that
+    changed to m' (same length, same alignment within the checksummed data)."""
+    total = (0xFFFF - old_checksum) + (0xFFFF - fold(sum_words(old_field))) + sum_words(new_field)
+    return finish(total)
+
+
+def update_checksum_words(old_checksum: int, old_sum: int, new_sum: int) -> int:
+    """RFC 1624 eqn. 3 with the field sums already known (e.g. int fields, addresses)."""
+    return finish((0xFFFF - old_checksum) + (0xFFFF - fold(old_sum)) + new_sum)
