@@ -1,0 +1,239 @@
+"""The SOCKS front end's per-connection handler: a thin loop around the proto machines.
+
+One listener serves SOCKS5 (RFC 1928/1929) and SOCKS4/4a; the first byte picks the machine
+(proto/socks_dispatch.py). The loop reads, feeds the machine, asks the shared dialer,
+sends the reply the machine builds, forwards bytes the client sent early, then hands both
+streams to the relay. It never parses a byte itself.
+
+Invariants:
+- ctx.recorder.finish(record) is called exactly once per accepted connection.
+- Nothing escapes the handler: a peer's garbage becomes its protocol's error reply (or a
+  clean close when it speaks no SOCKS), a vanished client a closed connection, a slow one
+  a timeout after ctx.handshake_timeout.
+- Over --max-connections the client still gets an answer it can show: the handshake runs
+  (bounded by the handshake timeout) and the request is refused with 0x01 / 0x5B.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from ipaddress import IPv4Address
+
+import trio
+
+from proxy64.defaults import SOCKS_HANDSHAKE_READ
+from proxy64.errors import Proxy64Error, RemoteProtocolError, SocksReply
+from proxy64.net.context import ConnectionRecord, Dialed, IPAddress, ProxyContext
+from proxy64.net.socks_udp import serve_udp_association
+from proxy64.proto.socks4 import Socks4Reply, Socks4Request, Socks4Server
+from proxy64.proto.socks5 import (
+    NEED_DATA,
+    AuthReply,
+    AuthRequest,
+    Command,
+    ConnectionClosed,
+    Greeting,
+    Method,
+    MethodSelection,
+    Reply,
+    Request,
+    Socks5Server,
+    credentials_match,
+    describe_methods,
+    select_method,
+)
+from proxy64.proto.socks_dispatch import SocksMachine, machine_for
+
+logger = logging.getLogger(__name__)
+
+NO_BIND: tuple[IPAddress, int] = (IPv4Address(0), 0)
+
+
+class _Closed(Exception):
+    """The client closed (or refused a method) before a request: the outcome says why."""
+
+
+def peer_text(stream: trio.SocketStream) -> str:
+    try:
+        host, port = stream.socket.getpeername()[:2]
+    except OSError:
+        return "?"
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+async def handle_socks_client(stream: trio.SocketStream, ctx: ProxyContext) -> None:
+    record = ConnectionRecord(front_end="socks5", client=peer_text(stream))
+    try:
+        ctx.connection_slots.acquire_nowait()
+        have_slot = True
+    except trio.WouldBlock:
+        have_slot = False
+    try:
+        await _serve(stream, ctx, record, have_slot)
+    except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+        if record.outcome == "open" or record.remote is None:
+            record.outcome = f"client connection lost: {exc or type(exc).__name__}"
+    except Exception as exc:
+        logger.exception("SOCKS handler failed for %s (a bug in proxy64)", record.client)
+        record.outcome = f"internal error: {exc!r}"
+    finally:
+        if have_slot:
+            ctx.connection_slots.release()
+        if record.outcome == "open":
+            record.outcome = "cancelled (proxy64 is shutting down)"
+        ctx.recorder.finish(record)
+        await trio.aclose_forcefully(stream)
+
+
+async def _serve(
+    stream: trio.SocketStream, ctx: ProxyContext, record: ConnectionRecord, have_slot: bool
+) -> None:
+    machine: SocksMachine | None = None
+    request: Request | Socks4Request
+    try:
+        with trio.fail_after(ctx.handshake_timeout):
+            first = await stream.receive_some(SOCKS_HANDSHAKE_READ)
+            if not first:
+                raise _Closed("client closed the connection without sending anything")
+            machine = machine_for(first[0], require_auth=ctx.credentials is not None)
+            record.front_end = machine.front_end
+            machine.receive_data(first)
+            if isinstance(machine, Socks5Server):
+                request = await _socks5_handshake(stream, machine, ctx)
+            else:
+                request = await _socks4_handshake(stream, machine)
+    except _Closed as closed:
+        record.outcome = str(closed)
+        return
+    except trio.TooSlowError:
+        await _refuse(
+            stream,
+            machine,
+            record,
+            RemoteProtocolError(
+                f"SOCKS handshake not finished within {ctx.handshake_timeout:g} s",
+                socks_reply=SocksReply.TTL_EXPIRED,
+            ),
+        )
+        return
+    except RemoteProtocolError as error:
+        await _refuse(stream, machine, record, error)
+        return
+
+    record.destination = request.destination
+    if not have_slot:
+        message = f"too many connections (--max-connections {ctx.connection_slots.total_tokens})"
+        logger.warning("refusing %s: %s", record.client, message)
+        await _refuse(stream, machine, record, RemoteProtocolError(message))
+        return
+    if isinstance(request, Request) and request.command is Command.UDP_ASSOCIATE:
+        assert isinstance(machine, Socks5Server)
+        record.front_end = "udp"
+        await serve_udp_association(stream, machine, request.destination, ctx, record)
+        return
+    await _connect(stream, machine, request, ctx, record)
+
+
+async def _next_event(stream: trio.SocketStream, machine: SocksMachine) -> object:
+    while True:
+        event = machine.next_event()
+        if event is not NEED_DATA:
+            return event
+        machine.receive_data(await stream.receive_some(SOCKS_HANDSHAKE_READ))
+
+
+async def _socks5_handshake(
+    stream: trio.SocketStream, machine: Socks5Server, ctx: ProxyContext
+) -> Request:
+    greeting = await _next_event(stream, machine)
+    assert isinstance(greeting, Greeting)
+    method = select_method(greeting.methods, require_auth=machine.require_auth)
+    await stream.send_all(machine.send(MethodSelection(method)))
+    if method is Method.NO_ACCEPTABLE:
+        offered = describe_methods(greeting.methods)
+        if machine.require_auth:
+            raise _Closed(
+                f"authentication required: the client offered {offered} but not "
+                "username/password (RFC 1929); give the client the proxy's user and password"
+            )
+        raise _Closed(f"the client offered only methods proxy64 does not support: {offered}")
+    if method is Method.USERNAME_PASSWORD:
+        auth = await _next_event(stream, machine)
+        if isinstance(auth, ConnectionClosed):
+            raise _Closed("client closed the connection before authenticating")
+        assert isinstance(auth, AuthRequest)
+        ok = credentials_match(ctx.credentials, auth)
+        await stream.send_all(machine.send(AuthReply(ok)))
+        if not ok:
+            raise _Closed(f"authentication failed for user {auth.username!r} (RFC 1929)")
+    request = await _next_event(stream, machine)
+    if isinstance(request, ConnectionClosed):
+        raise _Closed("client closed the connection before sending its request")
+    assert isinstance(request, Request)
+    return request
+
+
+async def _socks4_handshake(stream: trio.SocketStream, machine: Socks4Server) -> Socks4Request:
+    request = await _next_event(stream, machine)
+    if isinstance(request, ConnectionClosed):  # pragma: no cover - first byte already read
+        raise _Closed("client closed the connection before sending its request")
+    assert isinstance(request, Socks4Request)
+    return request
+
+
+def _reply(machine: SocksMachine, code: SocksReply, bind: tuple[IPAddress, int]) -> bytes:
+    if isinstance(machine, Socks5Server):
+        return machine.send(Reply(code, bind))
+    return machine.send(Socks4Reply(code == SocksReply.SUCCEEDED, bind))
+
+
+async def _refuse(
+    stream: trio.SocketStream,
+    machine: SocksMachine | None,
+    record: ConnectionRecord,
+    error: RemoteProtocolError,
+) -> None:
+    """Send the refusal the machine's state calls for (nothing for a non-SOCKS peer)."""
+    record.outcome = str(error)
+    logger.debug("%s: %s", record.client, error)
+    if machine is None:
+        return
+    data = machine.send_error(error)
+    if data:
+        with trio.move_on_after(1.0):  # a peer that reads nothing must not hold us
+            with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                await stream.send_all(data)
+
+
+async def _connect(
+    stream: trio.SocketStream,
+    machine: SocksMachine,
+    request: Request | Socks4Request,
+    ctx: ProxyContext,
+    record: ConnectionRecord,
+) -> None:
+    try:
+        dialed: Dialed = await ctx.dialer.connect(request.destination)
+    except Proxy64Error as exc:
+        record.outcome = str(exc)
+        await stream.send_all(_reply(machine, exc.socks_reply, NO_BIND))
+        return
+    except OSError as exc:  # the dialer should have typed it; still answer the client
+        record.outcome = f"cannot connect to {request.destination}: {exc}"
+        await stream.send_all(_reply(machine, SocksReply.GENERAL_FAILURE, NO_BIND))
+        return
+    try:
+        record.remote = dialed.remote
+        record.reached = dialed.reached
+        record.egress = dialed.egress
+        await stream.send_all(_reply(machine, SocksReply.SUCCEEDED, dialed.local))
+        early = machine.trailing_data()
+        if early:  # optimistic clients send their first bytes with the request
+            await dialed.stream.send_all(early)
+            record.bytes_up += len(early)
+        await ctx.relay(stream, dialed.stream, record)
+    finally:
+        await trio.aclose_forcefully(dialed.stream)
+    if record.outcome == "open":
+        record.outcome = "ok"

@@ -1,0 +1,173 @@
+"""Generic stand-ins for the core's dialer, recorder and relay, for front-end tests.
+
+FakeDialer really connects, but only to loopback: a literal 127.0.0.1 / ::1, or a name from
+its `names` table (so a test can ask for "origin.p64.test"). An unknown name raises the
+ResolutionError (NXDOMAIN) the real dialer would; `failures` maps a name to the typed error
+to raise; `hang` names never finish dialing. A destination outside loopback is a test bug
+and raises AssertionError before any packet leaves. udp_target() follows the same table.
+
+ListRecorder keeps finished records and fails on a record finished twice. simple_relay
+copies both ways with half-close kept and counts bytes into the record.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from functools import partial
+from ipaddress import IPv4Address, IPv6Address, ip_address
+
+import trio
+
+from proxy64.destination import Destination, Reached
+from proxy64.errors import DialAttempt, DialCause, DialError, Proxy64Error, ResolutionError
+from proxy64.net.context import ConnectionRecord, Dialed, ProxyContext, UdpTarget
+
+IPAddress = IPv4Address | IPv6Address
+
+
+@dataclass
+class FakeDialer:
+    names: dict[str, IPAddress] = field(default_factory=dict)
+    failures: dict[str, Callable[[Destination], Proxy64Error]] = field(default_factory=dict)
+    hang: set[str] = field(default_factory=set)
+    dialed: list[Destination] = field(default_factory=list)
+    udp_asked: list[Destination] = field(default_factory=list)
+
+    def _address(self, destination: Destination) -> IPAddress:
+        host = destination.host
+        if isinstance(host, str):
+            if host in self.failures:
+                raise self.failures[host](destination)
+            if host not in self.names:
+                raise ResolutionError(host, "NXDOMAIN")
+            address = self.names[host]
+        else:
+            address = host
+        if not address.is_loopback:
+            raise AssertionError(f"a test tried to reach {address}, outside loopback")
+        return address
+
+    @staticmethod
+    def _reached(destination: Destination, address: IPAddress) -> Reached:
+        if isinstance(destination.host, str):
+            return Reached.NATIVE_IPV6 if address.version == 6 else Reached.DNS64
+        return Reached.NATIVE_IPV6 if address.version == 6 else Reached.IPV4_LITERAL
+
+    async def connect(self, destination: Destination) -> Dialed:
+        self.dialed.append(destination)
+        if isinstance(destination.host, str) and destination.host in self.hang:
+            await trio.sleep_forever()
+        address = self._address(destination)
+        try:
+            stream = await trio.open_tcp_stream(str(address), destination.port)
+        except OSError as exc:
+            attempt = DialAttempt(address, destination.port, DialCause.REFUSED, str(exc))
+            raise DialError(str(destination), [attempt]) from None
+        local = stream.socket.getsockname()
+        return Dialed(
+            stream=stream,
+            destination=destination,
+            remote=(address, destination.port),
+            local=(ip_address(local[0]), local[1]),
+            reached=self._reached(destination, address),
+            egress=None,
+        )
+
+    async def udp_target(self, destination: Destination) -> UdpTarget:
+        self.udp_asked.append(destination)
+        address = self._address(destination)
+        return UdpTarget(
+            destination=destination,
+            remote=(address, destination.port),
+            reached=self._reached(destination, address),
+            egress=None,
+        )
+
+
+@dataclass
+class ListRecorder:
+    records: list[ConnectionRecord] = field(default_factory=list)
+    _changed: trio.Event = field(default_factory=trio.Event)
+
+    def finish(self, record: ConnectionRecord) -> None:
+        if any(r is record for r in self.records):
+            raise AssertionError(f"record finished twice: {record}")
+        self.records.append(record)
+        self._changed.set()
+        self._changed = trio.Event()
+
+    async def wait_for(self, count: int) -> list[ConnectionRecord]:
+        """The records once `count` connections have finished (handlers end after clients);
+        callers bound the wait with trio.fail_after."""
+        while len(self.records) < count:
+            await self._changed.wait()
+        return self.records
+
+
+async def _copy(
+    source: trio.abc.ReceiveStream,
+    sink: trio.abc.HalfCloseableStream,
+    record: ConnectionRecord,
+    *,
+    up: bool,
+) -> None:
+    try:
+        while data := await source.receive_some(65536):
+            await sink.send_all(data)
+            if up:
+                record.bytes_up += len(data)
+            else:
+                record.bytes_down += len(data)
+        await sink.send_eof()
+    except (trio.BrokenResourceError, trio.ClosedResourceError):
+        pass
+
+
+async def simple_relay(
+    client: trio.abc.HalfCloseableStream,
+    remote: trio.abc.HalfCloseableStream,
+    record: ConnectionRecord,
+) -> None:
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(lambda: _copy(client, remote, record, up=True))
+            nursery.start_soon(lambda: _copy(remote, client, record, up=False))
+    finally:
+        await trio.aclose_forcefully(client)
+        await trio.aclose_forcefully(remote)
+
+
+def make_context(
+    dialer: FakeDialer,
+    recorder: ListRecorder,
+    *,
+    credentials: dict[str, str] | None = None,
+    handshake_timeout: float = 5.0,
+    max_connections: int = 100,
+) -> ProxyContext:
+    return ProxyContext(
+        dialer=dialer,
+        recorder=recorder,
+        relay=simple_relay,
+        credentials=credentials,
+        handshake_timeout=handshake_timeout,
+        idle_timeout=30.0,
+        connection_slots=trio.CapacityLimiter(max_connections),
+    )
+
+
+async def serve_handler(
+    nursery: trio.Nursery,
+    handler: Callable[[trio.SocketStream, ProxyContext], Awaitable[None]],
+    ctx: ProxyContext,
+    host: str = "127.0.0.1",
+) -> int:
+    """Run a front end's handler behind a trio listener on loopback; returns the port."""
+
+    async def handle(stream: trio.SocketStream) -> None:
+        await handler(stream, ctx)
+
+    listeners = await nursery.start(partial(trio.serve_tcp, handle, 0, host=host))
+    port: int = listeners[0].socket.getsockname()[1]
+    return port

@@ -1,0 +1,109 @@
+"""Small loopback origins for front-end tests, each started with `await nursery.start(...)`
+which returns the bound port. They serve until the nursery is cancelled.
+
+- serve_tcp_echo: echoes bytes; after the client's EOF it finishes and closes (half-close).
+- serve_tcp_hash: reads until EOF, then answers sha256(upload) followed by `download`
+  deterministic bytes (pattern_bytes), so a test checks both directions of a half-closed
+  tunnel.
+- serve_http_hello: a minimal HTTP/1.1 origin for curl: 200 with "hello <path>\\n".
+- serve_udp_echo: echoes each datagram to its sender.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import socket
+from functools import partial
+
+import trio
+
+
+def pattern_bytes(n: int, seed: int = 0) -> bytes:
+    return random.Random(seed).randbytes(n)
+
+
+async def _serve(
+    handler: object,
+    host: str,
+    task_status: trio.TaskStatus[int],
+) -> None:
+    listeners = await trio.open_tcp_listeners(0, host=host)
+    task_status.started(listeners[0].socket.getsockname()[1])
+    await trio.serve_listeners(handler, listeners)  # type: ignore[arg-type]
+
+
+async def _echo(stream: trio.SocketStream) -> None:
+    async with stream:
+        try:
+            while data := await stream.receive_some(65536):
+                await stream.send_all(data)
+            await stream.send_eof()
+        except trio.BrokenResourceError:
+            pass
+
+
+async def serve_tcp_echo(
+    host: str = "127.0.0.1", *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED
+) -> None:
+    await _serve(_echo, host, task_status)
+
+
+async def _hash(stream: trio.SocketStream, download: int) -> None:
+    async with stream:
+        digest = hashlib.sha256()
+        try:
+            while data := await stream.receive_some(65536):
+                digest.update(data)
+            await stream.send_all(digest.digest() + pattern_bytes(download))
+            await stream.send_eof()
+        except trio.BrokenResourceError:
+            pass
+
+
+async def serve_tcp_hash(
+    host: str = "127.0.0.1",
+    download: int = 0,
+    *,
+    task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    await _serve(partial(_hash, download=download), host, task_status)
+
+
+async def _http(stream: trio.SocketStream) -> None:
+    async with stream:
+        head = b""
+        try:
+            while b"\r\n\r\n" not in head and len(head) < 65536:
+                data = await stream.receive_some(65536)
+                if not data:
+                    return
+                head += data
+            path = head.split(b" ", 2)[1] if head.count(b" ") >= 2 else b"/"
+            body = b"hello " + path + b"\n"
+            await stream.send_all(
+                b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: "
+                + str(len(body)).encode()
+                + b"\r\nConnection: close\r\n\r\n"
+                + body
+            )
+        except trio.BrokenResourceError:
+            pass
+
+
+async def serve_http_hello(
+    host: str = "127.0.0.1", *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED
+) -> None:
+    await _serve(_http, host, task_status)
+
+
+async def serve_udp_echo(
+    host: str = "127.0.0.1", *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED
+) -> None:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with trio.socket.socket(family, socket.SOCK_DGRAM) as sock:
+        await sock.bind((host, 0))
+        task_status.started(sock.getsockname()[1])
+        while True:
+            data, address = await sock.recvfrom(65535)
+            await sock.sendto(data, address)
