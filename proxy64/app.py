@@ -183,13 +183,9 @@ def startup_line(bound: Bound, nat64: Nat64Choice, workers: int = 1) -> str:
 # --- the parts ----------------------------------------------------------------------------
 
 
-def build_context(
-    settings: ServeSettings, nat64: Nat64Choice, recorder: Recorder
-) -> ProxyContext:
+def build_context(settings: ServeSettings, nat64: Nat64Choice, recorder: Recorder) -> ProxyContext:
     resolver = build_resolver(settings, nat64.prefix)
-    dialer = Dialer(
-        resolver, nat64.prefix, nat64.egress, connect_timeout=settings.connect_timeout
-    )
+    dialer = Dialer(resolver, nat64.prefix, nat64.egress, connect_timeout=settings.connect_timeout)
     return ProxyContext(
         dialer=dialer,
         recorder=recorder,
@@ -339,9 +335,7 @@ async def run_command(
     async with trio.open_nursery() as nursery:
         await nursery.start(server.run)
         try:
-            process: trio.Process = await nursery.start(
-                _run_process, list(command), env
-            )
+            process: trio.Process = await nursery.start(_run_process, list(command), env)
         except OSError as exc:
             server.stop()
             raise ConfigError("run", f"cannot start {command[0]!r}: {exc.strerror}") from None
@@ -363,9 +357,7 @@ async def run_command(
 async def _run_process(
     command: list[str], env: dict[str, str], *, task_status: trio.TaskStatus[trio.Process]
 ) -> None:
-    await trio.run_process(
-        command, check=False, stdin=None, env=env, task_status=task_status
-    )
+    await trio.run_process(command, check=False, stdin=None, env=env, task_status=task_status)
 
 
 def run_with_command(

@@ -138,8 +138,9 @@ class _Tunnel:
     ) -> None:
         threshold = self.threshold
         carried = 0
+        quiet = False  # after a quiet splice, wait for data with no pipe held
         while True:
-            if threshold is not None and carried >= threshold:
+            if threshold is not None and carried >= threshold and not quiet:
                 assert isinstance(src, trio.SocketStream) and isinstance(dst, trio.SocketStream)
                 end = await splice_direction(
                     src.socket.fileno(),
@@ -150,10 +151,12 @@ class _Tunnel:
                 if end is SpliceEnd.EOF:
                     return
                 carried = 0  # quiet: back to copying, pipe released
+                quiet = True
                 continue
             data = await src.receive_some(RELAY_CHUNK)
             if not data:
                 return
             await dst.send_all(data)
+            quiet = False
             carried += len(data)
             self._count(up, len(data))

@@ -39,9 +39,7 @@ class FakeResolver:
         await trio.lowlevel.checkpoint()
         if name not in self.answers:
             raise ResolutionError(name, "NXDOMAIN")
-        records = tuple(
-            ResolvedAddress(IPv6Address(a), syn, 60) for a, syn in self.answers[name]
-        )
+        records = tuple(ResolvedAddress(IPv6Address(a), syn, 60) for a, syn in self.answers[name])
         return Resolution(name, (), records, False)
 
 
@@ -107,11 +105,18 @@ class FakeSocket(trio.socket.SocketType):
 
 
 def dialer(
-    net: FakeNet, resolver: FakeResolver | None = None, *, prefix: Nat64Prefix = NSP,
-    egress: Egress = Egress.NAT64, timeout: float = 10.0,
+    net: FakeNet,
+    resolver: FakeResolver | None = None,
+    *,
+    prefix: Nat64Prefix = NSP,
+    egress: Egress = Egress.NAT64,
+    timeout: float = 10.0,
 ) -> Dialer:
     return Dialer(
-        resolver or FakeResolver({}), prefix, egress, connect_timeout=timeout,
+        resolver or FakeResolver({}),
+        prefix,
+        egress,
+        connect_timeout=timeout,
         socket_factory=net.socket,
     )
 
@@ -170,8 +175,10 @@ async def test_rfc6052_3_1_wkp_refuses_loopback_literal_before_any_dial(mock_clo
 async def test_wkp_embedded_refuses_synthesized_private_address(mock_clock: Any) -> None:
     net = FakeNet({"93.184.216.34": Outcome(0.01)})  # fake: nothing is sent
     resolver = FakeResolver(
-        {"private.example": [("64:ff9b::a00:1", True)], "mixed.example": [
-            ("64:ff9b::a00:1", True), ("64:ff9b::5db8:d822", True)]}
+        {
+            "private.example": [("64:ff9b::a00:1", True)],
+            "mixed.example": [("64:ff9b::a00:1", True), ("64:ff9b::5db8:d822", True)],
+        }
     )
     d = dialer(net, resolver, prefix=WKP, egress=Egress.EMBEDDED)
     with pytest.raises(AddressMappingError):
@@ -228,9 +235,7 @@ async def test_all_failures_reported_together_with_causes(mock_clock: Any) -> No
             "2001:db8::4": Outcome(30.0),  # times out
         }
     )
-    resolver = FakeResolver(
-        {"bad.example": [(f"2001:db8::{i}", False) for i in range(1, 5)]}
-    )
+    resolver = FakeResolver({"bad.example": [(f"2001:db8::{i}", False) for i in range(1, 5)]})
     t0 = trio.current_time()
     with pytest.raises(DialError) as info:
         await dialer(net, resolver, timeout=2.0).connect(Destination("bad.example", 443))

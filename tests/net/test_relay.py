@@ -1,0 +1,254 @@
+"""The relay: half-close, counters, integrity on the copy and splice paths, idle, fds."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import pytest
+import trio
+import trio.testing
+
+from proxy64.net import splice as splice_module
+from proxy64.net.context import ConnectionRecord
+from proxy64.net.relay import Relay, relay
+
+
+def record() -> ConnectionRecord:
+    return ConnectionRecord(front_end="test", client="127.0.0.1:1")
+
+
+async def receive_all(stream: trio.abc.ReceiveStream) -> bytes:
+    chunks = []
+    while chunk := await stream.receive_some(65536):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+# --- copy path over memory streams --------------------------------------------------------------
+
+
+async def test_half_close_keeps_the_other_direction_flowing() -> None:
+    app_client, client_side = trio.testing.memory_stream_pair()
+    remote_side, app_remote = trio.testing.memory_stream_pair()
+    rec = record()
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(relay, client_side, remote_side, rec)
+            await app_client.send_all(b"request")
+            await app_client.send_eof()  # client done sending (TCP FIN)
+            assert await receive_all(app_remote) == b"request"  # EOF reached the remote
+            # the remote still answers after the client's half-close
+            await app_remote.send_all(b"response part 1, ")
+            await app_remote.send_all(b"part 2")
+            await app_remote.send_eof()
+            assert await receive_all(app_client) == b"response part 1, part 2"
+    assert (rec.bytes_up, rec.bytes_down) == (7, 23)
+    assert rec.outcome == "ok"
+
+
+async def test_remote_closes_first_client_keeps_sending() -> None:
+    app_client, client_side = trio.testing.memory_stream_pair()
+    remote_side, app_remote = trio.testing.memory_stream_pair()
+    rec = record()
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(relay, client_side, remote_side, rec)
+            await app_remote.send_all(b"banner")
+            await app_remote.send_eof()
+            assert await receive_all(app_client) == b"banner"
+            for _ in range(3):
+                await app_client.send_all(b"x" * 1000)
+            await app_client.send_eof()
+            assert await receive_all(app_remote) == b"x" * 3000
+    assert (rec.bytes_up, rec.bytes_down) == (3000, 6)
+
+
+def test_idle_timeout_closes_a_silent_tunnel() -> None:
+    clock = trio.testing.MockClock(autojump_threshold=0)
+    rec = record()
+
+    async def main() -> float:
+        app_client, client_side = trio.testing.memory_stream_pair()
+        remote_side, app_remote = trio.testing.memory_stream_pair()
+        start = trio.current_time()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(lambda: relay(client_side, remote_side, rec, idle_timeout=30.0))
+            await trio.sleep(20)
+            await app_client.send_all(b"keepalive")  # activity resets the idle clock
+            assert await app_remote.receive_some(100) == b"keepalive"
+        return trio.current_time() - start
+
+    elapsed = trio.run(main, clock=clock)
+    assert elapsed == pytest.approx(50.0, abs=0.01)
+    assert rec.outcome == "idle for 30 s, closed"
+    assert rec.bytes_up == 9
+
+
+async def test_relay_class_is_relay_like() -> None:
+    app_client, client_side = trio.testing.memory_stream_pair()
+    remote_side, app_remote = trio.testing.memory_stream_pair()
+    rec = record()
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(Relay(idle_timeout=5.0), client_side, remote_side, rec)
+            await app_client.send_eof()
+            await app_remote.send_eof()
+            assert await receive_all(app_client) == b""
+            assert await receive_all(app_remote) == b""
+
+
+# --- real sockets: splice and copy ----------------------------------------------------------------
+
+
+async def tcp_pair() -> tuple[trio.SocketStream, trio.SocketStream]:
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    port = listeners[0].socket.getsockname()[1]
+    async with listeners[0]:
+        outside = await trio.open_tcp_stream("127.0.0.1", port)
+        inside = await listeners[0].accept()
+    return outside, inside
+
+
+@asynccontextmanager
+async def relayed(**options: Any) -> AsyncIterator[tuple[Any, Any, ConnectionRecord, Any]]:
+    app_client, client_side = await tcp_pair()
+    remote_side, app_remote = await tcp_pair()
+    rec = record()
+    done = trio.Event()
+
+    async def run() -> None:
+        await relay(client_side, remote_side, rec, **options)
+        done.set()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(run)
+        try:
+            yield app_client, app_remote, rec, done
+        finally:
+            await app_client.aclose()
+            await app_remote.aclose()
+
+
+async def send_then_eof(stream: trio.SocketStream, blob: bytes, chunk: int) -> None:
+    view = memoryview(blob)
+    for offset in range(0, len(blob), chunk):
+        await stream.send_all(view[offset : offset + chunk])
+    await stream.send_eof()
+
+
+async def roundtrip(size: int, **options: Any) -> ConnectionRecord:
+    up = os.urandom(size)
+    down = os.urandom(size + 12345)
+    got: dict[str, bytes] = {}
+    with trio.fail_after(60):
+        async with relayed(**options) as (app_client, app_remote, rec, done):
+
+            async def at_remote() -> None:
+                got["up"] = await receive_all(app_remote)
+
+            async def at_client() -> None:
+                got["down"] = await receive_all(app_client)
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(at_remote)
+                nursery.start_soon(at_client)
+                nursery.start_soon(send_then_eof, app_client, up, 100_000)
+                # the remote answers in odd-sized pieces, after the client half-closed
+                nursery.start_soon(send_then_eof, app_remote, down, 77_777)
+            await done.wait()
+    assert hashlib.sha256(got["up"]).digest() == hashlib.sha256(up).digest()
+    assert hashlib.sha256(got["down"]).digest() == hashlib.sha256(down).digest()
+    assert (rec.bytes_up, rec.bytes_down) == (len(up), len(down))
+    assert rec.outcome == "ok"
+    return rec
+
+
+class SpliceCounter:
+    def __init__(self, monkeypatch: Any) -> None:
+        self.calls = 0
+        real = splice_module.splice_direction
+
+        async def counting(*args: Any) -> Any:
+            self.calls += 1
+            return await real(*args)
+
+        monkeypatch.setattr("proxy64.net.relay.splice_direction", counting)
+
+
+@pytest.mark.parametrize("threshold", [None, 0, 64 * 1024])
+async def test_sha256_both_directions_with_half_close(
+    threshold: int | None, monkeypatch: Any
+) -> None:
+    """None: copy only; 0: splice from the first byte; 64 KiB: copy, then switch."""
+    if threshold is not None and not splice_module.HAVE_SPLICE:
+        pytest.skip("os.splice is Linux-only")
+    counter = SpliceCounter(monkeypatch)
+    await roundtrip(8 * 1024 * 1024 + 3, splice_threshold=threshold)
+    if threshold is None:
+        assert counter.calls == 0
+    else:
+        assert counter.calls >= 2  # both directions moved to splice(2)
+
+
+def pipe_fds() -> int:
+    count = 0
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            if os.readlink(f"/proc/self/fd/{name}").startswith("pipe:"):
+                count += 1
+        except OSError:
+            pass
+    return count
+
+
+async def test_idle_tunnel_holds_no_pipes() -> None:
+    if not splice_module.HAVE_SPLICE:
+        pytest.skip("os.splice is Linux-only")
+    baseline = pipe_fds()
+    with trio.fail_after(20):
+        async with relayed(splice_threshold=0, splice_release_after=0.2) as (
+            app_client,
+            app_remote,
+            rec,
+            _,
+        ):
+            blob = os.urandom(2 * 1024 * 1024)
+
+            async def drain() -> bytes:
+                data = bytearray()
+                while len(data) < len(blob):
+                    data += await app_remote.receive_some(1 << 20)
+                return bytes(data)
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(app_client.send_all, blob)
+                assert await drain() == blob
+            # the client→remote direction has its pipe while the data flows...
+            await trio.sleep(0.6)  # ...and gives it back once quiet
+            assert pipe_fds() == baseline
+            # the tunnel still works after the pipe was released
+            await app_client.send_all(b"after quiet")
+            assert await app_remote.receive_some(100) == b"after quiet"
+            assert rec.bytes_up == len(blob) + 11
+
+
+async def test_reset_on_one_side_ends_the_tunnel() -> None:
+    with trio.fail_after(10):
+        async with relayed() as (app_client, app_remote, rec, done):
+            await app_client.send_all(b"hello")
+            assert await app_remote.receive_some(10) == b"hello"
+            # RST from the remote: SO_LINGER 0 then close
+            import socket
+            import struct
+
+            app_remote.socket.setsockopt(
+                socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
+            )
+            app_remote.socket.close()
+            await done.wait()
+            assert await receive_all(app_client) == b""
+    assert "broke" in rec.outcome
