@@ -37,13 +37,22 @@ class ExtensionHeader(NamedTuple):
     length: int
 
 
-_NO_EXTENSIONS: tuple[ExtensionHeader, ...] = ()
+def _final_destination(mv: memoryview, off: int, length: int, final: int) -> int:
+    # RFC 8200 §8.1: with Segments Left > 0 the pseudo-header uses the final destination,
+    # the last address of a type 0 (RFC 5095, deprecated) or type 2 (RFC 6275 §6.4)
+    # header, Segment List[0] of a Segment Routing Header (type 4, RFC 8754 §2).
+    kind = mv[off + 2]
+    if kind in (0, 2):
+        return off + length - 16
+    if kind == 4:
+        return off + 8
+    return final
 
 
 class IPv6Packet:
     """A view over one IPv6 packet. Create with IPv6Packet.parse() or parse_ip()."""
 
-    __slots__ = ("_frag", "_mv", "extension_headers", "protocol", "upper_offset")
+    __slots__ = ("_final", "_frag", "_mv", "extension_headers", "protocol", "upper_offset")
 
     version = 6
 
@@ -52,14 +61,17 @@ class IPv6Packet:
         mv: memoryview,
         protocol: int,
         upper_offset: int,
-        extension_headers: tuple[ExtensionHeader, ...],
-        frag: int,
+        extension_headers: tuple[ExtensionHeader, ...] = (),
+        *,
+        frag: int = -1,
+        final: int = 24,
     ) -> None:
         self._mv = mv
         self.protocol = protocol  # upper-layer protocol after the extension headers
         self.upper_offset = upper_offset  # where that upper-layer header starts
         self.extension_headers = extension_headers
         self._frag = frag  # offset of the Fragment header, or -1
+        self._final = final  # offset of the final destination address (RFC 8200 §8.1)
 
     @classmethod
     def parse(cls, data: Buffer) -> IPv6Packet:
@@ -80,9 +92,10 @@ class IPv6Packet:
         if end < n:
             mv = mv[:end]
         if nh not in _EXTENSIONS:
-            return cls(mv, nh, HEADER, _NO_EXTENSIONS, -1)
+            return cls(mv, nh, HEADER)
         off = HEADER
         frag = -1
+        final = 24
         exts: list[ExtensionHeader] = []
         while nh in _EXTENSIONS:
             if nh == HOP_BY_HOP and off != HEADER:
@@ -99,10 +112,12 @@ class IPv6Packet:
                 length = (mv[off + 1] + 1) << 3
             if off + length > end:
                 raise PacketError(LAYER, Reason.BAD_EXTENSION_HEADER, off)
+            if nh == ROUTING and mv[off + 3] and length >= 24:
+                final = _final_destination(mv, off, length, final)
             exts.append(ExtensionHeader(nh, off, length))
             nh = mv[off]
             off += length
-        return cls(mv, nh, off, tuple(exts), frag)
+        return cls(mv, nh, off, tuple(exts), frag=frag, final=final)
 
     # --- whole packet -------------------------------------------------------------------
     @property
@@ -257,15 +272,24 @@ class IPv6Packet:
     def dst(self, value: IPv6Address) -> None:
         self._set_address(24, value)
 
-    def pseudo_header_sum(self, length: int | None = None) -> int:
-        """RFC 8200 §8.1 pseudo-header sum for the upper layer of this packet.
+    @property
+    def final_destination(self) -> IPv6Address:
+        """The destination the upper layer's pseudo-header uses (RFC 8200 §8.1): the
+        Destination Address, or the last address of a Routing header with segments left."""
+        return IPv6Address(self._mv[self._final : self._final + 16].tobytes())
 
-        Deviation: with a Routing header the final destination should be used (§8.1);
-        this uses the Destination Address field as it stands.
-        """
+    def pseudo_header_sum(self, length: int | None = None) -> int:
+        """RFC 8200 §8.1 pseudo-header sum for the upper layer of this packet."""
         if length is None:
             length = len(self._mv) - self.upper_offset
-        return int.from_bytes(self._mv[8:40], "big") + self.protocol + length
+        mv = self._mv
+        at = self._final
+        return (
+            int.from_bytes(mv[8:24], "big")
+            + int.from_bytes(mv[at : at + 16], "big")
+            + self.protocol
+            + length
+        )
 
     # --- fields IPv6 does not have -----------------------------------------------------------
     ihl = Absent("IPv6 has no header length field (RFC 8200 §3); see header_length")
@@ -288,5 +312,5 @@ class IPv6Packet:
         old = int.from_bytes(mv[at : at + 16], "big")
         new = int(value)
         mv[at : at + 16] = value.packed
-        if not self.fragment_offset:
+        if not self.fragment_offset and (at in (8, self._final)):
             adjust_upper_checksum(mv, self.upper_offset, self.protocol, 6, old_sum=old, new_sum=new)
