@@ -24,6 +24,7 @@ import trio
 
 from proxy64.config import HostPort
 from proxy64.defaults import (
+    DNS_SERVER_BIND_TRIES,
     DNS_SERVER_MAX_INFLIGHT,
     DNS_SERVER_MAX_TCP,
     DNS_SERVER_TCP_IDLE,
@@ -129,14 +130,9 @@ async def serve_dns64(
 
     task_status.started() receives the address actually bound.
     """
-    family = trio.socket.AF_INET6 if listen.host.version == 6 else trio.socket.AF_INET
-    udp = trio.socket.socket(family, trio.socket.SOCK_DGRAM)
-    tcp = trio.socket.socket(family, trio.socket.SOCK_STREAM)
+    udp, tcp = await _bind_udp_and_tcp(listen)
+    port = udp.getsockname()[1]
     with udp, tcp:
-        await udp.bind((str(listen.host), listen.port))
-        port = udp.getsockname()[1]
-        tcp.setsockopt(trio.socket.SOL_SOCKET, trio.socket.SO_REUSEADDR, 1)
-        await tcp.bind((str(listen.host), port))
         tcp.listen(DNS_SERVER_MAX_TCP)
         listener = trio.SocketListener(tcp)
         bound = HostPort(listen.host, port)
@@ -145,6 +141,28 @@ async def serve_dns64(
             nursery.start_soon(_serve_udp, responder, udp)
             nursery.start_soon(_serve_tcp, responder, listener)
             task_status.started(bound)
+
+
+async def _bind_udp_and_tcp(
+    listen: HostPort,
+) -> tuple[trio.socket.SocketType, trio.socket.SocketType]:
+    """UDP and TCP sockets on the same port; with port 0, retry until a port is free for both."""
+    family = trio.socket.AF_INET6 if listen.host.version == 6 else trio.socket.AF_INET
+    for _ in range(DNS_SERVER_BIND_TRIES):
+        udp = trio.socket.socket(family, trio.socket.SOCK_DGRAM)
+        tcp = trio.socket.socket(family, trio.socket.SOCK_STREAM)
+        tcp.setsockopt(trio.socket.SOL_SOCKET, trio.socket.SO_REUSEADDR, 1)
+        try:
+            await udp.bind((str(listen.host), listen.port))
+            await tcp.bind((str(listen.host), udp.getsockname()[1]))
+        except OSError:
+            udp.close()
+            tcp.close()
+            if listen.port != 0:
+                raise
+            continue
+        return udp, tcp
+    raise OSError(f"no port free for both UDP and TCP on {listen.host}")
 
 
 async def _serve_udp(responder: DNS64Responder, sock: trio.socket.SocketType) -> None:

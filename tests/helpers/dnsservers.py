@@ -258,12 +258,9 @@ class FakeUpstream:
     async def serve(
         self, *, task_status: trio.TaskStatus[HostPort] = trio.TASK_STATUS_IGNORED
     ) -> None:
-        udp = trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM)
-        tcp = trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_STREAM)
+        udp, tcp = await _bind_pair(self.host, self.port)
+        self.port = udp.getsockname()[1]
         with udp, tcp:
-            await udp.bind((self.host, self.port))
-            self.port = udp.getsockname()[1]
-            await tcp.bind((self.host, self.port))
             tcp.listen(16)
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._udp, udp)
@@ -309,6 +306,24 @@ class FakeUpstream:
                 if reply is None:
                     return
                 await stream.send_all(struct.pack("!H", len(reply)) + reply)
+
+
+async def _bind_pair(host: str, port: int) -> tuple[trio.socket.SocketType, trio.socket.SocketType]:
+    """A UDP and a TCP socket bound to the same port (port 0: retry until one is free)."""
+    for _ in range(50):
+        udp = trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM)
+        tcp = trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_STREAM)
+        tcp.setsockopt(trio.socket.SOL_SOCKET, trio.socket.SO_REUSEADDR, 1)
+        try:
+            await udp.bind((host, port))
+            await tcp.bind((host, udp.getsockname()[1]))
+            return udp, tcp
+        except OSError:
+            udp.close()
+            tcp.close()
+            if port != 0:
+                raise
+    raise RuntimeError(f"no free UDP+TCP port on {host}")
 
 
 def answer(
