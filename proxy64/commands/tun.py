@@ -1,0 +1,264 @@
+"""`proxy64 tun run [options] -- CMD` and `proxy64 tun serve --device NAME | --fd N`.
+
+run: CMD gets a fresh network namespace whose only network is a TUN device served by
+proxy64 (IPv6 only unless --ipv4; DNS on the gateway answered by the DNS64 responder);
+exits with CMD's status and prints the readiness report. serve: serve an existing TUN
+device (by name, or an inherited fd) until SIGINT/SIGTERM. Setup failures (no
+/dev/net/tun access, namespaces refused) print one line with the fix and exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+from ipaddress import IPv4Address, IPv6Address, IPv6Network
+from pathlib import Path
+
+import trio
+
+from proxy64.commands.common import (
+    add_log_options,
+    add_resolver_options,
+    checked,
+    setup_logging,
+)
+from proxy64.config import parse_positive
+from proxy64.defaults import (
+    CONNECT_TIMEOUT,
+    IDLE_TIMEOUT,
+    TUN_GATEWAY,
+    TUN_GATEWAY_V4,
+    TUN_MIN_MTU,
+    TUN_MTU,
+    TUN_NETWORK,
+)
+from proxy64.destination import EgressChoice
+from proxy64.errors import ConfigError
+from proxy64.tun.device import TunDevice, TunSetupError, open_tun
+
+EXIT_SETUP = 2
+logger = logging.getLogger(__name__)
+
+
+def parse_mtu(text: str, option: str) -> int:
+    value = parse_positive(text, option, integer=True)
+    if not TUN_MIN_MTU <= value <= TUN_MTU:
+        raise ConfigError(option, f"{text!r} is outside {TUN_MIN_MTU}-{TUN_MTU} (RFC 8200 §5)")
+    return int(value)
+
+
+def _add_common(parser: argparse.ArgumentParser) -> None:
+    add_resolver_options(parser)
+    tun = parser.add_argument_group("TUN")
+    tun.add_argument(
+        "--egress",
+        choices=[c.value for c in EgressChoice],
+        default="auto",
+        help="who does the NAT64 step: the network's NAT64, proxy64 itself (embedded: dial "
+        "the embedded IPv4), or auto (RFC 7050 discovery, else embedded)",
+    )
+    tun.add_argument(
+        "--mtu",
+        metavar="N",
+        type=checked("--mtu", parse_mtu),
+        default=TUN_MTU,
+        help=f"MTU of the TUN device, {TUN_MIN_MTU}-{TUN_MTU} (default {TUN_MTU}: fastest)",
+    )
+    tun.add_argument(
+        "--idle-timeout",
+        metavar="SECONDS",
+        type=checked("--idle-timeout", parse_positive),
+        default=IDLE_TIMEOUT,
+        help=f"close a TCP flow idle this long (default {IDLE_TIMEOUT:g})",
+    )
+    tun.add_argument(
+        "--connect-timeout",
+        metavar="SECONDS",
+        type=checked("--connect-timeout", parse_positive),
+        default=CONNECT_TIMEOUT,
+        help=f"give up dialing after this long (default {CONNECT_TIMEOUT:g})",
+    )
+    tun.add_argument("--report", metavar="FILE.json", help="also write the report as JSON")
+    add_log_options(parser)
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "tun",
+        help="TUN mode: an IPv6-only network for one command (DNS64 + NAT64 built in)",
+        description="TUN mode for apps that cannot use a proxy.",
+    )
+    sub = parser.add_subparsers(dest="tun_command", metavar="run|serve", required=True,
+                                parser_class=type(parser))  # fmt: skip
+    run = sub.add_parser(
+        "run",
+        help="run CMD in a namespace whose only network is proxy64's TUN",
+        description="Run CMD in a fresh network namespace whose only network is a TUN "
+        "device served by proxy64: IPv6 only (fd64::2/64, gateway and DNS fd64::1), names "
+        "resolved by proxy64's DNS64, flows dialed from the host's network. Exits with "
+        "CMD's status and prints the readiness report.",
+    )
+    _add_common(run)
+    run.add_argument(
+        "--ipv4",
+        action="store_true",
+        help="also give CMD an IPv4 address (10.64.0.2/24); its flows are mapped into the "
+        "NAT64 prefix (464XLAT-style)",
+    )
+    run.add_argument("command", nargs=argparse.REMAINDER, help="-- CMD [ARGS...]")
+    run.set_defaults(func=main_run)
+    serve = sub.add_parser(
+        "serve",
+        help="serve an existing TUN device",
+        description="Serve an existing TUN device: its peer address should be in "
+        f"{TUN_NETWORK} with {TUN_GATEWAY} as gateway and DNS server.",
+    )
+    _add_common(serve)
+    which = serve.add_mutually_exclusive_group(required=True)
+    which.add_argument("--device", metavar="NAME", help="attach to (or create) TUN device NAME")
+    which.add_argument("--fd", metavar="N", type=int, help="an inherited, open TUN fd")
+    serve.add_argument("--ipv4", action="store_true", help=f"accept IPv4 via {TUN_GATEWAY_V4}")
+    serve.set_defaults(func=main_serve)
+
+
+def _serve_settings(args: argparse.Namespace) -> object:
+    from proxy64.serve_config import ServeSettings
+
+    kwargs: dict[str, object] = {
+        "socks": None,
+        "http": None,
+        "dns": tuple(args.dns),
+        "nat64_prefix": args.nat64_prefix,
+        "egress": EgressChoice(args.egress),
+        "synthesize_all": args.synthesize_all,
+        "idle_timeout": args.idle_timeout,
+        "connect_timeout": args.connect_timeout,
+    }
+    if args.dns64_exclude:
+        kwargs["dns64_exclude"] = tuple(args.dns64_exclude)
+    return ServeSettings(**kwargs)  # type: ignore[arg-type]
+
+
+async def _serve_device(
+    args: argparse.Namespace, device: TunDevice, done: trio.Event, report: list[object]
+) -> None:
+    from proxy64 import app
+    from proxy64.net.dialer import Dialer
+    from proxy64.net.recorder import Recorder
+    from proxy64.net.relay import Relay
+    from proxy64.tun.stack import StackSettings, TunStack
+
+    settings = _serve_settings(args)
+    nat64 = await app.choose_nat64(settings)  # type: ignore[arg-type]
+    resolver = app.build_resolver(settings, nat64.prefix)  # type: ignore[arg-type]
+    dialer = Dialer(resolver, nat64.prefix, nat64.egress, connect_timeout=args.connect_timeout)
+    responder = None
+    try:
+        from proxy64.net.dns_server import DNS64Responder
+        from proxy64.net.resolver import DNS64Resolver
+
+        if isinstance(resolver, DNS64Resolver):
+            responder = DNS64Responder(resolver)
+    except ModuleNotFoundError:
+        logger.warning("no DNS64 responder in this build: DNS on the TUN is not answered")
+    recorder = Recorder()
+    report.append(recorder.report)
+    stack = TunStack(
+        device,
+        dialer=dialer,
+        recorder=recorder,
+        relay=Relay(idle_timeout=args.idle_timeout),
+        responder=responder,
+        settings=StackSettings(
+            gateway6=IPv6Address(TUN_GATEWAY),
+            network6=IPv6Network(TUN_NETWORK),
+            gateway4=IPv4Address(TUN_GATEWAY_V4) if args.ipv4 else None,
+            mtu=args.mtu,
+        ),
+    )
+    sys.stderr.write(
+        f"proxy64 tun: NAT64 prefix {nat64.prefix} ({nat64.why}), egress "
+        f"{nat64.egress.value}, MTU {args.mtu}, DNS64 on [{TUN_GATEWAY}]:53\n"
+    )
+    async with trio.open_nursery() as nursery:
+        await nursery.start(stack.serve)
+        await done.wait()
+        nursery.cancel_scope.cancel()
+    logger.debug("tun stack counters: %s", stack.table.stats())
+    if stack.table.dropped or stack.table.rejected:
+        logger.info("tun packets dropped %s rejected %s", dict(stack.table.dropped),
+                    dict(stack.table.rejected))  # fmt: skip
+
+
+def _write_report(args: argparse.Namespace, report: list[object], status: int) -> int:
+    if not report:
+        return status
+    table = report[0]
+    sys.stderr.write(table.to_table())  # type: ignore[attr-defined]
+    if args.report:
+        try:
+            Path(args.report).write_text(table.to_json(), encoding="utf-8")  # type: ignore[attr-defined]
+        except OSError as exc:
+            sys.stderr.write(f"proxy64 tun: cannot write {args.report}: {exc.strerror}\n")
+            return status or 1
+    return status
+
+
+def main_run(args: argparse.Namespace) -> int:
+    from proxy64.tun.namespace import SandboxSettings, run_in_namespace
+
+    command = list(args.command)
+    if command and command[0] == "--":
+        command = command[1:]
+    if not command:
+        raise ConfigError("tun run", "no command given; usage: proxy64 tun run [options] -- CMD")
+    setup_logging(args.log_level)
+    report: list[object] = []
+
+    async def serve(device: TunDevice, done: trio.Event) -> None:
+        await _serve_device(args, device, done, report)
+
+    sandbox = SandboxSettings(mtu=args.mtu, ipv4=args.ipv4)
+    try:
+        status = trio.run(run_in_namespace, command, sandbox, serve)
+    except TunSetupError as exc:
+        sys.stderr.write(f"proxy64 tun run: error: {exc}\n")
+        return EXIT_SETUP
+    return _write_report(args, report, status)
+
+
+def main_serve(args: argparse.Namespace) -> int:
+    setup_logging(args.log_level)
+    try:
+        if args.device:
+            fd, name = open_tun(args.device)
+        else:
+            fd, name = args.fd, f"fd {args.fd}"
+            os.fstat(fd)
+    except TunSetupError as exc:
+        sys.stderr.write(f"proxy64 tun serve: error: {exc}\n")
+        return EXIT_SETUP
+    except OSError as exc:
+        sys.stderr.write(f"proxy64 tun serve: error: --fd {args.fd}: {exc.strerror}\n")
+        return EXIT_SETUP
+    device = TunDevice(fd, args.mtu)
+    report: list[object] = []
+
+    async def serve() -> None:
+        done = trio.Event()
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(_serve_device, args, device, done, report)
+                sys.stderr.write(f"proxy64 tun serve: serving {name}\n")
+                async for _ in signals:
+                    done.set()
+                    break
+
+    try:
+        trio.run(serve)
+    finally:
+        device.close()
+    return _write_report(args, report, 0)

@@ -1,0 +1,211 @@
+"""From one IP packet the app wrote to what the flow layer acts on (decode only).
+
+decode() never raises: every packet becomes one Inbound value, and a packet that cannot
+be used becomes Malformed or Ignored with a reason that the table counts (STYLE: every
+drop reason is counted). Parsing is the packet codec's (proxy64/packet): IPv4/IPv6
+headers, extension headers, TCP and its options, checksums. ICMP and UDP fields the
+codec exposes as views are read here at fixed offsets (RFC 768, RFC 792, RFC 4443).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv6Address
+
+from proxy64.errors import PacketError
+from proxy64.flow.segment import Segment
+from proxy64.packet.checksum import fold, sum_words
+from proxy64.packet.ipv4 import IPv4Packet
+from proxy64.packet.ipv6 import IPv6Packet
+from proxy64.packet.tcp import TcpSegment
+
+IPAddress = IPv4Address | IPv6Address
+
+TCP = 6
+UDP = 17
+ICMP = 1
+ICMPV6 = 58
+
+ICMPV6_PACKET_TOO_BIG = 2  # RFC 4443 §3.2
+ICMPV6_ECHO_REQUEST = 128  # RFC 4443 §4.1
+ICMP_DEST_UNREACHABLE = 3  # RFC 792
+ICMP_FRAG_NEEDED = 4  # RFC 1191 §4: code 4 of type 3 carries the next-hop MTU
+ICMP_ECHO_REQUEST = 8
+
+
+@dataclass(frozen=True, slots=True)
+class FlowKey:
+    """A transport flow as the app sees it: its own address/port and the one it addressed."""
+
+    protocol: int  # TCP or UDP
+    app: tuple[IPAddress, int]
+    remote: tuple[IPAddress, int]
+
+    @property
+    def version(self) -> int:
+        return self.app[0].version
+
+    def __str__(self) -> str:
+        def show(ep: tuple[IPAddress, int]) -> str:
+            return f"[{ep[0]}]:{ep[1]}" if ep[0].version == 6 else f"{ep[0]}:{ep[1]}"
+
+        name = "tcp" if self.protocol == TCP else "udp"
+        return f"{name} {show(self.app)} > {show(self.remote)}"
+
+
+@dataclass(frozen=True, slots=True)
+class TcpIn:
+    key: FlowKey
+    segment: Segment
+
+
+@dataclass(frozen=True, slots=True)
+class UdpIn:
+    key: FlowKey
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class EchoIn:
+    """An echo request (ICMPv6 128 or ICMP 8) to be answered."""
+
+    src: IPAddress
+    dst: IPAddress
+    ident: int
+    sequence: int
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class TooBig:
+    """RFC 8201 Packet Too Big / RFC 1191 fragmentation needed, about one of our flows."""
+
+    key: FlowKey
+    mtu: int
+
+
+@dataclass(frozen=True, slots=True)
+class Ignored:
+    """Valid, but nothing to do (other ICMP types, multicast, our own address family off)."""
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Malformed:
+    """Refused by the codec or by the checks here; reason names layer and cause."""
+
+    reason: str
+    fragment: bool = False  # an IP fragment: the stack answers it with an ICMP error
+
+
+Inbound = TcpIn | UdpIn | EchoIn | TooBig | Ignored | Malformed
+
+
+def decode(data: bytes | bytearray | memoryview) -> Inbound:
+    try:
+        return _decode(data)
+    except PacketError as exc:
+        reason = getattr(exc.reason, "name", str(exc.reason)).lower()
+        return Malformed(f"{exc.layer}-{reason}", fragment=reason == "fragment")
+    except (IndexError, ValueError) as exc:  # a short quoted packet inside an ICMP error
+        return Malformed(f"short-field-{type(exc).__name__.lower()}")
+
+
+def _decode(data: bytes | bytearray | memoryview) -> Inbound:
+    if not data:
+        return Malformed("ip-empty")
+    version = data[0] >> 4
+    ip: IPv4Packet | IPv6Packet
+    if version == 6:
+        ip = IPv6Packet.parse(data)
+    elif version == 4:
+        ip = IPv4Packet.parse(data)
+    else:
+        return Malformed("ip-bad_version")
+    if ip.is_fragment:
+        return Malformed(f"ipv{version}-fragment", fragment=True)
+    proto = ip.protocol
+    if proto == TCP:
+        return _tcp(ip)
+    if proto == UDP:
+        return _udp(ip)
+    if proto in (ICMPV6, ICMP):
+        if (proto == ICMPV6) != (version == 6):
+            return Malformed(f"ipv{version}-icmp-family-mismatch")
+        return _icmp(ip)
+    return Malformed(f"ipv{version}-unknown-protocol-{proto}")
+
+
+def _tcp(ip: IPv4Packet | IPv6Packet) -> Inbound:
+    tcp = TcpSegment.parse(ip)
+    flags = int(tcp.flags)
+    mss = wscale = None
+    if flags & 0x02:  # options matter only on a SYN (RFC 9293 §3.7.1, RFC 7323 §2.2)
+        options = tcp.options
+        mss, wscale = options.mss, options.window_scale
+    segment = Segment(tcp.seq, tcp.ack, flags & 0x3F, tcp.window, bytes(tcp.payload), mss,
+                      wscale)  # fmt: skip
+    key = FlowKey(TCP, (ip.src, tcp.src_port), (ip.dst, tcp.dst_port))
+    return TcpIn(key, segment)
+
+
+def _udp(ip: IPv4Packet | IPv6Packet) -> Inbound:
+    mv = ip.buffer[ip.upper_offset :]
+    if len(mv) < 8:
+        return Malformed(f"udp-truncated-ipv{ip.version}")
+    length = mv[4] << 8 | mv[5]
+    if length < 8 or length > len(mv):
+        return Malformed("udp-bad_udp_length")
+    checksum = mv[6] << 8 | mv[7]
+    if checksum == 0:
+        if ip.version == 6:
+            return Malformed("udp-zero_udp_checksum_v6")  # RFC 8200 §8.1
+    elif fold(ip.pseudo_header_sum(length) + sum_words(mv[:length])) != 0xFFFF:
+        return Malformed("udp-bad_checksum")
+    key = FlowKey(UDP, (ip.src, mv[0] << 8 | mv[1]), (ip.dst, mv[2] << 8 | mv[3]))
+    return UdpIn(key, bytes(mv[8:length]))
+
+
+def _icmp(ip: IPv4Packet | IPv6Packet) -> Inbound:
+    mv = ip.buffer[ip.upper_offset :]
+    name = "icmpv6" if ip.version == 6 else "icmp"
+    if len(mv) < 8:
+        return Malformed(f"{name}-truncated")
+    initial = ip.pseudo_header_sum(len(mv)) if ip.version == 6 else 0  # RFC 4443 §2.3
+    if fold(initial + sum_words(mv)) != 0xFFFF:
+        return Malformed(f"{name}-bad_checksum")
+    kind, code = mv[0], mv[1]
+    if (ip.version == 6 and kind == ICMPV6_ECHO_REQUEST) or (
+        ip.version == 4 and kind == ICMP_ECHO_REQUEST
+    ):
+        return EchoIn(ip.src, ip.dst, mv[4] << 8 | mv[5], mv[6] << 8 | mv[7], bytes(mv[8:]))
+    if ip.version == 6 and kind == ICMPV6_PACKET_TOO_BIG:
+        mtu = int.from_bytes(mv[4:8], "big")
+        return _quoted(mv[8:], mtu, version=6)
+    if ip.version == 4 and kind == ICMP_DEST_UNREACHABLE and code == ICMP_FRAG_NEEDED:
+        return _quoted(mv[8:], mv[6] << 8 | mv[7], version=4)
+    return Ignored(f"{name}-type-{kind}")
+
+
+def _quoted(inner: memoryview, mtu: int, *, version: int) -> Inbound:
+    """The packet quoted in an ICMP error: our own packet to the app, so reverse it."""
+    if version == 6:
+        if len(inner) < 44 or inner[0] >> 4 != 6:
+            return Malformed("icmpv6-quote-truncated")
+        proto, src, dst, ports = inner[6], inner[8:24], inner[24:40], inner[40:44]
+        a: IPAddress = IPv6Address(bytes(src))
+        b: IPAddress = IPv6Address(bytes(dst))
+    else:
+        if len(inner) < 20 or inner[0] >> 4 != 4:
+            return Malformed("icmp-quote-truncated")
+        ihl = (inner[0] & 0x0F) * 4
+        if len(inner) < ihl + 4:
+            return Malformed("icmp-quote-truncated")
+        proto, ports = inner[9], inner[ihl : ihl + 4]
+        a, b = IPv4Address(bytes(inner[12:16])), IPv4Address(bytes(inner[16:20]))
+    if proto not in (TCP, UDP):
+        return Ignored("packet-too-big-not-tcp-udp")
+    # We sent remote → app; the flow key is from the app's point of view.
+    key = FlowKey(proto, (b, ports[2] << 8 | ports[3]), (a, ports[0] << 8 | ports[1]))
+    return TooBig(key, mtu)

@@ -1,0 +1,109 @@
+"""A TUN TCP flow as a trio stream, so the proxy's relay carries it like any socket.
+
+Invariants: receive_some returns b"" exactly once the app's FIN is read and raises
+BrokenResourceError after a reset; send_all waits while the flow's send buffer is full
+(backpressure toward the destination); aclose is graceful (FIN) when the app's data was
+all read, a reset otherwise, and it does its work before its first checkpoint, so
+trio.aclose_forcefully closes it properly too.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import trio
+
+from proxy64.defaults import RELAY_CHUNK
+from proxy64.flow.tcp_flow import Action, TcpFlow
+from proxy64.flow.wire import FlowKey
+
+
+class Executor(Protocol):
+    def execute(self, key: FlowKey, flow: TcpFlow, actions: list[Action]) -> None: ...
+
+
+class TunTcpStream(trio.abc.HalfCloseableStream):
+    def __init__(self, executor: Executor, key: FlowKey, flow: TcpFlow) -> None:
+        self._executor = executor
+        self.key = key
+        self.flow = flow
+        self._lot = trio.lowlevel.ParkingLot()
+        self._closed = False
+        self._sending = False
+        self._receiving = False
+
+    def wake(self) -> None:
+        self._lot.unpark_all()
+
+    def _run(self, actions: list[Action]) -> None:
+        if actions:
+            self._executor.execute(self.key, self.flow, actions)
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        if self._closed:
+            raise trio.ClosedResourceError("the TUN flow stream was closed")
+        if self._receiving:
+            raise trio.BusyResourceError("another task is receiving on this TUN flow")
+        self._receiving = True
+        try:
+            await trio.lowlevel.checkpoint_if_cancelled()
+            flow = self.flow
+            while not flow.readable:
+                await self._lot.park()
+                if self._closed:
+                    raise trio.ClosedResourceError("the TUN flow stream was closed")
+            if flow.reset_reason is not None:
+                raise trio.BrokenResourceError(f"TUN flow {self.key}: {flow.reset_reason}")
+            data, actions = flow.receive(max_bytes or RELAY_CHUNK, trio.current_time())
+            self._run(actions)
+        finally:
+            self._receiving = False
+        await trio.lowlevel.cancel_shielded_checkpoint()
+        return data
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        if self._closed:
+            raise trio.ClosedResourceError("the TUN flow stream was closed")
+        if self._sending:
+            raise trio.BusyResourceError("another task is sending on this TUN flow")
+        self._sending = True
+        try:
+            await trio.lowlevel.checkpoint_if_cancelled()
+            view = memoryview(data)
+            flow = self.flow
+            while view:
+                if flow.reset_reason is not None:
+                    raise trio.BrokenResourceError(f"TUN flow {self.key}: {flow.reset_reason}")
+                if not flow.can_send:
+                    raise trio.ClosedResourceError("send_all after send_eof on a TUN flow")
+                if flow.send_space == 0:
+                    await self._lot.park()
+                    if self._closed:
+                        raise trio.ClosedResourceError("the TUN flow stream was closed")
+                    continue
+                accepted, actions = flow.send(view, trio.current_time())
+                self._run(actions)
+                view = view[accepted:]
+        finally:
+            self._sending = False
+        await trio.lowlevel.cancel_shielded_checkpoint()
+
+    async def wait_send_all_might_not_block(self) -> None:
+        while self.flow.can_send and self.flow.send_space == 0 and not self._closed:
+            await self._lot.park()
+        await trio.lowlevel.checkpoint()
+
+    async def send_eof(self) -> None:
+        if self._closed:
+            raise trio.ClosedResourceError("the TUN flow stream was closed")
+        if self.flow.reset_reason is not None:
+            raise trio.BrokenResourceError(f"TUN flow {self.key}: {self.flow.reset_reason}")
+        self._run(self.flow.send_eof(trio.current_time()))
+        await trio.lowlevel.checkpoint()
+
+    async def aclose(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._run(self.flow.close(trio.current_time()))
+            self.wake()
+        await trio.lowlevel.checkpoint()
