@@ -10,6 +10,7 @@ No trio, no sockets: reading two small files is the only I/O.
 
 from __future__ import annotations
 
+import math
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
@@ -141,11 +142,23 @@ def _path(value: object, option: str) -> Path | None:
     return Path(_text(value, option, "a file path"))
 
 
+def _finite(value: object, option: str, kind: str) -> float:
+    """A positive finite number (NaN and infinity are refused, not crashed on)."""
+    if isinstance(value, bool) or not math.isfinite(_as_float(value)):
+        raise ConfigError(option, f"{value!r} is not {kind}")
+    return parse_positive(str(value), option, integer=kind.startswith("a whole"))
+
+
+def _as_float(value: object) -> float:
+    try:
+        return float(str(value))
+    except ValueError:
+        return 0.0  # parse_positive names the problem
+
+
 def _count(upper: int) -> Callable[[object, str], int]:
     def parse(value: object, option: str) -> int:
-        if isinstance(value, bool):
-            raise ConfigError(option, f"{value!r} is not a whole number from 1 to {upper}")
-        number = int(parse_positive(str(value), option, integer=True))
+        number = int(_finite(value, option, f"a whole number from 1 to {upper}"))
         if number > upper:
             raise ConfigError(option, f"{value!r} is more than {upper}")
         return number
@@ -154,9 +167,7 @@ def _count(upper: int) -> Callable[[object, str], int]:
 
 
 def _seconds(value: object, option: str) -> float:
-    if isinstance(value, bool):
-        raise ConfigError(option, f"{value!r} is not a number of seconds greater than zero")
-    return parse_positive(str(value), option)
+    return _finite(value, option, "a number of seconds greater than zero")
 
 
 def _log_level(value: object, option: str) -> str:
