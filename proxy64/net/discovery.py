@@ -78,12 +78,11 @@ async def probe_prefix(
         address = prefix.embed(target.host)
     except AddressMappingError as exc:
         return str(exc)
-    with trio.move_on_after(timeout):
+    with trio.move_on_after(timeout), trio.socket.socket(trio.socket.AF_INET6) as sock:
         try:
-            stream = await trio.open_tcp_stream(str(address), target.port)
+            await sock.connect((str(address), target.port))
         except OSError as exc:
             return f"[{address}]:{target.port}: {exc.strerror or exc}"
-        await stream.aclose()
         return None
     return f"[{address}]:{target.port}: no answer within {timeout:g} s"
 
