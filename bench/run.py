@@ -83,6 +83,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--origin-host", default="::1", help="origin address the proxies dial")
     p.add_argument("--out-dir", type=Path, default=BENCH_DIR / "results")
     p.add_argument("--stem", default="latest", help="output file name stem")
+    p.add_argument(
+        "--profile",
+        choices=["cprofile", "pyspy"],
+        help="instead of benchmarking, profile proxy64 serve's per-connection path "
+        "(writes bench/results/profile-TOOL-KIND.txt)",
+    )
+    p.add_argument("--profile-kind", choices=["socks5", "connect", "http"], default="socks5")
     args = p.parse_args(argv)
     for key, value in (QUICK if args.quick else FULL).items():
         if getattr(args, key) is None:
@@ -294,6 +301,8 @@ def _short(data: Any) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.profile:
+        return profile_serve(args)
     started = datetime.now(UTC)
     meta = machine() | {
         "started": started.strftime("%Y-%m-%d %H:%M:%S UTC"),
@@ -457,6 +466,152 @@ def measure_scaling(
         out["ratio_c64"] = two["c64_conn_s"] / one["c64_conn_s"]
     if one.get("dl8_MBps") and two.get("dl8_MBps"):
         out["ratio_dl8"] = two["dl8_MBps"] / one["dl8_MBps"]
+    return out
+
+
+# --- profiling the per-connection path (bench/PROFILE.md) ---------------------------------
+
+
+def profile_serve(args: argparse.Namespace) -> int:
+    """Drive SOCKS5/CONNECT connections through one proxy64 under cProfile or py-spy.
+
+    cProfile: the serve process runs under `python -m cProfile -o FILE`, stops on SIGTERM
+    (serve exits cleanly), and the top functions are written as text. py-spy samples the
+    running process (--nonblocking, so it does not pause it) into collapsed stacks, which
+    are summed per function (self = leaf samples, total = samples with it on the stack).
+    """
+    import pstats
+
+    tool, kind = args.profile, args.profile_kind
+    out_dir: Path = args.out_dir
+    out_dir.mkdir(parents=True, exist_ok=True)
+    workdir = Path(tempfile.mkdtemp(prefix="proxy64-profile-"))
+    server = peers.make_server("proxy64", workdir)
+    prof_path = workdir / "serve.prof"
+    base = server.build
+    if tool == "cprofile":
+
+        def build(s: peers.Server) -> list[str]:
+            argv = base(s)
+            return [argv[0], "-m", "cProfile", "-o", str(prof_path), *argv[1:]]
+
+        server.build = build
+    origins = Origins(workdir)
+    origin = Origin(args.origin_host, origins.port)
+    spy: subprocess.Popen[bytes] | None = None
+    raw_path = workdir / "pyspy.txt"
+    try:
+        server.start()
+        target = next(t for t in server.targets() if t.kind == kind)
+        loadgen.run_connections(target, origin, 200, 64, 30)  # warm-up, not sampled
+        if tool == "pyspy":
+            spy = subprocess.Popen(
+                [
+                    peers.find_tool("py-spy") or "py-spy",
+                    "record",
+                    "--nonblocking",
+                    "--rate",
+                    "1000",
+                    "--format",
+                    "raw",
+                    "-o",
+                    str(raw_path),
+                    "--pid",
+                    str(server.pid),
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            time.sleep(1.0)
+        cpu0 = peers.tree_cpu_seconds(server.pid)
+        res = loadgen.run_connections(target, origin, args.conns_c64, 64, args.op_time_limit)
+        cpu1 = peers.tree_cpu_seconds(server.pid)
+        per_conn = (cpu1 - cpu0) / max(1, res.done) * 1e6
+        log(f"{res.done} connections, {res.errors} errors, {per_conn:.0f} µs proxy CPU each")
+        if spy is not None:
+            spy.send_signal(2)  # SIGINT: py-spy writes its output and exits
+            spy.wait(30)
+            spy = None
+    finally:
+        if spy is not None:
+            spy.kill()
+            spy.wait()
+        server.stop()
+        origins.stop()
+    lines = [
+        f"# proxy64 serve, {kind}, {res.done} connections at 64 in flight, tool {tool}",
+        f"# proxy CPU per connection during the run: {per_conn:.0f} µs "
+        f"(profiler overhead included)",
+        "",
+    ]
+    if tool == "cprofile":
+        import io
+
+        for order in ("tottime", "cumulative"):
+            buf = io.StringIO()
+            stats = pstats.Stats(str(prof_path), stream=buf)
+            stats.strip_dirs().sort_stats(order).print_stats(45)
+            lines += [f"## sorted by {order}", buf.getvalue()]
+    else:
+        lines += summarize_collapsed(raw_path.read_text(), res.done)
+    path = out_dir / f"profile-{tool}-{kind}.txt"
+    path.write_text("\n".join(lines) + "\n")
+    log(f"wrote {path}")
+    return 0
+
+
+# (phase, substring of a stack that puts a sample in it), first match wins
+PHASES = [
+    ("close: aclose_forcefully (all callers)", "aclose_forcefully"),
+    ("relay: send_eof / shutdown", "send_eof"),
+    ("dial: Dialer (socket, connect, SocketStream)", "dialer.py"),
+    ("handshake: SOCKS5/HTTP machines + reads + method reply", "_handshake"),
+    ("handshake: SOCKS5/HTTP machines + reads + method reply", "_next_event"),
+    ("handshake: SOCKS5/HTTP machines + reads + method reply", "h11"),
+    ("relay: copy loop, nursery, tasks", "relay.py"),
+    ("reply + per-connection bookkeeping (front end)", "socks_server.py"),
+    ("reply + per-connection bookkeeping (front end)", "http_server.py"),
+    ("accept: serve_listeners, accept4, task spawn", "_serve_one_listener"),
+    ("accept: serve_listeners, accept4, task spawn", "listeners.py"),
+    ("trio scheduler / epoll (no proxy64 frame)", "unrolled_run"),
+]
+
+
+def phase_of(stack: str) -> str:
+    for name, needle in PHASES:
+        if needle in stack:
+            return name
+    return "unattributed (py-spy cut the stack at a coroutine boundary: socket wrappers)"
+
+
+def summarize_collapsed(text: str, connections: int, top: int = 45) -> list[str]:
+    """py-spy collapsed stacks (`f1;f2;f3 N`) → self and total samples per function."""
+    selfs: dict[str, int] = {}
+    totals: dict[str, int] = {}
+    phases: dict[str, int] = {}
+    total = 0
+    for line in text.splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack or not count_text.isdigit():
+            continue
+        count = int(count_text)
+        total += count
+        frames = stack.split(";")
+        phase = phase_of(stack)
+        phases[phase] = phases.get(phase, 0) + count
+        leaf = frames[-1]
+        selfs[leaf] = selfs.get(leaf, 0) + count
+        for frame in set(frames):
+            totals[frame] = totals.get(frame, 0) + count
+    out = [f"{total} samples over {connections} connections", "", "## phases of a connection"]
+    for name, n in sorted(phases.items(), key=lambda kv: -kv[1]):
+        out.append(f"{100 * n / total:6.2f}%  {n:7d}  {name}")
+    out += ["", "## self (leaf) samples"]
+    for name, n in sorted(selfs.items(), key=lambda kv: -kv[1])[:top]:
+        out.append(f"{100 * n / total:6.2f}%  {n:7d}  {name}")
+    out += ["", "## total (on stack) samples"]
+    for name, n in sorted(totals.items(), key=lambda kv: -kv[1])[:top]:
+        out.append(f"{100 * n / total:6.2f}%  {n:7d}  {name}")
     return out
 
 
