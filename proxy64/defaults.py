@@ -58,7 +58,7 @@ DISCOVERY_TIMEOUT = 5.0  # seconds for the whole RFC 7050 ipv4only.arpa lookup
 PROBE_TIMEOUT = 3.0  # seconds for one RFC 7050 §3 connectivity probe dial
 
 # --- HTTP proxy front end (proxy64/net/http_server.py) ----------------------------------
-HTTP_KEEPALIVE_TIMEOUT = 60.0  # an idle client connection between requests is closed after this
+HTTP_KEEPALIVE_TIMEOUT = 60.0  # a client may sit idle this long between requests (and < idle)
 HTTP_LINGER_TIME = 2.0  # after an error answer: drain the client this long before closing
 HTTP_LINGER_BYTES = 256 * 1024  # ... or this many bytes (RFC 9112 §9.6 "lingering close")
 HTTP_DIAL_GRACE = 5.0  # on top of CONNECT_TIMEOUT: a dialer that never returns gets a 504

@@ -50,9 +50,10 @@ class _ClientGone(Exception):
 class _UpstreamFailed(Exception):
     """The origin broke its side; http_status is what to answer if no response started."""
 
-    def __init__(self, message: str, http_status: int = 502) -> None:
+    def __init__(self, message: str, http_status: int = 502, *, stale: bool = False) -> None:
         super().__init__(message)
         self.http_status = http_status
+        self.stale = stale  # a reused connection the origin had closed: worth one retry
 
 
 def _peer_name(stream: trio.abc.Stream) -> str:
@@ -76,6 +77,13 @@ class _Upstream:
         self.record = record
         self.conn = h11.Connection(h11.CLIENT, max_incomplete_event_size=HTTP_MAX_HEAD)
         self.responded = False  # a response head arrived for the current request
+        self.requests = 0  # requests sent on this connection, the current one included
+
+    def failed(self, problem: str, http_status: int = 502) -> _UpstreamFailed:
+        """The error for a broken origin connection; stale if it died before answering a
+        request that was not its first (the origin closed it while it sat idle)."""
+        stale = self.requests > 1 and not self.responded
+        return _UpstreamFailed(f"{self.destination} {problem}", http_status, stale=stale)
 
     @property
     def reusable(self) -> bool:
@@ -88,7 +96,7 @@ class _Upstream:
         try:
             await self.dialed.stream.send_all(data)
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-            raise _UpstreamFailed(f"{self.destination} closed the connection: {exc}") from None
+            raise self.failed(f"closed the connection ({exc})") from None
         self.record.bytes_up += len(data)
 
     async def next_event(self, idle: float) -> _Next:
@@ -102,7 +110,7 @@ class _Upstream:
                     problem = "closed the connection in the middle of the response"
                 else:
                     problem = "closed the connection before answering"
-                raise _UpstreamFailed(f"{self.destination} {problem}") from None
+                raise self.failed(problem) from None
             if isinstance(event, h11.Response):
                 self.responded = True
             if event is not h11.NEED_DATA:
@@ -188,7 +196,7 @@ class _ClientSession:
     async def _next_request(self, first: bool) -> h11.Request | None:
         if not first and not self.conn.trailing_data[0]:
             # Keep-alive: wait for the first byte of the next request, then the head.
-            with trio.move_on_after(HTTP_KEEPALIVE_TIMEOUT):
+            with trio.move_on_after(min(HTTP_KEEPALIVE_TIMEOUT, self.ctx.idle_timeout)):
                 await self._receive()
             if not self.conn.trailing_data[0] and not self.conn.trailing_data[1]:
                 return None  # idle too long
@@ -320,60 +328,72 @@ class _ClientSession:
 
     async def _forward(self, target: ForwardTarget) -> bool:
         """Forward one request and its response; True when the client connection lives on."""
-        upstream = await self._upstream_for(target.destination)
-        if upstream is None:
-            return False
+        for attempt in (1, 2):
+            upstream = await self._upstream_for(target.destination)
+            if upstream is None:
+                return False
+            try:
+                await self._exchange(target, upstream)
+            except _UpstreamFailed as exc:
+                self.upstream = None
+                if exc.stale and target.retryable and attempt == 1:
+                    # The origin closed a kept-alive connection as we reused it: an ordinary
+                    # end for that connection; RFC 9110 §9.2.2 lets us retry an idempotent
+                    # request without content on a new one.
+                    logger.debug("http %s: %s; retrying on a new connection", self.client, exc)
+                    await upstream.close("ok", self.ctx)
+                    continue
+                logger.info("http %s: %s", self.client, exc)
+                await upstream.close(str(exc), self.ctx)
+                if not upstream.responded:
+                    await self.send_error(exc.http_status, str(exc))
+                return False
+            except (_ClientGone, h11.RemoteProtocolError, trio.TooSlowError) as exc:
+                self.upstream = None
+                await upstream.close(f"client connection ended: {exc!r}", self.ctx)
+                raise _ClientGone from None
+            if upstream.conn.our_state is h11.DONE and upstream.conn.their_state is h11.DONE:
+                upstream.conn.start_next_cycle()
+                upstream.responded = False
+            else:
+                self.upstream = None
+                await upstream.close("ok", self.ctx)
+            return True
+        raise AssertionError("unreachable: the second attempt returns or raises")
+
+    async def _exchange(self, target: ForwardTarget, upstream: _Upstream) -> None:
         idle = self.ctx.idle_timeout
-        responded = False
-        try:
-            if target.expects_continue and self.conn.they_are_waiting_for_100_continue:
-                await self._send(h11.InformationalResponse(status_code=100, headers=[]))
-            await upstream.send(target.request)
-            await self._copy_request_body(upstream, idle)
-            while True:
-                event = await upstream.next_event(idle)
-                if isinstance(event, h11.InformationalResponse):
-                    continue  # 100 and 103 from the origin: the client had its own 100
-                if isinstance(event, h11.Response):
-                    headers = downstream_response_headers(
-                        list(event.headers.raw_items()), event.http_version
+        if target.expects_continue and self.conn.they_are_waiting_for_100_continue:
+            await self._send(h11.InformationalResponse(status_code=100, headers=[]))
+        upstream.requests += 1
+        await upstream.send(target.request)
+        await self._copy_request_body(upstream, idle)
+        while True:
+            event = await upstream.next_event(idle)
+            if isinstance(event, h11.InformationalResponse):
+                continue  # 100 and 103 from the origin: the client had its own 100
+            if isinstance(event, h11.Response):
+                headers = downstream_response_headers(
+                    list(event.headers.raw_items()), event.http_version
+                )
+                await self._send(
+                    h11.Response(
+                        status_code=event.status_code, headers=headers, reason=event.reason
                     )
-                    await self._send(
-                        h11.Response(
-                            status_code=event.status_code, headers=headers, reason=event.reason
-                        )
-                    )
-                    responded = True
-                elif isinstance(event, h11.Data):
-                    await self._send(h11.Data(data=event.data))
-                elif isinstance(event, h11.EndOfMessage):
-                    # RFC 9110 §6.5.1: trailers may be discarded when de-chunking.
-                    await self._send(h11.EndOfMessage())
-                    break
-                else:  # ConnectionClosed or PAUSED before the response ended
-                    raise _UpstreamFailed(
-                        f"{target.destination} closed the connection before answering"
-                    )
-        except _UpstreamFailed as exc:
-            logger.info("http %s: %s", self.client, exc)
-            self.upstream = None
-            await upstream.close(str(exc), self.ctx)
-            if not responded:
-                await self.send_error(exc.http_status, str(exc))
-            return False
-        except (_ClientGone, h11.RemoteProtocolError, trio.TooSlowError) as exc:
-            self.upstream = None
-            await upstream.close(f"client connection ended: {exc!r}", self.ctx)
-            raise _ClientGone from None
-        if upstream.conn.our_state is h11.DONE and upstream.conn.their_state is h11.DONE:
-            upstream.conn.start_next_cycle()
-            upstream.responded = False
-        else:
-            self.upstream = None
-            await upstream.close("ok", self.ctx)
-        return True
+                )
+            elif isinstance(event, h11.Data):
+                await self._send(h11.Data(data=event.data))
+            elif isinstance(event, h11.EndOfMessage):
+                # RFC 9110 §6.5.1: trailers may be discarded when de-chunking.
+                await self._send(h11.EndOfMessage())
+                return
+            else:  # ConnectionClosed or PAUSED before the response ended
+                raise upstream.failed("closed the connection before answering")
 
     async def _copy_request_body(self, upstream: _Upstream, idle: float) -> None:
+        if self.conn.their_state is h11.DONE:  # a retry: the request had no content
+            await upstream.send(h11.EndOfMessage())
+            return
         while True:
             with trio.fail_after(idle):
                 event = await self._client_event()

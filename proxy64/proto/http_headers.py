@@ -67,6 +67,17 @@ def is_chunked(headers: Iterable[Header]) -> bool:
     return False
 
 
+def has_content(headers: Iterable[Header]) -> bool:
+    """Whether a request carries content: chunked, or a Content-Length other than 0."""
+    for name, value in headers:
+        lowered = name.lower()
+        if lowered == b"transfer-encoding" or (
+            lowered == b"content-length" and value.strip() != b"0"
+        ):
+            return True
+    return False
+
+
 def expects_continue(headers: Iterable[Header]) -> bool:
     """RFC 9110 §10.1.1: the client waits for 100 (Continue) before sending content."""
     return any(

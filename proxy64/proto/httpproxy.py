@@ -24,9 +24,16 @@ import h11
 from proxy64.defaults import HTTP_MAX_HEAD
 from proxy64.destination import Destination
 from proxy64.errors import RemoteProtocolError
-from proxy64.proto.http_headers import Header, expects_continue, upstream_request_headers
+from proxy64.proto.http_headers import (
+    Header,
+    expects_continue,
+    has_content,
+    upstream_request_headers,
+)
 
 HTTP_DEFAULT_PORT = 80  # RFC 9110 §4.2.1
+# RFC 9110 §9.2.2 idempotent methods (PUT and DELETE too, but they usually carry content).
+IDEMPOTENT_METHODS = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"})
 PROXY_REALM = b'Basic realm="proxy64"'  # RFC 7617 §2, sent with 407
 
 # RFC 3986 §3.2.2 reg-name, narrowed to what DNS can carry: letters, digits, '-', '_', '.'.
@@ -49,6 +56,7 @@ class ForwardTarget:
     destination: Destination
     request: h11.Request
     expects_continue: bool  # the client waits for 100 (Continue) before its body
+    retryable: bool  # idempotent and without content: may be re-sent (RFC 9110 §9.2.2)
 
 
 Target = ConnectTarget | ForwardTarget
@@ -168,6 +176,7 @@ def classify(request: h11.Request, max_head: int = HTTP_MAX_HEAD) -> Target:
         destination=destination,
         request=upstream,
         expects_continue=expects_continue(headers),
+        retryable=request.method in IDEMPOTENT_METHODS and not has_content(headers),
     )
 
 

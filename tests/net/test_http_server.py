@@ -491,3 +491,111 @@ async def test_407_flow_with_curl_proxy_user_from_file(
     assert tunnel["method"] == "GET"
     records = await records_of(recorder, 2)
     assert [r.front_end for r in records] == ["http", "http-connect"]
+
+
+# --- keep-alive details ---------------------------------------------------------------------
+
+
+async def one_shot_origin(stream: trio.SocketStream, served: list[int]) -> None:
+    """Answers one request per connection with a kept-alive 200, then closes after 0.1 s
+    without saying Connection: close, as an origin whose keep-alive timer ran out."""
+    conn = h11.Connection(h11.SERVER)
+    async with stream:
+        while True:
+            event = conn.next_event()
+            if event is h11.NEED_DATA:
+                conn.receive_data(await stream.receive_some(65536))
+                continue
+            if isinstance(event, h11.EndOfMessage):
+                break
+            if isinstance(event, h11.ConnectionClosed):
+                return
+        served.append(len(served) + 1)
+        body = f"answer {len(served)}".encode()
+        headers = [("Content-Length", str(len(body)))]
+        await stream.send_all(
+            conn.send(h11.Response(status_code=200, headers=headers))
+            + conn.send(h11.Data(data=body))
+            + conn.send(h11.EndOfMessage())
+        )
+        await trio.sleep(0.1)
+
+
+async def h11_request(
+    stream: trio.SocketStream, conn: h11.Connection, request: h11.Request, body: bytes = b""
+) -> tuple[int, bytes]:
+    """One request/response on a kept-alive client connection through the proxy."""
+    data = conn.send(request)
+    if body:
+        data += conn.send(h11.Data(data=body))
+    await stream.send_all(data + conn.send(h11.EndOfMessage()))
+    status, chunks = 0, []
+    while True:
+        event = conn.next_event()
+        if event is h11.NEED_DATA:
+            conn.receive_data(await stream.receive_some(65536))
+        elif isinstance(event, h11.Response):
+            status = event.status_code
+        elif isinstance(event, h11.Data):
+            chunks.append(event.data)
+        elif isinstance(event, h11.EndOfMessage):
+            if conn.our_state is h11.DONE and conn.their_state is h11.DONE:
+                conn.start_next_cycle()
+            return status, b"".join(chunks)
+        else:
+            raise AssertionError(f"unexpected {event!r}")
+
+
+@pytest.mark.parametrize(
+    ("method", "body", "second_status"), [("GET", b"", 200), ("POST", b"data", 502)]
+)
+async def test_stale_upstream_retried_only_for_idempotent_requests(
+    nursery: trio.Nursery, method: str, body: bytes, second_status: int
+) -> None:
+    served: list[int] = []
+    ctx, recorder = make_context()
+    port = await start_proxy(nursery, ctx)
+    origin_listeners = await nursery.start(
+        partial(trio.serve_tcp, partial(one_shot_origin, served=served), 0, host="127.0.0.1")
+    )
+    url = f"http://127.0.0.1:{origin_listeners[0].socket.getsockname()[1]}/"
+    with trio.fail_after(10):
+        stream = await trio.open_tcp_stream("127.0.0.1", port)
+        conn = h11.Connection(h11.CLIENT)
+        headers = [("Host", "x"), ("Content-Length", str(len(body)))]
+        first = await h11_request(
+            stream, conn, h11.Request(method=method, target=url, headers=headers), body
+        )
+        assert first == (200, b"answer 1")
+        await trio.sleep(0.3)  # the origin has closed the kept-alive upstream meanwhile
+        status, answer = await h11_request(
+            stream, conn, h11.Request(method=method, target=url, headers=headers), body
+        )
+        await stream.aclose()
+    assert status == second_status
+    if second_status == 200:
+        assert answer == b"answer 2"  # served on a second upstream connection
+        records = await records_of(recorder, 2)
+        assert [r.outcome for r in records] == ["ok", "ok"]
+    else:
+        assert b"closed the connection" in answer
+        assert served == [1]
+
+
+async def test_idle_client_connection_closed_after_keepalive_timeout(
+    nursery: trio.Nursery, origin: Origin
+) -> None:
+    ctx, recorder = make_context(idle_timeout=0.3)
+    port = await start_proxy(nursery, ctx)
+    with trio.fail_after(5):
+        stream = await trio.open_tcp_stream("127.0.0.1", port)
+        conn = h11.Connection(h11.CLIENT)
+        request = h11.Request(method="GET", target=origin.url4("/echo"), headers=[("Host", "x")])
+        status, _ = await h11_request(stream, conn, request)
+        assert status == 200
+        started = trio.current_time()
+        assert await read_all(stream) == b""  # the proxy closes the idle connection
+        assert trio.current_time() - started >= 0.25
+        await stream.aclose()
+    (record,) = await records_of(recorder, 1)  # the upstream closed with the client
+    assert record.outcome == "ok"

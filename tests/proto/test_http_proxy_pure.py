@@ -24,6 +24,7 @@ from proxy64.proto.httpproxy import (
     check_proxy_auth,
     classify,
     error_response,
+    head_size,
 )
 
 
@@ -360,7 +361,7 @@ def classify_bytes(raw: bytes, credentials: dict[str, str] | None) -> None:
             classify(event)
             check_proxy_auth(list(event.headers.raw_items()), credentials)
         except RemoteProtocolError as exc:
-            assert exc.http_status in (400, 407)
+            assert exc.http_status in (400, 407, 431)
 
 
 @settings(max_examples=500)
@@ -393,3 +394,48 @@ def test_trickle_one_byte_at_a_time_gives_the_same_target() -> None:
             break
     assert isinstance(event, h11.Request)
     assert classify(event) == classify(head(raw))
+
+
+# --- head size (431), retry eligibility ---------------------------------------------------
+
+
+@settings(max_examples=200)
+@given(
+    st.lists(
+        st.tuples(TOKEN, st.text(alphabet="abc xyz=;", max_size=30).map(str.strip)), max_size=10
+    ),
+    st.text(alphabet="abcdef/?=&", max_size=40),
+)
+def test_head_size_is_the_size_on_the_wire(headers: list[tuple[bytes, str]], path: str) -> None:
+    lines = [f"GET http://e.com/{path} HTTP/1.1", "Host: e.com"]
+    lines += [f"{name.decode()}: {value}" for name, value in headers]
+    raw = ("\r\n".join(lines) + "\r\n\r\n").encode()
+    assert head_size(head(raw)) == len(raw)
+
+
+def test_head_over_the_limit_is_431_even_when_it_arrived_whole() -> None:
+    raw = b"GET http://e.com/ HTTP/1.1\r\nHost: e.com\r\nX: " + b"a" * 200 + b"\r\n\r\n"
+    classify(head(raw), max_head=len(raw))
+    with pytest.raises(RemoteProtocolError) as info:
+        classify(head(raw), max_head=len(raw) - 1)
+    assert info.value.http_status == 431
+
+
+@pytest.mark.parametrize(
+    ("method", "headers", "retryable"),
+    [
+        ("GET", (), True),
+        ("HEAD", (), True),
+        ("DELETE", (("Content-Length", "0"),), True),
+        ("GET", (("Content-Length", "3"),), False),
+        ("PUT", (("Transfer-Encoding", "chunked"),), False),
+        ("POST", (), False),
+        ("PATCH", (), False),
+    ],
+)
+def test_rfc9110_9_2_2_only_idempotent_requests_without_content_retryable(
+    method: str, headers: tuple[tuple[str, str], ...], retryable: bool
+) -> None:
+    result = classify(request(method, "http://e.com/", *headers))
+    assert isinstance(result, ForwardTarget)
+    assert result.retryable is retryable
