@@ -66,10 +66,13 @@ async def run_in_namespace(
     cmd: Sequence[str],
     settings: SandboxSettings,
     serve: Callable[[TunDevice, trio.Event], Awaitable[None]],
+    *,
+    stdout: int | None = None,
 ) -> int:
     """Start CMD in the sandbox, run serve(device, done) beside it, return CMD's status.
 
-    serve must return soon after `done` is set (it is set when CMD has exited)."""
+    serve must return soon after `done` is set (it is set when CMD has exited). stdout:
+    a file descriptor for CMD's standard output (default: inherited)."""
     check_rootless()
     parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     fd, resolv_path = tempfile.mkstemp(prefix="proxy64-resolv-", suffix=".conf")
@@ -90,7 +93,7 @@ async def run_in_namespace(
         if os.geteuid() != 0:
             argv.append("--rootless")
         argv += ["--", *cmd]
-        process = await trio.lowlevel.open_process(argv, pass_fds=(child.fileno(),))
+        process = await trio.lowlevel.open_process(argv, pass_fds=(child.fileno(),), stdout=stdout)
         child.close()
         with trio.fail_after(SETUP_TIMEOUT):
             await trio.lowlevel.wait_readable(parent)
