@@ -1,12 +1,13 @@
 """handle_http_client with real clients (curl, aiohttp, raw sockets) and a real aiohttp origin.
 
-The proxy runs in the test's trio nursery on 127.0.0.1; it dials through LoopbackDialer
+The proxy runs in the test's trio nursery on 127.0.0.1; it dials through FakeDialer
 (real TCP, loopback only). Nothing leaves the machine.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import json
 import os
@@ -25,10 +26,30 @@ from proxy64.errors import AddressMappingError, DialAttempt, DialCause, DialErro
 from proxy64.net.context import ConnectionRecord, ProxyContext
 from proxy64.net.http_server import handle_http_client
 from tests.helpers.aiohttp_origin import Origin, pattern_bytes, running_origin
-from tests.helpers.http_fakes import ListRecorder, LoopbackDialer, make_context
+from tests.helpers.fakes import FakeDialer, ListRecorder
+from tests.helpers.fakes import make_context as fakes_context
 from tests.helpers.requirements import require_tool
 
 MB = 1024 * 1024
+
+
+def make_context(
+    dialer: FakeDialer | None = None,
+    *,
+    credentials: dict[str, str] | None = None,
+    handshake_timeout: float = 5.0,
+    idle_timeout: float = 10.0,
+    max_connections: int = 64,
+) -> tuple[ProxyContext, ListRecorder]:
+    recorder = ListRecorder()
+    ctx = fakes_context(
+        dialer or FakeDialer(),
+        recorder,
+        credentials=credentials,
+        handshake_timeout=handshake_timeout,
+        max_connections=max_connections,
+    )
+    return dataclasses.replace(ctx, idle_timeout=idle_timeout), recorder
 
 
 @pytest.fixture(scope="module")
@@ -37,12 +58,12 @@ def origin() -> Iterator[Origin]:
         yield running
 
 
-def failing_dialer() -> LoopbackDialer:
+def failing_dialer() -> FakeDialer:
     def timeout(d: Destination) -> DialError:
         attempt = DialAttempt(IPv4Address("127.0.0.9"), d.port, DialCause.TIMEOUT, "timed out")
         return DialError(str(d), [attempt])
 
-    return LoopbackDialer(
+    return FakeDialer(
         names={"localhost": IPv4Address("127.0.0.1")},
         failures={
             "nxdomain.test": lambda d: ResolutionError(str(d.host), "NXDOMAIN"),
