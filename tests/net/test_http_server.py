@@ -620,3 +620,91 @@ async def test_idle_client_connection_closed_after_keepalive_timeout(
         await stream.aclose()
     (record,) = await records_of(recorder, 1)  # the upstream closed with the client
     assert record.outcome == "ok"
+
+
+# --- more framing cases ---------------------------------------------------------------------
+
+
+async def test_http10_client_gets_close_delimited_body(
+    nursery: trio.Nursery, origin: Origin
+) -> None:
+    ctx, _ = make_context()
+    proxy = f"http://127.0.0.1:{await start_proxy(nursery, ctx)}"
+    size = 300_000
+    result = await curl("-0", "-i", "-x", proxy, origin.url4(f"/chunked/{size}?seed=2"))
+    assert result.returncode == 0, result.stderr
+    head, _, body = result.stdout.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200")
+    assert b"transfer-encoding" not in head.lower()  # an HTTP/1.0 client cannot de-chunk
+    assert b"\r\nVia: 1.1 proxy64" in head
+    assert body == pattern_bytes(size, 2)
+
+
+async def test_pipelined_requests_answered_in_order(nursery: trio.Nursery, origin: Origin) -> None:
+    ctx, recorder = make_context()
+    port = await start_proxy(nursery, ctx)
+    heads = b"".join(
+        f"GET {origin.url4(f'/echo/{n}')} HTTP/1.1\r\nHost: x\r\n{extra}\r\n".encode()
+        for n, extra in ((1, ""), (2, ""), (3, "Connection: close\r\n"))
+    )
+    answer = await raw_exchange(port, heads, eof=False)
+    client = h11.Connection(h11.CLIENT)
+    paths = []
+    for _ in range(3):
+        client.send(h11.Request(method="GET", target="/", headers=[("Host", "x")]))
+        client.send(h11.EndOfMessage())
+        if not paths:
+            client.receive_data(answer)
+        body = b""
+        while not isinstance(event := client.next_event(), h11.EndOfMessage):
+            if isinstance(event, h11.Data):
+                body += event.data
+        paths.append(json.loads(body)["path_qs"])
+        if client.our_state is h11.DONE and client.their_state is h11.DONE:
+            client.start_next_cycle()
+    assert paths == ["/echo/1", "/echo/2", "/echo/3"]
+    (record,) = await records_of(recorder, 1)  # one upstream connection for all three
+    assert record.outcome == "ok"
+
+
+async def test_request_head_trickled_one_byte_at_a_time(
+    nursery: trio.Nursery, origin: Origin
+) -> None:
+    ctx, _ = make_context()
+    port = await start_proxy(nursery, ctx)
+    raw = f"GET {origin.url4('/status/204')} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    with trio.fail_after(10):
+        stream = await trio.open_tcp_stream("127.0.0.1", port)
+        for byte in raw.encode():
+            await stream.send_all(bytes([byte]))
+            await trio.sleep(0.001)
+        answer = await read_all(stream)
+        await stream.aclose()
+    assert status_of(answer) == 204
+
+
+# --- production timeouts on a virtual clock ----------------------------------------------------
+
+
+async def test_default_handshake_timeout_virtual_clock(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    from proxy64.defaults import HANDSHAKE_TIMEOUT, IDLE_TIMEOUT
+
+    ctx, _ = make_context(handshake_timeout=HANDSHAKE_TIMEOUT, idle_timeout=IDLE_TIMEOUT)
+    # A partial head then silence: 408 exactly when the handshake timeout runs out.
+    client, server = trio.testing.memory_stream_pair()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(handle_http_client, server, ctx)
+        await client.send_all(b"GET http://a/ HTTP/1.1\r\n")
+        started = trio.current_time()
+        answer = await read_all(client)
+        assert status_of(answer) == 408
+        assert HANDSHAKE_TIMEOUT <= trio.current_time() - started < HANDSHAKE_TIMEOUT + 1
+    # Nothing at all: closed without an answer after the same time.
+    client, server = trio.testing.memory_stream_pair()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(handle_http_client, server, ctx)
+        started = trio.current_time()
+        assert await read_all(client) == b""
+        assert HANDSHAKE_TIMEOUT <= trio.current_time() - started < HANDSHAKE_TIMEOUT + 1
