@@ -166,11 +166,21 @@ class TunStack:
 
     def _on_malformed(self, inbound: Malformed, packet: bytes) -> None:
         gateway = self._gateway_for(packet) if packet else None
-        if inbound.fragment and gateway is not None:
+        error = build.reassembly_refused(packet, gateway) if inbound.fragment and gateway else None
+        if error is not None:
             self.table.reject(inbound.reason)  # RFC 4443 §3.3: reassembly refused
-            self.device.write(build.build_reassembly_refused(packet, gateway))
+            self.device.write(error)
         else:
             self.table.drop(inbound.reason)
+
+    def _icmp_error(self, original: bytes | None, refusal_name: str) -> None:
+        """Destination unreachable about original, unless RFC 4443 §2.4(e) forbids it."""
+        gateway = self._gateway_for(original) if original else None
+        error = build.unreachable(original, gateway, refusal_name) if original and gateway else None
+        if error is None:
+            self.table.drop("icmp-error-not-allowed")
+        else:
+            self.device.write(error)
 
     def _gateway_for(self, packet: bytes) -> IPAddress | None:
         if packet[0] >> 4 == 6:
@@ -193,7 +203,7 @@ class TunStack:
             return
         verdict = self.table.tcp_segment(key, seg)
         if isinstance(verdict, Refuse):
-            self.device.write(build.build_tcp(key, verdict.reset))
+            self.device.write(build.tcp_packet(key, verdict.reset))
             return
         if isinstance(verdict, Ignore):
             return
@@ -220,7 +230,7 @@ class TunStack:
         stream = self.streams.get(key)
         for action in actions:
             if isinstance(action, Transmit):
-                self.device.write(build.build_tcp(key, action.segment))
+                self.device.write(build.tcp_packet(key, action.segment))
             elif isinstance(action, Readable | Writable):
                 if stream is not None and stream.flow is flow:
                     stream.wake()
@@ -228,12 +238,7 @@ class TunStack:
                 self.table.drop(action.reason)
             elif isinstance(action, Reject):
                 self.table.reject(f"tcp-{action.refusal.name.lower()}")
-                if original is not None:
-                    gateway = self._gateway_for(original)
-                    if gateway is not None:
-                        self.device.write(
-                            build.build_unreachable(original, gateway, action.refusal.name)
-                        )
+                self._icmp_error(original, action.refusal.name)
             elif isinstance(action, Closed):
                 if stream is not None and stream.flow is flow:
                     stream.wake()
@@ -355,9 +360,7 @@ class TunStack:
                 self._dns_udp(key, inbound.payload)
             else:
                 self.table.reject("udp-local-port")
-                gateway = self._gateway_for(packet)
-                if gateway is not None:
-                    self.device.write(build.build_unreachable(packet, gateway, "PORT_UNREACHABLE"))
+                self._icmp_error(packet, "PORT_UNREACHABLE")
             return
         now = trio.current_time()
         admitted = self.table.udp_admit(key)
@@ -384,17 +387,13 @@ class TunStack:
                 except OSError:
                     self.table.drop("udp-send-failed")
             elif isinstance(action, Deliver):
-                self.device.write(build.build_udp(key, action.payload))
+                self.device.write(build.udp_packet(key, action.payload))
             elif isinstance(action, Open):
                 assert original is not None
                 self._spawn(self._udp_session, key, flow, original)
             elif isinstance(action, UdpUnreachable):
                 self.table.reject("udp-unreachable")
-                gateway = self._gateway_for(original) if original else None
-                if original is not None and gateway is not None:
-                    self.device.write(
-                        build.build_unreachable(original, gateway, "ADDRESS_UNREACHABLE")
-                    )
+                self._icmp_error(original, "ADDRESS_UNREACHABLE")
             elif isinstance(action, UdpDrop):
                 self.table.drop(action.reason)
             elif isinstance(action, UdpClosed):
@@ -435,11 +434,7 @@ class TunStack:
                         continue
                     except ConnectionRefusedError:
                         # The destination answered ICMP port unreachable: tell the app.
-                        gateway = self._gateway_for(first)
-                        if gateway is not None:
-                            self.device.write(
-                                build.build_unreachable(first, gateway, "PORT_UNREACHABLE")
-                            )
+                        self._icmp_error(first, "PORT_UNREACHABLE")
                         continue
                     self._udp_execute(key, flow, flow.from_remote(payload, trio.current_time()),
                                       first)  # fmt: skip
@@ -466,7 +461,7 @@ class TunStack:
             assert self.responder is not None
             reply = await self.responder.respond(payload, transport="udp")
             if reply is not None:
-                self.device.write(build.build_udp(key, reply))
+                self.device.write(build.udp_packet(key, reply))
         finally:
             self.dns_inflight -= 1
 
@@ -476,7 +471,7 @@ class TunStack:
             self.table.drop("ipv4-disabled")
         elif self._is_local(inbound.dst):
             if inbound.dst in (self.settings.gateway6, self.settings.gateway4):
-                self.device.write(build.build_echo_reply(inbound))
+                self.device.write(build.echo_reply(inbound))
             else:
                 self.table.drop("echo-local-no-host")
         else:
@@ -493,6 +488,6 @@ class TunStack:
         if answered is None:
             answered = True  # no ICMP socket allowed: answered locally (docs/tun.md)
         if answered:
-            self.device.write(build.build_echo_reply(inbound))
+            self.device.write(build.echo_reply(inbound))
         else:
             self.table.drop("echo-no-reply")

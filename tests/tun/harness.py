@@ -65,7 +65,7 @@ async def run_sandboxed(
     *,
     mtu: int = TUN_MTU,
     ipv4: bool = False,
-    timeout: float = RUN_TIMEOUT,
+    limit: float = RUN_TIMEOUT,
 ) -> SandboxRun:
     resolver = DNS64Resolver(ResolverSettings(servers=(dns,), prefix=PREFIX), PREFIX)
     dialer = Dialer(resolver, PREFIX, Egress.EMBEDDED, connect_timeout=5)
@@ -97,7 +97,7 @@ async def run_sandboxed(
             nursery.cancel_scope.cancel()
 
     with tempfile.TemporaryFile() as out:
-        with trio.fail_after(timeout):
+        with trio.fail_after(limit):
             status = await run_in_namespace(
                 cmd, SandboxSettings(mtu=mtu, ipv4=ipv4), serve, stdout=out.fileno()
             )

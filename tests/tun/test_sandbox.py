@@ -125,7 +125,7 @@ async def test_100_mb_each_way_sha256_and_half_close(nsd: HostPort) -> None:
     async with trio.open_nursery() as nursery:
         port = await nursery.start(partial(serve_tcp_hash, download=BULK))
         run = await run_sandboxed(
-            [PY, "-c", BULK_SCRIPT, str(LOOPBACK_SYNTH), str(port), str(BULK)], nsd, timeout=150
+            [PY, "-c", BULK_SCRIPT, str(LOOPBACK_SYNTH), str(port), str(BULK)], nsd, limit=150
         )
         nursery.cancel_scope.cancel()
     assert run.status == 0, run.output
