@@ -45,6 +45,8 @@ logger = logging.getLogger(__name__)
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
+EXIT_CANNOT_RUN = 126
+EXIT_NOT_FOUND = 127
 
 
 @dataclass(frozen=True, slots=True)
@@ -330,34 +332,38 @@ def proxy_environment(
 async def run_command(
     server: ProxyServer, bound: Bound, command: Sequence[str], environ: dict[str, str]
 ) -> int:
-    """Serve while `command` runs with the proxy variables set; its exit status back."""
+    """Serve while `command` runs with the proxy variables set; its exit status back.
+
+    The listeners are bound (and listening) already, so the command may connect at once.
+    """
     env = proxy_environment(environ, bound.socks_address, bound.http_address)
-    async with trio.open_nursery() as nursery:
-        await nursery.start(server.run)
-        try:
-            process: trio.Process = await nursery.start(_run_process, list(command), env)
-        except OSError as exc:
-            server.stop()
-            raise ConfigError("run", f"cannot start {command[0]!r}: {exc.strerror}") from None
-        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
-            async with trio.open_nursery() as waiting:
-
-                async def forward() -> None:
-                    async for signum in signals:
-                        if signum != signal.SIGINT:  # the terminal already sent SIGINT to it
-                            process.send_signal(signum)
-
-                waiting.start_soon(forward)
+    try:
+        process = await trio.lowlevel.open_process(list(command), env=env)
+    except OSError as exc:
+        # as env(1) and shells do: 127 when the command is not found, 126 when not runnable
+        sys.stderr.write(f"proxy64 run: cannot start {command[0]!r}: {exc.strerror}\n")
+        return EXIT_NOT_FOUND if isinstance(exc, FileNotFoundError) else EXIT_CANNOT_RUN
+    try:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(server.run)
+            with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+                async with trio.open_nursery() as waiting:
+                    waiting.start_soon(_forward_signals, signals, process)
+                    await process.wait()
+                    waiting.cancel_scope.cancel()
+            server.stop()  # the command is done: close listeners, let tunnels drain
+    finally:
+        if process.returncode is None:
+            process.kill()
+            with trio.CancelScope(shield=True):
                 await process.wait()
-                waiting.cancel_scope.cancel()
-        server.stop()
     return exit_status(process.returncode if process.returncode is not None else 1)
 
 
-async def _run_process(
-    command: list[str], env: dict[str, str], *, task_status: trio.TaskStatus[trio.Process]
-) -> None:
-    await trio.run_process(command, check=False, stdin=None, env=env, task_status=task_status)
+async def _forward_signals(signals: Any, process: trio.Process) -> None:
+    async for signum in signals:
+        if signum != signal.SIGINT:  # a terminal's Ctrl-C reached the command already
+            process.send_signal(signum)
 
 
 def run_with_command(

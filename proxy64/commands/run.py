@@ -16,7 +16,8 @@ from pathlib import Path
 from proxy64.commands.serve import add_serve_options, settings_from_args
 from proxy64.errors import ConfigError
 
-RUN_DEFAULTS = {"socks": "127.0.0.1:0", "http": "127.0.0.1:0"}
+# run: free loopback ports; warnings only, so the logs do not drown the command's output
+RUN_DEFAULTS = {"socks": "127.0.0.1:0", "http": "127.0.0.1:0", "log_level": "warning"}
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -30,18 +31,20 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument(
         "--report", metavar="FILE.json", help="also write the readiness report as JSON"
     )
-    parser.add_argument("command", nargs=argparse.REMAINDER, help="-- CMD [ARGS...]")
+    parser.add_argument(
+        "cmd", metavar="-- CMD [ARGS]", nargs=argparse.REMAINDER, help="the command to run"
+    )
     parser.set_defaults(func=main)
 
 
 def main(args: argparse.Namespace) -> int:
     from proxy64.app import run_with_command
 
-    command = list(args.command)
+    command = list(args.cmd)
     if command and command[0] == "--":
         command = command[1:]
     if not command:
-        raise ConfigError("run", "no command given; usage: proxy64 run [options] -- CMD [ARGS]")
+        raise ConfigError("CMD", "no command given; usage: proxy64 run [options] -- CMD [ARGS]")
     settings = settings_from_args(args, os.environ, RUN_DEFAULTS)
     status, report = run_with_command(settings, command, dict(os.environ))
     sys.stderr.write(report.to_table())
