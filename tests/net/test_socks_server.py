@@ -367,7 +367,7 @@ async def test_rfc1929_username_password(nursery: trio.Nursery) -> None:
         records = await proxy.recorder.wait_for(4)
     outcomes = sorted(r.outcome for r in records)
     assert any("authentication failed for user 'alice'" in o for o in outcomes)
-    assert any("offered no/auth but not username/password" in o for o in outcomes)
+    assert any("offered no-auth but not username/password" in o for o in outcomes)
     assert any("SOCKS4 has no password" in o for o in outcomes)
     assert all("wrong" not in o and "s3cret" not in o for o in outcomes)
 
@@ -400,3 +400,43 @@ async def test_socks4_and_4a_on_the_same_port(nursery: trio.Nursery) -> None:
     assert by_host["origin.p64.test"].outcome == "ok"
     assert by_host[IPv4Address("127.0.0.1")].outcome == "ok"
     assert "NXDOMAIN" in by_host["nx.p64.test"].outcome
+
+
+@pytest.mark.parametrize(
+    "messages",
+    [
+        [NOAUTH, connect_name("origin.p64.test", 0)],  # port patched below
+        [b"\x04\x01\x00\x00\x00\x00\x00\x01user\x00origin.p64.test\x00"],
+    ],
+    ids=["socks5", "socks4a"],
+)
+async def test_trickle_over_a_real_ipv6_socket(
+    nursery: trio.Nursery, messages: list[bytes]
+) -> None:
+    """One byte per send, the handler on an IPv6 listener: no read is assumed a message."""
+    echo = await nursery.start(serve_tcp_echo)
+    dialer = FakeDialer(names=dict(NAMES))
+    recorder = ListRecorder()
+    port = await serve_handler(nursery, handle_socks_client, make_context(dialer, recorder), "::1")
+    last = messages[-1]
+    if last[0] == 5:
+        messages = [*messages[:-1], last[:-2] + echo.to_bytes(2, "big")]
+    else:
+        messages = [last[:2] + echo.to_bytes(2, "big") + last[4:]]
+    with trio.fail_after(10):
+        stream = await trio.open_tcp_stream("::1", port)
+        stream.setsockopt(trio.socket.IPPROTO_TCP, trio.socket.TCP_NODELAY, True)
+        async with stream:
+            for message in messages:
+                for byte in message:
+                    await stream.send_all(bytes([byte]))
+                    await trio.sleep(0.002)
+                if message == NOAUTH:
+                    assert await receive_exactly(stream, 2) == b"\x05\x00"
+            reply = await receive_exactly(stream, 10 if last[0] == 5 else 8)  # IPv4 BND
+            assert reply[1] in (0x00, 0x5A)
+            await stream.send_all(b"trickled")
+            assert await receive_exactly(stream, 8) == b"trickled"
+        (record,) = await recorder.wait_for(1)
+    assert record.destination == Destination("origin.p64.test", echo)
+    assert record.client.startswith("[::1]:")

@@ -25,6 +25,7 @@ from proxy64.proto.socks5 import (
     Socks5Server,
     State,
     credentials_match,
+    describe_methods,
     encode_address,
     select_method,
 )
@@ -356,3 +357,7 @@ def test_fuzz_structured_requests(tail: bytes, prefix_len: int) -> None:
     m = Socks5Server()
     with contextlib.suppress(RemoteProtocolError):
         drive(m, [GREETING_NOAUTH, b"\x05\x01\x00\x03"[:prefix_len] + tail])
+
+
+def test_describe_methods_for_log_lines() -> None:
+    assert describe_methods((0, 1, 2, 0x80)) == "no-auth, GSSAPI, username/password, 0x80"
