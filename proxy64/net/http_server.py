@@ -409,6 +409,8 @@ class _ClientSession:
 def _head_problem(exc: h11.RemoteProtocolError) -> str:
     if exc.error_status_hint == 431:
         return f"the request head is larger than {HTTP_MAX_HEAD} bytes"
+    if exc.error_status_hint == 501:
+        return f"{exc}: send the body with Content-Length or chunked"
     return f"the request head is not valid HTTP/1.1 ({exc})"
 
 

@@ -428,6 +428,11 @@ async def assert_still_serving(port: int, origin: Origin) -> None:
         (b"GET http://[zz]/ HTTP/1.1\r\nHost: a\r\n\r\n", 400, b"not an IPv6 address"),
         (b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03garbage\r\n\r\n", 400, b"not valid HTTP"),
         (b"CONNECT a HTTP/1.1\r\nHost: a\r\n\r\n", 400, b"host:port"),
+        (
+            b"POST http://a/ HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\n\r\n",
+            501,
+            b"Only Transfer-Encoding: chunked",
+        ),
     ],
 )
 async def test_bad_requests_get_their_status_and_server_keeps_serving(

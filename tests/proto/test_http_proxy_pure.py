@@ -354,7 +354,7 @@ def classify_bytes(raw: bytes, credentials: dict[str, str] | None) -> None:
     try:
         event = conn.next_event()
     except h11.RemoteProtocolError as exc:
-        assert exc.error_status_hint in (400, 431)
+        assert exc.error_status_hint in (400, 431, 501)
         return
     if isinstance(event, h11.Request):
         try:
