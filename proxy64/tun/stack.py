@@ -263,6 +263,8 @@ class TunStack:
             refusal = Refusal.ADDRESS_UNREACHABLE if isinstance(exc, trio.TooSlowError) else (
                 refusal_of(exc))  # fmt: skip
             record.outcome = str(exc) or "timed out"
+            if refusal is Refusal.RESET:
+                self.table.reject("tcp-reset")  # the others are counted with their ICMP
             self.execute(key, flow, flow.handle(DialFailed(refusal, record.outcome),
                                                 trio.current_time()), syn_packet)  # fmt: skip
             self.recorder.finish(record)
