@@ -33,6 +33,7 @@ from proxy64.proto.http_headers import downstream_response_headers
 from proxy64.proto.httpproxy import (
     ConnectTarget,
     ForwardTarget,
+    LocalAnswer,
     check_proxy_auth,
     classify,
     error_response,
@@ -236,7 +237,9 @@ class _ClientSession:
                 if isinstance(target, ConnectTarget):
                     await self._tunnel(target)
                     return
-                if not await self._forward(target):
+                if isinstance(target, LocalAnswer):
+                    await self._answer(target)
+                elif not await self._forward(target):
                     return
                 if self.conn.our_state is h11.DONE and self.conn.their_state is h11.DONE:
                     self.conn.start_next_cycle()
@@ -250,6 +253,16 @@ class _ClientSession:
                 upstream, self.upstream = self.upstream, None
                 with trio.CancelScope(shield=True):
                     await upstream.close("ok", self.ctx)
+
+    async def _answer(self, answer: LocalAnswer) -> None:
+        """Answer as the final recipient (Max-Forwards: 0), discarding any request content."""
+        with trio.fail_after(self.ctx.idle_timeout):
+            while not isinstance(event := await self._client_event(), h11.EndOfMessage):
+                if not isinstance(event, h11.Data):
+                    raise _ClientGone
+        await self._send(answer.response)
+        await self._send(h11.Data(data=answer.body))
+        await self._send(h11.EndOfMessage())
 
     # --- dialing -------------------------------------------------------------------------
 

@@ -59,7 +59,20 @@ class ForwardTarget:
     retryable: bool  # idempotent and without content: may be re-sent (RFC 9110 §9.2.2)
 
 
-Target = ConnectTarget | ForwardTarget
+@dataclass(frozen=True, slots=True)
+class LocalAnswer:
+    """proxy64 answers as the final recipient: OPTIONS/TRACE with Max-Forwards: 0."""
+
+    response: h11.Response
+    body: bytes
+
+
+Target = ConnectTarget | ForwardTarget | LocalAnswer
+
+# What the OPTIONS answer advertises: every method proxy64 forwards or serves.
+PROXY_METHODS = b"GET, HEAD, POST, PUT, DELETE, OPTIONS, TRACE, PATCH, CONNECT"
+# Fields a TRACE echo leaves out, as RFC 9110 §9.3.8 asks for sensitive data.
+_TRACE_HIDDEN = frozenset({b"proxy-authorization", b"authorization", b"cookie"})
 
 
 def _bad(message: str, status: int = 400) -> RemoteProtocolError:
@@ -167,17 +180,47 @@ def classify(request: h11.Request, max_head: int = HTTP_MAX_HEAD) -> Target:
         path = b"*" if request.method == b"OPTIONS" else b"/"
     elif path.startswith(b"?"):
         path = b"/" + path
-    upstream = h11.Request(
-        method=request.method,
-        target=path,
-        headers=upstream_request_headers(headers, _host_header(destination), request.http_version),
-    )
+    forwarded = upstream_request_headers(headers, _host_header(destination), request.http_version)
+    if request.method in (b"OPTIONS", b"TRACE"):
+        hops = _max_forwards(headers)
+        if hops == 0:
+            return _answer_locally(request, headers)
+        if hops is not None:  # RFC 9110 §7.6.2: forward the value decremented by one
+            forwarded = [
+                (n, str(hops - 1).encode() if n.lower() == b"max-forwards" else v)
+                for n, v in forwarded
+            ]
+    upstream = h11.Request(method=request.method, target=path, headers=forwarded)
     return ForwardTarget(
         destination=destination,
         request=upstream,
         expects_continue=expects_continue(headers),
         retryable=request.method in IDEMPOTENT_METHODS and not has_content(headers),
     )
+
+
+def _max_forwards(headers: Sequence[Header]) -> int | None:
+    values = [v.strip() for n, v in headers if n.lower() == b"max-forwards"]
+    if not values:
+        return None
+    if not values[0].isdigit() or len(values[0]) > 9:
+        raise _bad(f"Max-Forwards must be a number, not {values[0].decode('ascii', 'replace')!r}")
+    return int(values[0])
+
+
+def _answer_locally(request: h11.Request, headers: Sequence[Header]) -> LocalAnswer:
+    """RFC 9110 §7.6.2: with Max-Forwards 0 the proxy responds as the final recipient."""
+    if request.method == b"OPTIONS":
+        body = b""
+        extra: list[Header] = [(b"Allow", PROXY_METHODS)]
+    else:  # TRACE, RFC 9110 §9.3.8: echo the request head as message/http
+        lines = [b"%s %s HTTP/%s" % (request.method, request.target, request.http_version)]
+        lines += [b"%s: %s" % (n, v) for n, v in headers if n.lower() not in _TRACE_HIDDEN]
+        body = b"\r\n".join(lines) + b"\r\n\r\n"
+        extra = [(b"Content-Type", b"message/http")]
+    response_headers = [*extra, (b"Content-Length", str(len(body)).encode("ascii"))]
+    response = h11.Response(status_code=200, headers=response_headers, reason=b"OK")
+    return LocalAnswer(response, body)
 
 
 # A fixed password compared against when the user name is unknown, so the time taken does

@@ -713,3 +713,31 @@ async def test_default_handshake_timeout_virtual_clock(
         started = trio.current_time()
         assert await read_all(client) == b""
         assert HANDSHAKE_TIMEOUT <= trio.current_time() - started < HANDSHAKE_TIMEOUT + 1
+
+
+async def test_max_forwards_options_answered_locally_trace_forwarded(
+    nursery: trio.Nursery, origin: Origin
+) -> None:
+    ctx, recorder = make_context()
+    port = await start_proxy(nursery, ctx)
+    with trio.fail_after(10):
+        stream = await trio.open_tcp_stream("127.0.0.1", port)
+        conn = h11.Connection(h11.CLIENT)
+        headers = [("Host", "x"), ("Max-Forwards", "0")]
+        status, body = await h11_request(
+            stream,
+            conn,
+            h11.Request(method="OPTIONS", target=origin.url4("/echo"), headers=headers),
+        )
+        assert (status, body) == (200, b"")
+        assert recorder.records == [] and ctx.dialer.dialed == []  # type: ignore[attr-defined]
+        # Same client connection: TRACE with Max-Forwards 1 reaches the origin with 0.
+        headers = [("Host", "x"), ("Max-Forwards", "1")]
+        status, body = await h11_request(
+            stream, conn, h11.Request(method="TRACE", target=origin.url4("/echo"), headers=headers)
+        )
+        await stream.aclose()
+    assert status == 200
+    echo = json.loads(body)
+    assert echo["method"] == "TRACE"
+    assert ["Max-Forwards", "0"] in echo["headers"]

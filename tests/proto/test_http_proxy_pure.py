@@ -19,8 +19,10 @@ from proxy64.proto.http_headers import (
     upstream_request_headers,
 )
 from proxy64.proto.httpproxy import (
+    PROXY_METHODS,
     ConnectTarget,
     ForwardTarget,
+    LocalAnswer,
     check_proxy_auth,
     classify,
     error_response,
@@ -439,3 +441,56 @@ def test_rfc9110_9_2_2_only_idempotent_requests_without_content_retryable(
     result = classify(request(method, "http://e.com/", *headers))
     assert isinstance(result, ForwardTarget)
     assert result.retryable is retryable
+
+
+# --- Max-Forwards (RFC 9110 §7.6.2) ------------------------------------------------------
+
+
+def test_rfc9110_7_6_2_options_max_forwards_zero_answered_by_proxy() -> None:
+    result = classify(request("OPTIONS", "http://e.com/", ("Max-Forwards", "0")))
+    assert isinstance(result, LocalAnswer)
+    assert result.response.status_code == 200
+    assert (b"allow", PROXY_METHODS) in list(result.response.headers)
+    assert result.body == b""
+
+
+def test_rfc9110_9_3_8_trace_echo_hides_credentials() -> None:
+    result = classify(
+        request(
+            "TRACE",
+            "http://e.com/t",
+            ("Max-Forwards", "0"),
+            ("Proxy-Authorization", "Basic YTpi"),
+            ("Cookie", "s=1"),
+            ("X-Seen", "yes"),
+        )
+    )
+    assert isinstance(result, LocalAnswer)
+    assert result.body.startswith(b"TRACE http://e.com/t HTTP/1.1\r\n")
+    assert b"X-Seen: yes\r\n" in result.body and result.body.endswith(b"\r\n\r\n")
+    assert b"YTpi" not in result.body and b"s=1" not in result.body
+    assert (b"content-type", b"message/http") in list(result.response.headers)
+
+
+@pytest.mark.parametrize(
+    ("method", "received", "sent"),
+    [
+        ("OPTIONS", "5", b"4"),
+        ("TRACE", "1", b"0"),
+        ("GET", "0", b"0"),
+        ("OPTIONS", None, None),
+    ],
+)
+def test_rfc9110_7_6_2_max_forwards_decremented_only_for_options_and_trace(
+    method: str, received: str | None, sent: bytes | None
+) -> None:
+    headers = [("Max-Forwards", received)] if received is not None else []
+    result = classify(request(method, "http://e.com/", *headers))
+    assert isinstance(result, ForwardTarget)
+    assert header_values(result.request, b"max-forwards") == ([sent] if sent else [])
+
+
+def test_max_forwards_not_a_number_is_400() -> None:
+    with pytest.raises(RemoteProtocolError) as info:
+        classify(request("OPTIONS", "http://e.com/", ("Max-Forwards", "x1")))
+    assert info.value.http_status == 400
