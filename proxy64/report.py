@@ -130,14 +130,18 @@ class ReadinessReport:
         summary = self.summary()
         lines = ["proxy64 readiness report", line(header), *(line(r) for r in rows)]
         lines.append(
-            f"{summary['destinations']} destinations, {summary['ipv4_only']} IPv4-only "
-            f"(reached through NAT64), {summary['connections']} connections, "
-            f"{summary['failures']} failed"
+            f"{_count(summary['destinations'], 'destination')}, {summary['ipv4_only']} "
+            f"IPv4-only (reached through NAT64), "
+            f"{_count(summary['connections'], 'connection')}, {summary['failures']} failed"
         )
         for s in self.destinations():
             if s.last_failure:
                 lines.append(f"  {s.destination}: last failure: {s.last_failure}")
         return "\n".join(lines) + "\n"
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
 
 
 def human_bytes(count: int) -> str:
