@@ -67,6 +67,9 @@ HTTP_DIAL_GRACE = 5.0  # on top of CONNECT_TIMEOUT: a dialer that never returns 
 SOCKS4_MAX_FIELD = 255  # bytes of a SOCKS4 USERID / SOCKS4a HOSTNAME before its NUL
 SOCKS_HANDSHAKE_READ = 4096  # one receive while the SOCKS handshake is parsed
 UDP_TARGET_CACHE = 256  # resolved destinations remembered per UDP association
+SOCKS_LINGER_TIME = 1.0  # after a refusal: read and discard this long before closing, so
+SOCKS_LINGER_BYTES = 64 * 1024  # ... a client's unread bytes do not turn into an RST that
+# destroys the refusal before the client reads it (same idea as RFC 9112 §9.6)
 
 # --- Relay, dialer, serve/run (core) ------------------------------------------------------
 SPLICE_RELEASE_AFTER = 1.0  # a splicing direction silent this long gives its pipe back

@@ -22,7 +22,7 @@ from ipaddress import IPv4Address
 
 import trio
 
-from proxy64.defaults import SOCKS_HANDSHAKE_READ
+from proxy64.defaults import SOCKS_HANDSHAKE_READ, SOCKS_LINGER_BYTES, SOCKS_LINGER_TIME
 from proxy64.errors import Proxy64Error, RemoteProtocolError, SocksReply
 from proxy64.net.context import ConnectionRecord, Dialed, IPAddress, ProxyContext
 from proxy64.net.socks_udp import serve_udp_association
@@ -105,6 +105,7 @@ async def _serve(
                 request = await _socks4_handshake(stream, machine)
     except _Closed as closed:
         record.outcome = str(closed)
+        await _linger(stream)  # after a 0xFF method or an RFC 1929 failure status
         return
     except trio.TooSlowError:
         await _refuse(
@@ -121,13 +122,15 @@ async def _serve(
         await _refuse(stream, machine, record, error)
         return
 
-    record.destination = request.destination
+    udp = isinstance(request, Request) and request.command is Command.UDP_ASSOCIATE
+    if not udp:  # a UDP association records its first datagram's destination instead
+        record.destination = request.destination
     if not have_slot:
         message = f"too many connections (--max-connections {ctx.connection_slots.total_tokens})"
         logger.warning("refusing %s: %s", record.client, message)
         await _refuse(stream, machine, record, RemoteProtocolError(message))
         return
-    if isinstance(request, Request) and request.command is Command.UDP_ASSOCIATE:
+    if udp:
         assert isinstance(machine, Socks5Server)
         record.front_end = "udp"
         await serve_udp_association(stream, machine, request.destination, ctx, record)
@@ -199,11 +202,34 @@ async def _refuse(
     logger.debug("%s: %s", record.client, error)
     if machine is None:
         return
-    data = machine.send_error(error)
+    await send_final(stream, machine.send_error(error))
+
+
+async def send_final(stream: trio.SocketStream, data: bytes) -> None:
+    """Send a refusal, then linger (see _linger)."""
     if data:
-        with trio.move_on_after(1.0):  # a peer that reads nothing must not hold us
-            with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
-                await stream.send_all(data)
+        with (
+            trio.move_on_after(SOCKS_LINGER_TIME),
+            contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError),
+        ):
+            await stream.send_all(data)
+        await _linger(stream)
+
+
+async def _linger(stream: trio.SocketStream) -> None:
+    """Half-close and drain what the client already sent, for a bounded time and size, so
+    closing with unread bytes (an RST) cannot destroy a refusal before it is read."""
+    with (
+        trio.move_on_after(SOCKS_LINGER_TIME),
+        contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError),
+    ):
+        await stream.send_eof()
+        drained = 0
+        while drained < SOCKS_LINGER_BYTES:
+            chunk = await stream.receive_some(SOCKS_HANDSHAKE_READ)
+            if not chunk:
+                break
+            drained += len(chunk)
 
 
 async def _connect(
@@ -217,11 +243,11 @@ async def _connect(
         dialed: Dialed = await ctx.dialer.connect(request.destination)
     except Proxy64Error as exc:
         record.outcome = str(exc)
-        await stream.send_all(_reply(machine, exc.socks_reply, NO_BIND))
+        await send_final(stream, _reply(machine, exc.socks_reply, NO_BIND))
         return
     except OSError as exc:  # the dialer should have typed it; still answer the client
         record.outcome = f"cannot connect to {request.destination}: {exc}"
-        await stream.send_all(_reply(machine, SocksReply.GENERAL_FAILURE, NO_BIND))
+        await send_final(stream, _reply(machine, SocksReply.GENERAL_FAILURE, NO_BIND))
         return
     try:
         record.remote = dialed.remote

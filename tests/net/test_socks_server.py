@@ -440,3 +440,24 @@ async def test_trickle_over_a_real_ipv6_socket(
         (record,) = await recorder.wait_for(1)
     assert record.destination == Destination("origin.p64.test", echo)
     assert record.client.startswith("[::1]:")
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "code"),
+    [
+        (b"\x05\x02\x00\x01\x7f\x00\x00\x01\x00\x50", 0x07),  # BIND, refused by the machine
+        (b"\x05\x01\x00\x03\x0bnx.p64.test\x00\x50", 0x04),  # NXDOMAIN, refused after a dial
+    ],
+)
+async def test_refusal_survives_early_data(
+    nursery: trio.Nursery, request_bytes: bytes, code: int
+) -> None:
+    """An optimistic client sends data after its request without waiting: the refusal must
+    still arrive (the handler drains before closing, so the close is no RST)."""
+    proxy = await start_proxy(nursery)
+    with trio.fail_after(5):
+        stream = await trio.open_tcp_stream("127.0.0.1", proxy.port)
+        async with stream:
+            await stream.send_all(NOAUTH + request_bytes + os.urandom(48 * 1024))
+            await trio.sleep(0.2)  # let the handler refuse and close while bytes are unread
+            assert await receive_all(stream) == b"\x05\x00" + bytes([5, code, 0, 1]) + bytes(6)
