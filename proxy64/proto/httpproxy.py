@@ -116,6 +116,9 @@ def parse_authority(authority: bytes, default_port: int | None) -> Destination:
             raise _bad(f"{shown!r}: {port_text.decode('ascii', 'replace')!r} is not a port 1-65535")
         port = int(port_text)
     destination = Destination.from_text(destination_host, port)
+    if isinstance(destination.host, IPv6Address) and destination.host.ipv4_mapped is not None:
+        # ::ffff:a.b.c.d means the IPv4 host, which only NAT64 can reach (as SOCKS does).
+        destination = Destination(destination.host.ipv4_mapped, port)
     if isinstance(destination.host, str) and _IPV4.match(host_text):
         raise _bad(f"{shown!r}: {destination.host!r} is not an IPv4 address")
     return destination

@@ -60,6 +60,7 @@ CONNECT_CASES = [
     ("192.0.2.1:80", Destination(IPv4Address("192.0.2.1"), 80)),
     ("[2001:db8::1]:443", Destination(IPv6Address("2001:db8::1"), 443)),
     ("under_score.example:1", Destination("under_score.example", 1)),
+    ("[::ffff:192.0.2.7]:443", Destination(IPv4Address("192.0.2.7"), 443)),
 ]
 
 
