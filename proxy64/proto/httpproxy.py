@@ -148,17 +148,6 @@ def _split_absolute_http(target: bytes) -> tuple[bytes, bytes]:
     return authority, path
 
 
-def _host_header(destination: Destination) -> bytes:
-    host = (
-        f"[{destination.host}]"
-        if isinstance(destination.host, IPv6Address)
-        else str(destination.host)
-    )
-    if destination.port != HTTP_DEFAULT_PORT:
-        host = f"{host}:{destination.port}"
-    return host.encode("ascii")
-
-
 def head_size(request: h11.Request) -> int:
     """The size of the head as sent: request line and header lines with their CRLFs."""
     line = len(request.method) + len(request.target) + len(request.http_version) + 9
@@ -183,7 +172,9 @@ def classify(request: h11.Request, max_head: int = HTTP_MAX_HEAD) -> Target:
         path = b"*" if request.method == b"OPTIONS" else b"/"
     elif path.startswith(b"?"):
         path = b"/" + path
-    forwarded = upstream_request_headers(headers, _host_header(destination), request.http_version)
+    # RFC 9112 §3.2.2: Host carries the request-target's authority as the client wrote it.
+    host = authority[:-1] if authority.endswith(b":") else authority
+    forwarded = upstream_request_headers(headers, host, request.http_version)
     if request.method in (b"OPTIONS", b"TRACE"):
         hops = _max_forwards(headers)
         if hops == 0:

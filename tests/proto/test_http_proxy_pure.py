@@ -72,13 +72,14 @@ def test_rfc9110_9_3_6_connect_authority_form(target: str, expected: Destination
 
 FORWARD_CASES = [
     ("http://example.com/a/b?c=d", Destination("example.com", 80), b"/a/b?c=d", b"example.com"),
-    ("HTTP://Example.COM", Destination("example.com", 80), b"/", b"example.com"),
+    ("HTTP://Example.COM", Destination("example.com", 80), b"/", b"Example.COM"),
     ("http://example.com?q=1", Destination("example.com", 80), b"/?q=1", b"example.com"),
     ("http://example.com:8080/x", Destination("example.com", 8080), b"/x", b"example.com:8080"),
     ("http://example.com:/x", Destination("example.com", 80), b"/x", b"example.com"),
     ("http://10.1.2.3:81/", Destination(IPv4Address("10.1.2.3"), 81), b"/", b"10.1.2.3:81"),
     ("http://[::1]:8000/p", Destination(IPv6Address("::1"), 8000), b"/p", b"[::1]:8000"),
     ("http://[2001:db8::5]/", Destination(IPv6Address("2001:db8::5"), 80), b"/", b"[2001:db8::5]"),
+    ("http://e.com:80/", Destination("e.com", 80), b"/", b"e.com:80"),
 ]
 
 
