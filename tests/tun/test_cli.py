@@ -1,0 +1,139 @@
+"""`proxy64 tun run` as a user runs it: exit status, report, teardown, errors, rootless."""
+
+from __future__ import annotations
+
+import glob
+import os
+import stat
+import subprocess
+import sys
+
+import pytest
+
+from proxy64.config import HostPort
+from proxy64.tun.device import TUN_PATH
+from tests.helpers.requirements import require_root, require_tool
+
+pytestmark = pytest.mark.network
+
+NOBODY = 65534
+
+
+def tun_run(*args: str, dns: HostPort | None = None) -> subprocess.CompletedProcess[str]:
+    options = ["--nat64-prefix", "2001:db8:64::/96", "--egress", "embedded"]
+    if dns is not None:
+        options += ["--dns", str(dns)]
+    return subprocess.run(
+        [sys.executable, "-m", "proxy64", "tun", "run", *options, *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def children_of(pid: int) -> set[int]:
+    found = set()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                found.add(int(entry))
+    return found
+
+
+def test_exit_status_report_and_teardown(nsd: HostPort) -> None:
+    resolv_before = set(glob.glob("/tmp/proxy64-resolv-*"))
+    children_before = children_of(os.getpid())  # the NSD fixture
+    done = tun_run("--", "sh", "-c", "ip -6 route show default; exit 7", dns=nsd)
+    assert done.returncode == 7, done.stderr
+    assert "default via fd64::1 dev p64tun0" in done.stdout
+    assert "proxy64 readiness report" in done.stderr
+    assert set(glob.glob("/tmp/proxy64-resolv-*")) == resolv_before  # temp file removed
+    assert children_of(os.getpid()) == children_before  # nothing of ours left running
+
+
+def test_signal_death_is_128_plus_n(nsd: HostPort) -> None:
+    done = tun_run("--", "sh", "-c", "kill -TERM $$", dns=nsd)
+    assert done.returncode == 128 + 15
+
+
+def test_mtu_and_ipv4_options_shape_the_sandbox(nsd: HostPort) -> None:
+    done = tun_run("--mtu", "1500", "--ipv4", "--", "sh", "-c",
+                   "ip -o link show p64tun0; ip -4 -o addr show p64tun0", dns=nsd)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "mtu 1500" in done.stdout
+    assert "10.64.0.2/24" in done.stdout
+
+
+def test_command_not_found_is_127(nsd: HostPort) -> None:
+    done = tun_run("--", "/nonexistent/p64-no-such-command", dns=nsd)
+    assert done.returncode == 127
+    assert "command not found" in done.stderr
+
+
+def test_bad_mtu_is_a_usage_error() -> None:
+    done = tun_run("--mtu", "100", "--", "true")
+    assert done.returncode == 2
+    assert "--mtu" in done.stderr and "1280-65520" in done.stderr
+
+
+def test_no_command_is_a_usage_error() -> None:
+    done = tun_run()
+    assert done.returncode == 2
+    assert "no command given" in done.stderr
+
+
+def _as_nobody(argv: list[str]) -> tuple[int, str]:
+    """Run proxy64's CLI in a forked child that dropped to uid/gid nobody."""
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: never returns to pytest
+        code = 99
+        try:
+            os.dup2(write, 2)
+            sys.stderr = os.fdopen(2, "w", closefd=False)
+            os.setgroups([])
+            os.setgid(NOBODY)
+            os.setuid(NOBODY)
+            from proxy64.cli import main
+
+            code = main(argv)
+            sys.stderr.flush()
+        finally:
+            os._exit(code)
+    os.close(write)
+    with os.fdopen(read) as pipe:
+        text = pipe.read()
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status), text
+
+
+def test_rootless_without_tun_permission_says_how_to_fix() -> None:
+    require_root()  # to become nobody
+    mode = stat.S_IMODE(os.stat(TUN_PATH).st_mode)
+    if mode & 0o006 == 0o006:
+        pytest.skip(f"{TUN_PATH} is mode {mode:o} here: the rootless error cannot happen")
+    code, text = _as_nobody(["tun", "run", "--nat64-prefix", "2001:db8:64::/96", "--",
+                             "true"])  # fmt: skip
+    assert code == 2
+    assert "chmod 0666 /dev/net/tun" in text and "udev rule" in text
+    assert "unprivileged user namespace cannot open it" in text
+
+
+def test_rootless_success_path() -> None:
+    require_root()
+    require_tool("curl")
+    mode = stat.S_IMODE(os.stat(TUN_PATH).st_mode)
+    if mode & 0o006 != 0o006:
+        pytest.skip(
+            f"{TUN_PATH} is mode {mode:o} on this machine, so no unprivileged user can open "
+            "it; the rootless success path needs mode 0666 (see docs/tun.md)"
+        )
+    code, text = _as_nobody(["tun", "run", "--nat64-prefix", "2001:db8:64::/96", "--",
+                             "ip", "-6", "addr"])  # fmt: skip
+    assert code == 0, text
