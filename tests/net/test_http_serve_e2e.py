@@ -13,6 +13,7 @@ import os
 import secrets
 import socket
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -70,6 +71,13 @@ def test_serve_connect_tunnel(proxy: ProxyProcess, origin: Origin) -> None:
     tunnelled = curl("-p", "-x", proxy.http_url, "--data-binary", "abc", origin.url4("/echo"))
     assert tunnelled.returncode == 0, tunnelled.stderr
     assert json.loads(tunnelled.stdout)["sha256"] == hashlib.sha256(b"abc").hexdigest()
+    # The real recorder logs one line per connection, with the embedded egress.
+    deadline = time.monotonic() + 5
+    while not [line for line in proxy.output().splitlines() if "http-connect" in line]:
+        assert time.monotonic() < deadline, proxy.output()
+        time.sleep(0.05)
+    (line,) = [line for line in proxy.output().splitlines() if "http-connect" in line]
+    assert f"127.0.0.1:{origin.port4}" in line and "egress embedded" in line
 
 
 def test_serve_refused_port_is_502_with_reason(proxy: ProxyProcess) -> None:

@@ -21,7 +21,7 @@ import h11
 import pytest
 import trio
 
-from proxy64.destination import Destination
+from proxy64.destination import Destination, Reached
 from proxy64.errors import AddressMappingError, DialAttempt, DialCause, DialError, ResolutionError
 from proxy64.net.context import ConnectionRecord, ProxyContext
 from proxy64.net.http_server import handle_http_client
@@ -235,6 +235,8 @@ async def test_curl_proxytunnel_connect_via_env(nursery: trio.Nursery, origin: O
     (record,) = await records_of(recorder, 1)
     assert record.front_end == "http-connect" and record.outcome == "ok"
     assert record.destination == Destination(IPv4Address("127.0.0.1"), origin.port4)
+    assert record.remote == (IPv4Address("127.0.0.1"), origin.port4)
+    assert record.reached is Reached.IPV4_LITERAL
     assert record.bytes_up > 0 and record.bytes_down > 0
 
 
