@@ -22,7 +22,8 @@ from typing import Literal
 from proxy64.defaults import SOCKS4_MAX_FIELD
 from proxy64.destination import Destination
 from proxy64.errors import LocalProtocolError, RemoteProtocolError, SocksReply
-from proxy64.proto.socks5 import NEED_DATA, ConnectionClosed, Sentinel, decode_host
+from proxy64.proto.socks5 import NEED_DATA, ConnectionClosed, Sentinel
+from proxy64.proto.socks_address import decode_host
 
 IPAddress = IPv4Address | IPv6Address
 

@@ -8,7 +8,7 @@
 A whole datagram is one message, so there is no buffering: parse_udp_datagram() returns
 the destination and payload, returns UdpDropped for a fragment (FRAG != 0: §7 lets a server
 that does not reassemble drop them, and proxy64 does not), or raises RemoteProtocolError
-for a malformed header. The address codec is the one of socks5.py (§5).
+for a malformed header. The address codec is socks_address.py (§5).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from proxy64.destination import Destination
 from proxy64.errors import RemoteProtocolError
-from proxy64.proto.socks5 import encode_address, parse_address
+from proxy64.proto.socks_address import encode_address, parse_address
 
 HEADER_FIXED = 3  # RSV(2) FRAG(1) before ATYP
 

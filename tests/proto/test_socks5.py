@@ -26,7 +26,6 @@ from proxy64.proto.socks5 import (
     State,
     credentials_match,
     describe_methods,
-    encode_address,
     select_method,
 )
 
@@ -263,12 +262,6 @@ def test_rfc1928_6_reply_bytes(reply: Reply, wire: bytes) -> None:
     m, _ = established(CONNECT_V4)
     assert m.send(reply) == wire
     assert m.state is (State.ESTABLISHED if reply.code == 0 else State.CLOSED)
-
-
-def test_encode_address_name() -> None:
-    assert encode_address("example.com", 443) == b"\x03\x0bexample.com\x01\xbb"
-    with pytest.raises(LocalProtocolError):
-        encode_address("a" * 256, 1)
 
 
 # --- EOF ------------------------------------------------------------------------------
