@@ -103,6 +103,7 @@ async def test_rfc1928_7_udp_associate_ipv4(nursery: trio.Nursery) -> None:
 
 async def test_udp_associate_ipv6_client_and_origin(nursery: trio.Nursery) -> None:
     echo = await nursery.start(serve_udp_echo, "::1")
+    echo4 = await nursery.start(serve_udp_echo, "127.0.0.1")
     port, recorder = await start(nursery, "::1")
     with trio.fail_after(10):
         control, relay = await associate("::1", port)
@@ -111,9 +112,13 @@ async def test_udp_associate_ipv6_client_and_origin(nursery: trio.Nursery) -> No
             await client.bind(("::1", 0))
             to_name = header("origin6.p64.test", echo)
             assert await exchange(client, relay, to_name + b"six") == to_name + b"six"
+            # an IPv6 client reaching an IPv4 destination: the outbound socket is IPv4
+            to_four = header("origin.p64.test", echo4)
+            assert await exchange(client, relay, to_four + b"four") == to_four + b"four"
         await control.aclose()
         (record,) = await recorder.wait_for(1)
-    assert record.remote == (IPv6Address("::1"), echo)
+    assert record.remote == (IPv6Address("::1"), echo)  # the first datagram's
+    assert (record.bytes_up, record.bytes_down) == (7, 7)
 
 
 async def test_rfc1928_7_only_the_announced_client_port(nursery: trio.Nursery) -> None:
