@@ -15,11 +15,14 @@ import socket
 import subprocess
 import time
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 
 import pytest
+import trio
 
 from tests.helpers.aiohttp_origin import Origin, running_origin
+from tests.helpers.origins import pattern_bytes, serve_tcp_hash
 from tests.helpers.proxy_process import ProxyProcess, proxy_process
 from tests.helpers.requirements import require_tool
 
@@ -114,3 +117,28 @@ def test_serve_auth_file_407_then_accepted(origin: Origin, tmp_path: Path) -> No
     assert b'Proxy-Authenticate: Basic realm="proxy64"' in missing.stdout
     assert accepted.returncode == 0, accepted.stderr
     assert json.loads(accepted.stdout)["method"] == "GET"
+
+
+async def test_serve_connect_half_close_with_early_bytes_sha_both_ways(
+    nursery: trio.Nursery, proxy: ProxyProcess
+) -> None:
+    """The real relay behind CONNECT: early bytes kept, half-close honoured, both ways."""
+    download = 3 * 1024 * 1024
+    port = await nursery.start(partial(serve_tcp_hash, "127.0.0.1", download))
+    payload = secrets.token_bytes(2 * 1024 * 1024)
+    assert proxy.http is not None
+    with trio.fail_after(20):
+        stream = await trio.open_tcp_stream(*proxy.http)
+        head = f"CONNECT 127.0.0.1:{port} HTTP/1.1\r\nHost: x\r\n\r\n".encode()
+        await stream.send_all(head + payload[:3000])
+        await stream.send_all(payload[3000:])
+        await stream.send_eof()
+        chunks = []
+        while data := await stream.receive_some(65536):
+            chunks.append(data)
+        await stream.aclose()
+    answer = b"".join(chunks)
+    response_head, _, rest = answer.partition(b"\r\n\r\n")
+    assert response_head == b"HTTP/1.1 200 Connection Established"
+    assert rest[:32] == hashlib.sha256(payload).digest()
+    assert rest[32:] == pattern_bytes(download)
