@@ -72,7 +72,7 @@ async def handle_socks_client(stream: trio.SocketStream, ctx: ProxyContext) -> N
     try:
         await _serve(stream, ctx, record, have_slot)
     except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
-        if record.outcome == "open" or record.remote is None:
+        if record.outcome == "open":
             record.outcome = f"client connection lost: {exc or type(exc).__name__}"
     except Exception as exc:
         logger.exception("SOCKS handler failed for %s (a bug in proxy64)", record.client)
