@@ -36,7 +36,7 @@ from proxy64.proto.dns64 import (
 )
 from proxy64.proto.rfc6052 import Nat64Prefix
 
-from .dns_cache import Dns64Cache
+from .dns_cache import Dns64Cache, cache_key
 
 log = logging.getLogger(__name__)
 
@@ -163,7 +163,7 @@ class DNS64Resolver:
 
     async def lookup(self, qname: dns.name.Name) -> tuple[Dns64Answer, bool]:
         """The DNS64 answer for qname and whether it came from the cache; never raises."""
-        cached = self.cache.get(qname, self._clock())
+        cached = self.cache.get(cache_key(qname), self._clock())
         if cached is not None:
             return cached, True
         answer = await self._lookup_upstream(qname)
@@ -196,19 +196,25 @@ class DNS64Resolver:
 
     async def resolve(self, name: str) -> Resolution:
         """Addresses to dial for name; raises ResolutionError with the DNS outcome."""
+        # Fast path: a cached name is found by its text, without parsing it into a Name.
+        cached = self.cache.get(name.strip().rstrip(".").lower(), self._clock())
+        if cached is not None:
+            return _resolution(cached, from_cache=True)
         try:
             qname = dns.name.from_text(name.strip())
         except (dns.exception.DNSException, UnicodeError) as exc:
             raise ResolutionError(name, "NXDOMAIN", f"not a valid DNS name ({exc})") from None
         answer, from_cache = await self.lookup(qname)
-        text = qname.to_text(omit_final_dot=True)
-        if answer.outcome is not Outcome.ANSWER:
-            raise ResolutionError(text, answer.outcome.value, answer.note)
-        return Resolution(
-            qname=text,
-            chain=tuple(n.to_text(omit_final_dot=True) for n in answer.chain_names),
-            records=tuple(
-                ResolvedAddress(a, answer.synthesized, answer.ttl) for a in answer.addresses
-            ),
-            from_cache=from_cache,
-        )
+        return _resolution(answer, from_cache=from_cache)
+
+
+def _resolution(answer: Dns64Answer, *, from_cache: bool) -> Resolution:
+    text = answer.qname.to_text(omit_final_dot=True)
+    if answer.outcome is not Outcome.ANSWER:
+        raise ResolutionError(text, answer.outcome.value, answer.note)
+    return Resolution(
+        qname=text,
+        chain=tuple(n.to_text(omit_final_dot=True) for n in answer.chain_names),
+        records=tuple(ResolvedAddress(a, answer.synthesized, answer.ttl) for a in answer.addresses),
+        from_cache=from_cache,
+    )

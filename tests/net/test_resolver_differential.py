@@ -74,6 +74,11 @@ def addresses(reply: dns.message.Message) -> set[IPv6Address]:
     }
 
 
+def fresh(ttl: int, original: int) -> bool:
+    """Unbound caches across tests of one module, so its TTLs count down a few seconds."""
+    return original - 30 <= ttl <= original
+
+
 async def ours(nsd: DnsProcess, prefix: str, name: str) -> Resolution:
     p = Nat64Prefix.parse(prefix)
     resolver = DNS64Resolver(ResolverSettings(servers=(nsd.address,), prefix=p), p)
@@ -126,7 +131,7 @@ async def test_native_aaaa_ttl_and_kind(nsd: DnsProcess, unbound: tuple[str, Dns
         ("2001:db8:1::2", False, 1800)
     ]
     theirs = await unbound_aaaa(server, "both")
-    assert theirs.answer[0].ttl == 1800
+    assert fresh(theirs.answer[0].ttl, 1800)
 
 
 async def test_rfc6147_5_1_7_ttl_is_min_of_a_and_negative_soa(
@@ -140,10 +145,10 @@ async def test_rfc6147_5_1_7_ttl_is_min_of_a_and_negative_soa(
     prefix, server = unbound
     mine = await ours(nsd, prefix, "a-only")
     assert {r.ttl for r in mine.records} == {NEGATIVE_TTL}
-    assert (await unbound_aaaa(server, "a-only")).answer[0].ttl == 3600  # Unbound's deviation
+    assert fresh((await unbound_aaaa(server, "a-only")).answer[0].ttl, 3600)  # Unbound deviates
     short = await ours(nsd, prefix, "a-short")
     assert {r.ttl for r in short.records} == {60}
-    assert (await unbound_aaaa(server, "a-short")).answer[0].ttl == 60
+    assert fresh((await unbound_aaaa(server, "a-short")).answer[0].ttl, 60)
 
 
 async def test_rfc6147_5_1_4_v4mapped_aaaa_is_excluded(
