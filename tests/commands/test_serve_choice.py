@@ -1,0 +1,178 @@
+"""Composition-root decisions without processes: prefix/egress choice, start-up line,
+proxy variables for `run`, exit statuses, and a graceful stop of ProxyServer."""
+
+from __future__ import annotations
+
+from ipaddress import IPv4Address
+from typing import Any
+
+import pytest
+import trio
+import trio.testing
+
+from proxy64.app import (
+    Bound,
+    Nat64Choice,
+    build_context,
+    choose_nat64,
+    exit_status,
+    proxy_environment,
+    startup_line,
+)
+from proxy64.config import HostPort
+from proxy64.destination import Egress, EgressChoice
+from proxy64.net.context import ProxyContext
+from proxy64.net.listeners import ProxyServer, bind_listener
+from proxy64.net.recorder import Recorder
+from proxy64.proto.rfc6052 import Nat64Prefix
+from proxy64.serve_config import ServeSettings
+
+NSP = Nat64Prefix.parse("2001:db8:64::/96")
+FOUND = Nat64Prefix.parse("2001:db8:aa::/96")
+DNS = (HostPort(IPv4Address("127.0.0.53"), 53),)
+
+
+def discovering(found: list[Nat64Prefix]) -> Any:
+    calls: list[tuple[HostPort, ...]] = []
+
+    async def discover(servers: tuple[HostPort, ...]) -> list[Nat64Prefix]:
+        calls.append(servers)
+        await trio.lowlevel.checkpoint()
+        return found
+
+    discover.calls = calls  # type: ignore[attr-defined]
+    return discover
+
+
+@pytest.mark.parametrize(
+    ("prefix", "egress", "found", "expect_prefix", "expect_egress", "why", "asked"),
+    [
+        (NSP, EgressChoice.AUTO, [], NSP, Egress.NAT64, "given", False),
+        (NSP, EgressChoice.EMBEDDED, [], NSP, Egress.EMBEDDED, "given", False),
+        (
+            None,
+            EgressChoice.EMBEDDED,
+            [FOUND],
+            "64:ff9b::/96",
+            Egress.EMBEDDED,
+            "well-known",
+            False,
+        ),
+        (
+            None,
+            EgressChoice.AUTO,
+            [FOUND],
+            FOUND,
+            Egress.NAT64,
+            "discovered via DNS 127.0.0.53:53, RFC 7050",
+            True,
+        ),
+        (
+            None,
+            EgressChoice.AUTO,
+            [],
+            "64:ff9b::/96",
+            Egress.EMBEDDED,
+            "no NAT64 found via DNS 127.0.0.53:53",
+            True,
+        ),
+        (None, EgressChoice.NAT64, [], "64:ff9b::/96", Egress.NAT64, "assumed", True),
+    ],
+)
+async def test_rfc7050_choice_of_prefix_and_egress(
+    prefix: Nat64Prefix | None,
+    egress: EgressChoice,
+    found: list[Nat64Prefix],
+    expect_prefix: Any,
+    expect_egress: Egress,
+    why: str,
+    asked: bool,
+) -> None:
+    settings = ServeSettings(dns=DNS, nat64_prefix=prefix, egress=egress)
+    discover = discovering(found)
+    choice = await choose_nat64(settings, discover)
+    assert str(choice.prefix) == str(expect_prefix)
+    assert choice.egress is expect_egress
+    assert why in choice.why
+    assert bool(discover.calls) is asked
+
+
+def test_startup_line_format() -> None:
+    sock = bind_listener(HostPort(IPv4Address("127.0.0.1"), 0))
+    try:
+        port = sock.getsockname()[1]
+        line = startup_line(Bound(sock, None), Nat64Choice(NSP, Egress.EMBEDDED, "given"), 3)
+    finally:
+        sock.close()
+    assert line == (
+        f"proxy64: SOCKS5 127.0.0.1:{port}, HTTP off; NAT64 prefix 2001:db8:64::/96 (given), "
+        "egress embedded; 3 workers"
+    )
+
+
+def test_proxy_environment() -> None:
+    socks = HostPort(IPv4Address("127.0.0.1"), 1)
+    http = HostPort(IPv4Address("127.0.0.1"), 2)
+    env = proxy_environment({"NO_PROXY": "x", "HOME": "/h"}, socks, http)
+    assert env["https_proxy"] == env["HTTP_PROXY"] == "http://127.0.0.1:2"
+    assert env["ALL_PROXY"] == env["all_proxy"] == "socks5h://127.0.0.1:1"
+    assert env["NO_PROXY"] == "x" and "no_proxy" not in env and env["HOME"] == "/h"
+    only_socks = proxy_environment({}, socks, None)
+    assert only_socks["HTTPS_PROXY"] == "socks5h://127.0.0.1:1"
+
+
+def test_exit_status_of_signals() -> None:
+    assert [exit_status(c) for c in (0, 3, -15, -9)] == [0, 3, 143, 137]
+
+
+async def test_stop_closes_listener_and_lets_live_tunnels_finish() -> None:
+    """stop(): new connections are refused at once, a live one finishes within the grace."""
+    started = trio.Event()
+    release = trio.Event()
+
+    async def handler(stream: trio.SocketStream, ctx: ProxyContext) -> None:
+        started.set()
+        await release.wait()
+        await stream.send_all(b"finished")
+
+    sock = bind_listener(HostPort(IPv4Address("127.0.0.1"), 0))
+    port = sock.getsockname()[1]
+    ctx = build_context(ServeSettings(), Nat64Choice(NSP, Egress.NAT64, "given"), Recorder())
+    server = ProxyServer(ctx, [(sock, handler)], grace=5.0)
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(server.run)
+            client = await trio.open_tcp_stream("127.0.0.1", port)
+            await started.wait()
+            server.stop()
+            await trio.testing.wait_all_tasks_blocked()
+            with pytest.raises(OSError):
+                await trio.open_tcp_stream("127.0.0.1", port)  # listener closed
+            release.set()
+            assert await client.receive_some(100) == b"finished"
+            await client.aclose()
+    assert server.live == 0
+
+
+async def test_grace_expiry_cancels_stuck_tunnels() -> None:
+    entered = trio.Event()
+
+    async def handler(stream: trio.SocketStream, ctx: ProxyContext) -> None:
+        entered.set()
+        await trio.sleep_forever()
+
+    sock = bind_listener(HostPort(IPv4Address("127.0.0.1"), 0))
+    port = sock.getsockname()[1]
+    ctx = build_context(ServeSettings(), Nat64Choice(NSP, Egress.NAT64, "given"), Recorder())
+    server = ProxyServer(ctx, [(sock, handler)], grace=0.2)
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(server.run)
+            client = await trio.open_tcp_stream("127.0.0.1", port)
+            await entered.wait()
+            start = trio.current_time()
+            server.stop()
+        assert 0.15 < trio.current_time() - start < 2.0
+        assert await client.receive_some(10) == b""  # closed by proxy64
+        await client.aclose()
+    assert sock.fileno() == -1  # the listening socket is closed
