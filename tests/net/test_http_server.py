@@ -745,3 +745,33 @@ async def test_max_forwards_options_answered_locally_trace_forwarded(
     echo = json.loads(body)
     assert echo["method"] == "TRACE"
     assert ["Max-Forwards", "0"] in echo["headers"]
+
+
+async def http10_origin(stream: trio.SocketStream, body: bytes) -> None:
+    """An HTTP/1.0 origin: no Content-Length, the body ends when the connection closes."""
+    async with stream:
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += await stream.receive_some(65536)
+        await stream.send_all(b"HTTP/1.0 200 OK\r\nContent-Type: application/octet-stream\r\n\r\n")
+        await stream.send_all(body)
+
+
+async def test_close_delimited_origin_body_rechunked_for_client(nursery: trio.Nursery) -> None:
+    body = secrets.token_bytes(500_000)
+    ctx, recorder = make_context()
+    proxy = f"http://127.0.0.1:{await start_proxy(nursery, ctx)}"
+    listeners = await nursery.start(
+        partial(trio.serve_tcp, partial(http10_origin, body=body), 0, host="127.0.0.1")
+    )
+    url = f"http://127.0.0.1:{listeners[0].socket.getsockname()[1]}/old"
+    result = await curl("-x", proxy, "-D", "-", url, url)  # twice: a new upstream each time
+    assert result.returncode == 0, result.stderr
+    answers = result.stdout.split(b"HTTP/1.1 200 OK\r\n")[1:]
+    assert len(answers) == 2
+    for answer in answers:
+        head, _, received = answer.partition(b"\r\n\r\n")
+        assert b"Transfer-Encoding: chunked" in head and b"Via: 1.0 proxy64" in head
+        assert received == body
+    records = await records_of(recorder, 2)
+    assert all(r.outcome == "ok" and r.bytes_down > len(body) for r in records)
