@@ -1,0 +1,196 @@
+#!/usr/bin/env python3
+"""Bulk TCP through proxy64's TUN mode vs direct loopback (needs root).
+
+    .venv/bin/python bench/bench_tun.py [--quick] [--size MB] [--rounds N] [--mtu M ...]
+
+For each MTU, runs a client INSIDE `proxy64 tun run` (its only network is the TUN) that
+downloads and then uploads --size MB from/to an origin on 127.0.0.1 in the root
+namespace (reached as 2001:db8:64::7f00:1, embedded egress), and the same client
+directly on loopback. Reports MB/s (median of --rounds, plus min/max) and the CPU time
+the proxy64 process used per GiB moved. Prints one JSON object on stdout (the last line);
+progress goes to stderr. Every process it starts is stopped by PID.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+PREFIX = "2001:db8:64::/96"
+SYNTH = "2001:db8:64::7f00:1"
+CHUNK = 1 << 20
+
+CLIENT = r"""
+import json, socket, sys, time
+host, port, size, mode = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+s = socket.create_connection((host, port), timeout=120)
+s.sendall(mode.encode() + b" %d\n" % size)
+start = time.perf_counter()
+if mode == "down":
+    left = size
+    while left > 0:
+        chunk = s.recv(1 << 20)
+        if not chunk:
+            raise SystemExit("short download")
+        left -= len(chunk)
+else:
+    block = b"u" * (1 << 20)
+    left = size
+    while left > 0:
+        n = min(left, len(block))
+        s.sendall(block[:n])
+        left -= n
+    s.shutdown(socket.SHUT_WR)
+    if s.recv(16) != b"ok":
+        raise SystemExit("upload not confirmed")
+elapsed = time.perf_counter() - start
+print(json.dumps({"mode": mode, "seconds": elapsed, "mb_s": size / elapsed / 1e6}))
+"""
+
+
+def log(text: str) -> None:
+    sys.stderr.write(text + "\n")
+    sys.stderr.flush()
+
+
+class Origin:
+    """A threaded loopback origin: 'down N' sends N bytes, 'up N' reads N and says ok."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.thread.start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    @staticmethod
+    def _serve(conn: socket.socket) -> None:
+        with conn:
+            head = b""
+            while not head.endswith(b"\n"):
+                byte = conn.recv(1)
+                if not byte:
+                    return
+                head += byte
+            mode, size_text = head.decode().split()
+            size = int(size_text)
+            if mode == "down":
+                block = b"d" * CHUNK
+                left = size
+                while left > 0:
+                    n = min(left, CHUNK)
+                    conn.sendall(block[:n])
+                    left -= n
+            else:
+                left = size
+                while left > 0:
+                    data = conn.recv(CHUNK)
+                    if not data:
+                        return
+                    left -= len(data)
+                conn.sendall(b"ok")
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def run_client(argv_prefix: list[str], host: str, port: int, size: int) -> dict[str, Any]:
+    """Run the client for both directions under argv_prefix; returns figures and CPU."""
+    script = (
+        f"{sys.executable} -c '{CLIENT}' {host} {port} {size} down && "
+        f"{sys.executable} -c '{CLIENT}' {host} {port} {size} up"
+    )
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    done = subprocess.run(
+        [*argv_prefix, "sh", "-c", script], capture_output=True, text=True, timeout=600,
+        check=False,
+    )  # fmt: skip
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if done.returncode != 0:
+        raise RuntimeError(f"client failed ({done.returncode}): {done.stderr[-2000:]}")
+    results = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+    return {r["mode"]: r["mb_s"] for r in results} | {"cpu_s": cpu}
+
+
+def summarize(values: list[float]) -> dict[str, float]:
+    return {
+        "median": round(statistics.median(values), 1),
+        "min": round(min(values), 1),
+        "max": round(max(values), 1),
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="small size, one round (smoke)")
+    parser.add_argument("--size", type=int, default=None, help="MB each way (default 256)")
+    parser.add_argument("--rounds", type=int, default=None, help="rounds (default 3)")
+    parser.add_argument("--mtu", type=int, action="append", help="TUN MTUs (65520, 1500)")
+    args = parser.parse_args()
+    if os.geteuid() != 0:
+        print(json.dumps({"benchmark": "tun", "skipped": "needs root (network namespaces)"}))
+        return 0
+    size = (args.size or (16 if args.quick else 256)) * 1_000_000
+    rounds = args.rounds or (1 if args.quick else 3)
+    mtus = args.mtu or ([65520] if args.quick else [65520, 1500])
+    origin = Origin()
+    figures: dict[str, dict[str, list[float]]] = {}
+    try:
+        for round_no in range(rounds):
+            cases: list[tuple[str, list[str], str]] = [("direct", [], "127.0.0.1")]
+            for mtu in mtus:
+                proxy = [
+                    sys.executable, "-m", "proxy64", "tun", "run", "--nat64-prefix", PREFIX,
+                    "--egress", "embedded", "--mtu", str(mtu), "--dns", "127.0.0.1:9",
+                    "--log-level", "warning", "--",
+                ]  # fmt: skip
+                cases.append((f"tun-mtu{mtu}", proxy, SYNTH))
+            for name, prefix, host in cases:  # interleaved: one of each per round
+                log(f"round {round_no + 1}/{rounds}: {name}")
+                result = run_client(prefix, host, origin.port, size)
+                entry = figures.setdefault(name, {"down": [], "up": [], "cpu_s_per_gib": []})
+                entry["down"].append(result["down"])
+                entry["up"].append(result["up"])
+                entry["cpu_s_per_gib"].append(result["cpu_s"] / (2 * size / (1 << 30)))
+    finally:
+        origin.close()
+    out: dict[str, Any] = {
+        "benchmark": "tun",
+        "size_mb_each_way": size // 1_000_000,
+        "rounds": rounds,
+        "unit": "MB/s (median, min, max); cpu_s_per_gib: client + proxy64 CPU per GiB",
+        "results": {
+            name: {key: summarize(values) for key, values in entry.items()}
+            for name, entry in figures.items()
+        },
+        "machine": {"cpus": os.cpu_count(), "time": time.strftime("%Y-%m-%dT%H:%M:%SZ",
+                                                                  time.gmtime())},
+    }  # fmt: skip
+    print(json.dumps(out))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
