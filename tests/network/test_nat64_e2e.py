@@ -200,6 +200,23 @@ def test_refused_port_is_http_502_naming_connection_refused(
     assert "connection refused" in answer.lower(), answer
 
 
+def test_prefix_without_a_nat64_is_socks_reply_3(netlab: Netlab) -> None:
+    """A prefix nobody translates: the gateway answers ICMPv6 no-route, proxy64 says so."""
+    netlab.use_prefix(T.WELL_KNOWN_PREFIX)
+    wrong = T.NETWORK_SPECIFIC_PREFIXES[48]
+    args = ("--dns", NSD, "--nat64-prefix", str(wrong), "--egress", "nat64")
+    with proxy_in(netlab, *args) as proxy:
+        with (
+            socks_socket(netlab, proxy) as sock,
+            pytest.raises(socks5_client.Socks5Failure) as info,
+        ):
+            socks5_client.connect(sock, T.V4ONLY, T.HTTP_PORT)
+        assert info.value.reply == SocksReply.NETWORK_UNREACHABLE
+        answer = proxy_answer(netlab, proxy, "http-connect", f"{T.V4ONLY}:{T.HTTP_PORT}")
+        assert answer.startswith("HTTP/1.1 502 "), answer
+        assert "network unreachable" in answer
+
+
 def expected_private_refusal(target: str) -> Proxy64Error:
     """What refusing PRIVATE_ORIGIN4 under the well-known prefix looks like (RFC 6052 §3.1).
 
