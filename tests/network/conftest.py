@@ -7,12 +7,14 @@ Not root, or a tool missing: skipped with the reason; under CI=true that is a fa
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Iterator
+from types import FrameType
 
 import pytest
 
 from tests.helpers.requirements import require_root, require_tool
-from tests.network.netlab import Netlab
+from tests.network.netlab import Netlab, remove_stale_labs
 
 NETWORK_TOOLS = ("ip", "sysctl", "tayga", "nsd", "unbound", "curl", "dig")
 
@@ -23,13 +25,23 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.network)
 
 
+def _terminate_as_interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")  # so finalizers and atexit still run
+
+
 @pytest.fixture(scope="session")
 def netlab() -> Iterator[Netlab]:
     require_root()
     require_tool(*NETWORK_TOOLS)
+    remove_stale_labs()
+    previous = signal.getsignal(signal.SIGTERM)
+    if previous == signal.SIG_DFL:  # a SIGTERM to pytest would skip every teardown
+        signal.signal(signal.SIGTERM, _terminate_as_interrupt)
     lab = Netlab.new()
     try:
         lab.create()
         yield lab
     finally:
         lab.destroy()
+        if previous == signal.SIG_DFL:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)

@@ -18,6 +18,7 @@ import contextlib
 import ctypes
 import itertools
 import os
+import re
 import shutil
 import signal
 import socket
@@ -440,6 +441,50 @@ class Netlab:
         shutil.rmtree(self.workdir, ignore_errors=True)
         if self in _live_labs:
             _live_labs.remove(self)
+
+
+STALE_NAME = re.compile(r"^p64n-(?P<pid>\d+)-\d+-[cgo]$")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_labs() -> list[str]:
+    """Delete namespaces left by a test run that was killed (SIGKILL skips every cleanup).
+
+    Only p64n-<pid>-... namespaces whose creating pytest process is gone; the processes
+    still inside them were started by that run, and are stopped by PID first.
+    """
+    listed = subprocess.run(
+        ["ip", "netns", "list"], check=False, capture_output=True, text=True, timeout=10
+    ).stdout
+    removed = []
+    for line in listed.splitlines():
+        name = line.split()[0] if line.split() else ""
+        match = STALE_NAME.match(name)
+        if match is None or _pid_alive(int(match["pid"])):
+            continue
+        pids = subprocess.run(
+            ["ip", "netns", "pids", name], check=False, capture_output=True, text=True, timeout=10
+        ).stdout.split()
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError, ValueError):
+                os.kill(int(pid), signal.SIGKILL)
+        subprocess.run(["ip", "netns", "del", name], check=False, capture_output=True, timeout=10)
+        shutil.rmtree(Path("/etc/netns") / name, ignore_errors=True)
+        removed.append(name)
+    for workdir in Path(tempfile.gettempdir()).glob("p64n-*-*-*"):
+        match = re.match(r"p64n-(\d+)-", workdir.name)
+        if match and workdir.is_dir() and not _pid_alive(int(match[1])):
+            shutil.rmtree(workdir, ignore_errors=True)
+    return removed
 
 
 @atexit.register
