@@ -62,6 +62,7 @@ HTTP_KEEPALIVE_TIMEOUT = 60.0  # a client may sit idle this long between request
 HTTP_LINGER_TIME = 2.0  # after an error answer: drain the client this long before closing
 HTTP_LINGER_BYTES = 256 * 1024  # ... or this many bytes (RFC 9112 §9.6 "lingering close")
 HTTP_DIAL_GRACE = 5.0  # on top of CONNECT_TIMEOUT: a dialer that never returns gets a 504
+HTTP_BODY_CHUNK = 256 * 1024  # one receive when forwarding: fewer h11 events, ~1.8x MB/s vs 64K
 
 # --- SOCKS front end (proxy64/proto/socks*.py, proxy64/net/socks_*.py) ---------------------
 SOCKS4_MAX_FIELD = 255  # bytes of a SOCKS4 USERID / SOCKS4a HOSTNAME before its NUL

@@ -19,12 +19,12 @@ import trio
 
 from proxy64.defaults import (
     CONNECT_TIMEOUT,
+    HTTP_BODY_CHUNK,
     HTTP_DIAL_GRACE,
     HTTP_KEEPALIVE_TIMEOUT,
     HTTP_LINGER_BYTES,
     HTTP_LINGER_TIME,
     HTTP_MAX_HEAD,
-    RELAY_CHUNK,
 )
 from proxy64.destination import Destination
 from proxy64.errors import Proxy64Error, RemoteProtocolError
@@ -118,7 +118,7 @@ class _Upstream:
                 return event
             try:
                 with trio.fail_after(idle):
-                    data = await self.dialed.stream.receive_some(RELAY_CHUNK)
+                    data = await self.dialed.stream.receive_some(HTTP_BODY_CHUNK)
             except trio.TooSlowError:
                 raise _UpstreamFailed(
                     f"{self.destination} sent nothing for {idle:g} s", http_status=504
@@ -148,7 +148,7 @@ class _ClientSession:
 
     async def _receive(self) -> None:
         try:
-            data = await self.stream.receive_some(RELAY_CHUNK)
+            data = await self.stream.receive_some(HTTP_BODY_CHUNK)
         except trio.BrokenResourceError:
             data = b""
         if not self.conn.trailing_data[1]:  # h11 refuses data after EOF
@@ -185,7 +185,7 @@ class _ClientSession:
         with trio.move_on_after(HTTP_LINGER_TIME):
             while drained < HTTP_LINGER_BYTES:
                 try:
-                    data = await self.stream.receive_some(RELAY_CHUNK)
+                    data = await self.stream.receive_some(HTTP_BODY_CHUNK)
                 except trio.BrokenResourceError:
                     break
                 if not data:
