@@ -198,3 +198,39 @@ async def test_app_killed_mid_transfer_cleans_up_flows_and_fds(nsd: HostPort) ->
     assert run.stack.table.opened["tcp"] == 1
     assert run_fds == baseline  # no socket, pipe or TUN fd left behind
     assert not run.stack.streams and not run.stack.udp_socks
+
+
+# Inside the sandbox 127/8 belongs to lo and is a martian on other interfaces: give lo
+# only 127.0.0.1 and allow 127/8 on the TUN, so 127.0.0.2 (an origin on the host) is
+# reached through proxy64 like any IPv4 destination would be.
+LOCALNET = (
+    "ip route del table local local 127.0.0.0/8 dev lo; "
+    "ip route add table local local 127.0.0.1 dev lo; "
+    "sysctl -qw net.ipv4.conf.all.route_localnet=1 net.ipv4.conf.p64tun0.route_localnet=1; "
+)
+
+
+async def test_ipv4_option_maps_ipv4_flows_into_the_prefix(nsd: HostPort) -> None:
+    require_tool("curl", "ping")
+    script = LOCALNET + (
+        "curl -sS -m 10 http://127.0.0.2:{port}/v4; echo tcp=$?; "
+        "ping -c 1 -W 3 127.0.0.2 | grep -o '1 received'; "
+        f"{PY} -c 'import socket\n"
+        'try:\n socket.create_connection(("127.0.0.2", {closed}), timeout=5)\n'
+        "except OSError as e: print(e.strerror)'"
+    )
+    async with trio.open_nursery() as nursery:
+        port = await nursery.start(serve_http_hello, "127.0.0.2")
+        with trio.socket.socket() as probe:
+            await probe.bind(("127.0.0.2", 0))
+            closed = probe.getsockname()[1]
+        run = await run_sandboxed(
+            ["sh", "-c", script.format(port=port, closed=closed)], nsd, ipv4=True
+        )
+        nursery.cancel_scope.cancel()
+    assert "hello /v4\ntcp=0" in run.output
+    assert "1 received" in run.output
+    assert "Connection refused" in run.output  # the refusal came back as RST, at once
+    reached = {d.as_dict()["destination"]: d.as_dict()["reached"]
+               for d in run.recorder.report.destinations()}  # fmt: skip
+    assert reached[f"127.0.0.2:{port}"] == ["ipv4-literal-mapped"]
