@@ -76,6 +76,7 @@ SOCKS_LINGER_BYTES = 64 * 1024  # ... a client's unread bytes do not turn into a
 SPLICE_RELEASE_AFTER = 1.0  # a splicing direction silent this long gives its pipe back
 SERVE_MAX_WORKERS = 64  # --workers upper bound
 SERVE_DISCOVERY_TIMEOUT = 6.0  # start-up waits at most this long for RFC 7050 discovery
+REPORT_MAX_DESTINATIONS = 10_000  # readiness report rows; more are added up in one row
 
 # --- TUN mode (proxy64/flow, proxy64/tun) -----------------------------------------------
 TUN_MTU = 65520  # the largest Linux accepts on a TUN: the biggest lever for a userspace stack

@@ -13,6 +13,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from proxy64.defaults import REPORT_MAX_DESTINATIONS
+
 REPORT_VERSION = 1
 IPV4_ONLY = ("dns64-synthesized", "ipv4-literal-mapped")
 
@@ -59,16 +61,27 @@ class DestinationStats:
         }
 
 
-class ReadinessReport:
-    """Per-destination aggregate of observations, in first-seen order."""
+OTHER = "(other destinations)"
 
-    def __init__(self) -> None:
+
+class ReadinessReport:
+    """Per-destination aggregate of observations, in first-seen order.
+
+    Bounded: after max_destinations distinct destinations, new ones are added up in one
+    OTHER row, so a long-running `serve` does not grow without limit.
+    """
+
+    def __init__(self, max_destinations: int = REPORT_MAX_DESTINATIONS) -> None:
         self._stats: dict[str, DestinationStats] = {}
+        self._max = max_destinations
 
     def add(self, obs: Observation) -> None:
         stats = self._stats.get(obs.destination)
         if stats is None:
-            stats = self._stats[obs.destination] = DestinationStats(obs.destination)
+            key = obs.destination if len(self._stats) < self._max else OTHER
+            stats = self._stats.get(key)
+            if stats is None:
+                stats = self._stats[key] = DestinationStats(key)
         stats.connections += 1
         if obs.reached is not None:
             stats.reached.add(obs.reached)

@@ -94,3 +94,19 @@ def test_empty_report() -> None:
 def test_human_bytes_never_fails(count: int) -> None:
     text = human_bytes(count)
     assert text.split()[1] in {"B", "KiB", "MiB", "GiB"}
+
+
+def test_report_is_bounded() -> None:
+    report = ReadinessReport(max_destinations=3)
+    for n in range(10):
+        report.add(Observation(f"host{n}.example:443", "native-ipv6", None, 1, 1, True))
+    rows = report.destinations()
+    assert [r.destination for r in rows] == [
+        "host0.example:443",
+        "host1.example:443",
+        "host2.example:443",
+        "(other destinations)",
+    ]
+    assert rows[-1].connections == 7
+    report.add(Observation("host1.example:443", "native-ipv6", None, 1, 1, True))
+    assert rows[1].connections == 2  # known destinations keep their own row

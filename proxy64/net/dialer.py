@@ -138,6 +138,12 @@ class Dialer:
 
     async def connect(self, destination: Destination) -> Dialed:
         targets = await self.targets(destination)
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug(
+                "dial %s: %s",
+                destination,
+                ", ".join(f"{t.address} ({t.reached.value})" for t in targets) or "no address",
+            )
         if len(targets) == 1:
             return await self._connect_one(destination, targets[0])
         if not targets:
