@@ -86,6 +86,7 @@ class Dialer:
         self.happy_eyeballs_delay = happy_eyeballs_delay
         self.connect_timeout = connect_timeout
         self._socket: SocketMaker = socket_factory or trio.socket.socket
+        self._well_known = prefix.is_well_known
 
     # --- planning: destination → targets -------------------------------------------------
 
@@ -95,7 +96,7 @@ class Dialer:
         if self.egress is Egress.NAT64:
             return Target(address, port, reached, Egress.NAT64)
         ipv4 = self.prefix.extract(address)
-        if self.prefix.is_well_known and not is_global_ipv4(ipv4):
+        if self._well_known and not is_global_ipv4(ipv4):
             # What a NAT64 does under 64:ff9b::/96 (RFC 6052 §3.1): refuse, don't translate.
             raise AddressMappingError(
                 f"{self.prefix} cannot carry {ipv4}: it is not a global IPv4 address "
@@ -108,8 +109,12 @@ class Dialer:
         host = destination.host
         port = destination.port
         if isinstance(host, IPv4Address):
+            if self.egress is Egress.EMBEDDED:
+                if self._well_known:
+                    self.prefix.embed(host)  # only for the RFC 6052 §3.1 refusal
+                return [Target(host, port, Reached.IPV4_LITERAL, Egress.EMBEDDED)]
             mapped = self.prefix.embed(host)  # RFC 6052 §3.1 refusal raised here
-            return [self._target(mapped, port, Reached.IPV4_LITERAL)]
+            return [Target(mapped, port, Reached.IPV4_LITERAL, Egress.NAT64)]
         if isinstance(host, IPv6Address):
             if self.prefix.contains(host):
                 return [self._target(host, port, Reached.IPV4_LITERAL)]
