@@ -20,10 +20,13 @@ from pathlib import Path
 import h11
 import pytest
 import trio
+import trio.testing
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 from proxy64.destination import Destination, Reached
 from proxy64.errors import AddressMappingError, DialAttempt, DialCause, DialError, ResolutionError
-from proxy64.net.context import ConnectionRecord, ProxyContext
+from proxy64.net.context import ConnectionRecord, Dialed, ProxyContext
 from proxy64.net.http_server import handle_http_client
 from tests.helpers.aiohttp_origin import Origin, pattern_bytes, running_origin
 from tests.helpers.fakes import FakeDialer, ListRecorder
@@ -775,3 +778,80 @@ async def test_close_delimited_origin_body_rechunked_for_client(nursery: trio.Nu
         assert received == body
     records = await records_of(recorder, 2)
     assert all(r.outcome == "ok" and r.bytes_down > len(body) for r in records)
+
+
+# --- fuzz: the whole handler over memory streams ----------------------------------------------
+
+
+class RefusingDialer(FakeDialer):
+    """Every dial is refused, so fuzzed requests never reach a real socket."""
+
+    async def connect(self, destination: Destination) -> Dialed:
+        self.dialed.append(destination)
+        attempt = DialAttempt(IPv4Address("127.0.0.1"), destination.port, DialCause.REFUSED, "")
+        raise DialError(str(destination), [attempt])
+
+
+FUZZ_PIECES = st.sampled_from(
+    [
+        b"GET ",
+        b"CONNECT ",
+        b"POST ",
+        b"OPTIONS ",
+        b"http://",
+        b"https://",
+        b"a.test",
+        b"[::1]",
+        b":80",
+        b":0",
+        b"/",
+        b" HTTP/1.1\r\n",
+        b" HTTP/1.0\r\n",
+        b"Host: a\r\n",
+        b"\r\n",
+        b"Content-Length: 4\r\n",
+        b"Transfer-Encoding: chunked\r\n",
+        b"Expect: 100-continue\r\n",
+        b"Max-Forwards: 0\r\n",
+        b"Proxy-Authorization: Basic dTpw\r\n",
+        b"4\r\nbody\r\n0\r\n\r\n",
+        b"body",
+        b"\x00\xff",
+    ]
+)
+DECLARED = {100, 200, 400, 407, 408, 431, 501, 502}
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.one_of(st.lists(FUZZ_PIECES, max_size=25).map(b"".join), st.binary(max_size=200)),
+    st.booleans(),
+)
+@example(b"GET http://a.test/ HTTP/1.1\r\nHost: a\r\n\r\n", False)
+@example(b"CONNECT a.test:443 HTTP/1.1\r\nHost: a\r\n\r\nearly", False)
+@example(
+    b"POST http://a.test/ HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nbody", False
+)
+@example(b"OPTIONS http://a.test/ HTTP/1.1\r\nHost: a\r\nMax-Forwards: 0\r\n\r\n", False)
+@example(b"GET http://a.test/ HTTP/1.1\r\nHost: a\r\n\r\n", True)
+async def test_fuzz_handler_answers_only_declared_statuses(data: bytes, auth: bool) -> None:
+    recorder = ListRecorder()
+    ctx = fakes_context(RefusingDialer(), recorder, credentials={"u": "p"} if auth else None)
+    client, server = trio.testing.memory_stream_pair()
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(handle_http_client, server, ctx)
+            await client.send_all(data)
+            await client.send_eof()
+            answer = await read_all(client)
+    conn = h11.Connection(h11.CLIENT)
+    conn.send(h11.Request(method="GET", target="/", headers=[("Host", "x")]))
+    conn.receive_data(answer)
+    conn.receive_data(b"")
+    while answer:
+        event = conn.next_event()
+        if isinstance(event, h11.InformationalResponse | h11.Response):
+            assert event.status_code in DECLARED, answer
+        if isinstance(event, h11.EndOfMessage | h11.ConnectionClosed):
+            break
+    assert all(r.outcome != "open" for r in recorder.records)
