@@ -89,6 +89,31 @@ def update_checksum(
     return finish(total)
 
 
+def verifies(data: bytes | bytearray | memoryview, initial: int = 0) -> bool:
+    """True when data (checksum field included) plus the initial sum folds to 0xFFFF.
+
+    One modulo, in the little-endian domain: initial << 8 is initial * 256**-1 there.
+    """
+    x = int.from_bytes(data, "little")
+    if len(data) > _FOLD_ABOVE:
+        x = _fold_large(x)
+    x += initial << 8
+    return x != 0 and x % 0xFFFF == 0
+
+
+def adjust16(checksum: int, old: int, new: int) -> int:
+    """RFC 1624 eqn. 3 for one 16-bit word old -> new, with end-around carries (no mod).
+
+    With end-around carries the sum is 0 only when every addend is (checksum 0xFFFF, old
+    0xFFFF, new 0); otherwise the +0/-0 choice matches a full recomputation over non-zero
+    data (RFC 1624 §3), and this equals update_checksum_words().
+    """
+    s = (0xFFFF - checksum) + (0xFFFF - old) + new
+    s = (s & 0xFFFF) + (s >> 16)
+    s = (s & 0xFFFF) + (s >> 16)
+    return 0xFFFF - s
+
+
 def update_checksum_words(old_checksum: int, old_sum: int, new_sum: int) -> int:
     """RFC 1624 eqn. 3 with the field sums already known (e.g. int fields, addresses)."""
     return finish((0xFFFF - old_checksum) + (0xFFFF - fold(old_sum)) + new_sum)

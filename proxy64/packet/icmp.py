@@ -9,7 +9,7 @@ from __future__ import annotations
 import enum
 
 from proxy64.errors import PacketError, PacketFieldError, PacketValueError
-from proxy64.packet.checksum import finish, fold, sum_words, update_checksum_words
+from proxy64.packet.checksum import adjust16, finish, sum_words, verifies
 from proxy64.packet.ipv4 import IPv4Packet
 from proxy64.packet.ipv6 import IPv6Packet
 from proxy64.packet.reasons import Reason
@@ -146,7 +146,7 @@ class _IcmpMessage:
         return finish(self._pseudo() + sum_words(self._mv) + 0xFFFF - self.checksum)
 
     def checksum_ok(self) -> bool:
-        return fold(self._pseudo() + sum_words(self._mv)) == 0xFFFF
+        return verifies(self._mv, self._pseudo())
 
     def update_checksum(self) -> None:
         self.checksum = self.compute_checksum()
@@ -165,7 +165,7 @@ class _IcmpMessage:
         old = mv[at] << 8 | mv[at + 1]
         mv[at] = value >> 8
         mv[at + 1] = value & 0xFF
-        ck = update_checksum_words(mv[2] << 8 | mv[3], old, value)
+        ck = adjust16(mv[2] << 8 | mv[3], old, value)
         mv[2] = ck >> 8
         mv[3] = ck & 0xFF
 

@@ -11,7 +11,7 @@ import enum
 from ipaddress import IPv4Address
 
 from proxy64.errors import PacketError, PacketValueError
-from proxy64.packet.checksum import finish, fold, sum_words, update_checksum_words
+from proxy64.packet.checksum import adjust16, finish, sum_words, update_checksum_words, verifies
 from proxy64.packet.fixup import adjust_upper_checksum
 from proxy64.packet.reasons import Reason
 from proxy64.packet.view import Absent, Buffer, as_view, require_writable
@@ -50,14 +50,27 @@ def _check_options(mv: memoryview, end: int) -> None:
 class IPv4Packet:
     """A view over one IPv4 datagram. Create with IPv4Packet.parse() or parse_ip()."""
 
-    __slots__ = ("_mv", "header_length", "total_length")
+    # Read-only attributes (slots, set at parse for speed): buffer, header_length,
+    # upper_offset, total_length, protocol, is_fragment.
+    __slots__ = (
+        "_mv",
+        "buffer",
+        "header_length",
+        "is_fragment",
+        "protocol",
+        "total_length",
+        "upper_offset",
+    )
 
     version = 4
 
     def __init__(self, mv: memoryview, header_length: int, total_length: int) -> None:
-        self._mv = mv
-        self.header_length = header_length
+        self._mv = self.buffer = mv
+        self.header_length = self.upper_offset = header_length
         self.total_length = total_length
+        self.protocol = mv[9]  # the upper-layer protocol (RFC 791 §3.1)
+        # Any fragment (MF set or offset non-zero) needs reassembly (RFC 791 §3.2).
+        self.is_fragment = bool(mv[6] & 0x3F or mv[7])
 
     @classmethod
     def parse(cls, data: Buffer, *, verify_checksum: bool = True) -> IPv4Packet:
@@ -79,18 +92,14 @@ class IPv4Packet:
             raise PacketError(LAYER, Reason.LENGTH_EXCEEDS_BUFFER, 2)
         if total < n:
             mv = mv[:total]
-        if verify_checksum and fold(sum_words(mv[:hl])) != 0xFFFF:
+        # The header is never all zero (version 4), so "sum ≡ 0 mod 0xFFFF" is "sums to -0".
+        if verify_checksum and int.from_bytes(mv[:hl], "big") % 0xFFFF:
             raise PacketError(LAYER, Reason.BAD_HEADER_CHECKSUM, 10)
         if hl > MIN_HEADER:
             _check_options(mv, hl)
         return cls(mv, hl, total)
 
     # --- whole packet -------------------------------------------------------------------
-    @property
-    def buffer(self) -> memoryview:
-        """The whole datagram (header and payload), a view into the parsed buffer."""
-        return self._mv
-
     def __bytes__(self) -> bytes:
         return self._mv.tobytes()
 
@@ -107,11 +116,6 @@ class IPv4Packet:
     def payload(self) -> memoryview:
         """The upper-layer bytes (after the options)."""
         return self._mv[self.header_length :]
-
-    @property
-    def upper_offset(self) -> int:
-        """Byte offset of the upper-layer header (same as header_length for IPv4)."""
-        return self.header_length
 
     @property
     def ihl(self) -> int:
@@ -172,6 +176,7 @@ class IPv4Packet:
         if not 0 <= value < 8:
             raise PacketValueError(f"ipv4: flags {value} outside 0..7")
         self._set_word(6, int(value) << 13 | (self.fragment_offset))
+        self.is_fragment = bool(self._mv[6] & 0x3F or self._mv[7])
 
     @property
     def dont_fragment(self) -> bool:
@@ -186,11 +191,6 @@ class IPv4Packet:
         """Fragment offset in units of 8 octets (RFC 791 §3.1)."""
         return (self._mv[6] & 0x1F) << 8 | self._mv[7]
 
-    @property
-    def is_fragment(self) -> bool:
-        """True for any fragment (MF set or offset non-zero): reassembly is needed."""
-        return bool(self._mv[6] & 0x3F or self._mv[7])
-
     # --- bytes 8-11: TTL, protocol, checksum --------------------------------------------
     @property
     def ttl(self) -> int:
@@ -201,11 +201,6 @@ class IPv4Packet:
         self._set_byte(8, value)
 
     hop_limit = ttl
-
-    @property
-    def protocol(self) -> int:
-        """The upper-layer protocol number (RFC 791 §3.1, IANA protocol numbers)."""
-        return self._mv[9]
 
     @property
     def checksum(self) -> int:
@@ -225,7 +220,7 @@ class IPv4Packet:
         return finish(sum_words(self._mv[: self.header_length]) + 0xFFFF - self.checksum)
 
     def header_checksum_ok(self) -> bool:
-        return fold(sum_words(self._mv[: self.header_length])) == 0xFFFF
+        return verifies(self._mv[: self.header_length])
 
     def update_header_checksum(self) -> None:
         self.checksum = self.compute_header_checksum()
@@ -273,13 +268,16 @@ class IPv4Packet:
     def _set_word(self, at: int, value: int) -> None:
         # at is even: the word is aligned in the header, so RFC 1624 applies directly.
         mv = self._mv
-        require_writable(mv, LAYER)
+        if mv.readonly:
+            require_writable(mv, LAYER)
         if not 0 <= value <= 0xFFFF:
             raise PacketValueError(f"ipv4: value {value} does not fit 16 bits at byte {at}")
         old = mv[at] << 8 | mv[at + 1]
         mv[at] = value >> 8
         mv[at + 1] = value & 0xFF
-        self._adjust_header_checksum(old, value)
+        ck = adjust16(mv[10] << 8 | mv[11], old, value)
+        mv[10] = ck >> 8
+        mv[11] = ck & 0xFF
 
     def _set_byte(self, at: int, value: int) -> None:
         if not 0 <= value <= 0xFF:

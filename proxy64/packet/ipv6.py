@@ -52,7 +52,18 @@ def _final_destination(mv: memoryview, off: int, length: int, final: int) -> int
 class IPv6Packet:
     """A view over one IPv6 packet. Create with IPv6Packet.parse() or parse_ip()."""
 
-    __slots__ = ("_final", "_frag", "_mv", "extension_headers", "protocol", "upper_offset")
+    # Read-only attributes (slots, set at parse for speed): buffer, protocol, upper_offset,
+    # extension_headers, is_fragment.
+    __slots__ = (
+        "_final",
+        "_frag",
+        "_mv",
+        "buffer",
+        "extension_headers",
+        "is_fragment",
+        "protocol",
+        "upper_offset",
+    )
 
     version = 6
 
@@ -66,7 +77,8 @@ class IPv6Packet:
         frag: int = -1,
         final: int = 24,
     ) -> None:
-        self._mv = mv
+        self._mv = self.buffer = mv
+        self.is_fragment = frag >= 0
         self.protocol = protocol  # upper-layer protocol after the extension headers
         self.upper_offset = upper_offset  # where that upper-layer header starts
         self.extension_headers = extension_headers
@@ -120,10 +132,6 @@ class IPv6Packet:
         return cls(mv, nh, off, tuple(exts), frag=frag, final=final)
 
     # --- whole packet -------------------------------------------------------------------
-    @property
-    def buffer(self) -> memoryview:
-        return self._mv
-
     def __bytes__(self) -> bytes:
         return self._mv.tobytes()
 
@@ -224,10 +232,6 @@ class IPv6Packet:
         self._mv[7] = value  # no IPv6 header checksum (RFC 8200 §3)
 
     # --- fragments (RFC 8200 §4.5) ----------------------------------------------------------
-    @property
-    def is_fragment(self) -> bool:
-        return self._frag >= 0
-
     @property
     def fragment_offset(self) -> int:
         """Fragment offset in 8-octet units (0 when not a fragment)."""

@@ -7,9 +7,10 @@
 from __future__ import annotations
 
 import enum
+import struct
 
 from proxy64.errors import PacketError, PacketValueError
-from proxy64.packet.checksum import finish, fold, sum_words, update_checksum_words
+from proxy64.packet.checksum import adjust16, finish, sum_words, update_checksum_words, verifies
 from proxy64.packet.ipv4 import IPv4Packet
 from proxy64.packet.ipv6 import IPv6Packet
 from proxy64.packet.reasons import Reason
@@ -34,6 +35,7 @@ class TcpFlags(enum.IntFlag):
 
 
 _FLAGS = tuple(TcpFlags(i) for i in range(256))
+_U32 = struct.Struct("!I").unpack_from
 
 
 class TcpSegment:
@@ -92,7 +94,8 @@ class TcpSegment:
 
     @property
     def seq(self) -> int:
-        return int.from_bytes(self._mv[4:8], "big")
+        seq: int = _U32(self._mv, 4)[0]
+        return seq
 
     @seq.setter
     def seq(self, value: int) -> None:
@@ -100,7 +103,8 @@ class TcpSegment:
 
     @property
     def ack(self) -> int:
-        return int.from_bytes(self._mv[8:12], "big")
+        ack: int = _U32(self._mv, 8)[0]
+        return ack
 
     @ack.setter
     def ack(self, value: int) -> None:
@@ -182,7 +186,7 @@ class TcpSegment:
         return finish(total + 0xFFFF - self.checksum)
 
     def checksum_ok(self) -> bool:
-        return fold(self.ip.pseudo_header_sum(len(self._mv)) + sum_words(self._mv)) == 0xFFFF
+        return verifies(self._mv, self.ip.pseudo_header_sum(len(self._mv)))
 
     def update_checksum(self) -> None:
         self.checksum = self.compute_checksum()
@@ -196,13 +200,16 @@ class TcpSegment:
 
     def _set_word(self, at: int, value: int) -> None:
         mv = self._mv
-        require_writable(mv, LAYER)
+        if mv.readonly:
+            require_writable(mv, LAYER)
         if not 0 <= value <= 0xFFFF:
             raise PacketValueError(f"tcp: value {value} does not fit 16 bits at byte {at}")
         old = mv[at] << 8 | mv[at + 1]
         mv[at] = value >> 8
         mv[at + 1] = value & 0xFF
-        self._adjust(old, value)
+        ck = adjust16(mv[16] << 8 | mv[17], old, value)
+        mv[16] = ck >> 8
+        mv[17] = ck & 0xFF
 
     def _set_long(self, at: int, value: int) -> None:
         mv = self._mv

@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 from proxy64.errors import PacketError, PacketValueError
-from proxy64.packet.checksum import finish, fold, sum_words, update_checksum_words
+from proxy64.packet.checksum import adjust16, finish, sum_words, verifies
 from proxy64.packet.ipv4 import IPv4Packet
 from proxy64.packet.ipv6 import IPv6Packet
 from proxy64.packet.reasons import Reason
@@ -100,7 +100,7 @@ class UdpDatagram:
         """True when the checksum verifies, or is absent (zero) over IPv4 (RFC 768)."""
         if self.checksum == 0:
             return self.ip.version == 4
-        return fold(self.ip.pseudo_header_sum(len(self._mv)) + sum_words(self._mv)) == 0xFFFF
+        return verifies(self._mv, self.ip.pseudo_header_sum(len(self._mv)))
 
     def update_checksum(self) -> None:
         self.checksum = self.compute_checksum()
@@ -116,6 +116,6 @@ class UdpDatagram:
         ck = mv[6] << 8 | mv[7]
         if ck == 0 and self.ip.version == 4:
             return  # no checksum to keep (RFC 768)
-        ck = update_checksum_words(ck, old, value) or 0xFFFF
+        ck = adjust16(ck, old, value) or 0xFFFF
         mv[6] = ck >> 8
         mv[7] = ck & 0xFF

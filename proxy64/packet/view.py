@@ -15,10 +15,11 @@ Buffer = bytes | bytearray | memoryview
 
 def as_view(data: Buffer) -> memoryview:
     """A 1-D memoryview of unsigned bytes over data, without copying."""
-    mv = data if isinstance(data, memoryview) else memoryview(data)
-    if mv.format != "B" or mv.ndim != 1:
-        mv = mv.cast("B")
-    return mv
+    if type(data) is not memoryview:
+        return memoryview(data)  # bytes and bytearray are always 1-D unsigned bytes
+    if data.format != "B" or data.ndim != 1:
+        return data.cast("B")
+    return data
 
 
 def require_writable(mv: memoryview, layer: str) -> None:

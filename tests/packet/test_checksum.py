@@ -18,7 +18,7 @@ from proxy64.packet import (
     update_checksum,
     update_checksum_words,
 )
-from proxy64.packet.checksum import pseudo_header_sum_v4, pseudo_header_sum_v6
+from proxy64.packet.checksum import adjust16, pseudo_header_sum_v4, pseudo_header_sum_v6, verifies
 
 
 def reference_sum(data: bytes) -> int:
@@ -109,3 +109,15 @@ def test_pseudo_headers_match_wire_layout() -> None:
     assert pseudo_header_sum_v6(s6.packed, d6.packed, 17, 70000) == pseudo_header_sum(
         s6, d6, 17, 70000
     )
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.integers(0, 0xFFFF), st.integers(0, 0xFFFF), st.integers(0, 0xFFFF))
+def test_rfc1624_fast_word_update_equals_general_form(ck: int, old: int, new: int) -> None:
+    assert adjust16(ck, old, new) == update_checksum_words(ck, old, new)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=3000), st.integers(0, 1 << 40))
+def test_verifies_agrees_with_fold(data: bytes, initial: int) -> None:
+    assert verifies(data, initial) == (fold(sum_words(data) + initial) == 0xFFFF)
