@@ -134,14 +134,49 @@ def test_non_loopback_listener_without_auth_is_refused() -> None:
     assert "--allow-open" in lines[0] and "--auth-file" in lines[0]
 
 
-def test_non_loopback_listener_with_auth_starts(tmp_path: Path) -> None:
+def test_non_loopback_listener_with_auth_starts(tmp_path: Path, origin: Origin) -> None:
     users = tmp_path / "users"
     users.write_text("alice:Secret-Pw\n")
     with proxy_process(
-        "--socks", "0.0.0.0:0", "--http", "off", "--auth-file", str(users), *EMBEDDED
+        "--socks",
+        "0.0.0.0:0",
+        "--http",
+        "off",
+        "--auth-file",
+        str(users),
+        *EMBEDDED,
+        "--log-level",
+        "debug",
     ) as proxy:
         assert proxy.socks is not None and proxy.socks[0] == "0.0.0.0"
-        assert "Secret-Pw" not in proxy.output()
+        port = proxy.socks[1]
+        good = curl("-x", f"socks5h://alice:Secret-Pw@127.0.0.1:{port}", origin.url4("/echo"))
+        assert echo(good)["path_qs"] == "/echo"
+        bad = curl("-x", f"socks5h://alice:wrong@127.0.0.1:{port}", origin.url4("/echo"))
+        assert bad.returncode != 0
+        none = curl("-x", f"socks5h://127.0.0.1:{port}", origin.url4("/echo"))
+        assert none.returncode != 0
+        time.sleep(0.2)
+        assert "Secret-Pw" not in proxy.output() and "wrong" not in proxy.output()
+
+
+def test_max_connections_refuses_beyond_the_limit(origin: Origin) -> None:
+    import socket
+
+    with proxy_process(*EMBEDDED, "--max-connections", "1") as proxy:
+        assert proxy.socks is not None
+        held = socket.create_connection(proxy.socks, timeout=5)  # takes the only slot
+        try:
+            held.sendall(b"\x05\x01\x00")
+            assert held.recv(2) == b"\x05\x00"
+            result = curl(
+                "-x", proxy.http_url, "-o", "/dev/null", "-w", "%{http_code}", origin.url4("/echo")
+            )
+            assert result.stdout == "503"
+        finally:
+            held.close()
+        time.sleep(0.3)
+        echo(curl("-x", proxy.http_url, origin.url4("/echo")))  # the slot is free again
 
 
 @pytest.mark.parametrize(
