@@ -346,7 +346,14 @@ class _ClientSession:
             if upstream is None:
                 return False
             try:
-                await self._exchange(target, upstream)
+                try:
+                    await self._exchange(target, upstream)
+                except h11.LocalProtocolError as exc:
+                    # h11 refused to pass on what the origin sent (e.g. a body longer than
+                    # its Content-Length): the origin's fault, reported as such.
+                    raise _UpstreamFailed(
+                        f"{target.destination} sent a response that cannot be forwarded ({exc})"
+                    ) from None
             except _UpstreamFailed as exc:
                 self.upstream = None
                 if exc.stale and target.retryable and attempt == 1:

@@ -120,4 +120,9 @@ def downstream_response_headers(headers: Sequence[Header], http_version: bytes) 
     Transfer-Encoding is left out: h11 chooses the framing towards the client (chunked for
     an HTTP/1.1 client, close-delimited for HTTP/1.0) when no Content-Length is present.
     """
-    return [*end_to_end(headers), via_entry(http_version)]
+    kept = end_to_end(headers)
+    if is_chunked(headers):
+        # RFC 9112 §6.3: Transfer-Encoding overrides Content-Length, which an intermediary
+        # MUST remove before forwarding (else the two framings could disagree downstream).
+        kept = [(n, v) for n, v in kept if n.lower() != b"content-length"]
+    return [*kept, via_entry(http_version)]

@@ -160,6 +160,10 @@ def classify(request: h11.Request, max_head: int = HTTP_MAX_HEAD) -> Target:
         # h11 bounds only an incomplete head; a head that arrived whole is checked here.
         raise _bad(f"the request head is larger than {max_head} bytes", 431)
     headers: list[Header] = list(request.headers.raw_items())
+    names = {name.lower() for name, _ in headers}
+    if b"transfer-encoding" in names and b"content-length" in names:
+        # RFC 9112 §6.3: both framings at once "ought to be handled as an error" (smuggling).
+        raise _bad("the request has both Transfer-Encoding and Content-Length; send one")
     if request.method == b"CONNECT":
         # RFC 9112 §3.2.3: authority-form, only for CONNECT, port mandatory.
         if b"/" in request.target or b"://" in request.target:

@@ -855,3 +855,31 @@ async def test_fuzz_handler_answers_only_declared_statuses(data: bytes, auth: bo
         if isinstance(event, h11.EndOfMessage | h11.ConnectionClosed):
             break
     assert all(r.outcome != "open" for r in recorder.records)
+
+
+async def both_framings_origin(stream: trio.SocketStream) -> None:
+    """Declares Content-Length 3 and chunked: chunked wins (RFC 9112 §6.3)."""
+    async with stream:
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += await stream.receive_some(65536)
+        await stream.send_all(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n"
+            b"Connection: close\r\n\r\na\r\n0123456789\r\n0\r\n\r\n"
+        )
+
+
+async def test_rfc9112_6_3_origin_with_both_framings_forwarded_by_chunked(
+    nursery: trio.Nursery,
+) -> None:
+    ctx, _ = make_context()
+    proxy = f"http://127.0.0.1:{await start_proxy(nursery, ctx)}"
+    listeners = await nursery.start(
+        partial(trio.serve_tcp, both_framings_origin, 0, host="127.0.0.1")
+    )
+    url = f"http://127.0.0.1:{listeners[0].socket.getsockname()[1]}/"
+    result = await curl("-x", proxy, "-D", "-", url)
+    assert result.returncode == 0, result.stderr
+    head, _, body = result.stdout.partition(b"\r\n\r\n")
+    assert body == b"0123456789"
+    assert b"Content-Length" not in head

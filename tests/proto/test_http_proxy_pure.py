@@ -496,3 +496,25 @@ def test_max_forwards_not_a_number_is_400() -> None:
     with pytest.raises(RemoteProtocolError) as info:
         classify(request("OPTIONS", "http://e.com/", ("Max-Forwards", "x1")))
     assert info.value.http_status == 400
+
+
+# --- RFC 9112 §6.3: Transfer-Encoding with Content-Length ----------------------------------
+
+
+def test_rfc9112_6_3_request_with_both_framings_is_400() -> None:
+    with pytest.raises(RemoteProtocolError) as info:
+        classify(
+            request(
+                "POST",
+                "http://e.com/",
+                ("Content-Length", "3"),
+                ("Transfer-Encoding", "chunked"),
+            )
+        )
+    assert info.value.http_status == 400
+    assert "both Transfer-Encoding and Content-Length" in str(info.value)
+
+
+def test_rfc9112_6_3_response_content_length_dropped_when_chunked() -> None:
+    headers = [(b"Content-Length", b"3"), (b"Transfer-Encoding", b"chunked"), (b"X", b"1")]
+    assert downstream_response_headers(headers, b"1.1") == [(b"X", b"1"), (b"Via", b"1.1 proxy64")]
