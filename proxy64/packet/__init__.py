@@ -45,10 +45,13 @@
 #   response_to(packet, *, payload=None, seq=None, ack=None, flags=ACK, window=None,
 #       options=b"") -> bytes        copy the client's headers, swap, fresh checksums
 #
-#   Checksums: internet_checksum(data, initial=0), sum_words, fold, finish,
+#   Checksums: internet_checksum(data, initial=0), sum_words, fold, finish, verifies, adjust16,
 #       pseudo_header_sum(src, dst, protocol, length), update_checksum(old_checksum,
 #       old_field_bytes, new_field_bytes) (RFC 1624 eqn. 3), update_checksum_words.
-#   TCP options: TcpOptions, parse_tcp_options(area), encode_tcp_options(options).
+#   TCP options: TcpOptions, NO_OPTIONS, parse_tcp_options(area), encode_tcp_options(options).
+#   Read-only attributes set at parse (plain slots, for speed; never assign): buffer,
+#   protocol, upper_offset, is_fragment, IPv4 header_length/total_length, IPv6
+#   extension_headers.
 #
 # Errors: PacketError (bad packet from a peer), PacketFieldError / PacketValueError
 # (misuse by our own code), all in proxy64.errors.
@@ -57,6 +60,7 @@ from __future__ import annotations
 from proxy64.errors import PacketError, PacketFieldError, PacketValueError
 from proxy64.packet.build import build_echo, build_icmp, build_tcp, build_udp, ip_header
 from proxy64.packet.checksum import (
+    adjust16,
     finish,
     fold,
     internet_checksum,
@@ -64,6 +68,7 @@ from proxy64.packet.checksum import (
     sum_words,
     update_checksum,
     update_checksum_words,
+    verifies,
 )
 from proxy64.packet.fixup import PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP
 from proxy64.packet.icmp import Icmpv4Message, Icmpv4Type, Icmpv6Message, Icmpv6Type
@@ -74,10 +79,16 @@ from proxy64.packet.parse import IpPacket, Transport, parse_ip, parse_transport
 from proxy64.packet.reasons import Reason
 from proxy64.packet.response import build_echo_reply, response_to
 from proxy64.packet.tcp import TcpFlags, TcpSegment
-from proxy64.packet.tcp_options import TcpOptions, encode_tcp_options, parse_tcp_options
+from proxy64.packet.tcp_options import (
+    NO_OPTIONS,
+    TcpOptions,
+    encode_tcp_options,
+    parse_tcp_options,
+)
 from proxy64.packet.udp import UdpDatagram
 
 __all__ = [
+    "NO_OPTIONS",
     "PROTO_ICMP",
     "PROTO_ICMPV6",
     "PROTO_TCP",
@@ -102,6 +113,7 @@ __all__ = [
     "Transport",
     "UdpDatagram",
     "Unreachable",
+    "adjust16",
     "build_echo",
     "build_echo_reply",
     "build_icmp",
@@ -122,4 +134,5 @@ __all__ = [
     "sum_words",
     "update_checksum",
     "update_checksum_words",
+    "verifies",
 ]
