@@ -39,8 +39,8 @@ FULL = {
     "rounds": 3,
     "bulk_size": 1 << 30,
     "bulk_rounds": 2,
-    "conns_c1": 600,
-    "conns_c64": 3000,
+    "conns_c1": 400,
+    "conns_c64": 2000,
     "idle": "1000,5000",
     "capacity": 8000,
     "op_time_limit": 60.0,
@@ -75,8 +75,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--rounds", type=int, help="rounds of the connection tests (full: 3)")
     p.add_argument("--bulk-rounds", type=int, help="rounds of the bulk tests (full: 2)")
     p.add_argument("--bulk-size", type=int, help="bytes per bulk measurement (full: 1 GiB)")
-    p.add_argument("--conns-c1", type=int, help="connections at concurrency 1 (full: 600)")
-    p.add_argument("--conns-c64", type=int, help="connections at concurrency 64 (full: 3000)")
+    p.add_argument("--conns-c1", type=int, help="connections at concurrency 1 (full: 400)")
+    p.add_argument("--conns-c64", type=int, help="connections at concurrency 64 (full: 2000)")
     p.add_argument("--idle", help="idle tunnel counts, comma list (full: 1000,5000)")
     p.add_argument("--capacity", type=int, help="idle tunnels proxy64 must hold (full: 8000)")
     p.add_argument("--op-time-limit", type=float, help="seconds any one measurement may take")
