@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import logging
-from typing import cast
 
 import h11
 import trio
@@ -29,6 +28,7 @@ from proxy64.defaults import (
 from proxy64.destination import Destination
 from proxy64.errors import Proxy64Error, RemoteProtocolError
 from proxy64.net.context import ConnectionRecord, Dialed, ProxyContext
+from proxy64.net.http_upstream import Next, Upstream, UpstreamFailed
 from proxy64.proto.http_headers import downstream_response_headers
 from proxy64.proto.httpproxy import (
     ConnectTarget,
@@ -41,20 +41,9 @@ from proxy64.proto.httpproxy import (
 
 logger = logging.getLogger(__name__)
 
-_Next = h11.Event | type[h11.PAUSED] | type[h11.NEED_DATA]
-
 
 class _ClientGone(Exception):
     """The client closed or broke its connection: nothing more can be said to it."""
-
-
-class _UpstreamFailed(Exception):
-    """The origin broke its side; http_status is what to answer if no response started."""
-
-    def __init__(self, message: str, http_status: int = 502, *, stale: bool = False) -> None:
-        super().__init__(message)
-        self.http_status = http_status
-        self.stale = stale  # a reused connection the origin had closed: worth one retry
 
 
 def _peer_name(stream: trio.abc.Stream) -> str:
@@ -69,80 +58,13 @@ def _peer_name(stream: trio.abc.Stream) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-class _Upstream:
-    """One connection to an origin, with its own h11 client machine and record."""
-
-    def __init__(self, dialed: Dialed, record: ConnectionRecord) -> None:
-        self.dialed = dialed
-        self.destination = dialed.destination
-        self.record = record
-        self.conn = h11.Connection(h11.CLIENT, max_incomplete_event_size=HTTP_MAX_HEAD)
-        self.responded = False  # a response head arrived for the current request
-        self.requests = 0  # requests sent on this connection, the current one included
-
-    def failed(self, problem: str, http_status: int = 502) -> _UpstreamFailed:
-        """The error for a broken origin connection; stale if it died before answering a
-        request that was not its first (the origin closed it while it sat idle)."""
-        stale = self.requests > 1 and not self.responded
-        return _UpstreamFailed(f"{self.destination} {problem}", http_status, stale=stale)
-
-    @property
-    def reusable(self) -> bool:
-        return self.conn.our_state is h11.IDLE and self.conn.their_state is h11.IDLE
-
-    async def send(self, event: h11.Request | h11.Data | h11.EndOfMessage) -> None:
-        data = self.conn.send(event)
-        if not data:
-            return
-        try:
-            await self.dialed.stream.send_all(data)
-        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-            raise self.failed(f"closed the connection ({exc})") from None
-        self.record.bytes_up += len(data)
-
-    async def next_event(self, idle: float) -> _Next:
-        while True:
-            try:
-                event = self.conn.next_event()
-            except h11.RemoteProtocolError as exc:
-                if not self.conn.trailing_data[1]:
-                    problem = f"sent a broken response ({exc})"
-                elif self.responded:
-                    problem = "closed the connection in the middle of the response"
-                else:
-                    problem = "closed the connection before answering"
-                raise self.failed(problem) from None
-            if isinstance(event, h11.Response):
-                self.responded = True
-            if event is not h11.NEED_DATA:
-                return event
-            try:
-                with trio.fail_after(idle):
-                    data = await self.dialed.stream.receive_some(HTTP_BODY_CHUNK)
-            except trio.TooSlowError:
-                raise _UpstreamFailed(
-                    f"{self.destination} sent nothing for {idle:g} s", http_status=504
-                ) from None
-            except trio.BrokenResourceError as exc:
-                data = b""
-                logger.debug("upstream %s broke: %s", self.destination, exc)
-            self.record.bytes_down += len(data)
-            self.conn.receive_data(cast(bytes, data))  # h11 takes any bytes-like
-
-    async def close(self, outcome: str, ctx: ProxyContext) -> None:
-        if self.record.outcome == "open":
-            self.record.outcome = outcome
-        ctx.recorder.finish(self.record)
-        await self.dialed.stream.aclose()
-
-
 class _ClientSession:
     def __init__(self, stream: trio.SocketStream, ctx: ProxyContext) -> None:
         self.stream = stream
         self.ctx = ctx
         self.client = _peer_name(stream)
         self.conn = h11.Connection(h11.SERVER, max_incomplete_event_size=HTTP_MAX_HEAD)
-        self.upstream: _Upstream | None = None
+        self.upstream: Upstream | None = None
 
     # --- talking to the client -----------------------------------------------------------
 
@@ -162,7 +84,7 @@ class _ClientSession:
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 raise _ClientGone from None
 
-    async def _client_event(self) -> _Next:
+    async def _client_event(self) -> Next:
         while True:
             event = self.conn.next_event()
             if event is not h11.NEED_DATA:
@@ -323,7 +245,7 @@ class _ClientSession:
             with trio.CancelScope(shield=True):
                 await dialed.stream.aclose()
 
-    async def _upstream_for(self, destination: Destination) -> _Upstream | None:
+    async def _upstream_for(self, destination: Destination) -> Upstream | None:
         current = self.upstream
         if current is not None:
             if current.destination == destination and current.reusable:
@@ -334,7 +256,7 @@ class _ClientSession:
         dialed = await self._dial(destination, record)
         if dialed is None:
             return None
-        self.upstream = _Upstream(dialed, record)
+        self.upstream = Upstream(dialed, record)
         return self.upstream
 
     # --- forwarding one request ----------------------------------------------------------
@@ -351,10 +273,10 @@ class _ClientSession:
                 except h11.LocalProtocolError as exc:
                     # h11 refused to pass on what the origin sent (e.g. a body longer than
                     # its Content-Length): the origin's fault, reported as such.
-                    raise _UpstreamFailed(
+                    raise UpstreamFailed(
                         f"{target.destination} sent a response that cannot be forwarded ({exc})"
                     ) from None
-            except _UpstreamFailed as exc:
+            except UpstreamFailed as exc:
                 self.upstream = None
                 if exc.stale and target.retryable and attempt == 1:
                     # The origin closed a kept-alive connection as we reused it: an ordinary
@@ -381,7 +303,7 @@ class _ClientSession:
             return True
         raise AssertionError("unreachable: the second attempt returns or raises")
 
-    async def _exchange(self, target: ForwardTarget, upstream: _Upstream) -> None:
+    async def _exchange(self, target: ForwardTarget, upstream: Upstream) -> None:
         idle = self.ctx.idle_timeout
         if target.expects_continue and self.conn.they_are_waiting_for_100_continue:
             await self._send(h11.InformationalResponse(status_code=100, headers=[]))
@@ -410,7 +332,7 @@ class _ClientSession:
             else:  # ConnectionClosed or PAUSED before the response ended
                 raise upstream.failed("closed the connection before answering")
 
-    async def _copy_request_body(self, upstream: _Upstream, idle: float) -> None:
+    async def _copy_request_body(self, upstream: Upstream, idle: float) -> None:
         if self.conn.their_state is h11.DONE:  # a retry: the request had no content
             await upstream.send(h11.EndOfMessage())
             return
