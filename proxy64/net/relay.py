@@ -131,8 +131,36 @@ class _Tunnel:
     async def direction(
         self, src: trio.abc.HalfCloseableStream, dst: trio.abc.HalfCloseableStream, up: bool
     ) -> None:
+        """One direction until EOF (then send_eof), or until a side breaks (then all ends).
+
+        One coroutine, no helper frames: an idle tunnel's memory is mostly its stacks.
+        """
+        threshold = self.threshold
+        carried = 0
+        quiet = False  # after a quiet splice, wait for data with no pipe held
         try:
-            await self._forward(src, dst, up)
+            while True:
+                if threshold is not None and carried >= threshold and not quiet:
+                    assert isinstance(src, trio.SocketStream)
+                    assert isinstance(dst, trio.SocketStream)
+                    end = await splice_direction(
+                        src.socket.fileno(),
+                        dst.socket.fileno(),
+                        lambda n: self._count(up, n),
+                        self.release_after,
+                    )
+                    if end is SpliceEnd.EOF:
+                        break
+                    carried = 0  # quiet: back to copying, pipe released
+                    quiet = True
+                    continue
+                data = await src.receive_some(RELAY_CHUNK)
+                if not data:
+                    break
+                await dst.send_all(data)
+                quiet = False
+                carried += len(data)
+                self._count(up, len(data))
             await dst.send_eof()  # half-close: the other direction keeps flowing
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
             where = "client → remote" if up else "remote → client"
@@ -140,31 +168,3 @@ class _Tunnel:
             self.outcome = self.broken
             logger.debug("tunnel %s: %s", self.record.client, self.broken)
             self.scope.cancel()
-
-    async def _forward(
-        self, src: trio.abc.HalfCloseableStream, dst: trio.abc.HalfCloseableStream, up: bool
-    ) -> None:
-        threshold = self.threshold
-        carried = 0
-        quiet = False  # after a quiet splice, wait for data with no pipe held
-        while True:
-            if threshold is not None and carried >= threshold and not quiet:
-                assert isinstance(src, trio.SocketStream) and isinstance(dst, trio.SocketStream)
-                end = await splice_direction(
-                    src.socket.fileno(),
-                    dst.socket.fileno(),
-                    lambda n: self._count(up, n),
-                    self.release_after,
-                )
-                if end is SpliceEnd.EOF:
-                    return
-                carried = 0  # quiet: back to copying, pipe released
-                quiet = True
-                continue
-            data = await src.receive_some(RELAY_CHUNK)
-            if not data:
-                return
-            await dst.send_all(data)
-            quiet = False
-            carried += len(data)
-            self._count(up, len(data))
