@@ -253,3 +253,23 @@ async def test_reset_on_one_side_ends_the_tunnel() -> None:
             await done.wait()
             assert await receive_all(app_client) == b""
     assert "broke" in rec.outcome
+
+
+@pytest.mark.parametrize("threshold", [None, 0, 1])
+async def test_relayed_pair_passes_check_half_closeable_stream(
+    threshold: int | None, nursery: trio.Nursery
+) -> None:
+    """Two apps talking through the relay behave like one TCP connection (trio's checks)."""
+    if threshold is not None and not splice_module.HAVE_SPLICE:
+        pytest.skip("os.splice is Linux-only")
+
+    async def maker() -> tuple[trio.SocketStream, trio.SocketStream]:
+        app_client, client_side = await tcp_pair()
+        remote_side, app_remote = await tcp_pair()
+        nursery.start_soon(
+            lambda: relay(client_side, remote_side, record(), splice_threshold=threshold)
+        )
+        return app_client, app_remote
+
+    with trio.fail_after(60):
+        await trio.testing.check_half_closeable_stream(maker, None)
