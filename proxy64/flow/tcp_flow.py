@@ -147,6 +147,11 @@ class Writable:
 
 
 @dataclass(frozen=True, slots=True)
+class AckLater:
+    """An ACK is due: call flush_ack() once the current batch of packets is handled."""
+
+
+@dataclass(frozen=True, slots=True)
 class Drop:
     """A segment was dropped; the reason is counted by the table."""
 
@@ -161,7 +166,7 @@ class Closed:
     reset: bool
 
 
-Action = Transmit | Dial | Reject | Readable | Writable | Drop | Closed
+Action = Transmit | Dial | Reject | Readable | Writable | AckLater | Drop | Closed
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,6 +216,7 @@ class TcpFlow:
         self.rto_deadline: float | None = None
         self.dupacks = 0
         self.last_adv = 0  # the window we last advertised, in bytes
+        self.ack_pending = False  # in-order data arrived, its ACK waits for flush_ack()
         self.created = now
 
     # --- public API --------------------------------------------------------------------
@@ -246,6 +252,14 @@ class TcpFlow:
                 self._on_timeout(now, actions)
         else:
             self.snd_mss = max(DEFAULT_MSS // 2, min(self.snd_mss, event.mss))
+        return actions
+
+    def flush_ack(self) -> list[Action]:
+        """The ACK delayed by AckLater, unless a segment sent since already carried it."""
+        actions: list[Action] = []
+        if self.ack_pending and self.state is not TcpState.CLOSED:
+            self._send_ack(actions)
+        self.ack_pending = False
         return actions
 
     def send(self, data: bytes | bytearray | memoryview, now: float) -> tuple[int, list[Action]]:
@@ -443,7 +457,8 @@ class TcpFlow:
                 return
             payload = payload[old:]
         space = self.settings.rx_capacity - len(self.rx)
-        if len(payload) > space:
+        clipped = len(payload) > space
+        if clipped:
             payload = payload[:space]
             fin = False  # RFC 9293 §3.10.7.4: what lies beyond the window is not accepted
             actions.append(Drop("tcp-beyond-window"))
@@ -461,7 +476,17 @@ class TcpFlow:
                 self.state = TcpState.CLOSING
             else:
                 self.state = TcpState.TIME_WAIT
-        self._send_ack(actions)
+            self._send_ack(actions)
+        elif clipped:
+            self._send_ack(actions)  # the window is full: say so now
+        elif self.ack_pending:
+            pass  # already due: one ACK covers every segment of this batch
+        else:
+            # Delayed ACK per batch (RFC 9293 §3.8.6.3 allows delaying; RFC 5681 §4.2
+            # asks at most every second full segment: the stack flushes after each read
+            # batch, well within the 500 ms limit).
+            self.ack_pending = True
+            actions.append(AckLater())
 
     def _on_timeout(self, now: float, actions: list[Action]) -> None:
         if self.retries >= self.settings.max_retries:
@@ -540,6 +565,7 @@ class TcpFlow:
         actions.append(Transmit(self._make(ACK, self.snd_nxt)))
 
     def _make(self, flags: int, seq: int, payload: bytes = b"") -> Segment:
+        self.ack_pending = False  # every segment we send carries the current ACK
         free = self._free_window()
         self.last_adv = free
         return Segment(seq, self.rcv_nxt, flags, min(free >> self.rcv_wscale, 0xFFFF), payload)

@@ -38,6 +38,7 @@ from proxy64.errors import AddressMappingError, DialCause, DialError, Proxy64Err
 from proxy64.flow import build
 from proxy64.flow.table import FlowTable, Ignore, Refuse
 from proxy64.flow.tcp_flow import (
+    AckLater,
     Action,
     Closed,
     Dial,
@@ -129,6 +130,7 @@ class TunStack:
         self.dns_inflight = 0
         self.echo_kind = echo_mod.probe_kind()
         self._nursery: trio.Nursery | None = None
+        self._ack_due: dict[FlowKey, TcpFlow] = {}
 
     # --- the loop --------------------------------------------------------------------------
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -140,10 +142,17 @@ class TunStack:
                 while True:
                     for packet in await self.device.read_batch():
                         self.on_packet(packet)
+                    self._flush_acks()
         finally:
             for sock in self.udp_socks.values():
                 sock.close()
             self.udp_socks.clear()
+
+    def _flush_acks(self) -> None:
+        """One ACK per flow per read batch (the machines asked with AckLater)."""
+        due, self._ack_due = self._ack_due, {}
+        for key, flow in due.items():
+            self.execute(key, flow, flow.flush_ack())
 
     def _spawn(self, fn: Callable[..., Awaitable[None]], *args: object) -> None:
         if self._nursery is not None:
@@ -234,6 +243,8 @@ class TunStack:
             elif isinstance(action, Readable | Writable):
                 if stream is not None and stream.flow is flow:
                     stream.wake()
+            elif isinstance(action, AckLater):
+                self._ack_due[key] = flow
             elif isinstance(action, Drop):
                 self.table.drop(action.reason)
             elif isinstance(action, Reject):

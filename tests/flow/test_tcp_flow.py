@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 from proxy64.errors import LocalProtocolError
 from proxy64.flow.segment import ACK, FIN, PSH, RST, SYN, Segment, seq_add
 from proxy64.flow.tcp_flow import (
+    AckLater,
     Closed,
     Dial,
     DialFailed,
@@ -106,7 +107,29 @@ def test_data_from_app_is_buffered_acked_and_window_shrinks():
     flow = established()
     actions = flow.handle(app(IRS + 1, PSH | ACK, b"x" * 1500), 0.1)
     assert Readable() in actions
-    (ack,) = sent(actions)
+    assert AckLater() in actions and sent(actions) == []  # one ACK per batch
+    assert flow.handle(app(IRS + 1501, PSH | ACK, b"y" * 10), 0.1) == [Readable()]
+    (ack,) = sent(flow.flush_ack())
+    assert flow.flush_ack() == []
+    data, _ = flow.receive(100_000, 0.2)
+    assert data == b"x" * 1500 + b"y" * 10
+    assert ack.ack == IRS + 1 + 1510
+    assert ack.window == SETTINGS.rx_capacity - 1510
+
+
+def test_pending_ack_rides_on_data_we_send():
+    flow = established()
+    flow.handle(app(IRS + 1, PSH | ACK, b"question"), 0.1)
+    _, actions = flow.send(b"answer", 0.1)
+    (data,) = sent(actions)
+    assert data.ack == IRS + 9 and data.payload == b"answer"
+    assert flow.flush_ack() == []  # the data segment carried the ACK
+
+
+def test_data_ack_old_form():
+    flow = established()
+    flow.handle(app(IRS + 1, PSH | ACK, b"x" * 1500), 0.1)
+    (ack,) = sent(flow.flush_ack())
     assert ack.ack == IRS + 1 + 1500
     assert ack.window == SETTINGS.rx_capacity - 1500
     data, _ = flow.receive(100_000, 0.2)
