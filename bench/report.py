@@ -336,7 +336,7 @@ def markdown(result: dict[str, Any]) -> str:
     if scripts:
         lines += ["", "## Component benchmarks (bench/bench_*.py)", ""]
         for name, out in scripts.items():
-            lines.append(f"- `{name}`: {out.get('summary', out.get('error', ''))}")
+            lines += script_lines(name, out)
     lines += ["", "## Goals", ""]
     lines += table(
         ["goal", "measured", "met"],
@@ -352,6 +352,27 @@ def markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def script_lines(name: str, out: dict[str, Any]) -> list[str]:
+    """A component benchmark's JSON as a short list: numbers and {median,min,max} entries."""
+    if "data" not in out:
+        return [f"- `{name}`: {out.get('error', 'no output')}"]
+    data = out["data"]
+    if not isinstance(data, dict):
+        return [f"- `{name}`: {str(data)[:300]}"]
+    items: list[tuple[str, str]] = []
+    for key, value in data.items():
+        if isinstance(value, dict) and "median" in value:
+            low, high = value.get("min"), value.get("max")
+            rng = f" ({fmt(low, 2)}–{fmt(high, 2)})" if low is not None else ""
+            items.append((key, f"{fmt(value['median'], 2)}{rng}"))
+        elif isinstance(value, int | float) and not isinstance(value, bool):
+            items.append((key, fmt(value, 2 if isinstance(value, float) else 0)))
+    if len(items) > 24 and any(k.endswith("_pps") for k, _ in items):
+        items = [(k, v) for k, v in items if k.endswith("_pps")]  # rates only, when huge
+    shown = "; ".join(f"{k} {v}" for k, v in items[:40])
+    return [f"- `{name}`: {shown}"]
+
+
 def _flatten(errors: dict[str, dict[str, str]]) -> list[tuple[tuple[str, str], str]]:
     return [((label, test), why) for label, per in errors.items() for test, why in per.items()]
 
@@ -362,3 +383,23 @@ def write(result: dict[str, Any], out_dir: Path, stem: str = "latest") -> tuple[
     md_path.write_text(markdown(result))
     json_path.write_text(json.dumps(result, indent=1, sort_keys=True) + "\n")
     return md_path, json_path
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Re-render a results JSON as markdown (e.g. after changing the table layout)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("json", type=Path, help="bench/results/latest.json")
+    args = parser.parse_args(argv)
+    result = json.loads(args.json.read_text())
+    args.json.with_suffix(".md").write_text(markdown(result))
+    print(args.json.with_suffix(".md"))
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    raise SystemExit(main())
