@@ -41,6 +41,8 @@
 #   build_icmp_error(offending, kind: IcmpErrorKind, code=0 | Unreachable, *, src,
 #       mtu=None, pointer=None) -> bytes   (576 / 1280-byte limits; refuses with
 #       PacketError Reason.NOT_ERROR_QUOTABLE when no error may be sent); error_allowed()
+#   parse_quoted(icmp_error_message) -> QuotedPacket(version, protocol, src, dst, src_port,
+#       dst_port, upper_offset): the invoking packet of an error, parsed leniently
 #   build_echo_reply(request, *, src=None) -> bytes
 #   response_to(packet, *, payload=None, seq=None, ack=None, flags=ACK, window=None,
 #       options=b"") -> bytes        copy the client's headers, swap, fresh checksums
@@ -73,6 +75,7 @@ from proxy64.packet.checksum import (
 from proxy64.packet.fixup import PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP
 from proxy64.packet.icmp import Icmpv4Message, Icmpv4Type, Icmpv6Message, Icmpv6Type
 from proxy64.packet.icmp_error import IcmpErrorKind, Unreachable, build_icmp_error, error_allowed
+from proxy64.packet.icmp_quote import QuotedPacket, parse_quoted
 from proxy64.packet.ipv4 import Ipv4Flags, IPv4Packet
 from proxy64.packet.ipv6 import ExtensionHeader, IPv6Packet
 from proxy64.packet.parse import IpPacket, Transport, parse_ip, parse_transport
@@ -106,6 +109,7 @@ __all__ = [
     "PacketError",
     "PacketFieldError",
     "PacketValueError",
+    "QuotedPacket",
     "Reason",
     "TcpFlags",
     "TcpOptions",
@@ -127,6 +131,7 @@ __all__ = [
     "internet_checksum",
     "ip_header",
     "parse_ip",
+    "parse_quoted",
     "parse_tcp_options",
     "parse_transport",
     "pseudo_header_sum",

@@ -25,6 +25,7 @@ from proxy64.packet import (
     build_tcp,
     build_udp,
     parse_ip,
+    parse_quoted,
     parse_transport,
     response_to,
 )
@@ -274,8 +275,16 @@ def test_rfc792_rfc4443_icmp_error_quotes_within_minimum_mtu(
     assert (err.src, err.dst) == (router, packet.src)
     msg = parse_transport(err)
     assert isinstance(msg, Icmpv4Message | Icmpv6Message) and msg.is_error
-    assert bytes(msg.quoted) == built.data[: len(data) - len(err.buffer) + len(msg.quoted)]
     assert built.data.startswith(bytes(msg.quoted))
+    quoted = parse_quoted(msg)
+    assert (quoted.version, quoted.src, quoted.dst) == (packet.version, packet.src, packet.dst)
+    assert quoted.protocol == packet.protocol
+    if "tcp" in built.expect or "udp" in built.expect:
+        t = parse_transport(packet)
+        assert isinstance(t, TcpSegment | UdpDatagram)
+        assert (quoted.src_port, quoted.dst_port) == (t.src_port, t.dst_port)
+    else:
+        assert quoted.src_port is None
     if kind is IcmpErrorKind.PACKET_TOO_BIG:
         assert msg.mtu == 1280
     if kind is IcmpErrorKind.PARAMETER_PROBLEM:

@@ -12,11 +12,14 @@ from hypothesis import strategies as st
 
 from proxy64.errors import PacketError, PacketFieldError
 from proxy64.packet import (
+    Icmpv4Message,
+    Icmpv6Message,
     IPv4Packet,
     IPv6Packet,
     Reason,
     internet_checksum,
     parse_ip,
+    parse_quoted,
     parse_transport,
 )
 from proxy64.packet.view import Absent
@@ -78,6 +81,12 @@ def parse_all(data: bytes | bytearray) -> None:
         except PacketError:
             continue
         touch_everything(upper)
+        if isinstance(upper, Icmpv4Message | Icmpv6Message) and upper.is_error:
+            try:
+                quoted = parse_quoted(upper)
+            except PacketError:
+                continue
+            assert quoted.version in (4, 6) and quoted.upper_offset >= 20
 
 
 @SETTINGS
