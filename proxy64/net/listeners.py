@@ -118,4 +118,4 @@ class ProxyServer:
             logger.exception("front end failed on a connection (a bug in proxy64)")
         finally:
             self.live -= 1
-            await trio.aclose_forcefully(stream)
+            stream.socket.close()  # idempotent; no await on the per-connection path

@@ -104,7 +104,16 @@ async def _close(stream: trio.abc.HalfCloseableStream) -> None:
 
 
 class _Tunnel:
-    __slots__ = ("broken", "idle", "outcome", "record", "release_after", "scope", "threshold")
+    __slots__ = (
+        "broken",
+        "half_closed",
+        "idle",
+        "outcome",
+        "record",
+        "release_after",
+        "scope",
+        "threshold",
+    )
 
     def __init__(
         self,
@@ -120,6 +129,7 @@ class _Tunnel:
         self.scope: trio.CancelScope = trio.CancelScope()
         self.broken: str | None = None
         self.outcome = "ok"
+        self.half_closed = False  # one direction has reached EOF and passed it on
 
     def _count(self, up: bool, amount: int) -> None:
         if up:
@@ -161,6 +171,9 @@ class _Tunnel:
                 quiet = False
                 carried += len(data)
                 self._count(up, len(data))
+            if self.half_closed and isinstance(dst, trio.SocketStream):
+                return  # both directions done: close() right after sends this FIN
+            self.half_closed = True
             await dst.send_eof()  # half-close: the other direction keeps flowing
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
             where = "client → remote" if up else "remote → client"
