@@ -21,6 +21,7 @@ from proxy64.packet import (
     TcpSegment,
     UdpDatagram,
     parse_ip,
+    parse_quoted,
     parse_transport,
 )
 
@@ -125,6 +126,15 @@ def test_rfc4443_echo_request_and_packet_too_big() -> None:
         len(quoted) == 80
         and quoted[0] >> 4 == 6
         and bytes(quoted[24:40]) == bytes(ip_address("2001:db8::99").packed)
+    )
+    q = parse_quoted(ptb)
+    assert (q.version, q.protocol, q.src, q.dst, q.src_port, q.dst_port) == (
+        6,
+        6,
+        ip_address("2001:db8::1"),
+        ip_address("2001:db8::99"),
+        0,
+        0,
     )
 
 
