@@ -21,7 +21,6 @@ Invariants:
 
 from __future__ import annotations
 
-import enum
 from dataclasses import dataclass
 
 from proxy64.defaults import (
@@ -43,130 +42,56 @@ from proxy64.flow.segment import (
     seq_le,
     seq_lt,
 )
+from proxy64.flow.tcp_events import (  # re-exported: the machine's vocabulary
+    RECEIVES_DATA,
+    SENDS_DATA,
+    SYNCHRONIZED,
+    AckLater,
+    Action,
+    Closed,
+    Dial,
+    DialFailed,
+    DialSucceeded,
+    Drop,
+    Event,
+    PathMtu,
+    Readable,
+    Refusal,
+    Reject,
+    SegmentArrived,
+    TcpState,
+    Tick,
+    Transmit,
+    Writable,
+)
+
+__all__ = [
+    "DEFAULT_MSS",
+    "SYNCHRONIZED",
+    "AckLater",
+    "Action",
+    "Closed",
+    "Dial",
+    "DialFailed",
+    "DialSucceeded",
+    "Drop",
+    "Event",
+    "PathMtu",
+    "Readable",
+    "Refusal",
+    "Reject",
+    "SegmentArrived",
+    "TcpFlow",
+    "TcpSettings",
+    "TcpState",
+    "Tick",
+    "Transmit",
+    "Writable",
+]
 
 DEFAULT_MSS = 536  # RFC 9293 §3.7.1: assumed when the SYN carries no MSS option
 DUPACK_THRESHOLD = 3  # RFC 5681 §3.2
 MAX_WSCALE = 14  # RFC 7323 §2.3
-
-
-class TcpState(enum.Enum):
-    """RFC 9293 §3.3.2 states. LISTEN here holds the app's SYN while we dial."""
-
-    LISTEN = "LISTEN"
-    SYN_RECEIVED = "SYN-RECEIVED"
-    ESTABLISHED = "ESTABLISHED"
-    FIN_WAIT_1 = "FIN-WAIT-1"
-    FIN_WAIT_2 = "FIN-WAIT-2"
-    CLOSE_WAIT = "CLOSE-WAIT"
-    CLOSING = "CLOSING"
-    LAST_ACK = "LAST-ACK"
-    TIME_WAIT = "TIME-WAIT"
-    CLOSED = "CLOSED"
-
-
-SYNCHRONIZED = frozenset(TcpState) - {TcpState.LISTEN, TcpState.SYN_RECEIVED, TcpState.CLOSED}
-_RECEIVES_DATA = frozenset({TcpState.ESTABLISHED, TcpState.FIN_WAIT_1, TcpState.FIN_WAIT_2})
-_SENDS_DATA = frozenset(
-    {
-        TcpState.ESTABLISHED,
-        TcpState.CLOSE_WAIT,
-        TcpState.FIN_WAIT_1,
-        TcpState.CLOSING,
-        TcpState.LAST_ACK,
-    }
-)
-
-
-class Refusal(enum.Enum):
-    """How a failed dial is reported to the app (the stack maps it to RST or ICMP)."""
-
-    RESET = "connection refused"  # TCP RST
-    NO_ROUTE = "network unreachable"  # ICMPv6 1/0, ICMP 3/0
-    ADDRESS_UNREACHABLE = "host unreachable"  # ICMPv6 1/3, ICMP 3/1
-    PROHIBITED = "administratively prohibited"  # ICMPv6 1/1, ICMP 3/13
-
-
-# --- events ------------------------------------------------------------------------------
-@dataclass(frozen=True, slots=True)
-class SegmentArrived:
-    segment: Segment
-
-
-@dataclass(frozen=True, slots=True)
-class DialSucceeded:
-    pass
-
-
-@dataclass(frozen=True, slots=True)
-class DialFailed:
-    refusal: Refusal
-    reason: str
-
-
-@dataclass(frozen=True, slots=True)
-class Tick:
-    """The deadline passed (or may have): retransmit what is due."""
-
-
-@dataclass(frozen=True, slots=True)
-class PathMtu:
-    """RFC 8201: a Packet Too Big for this flow; mss is the new largest payload."""
-
-    mss: int
-
-
-Event = SegmentArrived | DialSucceeded | DialFailed | Tick | PathMtu
-
-
-# --- actions -----------------------------------------------------------------------------
-@dataclass(frozen=True, slots=True)
-class Transmit:
-    segment: Segment
-
-
-@dataclass(frozen=True, slots=True)
-class Dial:
-    """Dial the flow's destination; answer with DialSucceeded or DialFailed."""
-
-
-@dataclass(frozen=True, slots=True)
-class Reject:
-    """Answer the held SYN with an ICMP unreachable of this kind (never RESET)."""
-
-    refusal: Refusal
-
-
-@dataclass(frozen=True, slots=True)
-class Readable:
-    """Data or EOF arrived for the stream's reader."""
-
-
-@dataclass(frozen=True, slots=True)
-class Writable:
-    """Send buffer space was freed (the app acknowledged data)."""
-
-
-@dataclass(frozen=True, slots=True)
-class AckLater:
-    """An ACK is due: call flush_ack() once the current batch of packets is handled."""
-
-
-@dataclass(frozen=True, slots=True)
-class Drop:
-    """A segment was dropped; the reason is counted by the table."""
-
-    reason: str
-
-
-@dataclass(frozen=True, slots=True)
-class Closed:
-    """The flow will send no more packets; reset tells whether it ended abnormally."""
-
-    reason: str
-    reset: bool
-
-
-Action = Transmit | Dial | Reject | Readable | Writable | AckLater | Drop | Closed
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,7 +151,7 @@ class TcpFlow:
 
     @property
     def can_send(self) -> bool:
-        return self.state in _SENDS_DATA and not self.tx_eof and self.reset_reason is None
+        return self.state in SENDS_DATA and not self.tx_eof and self.reset_reason is None
 
     @property
     def send_space(self) -> int:
@@ -275,7 +200,7 @@ class TcpFlow:
     def send_eof(self, now: float) -> list[Action]:
         """Half-close toward the app: FIN after the queued data (RFC 9293 §3.6)."""
         actions: list[Action] = []
-        if self.state in _SENDS_DATA and not self.tx_eof:
+        if self.state in SENDS_DATA and not self.tx_eof:
             self.tx_eof = True
             self._output(now, actions)
         return actions
@@ -285,7 +210,7 @@ class TcpFlow:
         data = bytes(self.rx[:max_bytes])
         del self.rx[: len(data)]
         actions: list[Action] = []
-        if data and self.state in _RECEIVES_DATA:
+        if data and self.state in RECEIVES_DATA:
             free = self._free_window()
             # Receiver SWS avoidance: update when the window grew by min(buffer/2, MSS).
             if free - self.last_adv >= min(self.settings.rx_capacity // 2, self.settings.mss):
@@ -439,7 +364,7 @@ class TcpFlow:
         return True
 
     def _on_data(self, seg: Segment, actions: list[Action]) -> None:
-        if self.state not in _RECEIVES_DATA:
+        if self.state not in RECEIVES_DATA:
             if seg.seq != self.rcv_nxt or seg.payload:
                 self._send_ack(actions)  # a retransmitted FIN: ACK it again
             return
@@ -512,7 +437,7 @@ class TcpFlow:
 
     # --- output ------------------------------------------------------------------------
     def _output(self, now: float, actions: list[Action]) -> None:
-        if self.state not in _SENDS_DATA:
+        if self.state not in SENDS_DATA:
             return
         limit = min(self.snd_wnd, self.cwnd)
         while self.tx_sent < len(self.tx):
