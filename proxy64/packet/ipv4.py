@@ -11,7 +11,7 @@ import enum
 from ipaddress import IPv4Address
 
 from proxy64.errors import PacketError, PacketValueError
-from proxy64.packet.checksum import adjust16, finish, sum_words, update_checksum_words, verifies
+from proxy64.packet.checksum import adjust16, finish, sum_words, verifies
 from proxy64.packet.fixup import adjust_upper_checksum
 from proxy64.packet.reasons import Reason
 from proxy64.packet.view import Absent, Buffer, as_view, require_writable
@@ -288,20 +288,19 @@ class IPv4Packet:
         word = (word & 0x00FF) | value << 8 if at == base else (word & 0xFF00) | value
         self._set_word(base, word)
 
-    def _adjust_header_checksum(self, old_sum: int, new_sum: int) -> None:
-        mv = self._mv
-        ck = update_checksum_words(mv[10] << 8 | mv[11], old_sum, new_sum)
-        mv[10] = ck >> 8
-        mv[11] = ck & 0xFF
-
     def _set_address(self, at: int, value: IPv4Address) -> None:
         mv = self._mv
-        require_writable(mv, LAYER)
+        if mv.readonly:
+            require_writable(mv, LAYER)
         if not isinstance(value, IPv4Address):
             raise PacketValueError(f"ipv4: {value!r} is not an IPv4Address")
-        old = int.from_bytes(mv[at : at + 4], "big")
         new = int(value)
-        mv[at : at + 4] = value.packed
-        self._adjust_header_checksum(old, new)
-        if not self.fragment_offset:
-            adjust_upper_checksum(mv, self.header_length, mv[9], 4, old_sum=old, new_sum=new)
+        # Both words of the address as one one's complement value (2**16 ≡ 1 mod 0xFFFF).
+        old16 = int.from_bytes(mv[at : at + 4], "big") % 0xFFFF
+        new16 = new % 0xFFFF
+        mv[at : at + 4] = new.to_bytes(4, "big")
+        ck = adjust16(mv[10] << 8 | mv[11], old16, new16)
+        mv[10] = ck >> 8
+        mv[11] = ck & 0xFF
+        if not ((mv[6] & 0x1F) or mv[7]):  # the upper header is here: first fragment or whole
+            adjust_upper_checksum(mv, self.header_length, mv[9], 4, old_sum=old16, new_sum=new16)

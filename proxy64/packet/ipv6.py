@@ -310,11 +310,14 @@ class IPv6Packet:
     # --- writing -----------------------------------------------------------------------------
     def _set_address(self, at: int, value: IPv6Address) -> None:
         mv = self._mv
-        require_writable(mv, LAYER)
+        if mv.readonly:
+            require_writable(mv, LAYER)
         if not isinstance(value, IPv6Address):
             raise PacketValueError(f"ipv6: {value!r} is not an IPv6Address")
-        old = int.from_bytes(mv[at : at + 16], "big")
         new = int(value)
-        mv[at : at + 16] = value.packed
+        old16 = int.from_bytes(mv[at : at + 16], "big") % 0xFFFF  # 8 words, one value
+        mv[at : at + 16] = new.to_bytes(16, "big")
         if not self.fragment_offset and (at in (8, self._final)):
-            adjust_upper_checksum(mv, self.upper_offset, self.protocol, 6, old_sum=old, new_sum=new)
+            adjust_upper_checksum(
+                mv, self.upper_offset, self.protocol, 6, old_sum=old16, new_sum=new % 0xFFFF
+            )
