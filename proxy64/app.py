@@ -19,6 +19,7 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 import trio
 
@@ -308,19 +309,27 @@ def exit_status(returncode: int) -> int:
 
 
 def proxy_environment(
-    environ: dict[str, str], socks: HostPort | None, http: HostPort | None
+    environ: dict[str, str],
+    socks: HostPort | None,
+    http: HostPort | None,
+    credentials: tuple[str, str] | None = None,
 ) -> dict[str, str]:
     """http(s)_proxy → the HTTP listener, ALL_PROXY → SOCKS5 (socks5h: the proxy resolves).
 
-    NO_PROXY/no_proxy are left as the user had them.
+    With authentication on, the URLs carry the first user's credentials (percent-encoded),
+    so the command can authenticate. NO_PROXY/no_proxy are left as the user had them.
     """
+    userinfo = ""
+    if credentials is not None:
+        user, password = credentials
+        userinfo = f"{quote(user, safe='')}:{quote(password, safe='')}@"
     env = dict(environ)
     if http is not None:
-        url = f"http://{http}"
+        url = f"http://{userinfo}{http}"
         for name in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY"):
             env[name] = url
     if socks is not None:
-        url = f"socks5h://{socks}"
+        url = f"socks5h://{userinfo}{socks}"
         for name in ("ALL_PROXY", "all_proxy"):
             env[name] = url
         if http is None:
@@ -336,7 +345,9 @@ async def run_command(
 
     The listeners are bound (and listening) already, so the command may connect at once.
     """
-    env = proxy_environment(environ, bound.socks_address, bound.http_address)
+    credentials = server.ctx.credentials
+    first = next(iter(credentials.items())) if credentials else None
+    env = proxy_environment(environ, bound.socks_address, bound.http_address, first)
     try:
         process = await trio.lowlevel.open_process(list(command), env=env)
     except OSError as exc:

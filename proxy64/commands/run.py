@@ -46,6 +46,8 @@ def main(args: argparse.Namespace) -> int:
     if not command:
         raise ConfigError("CMD", "no command given; usage: proxy64 run [options] -- CMD [ARGS]")
     settings = settings_from_args(args, os.environ, RUN_DEFAULTS)
+    if settings.workers > 1:
+        raise ConfigError("--workers", "proxy64 run serves one command from one process")
     status, report = run_with_command(settings, command, dict(os.environ))
     sys.stderr.write(report.to_table())
     if args.report:

@@ -138,3 +138,29 @@ def test_failed_connection_appears_in_the_report(tmp_path: Path) -> None:
     entry = data["destinations"][0]
     assert entry["destination"] == f"127.0.0.1:{port}"
     assert entry["failures"] == 1 and "refused" in entry["last_failure"]
+
+
+def test_run_with_auth_gives_the_command_credentials(origin: Origin) -> None:
+    require_tool("curl")
+    env = dict(os.environ, PROXY64_AUTH="runner:pw-123")
+    result = run_proxy64(
+        [
+            "run",
+            *EMBEDDED,
+            "--",
+            tool_path("curl"),
+            "-fsS",
+            "--max-time",
+            "10",
+            origin.url4("/echo"),
+        ],
+        env=env,
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["path_qs"] == "/echo"
+    assert "pw-123" not in result.stderr
+
+
+def test_run_refuses_workers() -> None:
+    result = run_proxy64(["run", *EMBEDDED, "--workers", "2", "--", "true"])
+    assert result.returncode == 2 and "--workers" in result.stderr

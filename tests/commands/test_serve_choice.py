@@ -176,3 +176,11 @@ async def test_grace_expiry_cancels_stuck_tunnels() -> None:
         assert await client.receive_some(10) == b""  # closed by proxy64
         await client.aclose()
     assert sock.fileno() == -1  # the listening socket is closed
+
+
+def test_proxy_environment_carries_credentials_percent_encoded() -> None:
+    socks = HostPort(IPv4Address("127.0.0.1"), 1)
+    http = HostPort(IPv4Address("127.0.0.1"), 2)
+    env = proxy_environment({}, socks, http, ("al ice", "p@ss:w/rd"))
+    assert env["HTTPS_PROXY"] == "http://al%20ice:p%40ss%3Aw%2Frd@127.0.0.1:2"
+    assert env["ALL_PROXY"] == "socks5h://al%20ice:p%40ss%3Aw%2Frd@127.0.0.1:1"
