@@ -283,8 +283,10 @@ def run_serve(settings: ServeSettings, *, out: Any = None) -> int:
                     server = make_server(settings, mine, nat64, Recorder())
                     trio.run(serve_until_signal, server)
                     code = EXIT_OK
+                except BaseException:
+                    logger.exception("worker %d failed", os.getpid())
                 finally:
-                    os._exit(code)
+                    os._exit(code)  # never run the parent's code after fork
             children.append(pid)
 
         def forward(signum: int) -> None:
