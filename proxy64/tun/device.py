@@ -8,6 +8,7 @@ wakeup so a burst costs one wait, not one per packet. Closing notifies waiters f
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import os
@@ -103,5 +104,6 @@ class TunDevice:
     def close(self) -> None:
         if not self.closed:
             self.closed = True
-            trio.lowlevel.notify_closing(self.fd)
+            with contextlib.suppress(RuntimeError):  # outside trio.run nobody can wait on it
+                trio.lowlevel.notify_closing(self.fd)
             os.close(self.fd)
