@@ -166,7 +166,11 @@ class Dialer:
     ) -> Dialed:
         """One connection attempt; on failure records why and raises DialError."""
         family = socket.AF_INET if target.address.version == 4 else socket.AF_INET6
-        sock = self._socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+        try:
+            sock = self._socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+        except OSError as exc:  # EMFILE (out of fds), EAFNOSUPPORT (no IPv6 here)
+            failures.append(DialAttempt(target.address, target.port, cause_of(exc), str(exc)))
+            raise DialError(str(destination), failures) from None
         try:
             await sock.connect((str(target.address), target.port))
             local = sock.getsockname()

@@ -337,3 +337,14 @@ async def test_real_connect_over_ipv6_loopback_sets_nodelay() -> None:
         assert dialed.reached is Reached.NATIVE_IPV6 and dialed.egress is None
         await dialed.stream.aclose()
         await accepted.aclose()
+
+
+async def test_socket_creation_failure_is_a_dial_error(mock_clock: Any) -> None:
+    def no_fds(family: int, type_: int, proto: int) -> Any:
+        raise OSError(errno.EMFILE, os.strerror(errno.EMFILE))
+
+    d = Dialer(FakeResolver({}), NSP, Egress.NAT64, socket_factory=no_fds)
+    with pytest.raises(DialError) as info:
+        await d.connect(Destination(IPv6Address("2001:db8::1"), 80))
+    assert info.value.cause is DialCause.OTHER
+    assert "Too many open files" in str(info.value)
