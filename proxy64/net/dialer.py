@@ -169,6 +169,7 @@ class Dialer:
         try:
             sock = self._socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         except OSError as exc:  # EMFILE (out of fds), EAFNOSUPPORT (no IPv6 here)
+            logger.warning("cannot create a socket to dial %s: %s", destination, exc)
             failures.append(DialAttempt(target.address, target.port, cause_of(exc), str(exc)))
             raise DialError(str(destination), failures) from None
         try:

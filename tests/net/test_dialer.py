@@ -347,4 +347,4 @@ async def test_socket_creation_failure_is_a_dial_error(mock_clock: Any) -> None:
     with pytest.raises(DialError) as info:
         await d.connect(Destination(IPv6Address("2001:db8::1"), 80))
     assert info.value.cause is DialCause.OTHER
-    assert "Too many open files" in str(info.value)
+    assert "Too many open files" in info.value.attempts[0].detail
