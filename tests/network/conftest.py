@@ -21,7 +21,7 @@ NETWORK_TOOLS = ("ip", "sysctl", "tayga", "nsd", "unbound", "curl", "dig")
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
-        if "tests/network/" in str(item.fspath).replace("\\", "/"):
+        if "network" in item.path.parts and "tests" in item.path.parts:
             item.add_marker(pytest.mark.network)
 
 
