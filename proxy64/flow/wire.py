@@ -9,7 +9,7 @@ codec exposes as views are read here at fixed offsets (RFC 768, RFC 792, RFC 444
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv6Address
 
 from proxy64.errors import PacketError
@@ -33,13 +33,30 @@ ICMP_FRAG_NEEDED = 4  # RFC 1191 §4: code 4 of type 3 carries the next-hop MTU
 ICMP_ECHO_REQUEST = 8
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)
 class FlowKey:
-    """A transport flow as the app sees it: its own address/port and the one it addressed."""
+    """A transport flow as the app sees it: its own address/port and the one it addressed.
+
+    Looked up several times per packet: equality and hash use one tuple of ints, built
+    once (ipaddress objects hash and compare slowly)."""
 
     protocol: int  # TCP or UDP
     app: tuple[IPAddress, int]
     remote: tuple[IPAddress, int]
+    ident: tuple[int, ...] = field(init=False, repr=False)
+    hashed: int = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        ident = (self.protocol, self.app[0].version, int(self.app[0]), self.app[1],
+                 int(self.remote[0]), self.remote[1])  # fmt: skip
+        object.__setattr__(self, "ident", ident)
+        object.__setattr__(self, "hashed", hash(ident))
+
+    def __hash__(self) -> int:
+        return self.hashed
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, FlowKey) and self.ident == other.ident
 
     @property
     def version(self) -> int:
