@@ -170,7 +170,7 @@ class _IcmpMessage:
         mv[3] = ck & 0xFF
 
     @classmethod
-    def _check(cls, ip: IPv4Packet | IPv6Packet, verify_checksum: bool) -> memoryview:
+    def _check(cls, ip: IPv4Packet | IPv6Packet) -> memoryview:
         base = ip.upper_offset
         if ip.is_fragment:
             raise PacketError(cls._layer, Reason.FRAGMENT, base)
@@ -191,7 +191,7 @@ class Icmpv4Message(_IcmpMessage):
 
     @classmethod
     def parse(cls, ip: IPv4Packet | IPv6Packet, *, verify_checksum: bool = True) -> Icmpv4Message:
-        msg = cls(ip, cls._check(ip, verify_checksum))
+        msg = cls(ip, cls._check(ip))
         if verify_checksum and not msg.checksum_ok():
             raise PacketError(cls._layer, Reason.BAD_CHECKSUM, ip.upper_offset + 2)
         return msg
@@ -225,7 +225,7 @@ class Icmpv6Message(_IcmpMessage):
 
     @classmethod
     def parse(cls, ip: IPv4Packet | IPv6Packet, *, verify_checksum: bool = True) -> Icmpv6Message:
-        msg = cls(ip, cls._check(ip, verify_checksum))
+        msg = cls(ip, cls._check(ip))
         if verify_checksum and not msg.checksum_ok():
             raise PacketError(cls._layer, Reason.BAD_CHECKSUM, ip.upper_offset + 2)
         return msg
