@@ -141,7 +141,11 @@ class TunStack:
                 task_status.started()
                 while True:
                     for packet in await self.device.read_batch():
-                        self.on_packet(packet)
+                        try:
+                            self.on_packet(packet)
+                        except Exception:  # a bug must cost one packet, not the stack
+                            logger.exception("TUN packet handling failed; packet dropped")
+                            self.table.drop("internal-error")
                     self._flush_acks()
         finally:
             for sock in self.udp_socks.values():
@@ -156,7 +160,15 @@ class TunStack:
 
     def _spawn(self, fn: Callable[..., Awaitable[None]], *args: object) -> None:
         if self._nursery is not None:
-            self._nursery.start_soon(fn, *args)
+            self._nursery.start_soon(self._guarded, fn, *args)
+
+    async def _guarded(self, fn: Callable[..., Awaitable[None]], *args: object) -> None:
+        """A failing flow task is logged and counted; the other flows keep running."""
+        try:
+            await fn(*args)
+        except Exception:
+            logger.exception("TUN flow task %s failed", getattr(fn, "__name__", fn))
+            self.table.drop("internal-error")
 
     def on_packet(self, packet: bytes) -> None:
         inbound = decode(packet)
@@ -260,6 +272,13 @@ class TunStack:
             self.table.settle_tcp(key)
 
     async def _dial_tcp(self, key: FlowKey, flow: TcpFlow, syn_packet: bytes) -> None:
+        try:
+            await self._dial_and_relay(key, flow, syn_packet)
+        except Exception:
+            self.execute(key, flow, flow.abort("internal error in proxy64 (see its log)"))
+            raise
+
+    async def _dial_and_relay(self, key: FlowKey, flow: TcpFlow, syn_packet: bytes) -> None:
         destination = Destination(key.remote[0], key.remote[1])
         record = ConnectionRecord(
             "tun-tcp", client=f"[{key.app[0]}]:{key.app[1]}", destination=destination

@@ -259,3 +259,27 @@ async def test_syn_flood_is_bounded_and_counted(count):
         stack.on_packet(syn(SYNTH, 80, sport=20000 + n))
     assert len(stack.table.half_open) == stack.settings.max_half_open
     assert stack.table.dropped["tcp-syn-flood"] == count - stack.settings.max_half_open
+
+
+async def test_packet_too_big_lowers_the_flows_mss():
+    from proxy64.packet import build_icmp
+
+    device = FakeDevice()
+    stack = make_stack(device)
+    async with trio.open_nursery() as nursery:
+        port = await nursery.start(serve_tcp_echo)
+        await nursery.start(stack.serve)
+        await device.send.send(syn(SYNTH, port))
+        synack = await device.next_packet()
+        assert isinstance(synack, TcpIn)
+        iss = synack.segment.seq
+        await device.send.send(build_tcp(APP, SYNTH, 40000, port, 1001, iss + 1, ACK, 65535))
+        await trio.testing.wait_all_tasks_blocked()
+        (flow,) = stack.table.tcp.values()
+        assert flow.snd_mss == 1440  # min(the SYN's 1460, our MTU 1500 - 60)
+        ours = build_tcp(SYNTH, APP, port, 40000, iss + 1, 1001, ACK, 100, payload=b"x" * 1400)
+        ptb = build_icmp(APP, SYNTH, 2, 0, (1280).to_bytes(4, "big"), ours[:1232])
+        await device.send.send(ptb)
+        await trio.testing.wait_all_tasks_blocked()
+        assert flow.snd_mss == 1280 - 60  # RFC 8201: the path MTU minus IPv6 + TCP headers
+        nursery.cancel_scope.cancel()
