@@ -24,6 +24,7 @@ from proxy64.packet import (
     build_icmp_error,
     build_tcp,
     build_udp,
+    error_allowed,
     parse_ip,
     parse_quoted,
     parse_transport,
@@ -387,3 +388,17 @@ def test_build_64k_udp_v6() -> None:
     udp = parse_transport(parse_ip(data))
     assert isinstance(udp, UdpDatagram) and udp.checksum_ok() and len(data) == 40 + 8 + 65280
     assert scapy_recomputed(data) == data
+
+
+def test_rfc1122_3_2_2_source_must_be_one_host() -> None:
+    router = ip_address("192.0.2.254")
+    for source in ("0.0.0.0", "127.0.0.1", "224.0.0.5", "240.0.0.1", "255.255.255.255"):
+        data = build_udp(ip_address(source), ip_address("192.0.2.2"), 1, 2, b"")
+        packet = parse_ip(data)
+        assert not error_allowed(packet, IcmpErrorKind.DESTINATION_UNREACHABLE), source
+        with pytest.raises(PacketError):
+            build_icmp_error(packet, IcmpErrorKind.DESTINATION_UNREACHABLE, src=router)
+    ok = parse_ip(build_udp(ip_address("192.0.2.1"), ip_address("192.0.2.2"), 1, 2, b""))
+    assert error_allowed(ok, IcmpErrorKind.TIME_EXCEEDED)
+    v6 = parse_ip(build_udp(ip_address("::"), ip_address("2001:db8::2"), 1, 2, b""))
+    assert not error_allowed(v6, IcmpErrorKind.DESTINATION_UNREACHABLE)  # RFC 4443 §2.4(e.6)

@@ -232,3 +232,73 @@ def test_packet_kinds_are_the_two_views() -> None:
     assert isinstance(v4, IPv4Packet)
     v6 = parse_ip(b"\x60\0\0\0\0\0\x3b\x40" + bytes(32))
     assert isinstance(v6, IPv6Packet) and v6.protocol == 59 and not v6.payload
+
+
+def _v4(upper: bytes, proto: int, *, options: bytes = b"") -> bytes:
+    hl = 20 + len(options)
+    header = (
+        struct.pack(
+            "!BBHHHBBH4s4s",
+            0x40 | hl // 4,
+            0,
+            hl + len(upper),
+            0,
+            0,
+            64,
+            proto,
+            0,
+            bytes([192, 0, 2, 1]),
+            bytes([192, 0, 2, 2]),
+        )
+        + options
+    )
+    ck = internet_checksum(header)
+    return header[:10] + ck.to_bytes(2, "big") + header[12:] + upper
+
+
+def _v6(upper: bytes, nh: int) -> bytes:
+    return (
+        struct.pack(
+            "!IHBB16s16s", 0x60000000, len(upper), nh, 64, bytes(15) + b"\1", bytes(15) + b"\2"
+        )
+        + upper
+    )
+
+
+def test_declared_upper_layer_errors() -> None:
+    tcp_ok = bytes([0, 1, 0, 2]) + bytes(8) + bytes([0x50, 0x10]) + bytes(6)
+    cases: list[tuple[bytes, str, Reason, int]] = [
+        (
+            _v4(b"\1\1\1\1\x00\x00\x00\x00", 17, options=b"\x07\x09\x00\x00"),
+            "ipv4",
+            Reason.BAD_IPV4_OPTION,
+            20,
+        ),
+        (_v4(tcp_ok[:19], 6), "tcp", Reason.TRUNCATED, 39),
+        (_v4(tcp_ok[:12] + b"\x40" + tcp_ok[13:], 6), "tcp", Reason.BAD_DATA_OFFSET, 32),
+        (_v4(tcp_ok[:12] + b"\x60" + tcp_ok[13:], 6), "tcp", Reason.BAD_DATA_OFFSET, 32),
+        (_v4(tcp_ok, 6), "tcp", Reason.BAD_CHECKSUM, 36),
+        (_v4(bytes(7), 17), "udp", Reason.TRUNCATED, 27),
+        (_v4(b"\0\1\0\2\0\x07\0\0", 17), "udp", Reason.BAD_UDP_LENGTH, 24),
+        (_v4(b"\0\1\0\2\0\x09\0\0", 17), "udp", Reason.BAD_UDP_LENGTH, 24),
+        (_v6(b"\0\1\0\2\0\x08\0\0", 17), "udp", Reason.ZERO_UDP_CHECKSUM_V6, 46),
+        (_v4(b"\x08\0\0\0\0\0", 1), "icmpv4", Reason.TRUNCATED, 26),
+        (_v4(b"\x08\0\0\0\0\0\0\0", 1), "icmpv4", Reason.BAD_CHECKSUM, 22),
+        (_v6(b"\x80\0\0\0", 58), "icmpv6", Reason.TRUNCATED, 44),
+        (_v4(b"\x80\0\0\0", 58), "ipv4", Reason.UNSUPPORTED_PROTOCOL, 20),
+        (_v6(b"\x08\0\0\0\0\0\0\0", 1), "ipv6", Reason.UNSUPPORTED_PROTOCOL, 40),
+    ]
+    for data, layer, reason, offset in cases:
+        with pytest.raises(PacketError) as info:
+            parse_transport(parse_ip(data))
+        assert (info.value.layer, info.value.reason, info.value.offset) == (layer, reason, offset)
+    # A bad option length only shows when the options are read (they are parsed lazily).
+    bad_mss = bytes([0, 1, 0, 2]) + bytes(8) + bytes([0x60, 0x02]) + bytes(6) + b"\x02\x05\0\0"
+    seg = parse_transport(parse_ip(_v4(bad_mss, 6)), verify_checksum=False)
+    with pytest.raises(PacketError) as info:
+        _ = seg.options  # type: ignore[union-attr]
+    assert (info.value.layer, info.value.reason, info.value.offset) == (
+        "tcp",
+        Reason.BAD_TCP_OPTION,
+        40,
+    )
