@@ -97,6 +97,7 @@ TUN_TCP_RTO_INITIAL = 1.0  # RFC 6298 §2.1
 TUN_TCP_RTO_MIN = 0.2  # Linux's floor; RFC 6298 §2.4 says 1 s (a deviation, documented)
 TUN_TCP_RTO_MAX = 60.0  # RFC 6298 §2.5
 TUN_TCP_MAX_RETRIES = 8  # retransmissions before the flow is reset
+TUN_TCP_FIN_TIMEOUT = 60.0  # FIN-WAIT-2 after the relay closed the flow (Linux tcp_fin_timeout)
 TUN_UDP_IDLE = 60.0  # a UDP flow with no datagram either way for this long is closed
 TUN_UDP_QUEUE = 64  # datagrams held per UDP flow while its target is being resolved
 TUN_ECHO_TIMEOUT = 2.0  # seconds to wait for an echo reply through the egress

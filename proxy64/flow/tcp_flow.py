@@ -24,6 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from proxy64.defaults import (
+    TUN_TCP_FIN_TIMEOUT,
     TUN_TCP_RTO_INITIAL,
     TUN_TCP_RTO_MAX,
     TUN_TCP_RTO_MIN,
@@ -142,12 +143,17 @@ class TcpFlow:
         self.dupacks = 0
         self.last_adv = 0  # the window we last advertised, in bytes
         self.ack_pending = False  # in-order data arrived, its ACK waits for flush_ack()
+        self.linger_deadline: float | None = None  # FIN-WAIT-2 after close(): give up then
         self.created = now
 
     # --- public API --------------------------------------------------------------------
     @property
     def deadline(self) -> float | None:
-        return self.rto_deadline
+        if self.linger_deadline is None:
+            return self.rto_deadline
+        if self.rto_deadline is None:
+            return self.linger_deadline
+        return min(self.rto_deadline, self.linger_deadline)
 
     @property
     def can_send(self) -> bool:
@@ -175,6 +181,8 @@ class TcpFlow:
         elif isinstance(event, Tick):
             if self.rto_deadline is not None and now >= self.rto_deadline:
                 self._on_timeout(now, actions)
+            if self.linger_deadline is not None and now >= self.linger_deadline:
+                actions.extend(self.abort("no FIN from the app after the stream was closed"))
         else:
             self.snd_mss = max(DEFAULT_MSS // 2, min(self.snd_mss, event.mss))
         return actions
@@ -225,6 +233,8 @@ class TcpFlow:
         if self.rx or self.state in (TcpState.LISTEN, TcpState.SYN_RECEIVED):
             return self.abort("closed with unread data")
         self.detached = True
+        if self.state is TcpState.FIN_WAIT_2:
+            self.linger_deadline = now + TUN_TCP_FIN_TIMEOUT
         return self.send_eof(now)
 
     def abort(self, reason: str) -> list[Action]:
@@ -357,6 +367,8 @@ class TcpFlow:
         if self.fin_acked:
             if self.state is TcpState.FIN_WAIT_1:
                 self.state = TcpState.FIN_WAIT_2
+                if self.detached:  # like Linux tcp_fin_timeout: nobody reads any more
+                    self.linger_deadline = now + TUN_TCP_FIN_TIMEOUT
             elif self.state is TcpState.CLOSING:
                 self.state = TcpState.TIME_WAIT
             elif self.state is TcpState.LAST_ACK:
@@ -522,6 +534,7 @@ class TcpFlow:
     def _close(self, reason: str, actions: list[Action], *, reset: bool) -> None:
         self.state = TcpState.CLOSED
         self.rto_deadline = None
+        self.linger_deadline = None
         if reset:
             self.reset_reason = reason
         actions.append(Closed(reason, reset))

@@ -338,3 +338,16 @@ def test_random_segments_never_raise(script, dial_ok):
         flow.receive(50, now)
         assert len(flow.rx) <= SETTINGS.rx_capacity
         assert len(flow.tx) <= SETTINGS.tx_capacity
+
+
+def test_fin_wait_2_after_close_times_out_with_rst():
+    flow = established()
+    flow.close(1.0)  # the relay is done: FIN to the app
+    assert flow.state is TcpState.FIN_WAIT_1
+    flow.handle(app(IRS + 1, ack=ISS + 2), 1.1)
+    assert flow.state is TcpState.FIN_WAIT_2
+    assert flow.deadline == 1.1 + 60.0
+    assert flow.handle(Tick(), 30.0) == []
+    actions = flow.handle(Tick(), 61.1)
+    assert sent(actions)[0].flags & RST
+    assert flow.state is TcpState.CLOSED
