@@ -89,7 +89,10 @@ class DNS64Responder:
         if question.rdclass != dns.rdataclass.IN or question.rdtype in _REFUSED_TYPES:
             return make_reply(query, dns.rcode.REFUSED)
         reply = make_reply(query)
-        if question.rdtype == dns.rdatatype.AAAA:
+        dnssec_ok = bool(query.ednsflags & dns.flags.DO)
+        checking_disabled = bool(query.flags & dns.flags.CD)
+        if question.rdtype == dns.rdatatype.AAAA and not (dnssec_ok and checking_disabled):
+            # RFC 6147 §5.5: a validating client (DO=1, CD=1) gets the real data instead.
             answer, _ = await self.resolver.lookup(question.name)
             fill_dns64(reply, answer)
             return reply
@@ -103,7 +106,9 @@ class DNS64Responder:
             if upstream is not None:
                 fill_passthrough(reply, upstream)
             return reply
-        upstream = await self._upstream(question.name, question.rdtype)
+        upstream = await self._upstream(
+            question.name, question.rdtype, dnssec_ok=dnssec_ok, checking_disabled=checking_disabled
+        )
         if upstream is None:
             reply.set_rcode(dns.rcode.SERVFAIL)
         else:
@@ -111,10 +116,17 @@ class DNS64Responder:
         return reply
 
     async def _upstream(
-        self, qname: dns.name.Name, rdtype: dns.rdatatype.RdataType
+        self,
+        qname: dns.name.Name,
+        rdtype: dns.rdatatype.RdataType,
+        *,
+        dnssec_ok: bool = False,
+        checking_disabled: bool = False,
     ) -> dns.message.Message | None:
         try:
-            return await self.resolver.query(qname, rdtype)
+            return await self.resolver.query(
+                qname, rdtype, dnssec_ok=dnssec_ok, checking_disabled=checking_disabled
+            )
         except ResolutionError as exc:
             log.info("%s", exc)
             return None

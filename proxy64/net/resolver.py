@@ -84,13 +84,19 @@ async def query_servers(
     *,
     per_try: float,
     lifetime: float,
+    dnssec_ok: bool = False,
+    checking_disabled: bool = False,
 ) -> dns.message.Message:
     """One query, tried on each server in order until one gives a usable answer.
 
     Returns the first NOERROR/NXDOMAIN answer, else the last error answer (SERVFAIL ...).
     Raises ResolutionError(TIMEOUT) when no server answered at all within lifetime.
     """
-    query = dns.message.make_query(qname, rdtype, use_edns=0, payload=DNS_EDNS_PAYLOAD)
+    query = dns.message.make_query(
+        qname, rdtype, use_edns=0, payload=DNS_EDNS_PAYLOAD, want_dnssec=dnssec_ok
+    )
+    if checking_disabled:
+        query.flags |= dns.flags.CD
     problems: list[str] = []
     last_error_answer: dns.message.Message | None = None
     with trio.move_on_after(lifetime):
@@ -150,8 +156,19 @@ class DNS64Resolver:
         self.cache = cache if cache is not None else Dns64Cache()
         self._clock = clock
 
-    async def query(self, qname: dns.name.Name | str, rdtype: int | str) -> dns.message.Message:
-        """A raw upstream query with failover (the DNS64 server's pass-through)."""
+    async def query(
+        self,
+        qname: dns.name.Name | str,
+        rdtype: dns.rdatatype.RdataType | str,
+        *,
+        dnssec_ok: bool = False,
+        checking_disabled: bool = False,
+    ) -> dns.message.Message:
+        """A raw upstream query with failover (the DNS64 server's pass-through).
+
+        dnssec_ok and checking_disabled set DO and CD (RFC 4035 §3.2) for clients that
+        validate themselves.
+        """
         name = qname if isinstance(qname, dns.name.Name) else dns.name.from_text(qname)
         return await query_servers(
             self.servers,
@@ -159,6 +176,8 @@ class DNS64Resolver:
             dns.rdatatype.RdataType.make(rdtype),
             per_try=self.settings.timeout,
             lifetime=self.settings.lifetime,
+            dnssec_ok=dnssec_ok,
+            checking_disabled=checking_disabled,
         )
 
     async def lookup(self, qname: dns.name.Name) -> tuple[Dns64Answer, bool]:

@@ -179,3 +179,27 @@ def test_fuzz_respond_never_raises(wire: bytes, transport: str) -> None:
         parsed = dns.message.from_wire(reply)
         assert parsed.flags & dns.flags.QR
         assert parsed.id == int.from_bytes(wire[:2], "big")
+
+
+async def test_rfc6147_5_5_validating_client_gets_real_data() -> None:
+    """DO=1 and CD=1: no synthesis; the query goes upstream with DO and CD set."""
+    flags_seen: list[tuple[bool, bool]] = []
+    handle = zone_handler(SERVER_ZONE)
+
+    async def record(query: dns.message.Message, transport: str) -> dns.message.Message | None:
+        flags_seen.append((bool(query.ednsflags & dns.flags.DO), bool(query.flags & dns.flags.CD)))
+        return await handle(query, transport)
+
+    async with trio.open_nursery() as nursery:
+        upstream = FakeUpstream(record)
+        await nursery.start(upstream.serve)
+        settings_ = ResolverSettings(servers=(upstream.address,), prefix=NSP, timeout=1.0)
+        responder = DNS64Responder(DNS64Resolver(settings_, NSP))
+        validating = dns.message.make_query("www.example.", "AAAA", want_dnssec=True)
+        validating.flags |= dns.flags.CD
+        reply = await ask(responder, validating)
+        assert reply.rcode() == dns.rcode.NOERROR and not reply.answer
+        assert flags_seen == [(True, True)]
+        plain = await ask(responder, dns.message.make_query("www.example.", "AAAA"))
+        assert plain.answer  # without DO+CD the same name is synthesized
+        nursery.cancel_scope.cancel()
