@@ -5,12 +5,15 @@ binding: every worker opens its own SO_REUSEPORT socket on the same (already cho
 and the kernel spreads new connections across them. ProxyServer.run accepts until stop(),
 then closes the listeners and gives live tunnels `grace` seconds to finish before
 cancelling them. A handler's unexpected exception is logged and ends only its connection.
+The accept loop is our own (not trio.serve_listeners): one layer and one close fewer per
+connection, with the same retry on ECONNABORTED and back-off on EMFILE/ENFILE/ENOMEM.
 """
 
 from __future__ import annotations
 
 import errno
 import logging
+import os
 import socket
 from collections.abc import Awaitable, Callable, Sequence
 from ipaddress import ip_address
@@ -23,6 +26,9 @@ from proxy64.net.context import ProxyContext
 logger = logging.getLogger(__name__)
 
 LISTEN_BACKLOG = 1024
+ACCEPT_BACKOFF = 0.1  # seconds to wait when accept() fails for lack of fds or memory
+_ACCEPT_BACK_OFF = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
+_ACCEPT_RETRY = {errno.ECONNABORTED, errno.EPROTO, errno.EPERM}
 Handler = Callable[[trio.SocketStream, ProxyContext], Awaitable[None]]
 
 
@@ -82,8 +88,7 @@ class ProxyServer:
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         listeners = [
-            (trio.SocketListener(trio.socket.from_stdlib_socket(sock)), handler)
-            for sock, handler in self._sockets
+            (trio.socket.from_stdlib_socket(sock), handler) for sock, handler in self._sockets
         ]
         try:
             async with trio.open_nursery() as connections:
@@ -94,21 +99,32 @@ class ProxyServer:
                         task_status.started()
                         await trio.sleep_forever()
                 for listener, _ in listeners:
-                    await listener.aclose()
+                    listener.close()
                 if self.live:
                     logger.info("closing: %d tunnels have %g s to finish", self.live, self.grace)
                 connections.cancel_scope.deadline = trio.current_time() + self.grace
         finally:
             for listener, _ in listeners:
-                await trio.aclose_forcefully(listener)
+                listener.close()
 
     async def _accept_loop(
-        self, listener: trio.SocketListener, handler: Handler, connections: trio.Nursery
+        self, listener: trio.socket.SocketType, handler: Handler, connections: trio.Nursery
     ) -> None:
-        async def handle(stream: trio.SocketStream) -> None:
-            await self._handle(stream, handler)
-
-        await trio.serve_listeners(handle, [listener], handler_nursery=connections)
+        """Accept forever; out of fds/memory: log, back off, retry (never crash)."""
+        while True:
+            try:
+                sock, _ = await listener.accept()
+            except OSError as exc:
+                if exc.errno in _ACCEPT_RETRY:
+                    continue  # the client gave up before we accepted it
+                if exc.errno in _ACCEPT_BACK_OFF:
+                    logger.error(
+                        "accept: %s; retrying in %g s", os.strerror(exc.errno or 0), ACCEPT_BACKOFF
+                    )
+                    await trio.sleep(ACCEPT_BACKOFF)
+                    continue
+                raise
+            connections.start_soon(self._handle, trio.SocketStream(sock), handler)
 
     async def _handle(self, stream: trio.SocketStream, handler: Handler) -> None:
         self.live += 1

@@ -184,3 +184,45 @@ def test_proxy_environment_carries_credentials_percent_encoded() -> None:
     env = proxy_environment({}, socks, http, ("al ice", "p@ss:w/rd"))
     assert env["HTTPS_PROXY"] == "http://al%20ice:p%40ss%3Aw%2Frd@127.0.0.1:2"
     assert env["ALL_PROXY"] == "socks5h://al%20ice:p%40ss%3Aw%2Frd@127.0.0.1:1"
+
+
+async def test_accept_loop_backs_off_on_emfile_and_retries_aborted() -> None:
+    import errno
+    import socket as stdsocket
+
+    mine, theirs = stdsocket.socketpair()
+    handled = trio.Event()
+
+    class FlakyListener:
+        def __init__(self) -> None:
+            self.calls: list[float] = []
+
+        async def accept(self) -> tuple[Any, Any]:
+            await trio.lowlevel.checkpoint()
+            self.calls.append(trio.current_time())
+            if len(self.calls) == 1:
+                raise OSError(errno.EMFILE, "Too many open files")
+            if len(self.calls) == 2:
+                raise OSError(errno.ECONNABORTED, "Software caused connection abort")
+            if len(self.calls) == 3:
+                return trio.socket.from_stdlib_socket(mine), None
+            await trio.sleep_forever()
+            raise AssertionError("unreachable")
+
+    async def handler(stream: trio.SocketStream, ctx: ProxyContext) -> None:
+        handled.set()
+
+    ctx = build_context(ServeSettings(), Nat64Choice(NSP, Egress.NAT64, "given"), Recorder())
+    server = ProxyServer(ctx, [], grace=1.0)
+    listener = FlakyListener()
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(server._accept_loop, listener, handler, nursery)
+            await handled.wait()
+            await trio.sleep(0.01)  # let _handle close the stream
+            nursery.cancel_scope.cancel()
+    first, second, third = listener.calls[:3]
+    assert second - first >= 0.1  # backed off after EMFILE
+    assert third - second < 0.05  # ECONNABORTED: retried at once
+    assert mine.fileno() == -1  # the handled connection was closed
+    theirs.close()
