@@ -3,4 +3,4 @@
 # serve HTTP (reporting the peer address) and a UDP echo.
 set -eu
 ip route replace "$DYNAMIC_POOL" via "$NAT64_IPV4"
-exec python3 "$(dirname "$0")/origin_server.py" "$@"
+exec "${PYTHON:-python3}" "$(dirname "$0")/origin_server.py" "$@"

@@ -43,6 +43,7 @@ TAYGA_TEMPLATE = DOCKER_DIR / "nat64" / "tayga.conf.template"
 NSD_TEMPLATE = DOCKER_DIR / "dns" / "nsd.conf.template"
 ZONE_FILES = (DOCKER_DIR / "dns" / "nat64.test.zone", DOCKER_DIR / "dns" / "ipv4only.arpa.zone")
 ORIGIN_SERVER = DOCKER_DIR / "origin" / "origin_server.py"
+ORIGIN_ENTRYPOINT = DOCKER_DIR / "origin" / "entrypoint.sh"
 
 START_TIMEOUT = 10.0  # seconds for a daemon to answer after start
 STOP_TIMEOUT = 3.0  # seconds between SIGTERM and SIGKILL
@@ -309,7 +310,7 @@ class Netlab:
         self.ip(o, "addr", "add", f"{T.ORIGIN4}/{T.ORIGIN_NET4.prefixlen}", "dev", "gw0")
         self.ip(o, "addr", "add", f"{T.PRIVATE_ORIGIN4}/32", "dev", "gw0")
         self.ip(o, "link", "set", "gw0", "up")
-        self.ip(o, "route", "add", str(T.DYNAMIC_POOL), "via", str(T.GATEWAY4))
+        # the route back to tayga's pool is added by docker/origin/entrypoint.sh
 
         # the client's resolv.conf names the network's DNS64, as a real IPv6-only network would
         resolv_dir = Path("/etc/netns") / c
@@ -360,12 +361,17 @@ class Netlab:
 
     def start_origins(self) -> None:
         python = sys.executable
+        # the compose demo's entrypoint: routes the pool back via tayga, then runs the server
         self.spawn(
             "origin4",
             self.origin,
             [
-                python,
-                str(ORIGIN_SERVER),
+                "env",
+                f"DYNAMIC_POOL={T.DYNAMIC_POOL}",
+                f"NAT64_IPV4={T.GATEWAY4}",
+                f"PYTHON={python}",
+                "sh",
+                str(ORIGIN_ENTRYPOINT),
                 "--http",
                 f"0.0.0.0:{T.HTTP_PORT}",
                 "--udp",

@@ -21,7 +21,7 @@ from proxy64.errors import AddressMappingError, Proxy64Error, ResolutionError, S
 from tests.helpers.proxy_process import ProxyProcess
 from tests.network import socks5_client
 from tests.network import topology as T
-from tests.network.netlab import Netlab, socket_in
+from tests.network.netlab import REPO, Netlab, socket_in
 from tests.network.proxy import proxy_in, run_proxy64_in, start_proxy_in
 
 NSD = f"[{T.NSD6}]:53"
@@ -298,6 +298,29 @@ def test_udp_associate_echo_through_tayga(netlab: Netlab, wkp: ProxyProcess, tar
                 assert data == payload
                 assert port == T.UDP_ECHO_PORT
                 assert host == target  # RFC 1928 §7 header names the source as addressed
+
+
+# --- the compose demo's client, for real ---------------------------------------------------
+
+
+def test_compose_client_script_reaches_the_origin(netlab: Netlab, wkp: ProxyProcess) -> None:
+    """docker/client/demo.sh, run in the client namespace with the compose environment
+    pointed at this proxy64: what `docker compose up` prints, without Docker."""
+    env = [
+        f"ALL_PROXY=socks5h://{hostport(wkp.socks)}",
+        f"HTTPS_PROXY=http://{hostport(wkp.http)}",
+        f"HTTP_PROXY_URL=http://{hostport(wkp.http)}",
+        f"ORIGIN_NAME={T.V4ONLY}",
+        f"ORIGIN_IPV4={T.ORIGIN4}",
+    ]
+    script = str(REPO / "docker" / "client" / "demo.sh")
+    result = netlab.run(netlab.client, ["env", *env, "sh", script], check=False, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    assert len(lines) == 4, lines
+    for line in lines:
+        assert line.startswith("client: ") and " -> " in line, line
+        assert_through_tayga(line.split(" -> ", 1)[1])
 
 
 # --- discover, and the embedded fallback -----------------------------------------------------
