@@ -139,6 +139,16 @@ async def _exchange(
     return response
 
 
+class _Pending:
+    """One upstream lookup in progress; later askers of the same name wait for it."""
+
+    __slots__ = ("answer", "done")
+
+    def __init__(self) -> None:
+        self.done = trio.Event()
+        self.answer: Dns64Answer | None = None
+
+
 class DNS64Resolver:
     """RFC 6147 DNS64 with a TTL-honouring cache; built once, shared by every front end."""
 
@@ -155,6 +165,7 @@ class DNS64Resolver:
         self.servers = settings.servers or servers_from_resolv_conf()
         self.cache = cache if cache is not None else Dns64Cache()
         self._clock = clock
+        self._inflight: dict[str, _Pending] = {}
 
     async def query(
         self,
@@ -181,11 +192,30 @@ class DNS64Resolver:
         )
 
     async def lookup(self, qname: dns.name.Name) -> tuple[Dns64Answer, bool]:
-        """The DNS64 answer for qname and whether it came from the cache; never raises."""
-        cached = self.cache.get(cache_key(qname), self._clock())
+        """The DNS64 answer for qname and whether it came from the cache; never raises.
+
+        Concurrent lookups of one name share a single upstream exchange (a page opening
+        many connections to one host asks DNS once).
+        """
+        key = cache_key(qname)
+        cached = self.cache.get(key, self._clock())
         if cached is not None:
             return cached, True
-        answer = await self._lookup_upstream(qname)
+        pending = self._inflight.get(key)
+        if pending is not None:
+            await pending.done.wait()
+            if pending.answer is not None:
+                return pending.answer, False
+            # the first asker was cancelled before it had an answer: ask ourselves
+        pending = _Pending()
+        self._inflight[key] = pending
+        try:
+            answer = await self._lookup_upstream(qname)
+            pending.answer = answer
+        finally:
+            if self._inflight.get(key) is pending:
+                del self._inflight[key]
+            pending.done.set()
         self.cache.put(answer, self._clock())
         if answer.outcome is not Outcome.ANSWER:
             log.debug("DNS64 %s: %s", qname, answer.outcome.value)

@@ -227,3 +227,55 @@ def test_servers_from_resolv_conf(tmp_path: Path) -> None:
     servers = servers_from_resolv_conf(conf)
     assert [str(s) for s in servers] == ["192.0.2.1:53", "[fe80::1]:53"]
     assert [str(s) for s in servers_from_resolv_conf(tmp_path / "absent")] == ["127.0.0.1:53"]
+
+
+async def test_concurrent_lookups_share_one_exchange(
+    nursery: trio.Nursery, autojump_clock: trio.abc.Clock
+) -> None:
+    handle = zone_handler()
+
+    async def slow(query: dns.message.Message, transport: str) -> dns.message.Message | None:
+        await trio.sleep(0.5)
+        return await handle(query, transport)
+
+    up = await start(nursery, slow)
+    resolver = make_resolver(up.address)
+    results = []
+
+    async def one() -> None:
+        results.append(await resolver.resolve("www.example"))
+
+    async with trio.open_nursery() as group:
+        for _ in range(5):
+            group.start_soon(one)
+    assert len(results) == 5
+    assert {r.records for r in results} == {results[0].records}
+    assert len(up.seen) == 2  # one AAAA and one A for five askers
+
+
+async def test_cancelled_first_asker_does_not_strand_the_others(
+    nursery: trio.Nursery, autojump_clock: trio.abc.Clock
+) -> None:
+    handle = zone_handler()
+
+    async def slow(query: dns.message.Message, transport: str) -> dns.message.Message | None:
+        await trio.sleep(0.5)
+        return await handle(query, transport)
+
+    up = await start(nursery, slow)
+    resolver = make_resolver(up.address)
+    results = []
+
+    async def impatient() -> None:
+        with trio.move_on_after(0.1):  # cancelled while its AAAA query is in flight
+            await resolver.resolve("www.example")
+
+    async def patient() -> None:
+        await trio.sleep(0.01)  # arrives while the first lookup is pending
+        results.append(await resolver.resolve("www.example"))
+
+    with trio.fail_after(10):
+        async with trio.open_nursery() as group:
+            group.start_soon(impatient)
+            group.start_soon(patient)
+    assert results[0].records[0].synthesized
