@@ -75,6 +75,8 @@ class Dns64Cache:
             ttl = min(answer.ttl, DNS_NEGATIVE_TTL_MAX)
         else:
             return  # SERVFAIL / TIMEOUT: ask again next time
+        # The answer holds only while every CNAME/DNAME that led to it holds (RFC 2181 §5.2).
+        ttl = min([ttl, *(int(rrset.ttl) for rrset in answer.chain)])
         if ttl <= 0:
             return
         key = cache_key(answer.qname)

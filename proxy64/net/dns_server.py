@@ -70,15 +70,14 @@ class DNS64Responder:
         if query.flags & dns.flags.QR:
             self.dropped += 1
             return None  # a response, not a query: never answer it
+        limit = udp_limit(query) if transport == "udp" else DNS_TCP_MAX_MESSAGE
+        self.answered += 1
         try:
-            reply = await self._answer(query)
+            return render(await self._answer(query), limit)
         except Exception:
             # A bug must not take the server down; the client gets SERVFAIL, we get a trace.
             log.exception("DNS64 server failed on %s", query.question)
-            reply = make_reply(query, dns.rcode.SERVFAIL)
-        limit = udp_limit(query) if transport == "udp" else DNS_TCP_MAX_MESSAGE
-        self.answered += 1
-        return render(reply, limit)
+            return header_error_reply(wire, dns.rcode.SERVFAIL)
 
     async def _answer(self, query: dns.message.Message) -> dns.message.Message:
         if query.opcode() != dns.opcode.QUERY:

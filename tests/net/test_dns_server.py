@@ -203,3 +203,44 @@ async def test_rfc6147_5_5_validating_client_gets_real_data() -> None:
         plain = await ask(responder, dns.message.make_query("www.example.", "AAAA"))
         assert plain.answer  # without DO+CD the same name is synthesized
         nursery.cancel_scope.cancel()
+
+
+async def test_tcp_trickle_and_pipelining(responder: DNS64Responder) -> None:
+    """RFC 7766 §6.2.1: queries may arrive one byte at a time, or several in one segment;
+    each gets its reply, in order, on the same connection."""
+    first = dns.message.make_query("www.example.", "AAAA")
+    second = dns.message.make_query("v6.example.", "AAAA")
+    framed = [len(q.to_wire()).to_bytes(2, "big") + q.to_wire() for q in (first, second)]
+    async with trio.open_nursery() as nursery:
+        bound: HostPort = await nursery.start(
+            serve_dns64, responder, HostPort(ip_address("127.0.0.1"), 0)
+        )
+        with trio.fail_after(10):
+            stream = await trio.open_tcp_stream("127.0.0.1", bound.port)
+            async with stream:
+                for byte in framed[0]:
+                    await stream.send_all(bytes([byte]))
+                await stream.send_all(framed[0] + framed[1])
+                buffer = b""
+                replies = []
+                while len(replies) < 3:
+                    buffer += await stream.receive_some(65535)
+                    while len(buffer) >= 2 and len(buffer) >= 2 + int.from_bytes(buffer[:2], "big"):
+                        size = int.from_bytes(buffer[:2], "big")
+                        replies.append(dns.message.from_wire(buffer[2 : 2 + size]))
+                        buffer = buffer[2 + size :]
+        nursery.cancel_scope.cancel()
+    assert [r.id for r in replies] == [first.id, first.id, second.id]
+    assert str(replies[2].answer[0][0].address) == "2001:db8::6"
+
+
+async def test_a_bug_becomes_servfail_not_a_crash(
+    responder: DNS64Responder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def broken(qname: dns.name.Name) -> None:
+        raise RuntimeError("simulated bug")
+
+    monkeypatch.setattr(responder.resolver, "lookup", broken)
+    reply = await ask(responder, dns.message.make_query("www.example.", "AAAA"))
+    assert reply.rcode() == dns.rcode.SERVFAIL
+    assert (await ask(responder, dns.message.make_query("t.example.", "TXT"))).answer

@@ -279,3 +279,23 @@ async def test_cancelled_first_asker_does_not_strand_the_others(
             group.start_soon(impatient)
             group.start_soon(patient)
     assert results[0].records[0].synthesized
+
+
+async def test_cached_answer_expires_with_its_cname(
+    nursery: trio.Nursery, autojump_clock: trio.abc.Clock
+) -> None:
+    """A CNAME with TTL 30 in front of an AAAA with TTL 100: the cached name lasts 30 s."""
+    zone = {
+        ("alias.example.", "AAAA"): [
+            "alias.example. 30 IN CNAME v6.example.",
+            "v6.example. 100 IN AAAA 2001:db8::6",
+        ]
+    }
+    up = await start(nursery, zone_handler(zone))
+    resolver = make_resolver(up.address)
+    first = await resolver.resolve("alias.example")
+    assert first.chain == ("v6.example",) and first.records[0].ttl == 100
+    await trio.sleep(20)
+    assert (await resolver.resolve("alias.example")).records[0].ttl == 10
+    await trio.sleep(11)
+    assert not (await resolver.resolve("alias.example")).from_cache
