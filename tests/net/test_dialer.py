@@ -348,3 +348,30 @@ async def test_socket_creation_failure_is_a_dial_error(mock_clock: Any) -> None:
         await d.connect(Destination(IPv6Address("2001:db8::1"), 80))
     assert info.value.cause is DialCause.OTHER
     assert "Too many open files" in info.value.attempts[0].detail
+
+
+async def test_rfc8305_4_embedded_egress_interleaves_ipv6_and_ipv4(mock_clock: Any) -> None:
+    net = FakeNet(
+        {
+            "2001:db8:1::1": Outcome(9.0),  # native IPv6 hangs
+            "2001:db8:1::2": Outcome(9.0),
+            "198.51.100.1": Outcome(0.02),  # the embedded IPv4 answers
+        }
+    )
+    resolver = FakeResolver(
+        {
+            "dual.example": [
+                ("2001:db8:1::1", False),
+                ("2001:db8:1::2", False),
+                ("2001:db8:64::c633:6401", True),
+            ]
+        }
+    )
+    t0 = trio.current_time()
+    d = dialer(net, resolver, egress=Egress.EMBEDDED)
+    dialed = await d.connect(Destination("dual.example", 443))
+    # the IPv4 attempt is second (families interleaved), not third
+    assert relative(net, t0) == [(0.0, "2001:db8:1::1"), (0.25, "198.51.100.1")]
+    assert dialed.remote == (IPv4Address("198.51.100.1"), 443)
+    assert dialed.reached is Reached.DNS64 and dialed.egress is Egress.EMBEDDED
+    await dialed.stream.aclose()
