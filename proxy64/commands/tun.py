@@ -37,7 +37,7 @@ from proxy64.defaults import (
 )
 from proxy64.destination import EgressChoice
 from proxy64.errors import ConfigError
-from proxy64.tun.device import TunDevice, TunSetupError, open_tun
+from proxy64.tun.device import TunDevice, TunSetupError, has_vnet_header, open_tun
 
 EXIT_SETUP = 2
 logger = logging.getLogger(__name__)
@@ -235,16 +235,18 @@ def main_serve(args: argparse.Namespace) -> int:
     try:
         if args.device:
             fd, name = open_tun(args.device)
+            vnet = True
         else:
             fd, name = args.fd, f"fd {args.fd}"
             os.fstat(fd)
+            vnet = has_vnet_header(fd)  # also checks that it is an attached TUN fd
     except TunSetupError as exc:
         sys.stderr.write(f"proxy64 tun serve: error: {exc}\n")
         return EXIT_SETUP
     except OSError as exc:
         sys.stderr.write(f"proxy64 tun serve: error: --fd {args.fd}: {exc.strerror}\n")
         return EXIT_SETUP
-    device = TunDevice(fd, args.mtu)
+    device = TunDevice(fd, args.mtu, vnet=vnet)
     report: list[object] = []
 
     async def serve() -> None:

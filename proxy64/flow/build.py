@@ -9,16 +9,21 @@ return None here and the stack counts a drop.
 
 from __future__ import annotations
 
+import struct
 from ipaddress import IPv4Address, IPv6Address
 
 from proxy64.errors import PacketError
 from proxy64.flow.segment import Segment
 from proxy64.flow.wire import EchoIn, FlowKey
-from proxy64.packet import build_echo, build_tcp, build_udp
+from proxy64.packet import build_echo, build_tcp, build_udp, ip_header
+from proxy64.packet.checksum import fold
 from proxy64.packet.icmp_error import IcmpErrorKind, Unreachable, build_icmp_error
-from proxy64.packet.tcp_options import NO_OPTIONS, TcpOptions
+from proxy64.packet.tcp_options import NO_OPTIONS, TcpOptions, encode_tcp_options
 
 IPAddress = IPv4Address | IPv6Address
+TCP = 6
+TCP_CHECKSUM_OFFSET = 16  # RFC 9293 §3.1: the checksum field within the TCP header
+_TCP_HEADER = struct.Struct("!HHIIBBHHH")
 Buffer = bytes | bytearray | memoryview
 
 UNREACHABLE = {  # Refusal name → the codec's destination-unreachable cause
@@ -37,6 +42,25 @@ def tcp_packet(key: FlowKey, seg: Segment) -> bytes:
         key.remote[0], key.app[0], key.remote[1], key.app[1], seg.seq, seg.ack, seg.flags,
         seg.window, options=options, payload=seg.payload,
     )  # fmt: skip
+
+
+def tcp_packet_partial(key: FlowKey, seg: Segment) -> tuple[bytes, int]:
+    """tcp_packet() with a partial checksum (CHECKSUM_PARTIAL): the checksum field holds
+    only the folded pseudo-header sum and the payload is never summed here; returns the
+    packet and where the TCP header starts (virtio_net_hdr csum_start)."""
+    options = b""
+    if seg.mss is not None or seg.wscale is not None:
+        options = encode_tcp_options(TcpOptions(mss=seg.mss, window_scale=seg.wscale))
+    src, dst = key.remote[0], key.app[0]
+    header_length = 20 + len(options)
+    length = header_length + len(seg.payload)
+    ip = ip_header(src, dst, TCP, length)
+    partial = fold(int(src) + int(dst) + TCP + length)  # RFC 9293 §3.1 pseudo-header
+    tcp = _TCP_HEADER.pack(
+        key.remote[1], key.app[1], seg.seq, seg.ack, header_length << 2, seg.flags,
+        seg.window, partial, 0,
+    )  # fmt: skip
+    return b"".join((ip, tcp, options, seg.payload)), len(ip)
 
 
 def udp_packet(key: FlowKey, payload: Buffer) -> bytes:

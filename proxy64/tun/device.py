@@ -21,9 +21,19 @@ from proxy64.errors import Proxy64Error
 
 TUN_PATH = "/dev/net/tun"
 TUNSETIFF = 0x400454CA  # linux/if_tun.h _IOW('T', 202, int)
+TUNGETIFF = 0x800454D2  # _IOR('T', 210, unsigned int)
+TUNSETOFFLOAD = 0x400454D0  # _IOW('T', 208, unsigned int)
 IFF_TUN = 0x0001
 IFF_NO_PI = 0x1000
+IFF_VNET_HDR = 0x4000
+TUN_F_CSUM = 0x01  # we accept packets whose checksum is only partial (CHECKSUM_PARTIAL)
 IFNAMSIZ = 16
+# struct virtio_net_hdr (linux/virtio_net.h), little-endian on the hosts tun supports here
+VNET_HDR = struct.Struct("<BBHHHH")
+VNET_HDR_LEN = VNET_HDR.size
+VNET_F_NEEDS_CSUM = 1
+VNET_F_DATA_VALID = 2
+_PLAIN_HDR = bytes(VNET_HDR_LEN)
 
 ROOTLESS_FIX = (
     "/dev/net/tun is not readable and writable by this user (mode 0600 here), so an "
@@ -37,8 +47,12 @@ class TunSetupError(Proxy64Error):
     """The TUN device or its namespace could not be set up; exit status 2."""
 
 
-def open_tun(name: str) -> tuple[int, str]:
-    """Open /dev/net/tun and attach a TUN interface called name; returns (fd, real name)."""
+def open_tun(name: str, *, vnet: bool = True) -> tuple[int, str]:
+    """Open /dev/net/tun and attach a TUN interface called name; returns (fd, real name).
+
+    vnet: each packet carries a virtio_net_hdr, so checksums can be left to the kernel
+    (TUN_F_CSUM): the app's packets arrive with partial checksums we need not verify,
+    and ours go out with partial checksums the app's kernel trusts (local delivery)."""
     if len(name.encode()) >= IFNAMSIZ:
         raise TunSetupError(f"TUN device name {name!r} is longer than {IFNAMSIZ - 1} bytes")
     try:
@@ -51,8 +65,11 @@ def open_tun(name: str) -> tuple[int, str]:
             "container, pass the device in (docker run --device /dev/net/tun)"
         ) from None
     try:
-        ifr = struct.pack("16sH", name.encode(), IFF_TUN | IFF_NO_PI)
+        flags = IFF_TUN | IFF_NO_PI | (IFF_VNET_HDR if vnet else 0)
+        ifr = struct.pack("16sH", name.encode(), flags)
         result = fcntl.ioctl(fd, TUNSETIFF, ifr)
+        if vnet:
+            fcntl.ioctl(fd, TUNSETOFFLOAD, TUN_F_CSUM)
     except OSError as exc:
         os.close(fd)
         if exc.errno in (errno.EPERM, errno.EACCES):
@@ -65,36 +82,65 @@ def open_tun(name: str) -> tuple[int, str]:
     return fd, real
 
 
-class TunDevice:
-    """Packets in and out of an open TUN fd (taken over: closing the device closes it)."""
+def has_vnet_header(fd: int) -> bool:
+    """Whether an open TUN fd was attached with IFF_VNET_HDR (TUNGETIFF)."""
+    result = fcntl.ioctl(fd, TUNGETIFF, bytes(IFNAMSIZ + 8))
+    (flags,) = struct.unpack_from("H", result, IFNAMSIZ)
+    return bool(flags & IFF_VNET_HDR)
 
-    def __init__(self, fd: int, mtu: int = TUN_MTU) -> None:
+
+class TunDevice:
+    """Packets in and out of an open TUN fd (taken over: closing the device closes it).
+
+    read_batch() yields (packet, checksum_trusted): trusted when the kernel says the
+    checksum is partial or already verified (virtio_net_hdr flags), so decode may skip it.
+    """
+
+    def __init__(self, fd: int, mtu: int = TUN_MTU, *, vnet: bool = False) -> None:
         os.set_blocking(fd, False)
         self.fd = fd
-        self.read_size = mtu + 4096  # room for a packet larger than the MTU to show up
+        self.vnet = vnet
+        self.read_size = mtu + 4096 + (VNET_HDR_LEN if vnet else 0)
         self.closed = False
         self.packets_in = 0
         self.packets_out = 0
         self.dropped_out = 0  # writes refused by the kernel (queue full, device gone)
 
-    async def read_batch(self, limit: int = TUN_READ_BATCH) -> list[bytes]:
+    async def read_batch(self, limit: int = TUN_READ_BATCH) -> list[tuple[bytes, bool]]:
         """Wait for at least one packet, then drain up to limit without waiting."""
         while True:
-            packets: list[bytes] = []
+            packets: list[tuple[bytes, bool]] = []
             while len(packets) < limit:
                 try:
-                    packets.append(os.read(self.fd, self.read_size))
+                    data = os.read(self.fd, self.read_size)
                 except BlockingIOError:
                     break
+                if self.vnet:
+                    if len(data) < VNET_HDR_LEN:
+                        continue  # cannot happen with a sane kernel; never mis-parse it
+                    trusted = bool(data[0] & (VNET_F_NEEDS_CSUM | VNET_F_DATA_VALID))
+                    packets.append((data[VNET_HDR_LEN:], trusted))
+                else:
+                    packets.append((data, False))
             if packets:
                 self.packets_in += len(packets)
                 return packets
             await trio.lowlevel.wait_readable(self.fd)
 
-    def write(self, packet: bytes | bytearray) -> bool:
-        """Write one packet now; False (counted) when the kernel refuses it, as a link would."""
+    def write(self, packet: bytes | bytearray, csum_start: int = 0, csum_offset: int = 0) -> bool:
+        """Write one packet now; False (counted) when the kernel refuses it, as a link would.
+
+        csum_start/csum_offset (vnet only): the packet's transport checksum is partial
+        (pseudo-header sum only) at csum_start + csum_offset; the kernel treats it as
+        CHECKSUM_PARTIAL, which local delivery accepts without computing it."""
         try:
-            os.write(self.fd, packet)
+            if not self.vnet:
+                os.write(self.fd, packet)
+            elif csum_start:
+                header = VNET_HDR.pack(VNET_F_NEEDS_CSUM, 0, 0, 0, csum_start, csum_offset)
+                os.writev(self.fd, (header, packet))
+            else:
+                os.writev(self.fd, (_PLAIN_HDR, packet))
         except (BlockingIOError, OSError):
             self.dropped_out += 1
             return False

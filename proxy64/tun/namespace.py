@@ -101,7 +101,7 @@ async def run_in_namespace(
         if not fds:
             text = message.decode(errors="replace").removeprefix("error: ").strip()
             raise TunSetupError(text or "the sandbox exited before creating its TUN device")
-        device = TunDevice(fds[0], settings.mtu)
+        device = TunDevice(fds[0], settings.mtu, vnet=True)  # child.py opens it with vnet
         done = trio.Event()
         status = 0
         async with trio.open_nursery() as nursery:

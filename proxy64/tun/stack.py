@@ -36,6 +36,7 @@ from proxy64.defaults import (
 from proxy64.destination import Destination
 from proxy64.errors import AddressMappingError, DialCause, DialError, Proxy64Error
 from proxy64.flow import build
+from proxy64.flow.segment import Segment
 from proxy64.flow.table import FlowTable, Ignore, Refuse
 from proxy64.flow.tcp_flow import (
     AckLater,
@@ -140,9 +141,9 @@ class TunStack:
                 nursery.start_soon(self._timers)
                 task_status.started()
                 while True:
-                    for packet in await self.device.read_batch():
+                    for packet, trusted in await self.device.read_batch():
                         try:
-                            self.on_packet(packet)
+                            self.on_packet(packet, trusted=trusted)
                         except Exception:  # a bug must cost one packet, not the stack
                             logger.exception("TUN packet handling failed; packet dropped")
                             self.table.drop("internal-error")
@@ -170,8 +171,9 @@ class TunStack:
             logger.exception("TUN flow task %s failed", getattr(fn, "__name__", fn))
             self.table.drop("internal-error")
 
-    def on_packet(self, packet: bytes) -> None:
-        inbound = decode(packet)
+    def on_packet(self, packet: bytes, *, trusted: bool = False) -> None:
+        """trusted: the kernel vouched for the checksums (virtio_net_hdr flags)."""
+        inbound = decode(packet, verify=not trusted)
         if isinstance(inbound, TcpIn):
             self._on_tcp(inbound, packet)
         elif isinstance(inbound, UdpIn):
@@ -193,6 +195,13 @@ class TunStack:
             self.device.write(error)
         else:
             self.table.drop(inbound.reason)
+
+    def _write_tcp(self, key: FlowKey, segment: Segment) -> None:
+        if self.device.vnet:  # the checksum is left to the kernel (CHECKSUM_PARTIAL)
+            packet, start = build.tcp_packet_partial(key, segment)
+            self.device.write(packet, start, build.TCP_CHECKSUM_OFFSET)
+        else:
+            self.device.write(build.tcp_packet(key, segment))
 
     def _icmp_error(self, original: bytes | None, refusal_name: str) -> None:
         """Destination unreachable about original, unless RFC 4443 §2.4(e) forbids it."""
@@ -224,7 +233,7 @@ class TunStack:
             return
         verdict = self.table.tcp_segment(key, seg)
         if isinstance(verdict, Refuse):
-            self.device.write(build.tcp_packet(key, verdict.reset))
+            self._write_tcp(key, verdict.reset)
             return
         if isinstance(verdict, Ignore):
             return
@@ -251,7 +260,7 @@ class TunStack:
         stream = self.streams.get(key)
         for action in actions:
             if isinstance(action, Transmit):
-                self.device.write(build.tcp_packet(key, action.segment))
+                self._write_tcp(key, action.segment)
             elif isinstance(action, Readable | Writable):
                 if stream is not None and stream.flow is flow:
                     stream.wake()

@@ -35,13 +35,15 @@ FAR = IPv6Address("2001:db8:ffff::1")  # never dialed for real: the scripted dia
 
 
 class FakeDevice:
+    vnet = False  # full checksums both ways, so the test can verify every packet
+
     def __init__(self) -> None:
         self.send, self.receive = trio.open_memory_channel[bytes](1000)
         self.written: list[bytes] = []
         self.event = trio.Event()
 
-    async def read_batch(self, limit: int = 256) -> list[bytes]:
-        return [await self.receive.receive()]
+    async def read_batch(self, limit: int = 256) -> list[tuple[bytes, bool]]:
+        return [(await self.receive.receive(), False)]
 
     def write(self, packet: bytes) -> bool:
         self.written.append(packet)
