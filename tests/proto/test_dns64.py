@@ -30,7 +30,7 @@ from proxy64.proto.dns64_reply import (
     render,
     udp_limit,
 )
-from proxy64.proto.rfc6052 import Nat64Prefix
+from proxy64.proto.rfc6052 import Nat64Prefix, is_global_ipv4
 from tests.helpers.dnsservers import answer
 
 WKP = Nat64Prefix.parse("64:ff9b::/96")
@@ -229,3 +229,32 @@ def test_header_error_reply_is_valid_or_none(wire: bytes) -> None:
         parsed = dns.message.from_wire(reply)
         assert parsed.flags & dns.flags.QR
         assert parsed.id == int.from_bytes(wire[:2], "big")
+
+
+@given(st.integers(min_value=0, max_value=(1 << 128) - 1).map(IPv6Address))
+def test_ptr_address_round_trips(address: IPv6Address) -> None:
+    assert ptr_address(dns.name.from_text(address.reverse_pointer + ".")) == address
+
+
+PREFIXES = [WKP, NSP, *(Nat64Prefix.parse(p) for p in ("2001:db8::/32", "2001:db8:122:344::/64"))]
+
+
+@given(
+    st.lists(
+        st.integers(min_value=0, max_value=(1 << 32) - 1).map(IPv4Address), min_size=1, max_size=20
+    ),
+    st.sampled_from(PREFIXES),
+)
+def test_synthesis_embeds_exactly_the_allowed_a_records(
+    a_addresses: list[IPv4Address], prefix: Nat64Prefix
+) -> None:
+    records = [f"www.example. 60 IN A {a}" for a in a_addresses]
+    step = need_a(classify_aaaa(answer(query(), authority=(SOA,)), Q, DNS64_EXCLUDED))
+    result = synthesize_from_a(answer(query("A"), *records), Q, prefix, step)
+    allowed = {a for a in a_addresses if not prefix.is_well_known or is_global_ipv4(a)}
+    if allowed:
+        assert result.outcome is Outcome.ANSWER
+        assert {prefix.extract(a) for a in result.addresses} == allowed
+        assert all(prefix.contains(a) for a in result.addresses)
+    else:
+        assert result.outcome is Outcome.NODATA and not result.addresses
