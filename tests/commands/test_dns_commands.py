@@ -10,7 +10,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
+from proxy64.commands.dns_options import parse_network4
+from proxy64.errors import ConfigError
 from tests.helpers.dnsservers import (
     DnsProcess,
     free_port,
@@ -246,3 +250,31 @@ def test_dns64_cannot_listen(nsd: DnsProcess) -> None:
             assert line.startswith(f"proxy64 dns64: cannot listen on {host}:{busy.port}"), line
         finally:
             _stop(process)
+
+
+@given(st.text(max_size=40))
+def test_parse_network4_only_config_error(text: str) -> None:
+    try:
+        network = parse_network4(text, "--dns64-mapped")
+    except ConfigError as exc:
+        assert exc.option == "--dns64-mapped" and "192.0.2.0/24" in exc.problem
+    else:
+        assert network.version == 4
+
+
+def test_mapped_option_limits_synthesis(nsd: DnsProcess) -> None:
+    done = proxy64(
+        "resolve",
+        "mixed.dns64.test",
+        "--dns",
+        str(nsd.address),
+        "--nat64-prefix",
+        NSP,
+        "--dns64-mapped",
+        "1.0.0.0/8",
+        "--json",
+    )
+    assert done.returncode == 0, done.stderr
+    assert [r["address"] for r in json.loads(done.stdout)["records"]] == ["2001:db8:101:203:6::"]
+    bad = proxy64("resolve", "x.test", "--dns64-mapped", "2001:db8::/32")
+    assert bad.returncode == 2 and "--dns64-mapped" in bad.stderr
