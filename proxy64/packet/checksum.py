@@ -13,17 +13,20 @@ from __future__ import annotations
 
 from ipaddress import IPv4Address, IPv6Address
 
-# Above this many bytes halving folds beat one bigint modulo (measured: 64 KiB 52 µs vs 92 µs).
-_FOLD_ABOVE = 8192
+# Above this many bytes, halving the integer before the modulo pays: a bigint modulo by a
+# small number costs a division per 30-bit digit, a halving fold only shifts and adds
+# (measured, CPU µs: 4 KiB 5.8 -> 4.6, 9 KB 12.6 -> 8.5, 64 KiB 92 -> 51; 1500 B equal).
+_FOLD_ABOVE = 2048
 
 
 def _fold_large(x: int) -> int:
-    # Split into halves on a 16-bit boundary and add: preserves the value mod 0xFFFF.
+    # Split into halves on a 16-bit boundary and add: preserves the value mod 0xFFFF and
+    # its non-zero-ness. Stop at 2 KiB, where the modulo is as cheap as another fold.
     n = x.bit_length()
-    while n > 64:
+    while n > _FOLD_ABOVE * 8:
         half = ((n + 31) >> 5) << 4
         x = (x >> half) + (x & ((1 << half) - 1))
-        n = x.bit_length()
+        n = half + 1
     return x
 
 
