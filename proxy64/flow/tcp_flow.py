@@ -92,6 +92,7 @@ __all__ = [
 
 DEFAULT_MSS = 536  # RFC 9293 §3.7.1: assumed when the SYN carries no MSS option
 DUPACK_THRESHOLD = 3  # RFC 5681 §3.2
+TSO_MAX_PAYLOAD = 65535 - 60 - 40  # a GSO super-segment must fit one IP packet
 MAX_WSCALE = 14  # RFC 7323 §2.3
 
 
@@ -101,6 +102,7 @@ class TcpSettings:
     rx_capacity: int  # app → destination buffer (the advertised window)
     tx_capacity: int  # destination → app buffer
     max_retries: int
+    tso: bool = False  # segments may be several MSS long; the kernel splits them (GSO)
 
 
 class TcpFlow:
@@ -456,7 +458,7 @@ class TcpFlow:
             room = limit - self.tx_sent
             if room <= 0:
                 break
-            n = min(self.snd_mss, len(self.tx) - self.tx_sent, room)
+            n = min(self._segment_limit(), len(self.tx) - self.tx_sent, room)
             self._send_data(self.tx_sent, n, actions)
             if self.rtt_seq is None:
                 self.rtt_seq, self.rtt_start = self.snd_nxt, now
@@ -470,6 +472,12 @@ class TcpFlow:
                 self.state = TcpState.LAST_ACK
         if self.rto_deadline is None and (self._in_flight() or self.tx):
             self._arm(now)
+
+    def _segment_limit(self) -> int:
+        """One MSS, or with TSO as many whole MSS as fit a 64 KiB IP packet."""
+        if not self.settings.tso:
+            return self.snd_mss
+        return max(1, TSO_MAX_PAYLOAD // self.snd_mss) * self.snd_mss
 
     def _send_data(self, offset: int, n: int, actions: list[Action]) -> None:
         seq = seq_add(self.snd_una, offset)

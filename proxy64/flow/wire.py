@@ -138,7 +138,7 @@ def _decode(data: bytes | bytearray | memoryview, verify: bool) -> Inbound:
     if version == 6:
         ip = IPv6Packet.parse(data)
     elif version == 4:
-        ip = IPv4Packet.parse(data)
+        ip = IPv4Packet.parse(data, verify_checksum=verify)
     else:
         return Malformed("ip-bad_version")
     if ip.is_fragment:

@@ -27,6 +27,11 @@ IFF_TUN = 0x0001
 IFF_NO_PI = 0x1000
 IFF_VNET_HDR = 0x4000
 TUN_F_CSUM = 0x01  # we accept packets whose checksum is only partial (CHECKSUM_PARTIAL)
+TUN_F_TSO4 = 0x02  # ... and TCP super-segments (GSO) up to 64 KiB, whatever the MTU
+TUN_F_TSO6 = 0x04
+VNET_GSO_TCPV4 = 1  # virtio_net_hdr gso_type
+VNET_GSO_TCPV6 = 4
+MAX_PACKET = 65535 + 40  # an IPv6 GSO packet: 40-byte header + 65535 payload
 IFNAMSIZ = 16
 # struct virtio_net_hdr (linux/virtio_net.h), little-endian on the hosts tun supports here
 VNET_HDR = struct.Struct("<BBHHHH")
@@ -69,7 +74,7 @@ def open_tun(name: str, *, vnet: bool = True) -> tuple[int, str]:
         ifr = struct.pack("16sH", name.encode(), flags)
         result = fcntl.ioctl(fd, TUNSETIFF, ifr)
         if vnet:
-            fcntl.ioctl(fd, TUNSETOFFLOAD, TUN_F_CSUM)
+            fcntl.ioctl(fd, TUNSETOFFLOAD, TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6)
     except OSError as exc:
         os.close(fd)
         if exc.errno in (errno.EPERM, errno.EACCES):
@@ -100,7 +105,8 @@ class TunDevice:
         os.set_blocking(fd, False)
         self.fd = fd
         self.vnet = vnet
-        self.read_size = mtu + 4096 + (VNET_HDR_LEN if vnet else 0)
+        # With vnet (TSO) the app's kernel may hand over 64 KiB even with a small MTU.
+        self.read_size = (max(mtu, MAX_PACKET) + VNET_HDR_LEN) if vnet else mtu + 4096
         self.closed = False
         self.packets_in = 0
         self.packets_out = 0
@@ -127,17 +133,31 @@ class TunDevice:
                 return packets
             await trio.lowlevel.wait_readable(self.fd)
 
-    def write(self, packet: bytes | bytearray, csum_start: int = 0, csum_offset: int = 0) -> bool:
+    def write(
+        self,
+        packet: bytes | bytearray,
+        csum_start: int = 0,
+        csum_offset: int = 0,
+        gso_size: int = 0,
+    ) -> bool:
         """Write one packet now; False (counted) when the kernel refuses it, as a link would.
 
         csum_start/csum_offset (vnet only): the packet's transport checksum is partial
         (pseudo-header sum only) at csum_start + csum_offset; the kernel treats it as
-        CHECKSUM_PARTIAL, which local delivery accepts without computing it."""
+        CHECKSUM_PARTIAL, which local delivery accepts without computing it. gso_size (TCP,
+        vnet only): the packet is a super-segment of that MSS (GSO, like a GRO'd packet)."""
         try:
             if not self.vnet:
                 os.write(self.fd, packet)
             elif csum_start:
-                header = VNET_HDR.pack(VNET_F_NEEDS_CSUM, 0, 0, 0, csum_start, csum_offset)
+                gso_type = 0
+                header_length = 0
+                if gso_size:
+                    gso_type = VNET_GSO_TCPV6 if packet[0] >> 4 == 6 else VNET_GSO_TCPV4
+                    header_length = csum_start + ((packet[csum_start + 12] >> 4) << 2)
+                header = VNET_HDR.pack(
+                    VNET_F_NEEDS_CSUM, gso_type, header_length, gso_size, csum_start, csum_offset
+                )
                 os.writev(self.fd, (header, packet))
             else:
                 os.writev(self.fd, (_PLAIN_HDR, packet))

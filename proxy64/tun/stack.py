@@ -196,10 +196,11 @@ class TunStack:
         else:
             self.table.drop(inbound.reason)
 
-    def _write_tcp(self, key: FlowKey, segment: Segment) -> None:
+    def _write_tcp(self, key: FlowKey, segment: Segment, mss: int = 0) -> None:
         if self.device.vnet:  # the checksum is left to the kernel (CHECKSUM_PARTIAL)
             packet, start = build.tcp_packet_partial(key, segment)
-            self.device.write(packet, start, build.TCP_CHECKSUM_OFFSET)
+            gso = mss if len(segment.payload) > mss > 0 else 0  # a super-segment: GSO
+            self.device.write(packet, start, build.TCP_CHECKSUM_OFFSET, gso)
         else:
             self.device.write(build.tcp_packet(key, segment))
 
@@ -252,6 +253,7 @@ class TunStack:
             rx_capacity=self.settings.rx_buffer,
             tx_capacity=self.settings.tx_buffer,
             max_retries=TUN_TCP_MAX_RETRIES,
+            tso=self.device.vnet,
         )
 
     def execute(
@@ -260,7 +262,7 @@ class TunStack:
         stream = self.streams.get(key)
         for action in actions:
             if isinstance(action, Transmit):
-                self._write_tcp(key, action.segment)
+                self._write_tcp(key, action.segment, flow.snd_mss)
             elif isinstance(action, Readable | Writable):
                 if stream is not None and stream.flow is flow:
                     stream.wake()

@@ -351,3 +351,16 @@ def test_fin_wait_2_after_close_times_out_with_rst():
     actions = flow.handle(Tick(), 61.1)
     assert sent(actions)[0].flags & RST
     assert flow.state is TcpState.CLOSED
+
+
+def test_tso_sends_super_segments_of_whole_mss():
+    settings = TcpSettings(mss=1000, rx_capacity=4000, tx_capacity=200_000, max_retries=3,
+                           tso=True)  # fmt: skip
+    flow = TcpFlow(syn(window=65535, wscale=4), ISS, settings, now=0.0)
+    flow.start()
+    flow.handle(DialSucceeded(), 0.0)
+    flow.handle(app(IRS + 1, window=65535), 0.0)  # window 65535 << 4 ≈ 1 MiB
+    _, actions = flow.send(b"g" * 150_000, 0.1)
+    sizes = [len(s.payload) for s in sent(actions)]
+    assert sizes == [65000, 65000, 20000]  # 65 MSS per super-segment, the rest after
+    assert all(size % 1000 == 0 for size in sizes)

@@ -120,12 +120,16 @@ print(hashlib.sha256(data).hexdigest(), bytes(got[:32]).hex(), hashlib.sha256(go
 
 
 @pytest.mark.slow
-async def test_100_mb_each_way_sha256_and_half_close(nsd: HostPort) -> None:
+@pytest.mark.parametrize("mtu", [65520, 1500])  # 1500: GSO super-segments both ways
+async def test_100_mb_each_way_sha256_and_half_close(nsd: HostPort, mtu: int) -> None:
     expected_down = hashlib.sha256(pattern_bytes(BULK)).hexdigest()
     async with trio.open_nursery() as nursery:
         port = await nursery.start(partial(serve_tcp_hash, download=BULK))
         run = await run_sandboxed(
-            [PY, "-c", BULK_SCRIPT, str(LOOPBACK_SYNTH), str(port), str(BULK)], nsd, limit=150
+            [PY, "-c", BULK_SCRIPT, str(LOOPBACK_SYNTH), str(port), str(BULK)],
+            nsd,
+            mtu=mtu,
+            limit=150,
         )
         nursery.cancel_scope.cancel()
     assert run.status == 0, run.output
