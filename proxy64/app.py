@@ -48,6 +48,7 @@ EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_CANNOT_RUN = 126
 EXIT_NOT_FOUND = 127
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 @dataclass(frozen=True, slots=True)
@@ -252,7 +253,10 @@ def make_server(
 async def serve_until_signal(
     server: ProxyServer, on_signal: Callable[[int], None] | None = None
 ) -> None:
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+    with trio.open_signal_receiver(*STOP_SIGNALS) as signals:
+        # run_serve blocked them before printing the start-up line: a signal sent as soon
+        # as that line appears was held until now and is delivered to this receiver.
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
         async with trio.open_nursery() as nursery:
             await nursery.start(server.run)
             async for signum in signals:
@@ -271,6 +275,7 @@ def run_serve(settings: ServeSettings, *, out: Any = None) -> int:
     try:
         nat64 = trio.run(choose_nat64, settings)
         server = make_server(settings, bound, nat64, Recorder())  # fails before "ready"
+        signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)  # until the receiver is up
         print(startup_line(bound, nat64, workers), file=out, flush=True)
         children: list[int] = []
         for _ in range(workers - 1):
