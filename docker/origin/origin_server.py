@@ -4,16 +4,27 @@ network namespace) and in the compose demo's `origin` container.
 
 GET/HEAD any path -> 200, body "origin=LABEL peer=ADDRESS path=PATH\n". Through NAT64 the
 peer is an address of tayga's dynamic pool, which is what the tests assert.
+GET /bytes/N -> N bytes of pattern(N) (binary, every byte value), to check transfers.
+POST any path -> "origin=LABEL peer=ADDRESS sha256=HEX length=N\n" of the request body.
 UDP: every datagram is sent back unchanged to its sender.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import socket  # noqa: TID251 (a stand-alone server, not a proxy64 module)
 import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+MAX_BYTES = 64 * 1024 * 1024  # largest /bytes/N answer
+
+
+def pattern(length: int) -> bytes:
+    """Deterministic binary bytes: SHA-256 blocks of a counter, so every byte value occurs."""
+    blocks = (hashlib.sha256(i.to_bytes(8, "big")).digest() for i in range(length // 32 + 1))
+    return b"".join(blocks)[:length]
 
 
 def split_host_port(text: str) -> tuple[str, int]:
@@ -25,20 +36,43 @@ class Handler(BaseHTTPRequestHandler):
     label = "origin"
     protocol_version = "HTTP/1.1"
 
-    def _answer(self, with_body: bool) -> None:
-        body = f"origin={self.label} peer={self.client_address[0]} path={self.path}\n".encode()
+    def _send(self, body: bytes, content_type: str, with_body: bool = True) -> None:
         self.send_response(200)
-        self.send_header("Content-Type", "text/plain")
+        self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         if with_body:
             self.wfile.write(body)
+
+    def _answer(self, with_body: bool) -> None:
+        if self.path.startswith("/bytes/") and self.path[7:].isdigit():
+            length = min(int(self.path[7:]), MAX_BYTES)
+            self._send(pattern(length), "application/octet-stream", with_body)
+            return
+        body = f"origin={self.label} peer={self.client_address[0]} path={self.path}\n"
+        self._send(body.encode(), "text/plain", with_body)
 
     def do_GET(self) -> None:
         self._answer(True)
 
     def do_HEAD(self) -> None:
         self._answer(False)
+
+    def do_POST(self) -> None:
+        remaining = int(self.headers.get("Content-Length", "0"))
+        digest = hashlib.sha256()
+        while remaining > 0:
+            chunk = self.rfile.read(min(remaining, 65536))
+            if not chunk:
+                break
+            digest.update(chunk)
+            remaining -= len(chunk)
+        length = int(self.headers.get("Content-Length", "0")) - remaining
+        body = (
+            f"origin={self.label} peer={self.client_address[0]} "
+            f"sha256={digest.hexdigest()} length={length}\n"
+        )
+        self._send(body.encode(), "text/plain")
 
     def log_message(self, format: str, *args: object) -> None:
         sys.stderr.write(f"{self.client_address[0]} {format % args}\n")
