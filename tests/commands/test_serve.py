@@ -253,3 +253,13 @@ def test_workers_share_the_listeners(origin: Origin) -> None:
         assert len(pids) == 1  # one forked worker beside the parent
         assert proxy.stop() == 0
     assert subprocess.run(["kill", "-0", pids[0]], capture_output=True, check=False).returncode
+
+
+def test_sigterm_right_after_the_startup_line_exits_cleanly() -> None:
+    for _ in range(3):
+        proxy = start_proxy(*EMBEDDED)
+        try:
+            assert proxy.stop(signal.SIGTERM) == 0, proxy.output()
+        finally:
+            proxy.stop(signal.SIGKILL)
+            proxy.log_path.unlink(missing_ok=True)
