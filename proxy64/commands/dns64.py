@@ -1,11 +1,13 @@
 """`proxy64 dns64 --listen ADDR`: run a DNS64 server (RFC 6147) on UDP and TCP.
 
-Runs until interrupted. A listen address that cannot be bound is one line and exit 1.
+Runs until SIGINT or SIGTERM, then exits 0. A listen address that cannot be bound is one
+line and exit 1.
 """
 
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from typing import Any
 
@@ -85,4 +87,8 @@ async def _serve(settings: ResolverSettings, listen: HostPort) -> int:
             f"upstream {upstream}\n"
         )
         sys.stderr.flush()
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            async for _ in signals:
+                nursery.cancel_scope.cancel()
+                break
     return 0

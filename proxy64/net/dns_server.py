@@ -80,6 +80,8 @@ class DNS64Responder:
             return header_error_reply(wire, dns.rcode.SERVFAIL)
 
     async def _answer(self, query: dns.message.Message) -> dns.message.Message:
+        if query.edns > 0:
+            return make_reply(query, dns.rcode.BADVERS)  # RFC 6891 §6.1.3: we speak EDNS 0
         if query.opcode() != dns.opcode.QUERY:
             return make_reply(query, dns.rcode.NOTIMP)
         if len(query.question) != 1:

@@ -233,6 +233,8 @@ def test_dns64_serves_dig(nsd: DnsProcess) -> None:
             check=False,
         )
         assert "4.3.2.1.in-addr.arpa." in ptr.stdout and "CNAME" in ptr.stdout
+        process.terminate()
+        assert process.wait(timeout=10) == 0  # SIGTERM: a clean stop
     finally:
         _stop(process)
 

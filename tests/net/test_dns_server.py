@@ -12,6 +12,7 @@ import dns.asyncquery
 import dns.flags
 import dns.message
 import dns.name
+import dns.opcode
 import dns.rcode
 import dns.rdatatype
 import pytest
@@ -244,3 +245,13 @@ async def test_a_bug_becomes_servfail_not_a_crash(
     reply = await ask(responder, dns.message.make_query("www.example.", "AAAA"))
     assert reply.rcode() == dns.rcode.SERVFAIL
     assert (await ask(responder, dns.message.make_query("t.example.", "TXT"))).answer
+
+
+async def test_unknown_edns_version_gets_badvers_and_other_opcodes_notimp(
+    responder: DNS64Responder,
+) -> None:
+    future = await ask(responder, dns.message.make_query("www.example.", "AAAA", use_edns=1))
+    assert future.rcode() == dns.rcode.BADVERS and future.edns == 0  # RFC 6891 §6.1.3
+    notify = dns.message.make_query("example.", "SOA")
+    notify.set_opcode(dns.opcode.NOTIFY)
+    assert (await ask(responder, notify)).rcode() == dns.rcode.NOTIMP
