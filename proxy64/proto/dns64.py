@@ -6,7 +6,7 @@ synthesize_from_a() turns the A response into synthesized AAAA records. Nothing 
 touches a socket or a clock; every outcome is a Dns64Answer value.
 
 Invariants: synthesized records carry the owner name of the A RRset and the CNAME/DNAME
-chain of the A response (RFC 6147 §5.1.6); the TTL follows §5.1.7; AAAA inside the
+chain of the A response (RFC 6147 §5.1.5, §5.1.7); the TTL follows §5.1.7; AAAA inside the
 exclusion set count as absent (§5.1.4); NXDOMAIN is never synthesized (§5.1.2); any
 other failure of the AAAA query falls through to A (§5.1.3). Under the well-known prefix
 an A record with a non-global IPv4 address is not synthesized (RFC 6052 §3.1) — a
@@ -196,7 +196,7 @@ def is_mapped(ipv4: IPv4Address, mapped: Sequence[IPv4Network]) -> bool:
 def synthesize_addresses(
     a_rrset: dns.rrset.RRset, prefix: Nat64Prefix, mapped: Sequence[IPv4Network] = ()
 ) -> tuple[IPv6Address, ...]:
-    """RFC 6147 §5.1.6 + RFC 6052 §2.2: embed each A address in the prefix.
+    """RFC 6147 §5.1.6 (data for synthesis, "mapped") + §5.1.7 + RFC 6052 §2.2: embed each A.
 
     Under 64:ff9b::/96 a non-global IPv4 address is skipped (RFC 6052 §3.1).
     """
@@ -273,7 +273,7 @@ def synthesize_from_a(
     need: NeedA,
     mapped: Sequence[IPv4Network] = (),
 ) -> Dns64Answer:
-    """Step 2 (RFC 6147 §5.1.6, §5.1.7): synthesize AAAA from the A response."""
+    """Step 2 (RFC 6147 §5.1.5-§5.1.7): synthesize AAAA from the A response."""
     if response is None:
         return _negative(qname, Outcome.TIMEOUT, None)
     rcode = response.rcode()
@@ -297,7 +297,7 @@ def synthesize_from_a(
                 else "not global IPv4, which RFC 6052 §3.1 forbids under the well-known prefix"
             )
             negative = dataclasses.replace(negative, note=f"A records {skipped} are {why}")
-        return negative  # RFC 6147 §5.1.6: nothing to synthesize, answer as the AAAA did
+        return negative  # nothing to synthesize: answer as the AAAA query did (NODATA)
     return Dns64Answer(
         qname=qname,
         outcome=Outcome.ANSWER,

@@ -106,7 +106,7 @@ def test_rfc6147_5_1_7_ttl_from_negative_aaaa_soa() -> None:
     assert result.ttl == 300
 
 
-def test_rfc6147_5_1_6_chain_kept_and_owner_from_a_rrset() -> None:
+def test_rfc6147_5_1_5_chain_kept_and_owner_from_a_rrset() -> None:
     step = need_a(classify_aaaa(answer(query(), "www.example. 50 IN CNAME real.example."), Q, ()))
     a = answer(
         query("A"),
@@ -150,7 +150,7 @@ def test_rfc6052_3_1_non_global_not_synthesized_under_wkp() -> None:
     assert synthesize_from_a(only_private, Q, NSP, step).outcome is Outcome.ANSWER
 
 
-def test_mapped_limits_what_is_synthesized() -> None:
+def test_rfc6147_5_1_6_mapped_limits_what_is_synthesized() -> None:
     step = need_a(classify_aaaa(answer(query(), authority=(SOA,)), Q, ()))
     a = answer(query("A"), "www.example. 60 IN A 1.2.3.4", "www.example. 60 IN A 5.6.7.8")
     result = synthesize_from_a(a, Q, NSP, step, (IPv4Network("5.0.0.0/8"),))
