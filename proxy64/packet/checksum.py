@@ -11,30 +11,31 @@
 # (RFC 1071 §2(B), byte-order independence), which is faster and needs no padding.
 from __future__ import annotations
 
+import math
 from ipaddress import IPv4Address, IPv6Address
 
-# Above this many bytes, halving the integer before the modulo pays: a bigint modulo by a
-# small number costs a division per 30-bit digit, a halving fold only shifts and adds
-# (measured, CPU µs: 4 KiB 5.8 -> 4.6, 9 KB 12.6 -> 8.5, 64 KiB 92 -> 51; 1500 B equal).
-_FOLD_ABOVE = 2048
+# Above this many bytes, the buffer is read as several integers that are added before the
+# one modulo: a bigint modulo costs a division per 30-bit digit, an addition does not, and
+# each chunk costs a call. Chunks of about 10·sqrt(n) bytes balance the two. Chunks start
+# at even offsets, so each is congruent to its own words' sum. (Measured, CPU µs, one
+# integer vs chunks: 9000 B 20.6 -> 13.8, 64 KiB 155 -> 75; up to 4 KiB one integer wins.)
+_CHUNK_ABOVE = 4096
 
 
-def _fold_large(x: int) -> int:
-    # Split into halves on a 16-bit boundary and add: preserves the value mod 0xFFFF and
-    # its non-zero-ness. Stop at 2 KiB, where the modulo is as cheap as another fold.
-    n = x.bit_length()
-    while n > _FOLD_ABOVE * 8:
-        half = ((n + 31) >> 5) << 4
-        x = (x >> half) + (x & ((1 << half) - 1))
-        n = half + 1
-    return x
+def _le_int(data: bytes | bytearray | memoryview) -> int:
+    """An int congruent to the little-endian word sum of data, zero only for zero data."""
+    n = len(data)
+    if n <= _CHUNK_ABOVE:
+        return int.from_bytes(data, "little")
+    mv = data if isinstance(data, memoryview) else memoryview(data)
+    step = (10 * math.isqrt(n) + 1) & ~1
+    from_bytes = int.from_bytes
+    return sum([from_bytes(mv[i : i + step], "little") for i in range(0, n, step)])
 
 
 def sum_words(data: bytes | bytearray | memoryview) -> int:
     """A sum (see module comment) of the 16-bit big-endian words of data."""
-    x = int.from_bytes(data, "little")
-    if len(data) > _FOLD_ABOVE:
-        x = _fold_large(x)
+    x = _le_int(data)
     # Reduce now to keep later additions small; keep "non-zero" visible for fold().
     r = x % 0xFFFF
     if r == 0 and x != 0:
@@ -97,10 +98,7 @@ def verifies(data: bytes | bytearray | memoryview, initial: int = 0) -> bool:
 
     One modulo, in the little-endian domain: initial << 8 is initial * 256**-1 there.
     """
-    x = int.from_bytes(data, "little")
-    if len(data) > _FOLD_ABOVE:
-        x = _fold_large(x)
-    x += initial << 8
+    x = _le_int(data) + (initial << 8)
     return x != 0 and x % 0xFFFF == 0
 
 
