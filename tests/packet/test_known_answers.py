@@ -162,3 +162,14 @@ def test_rfc791_options_router_alert() -> None:
     with pytest.raises(PacketError) as info:
         parse_transport(p)
     assert info.value.reason is Reason.UNSUPPORTED_PROTOCOL
+
+
+def test_rfc4302_2_2_authentication_header_length_in_4_octet_units() -> None:
+    p = parse_ip(load("ipv6_ah_udp"))
+    assert isinstance(p, IPv6Packet)
+    assert [(e.kind, e.offset, e.length) for e in p.extension_headers] == [(51, 40, 24)]
+    assert (p.next_header, p.protocol, p.upper_offset) == (51, 17, 64)
+    u = parse_transport(p)
+    assert isinstance(u, UdpDatagram)
+    assert (u.src_port, u.dst_port, u.length, u.checksum) == (500, 4500, 13, 0x5101)
+    assert bytes(u.payload) == b"ipsec"

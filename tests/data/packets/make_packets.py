@@ -20,6 +20,7 @@ from scapy.layers.inet6 import (  # noqa: E402
     IPv6ExtHdrHopByHop,
     IPv6ExtHdrRouting,
 )
+from scapy.layers.ipsec import AH  # noqa: E402
 from scapy.packet import Packet, Raw  # noqa: E402
 
 HERE = Path(__file__).parent
@@ -30,6 +31,14 @@ SYN_OPTIONS = [
     ("NOP", None),
     ("WScale", 7),
 ]
+
+
+def _udp6_checksum(src: str, dst: str, sport: int, dport: int, data: bytes) -> int:
+    # scapy leaves the UDP checksum at 0 behind an AH header; the pseudo-header (RFC 8200
+    # §8.1) does not include extension headers, so the same datagram without AH has it.
+    plain = IPv6(bytes(IPv6(src=src, dst=dst) / UDP(sport=sport, dport=dport) / Raw(data)))
+    return int(plain[UDP].chksum)
+
 
 PACKETS: dict[str, Packet] = {
     "ipv4_tcp_syn": IP(src="192.0.2.10", dst="198.51.100.20", id=0x1C46, flags="DF", tos=0x10)
@@ -59,6 +68,14 @@ PACKETS: dict[str, Packet] = {
     / IPv6ExtHdrRouting(addresses=["2001:db8::b", "2001:db8::c"], segleft=2)
     / UDP(sport=7, dport=7)
     / Raw(b"final destination pseudo-header"),
+    "ipv6_ah_udp": IPv6(src="2001:db8::1", dst="2001:db8::2")
+    / AH(nh=17, payloadlen=4, spi=0x1000, seq=9, icv=bytes(range(12)))
+    / UDP(
+        sport=500,
+        dport=4500,
+        chksum=_udp6_checksum("2001:db8::1", "2001:db8::2", 500, 4500, b"ipsec"),
+    )
+    / Raw(b"ipsec"),
     "ipv4_icmp_echo": IP(src="192.0.2.1", dst="192.0.2.2", ttl=255)
     / ICMP(type=8, id=0x4D2, seq=1)
     / Raw(bytes(range(32))),
