@@ -5,9 +5,11 @@
 
 For each MTU, runs a client INSIDE `proxy64 tun run` (its only network is the TUN) that
 downloads and then uploads --size MB from/to an origin on 127.0.0.1 in the root
-namespace (reached as 2001:db8:64::7f00:1, embedded egress), and the same client
-directly on loopback. Reports MB/s (median of --rounds, plus min/max) and the CPU time
-the proxy64 process used per GiB moved. Prints one JSON object on stdout (the last line);
+namespace (reached as 2001:db8:64::7f00:1, embedded egress), the same client directly on
+loopback, and (when installed) inside a namespace served by slirp4netns at the same MTU
+(the origin reached as 10.0.2.2, slirp4netns's host-loopback address). Reports MB/s
+(median of --rounds, plus min/max) and the CPU time of the client plus proxy64 (or
+slirp4netns) per GiB moved, start-up included. Prints one JSON object on stdout (the last line);
 progress goes to stderr. Every process it starts is stopped by PID.
 """
 
@@ -17,6 +19,7 @@ import argparse
 import json
 import os
 import resource
+import shutil
 import socket
 import statistics
 import subprocess
@@ -134,6 +137,39 @@ def run_client(argv_prefix: list[str], host: str, port: int, size: int) -> dict[
     return {r["mode"]: r["mb_s"] for r in results} | {"cpu_s": cpu}
 
 
+def run_client_slirp(port: int, size: int, mtu: int) -> dict[str, Any]:
+    """The same client in a namespace served by slirp4netns (host loopback as 10.0.2.2)."""
+    script = (
+        "for i in $(seq 200); do ip -4 addr show tap0 2>/dev/null | grep -q 10.0.2 && break; "
+        "sleep 0.05; done; "
+        f"{sys.executable} -c '{CLIENT}' 10.0.2.2 {port} {size} down && "
+        f"{sys.executable} -c '{CLIENT}' 10.0.2.2 {port} {size} up"
+    )
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    child = subprocess.Popen(
+        ["unshare", "--net", "sh", "-c", script], stdout=subprocess.PIPE, text=True
+    )
+    slirp = subprocess.Popen(
+        ["slirp4netns", "--configure", f"--mtu={min(mtu, 65521)}", str(child.pid), "tap0"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        out, _ = child.communicate(timeout=600)
+    finally:
+        slirp.terminate()
+        slirp.wait(timeout=10)
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if child.returncode != 0:
+        raise RuntimeError(f"slirp4netns client failed ({child.returncode})")
+    results = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+    return {r["mode"]: r["mb_s"] for r in results} | {"cpu_s": cpu}
+
+
 def summarize(values: list[float]) -> dict[str, float]:
     return {
         "median": round(statistics.median(values), 1),
@@ -148,6 +184,9 @@ def main() -> int:
     parser.add_argument("--size", type=int, default=None, help="MB each way (default 256)")
     parser.add_argument("--rounds", type=int, default=None, help="rounds (default 3)")
     parser.add_argument("--mtu", type=int, action="append", help="TUN MTUs (65520, 1500)")
+    parser.add_argument(
+        "--no-slirp", action="store_true", help="skip slirp4netns (run when installed)"
+    )
     args = parser.parse_args()
     if os.geteuid() != 0:
         print(json.dumps({"benchmark": "tun", "skipped": "needs root (network namespaces)"}))
@@ -155,6 +194,7 @@ def main() -> int:
     size = (args.size or (16 if args.quick else 256)) * 1_000_000
     rounds = args.rounds or (1 if args.quick else 3)
     mtus = args.mtu or ([65520] if args.quick else [65520, 1500])
+    slirp = not args.no_slirp and shutil.which("slirp4netns") is not None
     origin = Origin()
     figures: dict[str, dict[str, list[float]]] = {}
     try:
@@ -167,9 +207,14 @@ def main() -> int:
                     "--log-level", "warning", "--",
                 ]  # fmt: skip
                 cases.append((f"tun-mtu{mtu}", proxy, SYNTH))
+            if slirp:
+                cases += [(f"slirp4netns-mtu{mtu}", [], "") for mtu in mtus]
             for name, prefix, host in cases:  # interleaved: one of each per round
                 log(f"round {round_no + 1}/{rounds}: {name}")
-                result = run_client(prefix, host, origin.port, size)
+                if name.startswith("slirp4netns"):
+                    result = run_client_slirp(origin.port, size, int(name.split("mtu")[1]))
+                else:
+                    result = run_client(prefix, host, origin.port, size)
                 entry = figures.setdefault(name, {"down": [], "up": [], "cpu_s_per_gib": []})
                 entry["down"].append(result["down"])
                 entry["up"].append(result["up"])
@@ -180,7 +225,7 @@ def main() -> int:
         "benchmark": "tun",
         "size_mb_each_way": size // 1_000_000,
         "rounds": rounds,
-        "unit": "MB/s (median, min, max); cpu_s_per_gib: client + proxy64 CPU per GiB",
+        "unit": "MB/s (median, min, max); cpu_s_per_gib: client + proxy64/slirp4netns CPU per GiB",
         "results": {
             name: {key: summarize(values) for key, values in entry.items()}
             for name, entry in figures.items()
