@@ -109,3 +109,4 @@ PACKET_DEFAULT_HOP_LIMIT = 64  # TTL/hop limit of packets we build (RFC 1700 / L
 ICMPV4_ERROR_MAX = 576  # RFC 1812 §4.3.2.3: an ICMPv4 error quotes as much as fits in 576 bytes
 ICMPV6_ERROR_MAX = 1280  # RFC 4443 §2.4(c): an ICMPv6 error must not exceed the minimum MTU
 DNS_SERVER_BIND_TRIES = 20  # port 0: attempts to find one port free for UDP and TCP
+DNS64_RDATA_CACHE = 4096  # address sets whose AAAA rdata the DNS64 server keeps built

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
@@ -30,7 +31,7 @@ import dns.rdatatype
 import dns.rrset
 from dns.rdtypes.IN.AAAA import AAAA
 
-from proxy64.defaults import DNS64_MAX_CHAIN, SYNTHESIZED_TTL_WITHOUT_SOA
+from proxy64.defaults import DNS64_MAX_CHAIN, DNS64_RDATA_CACHE, SYNTHESIZED_TTL_WITHOUT_SOA
 from proxy64.errors import AddressMappingError
 from proxy64.proto.rfc6052 import Nat64Prefix
 
@@ -72,12 +73,19 @@ class Dns64Answer:
     def aaaa_rrset(self) -> dns.rrset.RRset | None:
         if not self.addresses:
             return None
-        rrset = dns.rrset.RRset(self.owner, dns.rdataclass.IN, dns.rdatatype.AAAA)
-        for address in self.addresses:
-            # Built from the address directly: the zone-file parser costs far more.
-            rdata = AAAA(dns.rdataclass.IN, dns.rdatatype.AAAA, str(address))  # type: ignore[no-untyped-call]
-            rrset.add(rdata, self.ttl)
-        return rrset
+        return dns.rrset.from_rdata_list(self.owner, self.ttl, _aaaa_rdatas(self.addresses))
+
+
+@functools.lru_cache(maxsize=DNS64_RDATA_CACHE)
+def _aaaa_rdatas(addresses: tuple[IPv6Address, ...]) -> tuple[AAAA, ...]:
+    """AAAA rdata for addresses; memoized because building them dominates a cached reply.
+
+    dnspython rdata objects are immutable, so sharing them between replies is safe.
+    """
+    return tuple(
+        AAAA(dns.rdataclass.IN, dns.rdatatype.AAAA, str(address))  # type: ignore[no-untyped-call]
+        for address in addresses
+    )
 
 
 @dataclass(frozen=True, slots=True)
