@@ -56,6 +56,8 @@ DNS64_LISTEN = "127.0.0.1:5353"  # default of `proxy64 dns64 --listen`
 PTR_CNAME_TTL = 600  # TTL of the RFC 6147 §5.3.1 CNAME for PTR inside the prefix
 DISCOVERY_TIMEOUT = 5.0  # seconds for the whole RFC 7050 ipv4only.arpa lookup
 PROBE_TIMEOUT = 3.0  # seconds for one RFC 7050 §3 connectivity probe dial
+DNS_SERVER_BIND_TRIES = 20  # port 0: attempts to find one port free for UDP and TCP
+DNS64_RDATA_CACHE = 4096  # address sets whose AAAA rdata the DNS64 server keeps built
 
 # --- HTTP proxy front end (proxy64/net/http_server.py) ----------------------------------
 HTTP_KEEPALIVE_TIMEOUT = 60.0  # a client may sit idle this long between requests (and < idle)
@@ -108,5 +110,3 @@ TUN_DEVICE_QUEUE = 1024  # packets queued toward the app before they are dropped
 PACKET_DEFAULT_HOP_LIMIT = 64  # TTL/hop limit of packets we build (RFC 1700 / Linux default)
 ICMPV4_ERROR_MAX = 576  # RFC 1812 §4.3.2.3: an ICMPv4 error quotes as much as fits in 576 bytes
 ICMPV6_ERROR_MAX = 1280  # RFC 4443 §2.4(c): an ICMPv6 error must not exceed the minimum MTU
-DNS_SERVER_BIND_TRIES = 20  # port 0: attempts to find one port free for UDP and TCP
-DNS64_RDATA_CACHE = 4096  # address sets whose AAAA rdata the DNS64 server keeps built
