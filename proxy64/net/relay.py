@@ -5,17 +5,19 @@ Invariants:
   other, and the other direction keeps flowing until its own EOF.
 - Byte counts go into record.bytes_up (client → remote) / bytes_down as they are delivered.
 - Idle timeout: when no byte moved either way for idle_timeout, the tunnel is closed.
-- A direction starts on the plain copy path (receive_some/send_all, which works for any
-  stream, e.g. TUN flows). Between two real trio.SocketStreams on Linux, once a direction
-  has carried splice_threshold bytes it moves to splice(2) (proxy64/net/splice.py); it comes
-  back to copying, releasing its pipe, when quiet. The switch happens between two complete
-  send_all calls and SocketStream buffers nothing, so no byte is lost or reordered.
+- A direction starts on a copy path: between two trio.SocketStreams, read/write on the raw
+  fds, waiting only when they would block (_copy_chunk); for any other stream (TUN flows)
+  receive_some/send_all. Between two sockets on Linux, once a direction has carried
+  splice_threshold bytes it moves to splice(2) (proxy64/net/splice.py); it comes back to
+  copying, releasing its pipe, when quiet. Every switch happens between two fully written
+  chunks and nothing is buffered here or in SocketStream, so no byte is lost or reordered.
 - A reset on either side ends the whole tunnel; both streams are closed when relay returns.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 
 import trio
 
@@ -103,6 +105,32 @@ async def _close(stream: trio.abc.HalfCloseableStream) -> None:
             await trio.aclose_forcefully(stream)
 
 
+async def _copy_chunk(src_fd: int, dst_fd: int) -> int:
+    """Copy one read's worth src → dst on raw fds; 0 at EOF. Raises OSError when broken.
+
+    Between two sockets this skips SocketStream's per-call checkpoints (about a fifth of a
+    small tunnel's CPU): it waits only when a read or write would block, plus one
+    checkpoint per chunk so a busy tunnel cannot starve the others. Nothing is buffered
+    here: the chunk is fully written before this returns.
+    """
+    while True:
+        try:
+            data = os.read(src_fd, RELAY_CHUNK)
+            break
+        except BlockingIOError:
+            await trio.lowlevel.wait_readable(src_fd)
+    if not data:
+        return 0
+    view = memoryview(data)
+    while view:
+        try:
+            view = view[os.write(dst_fd, view) :]
+        except BlockingIOError:
+            await trio.lowlevel.wait_writable(dst_fd)
+    await trio.lowlevel.checkpoint()
+    return len(data)
+
+
 class _Tunnel:
     __slots__ = (
         "broken",
@@ -148,6 +176,9 @@ class _Tunnel:
         threshold = self.threshold
         carried = 0
         quiet = False  # after a quiet splice, wait for data with no pipe held
+        fds: tuple[int, int] | None = None
+        if isinstance(src, trio.SocketStream) and isinstance(dst, trio.SocketStream):
+            fds = (src.socket.fileno(), dst.socket.fileno())
         try:
             while True:
                 if threshold is not None and carried >= threshold and not quiet:
@@ -164,13 +195,19 @@ class _Tunnel:
                     carried = 0  # quiet: back to copying, pipe released
                     quiet = True
                     continue
-                data = await src.receive_some(RELAY_CHUNK)
-                if not data:
-                    break
-                await dst.send_all(data)
+                if fds is not None:
+                    moved = await _copy_chunk(fds[0], fds[1])
+                    if not moved:
+                        break
+                else:
+                    data = await src.receive_some(RELAY_CHUNK)
+                    if not data:
+                        break
+                    await dst.send_all(data)
+                    moved = len(data)
                 quiet = False
-                carried += len(data)
-                self._count(up, len(data))
+                carried += moved
+                self._count(up, moved)
             if self.half_closed and isinstance(dst, trio.SocketStream):
                 return  # both directions done: close() right after sends this FIN
             self.half_closed = True

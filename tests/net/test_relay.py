@@ -179,11 +179,62 @@ class SpliceCounter:
         monkeypatch.setattr("proxy64.net.relay.splice_direction", counting)
 
 
+class NotASocket(trio.abc.HalfCloseableStream):
+    """A socket stream seen through a generic wrapper (like a TUN flow): copy path only."""
+
+    def __init__(self, inner: trio.SocketStream) -> None:
+        self.inner = inner
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        await self.inner.send_all(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self.inner.wait_send_all_might_not_block()
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        return await self.inner.receive_some(max_bytes)
+
+    async def send_eof(self) -> None:
+        await self.inner.send_eof()
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+async def test_sha256_generic_stream_copy_path(monkeypatch: Any) -> None:
+    """Streams that are not sockets use receive_some/send_all: same integrity."""
+    counter = SpliceCounter(monkeypatch)
+    up, down = os.urandom(3 * 1024 * 1024 + 5), os.urandom(2 * 1024 * 1024 + 7)
+    app_client, client_side = await tcp_pair()
+    remote_side, app_remote = await tcp_pair()
+    rec = record()
+    got: dict[str, bytes] = {}
+
+    async def at_remote() -> None:
+        got["up"] = await receive_all(app_remote)
+
+    async def at_client() -> None:
+        got["down"] = await receive_all(app_client)
+
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(relay, NotASocket(client_side), NotASocket(remote_side), rec)
+            nursery.start_soon(at_remote)
+            nursery.start_soon(at_client)
+            nursery.start_soon(send_then_eof, app_client, up, 100_000)
+            nursery.start_soon(send_then_eof, app_remote, down, 77_777)
+    await app_client.aclose()
+    await app_remote.aclose()
+    assert got == {"up": up, "down": down}
+    assert (rec.bytes_up, rec.bytes_down) == (len(up), len(down))
+    assert counter.calls == 0
+
+
 @pytest.mark.parametrize("threshold", [None, 0, 64 * 1024])
 async def test_sha256_both_directions_with_half_close(
     threshold: int | None, monkeypatch: Any
 ) -> None:
-    """None: copy only; 0: splice from the first byte; 64 KiB: copy, then switch."""
+    """None: fd copy only; 0: splice from the first byte; 64 KiB: fd copy, then switch."""
     if threshold is not None and not splice_module.HAVE_SPLICE:
         pytest.skip("os.splice is Linux-only")
     counter = SpliceCounter(monkeypatch)
