@@ -8,6 +8,7 @@ No thread and no getaddrinfo: a query is a trio task.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -222,25 +223,30 @@ class DNS64Resolver:
         return answer, False
 
     async def _lookup_upstream(self, qname: dns.name.Name) -> Dns64Answer:
+        problems: list[str] = []
         if self.settings.synthesize_all:
             need = NeedA.without_aaaa(qname)
         else:
-            step = classify_aaaa(
-                await self._try(qname, dns.rdatatype.AAAA), qname, self.settings.excluded
-            )
+            aaaa = await self._try(qname, dns.rdatatype.AAAA, problems)
+            step = classify_aaaa(aaaa, qname, self.settings.excluded)
             if isinstance(step, Dns64Answer):
                 return step
             need = step
-        a_response = await self._try(qname, dns.rdatatype.A)
-        return synthesize_from_a(a_response, qname, self.prefix, need, self.settings.mapped)
+        a_response = await self._try(qname, dns.rdatatype.A, problems)
+        answer = synthesize_from_a(a_response, qname, self.prefix, need, self.settings.mapped)
+        if answer.outcome is Outcome.TIMEOUT and problems:
+            # Say which servers failed how: "no DNS server answered: 192.0.2.53:53 timed out".
+            answer = dataclasses.replace(answer, note=problems[-1])
+        return answer
 
     async def _try(
-        self, qname: dns.name.Name, rdtype: dns.rdatatype.RdataType
+        self, qname: dns.name.Name, rdtype: dns.rdatatype.RdataType, problems: list[str]
     ) -> dns.message.Message | None:
         try:
             return await self.query(qname, rdtype)
         except ResolutionError as exc:
             log.debug("%s", exc)
+            problems.append(exc.detail)
             return None
 
     async def resolve(self, name: str) -> Resolution:
