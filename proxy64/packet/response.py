@@ -1,6 +1,7 @@
 # The "origin design" responder: answer a client's packet as its destination would.
 #
-# Copy what the client chose (DSCP, IPv6 flow label, ports), swap source and destination,
+# Copy what the client chose (DSCP, IPv6 flow label, ports), swap source and destination
+# (the final destination when an IPv6 Routing header has segments left, RFC 8200 §8.1),
 # put in new lengths, payload and TCP sequence numbers, compute fresh checksums. IPv4
 # options and IPv6 extension headers are not copied (the answer is a plain datagram); the
 # ECN bits are cleared (we do not claim ECN capability, RFC 3168 §6.1.1).
@@ -21,6 +22,11 @@ from proxy64.packet.udp import UdpDatagram
 from proxy64.packet.view import Buffer
 
 
+def _target(packet: IPv4Packet | IPv6Packet) -> IPv4Address | IPv6Address:
+    # RFC 8200 §8.1: with a Routing header the packet is for its final destination.
+    return packet.final_destination if isinstance(packet, IPv6Packet) else packet.dst
+
+
 def build_echo_reply(
     request: IPv4Packet | IPv6Packet,
     *,
@@ -38,9 +44,10 @@ def build_echo_reply(
     if not isinstance(msg, Icmpv4Message | Icmpv6Message) or msg.type != want:
         raise PacketValueError(f"not an echo request: {msg!r}")
     if src is None:
-        if request.dst.is_multicast:
+        target = _target(request)
+        if target.is_multicast:
             raise PacketValueError("echo request to a multicast address: pass src= (RFC 4443 §4.2)")
-        src = request.dst
+        src = target
     return build_echo(
         src,
         request.src,
@@ -77,7 +84,7 @@ def response_to(
         tc, flow = packet.tos & 0xFC, 0
     else:
         tc, flow = packet.traffic_class & 0xFC, packet.flow_label
-    src, dst = packet.dst, packet.src
+    src, dst = _target(packet), packet.src
     if isinstance(t, TcpSegment):
         return build_tcp(
             src,

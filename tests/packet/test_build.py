@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ipaddress import IPv4Address, IPv6Address, ip_address
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -402,3 +403,14 @@ def test_rfc1122_3_2_2_source_must_be_one_host() -> None:
     assert error_allowed(ok, IcmpErrorKind.TIME_EXCEEDED)
     v6 = parse_ip(build_udp(ip_address("::"), ip_address("2001:db8::2"), 1, 2, b""))
     assert not error_allowed(v6, IcmpErrorKind.DESTINATION_UNREACHABLE)  # RFC 4443 §2.4(e.6)
+
+
+def test_rfc8200_8_1_response_comes_from_the_final_destination() -> None:
+    data = bytes.fromhex(
+        (Path(__file__).parent.parent / "data" / "packets" / "ipv6_udp_routing.hex").read_text()
+    )
+    packet = parse_ip(data)
+    answer = parse_ip(response_to(packet, payload=b"back"))
+    assert (answer.src, answer.dst) == (ip_address("2001:db8::c"), ip_address("2001:db8::1"))
+    udp = parse_transport(answer)
+    assert isinstance(udp, UdpDatagram) and bytes(udp.payload) == b"back"
