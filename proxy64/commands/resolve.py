@@ -11,15 +11,17 @@ import argparse
 import dataclasses
 import json
 import sys
+from ipaddress import IPv4Address, ip_address
 from typing import Any
 
 import trio
 
 from proxy64.commands.common import add_resolver_options, checked, resolver_settings
 from proxy64.config import ResolverSettings
-from proxy64.errors import ResolutionError
+from proxy64.errors import AddressMappingError, ResolutionError
 from proxy64.net.discovery import prefix_for
-from proxy64.net.resolver import DNS64Resolver, Resolution
+from proxy64.net.resolver import DNS64Resolver, Resolution, ResolvedAddress
+from proxy64.proto.rfc6052 import Nat64Prefix
 
 from .dns_options import add_mapped_option, with_mapped
 
@@ -33,7 +35,8 @@ def register(subparsers: Any) -> None:
         description=(
             "Resolve NAME as proxy64 does before dialing: AAAA first, else A records "
             "synthesized into the NAT64 prefix (RFC 6147). Shows the CNAME chain, each "
-            "address as native or synthesized, and its TTL. Exit status 0 when addresses "
+            "address as native or synthesized, and its TTL. An IPv4 address is shown "
+            "embedded in the prefix, as proxy64 dials it. Exit status 0 when addresses "
             "were found, 1 on NXDOMAIN, NODATA, SERVFAIL or when no DNS server answered."
         ),
     )
@@ -59,7 +62,10 @@ async def _resolve(settings: ResolverSettings, name: str, as_json: bool) -> int:
         sys.stderr.write(f"proxy64 resolve: {note}\n")
     resolver = DNS64Resolver(settings, prefix)
     try:
-        resolution = await resolver.resolve(name)
+        resolution = _literal(name, prefix) or await resolver.resolve(name)
+    except AddressMappingError as exc:
+        sys.stderr.write(f"proxy64 resolve: {exc}\n")
+        return EXIT_DNS_FAILURE
     except ResolutionError as exc:
         if as_json:
             error = {"qname": exc.qname, "prefix": str(prefix), "error": exc.reason}
@@ -71,6 +77,20 @@ async def _resolve(settings: ResolverSettings, name: str, as_json: bool) -> int:
     else:
         print(as_table(resolution, str(prefix)))
     return 0
+
+
+def _literal(name: str, prefix: Nat64Prefix) -> Resolution | None:
+    """An IP address needs no DNS: IPv6 is dialed as is, IPv4 embedded in the prefix
+    (RFC 6052 §2.2), as the dialer does. TTL 0: nothing to cache."""
+    try:
+        address = ip_address(name.strip().strip("[]"))
+    except ValueError:
+        return None
+    if isinstance(address, IPv4Address):
+        record = ResolvedAddress(prefix.embed(address), True, 0)
+    else:
+        record = ResolvedAddress(address, False, 0)
+    return Resolution(qname=str(address), chain=(), records=(record,), from_cache=False)
 
 
 def as_dict(resolution: Resolution, prefix: str) -> dict[str, Any]:

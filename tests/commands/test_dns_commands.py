@@ -280,3 +280,16 @@ def test_mapped_option_limits_synthesis(nsd: DnsProcess) -> None:
     assert [r["address"] for r in json.loads(done.stdout)["records"]] == ["2001:db8:101:203:6::"]
     bad = proxy64("resolve", "x.test", "--dns64-mapped", "2001:db8::/32")
     assert bad.returncode == 2 and "--dns64-mapped" in bad.stderr
+
+
+def test_resolve_ip_literals_need_no_dns() -> None:
+    dead = "127.0.0.1:9"  # never asked: literals are not looked up
+    v4 = proxy64("resolve", "192.0.2.33", "--dns", dead, "--nat64-prefix", NSP, "--json")
+    assert v4.returncode == 0, v4.stderr
+    assert json.loads(v4.stdout)["records"] == [
+        {"address": "2001:db8:1c0:2:21::", "synthesized": True, "ttl": 0, "kind": "synthesized"}
+    ]
+    v6 = proxy64("resolve", "[2001:db8::1]", "--dns", dead, "--nat64-prefix", NSP, "--json")
+    assert json.loads(v6.stdout)["records"][0]["address"] == "2001:db8::1"
+    refused = proxy64("resolve", "10.1.2.3", "--dns", dead, "--nat64-prefix", "64:ff9b::/96")
+    assert refused.returncode == 1 and "RFC 6052 §3.1" in refused.stderr
