@@ -58,7 +58,7 @@ class Dns64Answer:
     synthesized: bool
     ttl: int  # TTL of the addresses, or the negative-caching TTL (RFC 2308 §5)
     soa: dns.rrset.RRset | None = None  # negative answers: the SOA for the authority section
-    note: str = ""  # why a NODATA happened when A records existed (for error messages)
+    note: str = ""  # why: A records not synthesized, or which servers timed out (messages)
 
     @property
     def chain_names(self) -> tuple[dns.name.Name, ...]:
