@@ -14,6 +14,7 @@ from proxy64.packet import (
     IcmpErrorKind,
     Icmpv4Message,
     Icmpv6Message,
+    IPv6Packet,
     Reason,
     TcpFlags,
     TcpOptions,
@@ -188,7 +189,8 @@ def test_response_to_swaps_addresses_and_ports(built: Built) -> None:
     answer = response_to(packet, payload=b"hello")
     assert scapy_recomputed(answer) == answer
     back = parse_ip(answer)
-    assert (back.src, back.dst) == (packet.dst, packet.src)
+    target = packet.final_destination if isinstance(packet, IPv6Packet) else packet.dst
+    assert (back.src, back.dst) == (target, packet.src)
     assert back.dscp == packet.dscp and back.ecn == 0
     t, r = parse_transport(packet), parse_transport(back)
     assert isinstance(t, TcpSegment | UdpDatagram) and isinstance(r, TcpSegment | UdpDatagram)
