@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
 import socket
 from collections.abc import Callable, Sequence
 from ipaddress import IPv4Address, IPv6Address
@@ -63,6 +64,9 @@ class ResolverLike(Protocol):
 SocketMaker = Callable[[int, int, int], trio.socket.SocketType]
 
 
+_NO_SOCKET = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
+
+
 def cause_of(exc: OSError) -> DialCause:
     return _ERRNO_CAUSE.get(exc.errno or 0, DialCause.OTHER)
 
@@ -86,6 +90,7 @@ class Dialer:
         self.happy_eyeballs_delay = happy_eyeballs_delay
         self.connect_timeout = connect_timeout
         self._socket: SocketMaker = socket_factory or trio.socket.socket
+        self._raw = socket_factory is None  # real sockets: the leaner connect below
         self._well_known = prefix.is_well_known
 
     # --- planning: destination → targets -------------------------------------------------
@@ -166,24 +171,25 @@ class Dialer:
     ) -> Dialed:
         """One connection attempt; on failure records why and raises DialError."""
         family = socket.AF_INET if target.address.version == 4 else socket.AF_INET6
+        address = (str(target.address), target.port)
         try:
-            sock = self._socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-        except OSError as exc:  # EMFILE (out of fds), EAFNOSUPPORT (no IPv6 here)
-            logger.warning("cannot create a socket to dial %s: %s", destination, exc)
-            failures.append(DialAttempt(target.address, target.port, cause_of(exc), str(exc)))
-            raise DialError(str(destination), failures) from None
-        try:
-            await sock.connect((str(target.address), target.port))
+            if self._raw:
+                sock = await _open_raw(family, address)
+            else:
+                sock = self._socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+                try:
+                    await sock.connect(address)
+                except BaseException:
+                    sock.close()  # cancelled (timeout, or another attempt won): never leak
+                    raise
             local = sock.getsockname()
             stream = trio.SocketStream(sock)  # sets TCP_NODELAY
         except OSError as exc:
-            sock.close()
+            if exc.errno in _NO_SOCKET:
+                logger.warning("cannot create a socket to dial %s: %s", destination, exc)
             failures.append(DialAttempt(target.address, target.port, cause_of(exc), str(exc)))
             logger.debug("connect %s:%s failed: %s", target.address, target.port, exc)
             raise DialError(str(destination), failures) from None
-        except BaseException:
-            sock.close()  # cancelled (timeout or another attempt won): close, never leak
-            raise
         return Dialed(
             stream=stream,
             destination=destination,
@@ -241,6 +247,27 @@ class Dialer:
         done = {(a.address, a.port) for a in failures}
         failures.extend(_timed_out(t) for t in started if (t.address, t.port) not in done)
         raise DialError(str(destination), failures)
+
+
+async def _open_raw(family: int, address: tuple[str, int]) -> trio.socket.SocketType:
+    """A connected trio socket to a numeric address: what trio's connect does, minus its
+    address resolution and extra checkpoints (the per-connection path). Raises OSError;
+    the socket is closed on every failure, cancellation included."""
+    raw = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    try:
+        raw.setblocking(False)
+        err = raw.connect_ex(address)
+        if err == errno.EINPROGRESS:
+            await trio.lowlevel.wait_writable(raw)
+            err = raw.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        else:
+            await trio.lowlevel.checkpoint()
+        if err:
+            raise OSError(err, os.strerror(err))
+    except BaseException:
+        raw.close()
+        raise
+    return trio.socket.from_stdlib_socket(raw)
 
 
 def _timed_out(target: Target) -> DialAttempt:
