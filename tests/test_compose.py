@@ -178,6 +178,24 @@ def test_dockerfile_installs_the_package_the_readme_way() -> None:
     assert ".venv" in ignored and ".git" in ignored
 
 
+def test_services_and_test_network_start_through_the_same_entrypoints(
+    compose: dict[str, Any],
+) -> None:
+    """The Dockerfile copies docker/ to /docker; netlab runs the same scripts in namespaces."""
+    assert re.search(r"^COPY docker /docker$", (REPO / "Dockerfile").read_text(), re.M)
+    for name, svc in compose["services"].items():
+        (entrypoint,) = svc["entrypoint"]
+        assert entrypoint.startswith("/docker/"), name
+        assert (REPO / entrypoint.lstrip("/")).is_file(), f"{name}: {entrypoint} missing"
+    shared = {
+        "origin": netlab.ORIGIN_ENTRYPOINT,
+        "nat64": netlab.NAT64_ENTRYPOINT,
+        "dns": netlab.DNS_ENTRYPOINT,
+    }
+    for name, path in shared.items():
+        assert service(compose, name)["entrypoint"] == [f"/{path.relative_to(REPO)}"]
+
+
 def test_entrypoints_are_executable_shell() -> None:
     for script in sorted((REPO / "docker").glob("*/*.sh")):
         assert os.access(script, os.X_OK), f"{script} is not executable"

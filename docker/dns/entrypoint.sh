@@ -1,9 +1,10 @@
 #!/bin/sh
-# dns service: NSD, authoritative for nat64.test and ipv4only.arpa, from the same
-# nsd.conf.template and zone files as tests/network/netlab.py.
+# dns service: NSD, authoritative for nat64.test and ipv4only.arpa, from nsd.conf.template
+# and the zone files beside this script. The test network (tests/network/netlab.py)
+# starts NSD through this same script, with its own RUN_DIR.
 set -eu
-here=$(dirname "$0")
-run=/run/nsd-demo
+here=$(cd "$(dirname "$0")" && pwd)
+run="${RUN_DIR:-/run/nsd-demo}"
 mkdir -p "$run"
 sed -e "s|\${LISTEN}|${LISTEN}|g" -e "s|\${ZONES_DIR}|${here}|g" -e "s|\${RUN_DIR}|${run}|g" \
     "$here/nsd.conf.template" > "$run/nsd.conf"

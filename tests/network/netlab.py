@@ -44,6 +44,8 @@ NSD_TEMPLATE = DOCKER_DIR / "dns" / "nsd.conf.template"
 ZONE_FILES = (DOCKER_DIR / "dns" / "nat64.test.zone", DOCKER_DIR / "dns" / "ipv4only.arpa.zone")
 ORIGIN_SERVER = DOCKER_DIR / "origin" / "origin_server.py"
 ORIGIN_ENTRYPOINT = DOCKER_DIR / "origin" / "entrypoint.sh"
+NAT64_ENTRYPOINT = DOCKER_DIR / "nat64" / "entrypoint.sh"
+DNS_ENTRYPOINT = DOCKER_DIR / "dns" / "entrypoint.sh"
 
 START_TIMEOUT = 10.0  # seconds for a daemon to answer after start
 STOP_TIMEOUT = 3.0  # seconds between SIGTERM and SIGKILL
@@ -55,6 +57,11 @@ _counter = itertools.count()
 _live_labs: list[Netlab] = []
 
 R = TypeVar("R")
+
+
+def _sbin_path() -> str:
+    """PATH for the entrypoints: tayga, nsd and ip live in /usr/sbin."""
+    return f"PATH=/usr/sbin:/sbin:{os.environ.get('PATH', '/usr/bin:/bin')}"
 
 
 def fill_template(path: Path, **values: str) -> str:
@@ -316,14 +323,7 @@ class Netlab:
         resolv_dir = Path("/etc/netns") / c
         resolv_dir.mkdir(parents=True, exist_ok=True)
         (resolv_dir / "resolv.conf").write_text(f"nameserver {T.UNBOUND6}\n")
-
-        # tayga's TUN device, created once; tayga itself is (re)started per prefix
-        (self.workdir / "tayga").mkdir()
-        mktun_conf = self.workdir / "tayga-mktun.conf"
-        mktun_conf.write_text(tayga_config(T.WELL_KNOWN_PREFIX, str(self.workdir / "tayga")))
-        self.run(g, [tool_path("tayga"), "--mktun", "--config", str(mktun_conf)])
-        self.ip(g, "link", "set", T.TUN_DEVICE, "up")
-        self.ip(g, "route", "add", str(T.DYNAMIC_POOL), "dev", T.TUN_DEVICE)
+        # tayga's TUN device and routes come from docker/nat64/entrypoint.sh (use_prefix)
 
         self.start_nsd()
         self.start_origins()
@@ -344,19 +344,20 @@ class Netlab:
             assert peer in ours, f"{netns}/{device} peers into {peer}, not one of ours"
 
     def start_nsd(self) -> None:
+        """NSD through the compose demo's entrypoint (same template, same zone files)."""
         run_dir = self.workdir / "nsd"
-        run_dir.mkdir(exist_ok=True)
-        zones = self.workdir / "zones"
-        zones.mkdir(exist_ok=True)
-        for zone in ZONE_FILES:
-            shutil.copy(zone, zones / zone.name)
-        conf = run_dir / "nsd.conf"
-        conf.write_text(
-            fill_template(
-                NSD_TEMPLATE, LISTEN=str(T.NSD6), ZONES_DIR=str(zones), RUN_DIR=str(run_dir)
-            )
+        self.spawn(
+            "nsd",
+            self.gateway,
+            [
+                "env",
+                f"LISTEN={T.NSD6}",
+                f"RUN_DIR={run_dir}",
+                _sbin_path(),
+                "sh",
+                str(DNS_ENTRYPOINT),
+            ],
         )
-        self.spawn("nsd", self.gateway, [tool_path("nsd"), "-d", "-c", str(conf)])
         self.wait_until("nsd", lambda: self.dns_answers(self.gateway, str(T.NSD6), T.V4ONLY), "DNS")
 
     def start_origins(self) -> None:
@@ -408,11 +409,25 @@ class Netlab:
         self.prefix = None
         data_dir = self.workdir / "tayga"
         shutil.rmtree(data_dir, ignore_errors=True)  # forget the old prefix's mappings
-        data_dir.mkdir()
-        conf = self.workdir / "tayga.conf"
-        conf.write_text(tayga_config(prefix, str(data_dir)))
-        self.spawn("tayga", g, [tool_path("tayga"), "--nodetach", "--config", str(conf)])
-        self.ip(g, "-6", "route", "add", str(prefix), "dev", T.TUN_DEVICE)
+        # the compose demo's nat64 entrypoint: renders the shared template, creates the TUN
+        # device (idempotent), routes prefix and pool into it, then execs tayga (same PID)
+        self.spawn(
+            "tayga",
+            g,
+            [
+                "env",
+                f"TUN_DEVICE={T.TUN_DEVICE}",
+                f"IPV4_ADDR={T.TAYGA_IPV4}",
+                f"PREFIX={prefix}",
+                f"DYNAMIC_POOL={T.DYNAMIC_POOL}",
+                f"DATA_DIR={data_dir}",
+                f"TAYGA_CONF={self.workdir / 'tayga.conf'}",
+                _sbin_path(),
+                "sh",
+                str(NAT64_ENTRYPOINT),
+            ],
+        )
+        self.wait_until("tayga", lambda: self._is_tayga(self.processes["tayga"].pid), "tayga")
 
         run_dir = self.workdir / "unbound"
         run_dir.mkdir(exist_ok=True)
@@ -424,9 +439,16 @@ class Netlab:
             lambda: self.dns_answers(self.client, str(T.UNBOUND6), T.V4ONLY),
             "DNS64",
         )
-        time.sleep(0.1)  # tayga opens its TUN within milliseconds; give it a moment
         self.expect_running("tayga")
         self.prefix = prefix
+
+    @staticmethod
+    def _is_tayga(pid: int) -> bool:
+        """The entrypoint has exec'd tayga (routes are in place by then)."""
+        try:
+            return Path(f"/proc/{pid}/comm").read_text().strip() == "tayga"
+        except OSError:
+            return False
 
     # --- client side helpers -----------------------------------------------------------
     def curl(self, *args: str, timeout: float = 10.0) -> subprocess.CompletedProcess[str]:
