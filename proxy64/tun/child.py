@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import ctypes
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -26,6 +27,7 @@ CLONE_NEWNET = 0x40000000
 MS_BIND = 4096
 MS_REC = 16384
 MS_PRIVATE = 1 << 18
+PR_SET_PDEATHSIG = 1
 
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -130,6 +132,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (TunSetupError, OSError) as exc:
         sock.sendall(f"error: {exc}".encode())
         return 2
+    # PR_SET_PDEATHSIG (prctl(2)): if proxy64 dies, CMD dies too, never left without network.
+    _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     socket.send_fds(sock, [b"ok"], [fd])
     os.close(fd)
     if sock.recv(1) != b"g":

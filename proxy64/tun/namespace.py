@@ -12,9 +12,10 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import subprocess
 import sys
 import tempfile
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Interface, IPv6Address, IPv6Interface
 
@@ -50,6 +51,27 @@ class SandboxSettings:
     gateway4: IPv4Address = GATEWAY4
 
 
+async def _forward_signals(
+    signals: AsyncIterator[int], process: subprocess.Popen[bytes], scope: trio.CancelScope
+) -> None:
+    """SIGTERM/SIGHUP to proxy64 go to CMD; CMD's exit then ends the run (SIGINT comes
+    from the terminal to both already)."""
+    with scope:
+        async for signum in signals:
+            process.send_signal(signum)
+
+
+async def _wait(process: subprocess.Popen[bytes]) -> int:
+    """Wait for the child without a thread: its pidfd becomes readable when it exits."""
+    pidfd = os.pidfd_open(process.pid)
+    try:
+        await trio.lowlevel.wait_readable(pidfd)
+    finally:
+        trio.lowlevel.notify_closing(pidfd)
+        os.close(pidfd)
+    return process.wait()
+
+
 def check_rootless() -> None:
     """Fail early, with the fix, when a normal user cannot open /dev/net/tun."""
     if os.geteuid() != 0 and not os.access(TUN_PATH, os.R_OK | os.W_OK):
@@ -77,7 +99,7 @@ async def run_in_namespace(
     parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     fd, resolv_path = tempfile.mkstemp(prefix="proxy64-resolv-", suffix=".conf")
     device: TunDevice | None = None
-    process: trio.Process | None = None
+    process: subprocess.Popen[bytes] | None = None
     try:
         os.write(fd, resolv_conf_text(settings).encode())
         os.close(fd)
@@ -93,7 +115,9 @@ async def run_in_namespace(
         if os.geteuid() != 0:
             argv.append("--rootless")
         argv += ["--", *cmd]
-        process = await trio.lowlevel.open_process(argv, pass_fds=(child.fileno(),), stdout=stdout)
+        # Started from this (trio's) thread, not a worker thread: the child's
+        # PR_SET_PDEATHSIG fires when the thread that forked it ends (prctl(2)).
+        process = subprocess.Popen(argv, pass_fds=(child.fileno(),), stdout=stdout)  # noqa: ASYNC220
         child.close()
         with trio.fail_after(SETUP_TIMEOUT):
             await trio.lowlevel.wait_readable(parent)
@@ -104,11 +128,15 @@ async def run_in_namespace(
         device = TunDevice(fds[0], settings.mtu, vnet=True)  # child.py opens it with vnet
         done = trio.Event()
         status = 0
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(serve, device, done)
-            parent.sendall(b"g")
-            status = await process.wait()
-            done.set()
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGHUP) as signals:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(serve, device, done)
+                forwarding = trio.CancelScope()
+                nursery.start_soon(_forward_signals, signals, process, forwarding)
+                parent.sendall(b"g")
+                status = await _wait(process)
+                forwarding.cancel()
+                done.set()
         return 128 - status if status < 0 else status
     except trio.TooSlowError:
         raise TunSetupError("the sandbox did not set up its TUN device within 10 s") from None
@@ -118,7 +146,6 @@ async def run_in_namespace(
         if device is not None:
             device.close()
         if process is not None and process.returncode is None:
-            with trio.CancelScope(shield=True):
-                process.send_signal(signal.SIGKILL)
-                await process.wait()
+            process.kill()
+            process.wait()  # SIGKILL: immediate
         os.unlink(resolv_path)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import glob
 import os
+import signal
 import stat
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -137,3 +139,77 @@ def test_rootless_success_path() -> None:
     code, text = _as_nobody(["tun", "run", "--nat64-prefix", "2001:db8:64::/96", "--",
                              "ip", "-6", "addr"])  # fmt: skip
     assert code == 0, text
+
+
+def comm(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/comm") as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
+def state(pid: int) -> str:
+    """The process state letter ("Z": a zombie), "" when the process is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return ""
+
+
+def start_sleeping_sandbox(nsd: HostPort) -> tuple[subprocess.Popen[bytes], int]:
+    """proxy64 tun run -- sleep 30, returned once `sleep` runs; (proxy64, sandbox pid)."""
+    proxy = subprocess.Popen(
+        [sys.executable, "-m", "proxy64", "tun", "run", "--nat64-prefix", "2001:db8:64::/96",
+         "--egress", "embedded", "--dns", str(nsd), "--", "sleep", "30"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    deadline = time.monotonic() + 20
+    while True:
+        children = children_of(proxy.pid)
+        if children and all(comm(pid) == "sleep" for pid in children):
+            (sandbox,) = children
+            return proxy, sandbox
+        if time.monotonic() > deadline:
+            proxy.kill()
+            proxy.wait()
+            raise AssertionError("the sandbox never started")
+        time.sleep(0.05)
+
+
+def test_sigterm_to_proxy64_reaches_the_command_and_nothing_is_left(nsd: HostPort) -> None:
+    proxy, sandbox = start_sleeping_sandbox(nsd)
+    try:
+        proxy.send_signal(signal.SIGTERM)
+        proxy.wait(timeout=20)
+    finally:
+        if proxy.poll() is None:
+            proxy.kill()
+            proxy.wait()
+    assert proxy.returncode == 128 + signal.SIGTERM  # CMD's status: killed by SIGTERM
+    assert state(sandbox) == ""  # reaped by proxy64
+
+
+def test_killed_proxy64_takes_the_command_with_it(nsd: HostPort) -> None:
+    proxy, sandbox = start_sleeping_sandbox(nsd)
+    try:
+        proxy.send_signal(signal.SIGKILL)  # no clean-up code of proxy64 runs
+        proxy.wait(timeout=10)
+        deadline = time.monotonic() + 5
+        while state(sandbox) not in ("", "Z") and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        if proxy.poll() is None:
+            proxy.kill()
+            proxy.wait()
+    assert state(sandbox) in ("", "Z")  # PR_SET_PDEATHSIG: CMD died with proxy64
+
+
+@pytest.mark.slow
+def test_command_outlives_trio_worker_threads(nsd: HostPort) -> None:
+    # Regression: PR_SET_PDEATHSIG follows the *thread* that forked the sandbox; trio's
+    # idle worker threads exit after 10 s, which once killed every CMD at that age.
+    done = tun_run("--", "sh", "-c", "sleep 11; echo survived", dns=nsd)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "survived\n"
