@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import glob
+import json
 import os
 import signal
 import stat
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -48,11 +50,14 @@ def children_of(pid: int) -> set[int]:
     return found
 
 
-def test_exit_status_report_and_teardown(nsd: HostPort) -> None:
+def test_exit_status_report_and_teardown(nsd: HostPort, tmp_path: Path) -> None:
     resolv_before = set(glob.glob("/tmp/proxy64-resolv-*"))
     children_before = children_of(os.getpid())  # the NSD fixture
-    done = tun_run("--", "sh", "-c", "ip -6 route show default; exit 7", dns=nsd)
+    report = tmp_path / "report.json"
+    done = tun_run("--report", str(report), "--", "sh", "-c",
+                   "ip -6 route show default; exit 7", dns=nsd)  # fmt: skip
     assert done.returncode == 7, done.stderr
+    assert json.loads(report.read_text())["destinations"] == []
     assert "default via fd64::1 dev p64tun0" in done.stdout
     assert "proxy64 readiness report" in done.stderr
     assert set(glob.glob("/tmp/proxy64-resolv-*")) == resolv_before  # temp file removed

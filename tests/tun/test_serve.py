@@ -51,7 +51,6 @@ def netns(tmp_path: object) -> Iterator[str]:
     try:
         yield name
     finally:
-        subprocess.run(["ip", "netns", "pids", name], capture_output=True, check=False)
         pids = subprocess.run(["ip", "netns", "pids", name], capture_output=True, text=True,
                               check=False).stdout.split()  # fmt: skip
         for pid in pids:  # only processes inside our own namespace
