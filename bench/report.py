@@ -219,12 +219,15 @@ def markdown(result: dict[str, Any]) -> str:
         "# proxy64 benchmark results",
         "",
         f"Run {meta['started']} → {meta['finished']} ({meta['duration_s']:.0f} s), "
-        f"mode `{meta['mode']}`, {meta['rounds']} round(s), "
-        "targets interleaved with a rotating start.",
+        f"mode `{meta['mode']}`: {meta['rounds']} connection round(s) "
+        f"({meta['conns_c1']:,} connections at 1 in flight, {meta['conns_c64']:,} at 64), "
+        f"{meta.get('bulk_rounds', '?')} bulk round(s) of {meta['bulk_size'] / 2**20:,.0f} MiB "
+        "per figure; targets interleaved with a rotating start.",
         f"Machine: {meta['nproc']} CPU ({meta['cpu_model']}), kernel {meta['kernel']}, "
         f"Python {meta['python']}; load average at start {meta['loadavg_start']}, "
         f"at end {meta['loadavg_end']} (the machine is shared with other engineers' tests).",
-        f"Command: `{meta['command']}`. Origin: bench/origins.py on [{meta['origin_host']}]; "
+        f"Command: `{meta['command'].strip()}`. "
+        f"Origin: bench/origins.py on [{meta['origin_host']}]; "
         "every proxy dials it by IPv6 literal.",
         "",
         "Cells: median (min–max) over rounds · ratio. Ratios are between medians of this run.",
@@ -280,7 +283,10 @@ def markdown(result: dict[str, Any]) -> str:
             "",
         ]
         rows = []
-        for label, per in idle.items():
+        ordered = [label for label in labels if label in idle]
+        ordered += [label for label in idle if label not in ordered]
+        for label in ordered:
+            per = idle[label]
             row = [f"`{label}`"]
             for c in counts:
                 e = per.get(str(c))
@@ -360,13 +366,22 @@ def script_lines(name: str, out: dict[str, Any]) -> list[str]:
     if not isinstance(data, dict):
         return [f"- `{name}`: {str(data)[:300]}"]
     items: list[tuple[str, str]] = []
-    for key, value in data.items():
-        if isinstance(value, dict) and "median" in value:
-            low, high = value.get("min"), value.get("max")
-            rng = f" ({fmt(low, 2)}–{fmt(high, 2)})" if low is not None else ""
-            items.append((key, f"{fmt(value['median'], 2)}{rng}"))
-        elif isinstance(value, int | float) and not isinstance(value, bool):
-            items.append((key, fmt(value, 2 if isinstance(value, float) else 0)))
+
+    def walk(prefix: str, node: dict[str, Any]) -> None:
+        for key, value in node.items():
+            if key in ("meta", "machine"):
+                continue
+            name = f"{prefix}{key}"
+            if isinstance(value, dict) and "median" in value:
+                low, high = value.get("min"), value.get("max")
+                rng = f" ({fmt(low, 2)}–{fmt(high, 2)})" if low is not None else ""
+                items.append((name, f"{fmt(value['median'], 2)}{rng}"))
+            elif isinstance(value, dict):
+                walk(f"{name}.", value)
+            elif isinstance(value, int | float) and not isinstance(value, bool):
+                items.append((name, fmt(value, 2 if isinstance(value, float) else 0)))
+
+    walk("", data)
     if len(items) > 24 and any(k.endswith("_pps") for k, _ in items):
         items = [(k, v) for k, v in items if k.endswith("_pps")]  # rates only, when huge
     shown = "; ".join(f"{k} {v}" for k, v in items[:40])
