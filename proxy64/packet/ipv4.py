@@ -75,7 +75,11 @@ class IPv4Packet:
     @classmethod
     def parse(cls, data: Buffer, *, verify_checksum: bool = True) -> IPv4Packet:
         """Check and wrap data; raises PacketError (layer "ipv4") on anything malformed."""
-        mv = as_view(data)
+        return cls.parse_view(as_view(data), verify_checksum)
+
+    @classmethod
+    def parse_view(cls, mv: memoryview, verify_checksum: bool = True) -> IPv4Packet:
+        """parse() for a 1-D unsigned-byte memoryview (as parse_ip has already made)."""
         n = len(mv)
         if n < MIN_HEADER:
             raise PacketError(LAYER, Reason.TRUNCATED, n)

@@ -88,7 +88,11 @@ class IPv6Packet:
     @classmethod
     def parse(cls, data: Buffer) -> IPv6Packet:
         """Check and wrap data; raises PacketError (layer "ipv6") on anything malformed."""
-        mv = as_view(data)
+        return cls.parse_view(as_view(data))
+
+    @classmethod
+    def parse_view(cls, mv: memoryview) -> IPv6Packet:
+        """parse() for a 1-D unsigned-byte memoryview (as parse_ip has already made)."""
         n = len(mv)
         if n < HEADER:
             raise PacketError(LAYER, Reason.TRUNCATED, n)

@@ -29,9 +29,9 @@ def parse_ip(data: Buffer, *, verify_checksum: bool = True) -> IpPacket:
         raise PacketError("ip", Reason.TRUNCATED, 0)
     version = mv[0] >> 4
     if version == 4:
-        return IPv4Packet.parse(mv, verify_checksum=verify_checksum)
+        return IPv4Packet.parse_view(mv, verify_checksum)
     if version == 6:
-        return IPv6Packet.parse(mv)
+        return IPv6Packet.parse_view(mv)
     raise PacketError("ip", Reason.BAD_VERSION, 0)
 
 
