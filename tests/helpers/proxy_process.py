@@ -1,7 +1,7 @@
 """Start `proxy64 serve` as a subprocess on free loopback ports, for end-to-end tests.
 
     with proxy_process("--egress", "embedded", "--nat64-prefix", "2001:db8:64::/96") as proxy:
-        curl -x http://{proxy.http_url} ...      # proxy.socks / proxy.http: (host, port)
+        curl -x {proxy.http_url} ...      # proxy.socks / proxy.http: (host, port)
     # stopped by PID (SIGTERM, then SIGKILL after a timeout) even when the test fails
 
 Unless the args name --socks/--http themselves, both listen on 127.0.0.1 port 0 and the
