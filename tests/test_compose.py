@@ -24,7 +24,7 @@ import pytest
 import yaml
 
 from proxy64.cli import build_parser
-from tests.network import netlab
+from tests.network import configs
 from tests.network import topology as T
 
 REPO = Path(__file__).resolve().parents[1]
@@ -94,7 +94,7 @@ def test_nat64_renders_the_same_tayga_config_as_the_tests(compose: dict[str, Any
     assert IPv6Network(env["PREFIX"]) == T.WELL_KNOWN_PREFIX
     assert IPv4Network(env["DYNAMIC_POOL"]) == T.DYNAMIC_POOL
     assert IPv4Address(env["IPV4_ADDR"]) == T.TAYGA_IPV4
-    assert netlab.TAYGA_TEMPLATE == REPO / "docker" / "nat64" / "tayga.conf.template"
+    assert configs.TAYGA_TEMPLATE == REPO / "docker" / "nat64" / "tayga.conf.template"
     rendered = subprocess.run(
         ["sh", str(REPO / "docker" / "nat64" / "entrypoint.sh")],
         env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "RENDER_ONLY": "1", **env},
@@ -103,7 +103,7 @@ def test_nat64_renders_the_same_tayga_config_as_the_tests(compose: dict[str, Any
         check=True,
         timeout=10,
     ).stdout
-    assert rendered == netlab.tayga_config(T.WELL_KNOWN_PREFIX, env["DATA_DIR"])
+    assert rendered == configs.tayga_config(T.WELL_KNOWN_PREFIX, env["DATA_DIR"])
     assert "${" not in rendered
     assert nat64["devices"] == ["/dev/net/tun:/dev/net/tun"]
     assert "NET_ADMIN" in nat64["cap_add"]
@@ -116,19 +116,19 @@ def test_origin_serves_what_the_tests_dial(compose: dict[str, Any]) -> None:
     assert command[command.index("--udp") + 1] == f"0.0.0.0:{T.UDP_ECHO_PORT}"
     assert IPv4Network(origin["environment"]["DYNAMIC_POOL"]) == T.DYNAMIC_POOL
     assert IPv4Address(origin["environment"]["NAT64_IPV4"]) == T.GATEWAY4
-    assert netlab.ORIGIN_SERVER == REPO / "docker" / "origin" / "origin_server.py"
+    assert configs.ORIGIN_SERVER == REPO / "docker" / "origin" / "origin_server.py"
 
 
 def test_dns_serves_the_test_zones(compose: dict[str, Any]) -> None:
     assert IPv6Address(service(compose, "dns")["environment"]["LISTEN"]) == T.NSD6
     entrypoint = (REPO / "docker" / "dns" / "entrypoint.sh").read_text()
     assert "nsd.conf.template" in entrypoint
-    assert netlab.NSD_TEMPLATE.parent == REPO / "docker" / "dns"
-    assert all(zone.parent == REPO / "docker" / "dns" for zone in netlab.ZONE_FILES)
+    assert configs.NSD_TEMPLATE.parent == REPO / "docker" / "dns"
+    assert all(zone.parent == REPO / "docker" / "dns" for zone in configs.ZONE_FILES)
 
 
 def test_zone_file_holds_the_topology_addresses() -> None:
-    zone = dns.zone.from_file(str(netlab.ZONE_FILES[0]), origin=T.ZONE, relativize=False)
+    zone = dns.zone.from_file(str(configs.ZONE_FILES[0]), origin=T.ZONE, relativize=False)
 
     def records(name: str, kind: str) -> set[str]:
         rdataset = zone.get_rdataset(f"{name}.", dns.rdatatype.from_text(kind))
@@ -141,7 +141,7 @@ def test_zone_file_holds_the_topology_addresses() -> None:
     assert records(T.PRIVATE, "A") == {str(T.PRIVATE_ORIGIN4)}
     assert records(T.MAPPED, "AAAA") == {f"::ffff:{T.ORIGIN4}"}
     assert records(f"ns.{T.ZONE}".rstrip("."), "AAAA") == {str(T.NSD6)}
-    arpa = dns.zone.from_file(str(netlab.ZONE_FILES[1]), origin="ipv4only.arpa.")
+    arpa = dns.zone.from_file(str(configs.ZONE_FILES[1]), origin="ipv4only.arpa.")
     a = arpa.get_rdataset("@", dns.rdatatype.A)
     assert a is not None
     assert {r.to_text() for r in a} == {"192.0.0.170", "192.0.0.171"}  # RFC 7050 §2.2
@@ -181,16 +181,16 @@ def test_dockerfile_installs_the_package_the_readme_way() -> None:
 def test_services_and_test_network_start_through_the_same_entrypoints(
     compose: dict[str, Any],
 ) -> None:
-    """The Dockerfile copies docker/ to /docker; netlab runs the same scripts in namespaces."""
+    """The Dockerfile copies docker/ to /docker; the test network runs the same scripts."""
     assert re.search(r"^COPY docker /docker$", (REPO / "Dockerfile").read_text(), re.M)
     for name, svc in compose["services"].items():
         (entrypoint,) = svc["entrypoint"]
         assert entrypoint.startswith("/docker/"), name
         assert (REPO / entrypoint.lstrip("/")).is_file(), f"{name}: {entrypoint} missing"
     shared = {
-        "origin": netlab.ORIGIN_ENTRYPOINT,
-        "nat64": netlab.NAT64_ENTRYPOINT,
-        "dns": netlab.DNS_ENTRYPOINT,
+        "origin": configs.ORIGIN_ENTRYPOINT,
+        "nat64": configs.NAT64_ENTRYPOINT,
+        "dns": configs.DNS_ENTRYPOINT,
     }
     for name, path in shared.items():
         assert service(compose, name)["entrypoint"] == [f"/{path.relative_to(REPO)}"]

@@ -13,8 +13,13 @@ from types import FrameType
 
 import pytest
 
+from tests.helpers.proxy_process import ProxyProcess
 from tests.helpers.requirements import require_root, require_tool
-from tests.network.netlab import Netlab, remove_stale_labs
+from tests.network import topology as T
+from tests.network.clients import NSD
+from tests.network.netlab import Netlab
+from tests.network.netns import remove_stale_labs
+from tests.network.proxy import proxy_in
 
 NETWORK_TOOLS = ("ip", "sysctl", "tayga", "nsd", "unbound", "curl", "dig")
 
@@ -45,3 +50,18 @@ def netlab() -> Iterator[Netlab]:
         lab.destroy()
         if previous == signal.SIG_DFL:
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+@pytest.fixture(scope="module")
+def wkp_proxy(netlab: Netlab) -> Iterator[ProxyProcess]:
+    """proxy64 doing its own DNS64 against NSD with the well-known prefix (one per module)."""
+    netlab.use_prefix(T.WELL_KNOWN_PREFIX)
+    args = ("--dns", NSD, "--nat64-prefix", str(T.WELL_KNOWN_PREFIX), "--egress", "nat64")
+    with proxy_in(netlab, *args) as proxy:
+        yield proxy
+
+
+@pytest.fixture
+def wkp(netlab: Netlab, wkp_proxy: ProxyProcess) -> ProxyProcess:
+    netlab.use_prefix(T.WELL_KNOWN_PREFIX)  # another test may have switched tayga
+    return wkp_proxy

@@ -8,150 +8,50 @@ Invariants:
 - every process is started here, remembered by PID, and stopped by PID in destroy(), which
   also runs at interpreter exit for a lab a fixture could not finalize.
 
-Topology and addresses: tests/network/topology.py and docs/nat64-network.md.
+Topology and addresses: tests/network/topology.py and docs/nat64-network.md. Config
+rendering: configs.py; acting inside a namespace and stale clean-up: netns.py.
 """
 
 from __future__ import annotations
 
 import atexit
 import contextlib
-import ctypes
 import itertools
 import os
-import re
 import shutil
 import signal
 import socket
-import string
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from ipaddress import IPv6Network
 from pathlib import Path
-from typing import TypeVar
 
 from tests.helpers.requirements import tool_path
 from tests.network import topology as T
-
-REPO = Path(__file__).resolve().parents[2]
-DOCKER_DIR = REPO / "docker"
-TAYGA_TEMPLATE = DOCKER_DIR / "nat64" / "tayga.conf.template"
-NSD_TEMPLATE = DOCKER_DIR / "dns" / "nsd.conf.template"
-ZONE_FILES = (DOCKER_DIR / "dns" / "nat64.test.zone", DOCKER_DIR / "dns" / "ipv4only.arpa.zone")
-ORIGIN_SERVER = DOCKER_DIR / "origin" / "origin_server.py"
-ORIGIN_ENTRYPOINT = DOCKER_DIR / "origin" / "entrypoint.sh"
-NAT64_ENTRYPOINT = DOCKER_DIR / "nat64" / "entrypoint.sh"
-DNS_ENTRYPOINT = DOCKER_DIR / "dns" / "entrypoint.sh"
+from tests.network.configs import (
+    DNS_ENTRYPOINT,
+    NAT64_ENTRYPOINT,
+    ORIGIN_ENTRYPOINT,
+    ORIGIN_SERVER,
+    unbound_config,
+)
+from tests.network.netns import run_in_netns
 
 START_TIMEOUT = 10.0  # seconds for a daemon to answer after start
 STOP_TIMEOUT = 3.0  # seconds between SIGTERM and SIGKILL
 COMMAND_TIMEOUT = 15.0  # seconds for one ip/sysctl/curl command
 
-_CLONE_NEWNET = 0x40000000
-_libc = ctypes.CDLL(None, use_errno=True)
 _counter = itertools.count()
 _live_labs: list[Netlab] = []
-
-R = TypeVar("R")
 
 
 def _sbin_path() -> str:
     """PATH for the entrypoints: tayga, nsd and ip live in /usr/sbin."""
     return f"PATH=/usr/sbin:/sbin:{os.environ.get('PATH', '/usr/bin:/bin')}"
-
-
-def fill_template(path: Path, **values: str) -> str:
-    """${NAME} placeholders, the same syntax docker/*/entrypoint.sh fill with sed."""
-    return string.Template(path.read_text()).substitute(values)
-
-
-def tayga_config(prefix: IPv6Network, data_dir: str) -> str:
-    return fill_template(
-        TAYGA_TEMPLATE,
-        TUN_DEVICE=T.TUN_DEVICE,
-        IPV4_ADDR=str(T.TAYGA_IPV4),
-        PREFIX=str(prefix),
-        DYNAMIC_POOL=str(T.DYNAMIC_POOL),
-        DATA_DIR=data_dir,
-    )
-
-
-def unbound_config(prefix: IPv6Network, run_dir: str) -> str:
-    """Unbound as the network's DNS64 (RFC 6147), asking only our NSD, never the root."""
-    return f"""\
-server:
-    interface: {T.UNBOUND6}
-    port: 53
-    do-ip4: no
-    do-daemonize: no
-    username: ""
-    chroot: ""
-    directory: "{run_dir}"
-    pidfile: "{run_dir}/unbound.pid"
-    use-syslog: no
-    logfile: ""
-    verbosity: 1
-    num-threads: 1
-    so-reuseport: no
-    access-control: ::/0 allow
-    module-config: "dns64 iterator"
-    dns64-prefix: {prefix}
-    local-zone: "test." nodefault
-    do-not-query-localhost: no
-    qname-minimisation: no
-stub-zone:
-    name: "{T.ZONE}"
-    stub-addr: {T.NSD6}
-stub-zone:
-    name: "ipv4only.arpa."
-    stub-addr: {T.NSD6}
-forward-zone:
-    name: "."
-    forward-addr: {T.NSD6}
-remote-control:
-    control-enable: no
-"""
-
-
-def run_in_netns(netns: str, function: Callable[[], R]) -> R:
-    """Call function in a thread that entered netns (setns is per thread on Linux).
-
-    A socket created inside stays in that namespace after the thread leaves it, so tests
-    can talk to servers in the client namespace from the test process itself.
-    """
-    outcome: list[R] = []
-    failure: list[BaseException] = []
-
-    def target() -> None:
-        own = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
-        other = os.open(f"/run/netns/{netns}", os.O_RDONLY)
-        try:
-            if _libc.setns(other, _CLONE_NEWNET) != 0:
-                raise OSError(ctypes.get_errno(), f"setns into {netns} failed")
-            try:
-                outcome.append(function())
-            finally:
-                _libc.setns(own, _CLONE_NEWNET)
-        except BaseException as exc:
-            failure.append(exc)
-        finally:
-            os.close(own)
-            os.close(other)
-
-    thread = threading.Thread(target=target, name=f"in-{netns}")
-    thread.start()
-    thread.join()
-    if failure:
-        raise failure[0]
-    return outcome[0]
-
-
-def socket_in(netns: str, family: int, kind: int) -> socket.socket:
-    return run_in_netns(netns, lambda: socket.socket(family, kind))
 
 
 @dataclass
@@ -469,50 +369,6 @@ class Netlab:
         shutil.rmtree(self.workdir, ignore_errors=True)
         if self in _live_labs:
             _live_labs.remove(self)
-
-
-STALE_NAME = re.compile(r"^p64n-(?P<pid>\d+)-\d+-[cgo]$")
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def remove_stale_labs() -> list[str]:
-    """Delete namespaces left by a test run that was killed (SIGKILL skips every cleanup).
-
-    Only p64n-<pid>-... namespaces whose creating pytest process is gone; the processes
-    still inside them were started by that run, and are stopped by PID first.
-    """
-    listed = subprocess.run(
-        ["ip", "netns", "list"], check=False, capture_output=True, text=True, timeout=10
-    ).stdout
-    removed = []
-    for line in listed.splitlines():
-        name = line.split()[0] if line.split() else ""
-        match = STALE_NAME.match(name)
-        if match is None or _pid_alive(int(match["pid"])):
-            continue
-        pids = subprocess.run(
-            ["ip", "netns", "pids", name], check=False, capture_output=True, text=True, timeout=10
-        ).stdout.split()
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError, ValueError):
-                os.kill(int(pid), signal.SIGKILL)
-        subprocess.run(["ip", "netns", "del", name], check=False, capture_output=True, timeout=10)
-        shutil.rmtree(Path("/etc/netns") / name, ignore_errors=True)
-        removed.append(name)
-    for workdir in Path(tempfile.gettempdir()).glob("p64n-*-*-*"):
-        match = re.match(r"p64n-(\d+)-", workdir.name)
-        if match and workdir.is_dir() and not _pid_alive(int(match[1])):
-            shutil.rmtree(workdir, ignore_errors=True)
-    return removed
 
 
 @atexit.register

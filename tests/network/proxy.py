@@ -16,7 +16,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from tests.helpers.proxy_process import STARTUP_RE, ProxyProcess
-from tests.network.netlab import REPO, Netlab
+from tests.network.configs import REPO
+from tests.network.netlab import Netlab
 
 START_TIMEOUT = 15.0  # includes RFC 7050 discovery for --nat64-prefix auto
 COMMAND_TIMEOUT = 20.0
