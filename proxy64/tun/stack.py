@@ -16,7 +16,7 @@ import os
 import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from ipaddress import IPv4Address, IPv6Address, IPv6Network
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 from typing import Literal, Protocol
 
 import trio
@@ -26,6 +26,7 @@ from proxy64.defaults import (
     DNS_PORT,
     TUN_MAX_FLOWS,
     TUN_MAX_HALF_OPEN,
+    TUN_NETWORK_V4,
     TUN_TCP_MAX_RETRIES,
     TUN_TCP_RX_BUFFER,
     TUN_TCP_TX_BUFFER,
@@ -132,6 +133,11 @@ class TunStack:
         self.echo_kind = echo_mod.probe_kind()
         self._nursery: trio.Nursery | None = None
         self._ack_due: dict[FlowKey, TcpFlow] = {}
+        gateway4 = settings.gateway4
+        length = TUN_NETWORK_V4.split("/")[1]
+        self._network4 = (
+            IPv4Network(f"{gateway4}/{length}", strict=False) if gateway4 is not None else None
+        )
 
     # --- the loop --------------------------------------------------------------------------
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -325,7 +331,8 @@ class TunStack:
     def _is_local(self, address: IPAddress) -> bool:
         if isinstance(address, IPv6Address):
             return address in self.settings.network6
-        return address == self.settings.gateway4
+        # The app's own IPv4 network (TUN_NETWORK_V4) is on-link: never dialed out.
+        return self._network4 is not None and address in self._network4
 
     async def _local_tcp(
         self, key: FlowKey, flow: TcpFlow, syn_packet: bytes, record: ConnectionRecord
