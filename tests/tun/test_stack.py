@@ -285,3 +285,25 @@ async def test_packet_too_big_lowers_the_flows_mss():
         await trio.testing.wait_all_tasks_blocked()
         assert flow.snd_mss == 1280 - 60  # RFC 8201: the path MTU minus IPv6 + TCP headers
         nursery.cancel_scope.cancel()
+
+
+async def test_ipv4_on_link_addresses_are_never_dialed():
+    import dataclasses
+
+    device = FakeDevice()
+    base = make_stack(device)
+    settings = dataclasses.replace(base.settings, gateway4=IPv4Address("10.64.0.1"))
+    stack = TunStack(device, dialer=base.dialer, recorder=base.recorder, relay=base.relay,
+                     responder=base.responder, settings=settings)  # type: ignore[arg-type]  # fmt: skip
+    app4, neighbour = IPv4Address("10.64.0.2"), IPv4Address("10.64.0.9")
+    async with trio.open_nursery() as nursery:
+        await nursery.start(stack.serve)
+        packet = build_tcp(app4, neighbour, 40000, 80, 1, 0, SYN, 65535)
+        await device.send.send(packet)
+        with trio.fail_after(5):
+            while not device.written:
+                await device.event.wait()
+        nursery.cancel_scope.cancel()
+    error = device.written[0]
+    assert error[9] == 1 and error[20:22] == bytes([3, 1])  # ICMP host unreachable
+    assert stack.table.rejected["tcp-address_unreachable"] == 1
