@@ -6,7 +6,7 @@ from ipaddress import IPv4Address, IPv6Address, ip_address
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from proxy64.errors import PacketError, PacketValueError
@@ -42,7 +42,7 @@ from tests.packet.scapy_oracle import (
     upper_layer,
 )
 
-SETTINGS = settings(max_examples=120, deadline=None)
+SETTINGS = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 V4 = st.ip_addresses(v=4)
 V6 = st.ip_addresses(v=6)
 u16 = st.integers(0, 0xFFFF)

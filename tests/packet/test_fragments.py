@@ -4,7 +4,7 @@ RFC 8200 §4.5): offsets and the M flag match, and no upper-layer view is made o
 from __future__ import annotations
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from scapy.layers.inet import IP, UDP, fragment
 from scapy.layers.inet6 import IPv6, IPv6ExtHdrFragment, fragment6
@@ -13,8 +13,11 @@ from scapy.packet import Raw
 from proxy64.errors import PacketError
 from proxy64.packet import IPv4Packet, IPv6Packet, Reason, parse_ip, parse_transport
 
+# Scapy builds slowly and the payloads are large on purpose (they must need fragmenting).
+SLOW_OK = [HealthCheck.too_slow, HealthCheck.large_base_example]
 
-@settings(max_examples=40, deadline=None)
+
+@settings(max_examples=40, deadline=None, suppress_health_check=SLOW_OK)
 @given(st.binary(min_size=600, max_size=3000), st.sampled_from([64, 256, 512]))
 def test_rfc791_ipv4_fragments(payload: bytes, size: int) -> None:
     whole = IP(src="192.0.2.1", dst="192.0.2.2", id=99) / UDP(sport=1, dport=2) / Raw(payload)
@@ -35,7 +38,7 @@ def test_rfc791_ipv4_fragments(payload: bytes, size: int) -> None:
     assert not parse_ip(bytes(pieces[-1])).more_fragments
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=40, deadline=None, suppress_health_check=SLOW_OK)
 @given(st.binary(min_size=1600, max_size=3000), st.sampled_from([1280, 1500]))
 def test_rfc8200_4_5_ipv6_fragments(payload: bytes, size: int) -> None:
     whole = (
