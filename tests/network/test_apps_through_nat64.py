@@ -1,5 +1,6 @@
 """Real apps and real data through proxy64 and tayga: binary transfers both ways checked by
-SHA-256, an unmodified curl under proxychains4, and the compose demo's client script.
+SHA-256, an unmodified curl under proxychains4, and the compose demo's proxy64 and client
+services run as compose.yaml writes them.
 """
 
 from __future__ import annotations
@@ -7,10 +8,14 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import os
+import sys
 from ipaddress import ip_address
+from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import pytest
+import yaml
 
 from tests.helpers.proxy_process import ProxyProcess
 from tests.helpers.requirements import require_tool, tool_path
@@ -18,7 +23,6 @@ from tests.network import topology as T
 from tests.network.clients import (
     FRONT_ENDS,
     assert_through_tayga,
-    hostport,
     proxy_args,
 )
 from tests.network.configs import ORIGIN_SERVER, REPO
@@ -83,21 +87,54 @@ def test_proxychains4_app_reaches_origin(netlab: Netlab, wkp: ProxyProcess) -> N
         assert_through_tayga(result.stdout)
 
 
-def test_compose_client_script_reaches_the_origin(netlab: Netlab, wkp: ProxyProcess) -> None:
-    """docker/client/demo.sh, run in the client namespace with the compose environment
-    pointed at this proxy64: what `docker compose up` prints, without Docker."""
-    env = [
-        f"ALL_PROXY=socks5h://{hostport(wkp.socks)}",
-        f"HTTPS_PROXY=http://{hostport(wkp.http)}",
-        f"HTTP_PROXY_URL=http://{hostport(wkp.http)}",
-        f"ORIGIN_NAME={T.V4ONLY}",
-        f"ORIGIN_IPV4={T.ORIGIN4}",
-    ]
-    script = str(REPO / "docker" / "client" / "demo.sh")
-    result = netlab.run(netlab.client, ["env", *env, "sh", script], check=False, timeout=60)
-    assert result.returncode == 0, result.stdout + result.stderr
-    lines = result.stdout.splitlines()
-    assert len(lines) == 4, lines
-    for line in lines:
-        assert line.startswith("client: ") and " -> " in line, line
-        assert_through_tayga(line.split(" -> ", 1)[1])
+def compose_service(name: str) -> dict[str, Any]:
+    compose = yaml.safe_load((REPO / "compose.yaml").read_text())
+    found: dict[str, Any] = compose["services"][name]
+    return found
+
+
+def environment(service: dict[str, Any]) -> list[str]:
+    return [f"{key}={value}" for key, value in service["environment"].items()]
+
+
+def test_compose_proxy64_and_client_services_run_in_the_test_network(netlab: Netlab) -> None:
+    """The proxy64 and client services of compose.yaml, their entrypoints, commands and
+    environment as written there, run in the client namespace (whose address is the
+    proxy64 service's, fd64:c::2) against tayga, NSD and the origin, which the test
+    network already starts through the other services' entrypoints: `docker compose up`
+    without Docker. The client must print four lines, all through tayga."""
+    netlab.use_prefix(T.WELL_KNOWN_PREFIX)
+    proxy = compose_service("proxy64")
+    client = compose_service("client")
+    assert proxy["networks"]["v6only"]["ipv6_address"] == str(T.CLIENT6)
+    path = f"PATH={Path(sys.executable).parent}:/usr/sbin:/sbin:{os.environ.get('PATH', '')}"
+    entrypoint = REPO / proxy["entrypoint"][0].lstrip("/")
+    netlab.spawn(
+        "compose-proxy64",
+        netlab.client,
+        ["env", *environment(proxy), path, "sh", str(entrypoint), *proxy["command"]],
+    )
+    try:
+        for port in (T.SOCKS_PORT, T.PROXY_HTTP_PORT):
+            netlab.wait_until(
+                "compose-proxy64",
+                lambda port=port: netlab.tcp_open(netlab.client, str(T.CLIENT6), port),
+                f"listener :{port}",
+            )
+        script = REPO / client["entrypoint"][0].lstrip("/")
+        result = netlab.run(
+            netlab.client,
+            ["env", *environment(client), "sh", str(script)],
+            check=False,
+            timeout=60,
+        )
+        assert result.returncode == 0, (
+            result.stdout + result.stderr + netlab.log("compose-proxy64")[-2000:]
+        )
+        lines = result.stdout.splitlines()
+        assert len(lines) == 4, lines
+        for line in lines:
+            assert line.startswith("client: ") and " -> " in line, line
+            assert_through_tayga(line.split(" -> ", 1)[1])
+    finally:
+        netlab.stop("compose-proxy64")
