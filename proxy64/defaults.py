@@ -105,6 +105,7 @@ TUN_UDP_QUEUE = 64  # datagrams held per UDP flow while its target is being reso
 TUN_ECHO_TIMEOUT = 2.0  # seconds to wait for an echo reply through the egress
 TUN_READ_BATCH = 256  # packets read from the TUN per wakeup before processing
 TUN_DEVICE_QUEUE = 1024  # packets queued toward the app before they are dropped
+TUN_NAME_MEMORY = 10_000  # addresses remembered from our DNS64 answers (for the report)
 
 # --- Packet codec (proxy64/packet) -------------------------------------------------------
 PACKET_DEFAULT_HOP_LIMIT = 64  # TTL/hop limit of packets we build (RFC 1700 / Linux default)

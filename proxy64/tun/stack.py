@@ -26,6 +26,7 @@ from proxy64.defaults import (
     DNS_PORT,
     TUN_MAX_FLOWS,
     TUN_MAX_HALF_OPEN,
+    TUN_NAME_MEMORY,
     TUN_NETWORK_V4,
     TUN_TCP_MAX_RETRIES,
     TUN_TCP_RX_BUFFER,
@@ -34,9 +35,10 @@ from proxy64.defaults import (
     TUN_UDP_QUEUE,
     UDP_MAX_DATAGRAM,
 )
-from proxy64.destination import Destination
+from proxy64.destination import Destination, Reached
 from proxy64.errors import AddressMappingError, DialCause, DialError, Proxy64Error
 from proxy64.flow import build
+from proxy64.flow.names import NameMemory
 from proxy64.flow.segment import Segment
 from proxy64.flow.table import FlowTable, Ignore, Refuse
 from proxy64.flow.tcp_flow import (
@@ -133,6 +135,7 @@ class TunStack:
         self.echo_kind = echo_mod.probe_kind()
         self._nursery: trio.Nursery | None = None
         self._ack_due: dict[FlowKey, TcpFlow] = {}
+        self.names = NameMemory(TUN_NAME_MEMORY)
         gateway4 = settings.gateway4
         length = TUN_NETWORK_V4.split("/")[1]
         self._network4 = (
@@ -317,6 +320,7 @@ class TunStack:
             self.recorder.finish(record)
             return
         record.remote, record.reached, record.egress = dialed.remote, dialed.reached, dialed.egress
+        self._name_the_record(record, key)
         stream = TunTcpStream(self, key, flow)
         self.streams[key] = stream
         self.execute(key, flow, flow.handle(DialSucceeded(), trio.current_time()))
@@ -327,6 +331,15 @@ class TunStack:
                 await trio.aclose_forcefully(dialed.stream)
                 await stream.aclose()
             self.recorder.finish(record)
+
+    def _name_the_record(self, record: ConnectionRecord, key: FlowKey) -> None:
+        """The name the app resolved, when our DNS64 answered it (see flow/names.py)."""
+        name = self.names.name_of(key.remote[0])
+        if name is None:
+            return
+        record.destination = Destination(name, key.remote[1])
+        if record.reached is Reached.IPV4_LITERAL:
+            record.reached = Reached.DNS64  # the address came from a synthesized AAAA
 
     def _is_local(self, address: IPAddress) -> bool:
         if isinstance(address, IPv6Address):
@@ -373,6 +386,8 @@ class TunStack:
             query = bytes(buffer[2 : 2 + size])
             del buffer[: 2 + size]
             reply = await self.responder.respond(query, transport="tcp")
+            if reply is not None:
+                self.names.learn(reply)
             if reply is not None:
                 await stream.send_all(len(reply).to_bytes(2) + reply)
 
@@ -474,6 +489,7 @@ class TunStack:
                 return
             record.remote, record.reached, record.egress = target.remote, target.reached, (
                 target.egress)  # fmt: skip
+            self._name_the_record(record, key)
             self._udp_execute(key, flow, flow.opened(trio.current_time()), first)
             try:
                 while True:
@@ -511,6 +527,7 @@ class TunStack:
             assert self.responder is not None
             reply = await self.responder.respond(payload, transport="udp")
             if reply is not None:
+                self.names.learn(reply)
                 self.device.write(build.udp_packet(key, reply))
         finally:
             self.dns_inflight -= 1

@@ -41,6 +41,9 @@ async def test_curl_by_name_reaches_a_only_origin_through_dns64(nsd: HostPort) -
     assert run.status == 0, run.output
     assert run.output == f"hello /by-name\n {LOOPBACK_SYNTH}"
     (dest,) = run.recorder.report.destinations()
+    # The name the app resolved through our DNS64, not just the synthesized address.
+    assert dest.as_dict()["destination"] == f"v4only.tun.test:{port}"
+    assert dest.as_dict()["reached"] == ["dns64-synthesized"]
     assert dest.as_dict()["egress"] == ["embedded"]
 
 

@@ -1,0 +1,43 @@
+"""NameMemory: addresses learned from our own DNS64 answers, bounded, never raising."""
+
+from __future__ import annotations
+
+from ipaddress import IPv6Address
+
+import dns.message
+import dns.rrset
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from proxy64.flow.names import NameMemory
+
+
+def reply(name: str, *addresses: str) -> bytes:
+    query = dns.message.make_query(name, "AAAA")
+    answer = dns.message.make_response(query)
+    answer.answer.append(dns.rrset.from_text(name, 60, "IN", "AAAA", *addresses))
+    return answer.to_wire()
+
+
+def test_learns_every_address_of_the_answer():
+    memory = NameMemory(10)
+    memory.learn(reply("V4only.Example.", "64:ff9b::c000:201", "64:ff9b::c000:202"))
+    assert memory.name_of(IPv6Address("64:ff9b::c000:202")) == "v4only.example"
+    assert memory.name_of(IPv6Address("64:ff9b::1")) is None
+
+
+def test_bounded_oldest_forgotten_first():
+    memory = NameMemory(2)
+    for n in range(3):
+        memory.learn(reply(f"n{n}.example.", f"2001:db8::{n + 1}"))
+    assert len(memory) == 2
+    assert memory.name_of(IPv6Address("2001:db8::1")) is None
+    assert memory.name_of(IPv6Address("2001:db8::3")) == "n2.example"
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=300))
+def test_garbage_teaches_nothing_and_never_raises(data):
+    memory = NameMemory(5)
+    memory.learn(data)
+    assert len(memory) <= 5
