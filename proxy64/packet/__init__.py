@@ -34,7 +34,7 @@
 #
 #   build_tcp(src, dst, src_port, dst_port, seq, ack, flags, window, *, options=b"" |
 #       TcpOptions, payload=b"", urgent=0, hop_limit=64, traffic_class=0, flow_label=0,
-#       identification=0) -> bytes
+#       identification=0, partial_checksum=False) -> bytes
 #   build_udp(src, dst, src_port, dst_port, payload, *, hop_limit=64, ...) -> bytes
 #   build_echo(src, dst, identifier, sequence, data=b"", *, reply=False) -> bytes
 #   build_icmp(src, dst, type_, code, rest_of_header, body) -> bytes

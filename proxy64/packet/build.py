@@ -14,7 +14,7 @@ from ipaddress import IPv4Address, IPv6Address
 
 from proxy64.defaults import PACKET_DEFAULT_HOP_LIMIT
 from proxy64.errors import PacketValueError
-from proxy64.packet.checksum import finish, sum_words
+from proxy64.packet.checksum import finish, fold, sum_words
 from proxy64.packet.fixup import PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP
 from proxy64.packet.tcp import TcpFlags
 from proxy64.packet.tcp_options import TcpOptions, encode_tcp_options
@@ -109,8 +109,14 @@ def build_tcp(  # noqa: PLR0917 - positional order is the documented API
     traffic_class: int = 0,
     flow_label: int = 0,
     identification: int = 0,
+    partial_checksum: bool = False,
 ) -> bytes:
-    """A whole IP packet carrying one TCP segment (RFC 9293 §3.1)."""
+    """A whole IP packet carrying one TCP segment (RFC 9293 §3.1).
+
+    partial_checksum: the checksum field holds only the folded pseudo-header sum and the
+    payload is not summed (Linux CHECKSUM_PARTIAL: whoever finishes it sums the segment
+    from the TCP header on and stores the complement, e.g. a TUN with virtio_net_hdr).
+    """
     opts = encode_tcp_options(options) if isinstance(options, TcpOptions) else bytes(options)
     if len(opts) % 4 or len(opts) > 40:
         raise PacketValueError(
@@ -128,11 +134,17 @@ def build_tcp(  # noqa: PLR0917 - positional order is the documented API
         flow_label=flow_label,
         identification=identification,
     )
+    pseudo = int(src) + int(dst) + PROTO_TCP + length  # pseudo-header, both families
+    if partial_checksum:
+        try:
+            tcp = _TCP_HEADER.pack(
+                src_port, dst_port, seq, ack, hl << 2, flags, window, fold(pseudo), urgent
+            )
+        except struct.error as exc:
+            raise PacketValueError(f"tcp: header field out of range: {exc}") from None
+        return b"".join((ip, tcp, opts, payload))
     total = (
-        int(src)
-        + int(dst)
-        + PROTO_TCP
-        + length  # pseudo-header, both families
+        pseudo
         + src_port
         + dst_port
         + seq
@@ -163,8 +175,12 @@ def build_udp(
     traffic_class: int = 0,
     flow_label: int = 0,
     identification: int = 0,
+    partial_checksum: bool = False,
 ) -> bytes:
-    """A whole IP packet carrying one UDP datagram (RFC 768), checksum always present."""
+    """A whole IP packet carrying one UDP datagram (RFC 768), checksum always present.
+
+    partial_checksum: as for build_tcp, the field holds the folded pseudo-header sum.
+    """
     length = 8 + len(payload)
     if length > 0xFFFF:
         raise PacketValueError(f"udp: length {length} exceeds 65535 (RFC 768)")
@@ -178,8 +194,12 @@ def build_udp(
         flow_label=flow_label,
         identification=identification,
     )
-    total = int(src) + int(dst) + PROTO_UDP + length + src_port + dst_port + length
-    ck = finish(total + sum_words(payload)) or 0xFFFF  # RFC 768: computed zero sent as ~0
+    pseudo = int(src) + int(dst) + PROTO_UDP + length
+    if partial_checksum:
+        ck = fold(pseudo)
+    else:
+        total = pseudo + src_port + dst_port + length + sum_words(payload)
+        ck = finish(total) or 0xFFFF  # RFC 768: computed zero sent as ~0
     try:
         udp = _UDP_HEADER.pack(src_port, dst_port, length, ck)
     except struct.error as exc:

@@ -27,6 +27,7 @@ from proxy64.packet import (
     build_tcp,
     build_udp,
     error_allowed,
+    internet_checksum,
     parse_ip,
     parse_quoted,
     parse_transport,
@@ -416,3 +417,51 @@ def test_rfc8200_8_1_response_comes_from_the_final_destination() -> None:
     assert (answer.src, answer.dst) == (ip_address("2001:db8::c"), ip_address("2001:db8::1"))
     udp = parse_transport(answer)
     assert isinstance(udp, UdpDatagram) and bytes(udp.payload) == b"back"
+
+
+@SETTINGS
+@given(pairs, u16, u16, u32, u32, st.integers(0, 255), payloads, st.booleans())
+def test_partial_checksum_completes_to_the_full_one(
+    addrs: tuple[IPv4Address, IPv4Address] | tuple[IPv6Address, IPv6Address],
+    sport: int,
+    dport: int,
+    seq: int,
+    ack: int,
+    flags: int,
+    payload: bytes,
+    udp: bool,
+) -> None:
+    # CHECKSUM_PARTIAL: summing from the upper header on and storing the complement at the
+    # checksum field gives exactly the packet a full build gives.
+    src, dst = addrs
+    if udp:
+        full = build_udp(src, dst, sport, dport, payload)
+        partial = bytearray(build_udp(src, dst, sport, dport, payload, partial_checksum=True))
+        at = 6
+    else:
+        opts = TcpOptions(mss=1400)
+        full = build_tcp(
+            src, dst, sport, dport, seq, ack, flags, 1000, options=opts, payload=payload
+        )
+        partial = bytearray(
+            build_tcp(
+                src,
+                dst,
+                sport,
+                dport,
+                seq,
+                ack,
+                flags,
+                1000,
+                options=opts,
+                payload=payload,
+                partial_checksum=True,
+            )
+        )
+        at = 16
+    start = parse_ip(partial).upper_offset
+    ck = internet_checksum(partial[start:])
+    if udp and ck == 0:
+        ck = 0xFFFF  # RFC 768, as the kernel does (CSUM_MANGLED_0)
+    partial[start + at : start + at + 2] = ck.to_bytes(2, "big")
+    assert bytes(partial) == full
