@@ -363,6 +363,12 @@ class Netlab:
                 self.stop(name)
         if self.created:
             for netns in self.namespaces:
+                # anything still inside was started by these tests (a proxy64 a failed test
+                # did not stop, a daemon's child): stop it by PID before the namespace goes
+                pids = self.run(None, ["ip", "netns", "pids", netns], check=False).stdout
+                for pid in pids.split():
+                    with contextlib.suppress(ProcessLookupError, ValueError):
+                        os.kill(int(pid), signal.SIGKILL)
                 self.run(None, ["ip", "netns", "del", netns], check=False)
             shutil.rmtree(Path("/etc/netns") / self.client, ignore_errors=True)
             self.created = False
