@@ -25,8 +25,9 @@ NETWORK_TOOLS = ("ip", "sysctl", "tayga", "nsd", "unbound", "curl", "dig")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark what builds namespaces as `network` (pyproject markers), so -m can select it."""
     for item in items:
-        if "network" in item.path.parts and "tests" in item.path.parts:
+        if "netlab" in getattr(item, "fixturenames", ()) or item.path.name == "test_netlab.py":
             item.add_marker(pytest.mark.network)
 
 
