@@ -147,6 +147,9 @@ class DialAttempt:
 
     def describe(self) -> str:
         host = f"[{self.address}]" if self.address.version == 6 else str(self.address)
+        if self.cause is DialCause.OTHER and self.detail:
+            # An unnamed cause (out of file descriptors, permission): the detail is the news.
+            return f"{host}:{self.port} failed: {self.detail}"
         return f"{host}:{self.port} {self.cause.value}"
 
 
