@@ -62,7 +62,8 @@ def draw(result: dict[str, Any], out: Path) -> None:
     counts = sorted({int(c) for per in idle.values() for c in per})
     if counts:
         biggest = str(counts[-1])
-        idle_labels = list(idle)
+        idle_labels = [label for label in labels if label in idle]
+        idle_labels += [label for label in idle if label not in idle_labels]
         entries = [
             {"median": idle[label][biggest]["kib_per_tunnel"]}
             if idle[label].get(biggest, {}).get("kib_per_tunnel") is not None

@@ -1,5 +1,8 @@
 """proxy64 serve with the PROFILE.md proposals R1-R4 applied by monkeypatching (experiment).
 
+Written against proxy64 at commit 6ebd74f; later commits rewrote relay.py and listeners.py
+(R3 and much of R1/R4 landed there), so this patch only applies to that checkout.
+
 R1 close a SocketStream once, synchronously (no cancel scope, no checkpoint)
 R2 skip the second half-close: when the other direction already ended, close() sends FIN
 R3 own accept loop: accept until EAGAIN, no serve_listeners wrapper
