@@ -62,12 +62,18 @@ class FlowKey:
     def version(self) -> int:
         return self.app[0].version
 
-    def __str__(self) -> str:
-        def show(ep: tuple[IPAddress, int]) -> str:
-            return f"[{ep[0]}]:{ep[1]}" if ep[0].version == 6 else f"{ep[0]}:{ep[1]}"
+    @property
+    def app_text(self) -> str:
+        return _show(self.app)
 
+    def __str__(self) -> str:
         name = "tcp" if self.protocol == TCP else "udp"
-        return f"{name} {show(self.app)} > {show(self.remote)}"
+        return f"{name} {_show(self.app)} > {_show(self.remote)}"
+
+
+def _show(endpoint: tuple[IPAddress, int]) -> str:
+    address, port = endpoint
+    return f"[{address}]:{port}" if address.version == 6 else f"{address}:{port}"
 
 
 @dataclass(frozen=True, slots=True)

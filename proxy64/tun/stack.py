@@ -182,9 +182,7 @@ class TunStack(UdpEchoStack):
 
     async def _dial_and_relay(self, key: FlowKey, flow: TcpFlow, syn_packet: bytes) -> None:
         destination = Destination(key.remote[0], key.remote[1])
-        record = ConnectionRecord(
-            "tun-tcp", client=f"[{key.app[0]}]:{key.app[1]}", destination=destination
-        )
+        record = ConnectionRecord("tun-tcp", client=key.app_text, destination=destination)
         if self._is_local(key.remote[0]):
             await self._local_tcp(key, flow, syn_packet, record)
             return

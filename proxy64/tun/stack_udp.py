@@ -79,9 +79,7 @@ class UdpEchoStack(StackBase):
 
     async def _udp_session(self, key: FlowKey, flow: UdpFlow, first: bytes) -> None:
         destination = Destination(key.remote[0], key.remote[1])
-        record = ConnectionRecord(
-            "tun-udp", client=f"[{key.app[0]}]:{key.app[1]}", destination=destination
-        )
+        record = ConnectionRecord("tun-udp", client=key.app_text, destination=destination)
         sock: socket.socket | None = None
         with trio.CancelScope() as scope:
             self.udp_scopes[key] = scope
