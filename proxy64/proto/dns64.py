@@ -31,7 +31,13 @@ import dns.rdatatype
 import dns.rrset
 from dns.rdtypes.IN.AAAA import AAAA
 
-from proxy64.defaults import DNS64_MAX_CHAIN, DNS64_RDATA_CACHE, SYNTHESIZED_TTL_WITHOUT_SOA
+from proxy64.defaults import (
+    DNS64_MAX_CHAIN,
+    DNS64_RDATA_CACHE,
+    IPV4ONLY_ADDRESSES,
+    IPV4ONLY_ARPA,
+    SYNTHESIZED_TTL_WITHOUT_SOA,
+)
 from proxy64.errors import AddressMappingError
 from proxy64.proto.rfc6052 import Nat64Prefix
 
@@ -104,6 +110,9 @@ class NeedA:
         """synthesize_all: AAAA was not asked, so A alone decides (no SOA: §5.1.7 600 s)."""
         return cls(None, _negative(qname, Outcome.SERVFAIL, None))
 
+
+_IPV4ONLY_NAME = dns.name.from_text(IPV4ONLY_ARPA)
+_WKAS = frozenset(IPv4Address(a) for a in IPV4ONLY_ADDRESSES)  # RFC 7050 §2.2
 
 def negative_ttl(response: dns.message.Message) -> tuple[int | None, dns.rrset.RRset | None]:
     """RFC 2308 §5: a negative answer lives min(SOA TTL, SOA MINIMUM) seconds."""
@@ -206,15 +215,18 @@ def synthesize_addresses(
 ) -> tuple[IPv6Address, ...]:
     """RFC 6147 §5.1.6 (data for synthesis, "mapped") + §5.1.7 + RFC 6052 §2.2: embed each A.
 
-    Under 64:ff9b::/96 a non-global IPv4 address is skipped (RFC 6052 §3.1).
+    Under 64:ff9b::/96 a non-global IPv4 address is skipped (RFC 6052 §3.1), except the
+    well-known addresses of ipv4only.arpa: RFC 7050 §2.2 defines them so that a DNS64
+    synthesizes them under the prefix it uses, the well-known one included.
     """
     out = []
+    discovery_name = a_rrset.name == _IPV4ONLY_NAME
     for rdata in a_rrset:
         ipv4 = IPv4Address(rdata.address)
         if not is_mapped(ipv4, mapped):
             continue
         try:
-            out.append(prefix.embed(ipv4))
+            out.append(prefix.embed(ipv4, check_global=not (discovery_name and ipv4 in _WKAS)))
         except AddressMappingError:
             continue  # RFC 6052 §3.1: not global under the well-known prefix
     return tuple(out)

@@ -147,15 +147,6 @@ def test_rfc6147_same_answers_as_unbound(
 ) -> None:
     netlab.use_prefix(prefix)
     wkp = prefix == T.WELL_KNOWN_PREFIX
-    if name == IPV4ONLY_ARPA and wkp:  # strict: an XPASS fails, so the fix is noticed
-        request.applymarker(
-            pytest.mark.xfail(
-                strict=True,
-                reason="known deviation: proxy64's resolver refuses 192.0.0.170/171 under "
-                "64:ff9b::/96 (RFC 6052 §3.1), but RFC 7050 discovery needs a DNS64 to "
-                "synthesize ipv4only.arpa with it, as Unbound does (64:ff9b::c000:aa)",
-            )
-        )
     ours, message = proxy64_answers[name]
     theirs = ask_unbound(netlab, name)
 

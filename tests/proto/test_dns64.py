@@ -150,6 +150,27 @@ def test_rfc6052_3_1_non_global_not_synthesized_under_wkp() -> None:
     assert synthesize_from_a(only_private, Q, NSP, step).outcome is Outcome.ANSWER
 
 
+def test_rfc7050_2_2_ipv4only_arpa_is_synthesized_under_wkp() -> None:
+    """192.0.0.170/171 are not global, yet RFC 7050 §2.2 exists for a DNS64 to synthesize
+    them: a client doing discovery against proxy64's DNS64 must find 64:ff9b::/96."""
+    name = dns.name.from_text("ipv4only.arpa.")
+    soa = "ipv4only.arpa. 3600 IN SOA ns.arpa. host.arpa. 1 3600 600 86400 300"
+    step = need_a(classify_aaaa(answer(query(name="ipv4only.arpa."), authority=(soa,)), name, ()))
+    a = answer(
+        query("A", "ipv4only.arpa."),
+        "ipv4only.arpa. 60 IN A 192.0.0.170",
+        "ipv4only.arpa. 60 IN A 192.0.0.171",
+    )
+    assert synthesize_from_a(a, name, WKP, step).addresses == (
+        IPv6Address("64:ff9b::c000:aa"),
+        IPv6Address("64:ff9b::c000:ab"),
+    )
+    # The exception is for that name only: the same addresses elsewhere stay refused.
+    other = answer(query("A"), "www.example. 60 IN A 192.0.0.170")
+    plain = need_a(classify_aaaa(answer(query(), authority=(SOA,)), Q, ()))
+    assert synthesize_from_a(other, Q, WKP, plain).outcome is Outcome.NODATA
+
+
 def test_rfc6147_5_1_6_mapped_limits_what_is_synthesized() -> None:
     step = need_a(classify_aaaa(answer(query(), authority=(SOA,)), Q, ()))
     a = answer(query("A"), "www.example. 60 IN A 1.2.3.4", "www.example. 60 IN A 5.6.7.8")
