@@ -139,7 +139,6 @@ def proxy64_answers(netlab: Netlab, prefix: IPv6Network) -> dict[str, tuple[Outc
 
 @pytest.mark.parametrize("name", NAMES)
 def test_rfc6147_same_answers_as_unbound(
-    request: pytest.FixtureRequest,
     netlab: Netlab,
     prefix: IPv6Network,
     proxy64_answers: dict[str, tuple[Outcome, str]],
