@@ -133,7 +133,7 @@ class TunStack(UdpEchoStack):
         if verdict is None:
             flow = self.table.add_tcp(key, seg, int.from_bytes(os.urandom(4)), self._tcp_settings(
                 key), now)  # fmt: skip
-            self._spawn(self._dial_tcp, key, flow, packet)
+            self.execute(key, flow, flow.start(), packet)  # Dial: the destination first
             return
         self.execute(key, verdict, verdict.handle(SegmentArrived(seg), now))
 
@@ -168,8 +168,8 @@ class TunStack(UdpEchoStack):
                 if stream is not None and stream.flow is flow:
                     stream.wake()
                     del self.streams[key]
-            elif isinstance(action, Dial):
-                pass  # dialing starts with the flow (see _on_tcp)
+            elif isinstance(action, Dial) and original is not None:
+                self._spawn(self._dial_tcp, key, flow, original)
         if self.table.tcp.get(key) is flow:
             self.table.settle_tcp(key)
 
