@@ -12,12 +12,17 @@ Invariants:
   a timeout after ctx.handshake_timeout.
 - Over --max-connections the client still gets an answer it can show: the handshake runs
   (bounded by the handshake timeout) and the request is refused with 0x01 / 0x5B.
+- The per-connection path is lean (issue 7): handshake bytes are read and written on the
+  client's raw fd, waiting (a trip through trio's scheduler) only when a call would block;
+  sockets are closed synchronously, once. The relay reads the same fd: nothing is buffered
+  in a SocketStream, so no byte is lost between the handshake and the relay.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import os
 from ipaddress import IPv4Address
 
 import trio
@@ -25,6 +30,7 @@ import trio
 from proxy64.defaults import SOCKS_HANDSHAKE_READ, SOCKS_LINGER_BYTES, SOCKS_LINGER_TIME
 from proxy64.errors import Proxy64Error, RemoteProtocolError, SocksReply
 from proxy64.net.context import ConnectionRecord, Dialed, IPAddress, ProxyContext
+from proxy64.net.relay import close_stream
 from proxy64.net.socks_udp import serve_udp_association
 from proxy64.proto.socks4 import Socks4Reply, Socks4Request, Socks4Server
 from proxy64.proto.socks5 import (
@@ -83,7 +89,7 @@ async def handle_socks_client(stream: trio.SocketStream, ctx: ProxyContext) -> N
         if record.outcome == "open":
             record.outcome = "cancelled (proxy64 is shutting down)"
         ctx.recorder.finish(record)
-        await trio.aclose_forcefully(stream)
+        stream.socket.close()  # idempotent, never blocks: no checkpoint needed
 
 
 async def _serve(
@@ -93,7 +99,7 @@ async def _serve(
     request: Request | Socks4Request
     try:
         with trio.fail_after(ctx.handshake_timeout):
-            first = await stream.receive_some(SOCKS_HANDSHAKE_READ)
+            first = await receive_raw(stream)
             if not first:
                 raise _Closed("client closed the connection without sending anything")
             machine = machine_for(first[0], require_auth=ctx.credentials is not None)
@@ -143,7 +149,33 @@ async def _next_event(stream: trio.SocketStream, machine: SocksMachine) -> objec
         event = machine.next_event()
         if event is not NEED_DATA:
             return event
-        machine.receive_data(await stream.receive_some(SOCKS_HANDSHAKE_READ))
+        machine.receive_data(await receive_raw(stream))
+
+
+async def receive_raw(stream: trio.SocketStream) -> bytes:
+    """One read of the client's fd; waits only when nothing is there yet (b"": EOF).
+
+    Raises OSError (reset) like any socket read; cancellable while waiting."""
+    fd = stream.socket.fileno()
+    while True:
+        try:
+            return os.read(fd, SOCKS_HANDSHAKE_READ)
+        except BlockingIOError:
+            await trio.lowlevel.wait_readable(fd)
+
+
+async def send_raw(stream: trio.SocketStream, data: bytes) -> None:
+    """Write all of data to the client's fd; waits only when the socket buffer is full.
+
+    A handshake message fits in one write, so this normally makes no trip through the
+    scheduler. Raises OSError (EPIPE, reset) when the client is gone."""
+    fd = stream.socket.fileno()
+    view = memoryview(data)
+    while view:
+        try:
+            view = view[os.write(fd, view) :]
+        except BlockingIOError:
+            await trio.lowlevel.wait_writable(fd)
 
 
 async def _socks5_handshake(
@@ -152,7 +184,7 @@ async def _socks5_handshake(
     greeting = await _next_event(stream, machine)
     assert isinstance(greeting, Greeting)
     method = select_method(greeting.methods, require_auth=machine.require_auth)
-    await stream.send_all(machine.send(MethodSelection(method)))
+    await send_raw(stream, machine.send(MethodSelection(method)))
     if method is Method.NO_ACCEPTABLE:
         offered = describe_methods(greeting.methods)
         if machine.require_auth:
@@ -167,7 +199,7 @@ async def _socks5_handshake(
             raise _Closed("client closed the connection before authenticating")
         assert isinstance(auth, AuthRequest)
         ok = credentials_match(ctx.credentials, auth)
-        await stream.send_all(machine.send(AuthReply(ok)))
+        await send_raw(stream, machine.send(AuthReply(ok)))
         if not ok:
             raise _Closed(f"authentication failed for user {auth.username!r} (RFC 1929)")
     request = await _next_event(stream, machine)
@@ -253,13 +285,13 @@ async def _connect(
         record.remote = dialed.remote
         record.reached = dialed.reached
         record.egress = dialed.egress
-        await stream.send_all(_reply(machine, SocksReply.SUCCEEDED, dialed.local))
+        await send_raw(stream, _reply(machine, SocksReply.SUCCEEDED, dialed.local))
         early = machine.trailing_data()
         if early:  # optimistic clients send their first bytes with the request
             await dialed.stream.send_all(early)
             record.bytes_up += len(early)
         await ctx.relay(stream, dialed.stream, record)
     finally:
-        await trio.aclose_forcefully(dialed.stream)
+        await close_stream(dialed.stream)  # a socket: closed at once, no checkpoint
     if record.outcome == "open":
         record.outcome = "ok"
