@@ -9,6 +9,7 @@ file removed at the end; CMD's exit status is returned (128+N for a signal N).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -126,6 +127,10 @@ async def run_in_namespace(
             text = message.decode(errors="replace").removeprefix("error: ").strip()
             raise TunSetupError(text or "the sandbox exited before creating its TUN device")
         device = TunDevice(fds[0], settings.mtu, vnet=True)  # child.py opens it with vnet
+        # The child bind-mounted the file already (the mount keeps it alive): remove the
+        # name now, so not even a SIGKILL of proxy64 leaves a file behind.
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(resolv_path)
         done = trio.Event()
         status = 0
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGHUP) as signals:
@@ -148,4 +153,5 @@ async def run_in_namespace(
         if process is not None and process.returncode is None:
             process.kill()
             process.wait()  # SIGKILL: immediate
-        os.unlink(resolv_path)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(resolv_path)

@@ -197,6 +197,7 @@ def test_sigterm_to_proxy64_reaches_the_command_and_nothing_is_left(nsd: HostPor
 
 
 def test_killed_proxy64_takes_the_command_with_it(nsd: HostPort) -> None:
+    resolv_before = set(glob.glob("/tmp/proxy64-resolv-*"))
     proxy, sandbox = start_sleeping_sandbox(nsd)
     try:
         proxy.send_signal(signal.SIGKILL)  # no clean-up code of proxy64 runs
@@ -209,6 +210,7 @@ def test_killed_proxy64_takes_the_command_with_it(nsd: HostPort) -> None:
             proxy.kill()
             proxy.wait()
     assert state(sandbox) in ("", "Z")  # PR_SET_PDEATHSIG: CMD died with proxy64
+    assert set(glob.glob("/tmp/proxy64-resolv-*")) <= resolv_before  # no file left
 
 
 @pytest.mark.slow
