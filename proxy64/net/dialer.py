@@ -171,7 +171,8 @@ class Dialer:
     ) -> Dialed:
         """One connection attempt; on failure records why and raises DialError."""
         family = socket.AF_INET if target.address.version == 4 else socket.AF_INET6
-        address = (str(target.address), target.port)
+        # inet_ntop: the C formatter, several times cheaper than ipaddress's str()
+        address = (socket.inet_ntop(family, target.address.packed), target.port)
         try:
             if self._raw:
                 sock = await _open_raw(family, address)
@@ -275,4 +276,7 @@ def _timed_out(target: Target) -> DialAttempt:
 
 
 def _ip(text: str) -> IPv4Address | IPv6Address:
-    return IPv6Address(text.split("%", maxsplit=1)[0]) if ":" in text else IPv4Address(text)
+    """getsockname()'s text → address, parsed by the C inet_pton (cheaper than ipaddress)."""
+    if ":" in text:
+        return IPv6Address(socket.inet_pton(socket.AF_INET6, text.split("%", maxsplit=1)[0]))
+    return IPv4Address(socket.inet_pton(socket.AF_INET, text))

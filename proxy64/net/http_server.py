@@ -8,10 +8,13 @@
 # bytes after a CONNECT head (h11 trailing_data) reach the destination first.
 # RFC 9110 §9.3.6 (CONNECT), RFC 9112 §3.2 (request targets), §9.3 (persistence), §9.6
 # (lingering close), RFC 9110 §10.1.1 (100-continue answered by the proxy).
+# Lean per-connection path (issue 7): on a real socket the client's fd is read and written
+# directly, waiting only when a call would block; streams are closed synchronously.
 
 from __future__ import annotations
 
 import logging
+import os
 
 import h11
 import trio
@@ -29,6 +32,7 @@ from proxy64.destination import Destination
 from proxy64.errors import Proxy64Error, RemoteProtocolError
 from proxy64.net.context import ConnectionRecord, Dialed, ProxyContext
 from proxy64.net.http_upstream import Next, Upstream, UpstreamFailed
+from proxy64.net.relay import close_stream
 from proxy64.proto.http_headers import downstream_response_headers
 from proxy64.proto.httpproxy import (
     ConnectTarget,
@@ -65,23 +69,49 @@ class _ClientSession:
         self.client = _peer_name(stream)
         self.conn = h11.Connection(h11.SERVER, max_incomplete_event_size=HTTP_MAX_HEAD)
         self.upstream: Upstream | None = None
+        # the raw fd of a real socket (-1: another stream, e.g. a test's memory stream)
+        self.fd = stream.socket.fileno() if isinstance(stream, trio.SocketStream) else -1
 
     # --- talking to the client -----------------------------------------------------------
 
     async def _receive(self) -> None:
-        try:
-            data = await self.stream.receive_some(HTTP_BODY_CHUNK)
-        except trio.BrokenResourceError:
-            data = b""
+        fd = self.fd
+        if fd >= 0:
+            while True:
+                try:
+                    data = os.read(fd, HTTP_BODY_CHUNK)
+                    break
+                except BlockingIOError:
+                    await trio.lowlevel.wait_readable(fd)
+                except ConnectionError:  # reset: the same as an EOF here
+                    data = b""
+                    break
+        else:
+            try:
+                data = await self.stream.receive_some(HTTP_BODY_CHUNK)
+            except trio.BrokenResourceError:
+                data = b""
         if not self.conn.trailing_data[1]:  # h11 refuses data after EOF
             self.conn.receive_data(data)
 
     async def _send(self, event: h11.Event) -> None:
         data = self.conn.send(event)
-        if data:
+        if not data:
+            return
+        fd = self.fd
+        if fd < 0:
             try:
                 await self.stream.send_all(data)
             except (trio.BrokenResourceError, trio.ClosedResourceError):
+                raise _ClientGone from None
+            return
+        view = memoryview(data)
+        while view:
+            try:
+                view = view[os.write(fd, view) :]
+            except BlockingIOError:
+                await trio.lowlevel.wait_writable(fd)
+            except OSError:  # EPIPE, reset, or already closed
                 raise _ClientGone from None
 
     async def _client_event(self) -> Next:
@@ -211,10 +241,14 @@ class _ClientSession:
     async def _tunnel(self, target: ConnectTarget) -> None:
         # Take the CONNECT's end of message: h11 then pauses, waiting for our answer;
         # a body on a CONNECT has no meaning (RFC 9110 §9.3.6) and is dropped.
-        with trio.fail_after(self.ctx.handshake_timeout):
-            while (event := await self._client_event()) is not h11.PAUSED:
-                if isinstance(event, h11.ConnectionClosed):
-                    return
+        # Usually all of it is already here: no timeout scope unless a read is needed.
+        deadline = trio.current_time() + self.ctx.handshake_timeout
+        while (event := self.conn.next_event()) is not h11.PAUSED:
+            if isinstance(event, h11.ConnectionClosed):
+                return
+            if event is h11.NEED_DATA:
+                with trio.fail_at(deadline):
+                    await self._receive()
         record = ConnectionRecord(
             front_end="http-connect", client=self.client, destination=target.destination
         )
@@ -242,8 +276,7 @@ class _ClientSession:
             raise
         finally:
             self.ctx.recorder.finish(record)
-            with trio.CancelScope(shield=True):
-                await dialed.stream.aclose()
+            await close_stream(dialed.stream)  # a socket: at once, no checkpoint
 
     async def _upstream_for(self, destination: Destination) -> Upstream | None:
         current = self.upstream
@@ -371,5 +404,4 @@ async def handle_http_client(stream: trio.SocketStream, ctx: ProxyContext) -> No
         finally:
             ctx.connection_slots.release()
     finally:
-        with trio.CancelScope(shield=True):
-            await stream.aclose()
+        await close_stream(stream)  # a socket: at once, no checkpoint

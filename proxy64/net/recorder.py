@@ -28,14 +28,14 @@ class Recorder:
         outcome = "ok" if record.outcome == "open" else record.outcome
         ok = outcome == "ok" or record.remote is not None
         destination = str(record.destination) if record.destination is not None else "-"
-        if record.remote is not None:
-            host, port = record.remote
-            dialed = f"[{host}]:{port}" if host.version == 6 else f"{host}:{port}"
-        else:
-            dialed = "-"
         reached = record.reached.value if record.reached is not None else None
         egress = record.egress.value if record.egress is not None else None
-        if logger.isEnabledFor(logging.INFO):
+        if logger.isEnabledFor(logging.INFO):  # nothing formatted for the line otherwise
+            if record.remote is not None:
+                host, port = record.remote
+                dialed = f"[{host}]:{port}" if host.version == 6 else f"{host}:{port}"
+            else:
+                dialed = "-"
             logger.info(
                 "%s %s → %s via %s %s egress %s up %d down %d %.3fs %s",
                 record.front_end,
