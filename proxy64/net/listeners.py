@@ -109,13 +109,25 @@ class ProxyServer:
                 listener.close()
 
     async def _accept_loop(
-        self, listener: socket.socket, handler: Handler, connections: trio.Nursery
+        self,
+        listener: socket.socket | trio.socket.SocketType,
+        handler: Handler,
+        connections: trio.Nursery,
     ) -> None:
         """Accept forever; out of fds/memory: log, back off, retry (never crash).
 
-        Accepts on the raw non-blocking socket until it would block, then waits for
-        readability: under load one wake-up accepts a whole batch (no checkpoint per
-        connection); after ACCEPT_BATCH in a row it yields so tunnels are not starved."""
+        On a stdlib socket (what run() passes) it accepts on the raw non-blocking socket
+        until it would block, then waits for readability: under load one wake-up accepts
+        a whole batch (no checkpoint per connection); after ACCEPT_BATCH in a row it
+        yields so tunnels are not starved. Anything else is awaited with its accept()."""
+        if not isinstance(listener, socket.socket):
+            while True:
+                try:
+                    sock, _ = await listener.accept()
+                except OSError as exc:
+                    await _accept_failed(exc)
+                    continue
+                connections.start_soon(self._handle, trio.SocketStream(sock), handler)
         fd = listener.fileno()  # the non-blocking stdlib socket run() wrapped for closing
         batch = 0
         while True:
@@ -126,15 +138,8 @@ class ProxyServer:
                 await trio.lowlevel.wait_readable(fd)
                 continue
             except OSError as exc:
-                if exc.errno in _ACCEPT_RETRY:
-                    continue  # the client gave up before we accepted it
-                if exc.errno in _ACCEPT_BACK_OFF:
-                    logger.error(
-                        "accept: %s; retrying in %g s", os.strerror(exc.errno or 0), ACCEPT_BACKOFF
-                    )
-                    await trio.sleep(ACCEPT_BACKOFF)
-                    continue
-                raise
+                await _accept_failed(exc)
+                continue
             stream = trio.SocketStream(trio.socket.from_stdlib_socket(raw))
             connections.start_soon(self._handle, stream, handler)
             batch += 1
@@ -151,3 +156,15 @@ class ProxyServer:
         finally:
             self.live -= 1
             stream.socket.close()  # idempotent; no await on the per-connection path
+
+
+async def _accept_failed(exc: OSError) -> None:
+    """A failed accept(): retry at once, back off, or raise (not an accept problem)."""
+    if exc.errno in _ACCEPT_RETRY:
+        await trio.lowlevel.checkpoint()  # the client gave up before we accepted it
+        return
+    if exc.errno in _ACCEPT_BACK_OFF:
+        logger.error("accept: %s; retrying in %g s", os.strerror(exc.errno or 0), ACCEPT_BACKOFF)
+        await trio.sleep(ACCEPT_BACKOFF)
+        return
+    raise exc

@@ -24,6 +24,7 @@ import trio
 
 from proxy64.defaults import IDLE_TIMEOUT, RELAY_CHUNK, SPLICE_RELEASE_AFTER, SPLICE_THRESHOLD
 from proxy64.net.context import ConnectionRecord
+from proxy64.net.relay_hub import Ending, current_hub, wait_for
 from proxy64.net.splice import HAVE_SPLICE, SpliceEnd, splice_direction
 
 logger = logging.getLogger(__name__)
@@ -78,27 +79,51 @@ async def relay(
 
     splice_threshold None disables splice(2); 0 splices from the first byte.
     """
-    if not (
-        HAVE_SPLICE
-        and splice_threshold is not None
-        and isinstance(client, trio.SocketStream)
-        and isinstance(remote, trio.SocketStream)
-    ):
+    sockets = isinstance(client, trio.SocketStream) and isinstance(remote, trio.SocketStream)
+    if not (HAVE_SPLICE and splice_threshold is not None and sockets):
         splice_threshold = None
-    tunnel = _Tunnel(record, idle_timeout, splice_threshold, splice_release_after)
     try:
+        pending_up = pending_down = b""
+        eof_up = eof_down = False
+        if sockets and splice_threshold != 0:
+            assert isinstance(client, trio.SocketStream)
+            assert isinstance(remote, trio.SocketStream)
+            # Small traffic: the hub moves it, this task only parks (proxy64/net/relay_hub.py)
+            hub = current_hub()
+            hubbed = hub.add(client.socket, remote.socket, record, splice_threshold)
+            try:
+                alive = await wait_for(hubbed, idle_timeout)
+            finally:
+                hub.remove(hubbed)
+            if hubbed.ending is not Ending.PROMOTED:
+                if not alive:
+                    outcome = f"idle for {idle_timeout:g} s, closed"
+                else:
+                    outcome = hubbed.broken or "ok"
+                    if hubbed.broken:
+                        logger.debug("tunnel %s: %s", record.client, hubbed.broken)
+                if record.outcome == "open":
+                    record.outcome = outcome
+                return
+            # bulk or a full destination: the task-based path continues from here
+            pending_up, pending_down = hubbed.pending_up, hubbed.pending_down
+            eof_up, eof_down = hubbed.eof_up, hubbed.eof_down
+        tunnel = _Tunnel(record, idle_timeout, splice_threshold, splice_release_after)
+        tunnel.half_closed = eof_up or eof_down
         async with trio.open_nursery() as nursery:
             tunnel.scope = nursery.cancel_scope
             nursery.cancel_scope.deadline = trio.current_time() + idle_timeout
-            nursery.start_soon(tunnel.direction, remote, client, False)
-            await tunnel.direction(client, remote, True)  # one task fewer per tunnel
+            if not eof_down:
+                nursery.start_soon(tunnel.direction, remote, client, False, pending_down)
+            if not eof_up:  # one task fewer per tunnel
+                await tunnel.direction(client, remote, True, pending_up)
         if tunnel.scope.cancelled_caught and tunnel.broken is None:
             tunnel.outcome = f"idle for {idle_timeout:g} s, closed"
+        if record.outcome == "open":
+            record.outcome = tunnel.outcome
     finally:
         await close_stream(remote)
         await close_stream(client)
-    if record.outcome == "open":
-        record.outcome = tunnel.outcome
 
 
 async def close_stream(stream: trio.abc.AsyncResource) -> None:
@@ -163,20 +188,29 @@ class _Tunnel:
         self.scope.deadline = trio.current_time() + self.idle  # any byte resets the idle clock
 
     async def direction(
-        self, src: trio.abc.HalfCloseableStream, dst: trio.abc.HalfCloseableStream, up: bool
+        self,
+        src: trio.abc.HalfCloseableStream,
+        dst: trio.abc.HalfCloseableStream,
+        up: bool,
+        pending: bytes = b"",
     ) -> None:
         """One direction until EOF (then send_eof), or until a side breaks (then all ends).
 
+        pending: bytes already read from src (by the hub) that dst has not taken yet.
         One coroutine, no helper frames: an idle tunnel's memory is mostly its stacks.
         """
         threshold = self.threshold
-        carried = 0
+        # what the hub carried counts toward the splice threshold (it promotes at it)
+        carried = self.record.bytes_up if up else self.record.bytes_down
         quiet = False  # after a quiet splice, wait for data with no pipe held
         unyielded = 0  # bytes copied since this direction last waited or yielded
         fds: tuple[int, int] | None = None
         if isinstance(src, trio.SocketStream) and isinstance(dst, trio.SocketStream):
             fds = (src.socket.fileno(), dst.socket.fileno())
         try:
+            if pending:
+                await dst.send_all(pending)
+                self._count(up, len(pending))
             while True:
                 if threshold is not None and carried >= threshold and not quiet:
                     assert isinstance(src, trio.SocketStream)

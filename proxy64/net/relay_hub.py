@@ -1,0 +1,249 @@
+"""The relay hub: one task per trio run drives every socket-to-socket tunnel's small traffic.
+
+Why: a task per direction costs a spawn, a nursery and a scheduler trip per wait, per
+tunnel; an idle tunnel holds their frames. The hub registers both fds of each tunnel in
+one epoll set of its own (level-triggered EPOLLIN) and waits on that set's fd through
+trio (`wait_readable`), so a single wake-up serves every tunnel that has data, without a
+trip per tunnel (the shape of a C proxy's event loop). The tunnel's own task (the front
+end's, inside `relay()`) only parks until the tunnel ends or needs more than the hub does.
+
+Invariants:
+- Data moves only synchronously here: one read of at most RELAY_CHUNK into a shared
+  buffer, one write of it. Nothing is held by the hub between two events except the
+  unwritten tail of a write that would block, which is handed over (see below).
+- A tunnel leaves the hub ("promoted") when a write would block, or a direction has
+  carried `threshold` bytes (bulk: splice(2) takes over): both fds are unregistered
+  first, the unwritten tail of each direction goes with it, and the relay's task-based
+  path continues from exactly there. No byte is lost or reordered.
+- EOF from one side becomes shutdown(SHUT_WR) on the other (RFC 9293 §3.6 half-close);
+  the tunnel ends when both directions reached EOF, or a side breaks (reset).
+- The hub never raises into trio's system nursery: an unexpected error ends only the
+  tunnel it happened on (logged).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import logging
+import os
+import select
+import socket
+
+import trio
+
+from proxy64.defaults import RELAY_CHUNK
+from proxy64.net.context import ConnectionRecord
+
+logger = logging.getLogger(__name__)
+
+
+class Ending(enum.Enum):
+    RUNNING = "running"
+    DONE = "done"  # both directions reached EOF (or a side broke: see HubTunnel.broken)
+    PROMOTED = "promoted"  # continue on the task-based path (bulk or a blocked write)
+
+
+class HubTunnel:
+    """One tunnel while the hub drives it (slots: thousands of these may be idle)."""
+
+    __slots__ = (
+        "broken",
+        "client",
+        "client_fd",
+        "ending",
+        "eof_down",
+        "eof_up",
+        "last_active",
+        "pending_down",
+        "pending_up",
+        "record",
+        "remote",
+        "remote_fd",
+        "threshold",
+        "waiter",
+    )
+
+    def __init__(
+        self,
+        client: trio.socket.SocketType,
+        remote: trio.socket.SocketType,
+        record: ConnectionRecord,
+        threshold: int | None,
+        now: float,
+    ) -> None:
+        self.client = client
+        self.remote = remote
+        self.client_fd = client.fileno()
+        self.remote_fd = remote.fileno()
+        self.record = record  # bytes_up / bytes_down counted as delivered
+        self.threshold = threshold
+        self.eof_up = False  # the client's EOF was passed on to the remote
+        self.eof_down = False
+        self.pending_up = b""  # unwritten tail handed over on promotion
+        self.pending_down = b""
+        self.broken: str | None = None
+        self.ending = Ending.RUNNING
+        self.last_active = now
+        self.waiter: trio.lowlevel.Task | None = None
+
+
+class RelayHub:
+    """Owns one epoll set; `run` is a trio system task started on first use."""
+
+    def __init__(self) -> None:
+        self._epoll = select.epoll()
+        self._fds: dict[int, tuple[HubTunnel, bool]] = {}  # fd → (tunnel, fd is the client)
+        self._buffer = bytearray(RELAY_CHUNK)
+        self._view = memoryview(self._buffer)
+
+    def add(
+        self,
+        client: trio.socket.SocketType,
+        remote: trio.socket.SocketType,
+        record: ConnectionRecord,
+        threshold: int | None,
+    ) -> HubTunnel:
+        tunnel = HubTunnel(client, remote, record, threshold, trio.current_time())
+        client_fd, remote_fd = tunnel.client_fd, tunnel.remote_fd
+        self._epoll.register(client_fd, select.EPOLLIN)
+        try:
+            self._epoll.register(remote_fd, select.EPOLLIN)
+        except BaseException:
+            self._epoll.unregister(client_fd)
+            raise
+        self._fds[client_fd] = (tunnel, True)
+        self._fds[remote_fd] = (tunnel, False)
+        return tunnel
+
+    def remove(self, tunnel: HubTunnel) -> None:
+        """Unregister the tunnel's fds (before they are closed); idempotent."""
+        for fd in (tunnel.client_fd, tunnel.remote_fd):
+            entry = self._fds.get(fd)
+            if entry is not None and entry[0] is tunnel:
+                del self._fds[fd]
+                with contextlib.suppress(OSError):  # the fd may be closed already
+                    self._epoll.unregister(fd)
+
+    async def run(self) -> None:
+        epoll_fd = self._epoll.fileno()
+        try:
+            while True:
+                await trio.lowlevel.wait_readable(epoll_fd)
+                now = trio.current_time()
+                for fd, _ in self._epoll.poll(0):
+                    entry = self._fds.get(fd)
+                    if entry is None:
+                        continue
+                    tunnel, from_client = entry
+                    if tunnel.ending is not Ending.RUNNING:
+                        continue
+                    try:
+                        self._forward(tunnel, from_client, now)
+                    except Exception as exc:  # a bug: end this tunnel, keep the hub
+                        logger.exception("relay hub failed on a tunnel")
+                        tunnel.broken = f"internal error: {exc!r}"
+                        self._end(tunnel, Ending.DONE)
+        finally:
+            self._epoll.close()
+
+    def _forward(self, tunnel: HubTunnel, from_client: bool, now: float) -> None:
+        src, dst = (
+            (tunnel.client_fd, tunnel.remote_fd)
+            if from_client
+            else (tunnel.remote_fd, tunnel.client_fd)
+        )
+        try:
+            size = os.readv(src, [self._buffer])
+        except BlockingIOError:
+            return
+        except OSError as exc:
+            self._break(tunnel, from_client, exc)
+            return
+        if size == 0:
+            self._eof(tunnel, from_client, src)
+            return
+        tunnel.last_active = now
+        try:
+            written = os.write(dst, self._view[:size])
+        except BlockingIOError:
+            written = 0
+        except OSError as exc:
+            self._break(tunnel, from_client, exc)
+            return
+        record = tunnel.record
+        if from_client:
+            record.bytes_up += written
+        else:
+            record.bytes_down += written
+        if written < size:  # the destination is full: the task path waits for it
+            tail = bytes(self._view[written:size])
+            if from_client:
+                tunnel.pending_up = tail
+            else:
+                tunnel.pending_down = tail
+            self._end(tunnel, Ending.PROMOTED)
+            return
+        carried = record.bytes_up if from_client else record.bytes_down
+        if tunnel.threshold is not None and carried >= tunnel.threshold:
+            self._end(tunnel, Ending.PROMOTED)  # bulk: splice(2) from here on
+
+    def _eof(self, tunnel: HubTunnel, from_client: bool, src: int) -> None:
+        del self._fds[src]
+        self._epoll.unregister(src)  # level-triggered EOF would fire forever
+        if from_client:
+            tunnel.eof_up = True
+        else:
+            tunnel.eof_down = True
+        if tunnel.eof_up and tunnel.eof_down:
+            self._end(tunnel, Ending.DONE)  # close() right after sends this FIN
+            return
+        try:
+            (tunnel.remote if from_client else tunnel.client).shutdown(socket.SHUT_WR)
+        except OSError as exc:
+            self._break(tunnel, not from_client, exc)
+
+    def _break(self, tunnel: HubTunnel, from_client: bool, exc: OSError) -> None:
+        where = "client → remote" if from_client else "remote → client"
+        tunnel.broken = f"{where} broke: {exc or 'connection reset'}"
+        self._end(tunnel, Ending.DONE)
+
+    def _end(self, tunnel: HubTunnel, ending: Ending) -> None:
+        tunnel.ending = ending
+        self.remove(tunnel)
+        waiter, tunnel.waiter = tunnel.waiter, None
+        if waiter is not None:
+            trio.lowlevel.reschedule(waiter)
+
+
+_HUB: trio.lowlevel.RunVar[RelayHub] = trio.lowlevel.RunVar("proxy64_relay_hub")
+
+
+def current_hub() -> RelayHub:
+    """This trio run's hub, started as a system task on first use."""
+    try:
+        return _HUB.get()
+    except LookupError:
+        hub = RelayHub()
+        _HUB.set(hub)
+        trio.lowlevel.spawn_system_task(hub.run, name="proxy64 relay hub")
+        return hub
+
+
+async def wait_for(tunnel: HubTunnel, idle_timeout: float) -> bool:
+    """Park until the hub ends or promotes the tunnel; False when it idled out.
+
+    Any byte moved pushes the deadline (last_active + idle_timeout)."""
+    while tunnel.ending is Ending.RUNNING:
+        deadline = tunnel.last_active + idle_timeout
+        if trio.current_time() >= deadline:
+            return False
+        with trio.move_on_at(deadline):
+            tunnel.waiter = trio.lowlevel.current_task()
+
+            def abort(_: object) -> trio.lowlevel.Abort:
+                tunnel.waiter = None
+                return trio.lowlevel.Abort.SUCCEEDED
+
+            await trio.lowlevel.wait_task_rescheduled(abort)
+    return True

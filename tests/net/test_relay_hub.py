@@ -1,0 +1,103 @@
+"""The relay hub (socket tunnels' small traffic in one task): idle timeout, activity,
+promotion on a full destination and at the splice threshold, many tunnels, half-close."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+
+import trio
+
+from proxy64.net.relay import relay
+from proxy64.net.relay_hub import current_hub
+from tests.net.test_relay import receive_all, record, tcp_pair
+
+
+async def test_idle_socket_tunnel_is_closed_after_idle_timeout() -> None:
+    app_client, client_side = await tcp_pair()
+    remote_side, app_remote = await tcp_pair()
+    rec = record()
+    with trio.fail_after(10):
+        started = trio.current_time()
+        await relay(client_side, remote_side, rec, idle_timeout=0.3)
+        assert 0.3 <= trio.current_time() - started < 3
+        assert await receive_all(app_client) == b""  # closed by the relay
+        assert await receive_all(app_remote) == b""
+    assert rec.outcome == "idle for 0.3 s, closed"
+
+
+async def test_traffic_pushes_the_idle_deadline() -> None:
+    app_client, client_side = await tcp_pair()
+    remote_side, app_remote = await tcp_pair()
+    rec = record()
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(lambda: relay(client_side, remote_side, rec, idle_timeout=0.4))
+            for i in range(6):  # 6 x 0.2 s: longer than the idle timeout, never idle
+                await trio.sleep(0.2)
+                await app_client.send_all(b"%d" % i)
+                assert await app_remote.receive_some(10) == b"%d" % i
+            await app_client.send_eof()
+            await app_remote.send_eof()
+            assert await receive_all(app_client) == b""
+    assert rec.outcome == "ok"
+    assert (rec.bytes_up, rec.bytes_down) == (6, 0)
+
+
+async def test_full_destination_hands_over_without_losing_bytes() -> None:
+    """The remote app reads nothing at first: the hub's write blocks, the task path takes
+    the unwritten tail and the rest; every byte arrives once, in order (no splice)."""
+    app_client, client_side = await tcp_pair()
+    remote_side, app_remote = await tcp_pair()
+    rec = record()
+    blob = os.urandom(8 * 1024 * 1024 + 1)
+    got = {}
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(lambda: relay(client_side, remote_side, rec, splice_threshold=None))
+
+            async def send() -> None:
+                await app_client.send_all(blob)
+                await app_client.send_eof()
+
+            nursery.start_soon(send)
+            await trio.sleep(0.5)  # let the buffers fill up
+            got["up"] = await receive_all(app_remote)
+            await app_remote.send_eof()
+            assert await receive_all(app_client) == b""
+    assert hashlib.sha256(got["up"]).digest() == hashlib.sha256(blob).digest()
+    assert rec.bytes_up == len(blob)
+    assert rec.outcome == "ok"
+
+
+async def test_many_tunnels_share_one_hub_and_keep_their_bytes_apart() -> None:
+    hub = current_hub()
+    assert current_hub() is hub
+    results: dict[int, bytes] = {}
+    records = {}
+
+    async def one(i: int) -> None:
+        app_client, client_side = await tcp_pair()
+        remote_side, app_remote = await tcp_pair()
+        rec = records[i] = record()
+        message = b"tunnel %d " % i * (i + 1)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(relay, client_side, remote_side, rec)
+            await app_client.send_all(message)
+            await app_client.send_eof()  # half-close: the answer still flows back
+            echoed = await receive_all(app_remote)
+            await app_remote.send_all(echoed[::-1])
+            await app_remote.send_eof()
+            results[i] = await receive_all(app_client)
+        await app_client.aclose()
+        await app_remote.aclose()
+
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            for i in range(40):
+                nursery.start_soon(one, i)
+    for i in range(40):
+        message = b"tunnel %d " % i * (i + 1)
+        assert results[i] == message[::-1]
+        assert (records[i].bytes_up, records[i].bytes_down) == (len(message), len(message))
+        assert records[i].outcome == "ok"
