@@ -226,7 +226,7 @@ def markdown(result: dict[str, Any]) -> str:
         f"Machine: {meta['nproc']} CPU ({meta['cpu_model']}), kernel {meta['kernel']}, "
         f"Python {meta['python']}; load average at start {meta['loadavg_start']}, "
         f"at end {meta['loadavg_end']} (the machine is shared with other engineers' tests).",
-        f"Command: `{meta['command'].strip()}`. "
+        f"Command: `{meta['command'].strip()}` at commit {meta.get('commit', 'unknown')}. "
         f"Origin: bench/origins.py on [{meta['origin_host']}]; "
         "every proxy dials it by IPv6 literal.",
         "",
@@ -476,7 +476,8 @@ def docs(result: dict[str, Any]) -> str:
     machine = [
         "## The run",
         "",
-        f"- When: {meta['started']} → {meta['finished']} ({meta['duration_s']:.0f} s)",
+        f"- When: {meta['started']} → {meta['finished']} ({meta['duration_s']:.0f} s), "
+        f"proxy64 at commit {meta.get('commit', 'unknown')}",
         f"- Machine: {meta['nproc']} CPUs ({meta['cpu_model']}), Linux {meta['kernel']}, "
         f"Python {meta['python']}, hard fd limit {meta.get('fd_limit_hard', '?'):,}",
         f"- Load average (1/5/15 min): {meta['loadavg_start']} at the start, "

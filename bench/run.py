@@ -118,6 +118,30 @@ def machine() -> dict[str, Any]:
     }
 
 
+def git_commit() -> str:
+    """The checkout measured (proxy64 is imported from this tree), '+dirty' if modified."""
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=BENCH_DIR.parent,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "proxy64"],
+            cwd=BENCH_DIR.parent,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return head + ("+dirty" if dirty else "")
+
+
 def loadavg() -> str:
     return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
@@ -314,6 +338,7 @@ def main(argv: list[str] | None = None) -> int:
         "conns_c64": args.conns_c64,
         "origin_host": args.origin_host,
         "loadavg_start": loadavg(),
+        "commit": git_commit(),
         "command": "python bench/run.py " + shlex.join(argv if argv is not None else sys.argv[1:]),
     }
     tests = set(args.tests.split(","))
