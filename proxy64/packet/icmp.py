@@ -166,6 +166,11 @@ class _IcmpMessage:
         mv[at] = value >> 8
         mv[at + 1] = value & 0xFF
         ck = adjust16(mv[2] << 8 | mv[3], old, value)
+        if ck == 0 and not any(mv[:2]) and not any(mv[4:]):
+            # RFC 1624 §3: eqn. 3 yields -0 only for all-zero data, whose checksum is
+            # 0xFFFF. ICMPv4 has no pseudo-header, so an echo reply with id, sequence and
+            # data all zero is exactly that case.
+            ck = 0xFFFF
         mv[2] = ck >> 8
         mv[3] = ck & 0xFF
 

@@ -33,6 +33,10 @@ SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[Heal
 @given(ip_packets(), st.data())
 def test_rfc1624_setters_keep_checksums_valid(built: Built, draw: st.DataObject) -> None:
     data = bytearray(built.data)
+    # scapy re-dissects an ICMPv6 error's quoted bytes as a packet and, for garbage quotes
+    # (an all-zero "IPv6" header read as hop-by-hop padding), recomputes a checksum that
+    # disagrees with the one it built itself: the oracle only judges what it round-trips.
+    oracle_consistent = scapy_recomputed(bytes(data)) == bytes(data)
     packet = parse_ip(data)
     if packet.version == 4:
         assert isinstance(packet, IPv4Packet)
@@ -70,7 +74,8 @@ def test_rfc1624_setters_keep_checksums_valid(built: Built, draw: st.DataObject)
         assert upper.checksum_ok()
         assert upper.compute_checksum() == upper.checksum
     # The independent oracle: scapy recomputing every checksum changes nothing.
-    assert scapy_recomputed(bytes(data)) == bytes(data)
+    if oracle_consistent:
+        assert scapy_recomputed(bytes(data)) == bytes(data)
     s = parse_with_scapy(bytes(data))
     assert ip_address(s.src) == packet.src and ip_address(s.dst) == packet.dst
 
@@ -198,3 +203,16 @@ def test_out_of_range_values_are_refused() -> None:
             action()
     assert bytes(packet) == bytes(data)
     assert packet.src == IPv6Address("::1")
+
+
+def test_rfc1624_all_zero_icmpv4_echo_reply_keeps_checksum_ffff() -> None:
+    """RFC 1624 §3: eqn. 3 gives -0 (0x0000) for all-zero data, whose checksum is 0xFFFF.
+    An ICMPv4 echo reply (type 0) with id, sequence and data all zero is such data (no
+    pseudo-header); found by hypothesis."""
+    data = bytearray(build_echo(ip_address("0.0.0.0"), ip_address("0.0.0.0"), 1, 0, reply=True))
+    echo = parse_transport(parse_ip(data))
+    assert isinstance(echo, Icmpv4Message)
+    echo.identifier = 0
+    assert echo.checksum == 0xFFFF
+    assert echo.checksum_ok()
+    assert scapy_recomputed(bytes(data)) == bytes(data)
