@@ -19,6 +19,8 @@ from __future__ import annotations
 import logging
 import os
 import socket
+from collections.abc import Coroutine
+from typing import Any
 
 import trio
 
@@ -50,13 +52,14 @@ class Relay:
         self.splice_threshold = splice_threshold
         self.splice_release_after = splice_release_after
 
-    async def __call__(
+    def __call__(
         self,
         client: trio.abc.HalfCloseableStream,
         remote: trio.abc.HalfCloseableStream,
         record: ConnectionRecord,
-    ) -> None:
-        await relay(
+    ) -> Coroutine[Any, Any, None]:
+        # a plain def returning relay()'s coroutine: one frame fewer per idle tunnel
+        return relay(
             client,
             remote,
             record,
