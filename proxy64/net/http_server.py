@@ -370,8 +370,10 @@ class _ClientSession:
             await upstream.send(h11.EndOfMessage())
             return
         while True:
-            with trio.fail_after(idle):
-                event = await self._client_event()
+            event = self.conn.next_event()
+            if event is h11.NEED_DATA:  # a timeout scope only when a read is needed
+                with trio.fail_after(idle):
+                    event = await self._client_event()
             if isinstance(event, h11.Data):
                 await upstream.send(h11.Data(data=event.data))
             elif isinstance(event, h11.EndOfMessage):

@@ -6,17 +6,20 @@
 # status to answer (502, or 504 when the origin stays silent) and whether it is "stale": a
 # reused connection the origin closed while it sat idle, which RFC 9110 §9.2.2 lets the
 # proxy retry for idempotent requests.
+# Lean path (issue 7): a real socket is read/written on its fd, waiting (and entering the
+# idle timeout scope) only when a call would block; closed synchronously.
 
 from __future__ import annotations
 
 import logging
-from typing import cast
+import os
 
 import h11
 import trio
 
 from proxy64.defaults import HTTP_BODY_CHUNK, HTTP_MAX_HEAD
 from proxy64.net.context import ConnectionRecord, Dialed, ProxyContext
+from proxy64.net.relay import close_stream
 
 logger = logging.getLogger(__name__)
 
@@ -57,9 +60,13 @@ class Upstream:
         data = self.conn.send(event)
         if not data:
             return
+        stream = self.dialed.stream
         try:
-            await self.dialed.stream.send_all(data)
-        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            if isinstance(stream, trio.SocketStream):
+                await _write_all(stream.socket.fileno(), data)
+            else:
+                await stream.send_all(data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
             raise self.failed(f"closed the connection ({exc})") from None
         self.record.bytes_up += len(data)
 
@@ -80,20 +87,49 @@ class Upstream:
             if event is not h11.NEED_DATA:
                 return event
             try:
-                with trio.fail_after(idle):
-                    data = await self.dialed.stream.receive_some(HTTP_BODY_CHUNK)
+                data = await self._receive(idle)
             except trio.TooSlowError:
                 raise UpstreamFailed(
                     f"{self.destination} sent nothing for {idle:g} s", http_status=504
                 ) from None
-            except trio.BrokenResourceError as exc:
+            except (trio.BrokenResourceError, OSError) as exc:
                 data = b""
                 logger.debug("upstream %s broke: %s", self.destination, exc)
             self.record.bytes_down += len(data)
-            self.conn.receive_data(cast(bytes, data))  # h11 takes any bytes-like
+            self.conn.receive_data(data)
+
+    async def _receive(self, idle: float) -> bytes:
+        """One read from the origin; a real socket is read on its fd and the idle timeout
+        scope is only entered when the read has to wait. Raises trio.TooSlowError."""
+        stream = self.dialed.stream
+        if not isinstance(stream, trio.SocketStream):
+            with trio.fail_after(idle):
+                return bytes(await stream.receive_some(HTTP_BODY_CHUNK))
+        fd = stream.socket.fileno()
+        try:
+            return os.read(fd, HTTP_BODY_CHUNK)
+        except BlockingIOError:
+            pass
+        with trio.fail_after(idle):
+            while True:
+                await trio.lowlevel.wait_readable(fd)
+                try:
+                    return os.read(fd, HTTP_BODY_CHUNK)
+                except BlockingIOError:
+                    continue
 
     async def close(self, outcome: str, ctx: ProxyContext) -> None:
         if self.record.outcome == "open":
             self.record.outcome = outcome
         ctx.recorder.finish(self.record)
-        await self.dialed.stream.aclose()
+        await close_stream(self.dialed.stream)  # a socket: at once, no checkpoint
+
+
+async def _write_all(fd: int, data: bytes) -> None:
+    """Write all of data to a non-blocking socket fd, waiting only when it would block."""
+    view = memoryview(data)
+    while view:
+        try:
+            view = view[os.write(fd, view) :]
+        except BlockingIOError:
+            await trio.lowlevel.wait_writable(fd)
