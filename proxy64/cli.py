@@ -28,6 +28,21 @@ COMMAND_MODULES = (
 
 EXIT_USAGE = 2
 
+EPILOG = """\
+examples:
+  proxy64 serve                       SOCKS5 on 127.0.0.1:1080, HTTP on 127.0.0.1:8080
+  proxy64 run -- curl https://example.org/
+                                      one command with the proxy variables set
+  proxy64 tun run -- curl https://example.org/
+                                      an app that ignores proxy variables (TUN + namespace)
+  proxy64 resolve example.org         what proxy64 would dial for a name
+  proxy64 discover                    this network's NAT64 prefix (RFC 7050)
+  proxy64 dns64 --listen 127.0.0.1:5353
+                                      a DNS64 server for other programs
+
+Run 'proxy64 COMMAND --help' for a command's options. Bad input: one line, exit status 2.
+"""
+
 
 class OneLineParser(argparse.ArgumentParser):
     """argparse that reports a usage error as one line instead of usage + error."""
@@ -44,6 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
             "IPv6 through NAT64 for one app: a SOCKS5/HTTP proxy and a TUN mode that resolve "
             "names with DNS64 and dial out over IPv6 (network NAT64 or the embedded egress)."
         ),
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"proxy64 {__version__}")
     subparsers = parser.add_subparsers(
@@ -60,16 +77,42 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _command_parser(
+    parser: argparse.ArgumentParser, args: argparse.Namespace
+) -> argparse.ArgumentParser:
+    """The (sub)parser of the command in args, for its usage-error line."""
+    names = [getattr(args, "command", None), getattr(args, "tun_command", None)]
+    for name in names:
+        if not isinstance(name, str):
+            break
+        found = _subparser(parser, name)
+        if found is None:
+            break
+        parser = found
+    return parser
+
+
+def _subparser(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentParser | None:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            choice: argparse.ArgumentParser | None = action.choices.get(name)
+            return choice
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        # Name the command whose options were wrong, not the top-level parser.
+        _command_parser(parser, args).error(f"unrecognized arguments: {' '.join(extra)}")
     if args.command is None:
         parser.print_help()
         return EXIT_USAGE
     try:
         code: int = args.func(args)
     except ConfigError as exc:
-        sys.stderr.write(f"proxy64 {args.command}: error: {exc}\n")
+        sys.stderr.write(f"{_command_parser(parser, args).prog}: error: {exc}\n")
         return EXIT_USAGE
     except KeyboardInterrupt:
         return 130
