@@ -58,30 +58,34 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
         choices=[c.value for c in EgressChoice],
         default="auto",
         help="who does the NAT64 step: the network's NAT64, proxy64 itself (embedded: dial "
-        "the embedded IPv4), or auto (RFC 7050 discovery, else embedded)",
+        "the embedded IPv4), or auto (RFC 7050 discovery, else embedded) (default: auto)",
     )
     tun.add_argument(
         "--mtu",
         metavar="N",
         type=checked("--mtu", parse_mtu),
         default=TUN_MTU,
-        help=f"MTU of the TUN device, {TUN_MIN_MTU}-{TUN_MTU} (default {TUN_MTU}: fastest)",
+        help=f"MTU of the TUN device, {TUN_MIN_MTU}-{TUN_MTU} (default: {TUN_MTU}, fastest)",
     )
     tun.add_argument(
         "--idle-timeout",
         metavar="SECONDS",
         type=checked("--idle-timeout", parse_positive),
         default=IDLE_TIMEOUT,
-        help=f"close a TCP flow idle this long (default {IDLE_TIMEOUT:g})",
+        help=f"close a TCP flow idle this long (default: {IDLE_TIMEOUT:g})",
     )
     tun.add_argument(
         "--connect-timeout",
         metavar="SECONDS",
         type=checked("--connect-timeout", parse_positive),
         default=CONNECT_TIMEOUT,
-        help=f"give up dialing after this long (default {CONNECT_TIMEOUT:g})",
+        help=f"give up dialing after this long (default: {CONNECT_TIMEOUT:g})",
     )
-    tun.add_argument("--report", metavar="FILE.json", help="also write the report as JSON")
+    tun.add_argument(
+        "--report",
+        metavar="FILE.json",
+        help="also write the readiness report as JSON (default: table on stderr only)",
+    )
     add_log_options(parser)
 
 
@@ -89,7 +93,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser = subparsers.add_parser(
         "tun",
         help="TUN mode: an IPv6-only network for one command (DNS64 + NAT64 built in)",
-        description="TUN mode for apps that cannot use a proxy.",
+        description="TUN mode for apps that cannot use a proxy: 'tun run -- CMD' gives CMD "
+        "a network namespace whose only network is proxy64's TUN device; 'tun serve' serves "
+        "a TUN device you created. See 'proxy64 tun run --help'.",
     )
     sub = parser.add_subparsers(dest="tun_command", metavar="run|serve", required=True,
                                 parser_class=type(parser))  # fmt: skip
@@ -108,7 +114,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="also give CMD an IPv4 address (10.64.0.2/24); its flows are mapped into the "
         "NAT64 prefix (464XLAT-style)",
     )
-    run.add_argument("command", nargs=argparse.REMAINDER, help="-- CMD [ARGS...]")
+    # dest "cmd": "command" is the top-level subcommand name (cli.py prints it in errors)
+    run.add_argument(
+        "cmd", metavar="-- CMD [ARGS]", nargs=argparse.REMAINDER, help="the command to run"
+    )
     run.set_defaults(func=main_run)
     serve = sub.add_parser(
         "serve",
@@ -118,8 +127,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     _add_common(serve)
     which = serve.add_mutually_exclusive_group(required=True)
-    which.add_argument("--device", metavar="NAME", help="attach to (or create) TUN device NAME")
-    which.add_argument("--fd", metavar="N", type=int, help="an inherited, open TUN fd")
+    which.add_argument(
+        "--device", metavar="NAME", help="attach to (or create) TUN device NAME (needs root)"
+    )
+    which.add_argument(
+        "--fd", metavar="N", type=int, help="an inherited TUN fd, already attached (TUNSETIFF)"
+    )
     serve.add_argument("--ipv4", action="store_true", help=f"accept IPv4 via {TUN_GATEWAY_V4}")
     serve.set_defaults(func=main_serve)
 
@@ -210,11 +223,11 @@ def _write_report(args: argparse.Namespace, report: list[object], status: int) -
 def main_run(args: argparse.Namespace) -> int:
     from proxy64.tun.namespace import SandboxSettings, run_in_namespace
 
-    command = list(args.command)
+    command = list(args.cmd)
     if command and command[0] == "--":
         command = command[1:]
     if not command:
-        raise ConfigError("tun run", "no command given; usage: proxy64 tun run [options] -- CMD")
+        raise ConfigError("CMD", "no command given; usage: proxy64 tun run [options] -- CMD [ARGS]")
     setup_logging(args.log_level)
     report: list[object] = []
 
