@@ -75,13 +75,13 @@ def resolver_settings(args: argparse.Namespace) -> ResolverSettings:
     return settings
 
 
-def add_log_options(parser: argparse.ArgumentParser) -> None:
+def add_log_options(parser: argparse.ArgumentParser, *, default: str = "info") -> None:
     parser.add_argument(
         "--log-level",
         metavar="LEVEL",
         choices=["debug", "info", "warning", "error"],
-        default="info",
-        help="debug, info (one line per connection), warning or error (default: info)",
+        default=default,
+        help=f"debug, info (one line per connection), warning or error (default: {default})",
     )
 
 

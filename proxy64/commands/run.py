@@ -27,7 +27,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         description="Start proxy64 on free loopback ports, run CMD with the proxy variables "
         "set, print the readiness report at exit and exit with CMD's status.",
     )
-    add_serve_options(parser, listen_default="127.0.0.1:0, a free port")
+    add_serve_options(
+        parser, listen_default="127.0.0.1:0, a free port", log_default=RUN_DEFAULTS["log_level"]
+    )
     parser.add_argument(
         "--report", metavar="FILE.json", help="also write the readiness report as JSON"
     )

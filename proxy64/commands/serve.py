@@ -13,23 +13,26 @@ from pathlib import Path
 from typing import Any
 
 from proxy64.commands.common import add_log_options, add_resolver_options, setup_logging
+from proxy64.defaults import CONNECT_TIMEOUT, IDLE_TIMEOUT, MAX_CONNECTIONS, SERVE_MAX_WORKERS
 from proxy64.serve_config import CONFIG_KEYS, ServeSettings, build_settings, load_toml
 
 _UNSET: Any = object()
 
 
-def add_serve_options(parser: argparse.ArgumentParser, *, listen_default: str = "") -> None:
+def add_serve_options(
+    parser: argparse.ArgumentParser, *, listen_default: str = "", log_default: str = "info"
+) -> None:
     listen = parser.add_argument_group("listeners")
     listen.add_argument(
         "--socks",
         metavar="ADDR|off",
-        help="SOCKS5 listener HOST:PORT or [IPv6]:PORT, or off "
+        help="SOCKS5 listener HOST:PORT or [IPv6]:PORT (port 0: a free port), or off "
         f"(default: {listen_default or '127.0.0.1:1080'})",
     )
     listen.add_argument(
         "--http",
         metavar="ADDR|off",
-        help="HTTP proxy listener HOST:PORT or [IPv6]:PORT, or off "
+        help="HTTP proxy listener HOST:PORT or [IPv6]:PORT (port 0: a free port), or off "
         f"(default: {listen_default or '127.0.0.1:8080'})",
     )
     add_resolver_options(parser)
@@ -38,29 +41,51 @@ def add_serve_options(parser: argparse.ArgumentParser, *, listen_default: str = 
         "--egress",
         metavar="auto|nat64|embedded",
         help="nat64: dial the NAT64 IPv6 address; embedded: do the NAT64 step here and dial "
-        "the IPv4 address; auto: nat64 when a NAT64 is found (RFC 7050), else embedded",
+        "the IPv4 address; auto: nat64 when a NAT64 is found (RFC 7050), else embedded "
+        "(default: auto)",
     )
     egress.add_argument(
         "--auth-file",
         metavar="FILE",
-        help="user:password lines; clients must authenticate (or set PROXY64_AUTH=user:pass)",
+        help="user:password lines; clients must authenticate (RFC 1929 for SOCKS5, "
+        "Proxy-Authorization: Basic for HTTP). Without it, PROXY64_AUTH=user:pass is used "
+        "if set (default: no authentication)",
     )
     egress.add_argument(
         "--allow-open",
         action="store_const",
         const=True,
-        help="allow a listener on a non-loopback address without authentication",
+        help="allow a listener on a non-loopback address without authentication (default: refused)",
     )
     egress.add_argument(
-        "--max-connections", metavar="N", help="connections handled at once (default: 4096)"
+        "--max-connections",
+        metavar="N",
+        help=f"client connections handled at once (default: {MAX_CONNECTIONS})",
     )
     egress.add_argument(
-        "--workers", metavar="N", help="processes sharing the listeners (SO_REUSEPORT)"
+        "--workers",
+        metavar="N",
+        help=f"processes sharing the listeners with SO_REUSEPORT, 1-{SERVE_MAX_WORKERS} "
+        "(default: 1)",
     )
-    egress.add_argument("--idle-timeout", metavar="SECONDS", help="close idle tunnels (300)")
-    egress.add_argument("--connect-timeout", metavar="SECONDS", help="whole dial limit (10)")
-    add_log_options(parser)
-    parser.add_argument("--config", metavar="FILE", help="TOML file with the same keys")
+    egress.add_argument(
+        "--idle-timeout",
+        metavar="SECONDS",
+        help=f"close a tunnel with no bytes either way for this long (default: {IDLE_TIMEOUT:g})",
+    )
+    egress.add_argument(
+        "--connect-timeout",
+        metavar="SECONDS",
+        help=f"give up dialing a destination (all addresses) after this long "
+        f"(default: {CONNECT_TIMEOUT:g})",
+    )
+    add_log_options(parser, default=log_default)
+    parser.add_argument(
+        "--config",
+        metavar="FILE",
+        help="TOML file whose keys are these option names with underscores "
+        '(nat64_prefix = "auto"); options given here override it (default: none)',
+    )
     # "not given" must be visible, so the config file is overridden only by given options.
     parser.set_defaults(
         dns=None, nat64_prefix=_UNSET, synthesize_all=None, dns64_exclude=None, log_level=None
