@@ -121,4 +121,7 @@ class ResolverSettings:
 
 
 def parse_dns_server(text: str, option: str = "--dns") -> HostPort:
-    return parse_host_port(text, option, default_port=DNS_PORT)
+    server = parse_host_port(text, option, default_port=DNS_PORT)
+    if server.port == 0:  # a listener's "any free port" means nothing for a server
+        raise ConfigError(option, f"{text!r}: a DNS server needs a port from 1 to 65535")
+    return server
