@@ -277,6 +277,10 @@ def build_settings(
     settings = ServeSettings(
         **{k: v for k, v in merged.items() if k in known}, credentials=credentials
     )
+    if not settings.listeners():
+        raise ConfigError(
+            "--socks/--http", "both listeners are off, nothing to serve; give one an address"
+        )
     check_safety(settings)
     return settings
 
