@@ -31,7 +31,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         parser, listen_default="127.0.0.1:0, a free port", log_default=RUN_DEFAULTS["log_level"]
     )
     parser.add_argument(
-        "--report", metavar="FILE.json", help="also write the readiness report as JSON"
+        "--report",
+        metavar="FILE.json",
+        help="also write the readiness report as JSON to FILE (default: table on stderr only)",
     )
     parser.add_argument(
         "cmd", metavar="-- CMD [ARGS]", nargs=argparse.REMAINDER, help="the command to run"
