@@ -43,8 +43,7 @@ CASES: list[tuple[list[str], str]] = [
     (["serve", "--socks", "[::1"], "proxy64 serve: error: --socks: '[::1' has no closing ']'"),
     (
         ["serve", "--socks", "0.0.0.0:1080"],
-        "proxy64 serve: error: --socks: refusing to listen on 0.0.0.0:1080 without "
-        "authentication",
+        "proxy64 serve: error: --socks: refusing to listen on 0.0.0.0:1080 without authentication",
     ),
     (
         ["serve", "--socks", "off", "--http", "off"],
@@ -131,8 +130,7 @@ CASES: list[tuple[list[str], str]] = [
     ),
     (
         ["serve", "--config", "{tmp}/type.toml"],
-        "proxy64 serve: error: config key 'workers': 'two' is not a whole number greater than "
-        "zero",
+        "proxy64 serve: error: config key 'workers': 'two' is not a whole number greater than zero",
     ),
     (
         ["serve", "--config", "{tmp}/unknown.toml"],
@@ -280,7 +278,7 @@ def test_top_level_help_lists_commands_and_examples(capsys: pytest.CaptureFixtur
     for command in ("serve", "run", "tun", "resolve", "discover", "dns64"):
         assert f"\n    {command} " in out
         assert f"  proxy64 {command}" in out  # an example each
-    code, out, err = run_cli([], capsys)
+    code, out, _ = run_cli([], capsys)
     assert code == 2 and "commands:" in out
 
 
@@ -327,4 +325,3 @@ def test_any_toml_text_loads_or_one_config_error(text: str) -> None:
         assert "\n" not in str(exc)
     finally:
         path.unlink()
-
