@@ -125,7 +125,7 @@ class TcpFlow(TcpEndpoint):
         if not self.can_send:
             raise LocalProtocolError(f"send() in state {self.state.value} after EOF or reset")
         n = min(len(data), self.send_space)
-        self.tx += data[:n]
+        self.tx.append(data if n == len(data) else data[:n])
         actions: list[Action] = []
         self._output(now, actions)
         return n, actions
@@ -140,8 +140,7 @@ class TcpFlow(TcpEndpoint):
 
     def receive(self, max_bytes: int, now: float) -> tuple[bytes, list[Action]]:
         """Take up to max_bytes for the destination; reopens the window (RFC 9293 §3.8.6.2.2)."""
-        data = bytes(self.rx[:max_bytes])
-        del self.rx[: len(data)]
+        data = self.rx.take(max_bytes)
         actions: list[Action] = []
         if data and self.state in RECEIVES_DATA:
             free = self._free_window()
@@ -260,7 +259,7 @@ class TcpFlow(TcpEndpoint):
         if seq_lt(self.snd_una, ack):
             acked = seq_diff(ack, self.snd_una)
             data_acked = min(acked, self.tx_sent)
-            del self.tx[:data_acked]
+            self.tx.drop(data_acked)
             self.tx_sent -= data_acked
             if self.fin_sent and acked > data_acked:
                 self.fin_acked = True
@@ -325,7 +324,7 @@ class TcpFlow(TcpEndpoint):
             fin = False  # RFC 9293 §3.10.7.4: what lies beyond the window is not accepted
             actions.append(Drop("tcp-beyond-window"))
         if payload:
-            self.rx += payload
+            self.rx.append(payload)
             self.rcv_nxt = seq_add(self.rcv_nxt, len(payload))
             actions.append(Readable())
         if fin:

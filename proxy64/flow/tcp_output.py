@@ -17,6 +17,7 @@ from proxy64.defaults import (
     TUN_TCP_WSCALE,
 )
 from proxy64.errors import LocalProtocolError
+from proxy64.flow.byte_queue import ByteQueue
 from proxy64.flow.segment import (
     ACK,
     FIN,
@@ -72,9 +73,9 @@ class TcpEndpoint:
         self.snd_wl2 = 0
         self.snd_mss = min(syn.mss or DEFAULT_MSS, settings.mss)
         self.cwnd = 1 << 62  # a virtual link: only cut after a timeout (RFC 5681 §3.1)
-        self.rx = bytearray()
+        self.rx = ByteQueue()
         self.rx_eof = False
-        self.tx = bytearray()  # bytes from snd_una on: sent-unacknowledged then unsent
+        self.tx = ByteQueue()  # bytes from snd_una on: sent-unacknowledged then unsent
         self.tx_sent = 0
         self.tx_eof = False
         self.fin_sent = False
@@ -147,7 +148,7 @@ class TcpEndpoint:
 
     def _send_data(self, offset: int, n: int, actions: list[Action]) -> None:
         seq = seq_add(self.snd_una, offset)
-        payload = bytes(self.tx[offset : offset + n])
+        payload = self.tx.peek(offset, n)
         actions.append(Transmit(self._make(PSH | ACK, seq, payload)))
         self.tx_sent = max(self.tx_sent, offset + n)
         end = seq_add(seq, n)
@@ -157,7 +158,7 @@ class TcpEndpoint:
     def _retransmit_first(self, actions: list[Action]) -> None:
         if self.tx_sent:
             n = min(self.snd_mss, self.tx_sent)
-            actions.append(Transmit(self._make(PSH | ACK, self.snd_una, bytes(self.tx[:n]))))
+            actions.append(Transmit(self._make(PSH | ACK, self.snd_una, self.tx.peek(0, n))))
         elif self.fin_sent and not self.fin_acked:
             actions.append(Transmit(self._make(FIN | ACK, self.snd_una)))
 

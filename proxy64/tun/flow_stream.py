@@ -69,7 +69,8 @@ class TunTcpStream(trio.abc.HalfCloseableStream):
         self._sending = True
         try:
             await trio.lowlevel.checkpoint_if_cancelled()
-            view = memoryview(data)
+            # bytes go to the flow as they are (its buffer keeps them without a copy)
+            view: bytes | memoryview = data if type(data) is bytes else memoryview(data)
             flow = self.flow
             while view:
                 if flow.reset_reason is not None:
@@ -83,7 +84,7 @@ class TunTcpStream(trio.abc.HalfCloseableStream):
                     continue
                 accepted, actions = flow.send(view, trio.current_time())
                 self._run(actions)
-                view = view[accepted:]
+                view = memoryview(view)[accepted:] if accepted < len(view) else b""
         finally:
             self._sending = False
         await trio.lowlevel.cancel_shielded_checkpoint()

@@ -1,0 +1,93 @@
+"""A FIFO of bytes kept as chunks: the TUN TCP flow's send and receive buffers.
+
+Why not a bytearray: deleting from the front of a bytearray and then appending makes
+CPython copy the whole buffer into a new allocation (a resize with a logical offset), so
+a 1 MiB window cost a fresh ~1 MiB allocation and copy per 64 KiB segment. Here an append
+keeps the caller's bytes object (no copy for bytes), reading a whole chunk returns it as
+is, and consuming the front drops chunks or moves an offset into the first one.
+
+Invariants: len(self) == sum of the chunks' lengths - self._head; no chunk is empty;
+_head < len(first chunk). Small appends are merged into a small last chunk (each side
+under MERGE_BELOW), so many tiny writes cannot make thousands of chunks: every chunk but
+the last is at least MERGE_BELOW long or followed by one that is. Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+MERGE_BELOW = 2048  # bytes; a merge copies at most 2 * MERGE_BELOW
+
+
+class ByteQueue:
+    __slots__ = ("_chunks", "_head", "_len")
+
+    def __init__(self) -> None:
+        self._chunks: deque[bytes] = deque()
+        self._head = 0  # bytes of the first chunk already consumed
+        self._len = 0
+
+    def __len__(self) -> int:
+        return self._len
+
+    def __bool__(self) -> bool:
+        return self._len > 0
+
+    def append(self, data: bytes | bytearray | memoryview) -> None:
+        """Queue data at the end (a mutable buffer is copied; bytes are kept as is)."""
+        size = len(data) if not isinstance(data, memoryview) else data.nbytes
+        if not size:
+            return
+        chunk = data if type(data) is bytes else bytes(data)
+        chunks = self._chunks
+        if chunks and size < MERGE_BELOW and len(chunks[-1]) < MERGE_BELOW:
+            last = chunks.pop()
+            if len(chunks) == 0 and self._head:  # the first chunk: merge what is unread
+                last = last[self._head :]
+                self._head = 0
+            chunk = last + chunk
+        chunks.append(chunk)
+        self._len += size
+
+    def peek(self, offset: int, n: int) -> bytes:
+        """Up to n bytes starting offset bytes from the front, without consuming them."""
+        if offset < 0 or n < 0:
+            raise ValueError(f"peek({offset}, {n}): offset and size must not be negative")
+        n = min(n, self._len - offset)
+        if n <= 0:
+            return b""
+        position = offset + self._head
+        parts: list[bytes] = []
+        for chunk in self._chunks:
+            if position >= len(chunk):
+                position -= len(chunk)
+                continue
+            if position == 0 and len(chunk) <= n:
+                parts.append(chunk)  # a whole chunk: no copy
+            else:
+                parts.append(chunk[position : position + n])
+            n -= len(parts[-1])
+            position = 0
+            if n == 0:
+                break
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    def drop(self, n: int) -> None:
+        """Consume up to n bytes from the front."""
+        n = min(max(n, 0), self._len)
+        self._len -= n
+        chunks = self._chunks
+        while n:
+            rest = len(chunks[0]) - self._head
+            if n < rest:
+                self._head += n
+                return
+            chunks.popleft()
+            self._head = 0
+            n -= rest
+
+    def take(self, n: int) -> bytes:
+        """Consume and return up to n bytes from the front."""
+        data = self.peek(0, n)
+        self.drop(len(data))
+        return data

@@ -1,0 +1,70 @@
+"""ByteQueue against a bytearray model: same bytes, same lengths, for any operation order."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from proxy64.flow.byte_queue import MERGE_BELOW, ByteQueue
+
+operations = st.lists(
+    st.one_of(
+        st.tuples(st.just("append"), st.binary(max_size=5000), st.sampled_from(["b", "ba", "mv"])),
+        st.tuples(st.just("peek"), st.integers(0, 12000), st.integers(0, 12000)),
+        st.tuples(st.just("drop"), st.integers(0, 12000)),
+        st.tuples(st.just("take"), st.integers(0, 12000)),
+    ),
+    max_size=60,
+)
+
+
+@given(operations)
+def test_matches_a_bytearray(ops: list[tuple[object, ...]]) -> None:
+    queue, model = ByteQueue(), bytearray()
+    for op in ops:
+        if op[0] == "append":
+            data = op[1]
+            assert isinstance(data, bytes)
+            queue.append({"b": data, "ba": bytearray(data), "mv": memoryview(data)}[op[2]])
+            model += data
+        elif op[0] == "peek":
+            offset, n = op[1], op[2]
+            assert isinstance(offset, int) and isinstance(n, int)
+            got = queue.peek(offset, n)
+            assert type(got) is bytes
+            assert got == bytes(model[offset : offset + n])
+        elif op[0] == "drop":
+            assert isinstance(op[1], int)
+            queue.drop(op[1])
+            del model[: op[1]]
+        else:
+            assert isinstance(op[1], int)
+            assert queue.take(op[1]) == bytes(model[: op[1]])
+            del model[: op[1]]
+        assert len(queue) == len(model)
+        assert bool(queue) == bool(model)
+    assert queue.take(len(model) + 1) == bytes(model)
+
+
+def test_whole_chunks_are_returned_without_a_copy() -> None:
+    queue = ByteQueue()
+    block = b"x" * 65536
+    queue.append(block)
+    assert queue.peek(0, 65536) is block
+    assert queue.take(1 << 20) is block
+    assert not queue
+
+
+def test_tiny_appends_are_merged_into_few_chunks() -> None:
+    queue = ByteQueue()
+    for _ in range(100_000):
+        queue.append(b"a")
+    # at most one chunk per MERGE_BELOW bytes (plus the last): bounded memory per byte
+    assert len(queue._chunks) <= 100_000 // MERGE_BELOW + 1
+    assert queue.take(200_000) == b"a" * 100_000
+
+
+def test_negative_peek_is_refused() -> None:
+    with pytest.raises(ValueError, match="must not be negative"):
+        ByteQueue().peek(-1, 3)
