@@ -150,6 +150,15 @@ CASES: list[tuple[list[str], str]] = [
         "proxy64 run: error: --workers: proxy64 run serves one command from one process",
     ),
     (["run", "--socks", "1.2.3.4.5", "--", "true"], "proxy64 run: error: --socks: '1.2.3.4.5'"),
+    (
+        ["run", "--report", "{tmp}/no/r.json", "--", "true"],
+        "proxy64 run: error: argument --report: cannot write {tmp}/no/r.json: the directory "
+        "{tmp}/no does not exist",
+    ),
+    (
+        ["tun", "run", "--report", "{tmp}", "--", "true"],
+        "proxy64 tun run: error: argument --report: {tmp} is a directory",
+    ),
     (["tun"], "proxy64 tun: error: the following arguments are required: run|serve"),
     (
         ["tun", "run"],

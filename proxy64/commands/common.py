@@ -5,7 +5,10 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import os
+import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import TypeVar
 
 from proxy64.config import (
@@ -90,3 +93,26 @@ def setup_logging(level: str) -> None:
         level=getattr(logging, level.upper()),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+
+
+def parse_report_path(text: str, option: str = "--report") -> Path:
+    """A file the report can be written to, checked before the command runs (not after)."""
+    path = Path(text)
+    folder = path.parent
+    if path.is_dir():
+        raise ConfigError(option, f"{text} is a directory; give a file name such as report.json")
+    if not folder.is_dir():
+        raise ConfigError(option, f"cannot write {text}: the directory {folder} does not exist")
+    if not os.access(folder, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise ConfigError(option, f"cannot write {text}: permission denied")
+    return path
+
+
+def write_report(path: Path, json_text: str, command: str) -> bool:
+    """Write the JSON report (one trailing newline); False, with one line on stderr, if not."""
+    try:
+        path.write_text(json_text.rstrip("\n") + "\n", encoding="utf-8")
+    except OSError as exc:
+        sys.stderr.write(f"proxy64 {command}: cannot write {path}: {exc.strerror}\n")
+        return False
+    return True

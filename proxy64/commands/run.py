@@ -11,8 +11,8 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from pathlib import Path
 
+from proxy64.commands.common import checked, parse_report_path, write_report
 from proxy64.commands.serve import add_serve_options, settings_from_args
 from proxy64.errors import ConfigError
 
@@ -33,6 +33,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument(
         "--report",
         metavar="FILE.json",
+        type=checked("--report", parse_report_path),
         help="also write the readiness report as JSON to FILE (default: table on stderr only)",
     )
     parser.add_argument(
@@ -54,10 +55,6 @@ def main(args: argparse.Namespace) -> int:
         raise ConfigError("--workers", "proxy64 run serves one command from one process")
     status, report = run_with_command(settings, command, dict(os.environ))
     sys.stderr.write(report.to_table())
-    if args.report:
-        try:
-            Path(args.report).write_text(report.to_json(), encoding="utf-8")
-        except OSError as exc:
-            sys.stderr.write(f"proxy64 run: cannot write {args.report}: {exc.strerror}\n")
-            return status or 1
+    if args.report and not write_report(args.report, report.to_json(), "run"):
+        return status or 1
     return status

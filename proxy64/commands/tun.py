@@ -15,7 +15,6 @@ import os
 import signal
 import sys
 from ipaddress import IPv4Address, IPv6Address, IPv6Network
-from pathlib import Path
 
 import trio
 
@@ -23,7 +22,9 @@ from proxy64.commands.common import (
     add_log_options,
     add_resolver_options,
     checked,
+    parse_report_path,
     setup_logging,
+    write_report,
 )
 from proxy64.config import parse_positive
 from proxy64.defaults import (
@@ -84,6 +85,7 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     tun.add_argument(
         "--report",
         metavar="FILE.json",
+        type=checked("--report", parse_report_path),
         help="also write the readiness report as JSON (default: table on stderr only)",
     )
     add_log_options(parser)
@@ -211,12 +213,9 @@ def _write_report(args: argparse.Namespace, report: list[object], status: int) -
         return status
     table = report[0]
     sys.stderr.write(table.to_table())  # type: ignore[attr-defined]
-    if args.report:
-        try:
-            Path(args.report).write_text(table.to_json(), encoding="utf-8")  # type: ignore[attr-defined]
-        except OSError as exc:
-            sys.stderr.write(f"proxy64 tun: cannot write {args.report}: {exc.strerror}\n")
-            return status or 1
+    json_text: str = table.to_json()  # type: ignore[attr-defined]
+    if args.report and not write_report(args.report, json_text, "tun"):
+        return status or 1
     return status
 
 
