@@ -120,8 +120,14 @@ class TcpFlow(TcpEndpoint):
         self.ack_pending = False
         return actions
 
-    def send(self, data: bytes | bytearray | memoryview, now: float) -> tuple[int, list[Action]]:
-        """Queue bytes for the app; returns how many fit (0 when the buffer is full)."""
+    def send(
+        self, data: bytes | bytearray | memoryview, now: float, *, more: bool = False
+    ) -> tuple[int, list[Action]]:
+        """Queue bytes for the app; returns how many fit (0 when the buffer is full).
+
+        more: more data is probably coming (MSG_MORE): hold a partial last segment until
+        the next send or push(), so bulk data goes out in full segments."""
+        self.corked = more
         if not self.can_send:
             raise LocalProtocolError(f"send() in state {self.state.value} after EOF or reset")
         n = min(len(data), self.send_space)
@@ -129,6 +135,13 @@ class TcpFlow(TcpEndpoint):
         actions: list[Action] = []
         self._output(now, actions)
         return n, actions
+
+    def push(self, now: float) -> list[Action]:
+        """Send what send(more=True) held back (the end of a burst)."""
+        self.corked = False
+        actions: list[Action] = []
+        self._output(now, actions)
+        return actions
 
     def send_eof(self, now: float) -> list[Action]:
         """Half-close toward the app: FIN after the queued data (RFC 9293 §3.6)."""

@@ -78,6 +78,10 @@ class TcpEndpoint:
         self.tx = ByteQueue()  # bytes from snd_una on: sent-unacknowledged then unsent
         self.tx_sent = 0
         self.tx_eof = False
+        # Corked (TCP_CORK-like, set by send(more=True)): a partial last segment is held
+        # until more data fills it or push(); the I/O layer pushes within a few scheduler
+        # passes, so a bulk sender's next chunk joins the tail instead of a tiny segment.
+        self.corked = False
         self.fin_sent = False
         self.fin_acked = False
         self.detached = False  # the stream side closed; data that arrives now gets RST
@@ -121,11 +125,16 @@ class TcpEndpoint:
         if self.state not in SENDS_DATA:
             return
         limit = min(self.snd_wnd, self.cwnd)
+        segment_limit = self._segment_limit()
+        hold_tail = self.corked and not self.tx_eof
         while self.tx_sent < len(self.tx):
             room = limit - self.tx_sent
             if room <= 0:
                 break
-            n = min(self._segment_limit(), len(self.tx) - self.tx_sent, room)
+            unsent = len(self.tx) - self.tx_sent
+            if hold_tail and unsent < segment_limit <= room:
+                break  # corked: the partial tail waits for more data or push()
+            n = min(segment_limit, unsent, room)
             self._send_data(self.tx_sent, n, actions)
             if self.rtt_seq is None:
                 self.rtt_seq, self.rtt_start = self.snd_nxt, now

@@ -21,6 +21,8 @@ from proxy64.flow.wire import FlowKey
 class Executor(Protocol):
     def execute(self, key: FlowKey, flow: TcpFlow, actions: list[Action]) -> None: ...
 
+    def cork(self, stream: TunTcpStream) -> None: ...
+
 
 class TunTcpStream(trio.abc.HalfCloseableStream):
     def __init__(self, executor: Executor, key: FlowKey, flow: TcpFlow) -> None:
@@ -31,6 +33,7 @@ class TunTcpStream(trio.abc.HalfCloseableStream):
         self._closed = False
         self._sending = False
         self._receiving = False
+        self.sends = 0  # send_all calls so far (the executor's cork bookkeeping)
 
     def wake(self) -> None:
         self._lot.unpark_all()
@@ -82,11 +85,16 @@ class TunTcpStream(trio.abc.HalfCloseableStream):
                     if self._closed:
                         raise trio.ClosedResourceError("the TUN flow stream was closed")
                     continue
-                accepted, actions = flow.send(view, trio.current_time())
+                # more=True: a partial last segment waits for the relay's next chunk
+                # (the executor pushes it if none comes), so bulk data leaves in full
+                # segments instead of a full one plus a sliver per chunk.
+                accepted, actions = flow.send(view, trio.current_time(), more=True)
                 self._run(actions)
                 view = memoryview(view)[accepted:] if accepted < len(view) else b""
         finally:
             self._sending = False
+            self.sends += 1
+            self._executor.cork(self)
         await trio.lowlevel.cancel_shielded_checkpoint()
 
     async def wait_send_all_might_not_block(self) -> None:

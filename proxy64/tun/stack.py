@@ -65,6 +65,7 @@ class TunStack(UdpEchoStack):
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
                 nursery.start_soon(self._timers)
+                nursery.start_soon(self._push_corked)
                 task_status.started()
                 while True:
                     for packet, trusted in await self.device.read_batch():
@@ -84,6 +85,34 @@ class TunStack(UdpEchoStack):
         due, self._ack_due = self._ack_due, {}
         for key, flow in due.items():
             self.execute(key, flow, flow.flush_ack())
+
+    def cork(self, stream: TunTcpStream) -> None:
+        """stream's send_all may have held a partial segment: push it soon (below)."""
+        self._corked[stream.key] = stream
+        self._cork_lot.unpark_all()
+
+    async def _push_corked(self) -> None:
+        """Push held tails once their relay has had its turn to send more.
+
+        A relay's next chunk arrives two scheduler passes after its send_all returned (the
+        socket receive, then send_all), so a flow still getting data keeps its tail held
+        and the next chunk completes the segment; a flow whose sender paused is pushed
+        after those passes: microseconds, not a Nagle-style wait for an ACK."""
+        while True:
+            if not self._corked:
+                await self._cork_lot.park()
+            sends = {key: stream.sends for key, stream in self._corked.items()}
+            await trio.lowlevel.checkpoint()
+            await trio.lowlevel.checkpoint()
+            await trio.lowlevel.checkpoint()
+            now = trio.current_time()
+            for key, count in sends.items():
+                stream = self._corked.get(key)
+                if stream is None or stream.sends != count:
+                    continue  # more data came: the next round decides
+                del self._corked[key]
+                if self.streams.get(key) is stream:
+                    self.execute(key, stream.flow, stream.flow.push(now))
 
     def on_packet(self, packet: bytes, *, trusted: bool = False) -> None:
         """trusted: the kernel vouched for the checksums (virtio_net_hdr flags)."""

@@ -100,6 +100,8 @@ class StackBase:
         self.echo_kind = echo_mod.probe_kind()
         self._nursery: trio.Nursery | None = None
         self._ack_due: dict[FlowKey, TcpFlow] = {}
+        self._corked: dict[FlowKey, TunTcpStream] = {}  # partial tails held by send_all
+        self._cork_lot = trio.lowlevel.ParkingLot()
         self.names = NameMemory(TUN_NAME_MEMORY)
         gateway4 = settings.gateway4
         length = TUN_NETWORK_V4.split("/")[1]

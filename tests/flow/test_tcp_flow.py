@@ -364,3 +364,37 @@ def test_tso_sends_super_segments_of_whole_mss():
     sizes = [len(s.payload) for s in sent(actions)]
     assert sizes == [65000, 65000, 20000]  # 65 MSS per super-segment, the rest after
     assert all(size % 1000 == 0 for size in sizes)
+
+
+def test_send_more_holds_the_partial_tail_until_the_next_send():
+    flow = established()  # app MSS 1460 > ours: snd_mss 1000
+    (full,) = sent(flow.send(b"a" * 1300, 1.0, more=True)[1])
+    assert len(full.payload) == 1000  # the 300-byte tail is held (corked)
+    segments = sent(flow.send(b"b" * 700, 1.0, more=True)[1])
+    assert [len(s.payload) for s in segments] == [1000]  # tail + new data: one full segment
+    assert segments[0].payload == b"a" * 300 + b"b" * 700
+    assert segments[0].seq == ISS + 1 + 1000
+    assert sent(flow.push(1.0)) == []  # nothing left held
+
+
+def test_push_sends_the_held_tail():
+    flow = established()
+    flow.send(b"x" * 1300, 1.0, more=True)
+    (tail,) = sent(flow.push(1.0))
+    assert tail.payload == b"x" * 300 and tail.seq == ISS + 1 + 1000
+    # once pushed, an ACK-driven output is not corked any more
+    flow.send(b"y" * 10, 1.0)
+    assert flow.corked is False
+
+
+def test_send_eof_sends_the_held_tail_before_fin():
+    flow = established()
+    flow.send(b"z" * 1300, 1.0, more=True)
+    segments = sent(flow.send_eof(1.0))
+    assert [(len(s.payload), bool(s.flags & FIN)) for s in segments] == [(300, False), (0, True)]
+
+
+def test_corked_flow_still_sends_what_the_window_allows():
+    flow = established(window=500)  # less than one segment: the window decides, not the cork
+    (seg,) = sent(flow.send(b"w" * 800, 1.0, more=True)[1])
+    assert len(seg.payload) == 500
