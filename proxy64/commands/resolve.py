@@ -64,6 +64,9 @@ async def _resolve(settings: ResolverSettings, name: str, as_json: bool) -> int:
     try:
         resolution = _literal(name, prefix) or await resolver.resolve(name)
     except AddressMappingError as exc:
+        if as_json:  # a machine reader gets JSON for every outcome, not an empty stdout
+            error = {"qname": name, "prefix": str(prefix), "error": "ADDRESS_MAPPING"}
+            print(json.dumps({**error, "message": str(exc)}, indent=2))
         sys.stderr.write(f"proxy64 resolve: {exc}\n")
         return EXIT_DNS_FAILURE
     except ResolutionError as exc:

@@ -1,0 +1,90 @@
+"""Output a person or a program reads: resolve's table and JSON, run's report and JSON.
+
+IP literals and a given prefix need no DNS server, and `run -- true` connects nowhere, so
+these run offline and fast.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from proxy64.cli import main
+
+RESOLVE_KEYS = {"qname", "chain", "prefix", "from_cache", "records"}
+RECORD_KEYS = {"address", "synthesized", "ttl", "kind"}
+
+
+def run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    try:
+        code = main(argv)
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_resolve_json_of_an_ipv4_literal_rfc6052_2_2(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run_cli(
+        ["resolve", "192.0.2.33", "--nat64-prefix", "2001:db8:100::/40", "--json"], capsys
+    )
+    assert (code, err) == (0, "")
+    data = json.loads(out)
+    assert set(data) == RESOLVE_KEYS
+    assert data["prefix"] == "2001:db8:100::/40"
+    [record] = data["records"]
+    assert set(record) == RECORD_KEYS
+    # RFC 6052 §2.4 example: 192.0.2.33 under a /40
+    assert record == {"address": "2001:db8:1c0:2:21::", "synthesized": True, "ttl": 0,
+                      "kind": "synthesized"}  # fmt: skip
+
+
+def test_resolve_table_columns_line_up(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run_cli(["resolve", "[2001:db8::10]", "--nat64-prefix", "64:ff9b::/96"], capsys)
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[:3] == ["name    2001:db8::10", "chain   (none)", "prefix  64:ff9b::/96"]
+    header, row = lines[4], lines[5]
+    assert header.split() == ["ADDRESS", "KIND", "TTL"]
+    assert row.split() == ["2001:db8::10", "native", "0"]
+    assert header.index("KIND") == row.index("native")
+    assert header.index("TTL") == row.rindex("0")
+
+
+def test_resolve_json_refusal_is_json_too_rfc6052_3_1(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run_cli(
+        ["resolve", "10.1.2.3", "--nat64-prefix", "64:ff9b::/96", "--json"], capsys
+    )
+    assert code == 1
+    data = json.loads(out)
+    assert data["error"] == "ADDRESS_MAPPING"
+    assert data["qname"] == "10.1.2.3" and data["prefix"] == "64:ff9b::/96"
+    assert "RFC 6052 §3.1" in data["message"]
+    assert err == f"proxy64 resolve: {data['message']}\n"
+
+
+def test_run_report_json_keys_and_table(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    report = tmp_path / "r.json"
+    argv = ["run", "--nat64-prefix", "2001:db8:64::/96", "--egress", "embedded"]
+    code, out, err = run_cli([*argv, "--report", str(report), "--", "true"], capsys)
+    assert code == 0
+    assert out == ""
+    text = report.read_text()
+    assert text.endswith("}\n")
+    data = json.loads(text)
+    assert set(data) == {"version", "summary", "destinations"}
+    assert data["version"] == 1
+    assert set(data["summary"]) == {
+        "destinations", "ipv4_only", "native_ipv6", "connections", "failures"
+    }  # fmt: skip
+    assert data["destinations"] == []
+    lines = err.splitlines()
+    assert lines[0].startswith("proxy64: SOCKS5 127.0.0.1:")
+    assert lines[0].endswith("NAT64 prefix 2001:db8:64::/96 (given), egress embedded")
+    assert lines[1:] == [
+        "proxy64 readiness report",
+        "DESTINATION  REACHED  EGRESS  CONNS  FAILED  UP  DOWN",
+        "0 destinations, 0 IPv4-only (reached through NAT64), 0 connections, 0 failed",
+    ]
