@@ -21,6 +21,8 @@ METRICS: dict[str, tuple[str, str, bool]] = {
     "ul1_MBps": ("upload, 1 tunnel", "MB/s", True),
     "dl8_MBps": ("download, 8 tunnels", "MB/s", True),
     "ul8_MBps": ("upload, 8 tunnels", "MB/s", True),
+    "dl1_cpu_s_per_GiB": ("proxy CPU per GiB, download, 1 tunnel", "s/GiB", False),
+    "ul1_cpu_s_per_GiB": ("proxy CPU per GiB, upload, 1 tunnel", "s/GiB", False),
     "c1_conn_s": ("conn/s, 1 in flight", "conn/s", True),
     "c64_conn_s": ("conn/s, 64 in flight", "conn/s", True),
     "c1_p50_us": ("latency p50, 1 in flight", "µs", False),
@@ -241,6 +243,19 @@ def markdown(result: dict[str, Any]) -> str:
         for label in labels
     ]
     lines += table(["target"] + [METRICS[k][0] for k in bulk_keys], rows)
+    gib_keys = ["dl1_cpu_s_per_GiB", "ul1_cpu_s_per_GiB"]
+    gib_rows = [
+        [f"`{label}`"]
+        + [
+            f"{fmt(e['median'], 2)} ({fmt(e['min'], 2)}–{fmt(e['max'], 2)})" if e else "–"
+            for e in (summary.get(label, {}).get(k) for k in gib_keys)
+        ]
+        for label in labels
+        if any(k in summary.get(label, {}) for k in gib_keys)
+    ]
+    if gib_rows:
+        lines += ["", "## Proxy CPU seconds per GiB moved (1 tunnel; lower is better)", ""]
+        lines += table(["target", "download", "upload"], gib_rows)
     lines += ["", "## Connections (handshake + GET of 1 byte + close)", ""]
     conn_keys = ["c1_conn_s", "c64_conn_s", "c1_p50_us", "c1_p99_us", "c64_p50_us", "c64_p99_us"]
     rows = [

@@ -223,17 +223,30 @@ def measure_conns(
         )
 
 
-def measure_bulk(rec: Recorder, target: Target, origin: Origin, args: argparse.Namespace) -> None:
+def measure_bulk(
+    rec: Recorder,
+    target: Target,
+    origin: Origin,
+    server: peers.Server | None,
+    args: argparse.Namespace,
+) -> None:
     for direction in ("download", "upload"):
         for streams in (1, 8):
             key = f"{direction[0]}l{streams}_MBps"
+            cpu0 = peers.tree_cpu_seconds(server.pid) if server else 0.0
             res = loadgen.bulk(
                 target, origin, direction, args.bulk_size, streams, args.op_time_limit
             )
+            cpu1 = peers.tree_cpu_seconds(server.pid) if server else 0.0
             if res.error:
                 rec.error(target.label, f"{direction} x{streams}", res.error)
                 continue
             rec.add(target.label, key, res.mb_per_s)
+            if server and streams == 1 and res.nbytes:
+                # includes tunnel set-up (one connection: negligible at these sizes)
+                rec.add(
+                    target.label, f"{key[:3]}_cpu_s_per_GiB", (cpu1 - cpu0) / res.nbytes * 2**30
+                )
             log(f"  {target.label:18} {direction:8} x{streams} {res.mb_per_s:8.0f} MB/s")
 
 
@@ -395,7 +408,7 @@ def main(argv: list[str] | None = None) -> int:
                 if "conn" in tests and r < args.rounds:
                     measure_conns(rec, target, origin, server, args)
                 if "bulk" in tests and r < args.bulk_rounds:
-                    measure_bulk(rec, target, origin, args)
+                    measure_bulk(rec, target, origin, server, args)
         for server in started_ok.values():
             server.stop()
         if "proxy64" in servers and "capacity" in tests and args.capacity:
