@@ -182,7 +182,32 @@ CASES: list[tuple[list[str], str]] = [
         ["tun", "serve"],
         "proxy64 tun serve: error: one of the arguments --device --fd is required",
     ),
-    (["tun", "serve", "--fd", "abc"], "proxy64 tun serve: error: argument --fd: invalid int"),
+    (
+        ["tun", "serve", "--fd", "abc"],
+        "proxy64 tun serve: error: argument --fd: 'abc' is not a file descriptor number",
+    ),
+    (
+        ["tun", "serve", "--fd", "-1"],
+        "proxy64 tun serve: error: argument --fd: '-1' is not a file descriptor number",
+    ),
+    (
+        ["tun", "serve", "--device", ""],
+        "proxy64 tun serve: error: argument --device: '' is not an interface name",
+    ),
+    (
+        ["tun", "serve", "--device", "a/b"],
+        "proxy64 tun serve: error: argument --device: 'a/b' is not an interface name",
+    ),
+    (
+        ["tun", "serve", "--device", "averyveryverylongname0"],
+        "proxy64 tun serve: error: argument --device: 'averyveryverylongname0' is longer than "
+        "15 bytes",
+    ),
+    (
+        ["tun", "serve", "--fd", "987"],
+        "proxy64 tun serve: error: --fd 987 cannot be used (Bad file descriptor); pass the fd "
+        "of an open /dev/net/tun attached with TUNSETIFF",
+    ),
     (["resolve"], "proxy64 resolve: error: the following arguments are required: NAME"),
     (
         ["resolve", "--dns64-mapped", "foo", "x"],

@@ -10,6 +10,7 @@ device (by name, or an inherited fd) until SIGINT/SIGTERM. Setup failures (no
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import os
 import signal
@@ -49,6 +50,25 @@ def parse_mtu(text: str, option: str) -> int:
     if not TUN_MIN_MTU <= value <= TUN_MTU:
         raise ConfigError(option, f"{text!r} is outside {TUN_MIN_MTU}-{TUN_MTU} (RFC 8200 §5)")
     return int(value)
+
+
+def parse_device_name(text: str, option: str) -> str:
+    """A Linux interface name: 1-15 bytes, not . or .., no '/', ':' or whitespace."""
+    if not text or text in (".", "..") or any(c in text for c in "/: \t\n"):
+        raise ConfigError(option, f"{text!r} is not an interface name (no '/', ':' or spaces)")
+    if len(text.encode()) > 15:  # IFNAMSIZ 16, with the NUL
+        raise ConfigError(option, f"{text!r} is longer than 15 bytes")
+    return text
+
+
+def parse_fd(text: str, option: str) -> int:
+    try:
+        fd = int(text)
+    except ValueError:
+        fd = -1
+    if fd < 0:
+        raise ConfigError(option, f"{text!r} is not a file descriptor number (0 or more)")
+    return fd
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
@@ -130,10 +150,16 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     _add_common(serve)
     which = serve.add_mutually_exclusive_group(required=True)
     which.add_argument(
-        "--device", metavar="NAME", help="attach to (or create) TUN device NAME (needs root)"
+        "--device",
+        metavar="NAME",
+        type=checked("--device", parse_device_name),
+        help="attach to (or create) TUN device NAME, at most 15 bytes (needs root)",
     )
     which.add_argument(
-        "--fd", metavar="N", type=int, help="an inherited TUN fd, already attached (TUNSETIFF)"
+        "--fd",
+        metavar="N",
+        type=checked("--fd", parse_fd),
+        help="an inherited TUN fd, already attached (TUNSETIFF)",
     )
     serve.add_argument("--ipv4", action="store_true", help=f"accept IPv4 via {TUN_GATEWAY_V4}")
     serve.set_defaults(func=main_serve)
@@ -245,7 +271,7 @@ def main_run(args: argparse.Namespace) -> int:
 def main_serve(args: argparse.Namespace) -> int:
     setup_logging(args.log_level)
     try:
-        if args.device:
+        if args.device is not None:
             fd, name = open_tun(args.device)
             vnet = True
         else:
@@ -256,7 +282,11 @@ def main_serve(args: argparse.Namespace) -> int:
         sys.stderr.write(f"proxy64 tun serve: error: {exc}\n")
         return EXIT_SETUP
     except OSError as exc:
-        sys.stderr.write(f"proxy64 tun serve: error: --fd {args.fd}: {exc.strerror}\n")
+        what = "is not a TUN device" if exc.errno == errno.ENOTTY else "cannot be used"
+        sys.stderr.write(
+            f"proxy64 tun serve: error: --fd {args.fd} {what} ({exc.strerror}); pass the fd "
+            "of an open /dev/net/tun attached with TUNSETIFF\n"
+        )
         return EXIT_SETUP
     device = TunDevice(fd, args.mtu, vnet=vnet)
     report: list[object] = []
