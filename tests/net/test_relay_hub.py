@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import hashlib
 import os
+import random
 
+import pytest
 import trio
 
+from proxy64.net.context import ConnectionRecord
 from proxy64.net.relay import relay
 from proxy64.net.relay_hub import current_hub
 from tests.net.test_relay import receive_all, record, tcp_pair
@@ -101,3 +104,54 @@ async def test_many_tunnels_share_one_hub_and_keep_their_bytes_apart() -> None:
         assert results[i] == message[::-1]
         assert (records[i].bytes_up, records[i].bytes_down) == (len(message), len(message))
         assert records[i].outcome == "ok"
+
+
+@pytest.mark.parametrize("threshold", [None, 1000])
+async def test_mixed_sizes_and_half_close_orders_keep_every_byte(threshold: int | None) -> None:
+    """Tunnels that stay in the hub, are promoted mid-stream (1000: at the first bigger
+    chunk) or fill a slow reader, with either side half-closing first: sha256 both ways."""
+    rng = random.Random(7)
+    plans = [
+        (rng.randrange(0, 300_000), rng.randrange(0, 300_000), rng.random() < 0.5)
+        for _ in range(16)
+    ]
+    outcomes: list[tuple[bytes, bytes, bytes, bytes, ConnectionRecord]] = []
+
+    async def one(up_size: int, down_size: int, client_first: bool) -> None:
+        up, down = rng.randbytes(up_size), rng.randbytes(down_size)
+        app_client, client_side = await tcp_pair()
+        remote_side, app_remote = await tcp_pair()
+        rec = record()
+        got: dict[str, bytes] = {}
+
+        async def side(stream: trio.SocketStream, blob: bytes, key: str, delay: float) -> None:
+            async with trio.open_nursery() as inner:
+
+                async def reader() -> None:
+                    got[key] = await receive_all(stream)
+
+                inner.start_soon(reader)
+                await trio.sleep(delay)
+                await stream.send_all(blob)
+                await stream.send_eof()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(
+                lambda: relay(client_side, remote_side, rec, splice_threshold=threshold)
+            )
+            nursery.start_soon(side, app_client, up, "down", 0 if client_first else 0.05)
+            nursery.start_soon(side, app_remote, down, "up", 0.05 if client_first else 0)
+        await app_client.aclose()
+        await app_remote.aclose()
+        outcomes.append((up, got["up"], down, got["down"], rec))
+
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            for plan in plans:
+                nursery.start_soon(one, *plan)
+    assert len(outcomes) == len(plans)
+    for up, got_up, down, got_down, rec in outcomes:
+        assert hashlib.sha256(got_up).digest() == hashlib.sha256(up).digest()
+        assert hashlib.sha256(got_down).digest() == hashlib.sha256(down).digest()
+        assert (rec.bytes_up, rec.bytes_down) == (len(up), len(down))
+        assert rec.outcome == "ok"
