@@ -5,7 +5,12 @@ Invariants:
   other, and the other direction keeps flowing until its own EOF.
 - Byte counts go into record.bytes_up (client → remote) / bytes_down as they are delivered.
 - Idle timeout: when no byte moved either way for idle_timeout, the tunnel is closed.
-- A direction starts on a copy path: between two trio.SocketStreams, read/write on the raw
+- Between two trio.SocketStreams (splice_threshold not 0) the tunnel starts in the relay
+  hub (proxy64/net/relay_hub.py): one task per run moves every such tunnel's small
+  traffic and this task only parks. The hub hands the tunnel back ("promoted") at the
+  splice threshold or when a write would block, with the unwritten tail and which
+  directions already ended; the task-based path below continues from exactly there.
+- The task-based path: between two trio.SocketStreams, read/write on the raw
   fds, waiting only when they would block (_write_all); for any other stream (TUN flows)
   receive_some/send_all. Between two sockets on Linux, once a direction has carried
   splice_threshold bytes it moves to splice(2) (proxy64/net/splice.py); it comes back to
