@@ -65,11 +65,13 @@ def parse_host_port(text: str, option: str, default_port: int | None = None) -> 
     return HostPort(host, parse_port(port_text, option))
 
 
+def _is_digits(text: str) -> bool:
+    """ASCII digits only: int() would also take '+80', ' 80', '8_0' and non-ASCII digits."""
+    return text.isascii() and text.isdigit()
+
+
 def parse_port(text: str, option: str) -> int:
-    try:
-        port = int(text)
-    except ValueError:
-        port = -1
+    port = int(text) if _is_digits(text) else -1
     if not 0 <= port <= 65535:
         raise ConfigError(option, f"{text!r} is not a port number (0-65535)")
     return port
@@ -98,7 +100,7 @@ def parse_network6(text: str, option: str) -> IPv6Network:
 
 def parse_positive(text: str, option: str, *, integer: bool = False) -> float:
     try:
-        value = float(text)
+        value = float(text) if _is_digits(text) or not integer else -1.0
     except ValueError:
         value = -1.0
     if value <= 0 or (integer and value != int(value)):

@@ -76,6 +76,9 @@ CASES: list[tuple[list[str], str]] = [
         ["serve", "--workers", "0"],
         "proxy64 serve: error: --workers: '0' is not a whole number greater than zero",
     ),
+    (["serve", "--socks", "127.0.0.1:+80"], "proxy64 serve: error: --socks: '+80' is not a port"),
+    (["serve", "--workers", "1e1"], "proxy64 serve: error: --workers: '1e1' is not a whole number"),
+    (["resolve", ""], "proxy64 resolve: error: argument NAME: an empty name"),
     (["serve", "--workers", "100000"], "proxy64 serve: error: --workers: '100000' is more than"),
     (
         ["serve", "--max-connections", "1.5"],

@@ -18,7 +18,7 @@ import trio
 
 from proxy64.commands.common import add_resolver_options, checked, resolver_settings
 from proxy64.config import ResolverSettings
-from proxy64.errors import AddressMappingError, ResolutionError
+from proxy64.errors import AddressMappingError, ConfigError, ResolutionError
 from proxy64.net.discovery import prefix_for
 from proxy64.net.resolver import DNS64Resolver, Resolution, ResolvedAddress
 from proxy64.proto.rfc6052 import Nat64Prefix
@@ -48,7 +48,10 @@ def register(subparsers: Any) -> None:
 
 
 def _name(text: str, option: str) -> str:
-    return text.strip()
+    name = text.strip()
+    if not name or name == ".":
+        raise ConfigError(option, "an empty name; give a DNS name or an IP address")
+    return name
 
 
 def run(args: argparse.Namespace) -> int:
