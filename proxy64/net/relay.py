@@ -236,9 +236,12 @@ class _Tunnel:
                     continue
                 if fds is not None:
                     try:
-                        chunk = os.read(fds[0], RELAY_CHUNK)
+                        chunk: bytes | None = os.read(fds[0], RELAY_CHUNK)
                     except BlockingIOError:
-                        # idle tunnels wait here: no helper frame held while waiting
+                        chunk = None
+                    if chunk is None:
+                        # idle tunnels wait here, outside the except block: the caught
+                        # exception and its traceback are not kept alive while waiting
                         unyielded = 0
                         await trio.lowlevel.wait_readable(fds[0])
                         continue

@@ -161,7 +161,8 @@ async def receive_raw(stream: trio.SocketStream) -> bytes:
         try:
             return os.read(fd, SOCKS_HANDSHAKE_READ)
         except BlockingIOError:
-            await trio.lowlevel.wait_readable(fd)
+            pass
+        await trio.lowlevel.wait_readable(fd)  # outside the except: no exception kept alive
 
 
 async def send_raw(stream: trio.SocketStream, data: bytes) -> None:
