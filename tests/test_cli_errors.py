@@ -362,3 +362,51 @@ def test_any_toml_text_loads_or_one_config_error(text: str) -> None:
         assert "\n" not in str(exc)
     finally:
         path.unlink()
+
+
+@settings(max_examples=300, deadline=None)
+@given(TEXT)
+def test_option_parsers_accept_or_raise_config_error(text: str) -> None:
+    """Every option parser: a value, or ConfigError naming the option — nothing else."""
+    from proxy64.commands.tun import parse_device_name, parse_fd, parse_mtu
+    from proxy64.config import (
+        parse_dns_server,
+        parse_host_port,
+        parse_network6,
+        parse_port,
+        parse_positive,
+        parse_prefix_choice,
+    )
+
+    parsers = [
+        lambda t: parse_host_port(t, "--socks", default_port=1080),
+        lambda t: parse_host_port(t, "--probe"),
+        lambda t: parse_dns_server(t, "--dns"),
+        lambda t: parse_port(t, "--port"),
+        lambda t: parse_positive(t, "--idle-timeout"),
+        lambda t: parse_positive(t, "--workers", integer=True),
+        lambda t: parse_prefix_choice(t, "--nat64-prefix"),
+        lambda t: parse_network6(t, "--dns64-exclude"),
+        lambda t: parse_mtu(t, "--mtu"),
+        lambda t: parse_device_name(t, "--device"),
+        lambda t: parse_fd(t, "--fd"),
+    ]
+    for parse in parsers:
+        try:
+            parse(text)
+        except ConfigError as exc:
+            assert exc.option.startswith("--") and "\n" not in str(exc)
+
+
+def test_port_and_count_forms() -> None:
+    from proxy64.config import parse_port, parse_positive
+
+    assert parse_port("0", "--socks") == 0 and parse_port("65535", "--socks") == 65535
+    for bad in ("65536", "-1", "+80", " 80", "8_0", "٨٠", "", "0x50"):
+        with pytest.raises(ConfigError):
+            parse_port(bad, "--socks")
+    assert parse_positive("2", "--workers", integer=True) == 2
+    assert parse_positive("0.5", "--idle-timeout") == 0.5
+    for bad in ("1e1", "2.0", "0", "-3", "nan"):
+        with pytest.raises(ConfigError):
+            parse_positive(bad, "--workers", integer=True)
