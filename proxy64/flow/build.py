@@ -44,10 +44,12 @@ def tcp_packet(key: FlowKey, seg: Segment) -> bytes:
     )  # fmt: skip
 
 
-def tcp_packet_partial(key: FlowKey, seg: Segment) -> tuple[bytes, int]:
-    """tcp_packet() with a partial checksum (CHECKSUM_PARTIAL): the checksum field holds
-    only the folded pseudo-header sum and the payload is never summed here; returns the
-    packet and where the TCP header starts (virtio_net_hdr csum_start)."""
+def tcp_headers_partial(key: FlowKey, seg: Segment) -> tuple[bytes, int]:
+    """The IP and TCP headers of tcp_packet() with a partial checksum (CHECKSUM_PARTIAL):
+    the checksum field holds only the folded pseudo-header sum and the payload is never
+    summed here; returns the headers (their lengths count seg.payload, which the caller
+    writes after them: no copy of it here) and where the TCP header starts (virtio_net_hdr
+    csum_start)."""
     options = b""
     if seg.mss is not None or seg.wscale is not None:
         options = encode_tcp_options(TcpOptions(mss=seg.mss, window_scale=seg.wscale))
@@ -60,7 +62,7 @@ def tcp_packet_partial(key: FlowKey, seg: Segment) -> tuple[bytes, int]:
         key.remote[1], key.app[1], seg.seq, seg.ack, header_length << 2, seg.flags,
         seg.window, partial, 0,
     )  # fmt: skip
-    return b"".join((ip, tcp, options, seg.payload)), len(ip)
+    return b"".join((ip, tcp, options)), len(ip)
 
 
 def udp_packet(key: FlowKey, payload: Buffer) -> bytes:

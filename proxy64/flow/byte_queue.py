@@ -57,20 +57,22 @@ class ByteQueue:
         if n <= 0:
             return b""
         position = offset + self._head
-        parts: list[bytes] = []
+        parts: list[bytes | memoryview] = []  # views: the only copy is the final join
         for chunk in self._chunks:
             if position >= len(chunk):
                 position -= len(chunk)
                 continue
             if position == 0 and len(chunk) <= n:
-                parts.append(chunk)  # a whole chunk: no copy
+                parts.append(chunk)  # a whole chunk
             else:
-                parts.append(chunk[position : position + n])
+                parts.append(memoryview(chunk)[position : position + n])
             n -= len(parts[-1])
             position = 0
             if n == 0:
                 break
-        return parts[0] if len(parts) == 1 else b"".join(parts)
+        if len(parts) == 1 and type(parts[0]) is bytes:
+            return parts[0]  # a whole chunk: no copy at all
+        return b"".join(parts)
 
     def drop(self, n: int) -> None:
         """Consume up to n bytes from the front."""

@@ -139,13 +139,16 @@ class TunDevice:
         csum_start: int = 0,
         csum_offset: int = 0,
         gso_size: int = 0,
+        payload: bytes = b"",
     ) -> bool:
         """Write one packet now; False (counted) when the kernel refuses it, as a link would.
 
         csum_start/csum_offset (vnet only): the packet's transport checksum is partial
         (pseudo-header sum only) at csum_start + csum_offset; the kernel treats it as
         CHECKSUM_PARTIAL, which local delivery accepts without computing it. gso_size (TCP,
-        vnet only): the packet is a super-segment of that MSS (GSO, like a GRO'd packet)."""
+        vnet only): the packet is a super-segment of that MSS (GSO, like a GRO'd packet).
+        payload (vnet with csum_start only): the rest of the packet after packet (then only
+        its headers), written in the same writev so it is never joined (copied) here."""
         try:
             if not self.vnet:
                 os.write(self.fd, packet)
@@ -158,7 +161,7 @@ class TunDevice:
                 header = VNET_HDR.pack(
                     VNET_F_NEEDS_CSUM, gso_type, header_length, gso_size, csum_start, csum_offset
                 )
-                os.writev(self.fd, (header, packet))
+                os.writev(self.fd, (header, packet, payload) if payload else (header, packet))
             else:
                 os.writev(self.fd, (_PLAIN_HDR, packet))
         except (BlockingIOError, OSError):

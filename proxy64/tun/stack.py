@@ -141,9 +141,9 @@ class TunStack(UdpEchoStack):
 
     def _write_tcp(self, key: FlowKey, segment: Segment, mss: int = 0) -> None:
         if self.device.vnet:  # the checksum is left to the kernel (CHECKSUM_PARTIAL)
-            packet, start = build.tcp_packet_partial(key, segment)
+            headers, start = build.tcp_headers_partial(key, segment)
             gso = mss if len(segment.payload) > mss > 0 else 0  # a super-segment: GSO
-            self.device.write(packet, start, build.TCP_CHECKSUM_OFFSET, gso)
+            self.device.write(headers, start, build.TCP_CHECKSUM_OFFSET, gso, segment.payload)
         else:
             self.device.write(build.tcp_packet(key, segment))
 
