@@ -77,6 +77,7 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     tun.add_argument(
         "--egress",
         choices=[c.value for c in EgressChoice],
+        metavar="auto|nat64|embedded",
         default="auto",
         help="who does the NAT64 step: the network's NAT64, proxy64 itself (embedded: dial "
         "the embedded IPv4), or auto (RFC 7050 discovery, else embedded) (default: auto)",
