@@ -89,7 +89,10 @@ def _literal(name: str, prefix: Nat64Prefix) -> Resolution | None:
     """An IP address needs no DNS: IPv6 is dialed as is, IPv4 embedded in the prefix
     (RFC 6052 §2.2), as the dialer does. TTL 0: nothing to cache."""
     try:
-        address = ip_address(name.strip().strip("[]"))
+        text = name.strip()
+        if text.startswith("[") and text.endswith("]"):  # [IPv6] as in a URL; not "[::1"
+            text = text[1:-1]
+        address = ip_address(text)
     except ValueError:
         return None
     if isinstance(address, IPv4Address):
