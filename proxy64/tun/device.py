@@ -112,10 +112,14 @@ class TunDevice:
         self.packets_out = 0
         self.dropped_out = 0  # writes refused by the kernel (queue full, device gone)
 
-    async def read_batch(self, limit: int = TUN_READ_BATCH) -> list[tuple[bytes, bool]]:
-        """Wait for at least one packet, then drain up to limit without waiting."""
+    async def read_batch(
+        self, limit: int = TUN_READ_BATCH
+    ) -> list[tuple[bytes | memoryview, bool]]:
+        """Wait for at least one packet, then drain up to limit without waiting.
+
+        With vnet a packet is a view past the virtio header (slicing would copy it)."""
         while True:
-            packets: list[tuple[bytes, bool]] = []
+            packets: list[tuple[bytes | memoryview, bool]] = []
             while len(packets) < limit:
                 try:
                     data = os.read(self.fd, self.read_size)
@@ -125,7 +129,7 @@ class TunDevice:
                     if len(data) < VNET_HDR_LEN:
                         continue  # cannot happen with a sane kernel; never mis-parse it
                     trusted = bool(data[0] & (VNET_F_NEEDS_CSUM | VNET_F_DATA_VALID))
-                    packets.append((data[VNET_HDR_LEN:], trusted))
+                    packets.append((memoryview(data)[VNET_HDR_LEN:], trusted))
                 else:
                     packets.append((data, False))
             if packets:

@@ -45,7 +45,7 @@ from proxy64.flow.tcp_flow import (
 from proxy64.flow.wire import EchoIn, FlowKey, Ignored, Malformed, TcpIn, TooBig, UdpIn, decode
 from proxy64.net.context import ConnectionRecord
 from proxy64.tun.flow_stream import TunTcpStream
-from proxy64.tun.stack_base import ResponderLike, StackSettings, refusal_of
+from proxy64.tun.stack_base import Packet, ResponderLike, StackSettings, refusal_of
 from proxy64.tun.stack_udp import UdpEchoStack
 
 __all__ = ["ResponderLike", "StackSettings", "TunStack", "refusal_of"]
@@ -114,7 +114,7 @@ class TunStack(UdpEchoStack):
                 if self.streams.get(key) is stream:
                     self.execute(key, stream.flow, stream.flow.push(now))
 
-    def on_packet(self, packet: bytes, *, trusted: bool = False) -> None:
+    def on_packet(self, packet: Packet, *, trusted: bool = False) -> None:
         """trusted: the kernel vouched for the checksums (virtio_net_hdr flags)."""
         inbound = decode(packet, verify=not trusted)
         if isinstance(inbound, TcpIn):
@@ -130,7 +130,7 @@ class TunStack(UdpEchoStack):
         else:
             self._on_malformed(inbound, packet)
 
-    def _on_malformed(self, inbound: Malformed, packet: bytes) -> None:
+    def _on_malformed(self, inbound: Malformed, packet: Packet) -> None:
         gateway = self._gateway_for(packet) if packet else None
         error = build.reassembly_refused(packet, gateway) if inbound.fragment and gateway else None
         if error is not None:
@@ -148,7 +148,7 @@ class TunStack(UdpEchoStack):
             self.device.write(build.tcp_packet(key, segment))
 
     # --- TCP -------------------------------------------------------------------------------
-    def _on_tcp(self, inbound: TcpIn, packet: bytes) -> None:
+    def _on_tcp(self, inbound: TcpIn, packet: Packet) -> None:
         key, seg = inbound.key, inbound.segment
         if not self._family_allowed(key):
             return
@@ -177,7 +177,7 @@ class TunStack(UdpEchoStack):
         )
 
     def execute(
-        self, key: FlowKey, flow: TcpFlow, actions: list[Action], original: bytes | None = None
+        self, key: FlowKey, flow: TcpFlow, actions: list[Action], original: Packet | None = None
     ) -> None:
         stream = self.streams.get(key)
         for action in actions:
@@ -202,14 +202,14 @@ class TunStack(UdpEchoStack):
         if self.table.tcp.get(key) is flow:
             self.table.settle_tcp(key)
 
-    async def _dial_tcp(self, key: FlowKey, flow: TcpFlow, syn_packet: bytes) -> None:
+    async def _dial_tcp(self, key: FlowKey, flow: TcpFlow, syn_packet: Packet) -> None:
         try:
             await self._dial_and_relay(key, flow, syn_packet)
         except Exception:
             self.execute(key, flow, flow.abort("internal error in proxy64 (see its log)"))
             raise
 
-    async def _dial_and_relay(self, key: FlowKey, flow: TcpFlow, syn_packet: bytes) -> None:
+    async def _dial_and_relay(self, key: FlowKey, flow: TcpFlow, syn_packet: Packet) -> None:
         destination = Destination(key.remote[0], key.remote[1])
         record = ConnectionRecord("tun-tcp", client=key.app_text, destination=destination)
         if self._is_local(key.remote[0]):
@@ -242,7 +242,7 @@ class TunStack(UdpEchoStack):
             self.recorder.finish(record)
 
     async def _local_tcp(
-        self, key: FlowKey, flow: TcpFlow, syn_packet: bytes, record: ConnectionRecord
+        self, key: FlowKey, flow: TcpFlow, syn_packet: Packet, record: ConnectionRecord
     ) -> None:
         """Connections to the TUN network itself: DNS over TCP on the gateway, else refused."""
         now = trio.current_time()

@@ -38,6 +38,8 @@ from proxy64.tun.flow_stream import TunTcpStream
 
 logger = logging.getLogger(__name__)
 
+Packet = bytes | memoryview  # one IP packet as read (with vnet: a view past its header)
+
 IPAddress = IPv4Address | IPv6Address
 
 _REFUSAL = {
@@ -121,7 +123,7 @@ class StackBase:
             logger.exception("TUN flow task %s failed", getattr(fn, "__name__", fn))
             self.table.drop("internal-error")
 
-    def _icmp_error(self, original: bytes | None, refusal_name: str) -> None:
+    def _icmp_error(self, original: Packet | None, refusal_name: str) -> None:
         """Destination unreachable about original, unless RFC 4443 §2.4(e) forbids it."""
         gateway = self._gateway_for(original) if original else None
         error = build.unreachable(original, gateway, refusal_name) if original and gateway else None
@@ -130,7 +132,7 @@ class StackBase:
         else:
             self.device.write(error)
 
-    def _gateway_for(self, packet: bytes) -> IPAddress | None:
+    def _gateway_for(self, packet: Packet) -> IPAddress | None:
         if packet[0] >> 4 == 6:
             return self.settings.gateway6
         return self.settings.gateway4

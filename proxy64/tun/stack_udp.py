@@ -19,14 +19,14 @@ from proxy64.flow.udp_flow import Unreachable as UdpUnreachable
 from proxy64.flow.wire import EchoIn, FlowKey, UdpIn
 from proxy64.net.context import ConnectionRecord
 from proxy64.tun import echo as echo_mod
-from proxy64.tun.stack_base import StackBase
+from proxy64.tun.stack_base import Packet, StackBase
 
 DNS_INFLIGHT = 256  # DNS queries from the app answered at once; beyond, dropped (counted)
 
 
 class UdpEchoStack(StackBase):
     # --- UDP -------------------------------------------------------------------------------
-    def _on_udp(self, inbound: UdpIn, packet: bytes) -> None:
+    def _on_udp(self, inbound: UdpIn, packet: Packet) -> None:
         key = inbound.key
         if not self._family_allowed(key):
             return
@@ -49,7 +49,7 @@ class UdpEchoStack(StackBase):
             self._udp_execute(key, admitted, admitted.from_app(inbound.payload, now), packet)
 
     def _udp_execute(
-        self, key: FlowKey, flow: UdpFlow, actions: list[UdpAction], original: bytes | None
+        self, key: FlowKey, flow: UdpFlow, actions: list[UdpAction], original: Packet | None
     ) -> None:
         for action in actions:
             if isinstance(action, SendOut):
