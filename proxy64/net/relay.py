@@ -90,45 +90,62 @@ async def relay(
     sockets = isinstance(client, trio.SocketStream) and isinstance(remote, trio.SocketStream)
     if not (HAVE_SPLICE and splice_threshold is not None and sockets):
         splice_threshold = None
+    use_hub = sockets and splice_threshold != 0
+    pending_up = pending_down = b""
+    eof_up = eof_down = False
     try:
-        pending_up = pending_down = b""
-        eof_up = eof_down = False
-        if sockets and splice_threshold != 0:
-            assert isinstance(client, trio.SocketStream)
-            assert isinstance(remote, trio.SocketStream)
-            # Small traffic: the hub moves it, this task only parks (proxy64/net/relay_hub.py)
-            hub = current_hub()
-            hubbed = hub.add(client.socket, remote.socket, record, splice_threshold)
-            try:
-                alive = await wait_for(hubbed, idle_timeout)
-            finally:
-                hub.remove(hubbed)
-            if hubbed.ending is not Ending.PROMOTED:
-                if not alive:
-                    outcome = f"idle for {idle_timeout:g} s, closed"
-                else:
-                    outcome = hubbed.broken or "ok"
-                    if hubbed.broken:
-                        logger.debug("tunnel %s: %s", record.client, hubbed.broken)
-                if record.outcome == "open":
-                    record.outcome = outcome
-                return
-            # bulk or a full destination: the task-based path continues from here
-            pending_up, pending_down = hubbed.pending_up, hubbed.pending_down
-            eof_up, eof_down = hubbed.eof_up, hubbed.eof_down
-        tunnel = _Tunnel(record, idle_timeout, splice_threshold, splice_release_after)
-        tunnel.half_closed = eof_up or eof_down
-        async with trio.open_nursery() as nursery:
-            tunnel.scope = nursery.cancel_scope
-            nursery.cancel_scope.deadline = trio.current_time() + idle_timeout
-            if not eof_down:
-                nursery.start_soon(tunnel.direction, remote, client, False, pending_down)
-            if not eof_up:  # one task fewer per tunnel
-                await tunnel.direction(client, remote, True, pending_up)
-        if tunnel.scope.cancelled_caught and tunnel.broken is None:
-            tunnel.outcome = f"idle for {idle_timeout:g} s, closed"
-        if record.outcome == "open":
-            record.outcome = tunnel.outcome
+        while True:
+            if use_hub:
+                assert isinstance(client, trio.SocketStream)
+                assert isinstance(remote, trio.SocketStream)
+                # Small traffic: the hub moves it, this task parks (proxy64/net/relay_hub.py)
+                hub = current_hub()
+                hubbed = hub.add(
+                    client.socket,
+                    remote.socket,
+                    record,
+                    splice_threshold,
+                    eof_up=eof_up,
+                    eof_down=eof_down,
+                )
+                try:
+                    alive = await wait_for(hubbed, idle_timeout)
+                finally:
+                    hub.remove(hubbed)
+                if hubbed.ending is not Ending.PROMOTED:
+                    if not alive:
+                        outcome = f"idle for {idle_timeout:g} s, closed"
+                    else:
+                        outcome = hubbed.broken or "ok"
+                        if hubbed.broken:
+                            logger.debug("tunnel %s: %s", record.client, hubbed.broken)
+                    if record.outcome == "open":
+                        record.outcome = outcome
+                    return
+                # bulk or a full destination: the task-based path continues from here
+                pending_up, pending_down = hubbed.pending_up, hubbed.pending_down
+                eof_up, eof_down = hubbed.eof_up, hubbed.eof_down
+            tunnel = _Tunnel(record, idle_timeout, splice_threshold, splice_release_after)
+            tunnel.half_closed = eof_up or eof_down
+            tunnel.ended = [eof_down, eof_up]  # indexed by `up`
+            tunnel.can_rehub = use_hub
+            async with trio.open_nursery() as nursery:
+                tunnel.scope = nursery.cancel_scope
+                nursery.cancel_scope.deadline = trio.current_time() + idle_timeout
+                if not eof_down:
+                    nursery.start_soon(tunnel.direction, remote, client, False, pending_down)
+                if not eof_up:  # one task fewer per tunnel
+                    await tunnel.direction(client, remote, True, pending_up)
+            if tunnel.rehub and tunnel.broken is None:
+                # quiet again: back to the hub, without this task path's frames and tasks
+                eof_down, eof_up = tunnel.ended
+                pending_up = pending_down = b""
+                continue
+            if tunnel.scope.cancelled_caught and tunnel.broken is None:
+                tunnel.outcome = f"idle for {idle_timeout:g} s, closed"
+            if record.outcome == "open":
+                record.outcome = tunnel.outcome
+            return
     finally:
         await close_stream(remote)
         await close_stream(client)
@@ -163,10 +180,14 @@ async def _write_all(fd: int, data: bytes) -> None:
 class _Tunnel:
     __slots__ = (
         "broken",
+        "can_rehub",
+        "ended",
         "half_closed",
         "idle",
         "outcome",
+        "quiet_directions",
         "record",
+        "rehub",
         "release_after",
         "scope",
         "threshold",
@@ -187,6 +208,27 @@ class _Tunnel:
         self.broken: str | None = None
         self.outcome = "ok"
         self.half_closed = False  # one direction has reached EOF and passed it on
+        self.ended = [False, False]  # [down, up]: that direction reached EOF
+        self.can_rehub = False  # a quiet tunnel may go back to the relay hub
+        self.quiet_directions = 0  # live directions silent for release_after, waiting
+        self.rehub = False  # the nursery was cancelled to go back to the hub
+
+    async def _wait_quietly(self, fd: int) -> None:
+        """Wait for data; once silent for release_after, count this direction as quiet, and
+        when every live direction is, end the task path (rehub): both only wait for
+        readability, so cancelling them loses no byte."""
+        with trio.move_on_after(self.release_after) as waiting:
+            await trio.lowlevel.wait_readable(fd)
+        if not waiting.cancelled_caught:
+            return
+        self.quiet_directions += 1
+        try:
+            if self.quiet_directions == self.ended.count(False):
+                self.rehub = True
+                self.scope.cancel()
+            await trio.lowlevel.wait_readable(fd)
+        finally:
+            self.quiet_directions -= 1
 
     def _count(self, up: bool, amount: int) -> None:
         if up:
@@ -243,7 +285,10 @@ class _Tunnel:
                         # idle tunnels wait here, outside the except block: the caught
                         # exception and its traceback are not kept alive while waiting
                         unyielded = 0
-                        await trio.lowlevel.wait_readable(fds[0])
+                        if self.can_rehub:
+                            await self._wait_quietly(fds[0])
+                        else:
+                            await trio.lowlevel.wait_readable(fds[0])
                         continue
                     if not chunk:
                         break
@@ -262,6 +307,10 @@ class _Tunnel:
                 quiet = False
                 carried += moved
                 self._count(up, moved)
+            self.ended[up] = True
+            if self.quiet_directions and self.quiet_directions == self.ended.count(False):
+                self.rehub = True  # the other direction is quiet: back to the hub
+                self.scope.cancel()
             if self.half_closed and isinstance(dst, trio.SocketStream):
                 return  # both directions done: close() right after sends this FIN
             self.half_closed = True

@@ -48,6 +48,8 @@ class HubTunnel:
     """One tunnel while the hub drives it (slots: thousands of these may be idle)."""
 
     __slots__ = (
+        "base_down",
+        "base_up",
         "broken",
         "client",
         "client_fd",
@@ -77,7 +79,9 @@ class HubTunnel:
         self.client_fd = client.fileno()
         self.remote_fd = remote.fileno()
         self.record = record  # bytes_up / bytes_down counted as delivered
-        self.threshold = threshold
+        self.threshold = threshold  # promote after carrying this many bytes in the hub
+        self.base_up = record.bytes_up  # counts at entry: the threshold is per stay
+        self.base_down = record.bytes_down
         self.eof_up = False  # the client's EOF was passed on to the remote
         self.eof_down = False
         self.pending_up = b""  # unwritten tail handed over on promotion
@@ -103,17 +107,28 @@ class RelayHub:
         remote: trio.socket.SocketType,
         record: ConnectionRecord,
         threshold: int | None,
+        *,
+        eof_up: bool = False,
+        eof_down: bool = False,
     ) -> HubTunnel:
+        """Drive a tunnel; eof_up/eof_down: that direction already ended (a tunnel that
+        comes back from the task path after going quiet): its source is not watched."""
         tunnel = HubTunnel(client, remote, record, threshold, trio.current_time())
-        client_fd, remote_fd = tunnel.client_fd, tunnel.remote_fd
-        self._epoll.register(client_fd, select.EPOLLIN)
+        tunnel.eof_up, tunnel.eof_down = eof_up, eof_down
+        watched = [(fd, is_client) for fd, is_client, ended in (
+            (tunnel.client_fd, True, eof_up), (tunnel.remote_fd, False, eof_down)
+        ) if not ended]  # fmt: skip
+        registered: list[int] = []
         try:
-            self._epoll.register(remote_fd, select.EPOLLIN)
+            for fd, _ in watched:
+                self._epoll.register(fd, select.EPOLLIN)
+                registered.append(fd)
         except BaseException:
-            self._epoll.unregister(client_fd)
+            for fd in registered:
+                self._epoll.unregister(fd)
             raise
-        self._fds[client_fd] = (tunnel, True)
-        self._fds[remote_fd] = (tunnel, False)
+        for fd, is_client in watched:
+            self._fds[fd] = (tunnel, is_client)
         return tunnel
 
     def remove(self, tunnel: HubTunnel) -> None:
@@ -184,7 +199,11 @@ class RelayHub:
                 tunnel.pending_down = tail
             self._end(tunnel, Ending.PROMOTED)
             return
-        carried = record.bytes_up if from_client else record.bytes_down
+        carried = (
+            record.bytes_up - tunnel.base_up
+            if from_client
+            else record.bytes_down - tunnel.base_down
+        )
         if tunnel.threshold is not None and carried >= tunnel.threshold:
             self._end(tunnel, Ending.PROMOTED)  # bulk: splice(2) from here on
 

@@ -155,3 +155,48 @@ async def test_mixed_sizes_and_half_close_orders_keep_every_byte(threshold: int 
         assert hashlib.sha256(got_down).digest() == hashlib.sha256(down).digest()
         assert (rec.bytes_up, rec.bytes_down) == (len(up), len(down))
         assert rec.outcome == "ok"
+
+
+async def test_quiet_promoted_tunnel_goes_back_to_the_hub_and_still_works() -> None:
+    """Bulk promotes a tunnel to the task/splice path; once both directions are quiet it
+    returns to the hub (no task path frames held while idle); later bulk promotes it
+    again; every byte arrives in order and the counts are exact."""
+    hub = current_hub()
+    app_client, client_side = await tcp_pair()
+    remote_side, app_remote = await tcp_pair()
+    rec = record()
+    fds = (client_side.socket.fileno(), remote_side.socket.fileno())
+    blob = os.urandom(1024 * 1024)
+
+    async def read_exactly(stream: trio.SocketStream, size: int) -> bytes:
+        data = bytearray()
+        while len(data) < size:
+            chunk = await stream.receive_some(size - len(data))
+            assert chunk
+            data += chunk
+        return bytes(data)
+
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(
+                lambda: relay(
+                    client_side, remote_side, rec, splice_threshold=4096, splice_release_after=0.1
+                )
+            )
+            await trio.sleep(0.05)
+            assert all(fd in hub._fds for fd in fds)  # starts in the hub
+            for round_ in range(2):
+                async with trio.open_nursery() as inner:
+                    inner.start_soon(app_client.send_all, blob)
+                    assert await read_exactly(app_remote, len(blob)) == blob
+                await trio.sleep(0.6)  # quiet: splice → copy → back to the hub
+                assert all(fd in hub._fds for fd in fds), f"round {round_}: not back"
+                await app_remote.send_all(b"small answer")
+                assert await read_exactly(app_client, 12) == b"small answer"
+            await app_client.send_eof()
+            assert await receive_all(app_remote) == b""
+            await app_remote.send_eof()
+            assert await receive_all(app_client) == b""
+    assert (rec.bytes_up, rec.bytes_down) == (2 * len(blob), 24)
+    assert rec.outcome == "ok"
+    assert not any(fd in hub._fds for fd in fds)
