@@ -55,13 +55,13 @@ async def discover_prefixes(
         lifetime=timeout,
     )
     if response.rcode() != dns.rcode.NOERROR:
-        log.info("ipv4only.arpa AAAA: %s", dns.rcode.to_text(response.rcode()))
+        log.debug("ipv4only.arpa AAAA: %s", dns.rcode.to_text(response.rcode()))
         return []
     _, _, rrset = follow_chain(response, _IPV4ONLY, dns.rdatatype.AAAA)
     if rrset is None:
         return []
     prefixes = derive_prefixes(IPv6Address(rdata.address) for rdata in rrset)
-    log.info("RFC 7050 discovery: %s", ", ".join(map(str, prefixes)) or "no NAT64 prefix")
+    log.debug("RFC 7050 discovery: %s", ", ".join(map(str, prefixes)) or "no NAT64 prefix")
     return prefixes
 
 

@@ -149,7 +149,7 @@ async def serve_dns64(
         tcp.listen(DNS_SERVER_MAX_TCP)
         listener = trio.SocketListener(tcp)
         bound = HostPort(listen.host, port)
-        log.info("DNS64 server on %s (UDP and TCP), prefix %s", bound, responder.resolver.prefix)
+        log.debug("DNS64 server on %s (UDP and TCP), prefix %s", bound, responder.resolver.prefix)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_serve_udp, responder, udp)
             nursery.start_soon(_serve_tcp, responder, listener)
