@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 
 import h11
 import trio
@@ -174,8 +175,9 @@ class _ClientSession:
                     request = await self._next_request(first)
                 except h11.RemoteProtocolError as exc:
                     if not self.conn.trailing_data[1]:  # not just the client vanishing
-                        logger.info("http %s: bad request head: %s", self.client, exc)
-                        await self.send_error(exc.error_status_hint, _head_problem(exc))
+                        problem = _head_problem(exc)
+                        self._refused(problem)
+                        await self.send_error(exc.error_status_hint, problem)
                     return
                 if request is None:
                     return
@@ -183,7 +185,8 @@ class _ClientSession:
                     target = classify(request)
                     check_proxy_auth(list(request.headers.raw_items()), self.ctx.credentials)
                 except RemoteProtocolError as exc:
-                    logger.info("http %s: refused %s: %s", self.client, request.method, exc)
+                    method = request.method.decode("ascii", "replace")
+                    self._refused(f"refused {method} {_printable(request.target)}: {exc}")
                     await self.send_error(exc.http_status, str(exc))
                     return
                 if isinstance(target, ConnectTarget):
@@ -205,6 +208,12 @@ class _ClientSession:
                 upstream, self.upstream = self.upstream, None
                 with trio.CancelScope(shield=True):
                     await upstream.close("ok", self.ctx)
+
+    def _refused(self, outcome: str) -> None:
+        """A request refused before any destination: still the connection's one log line."""
+        self.ctx.recorder.finish(
+            ConnectionRecord(front_end="http", client=self.client, outcome=outcome)
+        )
 
     async def _answer(self, answer: LocalAnswer) -> None:
         """Answer as the final recipient (Max-Forwards: 0), discarding any request content."""
@@ -232,7 +241,7 @@ class _ClientSession:
             record.reached = dialed.reached
             record.egress = dialed.egress
             return dialed
-        logger.info("http %s: %s", self.client, message)
+        logger.debug("http %s: %s", self.client, message)  # the recorder logs the outcome
         record.outcome = message
         self.ctx.recorder.finish(record)
         await self.send_error(status, message)
@@ -318,7 +327,7 @@ class _ClientSession:
                     logger.debug("http %s: %s; retrying on a new connection", self.client, exc)
                     await upstream.close("ok", self.ctx)
                     continue
-                logger.info("http %s: %s", self.client, exc)
+                logger.debug("http %s: %s", self.client, exc)  # the recorder logs the outcome
                 await upstream.close(str(exc), self.ctx)
                 if not upstream.responded:
                     await self.send_error(exc.http_status, str(exc))
@@ -388,7 +397,19 @@ def _head_problem(exc: h11.RemoteProtocolError) -> str:
         return f"the request head is larger than {HTTP_MAX_HEAD} bytes"
     if exc.error_status_hint == 501:
         return f"{exc}: send the body with Content-Length or chunked"
-    return f"the request head is not valid HTTP/1.1 ({exc})"
+    return f"the request head is not valid HTTP/1.1 ({_printable(str(exc))})"
+
+
+_BYTES_REPR = re.compile(r"""(?:bytearray\()?b(['"])(.*?)\1\)?""")
+
+
+def _printable(text: str | bytes) -> str:
+    """h11 quotes raw input as Python reprs (bytearray(b'...')); a person reads "...".
+    Control characters are escaped so a log line stays one line."""
+    if isinstance(text, bytes):
+        text = text.decode("ascii", "backslashreplace")
+    text = _BYTES_REPR.sub(lambda m: f'"{m.group(2)}"', text)
+    return text.encode("unicode_escape").decode("ascii")[:200]
 
 
 async def handle_http_client(stream: trio.SocketStream, ctx: ProxyContext) -> None:

@@ -97,7 +97,8 @@ def parse_authority(authority: bytes, default_port: int | None) -> Destination:
         try:
             host: IPv6Address | str = IPv6Address(host_text.decode("ascii"))
         except (ValueError, UnicodeDecodeError):
-            raise _bad(f"{shown!r}: {host_text!r} is not an IPv6 address") from None
+            shown_host = host_text.decode("ascii", "backslashreplace")
+            raise _bad(f"{shown!r}: {shown_host!r} is not an IPv6 address") from None
         destination_host = f"[{host}]"
     else:
         host_text, sep, port_part = authority.partition(b":")
@@ -232,7 +233,7 @@ def check_proxy_auth(headers: Sequence[Header], credentials: Mapping[str, str] |
         return
     supplied = [v for n, v in headers if n.lower() == b"proxy-authorization"]
     if not supplied:
-        raise _bad("proxy authentication required: send Proxy-Authorization: Basic", 407)
+        raise _bad("send Proxy-Authorization: Basic with a user name and password", 407)
     scheme, _, token = supplied[0].strip().partition(b" ")
     if scheme.lower() != b"basic":
         raise _bad("proxy authentication required: only the Basic scheme is accepted", 407)

@@ -449,7 +449,10 @@ async def test_bad_requests_get_their_status_and_server_keeps_serving(
     assert status_of(answer) == status
     assert said in answer
     assert b"\r\nConnection: close\r\n" in answer
-    assert recorder.records == []
+    # The refusal is the connection's one log line, with no destination (so no report row).
+    [refused] = recorder.records
+    assert refused.destination is None and refused.outcome != "ok"
+    assert "bytearray(" not in refused.outcome and "b'" not in refused.outcome
     await assert_still_serving(port, origin)
 
 
@@ -522,8 +525,10 @@ async def test_407_flow_with_curl_proxy_user_from_file(
     assert "proxy-authorization" not in header_names(echo)  # never leaks to the origin
     tunnel = echo_of(await curl("-K", str(config), "-p", "-x", proxy, origin.url4("/echo")))
     assert tunnel["method"] == "GET"
-    records = await records_of(recorder, 2)
-    assert [r.front_end for r in records] == ["http", "http-connect"]
+    records = await records_of(recorder, 4)
+    refusals = [r for r in records if r.destination is None]
+    assert len(refusals) == 2 and all("password" in r.outcome for r in refusals)
+    assert [r.front_end for r in records if r.destination is not None] == ["http", "http-connect"]
 
 
 # --- keep-alive details ---------------------------------------------------------------------

@@ -257,7 +257,7 @@ def test_basic_auth_accepted(headers: list[tuple[bytes, bytes]]) -> None:
 @pytest.mark.parametrize(
     ("headers", "said"),
     [
-        ([], "required"),
+        ([], "send Proxy-Authorization: Basic"),
         (basic("alice", "wrong"), "wrong user name or password"),
         (basic("carol", "pw"), "wrong user name or password"),
         (basic("bob", ""), "wrong user name or password"),
