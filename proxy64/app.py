@@ -28,7 +28,9 @@ from proxy64.defaults import SERVE_DISCOVERY_TIMEOUT, WELL_KNOWN_PREFIX
 from proxy64.destination import Egress, EgressChoice
 from proxy64.errors import ConfigError, ResolutionError
 from proxy64.net.context import ProxyContext
-from proxy64.net.dialer import Dialer, ResolutionLike, ResolverLike
+from proxy64.net.dialer import Dialer, ResolverLike
+from proxy64.net.discovery import discover_prefixes
+from proxy64.net.http_server import handle_http_client
 from proxy64.net.listeners import (
     Handler,
     ProxyServer,
@@ -38,6 +40,8 @@ from proxy64.net.listeners import (
 )
 from proxy64.net.recorder import Recorder
 from proxy64.net.relay import Relay
+from proxy64.net.resolver import DNS64Resolver
+from proxy64.net.socks_server import handle_socks_client
 from proxy64.proto.rfc6052 import Nat64Prefix
 from proxy64.report import ReadinessReport
 from proxy64.serve_config import ServeSettings
@@ -112,42 +116,22 @@ def rebind_for_worker(bound: Bound) -> Bound:
 # --- resolver and NAT64 choice ------------------------------------------------------------
 
 
-class _NoResolver:
-    """Stands in when this checkout has no DNS64 resolver: names fail with a clear reason."""
-
-    async def resolve(self, name: str) -> ResolutionLike:
-        raise ResolutionError(name, "SERVFAIL", "this proxy64 build has no DNS64 resolver")
-
-
 def build_resolver(settings: ServeSettings, prefix: Nat64Prefix) -> ResolverLike:
-    try:
-        from proxy64.net.resolver import DNS64Resolver
-    except ModuleNotFoundError as exc:
-        if exc.name != "proxy64.net.resolver":
-            raise
-        logger.warning("no DNS64 resolver in this build: only IP literals can be reached")
-        return _NoResolver()
     resolver: ResolverLike = DNS64Resolver(settings.resolver_settings(), prefix)
     return resolver
 
 
-async def discover(servers: tuple[HostPort, ...]) -> list[Nat64Prefix]:
-    """RFC 7050 discovery through the DNS engineer's module; [] when none or unavailable."""
-    try:
-        from proxy64.net.discovery import discover_prefixes
-    except ModuleNotFoundError as exc:
-        if exc.name != "proxy64.net.discovery":
-            raise
-        logger.warning("no RFC 7050 discovery in this build")
-        return []
+async def discover(servers: tuple[HostPort, ...]) -> list[Nat64Prefix] | None:
+    """RFC 7050 discovery: the prefixes found ([] for none), or None when no DNS server
+    answered within SERVE_DISCOVERY_TIMEOUT, so the start-up line can tell the two apart."""
     with trio.move_on_after(SERVE_DISCOVERY_TIMEOUT):
         try:
             found: list[Nat64Prefix] = await discover_prefixes(servers)
         except ResolutionError as exc:
             logger.debug("RFC 7050 discovery failed: %s", exc)
-            return []
+            return None
         return found
-    return []
+    return None
 
 
 async def choose_nat64(
@@ -164,12 +148,13 @@ async def choose_nat64(
     if choice is EgressChoice.EMBEDDED:
         return Nat64Choice(wkp, Egress.EMBEDDED, "well-known; the embedded egress needs no NAT64")
     where = ", ".join(str(s) for s in settings.dns) or "/etc/resolv.conf"
-    prefixes: list[Nat64Prefix] = await discover_fn(settings.dns)
+    prefixes: list[Nat64Prefix] | None = await discover_fn(settings.dns)
     if prefixes:
         return Nat64Choice(prefixes[0], Egress.NAT64, f"discovered via DNS {where}, RFC 7050")
+    outcome = "no NAT64 found" if prefixes is not None else "no DNS server answered"
     if choice is EgressChoice.NAT64:
-        return Nat64Choice(wkp, Egress.NAT64, f"no NAT64 found via DNS {where}; assumed")
-    return Nat64Choice(wkp, Egress.EMBEDDED, f"no NAT64 found via DNS {where}")
+        return Nat64Choice(wkp, Egress.NAT64, f"{outcome} via DNS {where}; assumed")
+    return Nat64Choice(wkp, Egress.EMBEDDED, f"{outcome} via DNS {where}")
 
 
 def startup_line(bound: Bound, nat64: Nat64Choice, workers: int = 1) -> str:
@@ -201,48 +186,14 @@ def build_context(settings: ServeSettings, nat64: Nat64Choice, recorder: Recorde
     )
 
 
-def socks_handler() -> Handler | None:
-    """The SOCKS5 front end; None when this checkout has none."""
-    try:
-        from proxy64.net.socks_server import (  # type: ignore[import-not-found,unused-ignore]
-            handle_socks_client,
-        )
-    except ModuleNotFoundError as exc:
-        if exc.name != "proxy64.net.socks_server":
-            raise
-        return None
-    handler: Handler = handle_socks_client
-    return handler
-
-
-def http_handler() -> Handler | None:
-    """The HTTP proxy front end; None when this checkout has none."""
-    try:
-        from proxy64.net.http_server import (  # type: ignore[import-not-found,unused-ignore]
-            handle_http_client,
-        )
-    except ModuleNotFoundError as exc:
-        if exc.name != "proxy64.net.http_server":
-            raise
-        return None
-    handler: Handler = handle_http_client
-    return handler
-
-
 def make_server(
     settings: ServeSettings, bound: Bound, nat64: Nat64Choice, recorder: Recorder
 ) -> ProxyServer:
     pairs: list[tuple[socket.socket, Handler]] = []
     if bound.socks is not None:
-        handler = socks_handler()
-        if handler is None:
-            raise ConfigError("--socks", "this proxy64 build has no SOCKS5 front end; use off")
-        pairs.append((bound.socks, handler))
+        pairs.append((bound.socks, handle_socks_client))
     if bound.http is not None:
-        handler = http_handler()
-        if handler is None:
-            raise ConfigError("--http", "this proxy64 build has no HTTP front end; use off")
-        pairs.append((bound.http, handler))
+        pairs.append((bound.http, handle_http_client))
     ctx = build_context(settings, nat64, recorder)
     return ProxyServer(ctx, pairs, grace=settings.shutdown_grace)
 
