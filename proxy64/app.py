@@ -151,10 +151,12 @@ async def choose_nat64(
     prefixes: list[Nat64Prefix] | None = await discover_fn(settings.dns)
     if prefixes:
         return Nat64Choice(prefixes[0], Egress.NAT64, f"discovered via DNS {where}, RFC 7050")
-    outcome = "no NAT64 found" if prefixes is not None else "no DNS server answered"
+    outcome = f"no NAT64 found via DNS {where}" if prefixes is not None else (
+        f"no answer from DNS {where}"
+    )
     if choice is EgressChoice.NAT64:
-        return Nat64Choice(wkp, Egress.NAT64, f"{outcome} via DNS {where}; assumed")
-    return Nat64Choice(wkp, Egress.EMBEDDED, f"{outcome} via DNS {where}")
+        return Nat64Choice(wkp, Egress.NAT64, f"{outcome}; assumed")
+    return Nat64Choice(wkp, Egress.EMBEDDED, outcome)
 
 
 def startup_line(bound: Bound, nat64: Nat64Choice, workers: int = 1) -> str:
