@@ -109,7 +109,9 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
         type=checked("--report", parse_report_path),
         help="also write the readiness report as JSON (default: table on stderr only)",
     )
-    add_log_options(parser)
+    # `tun run` shares a terminal with CMD: per-flow lines would mix with its output, so
+    # it logs warnings only by default (like `proxy64 run`); `tun serve` is a service.
+    add_log_options(parser, default="warning" if parser.prog.endswith(" run") else "info")
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
