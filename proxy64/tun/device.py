@@ -63,7 +63,14 @@ def open_tun(name: str, *, vnet: bool = True) -> tuple[int, str]:
     try:
         fd = os.open(TUN_PATH, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
     except PermissionError:
-        raise TunSetupError(ROOTLESS_FIX) from None
+        # `tun run` checks this first and explains its user namespace (ROOTLESS_FIX); here a
+        # device is opened directly (`tun serve`), which needs root or a device made for us.
+        raise TunSetupError(
+            f"{TUN_PATH} is not readable and writable by this user, so proxy64 cannot open "
+            f"TUN device {name!r}. Fix: run as root, or create the device for your user "
+            f"(`sudo ip tuntap add dev {name} mode tun user $USER`) and make {TUN_PATH} mode "
+            "0666 (`sudo chmod 0666 /dev/net/tun`, or a udev rule)"
+        ) from None
     except FileNotFoundError:
         raise TunSetupError(
             f"{TUN_PATH} does not exist: load the tun module (`modprobe tun`) or, in a "
