@@ -285,6 +285,13 @@ def main() -> int:
         "--no-slirp", action="store_true", help="skip slirp4netns (run when installed)"
     )
     parser.add_argument("--no-tayga", action="store_true", help="skip tayga (run when installed)")
+    parser.add_argument(
+        "--baseline",
+        metavar="DIR",
+        help="also run `tun run` from another proxy64 tree (DIR holds its proxy64/ package; "
+        "e.g. `git archive HEAD~1 proxy64 | tar -x -C DIR`) as tun-base-mtuM, interleaved: "
+        "an A/B of two versions in one run (start the bench outside this tree)",
+    )
     parser.add_argument("--origin", help=argparse.SUPPRESS)  # internal: the tayga case's origin
     args = parser.parse_args()
     if args.origin:
@@ -309,6 +316,9 @@ def main() -> int:
                     "--log-level", "warning", "--",
                 ]  # fmt: skip
                 cases.append((f"tun-mtu{mtu}", proxy, SYNTH))
+                if args.baseline:
+                    base = ["env", f"PYTHONPATH={Path(args.baseline).resolve()}", *proxy]
+                    cases.append((f"tun-base-mtu{mtu}", base, SYNTH))
             if slirp:
                 cases += [(f"slirp4netns-mtu{mtu}", [], "") for mtu in mtus]
             if tayga:

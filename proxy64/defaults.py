@@ -111,3 +111,6 @@ TUN_NAME_MEMORY = 10_000  # addresses remembered from our DNS64 answers (for the
 PACKET_DEFAULT_HOP_LIMIT = 64  # TTL/hop limit of packets we build (RFC 1700 / Linux default)
 ICMPV4_ERROR_MAX = 576  # RFC 1812 §4.3.2.3: an ICMPv4 error quotes as much as fits in 576 bytes
 ICMPV6_ERROR_MAX = 1280  # RFC 4443 §2.4(c): an ICMPv6 error must not exceed the minimum MTU
+
+# --- TUN throughput (proxy64/tun/socket_stream.py, proxy64/tun/flow_stream.py) ---------
+TUN_FAIR_SHARE = 1024 * 1024  # bytes a TUN flow's stream moves before it yields to others

@@ -13,7 +13,7 @@ from typing import Protocol
 
 import trio
 
-from proxy64.defaults import RELAY_CHUNK
+from proxy64.defaults import RELAY_CHUNK, TUN_FAIR_SHARE
 from proxy64.flow.tcp_flow import Action, TcpFlow
 from proxy64.flow.wire import FlowKey
 
@@ -34,9 +34,20 @@ class TunTcpStream(trio.abc.HalfCloseableStream):
         self._sending = False
         self._receiving = False
         self.sends = 0  # send_all calls so far (the executor's cork bookkeeping)
+        self._unyielded = 0  # bytes moved since this stream last yielded to the scheduler
 
     def wake(self) -> None:
         self._lot.unpark_all()
+
+    async def _enter(self) -> None:
+        """Yield once per TUN_FAIR_SHARE bytes, else only notice a cancellation: a trip
+        through the run loop per 64 KiB chunk cost more than the chunk's Python work.
+        Always before any byte is taken or given, so a cancellation loses nothing."""
+        if self._unyielded >= TUN_FAIR_SHARE:
+            self._unyielded = 0
+            await trio.lowlevel.checkpoint()
+        else:
+            await trio.lowlevel.checkpoint_if_cancelled()
 
     def _run(self, actions: list[Action]) -> None:
         if actions:
@@ -49,9 +60,10 @@ class TunTcpStream(trio.abc.HalfCloseableStream):
             raise trio.BusyResourceError("another task is receiving on this TUN flow")
         self._receiving = True
         try:
-            await trio.lowlevel.checkpoint_if_cancelled()
+            await self._enter()
             flow = self.flow
             while not flow.readable:
+                self._unyielded = 0
                 await self._lot.park()
                 if self._closed:
                     raise trio.ClosedResourceError("the TUN flow stream was closed")
@@ -59,9 +71,9 @@ class TunTcpStream(trio.abc.HalfCloseableStream):
                 raise trio.BrokenResourceError(f"TUN flow {self.key}: {flow.reset_reason}")
             data, actions = flow.receive(max_bytes or RELAY_CHUNK, trio.current_time())
             self._run(actions)
+            self._unyielded += len(data)
         finally:
             self._receiving = False
-        await trio.lowlevel.cancel_shielded_checkpoint()
         return data
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
@@ -71,7 +83,7 @@ class TunTcpStream(trio.abc.HalfCloseableStream):
             raise trio.BusyResourceError("another task is sending on this TUN flow")
         self._sending = True
         try:
-            await trio.lowlevel.checkpoint_if_cancelled()
+            await self._enter()
             # bytes go to the flow as they are (its buffer keeps them without a copy)
             view: bytes | memoryview = data if type(data) is bytes else memoryview(data)
             flow = self.flow
@@ -81,6 +93,7 @@ class TunTcpStream(trio.abc.HalfCloseableStream):
                 if not flow.can_send:
                     raise trio.ClosedResourceError("send_all after send_eof on a TUN flow")
                 if flow.send_space == 0:
+                    self._unyielded = 0
                     await self._lot.park()
                     if self._closed:
                         raise trio.ClosedResourceError("the TUN flow stream was closed")
@@ -91,11 +104,11 @@ class TunTcpStream(trio.abc.HalfCloseableStream):
                 accepted, actions = flow.send(view, trio.current_time(), more=True)
                 self._run(actions)
                 view = memoryview(view)[accepted:] if accepted < len(view) else b""
+                self._unyielded += accepted
         finally:
             self._sending = False
             self.sends += 1
             self._executor.cork(self)
-        await trio.lowlevel.cancel_shielded_checkpoint()
 
     async def wait_send_all_might_not_block(self) -> None:
         while self.flow.can_send and self.flow.send_space == 0 and not self._closed:

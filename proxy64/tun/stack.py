@@ -45,6 +45,7 @@ from proxy64.flow.tcp_flow import (
 from proxy64.flow.wire import EchoIn, FlowKey, Ignored, Malformed, TcpIn, TooBig, UdpIn, decode
 from proxy64.net.context import ConnectionRecord
 from proxy64.tun.flow_stream import TunTcpStream
+from proxy64.tun.socket_stream import TunSocketStream
 from proxy64.tun.stack_base import Packet, ResponderLike, StackSettings, refusal_of
 from proxy64.tun.stack_udp import UdpEchoStack
 
@@ -233,11 +234,15 @@ class TunStack(UdpEchoStack):
         stream = TunTcpStream(self, key, flow)
         self.streams[key] = stream
         self.execute(key, flow, flow.handle(DialSucceeded(), trio.current_time()))
+        # the socket side yields by share too (socket_stream.py): fewer run-loop trips
+        remote: trio.abc.HalfCloseableStream = dialed.stream
+        if isinstance(remote, trio.SocketStream):
+            remote = TunSocketStream(remote)
         try:
-            await self.relay(stream, dialed.stream, record)
+            await self.relay(stream, remote, record)
         finally:
             with trio.CancelScope(shield=True):
-                await trio.aclose_forcefully(dialed.stream)
+                await trio.aclose_forcefully(remote)
                 await stream.aclose()
             self.recorder.finish(record)
 
