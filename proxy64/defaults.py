@@ -112,5 +112,12 @@ PACKET_DEFAULT_HOP_LIMIT = 64  # TTL/hop limit of packets we build (RFC 1700 / L
 ICMPV4_ERROR_MAX = 576  # RFC 1812 §4.3.2.3: an ICMPv4 error quotes as much as fits in 576 bytes
 ICMPV6_ERROR_MAX = 1280  # RFC 4443 §2.4(c): an ICMPv6 error must not exceed the minimum MTU
 
+# --- HTTP forwarding bodies (proxy64/net/http_server.py, http_upstream.py) ---
+# A Content-Length body with at least this much still to arrive after its head bypasses
+# h11 (exact byte count between the sockets); smaller ones stay in h11 (cheaper per request).
+HTTP_RAW_BODY_MIN = 64 * 1024
+# ... and is moved with splice(2) when this much is left (both ends real sockets).
+HTTP_SPLICE_BODY_MIN = 256 * 1024
+
 # --- TUN throughput (proxy64/tun/socket_stream.py, proxy64/tun/flow_stream.py) ---------
 TUN_FAIR_SHARE = 1024 * 1024  # bytes a TUN flow's stream moves before it yields to others

@@ -10,6 +10,11 @@
 # (lingering close), RFC 9110 §10.1.1 (100-continue answered by the proxy).
 # Lean per-connection path (issue 7): on a real socket the client's fd is read and written
 # directly, waiting only when a call would block; streams are closed synchronously.
+# Bodies of known length (Content-Length, RFC 9112 §6.3) of HTTP_RAW_BODY_MIN or more still
+# to come bypass h11: h11 parses the heads, http_upstream.move_body() moves exactly the
+# body's bytes (splice(2) between sockets). A machine that saw only a head stays in
+# SEND_BODY, so at the end of such a cycle it is replaced by a fresh one, fed the bytes that
+# followed the body, and keep-alive is decided by the same rule h11 uses (RFC 9112 §9.3).
 
 from __future__ import annotations
 
@@ -28,13 +33,19 @@ from proxy64.defaults import (
     HTTP_LINGER_BYTES,
     HTTP_LINGER_TIME,
     HTTP_MAX_HEAD,
+    HTTP_RAW_BODY_MIN,
 )
 from proxy64.destination import Destination
 from proxy64.errors import Proxy64Error, RemoteProtocolError
 from proxy64.net.context import ConnectionRecord, Dialed, ProxyContext
-from proxy64.net.http_upstream import Next, Upstream, UpstreamFailed
+from proxy64.net.http_upstream import BodyCut, Next, Upstream, UpstreamFailed, move_body
 from proxy64.net.relay import close_stream
-from proxy64.proto.http_headers import downstream_response_headers
+from proxy64.proto.http_headers import (
+    downstream_response_headers,
+    fixed_body_length,
+    keeps_alive,
+    response_body_length,
+)
 from proxy64.proto.httpproxy import (
     ConnectTarget,
     ForwardTarget,
@@ -72,6 +83,10 @@ class _ClientSession:
         self.upstream: Upstream | None = None
         # the raw fd of a real socket (-1: another stream, e.g. a test's memory stream)
         self.fd = stream.socket.fileno() if isinstance(stream, trio.SocketStream) else -1
+        # This cycle's request body went outside h11: the bytes the client sent after it
+        # (and whether it had closed), for the next cycle's machine.
+        self.after_request: tuple[bytes, bool] | None = None
+        self.response_outside = False  # this cycle's response body went outside h11
 
     # --- talking to the client -----------------------------------------------------------
 
@@ -196,11 +211,9 @@ class _ClientSession:
                     await self._answer(target)
                 elif not await self._forward(target):
                     return
-                if self.conn.our_state is h11.DONE and self.conn.their_state is h11.DONE:
-                    self.conn.start_next_cycle()
-                    first = False
-                else:
+                if not self._next_cycle(request):
                     return
+                first = False
         except (_ClientGone, trio.TooSlowError, h11.RemoteProtocolError):
             return  # the client stalled or broke the stream after its head: just close
         finally:
@@ -208,6 +221,29 @@ class _ClientSession:
                 upstream, self.upstream = self.upstream, None
                 with trio.CancelScope(shield=True):
                     await upstream.close("ok", self.ctx)
+
+    def _next_cycle(self, request: h11.Request) -> bool:
+        """Ready the client's machine for its next request; False when the connection ends."""
+        if self.after_request is None and not self.response_outside:
+            if self.conn.our_state is h11.DONE and self.conn.their_state is h11.DONE:
+                self.conn.start_next_cycle()
+                return True
+            return False
+        # A body went outside h11: same verdict as h11's (RFC 9112 §9.3), fresh machine.
+        if self.after_request is not None:
+            after, closed = self.after_request
+        else:
+            after, closed = self.conn.trailing_data
+        done = self.response_outside or self.conn.our_state is h11.DONE
+        self.after_request, self.response_outside = None, False
+        if not (done and keeps_alive(request.headers.raw_items(), request.http_version)):
+            return False
+        self.conn = h11.Connection(h11.SERVER, max_incomplete_event_size=HTTP_MAX_HEAD)
+        if after:
+            self.conn.receive_data(after)
+        if closed:
+            self.conn.receive_data(b"")
+        return True
 
     def _refused(self, outcome: str) -> None:
         """A request refused before any destination: still the connection's one log line."""
@@ -336,10 +372,7 @@ class _ClientSession:
                 self.upstream = None
                 await upstream.close(f"client connection ended: {exc!r}", self.ctx)
                 raise _ClientGone from None
-            if upstream.conn.our_state is h11.DONE and upstream.conn.their_state is h11.DONE:
-                upstream.conn.start_next_cycle()
-                upstream.responded = False
-            else:
+            if not upstream.end_cycle():
                 self.upstream = None
                 await upstream.close("ok", self.ctx)
             return True
@@ -351,7 +384,8 @@ class _ClientSession:
             await self._send(h11.InformationalResponse(status_code=100, headers=[]))
         upstream.requests += 1
         await upstream.send(target.request)
-        await self._copy_request_body(upstream, idle)
+        if not await self._request_body_outside(target, upstream, idle):
+            await self._copy_request_body(upstream, idle)
         while True:
             event = await upstream.next_event(idle)
             if isinstance(event, h11.InformationalResponse):
@@ -365,6 +399,8 @@ class _ClientSession:
                         status_code=event.status_code, headers=headers, reason=event.reason
                     )
                 )
+                if await self._response_body_outside(target, upstream, event, idle):
+                    return
             elif isinstance(event, h11.Data):
                 await self._send(h11.Data(data=event.data))
             elif isinstance(event, h11.EndOfMessage):
@@ -373,6 +409,65 @@ class _ClientSession:
                 return
             else:  # ConnectionClosed or PAUSED before the response ended
                 raise upstream.failed("closed the connection before answering")
+
+    async def _request_body_outside(
+        self, target: ForwardTarget, upstream: Upstream, idle: float
+    ) -> bool:
+        """Move a large Content-Length request body outside h11; False: h11 carries it."""
+        if self.conn.their_state is not h11.SEND_BODY:
+            return False  # no body, or a retry of a request without content
+        length = fixed_body_length(target.request.headers.raw_items())
+        buffered, closed = self.conn.trailing_data
+        if length is None or length - len(buffered) < HTTP_RAW_BODY_MIN:
+            return False
+        self.after_request = (buffered[length:], closed)
+        upstream.sent_outside = True
+        try:
+            await move_body(
+                self.stream,
+                upstream.dialed.stream,
+                buffered[:length],
+                length,
+                idle=idle,
+                counted_read=_uncounted,
+                counted_written=upstream.count_up,
+            )
+        except BodyCut as exc:
+            if exc.reading:
+                raise _ClientGone from None
+            raise upstream.failed(str(exc)) from None
+        return True
+
+    async def _response_body_outside(
+        self, target: ForwardTarget, upstream: Upstream, response: h11.Response, idle: float
+    ) -> bool:
+        """Move a large Content-Length response body outside h11; False: h11 carries it."""
+        headers = response.headers.raw_items()
+        length = response_body_length(target.request.method, response.status_code, headers)
+        buffered, closed = upstream.conn.trailing_data
+        if length is None or length - len(buffered) < HTTP_RAW_BODY_MIN:
+            return False
+        # Bytes after the body, or an EOF already seen: the connection is not reused.
+        upstream.received_outside = (
+            len(buffered) <= length and not closed and keeps_alive(headers, response.http_version)
+        )
+        self.response_outside = True
+        try:
+            await move_body(
+                upstream.dialed.stream,
+                self.stream,
+                buffered[:length],
+                length,
+                idle=idle,
+                counted_read=upstream.count_down,
+                counted_written=_uncounted,
+            )
+        except BodyCut as exc:
+            if exc.reading:
+                upstream.received_outside = False
+                raise upstream.failed(f"{exc} (response)") from None
+            raise _ClientGone from None
+        return True
 
     async def _copy_request_body(self, upstream: Upstream, idle: float) -> None:
         if self.conn.their_state is h11.DONE:  # a retry: the request had no content
@@ -390,6 +485,10 @@ class _ClientSession:
                 return
             else:
                 raise _ClientGone
+
+
+def _uncounted(amount: int) -> None:
+    """The client side's bytes are not in the record (it counts the origin's side)."""
 
 
 def _head_problem(exc: h11.RemoteProtocolError) -> str:

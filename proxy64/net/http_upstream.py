@@ -8,18 +8,24 @@
 # proxy retry for idempotent requests.
 # Lean path (issue 7): a real socket is read/written on its fd, waiting (and entering the
 # idle timeout scope) only when a call would block; closed synchronously.
+# Bodies of known length (Content-Length, RFC 9112 §6.3 rule 6) bypass h11: move_body()
+# copies exactly that many bytes between the two streams, with splice(2) between two
+# sockets, never reading a byte past the body (the next message stays in the kernel).
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
+from collections.abc import Callable
 
 import h11
 import trio
 
-from proxy64.defaults import HTTP_BODY_CHUNK, HTTP_MAX_HEAD
+from proxy64.defaults import HTTP_BODY_CHUNK, HTTP_MAX_HEAD, HTTP_SPLICE_BODY_MIN, SPLICE_CHUNK
 from proxy64.net.context import ConnectionRecord, Dialed, ProxyContext
 from proxy64.net.relay import close_stream
+from proxy64.net.splice import HAVE_SPLICE, SPLICE_FLAGS, Pipe
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +51,37 @@ class Upstream:
         self.conn = h11.Connection(h11.CLIENT, max_incomplete_event_size=HTTP_MAX_HEAD)
         self.responded = False  # a response head arrived for the current request
         self.requests = 0  # requests sent on this connection, the current one included
+        # This cycle's request body went outside h11 (the machine then stays in SEND_BODY).
+        self.sent_outside = False
+        # This cycle's response body went outside h11: whether the connection may persist
+        # (RFC 9112 §9.3); None while h11 frames the response.
+        self.received_outside: bool | None = None
+
+    def count_up(self, amount: int) -> None:
+        self.record.bytes_up += amount
+
+    def count_down(self, amount: int) -> None:
+        self.record.bytes_down += amount
+
+    def end_cycle(self) -> bool:
+        """After a whole exchange: ready the machine for the next request on this
+        connection; False when the connection cannot be reused. When a body went outside
+        h11, the machine (stuck in SEND_BODY) is replaced by a fresh one."""
+        self.responded = False
+        if not self.sent_outside and self.received_outside is None:
+            if self.conn.our_state is h11.DONE and self.conn.their_state is h11.DONE:
+                self.conn.start_next_cycle()
+                return True
+            return False
+        if self.received_outside is None:
+            trailing, closed = self.conn.trailing_data
+            keep = self.conn.their_state is h11.DONE and not trailing and not closed
+        else:
+            keep = self.received_outside
+        self.sent_outside, self.received_outside = False, None
+        if keep:
+            self.conn = h11.Connection(h11.CLIENT, max_incomplete_event_size=HTTP_MAX_HEAD)
+        return keep
 
     def failed(self, problem: str, http_status: int = 502) -> UpstreamFailed:
         """The error for a broken origin connection; stale if it died before answering a
@@ -133,3 +170,153 @@ async def _write_all(fd: int, data: bytes) -> None:
             view = view[os.write(fd, view) :]
         except BlockingIOError:
             await trio.lowlevel.wait_writable(fd)
+
+
+# --- bodies of known length, outside h11 ---------------------------------------------------
+
+
+class BodyCut(Exception):
+    """A body of known length did not get through whole. reading: the source side ended
+    (EOF, reset or idle timeout); otherwise the destination could not take it."""
+
+    def __init__(self, message: str, *, reading: bool) -> None:
+        super().__init__(message)
+        self.reading = reading
+
+
+def stream_fd(stream: trio.abc.Stream) -> int:
+    """The fd of a real socket stream, or -1 (memory streams in tests, TUN flows)."""
+    return stream.socket.fileno() if isinstance(stream, trio.SocketStream) else -1
+
+
+async def move_body(
+    src: trio.abc.Stream,
+    dst: trio.abc.Stream,
+    first: bytes,
+    length: int,
+    *,
+    idle: float,
+    counted_read: Callable[[int], None],
+    counted_written: Callable[[int], None],
+) -> None:
+    """Move a body of `length` bytes: `first` (already received) and then the rest read from
+    src, to dst. Never reads past the body. counted_read(n) after each read from src
+    (first excluded: it was counted when it arrived), counted_written(n) after each write.
+    Raises BodyCut; waits longer than `idle` for either side are a BodyCut too."""
+    if first:
+        await _write_exactly(dst, first, idle)
+        counted_written(len(first))
+    left = length - len(first)
+    src_fd, dst_fd = stream_fd(src), stream_fd(dst)
+    if HAVE_SPLICE and src_fd >= 0 and dst_fd >= 0 and left >= HTTP_SPLICE_BODY_MIN:
+        await _splice_exactly(
+            src_fd,
+            dst_fd,
+            left,
+            idle=idle,
+            counted_read=counted_read,
+            counted_written=counted_written,
+        )
+        return
+    while left:
+        chunk = await _read_at_most(src, src_fd, min(left, HTTP_BODY_CHUNK), idle)
+        counted_read(len(chunk))
+        left -= len(chunk)
+        await _write_exactly(dst, chunk, idle)
+        counted_written(len(chunk))
+
+
+async def _read_at_most(src: trio.abc.Stream, fd: int, most: int, idle: float) -> bytes:
+    try:
+        if fd < 0:
+            with trio.fail_after(idle):
+                data = bytes(await src.receive_some(most))
+        else:
+            while True:
+                try:
+                    data = os.read(fd, most)
+                    break
+                except BlockingIOError:
+                    pass
+                with trio.fail_after(idle):  # wait outside the except (PROFILE.md R7)
+                    await trio.lowlevel.wait_readable(fd)
+    except trio.TooSlowError:
+        raise BodyCut(f"sent nothing for {idle:g} s", reading=True) from None
+    except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+        raise BodyCut(f"broke the connection ({exc})", reading=True) from None
+    if not data:
+        raise BodyCut("closed the connection in the middle of the body", reading=True)
+    return data
+
+
+async def _write_exactly(dst: trio.abc.Stream, data: bytes, idle: float) -> None:
+    fd = stream_fd(dst)
+    try:
+        with trio.fail_after(idle):
+            if fd < 0:
+                await dst.send_all(data)
+            else:
+                await _write_all(fd, data)
+    except trio.TooSlowError:
+        raise BodyCut(f"took nothing for {idle:g} s", reading=False) from None
+    except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+        raise BodyCut(f"closed the connection ({exc})", reading=False) from None
+
+
+async def _splice_exactly(
+    src_fd: int,
+    dst_fd: int,
+    left: int,
+    *,
+    idle: float,
+    counted_read: Callable[[int], None],
+    counted_written: Callable[[int], None],
+) -> None:
+    """socket → pipe → socket for exactly `left` bytes (SPLICE_F_MORE never: it corks)."""
+    pipe = Pipe()
+    try:
+        while left:
+            try:
+                moved = os.splice(
+                    src_fd, pipe.write_fd, min(left, SPLICE_CHUNK), flags=SPLICE_FLAGS
+                )
+            except BlockingIOError:
+                moved = -1
+            except OSError as exc:
+                raise BodyCut(f"broke the connection ({_os_text(exc)})", reading=True) from None
+            if moved < 0:  # wait outside the except block (bench/PROFILE.md R7)
+                try:
+                    with trio.fail_after(idle):
+                        await trio.lowlevel.wait_readable(src_fd)
+                except trio.TooSlowError:
+                    raise BodyCut(f"sent nothing for {idle:g} s", reading=True) from None
+                continue
+            if moved == 0:
+                raise BodyCut("closed the connection in the middle of the body", reading=True)
+            counted_read(moved)
+            left -= moved
+            while moved:
+                try:
+                    sent = os.splice(pipe.read_fd, dst_fd, moved, flags=SPLICE_FLAGS)
+                except BlockingIOError:
+                    sent = -1
+                except OSError as exc:
+                    raise BodyCut(
+                        f"closed the connection ({_os_text(exc)})", reading=False
+                    ) from None
+                if sent < 0:
+                    try:
+                        with trio.fail_after(idle):
+                            await trio.lowlevel.wait_writable(dst_fd)
+                    except trio.TooSlowError:
+                        raise BodyCut(f"took nothing for {idle:g} s", reading=False) from None
+                    continue
+                moved -= sent
+                counted_written(sent)
+            await trio.lowlevel.checkpoint()  # fair to the other connections under bulk load
+    finally:
+        pipe.close()
+
+
+def _os_text(exc: OSError) -> str:
+    return errno.errorcode.get(exc.errno or 0, "") or exc.strerror or str(exc)

@@ -126,3 +126,44 @@ def downstream_response_headers(headers: Sequence[Header], http_version: bytes) 
         # MUST remove before forwarding (else the two framings could disagree downstream).
         kept = [(n, v) for n, v in kept if n.lower() != b"content-length"]
     return [*kept, via_entry(http_version)]
+
+
+def keeps_alive(headers: Iterable[Header], http_version: bytes) -> bool:
+    """Whether a message lets its connection persist (RFC 9112 §9.3): HTTP/1.1 and no
+    "close" option in Connection. The same rule h11 applies, for the cycles whose body
+    framing proxy64 handles itself (h11 only sees their heads)."""
+    if http_version < b"1.1":
+        return False
+    return b"close" not in {
+        token.strip().lower()
+        for name, value in headers
+        if name.lower() == b"connection"
+        for token in value.split(b",")
+    }
+
+
+def fixed_body_length(headers: Iterable[Header]) -> int | None:
+    """The Content-Length of a message framed by it (RFC 9112 §6.3 rule 6), else None:
+    None when Transfer-Encoding is present (it overrides Content-Length, §6.3 rule 3) or
+    when no valid Content-Length is there. Meant for heads h11 has already validated."""
+    length: int | None = None
+    for name, value in headers:
+        lowered = name.lower()
+        if lowered == b"transfer-encoding":
+            return None
+        if lowered == b"content-length" and length is None:
+            text = value.strip()
+            if not text.isdigit() or not text.isascii():
+                return None
+            length = int(text)
+    return length
+
+
+def response_body_length(
+    request_method: bytes, status_code: int, headers: Iterable[Header]
+) -> int | None:
+    """The length of a response body framed by Content-Length, else None (RFC 9112 §6.3
+    rules 1 and 6): a HEAD response, 1xx, 204 and 304 have no body whatever they declare."""
+    if request_method == b"HEAD" or status_code < 200 or status_code in (204, 304):
+        return None
+    return fixed_body_length(headers)
