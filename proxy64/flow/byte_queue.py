@@ -3,8 +3,10 @@
 Why not a bytearray: deleting from the front of a bytearray and then appending makes
 CPython copy the whole buffer into a new allocation (a resize with a logical offset), so
 a 1 MiB window cost a fresh ~1 MiB allocation and copy per 64 KiB segment. Here an append
-keeps the caller's bytes object (no copy for bytes), reading a whole chunk returns it as
-is, and consuming the front drops chunks or moves an offset into the first one.
+keeps the caller's bytes object, or its read-only memoryview (a segment's payload as a
+view into the packet read from the TUN: no copy either), reading a whole chunk or a part
+of one returns it as is (a view for a part), and consuming the front drops chunks or
+moves an offset into the first one.
 
 Invariants: len(self) == sum of the chunks' lengths - self._head; no chunk is empty;
 _head < len(first chunk). Small appends are merged into a small last chunk (each side
@@ -16,6 +18,8 @@ from __future__ import annotations
 
 from collections import deque
 
+Chunk = bytes | memoryview  # a memoryview kept here is read-only, 1-D, of bytes
+
 MERGE_BELOW = 2048  # bytes; a merge copies at most 2 * MERGE_BELOW
 
 
@@ -23,7 +27,7 @@ class ByteQueue:
     __slots__ = ("_chunks", "_head", "_len")
 
     def __init__(self) -> None:
-        self._chunks: deque[bytes] = deque()
+        self._chunks: deque[Chunk] = deque()
         self._head = 0  # bytes of the first chunk already consumed
         self._len = 0
 
@@ -34,23 +38,31 @@ class ByteQueue:
         return self._len > 0
 
     def append(self, data: bytes | bytearray | memoryview) -> None:
-        """Queue data at the end (a mutable buffer is copied; bytes are kept as is)."""
+        """Queue data at the end (a mutable buffer is copied; bytes and read-only byte
+        views are kept as is: the caller must not change what such a view shows)."""
         size = len(data) if not isinstance(data, memoryview) else data.nbytes
         if not size:
             return
-        chunk = data if type(data) is bytes else bytes(data)
+        chunk: Chunk
+        if type(data) is bytes:
+            chunk = data
+        elif isinstance(data, memoryview) and data.readonly and data.format == "B":
+            chunk = data  # immutable underneath (bytes): safe to keep, no copy
+        else:
+            chunk = bytes(data)
         chunks = self._chunks
         if chunks and size < MERGE_BELOW and len(chunks[-1]) < MERGE_BELOW:
             last = chunks.pop()
             if len(chunks) == 0 and self._head:  # the first chunk: merge what is unread
                 last = last[self._head :]
                 self._head = 0
-            chunk = last + chunk
+            chunk = b"".join((last, chunk))
         chunks.append(chunk)
         self._len += size
 
-    def peek(self, offset: int, n: int) -> bytes:
-        """Up to n bytes starting offset bytes from the front, without consuming them."""
+    def peek(self, offset: int, n: int) -> Chunk:
+        """Up to n bytes starting offset bytes from the front, without consuming them: a
+        stored chunk or a view into one when they lie in one chunk (no copy), else joined."""
         if offset < 0 or n < 0:
             raise ValueError(f"peek({offset}, {n}): offset and size must not be negative")
         n = min(n, self._len - offset)
@@ -70,8 +82,8 @@ class ByteQueue:
             position = 0
             if n == 0:
                 break
-        if len(parts) == 1 and type(parts[0]) is bytes:
-            return parts[0]  # a whole chunk: no copy at all
+        if len(parts) == 1:
+            return parts[0]  # within one chunk: no copy at all
         return b"".join(parts)
 
     def drop(self, n: int) -> None:
@@ -88,7 +100,7 @@ class ByteQueue:
             self._head = 0
             n -= rest
 
-    def take(self, n: int) -> bytes:
+    def take(self, n: int) -> Chunk:
         """Consume and return up to n bytes from the front."""
         data = self.peek(0, n)
         self.drop(len(data))

@@ -43,7 +43,8 @@ class Segment:
     ack: int
     flags: int
     window: int  # the raw 16-bit header field, before window scaling
-    payload: bytes = b""
+    # bytes, or a read-only view into the packet it arrived in (kept without a copy)
+    payload: bytes | memoryview = b""
     mss: int | None = None  # RFC 9293 §3.7.1 option, SYN only
     wscale: int | None = None  # RFC 7323 §2 window scale shift, SYN only
 

@@ -151,7 +151,7 @@ class TcpFlow(TcpEndpoint):
             self._output(now, actions)
         return actions
 
-    def receive(self, max_bytes: int, now: float) -> tuple[bytes, list[Action]]:
+    def receive(self, max_bytes: int, now: float) -> tuple[bytes | memoryview, list[Action]]:
         """Take up to max_bytes for the destination; reopens the window (RFC 9293 §3.8.6.2.2)."""
         data = self.rx.take(max_bytes)
         actions: list[Action] = []

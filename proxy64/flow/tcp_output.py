@@ -117,6 +117,12 @@ class TcpEndpoint:
         return max(0, self.settings.tx_capacity - len(self.tx))
 
     @property
+    def segment_size(self) -> int:
+        """The payload of one full segment we send (a TSO super-segment with tso): data
+        handed over in pieces of this size leaves without being split or joined."""
+        return self._segment_limit()
+
+    @property
     def readable(self) -> bool:
         return bool(self.rx) or self.rx_eof or self.reset_reason is not None
 
@@ -185,7 +191,7 @@ class TcpEndpoint:
     def _send_ack(self, actions: list[Action]) -> None:
         actions.append(Transmit(self._make(ACK, self.snd_nxt)))
 
-    def _make(self, flags: int, seq: int, payload: bytes = b"") -> Segment:
+    def _make(self, flags: int, seq: int, payload: bytes | memoryview = b"") -> Segment:
         self.ack_pending = False  # every segment we send carries the current ACK
         free = self._free_window()
         self.last_adv = free

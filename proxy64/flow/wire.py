@@ -168,7 +168,11 @@ def _tcp(ip: IPv4Packet | IPv6Packet, verify: bool) -> Inbound:
     if flags & 0x02:  # options matter only on a SYN (RFC 9293 §3.7.1, RFC 7323 §2.2)
         options = tcp.options
         mss, wscale = options.mss, options.window_scale
-    segment = Segment(tcp.seq, tcp.ack, flags & 0x3F, tcp.window, bytes(tcp.payload), mss,
+    view = tcp.payload
+    # a read-only view (the packet is bytes) is kept as is: no copy of a 64 KiB payload;
+    # a view into a buffer the caller may reuse (bytearray) is copied
+    payload: bytes | memoryview = view if view.readonly else bytes(view)
+    segment = Segment(tcp.seq, tcp.ack, flags & 0x3F, tcp.window, payload, mss,
                       wscale)  # fmt: skip
     key = FlowKey(TCP, (ip.src, tcp.src_port), (ip.dst, tcp.dst_port))
     return TcpIn(key, segment)

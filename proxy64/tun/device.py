@@ -150,7 +150,7 @@ class TunDevice:
         csum_start: int = 0,
         csum_offset: int = 0,
         gso_size: int = 0,
-        payload: bytes = b"",
+        payload: bytes | memoryview = b"",
     ) -> bool:
         """Write one packet now; False (counted) when the kernel refuses it, as a link would.
 

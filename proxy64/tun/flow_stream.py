@@ -69,8 +69,10 @@ class TunTcpStream(trio.abc.HalfCloseableStream):
                     raise trio.ClosedResourceError("the TUN flow stream was closed")
             if flow.reset_reason is not None:
                 raise trio.BrokenResourceError(f"TUN flow {self.key}: {flow.reset_reason}")
-            data, actions = flow.receive(max_bytes or RELAY_CHUNK, trio.current_time())
+            chunk, actions = flow.receive(max_bytes or RELAY_CHUNK, trio.current_time())
             self._run(actions)
+            # a view into the packet the app sent becomes bytes here (the one copy)
+            data = chunk if type(chunk) is bytes else bytes(chunk)
             self._unyielded += len(data)
         finally:
             self._receiving = False

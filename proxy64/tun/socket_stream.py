@@ -28,10 +28,13 @@ from proxy64.defaults import RELAY_CHUNK, TUN_FAIR_SHARE
 class TunSocketStream(trio.abc.HalfCloseableStream):
     """Wraps a connected trio.SocketStream (taken over: closing this closes it)."""
 
-    __slots__ = ("_fd", "_receiving", "_sending", "_sock", "_stream", "_unyielded")
+    __slots__ = ("_fd", "_read_size", "_receiving", "_sending", "_sock", "_stream", "_unyielded")
 
-    def __init__(self, stream: trio.SocketStream) -> None:
+    def __init__(self, stream: trio.SocketStream, read_size: int = RELAY_CHUNK) -> None:
+        """read_size: the most one receive_some returns (the flow's segment size: each
+        chunk then becomes one segment without a join copy in the flow's send buffer)."""
         self._stream = stream
+        self._read_size = max(1, read_size)
         self._sock = stream.socket
         self._fd = stream.socket.fileno()
         self._unyielded = 0  # bytes moved both ways since this stream last yielded
@@ -62,7 +65,7 @@ class TunSocketStream(trio.abc.HalfCloseableStream):
                 if self._sock.fileno() == -1:
                     raise trio.ClosedResourceError("the socket was closed")
                 try:
-                    data = os.read(self._fd, max_bytes or RELAY_CHUNK)
+                    data = os.read(self._fd, min(max_bytes or RELAY_CHUNK, self._read_size))
                 except BlockingIOError:
                     self._unyielded = 0
                     await trio.lowlevel.wait_readable(self._fd)

@@ -17,7 +17,7 @@ import os
 
 import trio
 
-from proxy64.defaults import DNS_PORT, TUN_TCP_MAX_RETRIES
+from proxy64.defaults import DNS_PORT, RELAY_CHUNK, TUN_TCP_MAX_RETRIES
 from proxy64.destination import Destination
 from proxy64.errors import Proxy64Error
 from proxy64.flow import build
@@ -234,10 +234,12 @@ class TunStack(UdpEchoStack):
         stream = TunTcpStream(self, key, flow)
         self.streams[key] = stream
         self.execute(key, flow, flow.handle(DialSucceeded(), trio.current_time()))
-        # the socket side yields by share too (socket_stream.py): fewer run-loop trips
+        # the socket side yields by share too (socket_stream.py): fewer run-loop trips;
+        # it reads whole segments, so the flow never joins two reads into one segment
         remote: trio.abc.HalfCloseableStream = dialed.stream
         if isinstance(remote, trio.SocketStream):
-            remote = TunSocketStream(remote)
+            size = flow.segment_size
+            remote = TunSocketStream(remote, read_size=size * max(1, RELAY_CHUNK // size))
         try:
             await self.relay(stream, remote, record)
         finally:

@@ -68,3 +68,28 @@ def test_tiny_appends_are_merged_into_few_chunks() -> None:
 def test_negative_peek_is_refused() -> None:
     with pytest.raises(ValueError, match="must not be negative"):
         ByteQueue().peek(-1, 3)
+
+
+def test_read_only_views_are_kept_and_mutable_buffers_copied() -> None:
+    """A payload viewed in the packet it arrived in is queued without a copy; a view of a
+    bytearray is copied, so reusing that buffer cannot change queued bytes."""
+    packet = bytes(range(200)) * 400
+    view = memoryview(packet)[70:]
+    scratch = bytearray(b"a" * 3000)
+    q = ByteQueue()
+    q.append(view)
+    q.append(memoryview(scratch))
+    scratch[:] = b"b" * 3000
+    assert len(q) == len(view) + 3000
+    whole = q.peek(0, len(view))
+    assert isinstance(whole, memoryview) and whole.obj is packet  # the same memory
+    part = q.peek(5, 100)
+    assert isinstance(part, memoryview) and bytes(part) == packet[75:175]
+    assert bytes(q.take(len(q))) == packet[70:] + b"a" * 3000
+
+
+def test_small_views_merge_into_one_chunk() -> None:
+    q = ByteQueue()
+    for i in range(50):
+        q.append(memoryview(bytes([i]) * 10))
+    assert bytes(q.take(500)) == b"".join(bytes([i]) * 10 for i in range(50))
