@@ -156,9 +156,19 @@ class TcpFlow(TcpEndpoint):
         data = self.rx.take(max_bytes)
         actions: list[Action] = []
         if data and self.state in RECEIVES_DATA:
-            free = self._free_window()
-            # Receiver SWS avoidance: update when the window grew by min(buffer/2, MSS).
-            if free - self.last_adv >= min(self.settings.rx_capacity // 2, self.settings.mss):
+            capacity = self.settings.rx_capacity
+            # What the app may still send under the window we last advertised.
+            remaining = seq_diff(self.adv_edge, self.rcv_nxt)
+            if remaining > capacity:
+                remaining = 0  # the edge is behind rcv_nxt (cannot happen; be safe)
+            # Receiver SWS avoidance (RFC 9293 §3.8.6.2.2): update when the window grew by
+            # min(buffer/2, MSS); and, like Linux, only while the app has less than half the
+            # buffer left to send: above that it is not window-limited, and the ACK of its
+            # next batch carries the new window (one ACK per 64 KiB read cost the app's
+            # kernel an ACK to process, inside our writev).
+            if remaining < capacity // 2 and (
+                self._free_window() - remaining >= min(capacity // 2, self.settings.mss)
+            ):
                 self._send_ack(actions)
         return data, actions
 

@@ -95,6 +95,7 @@ class TcpEndpoint:
         self.rto_deadline: float | None = None
         self.dupacks = 0
         self.last_adv = 0  # the window we last advertised, in bytes
+        self.adv_edge = self.rcv_nxt  # its right edge: rcv_nxt + last_adv then (mod 2**32)
         self.ack_pending = False  # in-order data arrived, its ACK waits for flush_ack()
         self.linger_deadline: float | None = None  # FIN-WAIT-2 after close(): give up then
         self.created = now
@@ -195,7 +196,9 @@ class TcpEndpoint:
         self.ack_pending = False  # every segment we send carries the current ACK
         free = self._free_window()
         self.last_adv = free
-        return Segment(seq, self.rcv_nxt, flags, min(free >> self.rcv_wscale, 0xFFFF), payload)
+        field = min(free >> self.rcv_wscale, 0xFFFF)
+        self.adv_edge = seq_add(self.rcv_nxt, field << self.rcv_wscale)  # what the app sees
+        return Segment(seq, self.rcv_nxt, flags, field, payload)
 
     def _free_window(self) -> int:
         return max(0, self.settings.rx_capacity - len(self.rx))

@@ -398,3 +398,21 @@ def test_corked_flow_still_sends_what_the_window_allows():
     flow = established(window=500)  # less than one segment: the window decides, not the cork
     (seg,) = sent(flow.send(b"w" * 800, 1.0, more=True)[1])
     assert len(seg.payload) == 500
+
+
+def test_rfc9293_3_8_6_2_2_window_update_only_while_the_app_is_window_limited():
+    """Reading reopens the window; an update is sent only when the app has less than half
+    the buffer left to send under the last advertised window (Linux-like), not per read."""
+    settings = TcpSettings(mss=1000, rx_capacity=8000, tx_capacity=3000, max_retries=3)
+    flow = established(settings)
+    flow.handle(app(IRS + 1, payload=b"x" * 1000), 0.1)
+    (ack,) = sent(flow.flush_ack())
+    assert ack.window == 7000  # the app may still send 7000 > 8000 / 2
+    data, actions = flow.receive(1000, 0.2)
+    assert bytes(data) == b"x" * 1000 and sent(actions) == []  # no update: not limited
+    flow.handle(app(IRS + 1001, payload=b"y" * 3500), 0.3)  # 3500 left of the 7000
+    flow.handle(app(IRS + 4501, payload=b"z" * 1000), 0.3)  # 2500 left: limited now
+    data, actions = flow.receive(4500, 0.4)
+    assert bytes(data) == b"y" * 3500 + b"z" * 1000
+    (update,) = sent(actions)
+    assert update.ack == IRS + 5501 and update.window == 8000  # reopened at once
