@@ -121,3 +121,8 @@ HTTP_SPLICE_BODY_MIN = 256 * 1024
 
 # --- TUN throughput (proxy64/tun/socket_stream.py, proxy64/tun/flow_stream.py) ---------
 TUN_FAIR_SHARE = 1024 * 1024  # bytes a TUN flow's stream moves before it yields to others
+
+# --- Bulk relay: splice(2) loop (proxy64/net/splice.py) -----------------------------------
+SPLICE_PIPE_SIZE = 1024 * 1024  # F_SETPIPE_SZ; the kernel keeps 64 KiB above pipe-max-size
+RELAY_SPLICE_CHUNK = 256 * 1024  # one socket→pipe splice(2): 4 per pipe, src and dst take turns
+SPLICE_YIELD_EVERY = 4 * 1024 * 1024  # bytes a splicing direction moves between checkpoints
