@@ -112,8 +112,10 @@ class _ClientSession:
 
     async def _send(self, event: h11.Event) -> None:
         data = self.conn.send(event)
-        if not data:
-            return
+        if data:
+            await self._write(data)
+
+    async def _write(self, data: bytes) -> None:
         fd = self.fd
         if fd < 0:
             try:
@@ -383,37 +385,48 @@ class _ClientSession:
         if target.expects_continue and self.conn.they_are_waiting_for_100_continue:
             await self._send(h11.InformationalResponse(status_code=100, headers=[]))
         upstream.requests += 1
-        await upstream.send(target.request)
-        if not await self._request_body_outside(target, upstream, idle):
-            await self._copy_request_body(upstream, idle)
+        head = upstream.conn.send(target.request) or b""
+        if not await self._request_body_outside(target, upstream, idle, head):
+            await self._copy_request_body(upstream, idle, head)
+        # What is encoded for the client is written in one call when the origin's response
+        # is already here (head and body of a small response: one write, not two).
+        out = _Pending()
         while True:
-            event = await upstream.next_event(idle)
+            event = upstream.poll()
+            if event is h11.NEED_DATA:
+                if out.size:
+                    await self._write(out.take())
+                event = await upstream.next_event(idle)
             if isinstance(event, h11.InformationalResponse):
                 continue  # 100 and 103 from the origin: the client had its own 100
             if isinstance(event, h11.Response):
                 headers = downstream_response_headers(
                     list(event.headers.raw_items()), event.http_version
                 )
-                await self._send(
-                    h11.Response(
-                        status_code=event.status_code, headers=headers, reason=event.reason
-                    )
+                response = h11.Response(
+                    status_code=event.status_code, headers=headers, reason=event.reason
                 )
-                if await self._response_body_outside(target, upstream, event, idle):
+                out.add(self.conn.send(response))
+                if await self._response_body_outside(target, upstream, event, idle, out):
                     return
             elif isinstance(event, h11.Data):
-                await self._send(h11.Data(data=event.data))
+                out.add(self.conn.send(h11.Data(data=event.data)))
+                if out.size >= HTTP_BODY_CHUNK:
+                    await self._write(out.take())
             elif isinstance(event, h11.EndOfMessage):
                 # RFC 9110 §6.5.1: trailers may be discarded when de-chunking.
-                await self._send(h11.EndOfMessage())
+                out.add(self.conn.send(h11.EndOfMessage()))
+                if out.size:
+                    await self._write(out.take())
                 return
             else:  # ConnectionClosed or PAUSED before the response ended
                 raise upstream.failed("closed the connection before answering")
 
     async def _request_body_outside(
-        self, target: ForwardTarget, upstream: Upstream, idle: float
+        self, target: ForwardTarget, upstream: Upstream, idle: float, head: bytes
     ) -> bool:
-        """Move a large Content-Length request body outside h11; False: h11 carries it."""
+        """Move a large Content-Length request body outside h11; False: h11 carries it.
+        `head` is the encoded request head, written together with the first body bytes."""
         if self.conn.their_state is not h11.SEND_BODY:
             return False  # no body, or a retry of a request without content
         length = fixed_body_length(target.request.headers.raw_items())
@@ -428,6 +441,7 @@ class _ClientSession:
                 upstream.dialed.stream,
                 buffered[:length],
                 length,
+                prefix=head,
                 idle=idle,
                 counted_read=_uncounted,
                 counted_written=upstream.count_up,
@@ -439,9 +453,15 @@ class _ClientSession:
         return True
 
     async def _response_body_outside(
-        self, target: ForwardTarget, upstream: Upstream, response: h11.Response, idle: float
+        self,
+        target: ForwardTarget,
+        upstream: Upstream,
+        response: h11.Response,
+        idle: float,
+        out: _Pending,
     ) -> bool:
-        """Move a large Content-Length response body outside h11; False: h11 carries it."""
+        """Move a large Content-Length response body outside h11; False: h11 carries it.
+        The encoded response head waiting in `out` is written with the first body bytes."""
         headers = response.headers.raw_items()
         length = response_body_length(target.request.method, response.status_code, headers)
         buffered, closed = upstream.conn.trailing_data
@@ -458,6 +478,7 @@ class _ClientSession:
                 self.stream,
                 buffered[:length],
                 length,
+                prefix=out.take(),
                 idle=idle,
                 counted_read=upstream.count_down,
                 counted_written=_uncounted,
@@ -469,22 +490,51 @@ class _ClientSession:
             raise _ClientGone from None
         return True
 
-    async def _copy_request_body(self, upstream: Upstream, idle: float) -> None:
+    async def _copy_request_body(self, upstream: Upstream, idle: float, head: bytes) -> None:
+        """The request head and a body h11 frames; what is already here goes in one write."""
+        out = _Pending()
+        out.add(head)
         if self.conn.their_state is h11.DONE:  # a retry: the request had no content
-            await upstream.send(h11.EndOfMessage())
+            out.add(upstream.conn.send(h11.EndOfMessage()))
+            await upstream.write(out.take())
             return
         while True:
             event = self.conn.next_event()
             if event is h11.NEED_DATA:  # a timeout scope only when a read is needed
+                if out.size:
+                    await upstream.write(out.take())
                 with trio.fail_after(idle):
                     event = await self._client_event()
             if isinstance(event, h11.Data):
-                await upstream.send(h11.Data(data=event.data))
+                out.add(upstream.conn.send(h11.Data(data=event.data)))
+                if out.size >= HTTP_BODY_CHUNK:
+                    await upstream.write(out.take())
             elif isinstance(event, h11.EndOfMessage):
-                await upstream.send(h11.EndOfMessage())
+                out.add(upstream.conn.send(h11.EndOfMessage()))
+                if out.size:
+                    await upstream.write(out.take())
                 return
             else:
                 raise _ClientGone
+
+
+class _Pending:
+    """Encoded bytes waiting to be written in one call (one copy at most, none for one part)."""
+
+    __slots__ = ("parts", "size")
+
+    def __init__(self) -> None:
+        self.parts: list[bytes] = []
+        self.size = 0
+
+    def add(self, data: bytes | None) -> None:
+        if data:
+            self.parts.append(data)
+            self.size += len(data)
+
+    def take(self) -> bytes:
+        parts, self.parts, self.size = self.parts, [], 0
+        return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
 def _uncounted(amount: int) -> None:

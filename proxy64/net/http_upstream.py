@@ -95,8 +95,11 @@ class Upstream:
 
     async def send(self, event: h11.Request | h11.Data | h11.EndOfMessage) -> None:
         data = self.conn.send(event)
-        if not data:
-            return
+        if data:
+            await self.write(data)
+
+    async def write(self, data: bytes) -> None:
+        """Write bytes already encoded by self.conn, counted in the record."""
         stream = self.dialed.stream
         try:
             if isinstance(stream, trio.SocketStream):
@@ -107,20 +110,25 @@ class Upstream:
             raise self.failed(f"closed the connection ({exc})") from None
         self.record.bytes_up += len(data)
 
+    def poll(self) -> Next:
+        """The next event from what has already arrived (NEED_DATA: none), no I/O."""
+        try:
+            event = self.conn.next_event()
+        except h11.RemoteProtocolError as exc:
+            if not self.conn.trailing_data[1]:
+                problem = f"sent a broken response ({exc})"
+            elif self.responded:
+                problem = "closed the connection in the middle of the response"
+            else:
+                problem = "closed the connection before answering"
+            raise self.failed(problem) from None
+        if isinstance(event, h11.Response):
+            self.responded = True
+        return event
+
     async def next_event(self, idle: float) -> Next:
         while True:
-            try:
-                event = self.conn.next_event()
-            except h11.RemoteProtocolError as exc:
-                if not self.conn.trailing_data[1]:
-                    problem = f"sent a broken response ({exc})"
-                elif self.responded:
-                    problem = "closed the connection in the middle of the response"
-                else:
-                    problem = "closed the connection before answering"
-                raise self.failed(problem) from None
-            if isinstance(event, h11.Response):
-                self.responded = True
+            event = self.poll()
             if event is not h11.NEED_DATA:
                 return event
             try:
@@ -195,6 +203,7 @@ async def move_body(
     first: bytes,
     length: int,
     *,
+    prefix: bytes = b"",
     idle: float,
     counted_read: Callable[[int], None],
     counted_written: Callable[[int], None],
@@ -202,10 +211,11 @@ async def move_body(
     """Move a body of `length` bytes: `first` (already received) and then the rest read from
     src, to dst. Never reads past the body. counted_read(n) after each read from src
     (first excluded: it was counted when it arrived), counted_written(n) after each write.
+    `prefix` (a head not yet sent) is written in the same call as `first`, and counted too.
     Raises BodyCut; waits longer than `idle` for either side are a BodyCut too."""
-    if first:
-        await _write_exactly(dst, first, idle)
-        counted_written(len(first))
+    if first or prefix:
+        await _write_exactly(dst, prefix + first, idle)
+        counted_written(len(prefix) + len(first))
     left = length - len(first)
     src_fd, dst_fd = stream_fd(src), stream_fd(dst)
     if HAVE_SPLICE and src_fd >= 0 and dst_fd >= 0 and left >= HTTP_SPLICE_BODY_MIN:
