@@ -22,7 +22,13 @@ from collections.abc import Callable
 import h11
 import trio
 
-from proxy64.defaults import HTTP_BODY_CHUNK, HTTP_MAX_HEAD, HTTP_SPLICE_BODY_MIN, SPLICE_CHUNK
+from proxy64.defaults import (
+    HTTP_BODY_CHUNK,
+    HTTP_MAX_HEAD,
+    HTTP_SPLICE_BODY_MIN,
+    RELAY_SPLICE_CHUNK,
+    SPLICE_YIELD_EVERY,
+)
 from proxy64.net.context import ConnectionRecord, Dialed, ProxyContext
 from proxy64.net.relay import close_stream
 from proxy64.net.splice import HAVE_SPLICE, SPLICE_FLAGS, Pipe
@@ -282,50 +288,66 @@ async def _splice_exactly(
     counted_read: Callable[[int], None],
     counted_written: Callable[[int], None],
 ) -> None:
-    """socket → pipe → socket for exactly `left` bytes (SPLICE_F_MORE never: it corks)."""
+    """socket → pipe → socket for exactly `left` bytes (SPLICE_F_MORE never: it corks).
+
+    Fill then drain, each until it would block (as the relay's splice loop): a wait only
+    when src is dry with the pipe empty, or when the pipe and dst are both full."""
     pipe = Pipe()
+    held = 0  # in the pipe, not yet delivered
+    unyielded = 0
     try:
-        while left:
-            try:
-                moved = os.splice(
-                    src_fd, pipe.write_fd, min(left, SPLICE_CHUNK), flags=SPLICE_FLAGS
-                )
-            except BlockingIOError:
-                moved = -1
-            except OSError as exc:
-                raise BodyCut(f"broke the connection ({_os_text(exc)})", reading=True) from None
-            if moved < 0:  # wait outside the except block (bench/PROFILE.md R7)
+        while left or held:
+            src_dry = not left
+            if left:
                 try:
+                    moved = os.splice(
+                        src_fd, pipe.write_fd, min(left, RELAY_SPLICE_CHUNK), flags=SPLICE_FLAGS
+                    )
+                except BlockingIOError:
+                    src_dry, moved = True, -1  # or the pipe is full: the drain empties it
+                except OSError as exc:
+                    raise BodyCut(f"broke the connection ({_os_text(exc)})", reading=True) from None
+                if moved == 0:
+                    raise BodyCut("closed the connection in the middle of the body", reading=True)
+                if moved > 0:
+                    counted_read(moved)
+                    left -= moved
+                    held += moved
+            if held:
+                sent = await _drain_pipe(pipe.read_fd, dst_fd, held, idle, wait=src_dry)
+                counted_written(sent)
+                held -= sent
+                unyielded += sent
+            elif src_dry:
+                unyielded = 0
+                try:  # wait outside the except block above (bench/PROFILE.md R7)
                     with trio.fail_after(idle):
                         await trio.lowlevel.wait_readable(src_fd)
                 except trio.TooSlowError:
                     raise BodyCut(f"sent nothing for {idle:g} s", reading=True) from None
-                continue
-            if moved == 0:
-                raise BodyCut("closed the connection in the middle of the body", reading=True)
-            counted_read(moved)
-            left -= moved
-            while moved:
-                try:
-                    sent = os.splice(pipe.read_fd, dst_fd, moved, flags=SPLICE_FLAGS)
-                except BlockingIOError:
-                    sent = -1
-                except OSError as exc:
-                    raise BodyCut(
-                        f"closed the connection ({_os_text(exc)})", reading=False
-                    ) from None
-                if sent < 0:
-                    try:
-                        with trio.fail_after(idle):
-                            await trio.lowlevel.wait_writable(dst_fd)
-                    except trio.TooSlowError:
-                        raise BodyCut(f"took nothing for {idle:g} s", reading=False) from None
-                    continue
-                moved -= sent
-                counted_written(sent)
-            await trio.lowlevel.checkpoint()  # fair to the other connections under bulk load
+            if unyielded >= SPLICE_YIELD_EVERY:
+                unyielded = 0
+                await trio.lowlevel.checkpoint()  # fair to the other connections under bulk
     finally:
         pipe.close()
+
+
+async def _drain_pipe(read_fd: int, dst_fd: int, held: int, idle: float, *, wait: bool) -> int:
+    """pipe → dst, up to `held` bytes; how many moved (0: dst full and not waiting)."""
+    while True:
+        try:
+            sent = os.splice(read_fd, dst_fd, held, flags=SPLICE_FLAGS)
+        except BlockingIOError:
+            sent = 0
+        except OSError as exc:
+            raise BodyCut(f"closed the connection ({_os_text(exc)})", reading=False) from None
+        if sent or not wait:
+            return sent
+        try:
+            with trio.fail_after(idle):
+                await trio.lowlevel.wait_writable(dst_fd)
+        except trio.TooSlowError:
+            raise BodyCut(f"took nothing for {idle:g} s", reading=False) from None
 
 
 def _os_text(exc: OSError) -> str:
