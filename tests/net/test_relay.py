@@ -324,3 +324,38 @@ async def test_relayed_pair_passes_check_half_closeable_stream(
 
     with trio.fail_after(60):
         await trio.testing.check_half_closeable_stream(maker, None)
+
+
+async def test_splice_slow_reader_then_eof_delivers_every_held_byte() -> None:
+    """The remote reads late and in small pieces: dst and the pipe fill, the loop waits for
+    writability with bytes held in the pipe, and the FIN arrives while they are still
+    there; every byte must come out, in order, before the half-close is passed on."""
+    if not splice_module.HAVE_SPLICE:
+        pytest.skip("os.splice is Linux-only")
+    blob = os.urandom(12 * 1024 * 1024 + 5)
+    with trio.fail_after(60):
+        async with relayed(splice_threshold=0) as (app_client, app_remote, rec, done):
+
+            async def slow_reader() -> bytes:
+                await trio.sleep(0.3)  # the sender is done (FIN sent) long before this
+                data = bytearray()
+                while chunk := await app_remote.receive_some(
+                    4096 if len(data) < 1 << 20 else 1 << 20
+                ):
+                    data += chunk
+                return bytes(data)
+
+            got: list[bytes] = []
+
+            async def read_into() -> None:
+                got.append(await slow_reader())
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(read_into)
+                nursery.start_soon(send_then_eof, app_client, blob, 1 << 20)
+            await app_remote.send_eof()
+            assert await app_client.receive_some(10) == b""
+            await done.wait()
+    assert hashlib.sha256(got[0]).digest() == hashlib.sha256(blob).digest()
+    assert rec.bytes_up == len(blob)
+    assert rec.outcome == "ok"
