@@ -4,7 +4,9 @@ Invariants: receive_some returns b"" exactly once the app's FIN is read and rais
 BrokenResourceError after a reset; send_all waits while the flow's send buffer is full
 (backpressure toward the destination); aclose is graceful (FIN) when the app's data was
 all read, a reset otherwise, and it does its work before its first checkpoint, so
-trio.aclose_forcefully closes it properly too.
+trio.aclose_forcefully closes it properly too. receive_some/send_all yield to the
+scheduler once per TUN_FAIR_SHARE bytes (or when they wait), not on every call; they
+always notice a cancellation before taking or giving a byte.
 """
 
 from __future__ import annotations
