@@ -67,13 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
         title="commands", dest="command", metavar="COMMAND", parser_class=OneLineParser
     )
     for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name != name:
-                raise
-            continue  # a command not built yet in this checkout
-        module.register(subparsers)
+        importlib.import_module(name).register(subparsers)
     return parser
 
 

@@ -10,6 +10,7 @@ device (by name, or an inherited fd) until SIGINT/SIGTERM. Setup failures (no
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import errno
 import logging
 import os
@@ -39,6 +40,8 @@ from proxy64.defaults import (
 )
 from proxy64.destination import EgressChoice
 from proxy64.errors import ConfigError
+from proxy64.report import ReadinessReport
+from proxy64.serve_config import ServeSettings
 from proxy64.tun.device import TunDevice, TunSetupError, has_vnet_header, open_tun
 
 EXIT_SETUP = 2
@@ -168,46 +171,42 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     serve.set_defaults(func=main_serve)
 
 
-def _serve_settings(args: argparse.Namespace) -> object:
-    from proxy64.serve_config import ServeSettings
-
-    kwargs: dict[str, object] = {
-        "socks": None,
-        "http": None,
-        "dns": tuple(args.dns),
-        "nat64_prefix": args.nat64_prefix,
-        "egress": EgressChoice(args.egress),
-        "synthesize_all": args.synthesize_all,
-        "idle_timeout": args.idle_timeout,
-        "connect_timeout": args.connect_timeout,
-    }
+def _serve_settings(args: argparse.Namespace) -> ServeSettings:
+    settings = ServeSettings(
+        socks=None,
+        http=None,
+        dns=tuple(args.dns),
+        nat64_prefix=args.nat64_prefix,
+        egress=EgressChoice(args.egress),
+        synthesize_all=args.synthesize_all,
+        idle_timeout=args.idle_timeout,
+        connect_timeout=args.connect_timeout,
+    )
     if args.dns64_exclude:
-        kwargs["dns64_exclude"] = tuple(args.dns64_exclude)
-    return ServeSettings(**kwargs)  # type: ignore[arg-type]
+        settings = dataclasses.replace(settings, dns64_exclude=tuple(args.dns64_exclude))
+    return settings
 
 
 async def _serve_device(
-    args: argparse.Namespace, device: TunDevice, done: trio.Event, report: list[object]
+    args: argparse.Namespace,
+    device: TunDevice,
+    done: trio.Event,
+    report: list[ReadinessReport],
 ) -> None:
     from proxy64 import app
     from proxy64.net.dialer import Dialer
+    from proxy64.net.dns_server import DNS64Responder
     from proxy64.net.recorder import Recorder
     from proxy64.net.relay import Relay
+    from proxy64.net.resolver import DNS64Resolver
     from proxy64.tun.stack import StackSettings, TunStack
 
     settings = _serve_settings(args)
-    nat64 = await app.choose_nat64(settings)  # type: ignore[arg-type]
-    resolver = app.build_resolver(settings, nat64.prefix)  # type: ignore[arg-type]
+    nat64 = await app.choose_nat64(settings)
+    # The same resolver answers the app's DNS on the TUN and resolves for the dialer.
+    resolver = DNS64Resolver(settings.resolver_settings(), nat64.prefix)
     dialer = Dialer(resolver, nat64.prefix, nat64.egress, connect_timeout=args.connect_timeout)
-    responder = None
-    try:
-        from proxy64.net.dns_server import DNS64Responder
-        from proxy64.net.resolver import DNS64Resolver
-
-        if isinstance(resolver, DNS64Resolver):
-            responder = DNS64Responder(resolver)
-    except ModuleNotFoundError:
-        logger.warning("no DNS64 responder in this build: DNS on the TUN is not answered")
+    responder = DNS64Responder(resolver)
     recorder = Recorder()
     report.append(recorder.report)
     stack = TunStack(
@@ -237,12 +236,12 @@ async def _serve_device(
                     dict(stack.table.rejected))  # fmt: skip
 
 
-def _write_report(args: argparse.Namespace, report: list[object], status: int) -> int:
+def _write_report(args: argparse.Namespace, report: list[ReadinessReport], status: int) -> int:
     if not report:
         return status
     table = report[0]
-    sys.stderr.write(table.to_table())  # type: ignore[attr-defined]
-    json_text: str = table.to_json()  # type: ignore[attr-defined]
+    sys.stderr.write(table.to_table())
+    json_text = table.to_json()
     if args.report and not write_report(args.report, json_text, "tun"):
         return status or 1
     return status
@@ -257,7 +256,7 @@ def main_run(args: argparse.Namespace) -> int:
     if not command:
         raise ConfigError("CMD", "no command given; usage: proxy64 tun run [options] -- CMD [ARGS]")
     setup_logging(args.log_level)
-    report: list[object] = []
+    report: list[ReadinessReport] = []
 
     async def serve(device: TunDevice, done: trio.Event) -> None:
         await _serve_device(args, device, done, report)
@@ -292,7 +291,7 @@ def main_serve(args: argparse.Namespace) -> int:
         )
         return EXIT_SETUP
     device = TunDevice(fd, args.mtu, vnet=vnet)
-    report: list[object] = []
+    report: list[ReadinessReport] = []
 
     async def serve() -> None:
         done = trio.Event()
