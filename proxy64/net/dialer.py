@@ -10,6 +10,10 @@ NAT64 step done here); native IPv6 always dials IPv6 (egress None).
 Several targets race with RFC 8305 (plan in proxy64/proto/attempts.py): 250 ms stagger,
 first success wins, losers cancelled and their sockets closed, every failure kept for the
 DialError. One target connects directly, without a nursery (the lean common path).
+connect_now() is the same dial without waiting (for the SOCKS front end driven by the relay
+hub, issue 7): the same planning, §3.1 refusal, egress choice and error mapping; it answers
+None when something must be awaited (a name not in the resolver's cache, a race), and a
+PendingDial when the one handshake is in flight (finish() waits for it).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import logging
 import os
 import socket
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address
 from typing import Protocol
 
@@ -28,6 +33,7 @@ from proxy64.defaults import CONNECT_TIMEOUT, HAPPY_EYEBALLS_DELAY
 from proxy64.destination import Destination, Egress, Reached
 from proxy64.errors import AddressMappingError, DialAttempt, DialCause, DialError
 from proxy64.net.context import Dialed, UdpTarget
+from proxy64.net.resolver import DNS64Resolver, _resolution
 from proxy64.proto.attempts import AttemptPlan, Target
 from proxy64.proto.rfc6052 import Nat64Prefix, is_global_ipv4
 
@@ -62,6 +68,37 @@ class ResolverLike(Protocol):
 
 
 SocketMaker = Callable[[int, int, int], trio.socket.SocketType]
+CacheReader = Callable[[str], ResolutionLike | None]
+
+
+@dataclass(frozen=True, slots=True)
+class PendingDial:
+    """connect_now()'s answer when the one handshake is still in flight: finish() it."""
+
+    destination: Destination
+    target: Target
+    sock: socket.socket  # non-blocking, connect() started
+    deadline: float  # trio time: connect_timeout after the dial started
+
+
+def cache_reader(resolver: object) -> CacheReader:
+    """How to ask a resolver for a cached answer without waiting: its resolve_cached(name)
+    (None: not cached; raises ResolutionError for a cached failure, like resolve()).
+
+    DNS64Resolver has no such method yet (its owner may add one): the same lookup its
+    resolve() does first, by the same key and clock, gives the same answer."""
+    method = getattr(resolver, "resolve_cached", None)
+    if method is not None:
+        return method  # type: ignore[no-any-return]
+    if isinstance(resolver, DNS64Resolver):
+        dns64 = resolver
+
+        def peek(name: str) -> ResolutionLike | None:
+            answer = dns64.cache.get(name.strip().rstrip(".").lower(), dns64._clock())
+            return None if answer is None else _resolution(answer, from_cache=True)
+
+        return peek
+    return lambda name: None
 
 
 _NO_SOCKET = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
@@ -92,6 +129,7 @@ class Dialer:
         self._socket: SocketMaker = socket_factory or trio.socket.socket
         self._raw = socket_factory is None  # real sockets: the leaner connect below
         self._well_known = prefix.is_well_known
+        self._cached = cache_reader(resolver)
 
     # --- planning: destination → targets -------------------------------------------------
 
@@ -110,7 +148,8 @@ class Dialer:
             )
         return Target(ipv4, port, reached, Egress.EMBEDDED)
 
-    async def targets(self, destination: Destination) -> list[Target]:
+    def _literal_targets(self, destination: Destination) -> list[Target] | None:
+        """The target of an address literal; None for a name (it needs the resolver)."""
         host = destination.host
         port = destination.port
         if isinstance(host, IPv4Address):
@@ -124,7 +163,9 @@ class Dialer:
             if self.prefix.contains(host):
                 return [self._target(host, port, Reached.IPV4_LITERAL)]
             return [Target(host, port, Reached.NATIVE_IPV6, None)]
-        resolution = await self.resolver.resolve(host)
+        return None
+
+    def _name_targets(self, resolution: ResolutionLike, port: int) -> list[Target]:
         out: list[Target] = []
         refusal: AddressMappingError | None = None
         for record in resolution.records:
@@ -136,6 +177,25 @@ class Dialer:
         if not out and refusal is not None:
             raise refusal
         return out
+
+    async def targets(self, destination: Destination) -> list[Target]:
+        literal = self._literal_targets(destination)
+        if literal is not None:
+            return literal
+        assert isinstance(destination.host, str)
+        resolution = await self.resolver.resolve(destination.host)
+        return self._name_targets(resolution, destination.port)
+
+    def targets_now(self, destination: Destination) -> list[Target] | None:
+        """targets() without waiting: None when a name's answer is not in the cache."""
+        literal = self._literal_targets(destination)
+        if literal is not None:
+            return literal
+        assert isinstance(destination.host, str)
+        resolution = self._cached(destination.host)
+        if resolution is None:
+            return None
+        return self._name_targets(resolution, destination.port)
 
     async def udp_target(self, destination: Destination) -> UdpTarget:
         targets = await self.targets(destination)
@@ -166,13 +226,51 @@ class Dialer:
             return await self._attempt(destination, target, failures)
         raise DialError(str(destination), failures or [_timed_out(target)])
 
+    def connect_now(self, destination: Destination) -> Dialed | PendingDial | None:
+        """connect() without waiting: Dialed when the handshake completed inside connect()
+        (loopback and other local peers), PendingDial when it is in flight (await
+        finish()), None when connect() must be used (a name not in the resolver's cache,
+        several targets to race, a socket factory). Raises what connect() raises."""
+        if not self._raw:
+            return None
+        targets = self.targets_now(destination)
+        if targets is None or len(targets) != 1:
+            return None
+        target = targets[0]
+        family, address = _sockaddr(target)
+        try:
+            raw, connected = _start_raw(family, address)
+            if not connected:
+                deadline = trio.current_time() + self.connect_timeout
+                return PendingDial(destination, target, raw, deadline)
+            return self._dialed(destination, target, trio.socket.from_stdlib_socket(raw))
+        except OSError as exc:
+            raise self._failed(destination, target, exc, []) from None
+
+    async def finish(self, pending: PendingDial) -> Dialed:
+        """Wait for a PendingDial's handshake; its errors are connect()'s."""
+        destination, target, raw = pending.destination, pending.target, pending.sock
+        try:
+            with trio.move_on_at(pending.deadline):
+                await trio.lowlevel.wait_writable(raw)
+                err = raw.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+                if err:
+                    raise OSError(err, os.strerror(err))
+                return self._dialed(destination, target, trio.socket.from_stdlib_socket(raw))
+        except OSError as exc:
+            raw.close()
+            raise self._failed(destination, target, exc, []) from None
+        except BaseException:
+            raw.close()
+            raise
+        raw.close()
+        raise DialError(str(destination), [_timed_out(target)])
+
     async def _attempt(
         self, destination: Destination, target: Target, failures: list[DialAttempt]
     ) -> Dialed:
         """One connection attempt; on failure records why and raises DialError."""
-        family = socket.AF_INET if target.address.version == 4 else socket.AF_INET6
-        # inet_ntop: the C formatter, several times cheaper than ipaddress's str()
-        address = (socket.inet_ntop(family, target.address.packed), target.port)
+        family, address = _sockaddr(target)
         try:
             if self._raw:
                 sock = await _open_raw(family, address)
@@ -183,14 +281,18 @@ class Dialer:
                 except BaseException:
                     sock.close()  # cancelled (timeout, or another attempt won): never leak
                     raise
+            return self._dialed(destination, target, sock)
+        except OSError as exc:
+            raise self._failed(destination, target, exc, failures) from None
+
+    @staticmethod
+    def _dialed(destination: Destination, target: Target, sock: trio.socket.SocketType) -> Dialed:
+        try:
             local = sock.getsockname()
             stream = trio.SocketStream(sock)  # sets TCP_NODELAY
-        except OSError as exc:
-            if exc.errno in _NO_SOCKET:
-                logger.warning("cannot create a socket to dial %s: %s", destination, exc)
-            failures.append(DialAttempt(target.address, target.port, cause_of(exc), str(exc)))
-            logger.debug("connect %s:%s failed: %s", target.address, target.port, exc)
-            raise DialError(str(destination), failures) from None
+        except BaseException:
+            sock.close()
+            raise
         return Dialed(
             stream=stream,
             destination=destination,
@@ -199,6 +301,17 @@ class Dialer:
             reached=target.reached,
             egress=target.egress,
         )
+
+    @staticmethod
+    def _failed(
+        destination: Destination, target: Target, exc: OSError, failures: list[DialAttempt]
+    ) -> DialError:
+        """The one mapping of a failed attempt to its DialError (cause → reply code)."""
+        if exc.errno in _NO_SOCKET:
+            logger.warning("cannot create a socket to dial %s: %s", destination, exc)
+        failures.append(DialAttempt(target.address, target.port, cause_of(exc), str(exc)))
+        logger.debug("connect %s:%s failed: %s", target.address, target.port, exc)
+        return DialError(str(destination), failures)
 
     async def _race(self, destination: Destination, targets: Sequence[Target]) -> Dialed:
         """RFC 8305 §5: staggered attempts; the first success wins, the rest are cancelled."""
@@ -250,10 +363,15 @@ class Dialer:
         raise DialError(str(destination), failures)
 
 
-async def _open_raw(family: int, address: tuple[str, int]) -> trio.socket.SocketType:
-    """A connected trio socket to a numeric address: what trio's connect does, minus its
-    address resolution and extra checkpoints (the per-connection path). Raises OSError;
-    the socket is closed on every failure, cancellation included."""
+def _sockaddr(target: Target) -> tuple[int, tuple[str, int]]:
+    family = socket.AF_INET if target.address.version == 4 else socket.AF_INET6
+    # inet_ntop: the C formatter, several times cheaper than ipaddress's str()
+    return family, (socket.inet_ntop(family, target.address.packed), target.port)
+
+
+def _start_raw(family: int, address: tuple[str, int]) -> tuple[socket.socket, bool]:
+    """A non-blocking socket with connect() started to a numeric address, and whether the
+    handshake is already complete. Raises OSError (the socket closed)."""
     raw = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     try:
         raw.setblocking(False)
@@ -265,12 +383,27 @@ async def _open_raw(family: int, address: tuple[str, int]) -> trio.socket.Socket
                 raw.getpeername()
                 err = 0
             except OSError:
-                await trio.lowlevel.wait_writable(raw)
-                err = raw.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-        if not err:
-            await trio.lowlevel.checkpoint_if_cancelled()  # no scheduler trip when connected
+                return raw, False
         if err:
             raise OSError(err, os.strerror(err))
+    except BaseException:
+        raw.close()
+        raise
+    return raw, True
+
+
+async def _open_raw(family: int, address: tuple[str, int]) -> trio.socket.SocketType:
+    """A connected trio socket to a numeric address: what trio's connect does, minus its
+    address resolution and extra checkpoints (the per-connection path). Raises OSError;
+    the socket is closed on every failure, cancellation included."""
+    raw, connected = _start_raw(family, address)
+    try:
+        if not connected:
+            await trio.lowlevel.wait_writable(raw)
+            err = raw.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            if err:
+                raise OSError(err, os.strerror(err))
+        await trio.lowlevel.checkpoint_if_cancelled()  # no scheduler trip when connected
     except BaseException:
         raw.close()
         raise
