@@ -7,7 +7,8 @@ whole process tree (dante and `serve --workers N` fork workers):
   CPU    utime+stime of every live process + cutime+cstime of the root (reaped children)
   memory VmRSS summed over the tree
 Peers: microsocks (SOCKS5), dante (SOCKS5), tinyproxy (CONNECT + forwarding),
-pproxy (SOCKS5 + CONNECT + forwarding on one port, without uvloop).
+pproxy (SOCKS5 + CONNECT + forwarding on one port, without uvloop); reference
+(bench/reference_relay.py: a minimal trio splice relay, SOCKS5 to literals only).
 """
 
 from __future__ import annotations
@@ -248,7 +249,15 @@ def _proxy64(server: Server) -> list[str]:
     return argv
 
 
+def _reference(server: Server) -> list[str]:
+    # bench/reference_relay.py: a minimal trio splice relay, what a relay reaches here
+    script = str(REPO / "bench" / "reference_relay.py")
+    return [sys.executable, script, "--listen", "127.0.0.1", "--port", str(server.ports["socks5"])]
+
+
 def _available(name: str) -> bool:
+    if name == "reference":
+        return True
     if name == "proxy64":
         try:
             import proxy64.commands.serve  # noqa: F401
@@ -266,6 +275,7 @@ SERVERS: dict[str, tuple[tuple[str, ...], Callable[[Server], list[str]], bool]] 
     "dante": (("socks5",), _dante, True),
     "tinyproxy": (("connect", "http"), _tinyproxy, True),
     "pproxy": (("socks5", "connect", "http"), _pproxy, True),
+    "reference": (("socks5",), _reference, True),
 }
 
 
