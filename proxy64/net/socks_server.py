@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+from dataclasses import dataclass
 from ipaddress import IPv4Address
 
 import trio
@@ -30,26 +31,12 @@ import trio
 from proxy64.defaults import SOCKS_HANDSHAKE_READ, SOCKS_LINGER_BYTES, SOCKS_LINGER_TIME
 from proxy64.errors import Proxy64Error, RemoteProtocolError, SocksReply
 from proxy64.net.context import ConnectionRecord, Dialed, IPAddress, ProxyContext
+from proxy64.net.dialer import PendingDial
 from proxy64.net.relay import close_stream
 from proxy64.net.socks_udp import serve_udp_association
-from proxy64.proto.socks4 import Socks4Reply, Socks4Request, Socks4Server
-from proxy64.proto.socks5 import (
-    NEED_DATA,
-    AuthReply,
-    AuthRequest,
-    Command,
-    ConnectionClosed,
-    Greeting,
-    Method,
-    MethodSelection,
-    Reply,
-    Request,
-    Socks5Server,
-    credentials_match,
-    describe_methods,
-    select_method,
-)
-from proxy64.proto.socks_dispatch import SocksMachine, machine_for
+from proxy64.proto.socks4 import Socks4Reply, Socks4Request
+from proxy64.proto.socks5 import NEED_DATA, Command, Reply, Request, Socks5Server
+from proxy64.proto.socks_dispatch import Closed, SocksMachine, handshake_step, machine_for
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +45,22 @@ NO_BIND: tuple[IPAddress, int] = (IPv4Address(0), 0)
 
 class _Closed(Exception):
     """The client closed (or refused a method) before a request: the outcome says why."""
+
+
+@dataclass(frozen=True, slots=True)
+class Resume:
+    """Where the hub-driven front end (socks_front.py) hands a connection to this task path:
+    the machine with what it has consumed, bytes owed to the client (sent first), the
+    handshake deadline, and either the error to refuse with, the request to serve (with
+    its dial already started, or done), or neither (the handshake goes on from here)."""
+
+    machine: SocksMachine
+    deadline: float
+    unsent: bytes = b""
+    error: RemoteProtocolError | _Closed | None = None
+    request: Request | Socks4Request | None = None
+    pending: PendingDial | None = None
+    dialed: Dialed | None = None
 
 
 def peer_text(stream: trio.SocketStream) -> str:
@@ -70,13 +73,24 @@ def peer_text(stream: trio.SocketStream) -> str:
 
 async def handle_socks_client(stream: trio.SocketStream, ctx: ProxyContext) -> None:
     record = ConnectionRecord(front_end="socks5", client=peer_text(stream))
+    slot: object | None = object()  # the connection's borrower token (--max-connections)
     try:
-        ctx.connection_slots.acquire_nowait()
-        have_slot = True
+        ctx.connection_slots.acquire_on_behalf_of_nowait(slot)
     except trio.WouldBlock:
-        have_slot = False
+        slot = None
+    await serve_connection(stream, ctx, record, slot, None)
+
+
+async def serve_connection(
+    stream: trio.SocketStream,
+    ctx: ProxyContext,
+    record: ConnectionRecord,
+    slot: object | None,
+    resume: Resume | None,
+) -> None:
+    """Serve one connection to its end; the record is finished, the slot released."""
     try:
-        await _serve(stream, ctx, record, have_slot)
+        await _serve(stream, ctx, record, slot is not None, resume)
     except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
         if record.outcome == "open":
             record.outcome = f"client connection lost: {exc or type(exc).__name__}"
@@ -84,45 +98,65 @@ async def handle_socks_client(stream: trio.SocketStream, ctx: ProxyContext) -> N
         logger.exception("SOCKS handler failed for %s (a bug in proxy64)", record.client)
         record.outcome = f"internal error: {exc!r}"
     finally:
-        if have_slot:
-            ctx.connection_slots.release()
-        if record.outcome == "open":
-            record.outcome = "cancelled (proxy64 is shutting down)"
-        ctx.recorder.finish(record)
+        finish_connection(ctx, record, slot)
         stream.socket.close()  # idempotent, never blocks: no checkpoint needed
 
 
+def finish_connection(ctx: ProxyContext, record: ConnectionRecord, slot: object | None) -> None:
+    """The one end of every connection: slot back, outcome set, one record line."""
+    if slot is not None:
+        ctx.connection_slots.release_on_behalf_of(slot)
+    if record.outcome == "open":
+        record.outcome = "cancelled (proxy64 is shutting down)"
+    ctx.recorder.finish(record)
+
+
+def handshake_timed_out(ctx: ProxyContext) -> RemoteProtocolError:
+    return RemoteProtocolError(
+        f"SOCKS handshake not finished within {ctx.handshake_timeout:g} s",
+        socks_reply=SocksReply.TTL_EXPIRED,
+    )
+
+
+def too_many(ctx: ProxyContext) -> RemoteProtocolError:
+    message = f"too many connections (--max-connections {ctx.connection_slots.total_tokens})"
+    return RemoteProtocolError(message)
+
+
 async def _serve(
-    stream: trio.SocketStream, ctx: ProxyContext, record: ConnectionRecord, have_slot: bool
+    stream: trio.SocketStream,
+    ctx: ProxyContext,
+    record: ConnectionRecord,
+    have_slot: bool,
+    resume: Resume | None,
 ) -> None:
     machine: SocksMachine | None = None
-    request: Request | Socks4Request
+    request: Request | Socks4Request | None = None
+    deadline = trio.current_time() + ctx.handshake_timeout
+    if resume is not None:
+        machine, request, deadline = resume.machine, resume.request, resume.deadline
     try:
-        with trio.fail_after(ctx.handshake_timeout):
-            first = await receive_raw(stream)
-            if not first:
-                raise _Closed("client closed the connection without sending anything")
-            machine = machine_for(first[0], require_auth=ctx.credentials is not None)
-            record.front_end = machine.front_end
-            machine.receive_data(first)
-            if isinstance(machine, Socks5Server):
-                request = await _socks5_handshake(stream, machine, ctx)
-            else:
-                request = await _socks4_handshake(stream, machine)
+        with trio.fail_at(deadline):
+            if resume is not None:
+                if resume.unsent:
+                    await send_raw(stream, resume.unsent)
+                if resume.error is not None:
+                    raise resume.error
+            if request is None:
+                if machine is None:
+                    first = await receive_raw(stream)
+                    if not first:
+                        raise _Closed("client closed the connection without sending anything")
+                    machine = machine_for(first[0], require_auth=ctx.credentials is not None)
+                    record.front_end = machine.front_end
+                    machine.receive_data(first)
+                request = await _handshake(stream, machine, ctx)
     except _Closed as closed:
         record.outcome = str(closed)
         await _linger(stream)  # after a 0xFF method or an RFC 1929 failure status
         return
     except trio.TooSlowError:
-        await _refuse(
-            stream,
-            machine,
-            record,
-            RemoteProtocolError(
-                f"SOCKS handshake not finished within {ctx.handshake_timeout:g} s",
-                socks_reply=SocksReply.TTL_EXPIRED,
-            ),
-        )
+        await _refuse(stream, machine, record, handshake_timed_out(ctx))
         return
     except RemoteProtocolError as error:
         await _refuse(stream, machine, record, error)
@@ -132,24 +166,35 @@ async def _serve(
     if not udp:  # a UDP association records its first datagram's destination instead
         record.destination = request.destination
     if not have_slot:
-        message = f"too many connections (--max-connections {ctx.connection_slots.total_tokens})"
-        logger.warning("refusing %s: %s", record.client, message)
-        await _refuse(stream, machine, record, RemoteProtocolError(message))
+        refusal = too_many(ctx)
+        logger.warning("refusing %s: %s", record.client, refusal)
+        await _refuse(stream, machine, record, refusal)
         return
     if udp:
         assert isinstance(machine, Socks5Server)
         record.front_end = "udp"
         await serve_udp_association(stream, machine, request.destination, ctx, record)
         return
-    await _connect(stream, machine, request, ctx, record)
+    assert machine is not None  # a request came from it
+    await _connect(stream, machine, request, ctx, record, resume=resume)
 
 
-async def _next_event(stream: trio.SocketStream, machine: SocksMachine) -> object:
+async def _handshake(
+    stream: trio.SocketStream, machine: SocksMachine, ctx: ProxyContext
+) -> Request | Socks4Request:
+    """Until the request: each step's bytes sent in order, reading only when it needs."""
     while True:
-        event = machine.next_event()
-        if event is not NEED_DATA:
-            return event
-        machine.receive_data(await receive_raw(stream))
+        output, outcome = handshake_step(machine, ctx.credentials)
+        if output:
+            await send_raw(stream, output)
+        if outcome is NEED_DATA:
+            machine.receive_data(await receive_raw(stream))
+            continue
+        if isinstance(outcome, Closed):
+            raise _Closed(outcome.reason)
+        if isinstance(outcome, RemoteProtocolError):
+            raise outcome
+        return outcome
 
 
 async def receive_raw(stream: trio.SocketStream) -> bytes:
@@ -177,45 +222,6 @@ async def send_raw(stream: trio.SocketStream, data: bytes) -> None:
             view = view[os.write(fd, view) :]
         except BlockingIOError:
             await trio.lowlevel.wait_writable(fd)
-
-
-async def _socks5_handshake(
-    stream: trio.SocketStream, machine: Socks5Server, ctx: ProxyContext
-) -> Request:
-    greeting = await _next_event(stream, machine)
-    assert isinstance(greeting, Greeting)
-    method = select_method(greeting.methods, require_auth=machine.require_auth)
-    await send_raw(stream, machine.send(MethodSelection(method)))
-    if method is Method.NO_ACCEPTABLE:
-        offered = describe_methods(greeting.methods)
-        if machine.require_auth:
-            raise _Closed(
-                f"authentication required: the client offered {offered} but not "
-                "username/password (RFC 1929); give the client the proxy's user and password"
-            )
-        raise _Closed(f"the client offered only methods proxy64 does not support: {offered}")
-    if method is Method.USERNAME_PASSWORD:
-        auth = await _next_event(stream, machine)
-        if isinstance(auth, ConnectionClosed):
-            raise _Closed("client closed the connection before authenticating")
-        assert isinstance(auth, AuthRequest)
-        ok = credentials_match(ctx.credentials, auth)
-        await send_raw(stream, machine.send(AuthReply(ok)))
-        if not ok:
-            raise _Closed(f"authentication failed for user {auth.username!r} (RFC 1929)")
-    request = await _next_event(stream, machine)
-    if isinstance(request, ConnectionClosed):
-        raise _Closed("client closed the connection before sending its request")
-    assert isinstance(request, Request)
-    return request
-
-
-async def _socks4_handshake(stream: trio.SocketStream, machine: Socks4Server) -> Socks4Request:
-    request = await _next_event(stream, machine)
-    if isinstance(request, ConnectionClosed):  # pragma: no cover - first byte already read
-        raise _Closed("client closed the connection before sending its request")
-    assert isinstance(request, Socks4Request)
-    return request
 
 
 def _reply(machine: SocksMachine, code: SocksReply, bind: tuple[IPAddress, int]) -> bytes:
@@ -271,9 +277,16 @@ async def _connect(
     request: Request | Socks4Request,
     ctx: ProxyContext,
     record: ConnectionRecord,
+    *,
+    resume: Resume | None = None,
 ) -> None:
     try:
-        dialed: Dialed = await ctx.dialer.connect(request.destination)
+        if resume is not None and resume.dialed is not None:
+            dialed = resume.dialed
+        elif resume is not None and resume.pending is not None:
+            dialed = await _finish_dial(ctx, resume.pending)
+        else:
+            dialed = await ctx.dialer.connect(request.destination)
     except Proxy64Error as exc:
         record.outcome = str(exc)
         await send_final(stream, _reply(machine, exc.socks_reply, NO_BIND))
@@ -296,3 +309,10 @@ async def _connect(
         await close_stream(dialed.stream)  # a socket: closed at once, no checkpoint
     if record.outcome == "open":
         record.outcome = "ok"
+
+
+async def _finish_dial(ctx: ProxyContext, pending: PendingDial) -> Dialed:
+    finish = getattr(ctx.dialer, "finish", None)
+    assert finish is not None, "a PendingDial comes only from a dialer with finish()"
+    dialed: Dialed = await finish(pending)
+    return dialed

@@ -3,13 +3,37 @@
 RFC 1928 §3 starts with VER=0x05, SOCKS4/4a with VN=0x04. Anything else is not a SOCKS
 client; the error names what it probably is (an HTTP or TLS client on the wrong port), and
 no bytes are sent back since the peer speaks neither version.
+
+handshake_step() is the handshake's policy (RFC 1928 §3 method choice, RFC 1929 check,
+what each early close means), shared by the task-based handler and the hub-driven front
+end, so both send the same bytes and record the same outcome.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Literal
+
 from proxy64.errors import RemoteProtocolError
-from proxy64.proto.socks4 import SOCKS4_VERSION, Socks4Server
-from proxy64.proto.socks5 import SOCKS5_VERSION, Socks5Server
+from proxy64.proto.socks4 import SOCKS4_VERSION, Socks4Request, Socks4Server
+from proxy64.proto.socks5 import (
+    NEED_DATA,
+    SOCKS5_VERSION,
+    AuthReply,
+    AuthRequest,
+    ConnectionClosed,
+    Greeting,
+    Method,
+    MethodSelection,
+    Request,
+    Sentinel,
+    Socks5Server,
+    credentials_match,
+    describe_methods,
+    select_method,
+)
+from proxy64.proto.socks5 import State as Socks5State
 
 SocksMachine = Socks5Server | Socks4Server
 
@@ -30,3 +54,66 @@ def machine_for(first_byte: int, *, require_auth: bool) -> SocksMachine:
         f"not a SOCKS client: the first byte is 0x{first_byte:02x}, expected 0x05 (SOCKS5) "
         f"or 0x04 (SOCKS4){hint}"
     )
+
+
+# --- One handshake step, shared by the task path and the hub-driven front end -----------
+
+
+@dataclass(frozen=True, slots=True)
+class Closed:
+    """The handshake ended without a request (a refused method, failed authentication, the
+    client closed): `reason` is the connection's outcome; the server lingers, then closes."""
+
+    reason: str
+
+
+Outcome = Literal[Sentinel.NEED_DATA] | Request | Socks4Request | Closed | RemoteProtocolError
+
+
+def handshake_step(
+    machine: SocksMachine, credentials: Mapping[str, str] | None
+) -> tuple[bytes, Outcome]:
+    """Run the machine over what it has buffered: the bytes to send (in order) and where
+    the handshake stands. NEED_DATA: feed more bytes, call again. A request: the caller
+    dials and sends the reply. Closed / RemoteProtocolError: send the bytes, then (for an
+    error) machine.send_error(error), linger and close. Nothing here waits or raises a
+    peer's error: the bytes already owed (a method selection) are never lost."""
+    out = b""
+    try:
+        while True:
+            state = machine.state
+            event = machine.next_event()
+            if event is NEED_DATA:
+                return out, NEED_DATA
+            if isinstance(event, Greeting):
+                assert isinstance(machine, Socks5Server)
+                method = select_method(event.methods, require_auth=machine.require_auth)
+                out += machine.send(MethodSelection(method))
+                if method is Method.NO_ACCEPTABLE:
+                    return out, Closed(_no_method(event.methods, machine.require_auth))
+            elif isinstance(event, AuthRequest):
+                assert isinstance(machine, Socks5Server)
+                ok = credentials_match(credentials, event)
+                out += machine.send(AuthReply(ok))
+                if not ok:
+                    return out, Closed(
+                        f"authentication failed for user {event.username!r} (RFC 1929)"
+                    )
+            elif isinstance(event, ConnectionClosed):
+                if state is Socks5State.AUTH:
+                    return out, Closed("client closed the connection before authenticating")
+                return out, Closed("client closed the connection before sending its request")
+            else:
+                return out, event
+    except RemoteProtocolError as error:
+        return out, error
+
+
+def _no_method(offered: tuple[int, ...], require_auth: bool) -> str:
+    described = describe_methods(offered)
+    if require_auth:
+        return (
+            f"authentication required: the client offered {described} but not "
+            "username/password (RFC 1929); give the client the proxy's user and password"
+        )
+    return f"the client offered only methods proxy64 does not support: {described}"
