@@ -126,3 +126,12 @@ TUN_FAIR_SHARE = 1024 * 1024  # bytes a TUN flow's stream moves before it yields
 SPLICE_PIPE_SIZE = 1024 * 1024  # F_SETPIPE_SZ; the kernel keeps 64 KiB above pipe-max-size
 RELAY_SPLICE_CHUNK = 256 * 1024  # one socket→pipe splice(2): 4 per pipe, src and dst take turns
 SPLICE_YIELD_EVERY = 4 * 1024 * 1024  # bytes a splicing direction moves between checkpoints
+
+# --- serve --workers: supervision (proxy64/net/supervisor.py) -----------------------------
+WORKER_RESTART_FIRST_DELAY = 0.1  # seconds before restarting a worker that died
+WORKER_RESTART_MAX_DELAY = 30.0  # the delay doubles per quick death in a row, up to this
+WORKER_HEALTHY_AFTER = 10.0  # a worker that ran this long restarts after the first delay again
+WORKER_STOP_MARGIN = 5.0  # after SIGINT/SIGTERM: shutdown_grace + this, then SIGKILL by PID
+
+# --- Hub-driven front of a connection (issue 7; proxy64/net/relay_hub.py, socks_front.py) ----
+HUB_POLL_ROUNDS = 4  # epoll polls without waiting per wake-up of the hub, while events come

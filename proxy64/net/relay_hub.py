@@ -19,20 +19,33 @@ Invariants:
   the tunnel ends when both directions reached EOF, or a side breaks (reset).
 - The hub never raises into trio's system nursery: an unexpected error ends only the
   tunnel it happened on (logged).
+
+The same loop drives the front of a connection (issue 7): a front end registers a
+Watcher for a client fd (`watch`) and gets `readable(now)` calls from this task; timers
+(`call_at`: a heap, the earliest deadline bounds the wait on the epoll fd) carry the
+handshake and idle timeouts of connections no task waits for. A tunnel may have an owner
+instead of a waiting task: the hub tells the owner when it ends or is promoted, and
+closes it itself after the owner's idle timeout. After a wake-up the set is polled again
+without waiting (HUB_POLL_ROUNDS) while it has events, so a chain of events costs one
+trip through trio's scheduler, not one per event.
 """
 
 from __future__ import annotations
 
 import contextlib
 import enum
+import heapq
+import itertools
 import logging
+import math
 import os
 import select
 import socket
+from typing import Protocol
 
 import trio
 
-from proxy64.defaults import RELAY_CHUNK
+from proxy64.defaults import HUB_POLL_ROUNDS, RELAY_CHUNK
 from proxy64.net.context import ConnectionRecord
 
 logger = logging.getLogger(__name__)
@@ -42,6 +55,27 @@ class Ending(enum.Enum):
     RUNNING = "running"
     DONE = "done"  # both directions reached EOF (or a side broke: see HubTunnel.broken)
     PROMOTED = "promoted"  # continue on the task-based path (bulk or a blocked write)
+
+
+class Watcher(Protocol):
+    """A front end's connection whose fd the hub watches (level-triggered EPOLLIN)."""
+
+    def readable(self, now: float) -> None:
+        """Called from the hub's task when the fd is readable; must not raise or wait."""
+        ...
+
+
+class Timer(Protocol):
+    def expired(self, now: float) -> float | None:
+        """Called at (or after) its deadline: None when done, else the next deadline."""
+        ...
+
+
+class TunnelOwner(Protocol):
+    def tunnel_ended(self, tunnel: HubTunnel) -> None:
+        """A tunnel no task waits for ended (DONE) or left the hub (PROMOTED); its fds
+        are unregistered already. Called from the hub's task; must not raise or wait."""
+        ...
 
 
 class HubTunnel:
@@ -57,6 +91,7 @@ class HubTunnel:
         "eof_down",
         "eof_up",
         "last_active",
+        "owner",
         "pending_down",
         "pending_up",
         "record",
@@ -90,6 +125,7 @@ class HubTunnel:
         self.ending = Ending.RUNNING
         self.last_active = now
         self.waiter: trio.lowlevel.Task | None = None
+        self.owner: TunnelOwner | None = None  # told instead of a waiter when it ends
 
 
 class RelayHub:
@@ -100,6 +136,28 @@ class RelayHub:
         self._fds: dict[int, tuple[HubTunnel, bool]] = {}  # fd → (tunnel, fd is the client)
         self._buffer = bytearray(RELAY_CHUNK)
         self._view = memoryview(self._buffer)
+        self._watchers: dict[int, Watcher] = {}
+        self._timers: list[tuple[float, int, Timer]] = []  # heap of (deadline, seq, timer)
+        self._sequence = itertools.count()  # ties in the heap never compare timers
+        self._wait: trio.CancelScope | None = None  # bounds the wait by the first deadline
+
+    def watch(self, fd: int, watcher: Watcher) -> None:
+        """Call watcher.readable() whenever fd is readable, until unwatch(fd)."""
+        self._epoll.register(fd, select.EPOLLIN)
+        self._watchers[fd] = watcher
+
+    def unwatch(self, fd: int) -> None:
+        """Stop watching fd (before it is closed, or handed to a tunnel); idempotent."""
+        if self._watchers.pop(fd, None) is not None:
+            with contextlib.suppress(OSError):
+                self._epoll.unregister(fd)
+
+    def call_at(self, deadline: float, timer: Timer) -> None:
+        """Call timer.expired() once trio's clock reaches deadline."""
+        heapq.heappush(self._timers, (deadline, next(self._sequence), timer))
+        wait = self._wait
+        if wait is not None and deadline < wait.deadline:
+            wait.deadline = deadline
 
     def add(
         self,
@@ -110,14 +168,24 @@ class RelayHub:
         *,
         eof_up: bool = False,
         eof_down: bool = False,
+        owner: TunnelOwner | None = None,
     ) -> HubTunnel:
         """Drive a tunnel; eof_up/eof_down: that direction already ended (a tunnel that
-        comes back from the task path after going quiet): its source is not watched."""
+        comes back from the task path after going quiet): its source is not watched.
+        owner: no task waits (see TunnelOwner); a client fd this hub watches for the
+        front end becomes the tunnel's without another epoll_ctl."""
         tunnel = HubTunnel(client, remote, record, threshold, trio.current_time())
         tunnel.eof_up, tunnel.eof_down = eof_up, eof_down
+        tunnel.owner = owner
         watched = [(fd, is_client) for fd, is_client, ended in (
             (tunnel.client_fd, True, eof_up), (tunnel.remote_fd, False, eof_down)
         ) if not ended]  # fmt: skip
+        if self._watchers.pop(tunnel.client_fd, None) is not None:
+            if eof_up:
+                self._epoll.unregister(tunnel.client_fd)
+            else:
+                self._fds[tunnel.client_fd] = (tunnel, True)
+                watched = [(fd, is_client) for fd, is_client in watched if not is_client]
         registered: list[int] = []
         try:
             for fd, _ in watched:
@@ -144,23 +212,69 @@ class RelayHub:
         epoll_fd = self._epoll.fileno()
         try:
             while True:
-                await trio.lowlevel.wait_readable(epoll_fd)
-                now = trio.current_time()
-                for fd, _ in self._epoll.poll(0):
-                    entry = self._fds.get(fd)
-                    if entry is None:
-                        continue
-                    tunnel, from_client = entry
-                    if tunnel.ending is not Ending.RUNNING:
-                        continue
-                    try:
-                        self._forward(tunnel, from_client, now)
-                    except Exception as exc:  # a bug: end this tunnel, keep the hub
-                        logger.exception("relay hub failed on a tunnel")
-                        tunnel.broken = f"internal error: {exc!r}"
-                        self._end(tunnel, Ending.DONE)
+                first = self._timers[0][0] if self._timers else math.inf
+                with trio.CancelScope(deadline=first) as self._wait:
+                    while True:
+                        await trio.lowlevel.wait_readable(epoll_fd)
+                        self._serve_ready()
+                self._wait = None
+                self._fire_timers(trio.current_time())
         finally:
             self._epoll.close()
+
+    def _serve_ready(self) -> None:
+        """Every ready fd; then poll again without waiting while events keep coming."""
+        fds = self._fds
+        for _ in range(HUB_POLL_ROUNDS):
+            events = self._epoll.poll(0)
+            if not events:
+                return
+            now = trio.current_time()
+            for fd, _ in events:
+                entry = fds.get(fd)
+                if entry is None:
+                    watcher = self._watchers.get(fd)
+                    if watcher is not None:
+                        try:
+                            watcher.readable(now)
+                        except Exception:  # a bug: never let it stop the hub
+                            logger.exception("relay hub: a front-end watcher failed")
+                            self.unwatch(fd)
+                    continue
+                tunnel, from_client = entry
+                if tunnel.ending is not Ending.RUNNING:
+                    continue
+                try:
+                    self._forward(tunnel, from_client, now)
+                except Exception as exc:  # a bug: end this tunnel, keep the hub
+                    logger.exception("relay hub failed on a tunnel")
+                    tunnel.broken = f"internal error: {exc!r}"
+                    self._end(tunnel, Ending.DONE)
+
+    def _fire_timers(self, now: float) -> None:
+        timers = self._timers
+        while timers and timers[0][0] <= now:
+            _, _, timer = heapq.heappop(timers)
+            try:
+                again = timer.expired(now)
+            except Exception:
+                logger.exception("relay hub: a timer failed")
+                continue
+            if again is not None:
+                heapq.heappush(timers, (again, next(self._sequence), timer))
+
+    def expire_idle(self, tunnel: HubTunnel, idle_timeout: float, now: float) -> float | None:
+        """An owned tunnel's idle check (for its owner's Timer): end it (DONE, no owner
+        call: the owner is asking) when no byte moved for idle_timeout; else the deadline
+        to check again. None when the tunnel is no longer in the hub."""
+        if tunnel.ending is not Ending.RUNNING:
+            return None
+        deadline = tunnel.last_active + idle_timeout
+        if now < deadline:
+            return deadline
+        tunnel.ending = Ending.DONE
+        self.remove(tunnel)
+        return None
 
     def _forward(self, tunnel: HubTunnel, from_client: bool, now: float) -> None:
         src, dst = (
@@ -233,6 +347,8 @@ class RelayHub:
         waiter, tunnel.waiter = tunnel.waiter, None
         if waiter is not None:
             trio.lowlevel.reschedule(waiter)
+        elif tunnel.owner is not None:
+            tunnel.owner.tunnel_ended(tunnel)
 
 
 _HUB: trio.lowlevel.RunVar[RelayHub] = trio.lowlevel.RunVar("proxy64_relay_hub")
