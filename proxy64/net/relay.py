@@ -31,7 +31,7 @@ import trio
 
 from proxy64.defaults import IDLE_TIMEOUT, RELAY_CHUNK, SPLICE_RELEASE_AFTER, SPLICE_THRESHOLD
 from proxy64.net.context import ConnectionRecord
-from proxy64.net.relay_hub import Ending, current_hub, wait_for
+from proxy64.net.relay_hub import Ending, HubTunnel, current_hub, wait_for
 from proxy64.net.splice import HAVE_SPLICE, SpliceEnd, splice_direction
 
 logger = logging.getLogger(__name__)
@@ -82,10 +82,13 @@ async def relay(
     idle_timeout: float = IDLE_TIMEOUT,
     splice_threshold: int | None = SPLICE_THRESHOLD,
     splice_release_after: float = SPLICE_RELEASE_AFTER,
+    promoted: HubTunnel | None = None,
 ) -> None:
     """Relay until both directions reach EOF, a side breaks, or the tunnel idles out.
 
     splice_threshold None disables splice(2); 0 splices from the first byte.
+    promoted: a tunnel the hub drove with no task waiting (the hub-driven front end) and
+    has just promoted: continue on the task path from its tails and EOFs.
     """
     sockets = isinstance(client, trio.SocketStream) and isinstance(remote, trio.SocketStream)
     if not (HAVE_SPLICE and splice_threshold is not None and sockets):
@@ -93,9 +96,12 @@ async def relay(
     use_hub = sockets and splice_threshold != 0
     pending_up = pending_down = b""
     eof_up = eof_down = False
+    if promoted is not None:  # hand-off point from an owned hub tunnel (socks_front.py)
+        pending_up, pending_down = promoted.pending_up, promoted.pending_down
+        eof_up, eof_down = promoted.eof_up, promoted.eof_down
     try:
         while True:
-            if use_hub:
+            if use_hub and promoted is None:
                 assert isinstance(client, trio.SocketStream)
                 assert isinstance(remote, trio.SocketStream)
                 # Small traffic: the hub moves it, this task parks (proxy64/net/relay_hub.py)
@@ -140,6 +146,7 @@ async def relay(
                 # quiet again: back to the hub, without this task path's frames and tasks
                 eof_down, eof_up = tunnel.ended
                 pending_up = pending_down = b""
+                promoted = None
                 continue
             if tunnel.scope.cancelled_caught and tunnel.broken is None:
                 tunnel.outcome = f"idle for {idle_timeout:g} s, closed"
