@@ -6,6 +6,9 @@ into every front end (never module globals). Start-up:
 2. choose the NAT64 prefix and egress (RFC 7050 discovery when asked for "auto");
 3. print ONE line: where it listens, which prefix and egress and why;
 4. serve until SIGINT/SIGTERM: listeners close, live tunnels get shutdown_grace seconds.
+With --workers N (N > 1) this process becomes a supervisor (proxy64/net/supervisor.py):
+it forks N workers that share the choice made in step 2, restarts a worker that dies
+(with a backoff) and stops them all by PID on SIGINT/SIGTERM.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from urllib.parse import quote
 import trio
 
 from proxy64.config import HostPort
-from proxy64.defaults import SERVE_DISCOVERY_TIMEOUT, WELL_KNOWN_PREFIX
+from proxy64.defaults import SERVE_DISCOVERY_TIMEOUT, WELL_KNOWN_PREFIX, WORKER_STOP_MARGIN
 from proxy64.destination import Egress, EgressChoice
 from proxy64.errors import ConfigError, ResolutionError
 from proxy64.net.context import ProxyContext
@@ -42,6 +45,7 @@ from proxy64.net.recorder import Recorder
 from proxy64.net.relay import Relay
 from proxy64.net.resolver import DNS64Resolver
 from proxy64.net.socks_server import handle_socks_client
+from proxy64.net.supervisor import Supervisor
 from proxy64.proto.rfc6052 import Nat64Prefix
 from proxy64.report import ReadinessReport
 from proxy64.serve_config import ServeSettings
@@ -102,15 +106,6 @@ def bind(settings: ServeSettings, *, reuse_port: bool = False) -> Bound:
         Bound(socks, http).close()
         raise
     return Bound(socks, http)
-
-
-def rebind_for_worker(bound: Bound) -> Bound:
-    """In a forked worker: own SO_REUSEPORT sockets on the ports the parent chose."""
-    socks_address, http_address = bound.socks_address, bound.http_address
-    return Bound(
-        bind_listener(socks_address, reuse_port=True) if socks_address else None,
-        bind_listener(http_address, reuse_port=True) if http_address else None,
-    )
 
 
 # --- resolver and NAT64 choice ------------------------------------------------------------
@@ -221,7 +216,11 @@ async def serve_until_signal(
 
 
 def run_serve(settings: ServeSettings, *, out: Any = None) -> int:
-    """The whole `proxy64 serve`: bind, choose, print one line, fork workers, serve."""
+    """The whole `proxy64 serve`: bind, choose, print one line, serve (or supervise workers).
+
+    The NAT64 choice (RFC 7050 discovery included) is made once, here, before any fork:
+    every worker, restarted ones too, uses it, and the start-up line is printed once.
+    """
     out = out if out is not None else sys.stderr
     workers = settings.workers
     bound = bind(settings, reuse_port=workers > 1)
@@ -229,38 +228,112 @@ def run_serve(settings: ServeSettings, *, out: Any = None) -> int:
         nat64 = trio.run(choose_nat64, settings)
         server = make_server(settings, bound, nat64, Recorder())  # fails before "ready"
         signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)  # until the receiver is up
-        print(startup_line(bound, nat64, workers), file=out, flush=True)
-        children: list[int] = []
-        for _ in range(workers - 1):
-            pid = os.fork()
-            if pid == 0:  # a worker: own SO_REUSEPORT sockets, serve, never return
-                code = EXIT_FAILURE
-                try:
-                    mine = rebind_for_worker(bound)
-                    bound.close()
-                    server = make_server(settings, mine, nat64, Recorder())
-                    trio.run(serve_until_signal, server)
-                    code = EXIT_OK
-                except BaseException:
-                    logger.exception("worker %d failed", os.getpid())
-                finally:
-                    os._exit(code)  # never run the parent's code after fork
-            children.append(pid)
-
-        def forward(signum: int) -> None:
-            for child in children:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(child, signum)
-
-        trio.run(serve_until_signal, server, forward)
-        status = EXIT_OK
-        for child in children:
-            _, child_status = os.waitpid(child, 0)
-            if os.waitstatus_to_exitcode(child_status) != 0:
-                status = EXIT_FAILURE
-        return status
+        if workers > 1:
+            return supervise_workers(settings, bound, nat64, out)
+        print(startup_line(bound, nat64), file=out, flush=True)
+        trio.run(serve_until_signal, server)
+        return EXIT_OK
     finally:
         bound.close()
+
+
+# --- `serve --workers N` ----------------------------------------------------------------------
+
+
+def reserve_ports(bound: Bound) -> list[socket.socket]:
+    """Bound, NOT listening SO_REUSEPORT sockets on the listeners' ports.
+
+    They keep the ports ours while a worker restarts (only our user can join a
+    SO_REUSEPORT port) and get no connections: the kernel spreads connections over
+    listening sockets only, so the supervisor never holds one it does not accept on.
+    """
+    held: list[socket.socket] = []
+    try:
+        for sock in (bound.socks, bound.http):
+            if sock is None:
+                continue
+            reservation = socket.socket(sock.family, socket.SOCK_STREAM)
+            held.append(reservation)
+            reservation.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            reservation.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            if sock.family == socket.AF_INET6:
+                reservation.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            reservation.bind(sock.getsockname())
+    except BaseException:
+        for reservation in held:
+            reservation.close()
+        raise
+    return held
+
+
+def _die_with_parent(parent: int) -> None:
+    """Linux PR_SET_PDEATHSIG: SIGTERM this worker when the supervisor dies (even by SIGKILL)."""
+    import ctypes
+
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, int(signal.SIGTERM), 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
+    if os.getppid() != parent:  # it died before prctl took effect
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _worker(settings: ServeSettings, mine: Bound, nat64: Nat64Choice, parent: int) -> None:
+    """In a forked worker: serve on its own sockets until SIGINT/SIGTERM; never returns."""
+    code = EXIT_FAILURE
+    try:
+        _die_with_parent(parent)
+        # SIGCHLD back to normal; SIGINT/SIGTERM stay blocked until the receiver is up
+        signal.pthread_sigmask(signal.SIG_SETMASK, STOP_SIGNALS)
+        server = make_server(settings, mine, nat64, Recorder())
+        trio.run(serve_until_signal, server)
+        code = EXIT_OK
+    except BaseException:
+        logger.exception("worker %d failed", os.getpid())
+    finally:
+        os._exit(code)  # never run the supervisor's code after fork
+
+
+def supervise_workers(settings: ServeSettings, bound: Bound, nat64: Nat64Choice, out: Any) -> int:
+    """Fork `workers` processes, each with its own SO_REUSEPORT listeners; keep them running.
+
+    The supervisor keeps only non-listening reservations of the ports (reserve_ports); each
+    worker's listening sockets are made just before its fork, so connections queue from then.
+    """
+    line = startup_line(bound, nat64, settings.workers)
+    reservations = reserve_ports(bound)
+    addresses = (bound.socks_address, bound.http_address)
+    bound.close()  # a listening socket here would get connections nobody accepts
+    parent = os.getpid()
+
+    def spawn(slot: int) -> int:
+        socks, http = addresses
+        mine = Bound(
+            bind_listener(socks, reuse_port=True) if socks else None,
+            bind_listener(http, reuse_port=True) if http else None,
+        )
+        try:
+            pid = os.fork()
+            if pid == 0:
+                for reservation in reservations:
+                    reservation.close()
+                _worker(settings, mine, nat64, parent)
+        finally:
+            mine.close()  # the worker has its own copies (in the worker: never reached)
+        return pid
+
+    supervisor = Supervisor(
+        spawn, settings.workers, stop_timeout=settings.shutdown_grace + WORKER_STOP_MARGIN
+    )
+    try:
+        supervisor.start()
+        print(line, file=out, flush=True)  # every worker's listeners accept from now on
+        return supervisor.run()
+    finally:
+        for pid in supervisor.pids():  # only if run() did not finish: no worker outlives us
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        for reservation in reservations:
+            reservation.close()
 
 
 def exit_status(returncode: int) -> int:

@@ -1,0 +1,229 @@
+"""`serve --workers N` supervision, end to end with real processes: a killed worker is
+replaced and connections keep succeeding, a crash loop backs off, SIGTERM/SIGINT stop every
+worker (none left behind), a killed supervisor takes its workers with it, and the NAT64
+choice (RFC 7050 discovery) is made once for all workers, restarted ones included."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+
+import dns.message
+import dns.rdatatype
+import dns.rrset
+import pytest
+
+from tests.commands.test_serve import EMBEDDED, curl, echo
+from tests.helpers.aiohttp_origin import Origin, running_origin
+from tests.helpers.proxy_process import ProxyProcess, proxy_process
+from tests.helpers.requirements import require_tool, tool_path
+
+RESTART_RE = re.compile(
+    r"worker (\d+) \(pid (\d+)\) (.*) after [\d.]+ s; restarting it in ([\d.]+) s"
+)
+
+
+@pytest.fixture(scope="module")
+def origin() -> Iterator[Origin]:
+    with running_origin() as server:
+        yield server
+
+
+def children(pid: int) -> set[int]:
+    out = subprocess.run(
+        ["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True, check=False
+    ).stdout
+    return {int(p) for p in out.split()}
+
+
+def listeners_of(port: int) -> str:
+    """`ss` lines of the TCP sockets listening on this port, with their processes."""
+    require_tool("ss")
+    return subprocess.run(
+        [tool_path("ss"), "-Hltnp", f"sport = :{port}"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=10,
+    ).stdout
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # a zombie still answers kill(0): count it as gone
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def wait_for(predicate: object, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():  # type: ignore[operator]
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"not within {timeout} s: {what}")
+
+
+def restarts(proxy: ProxyProcess) -> list[tuple[int, int, str, float]]:
+    return [(int(m[1]), int(m[2]), m[3], float(m[4])) for m in RESTART_RE.finditer(proxy.output())]
+
+
+def test_killed_worker_is_replaced_and_connections_keep_succeeding(origin: Origin) -> None:
+    with proxy_process(*EMBEDDED, "--workers", "2") as proxy:
+        first = children(proxy.pid)
+        assert len(first) == 2  # the supervisor accepts nothing itself: 2 workers
+        victim = min(first)
+        os.kill(victim, signal.SIGKILL)
+        # connections made while the worker is dead and while it restarts all succeed:
+        # its listening socket left the SO_REUSEPORT group when it died
+        for _ in range(8):
+            assert echo(curl("-x", proxy.socks_url, origin.url4("/echo")))["path_qs"] == "/echo"
+        wait_for(lambda: len(children(proxy.pid) - first) == 1, 5.0, "a new worker")
+        now = children(proxy.pid)
+        assert len(now) == 2 and victim not in now
+        new = (now - first).pop()
+        # the new worker listens on both ports (its own SO_REUSEPORT sockets) and serves
+        assert proxy.socks is not None and proxy.http is not None
+        for port in (proxy.socks[1], proxy.http[1]):
+            assert f"pid={new}," in listeners_of(port)
+        for _ in range(8):
+            assert echo(curl("-x", proxy.http_url, origin.url4("/echo")))["path_qs"] == "/echo"
+        assert alive(new)
+        seen = restarts(proxy)
+        assert len(seen) == 1
+        assert seen[0][1] == victim and seen[0][2] == "was killed by SIGKILL"
+        assert seen[0][3] == pytest.approx(0.1)
+        assert proxy.stop() == 0
+    assert not any(alive(pid) for pid in now | first)
+
+
+def test_crash_loop_backs_off(origin: Origin) -> None:
+    """Kill one slot's worker as soon as it appears, for 3 s: the delays double
+    (0.1, 0.2, 0.4, 0.8, 1.6 s), so at most 5 restarts fit in the window, not hundreds."""
+    window = 3.0
+    with proxy_process(*EMBEDDED, "--workers", "2") as proxy:
+        survivor, victim = sorted(children(proxy.pid))
+        killed = 0
+        deadline = time.monotonic() + window
+        os.kill(victim, signal.SIGKILL)
+        killed += 1
+        while time.monotonic() < deadline:
+            for pid in children(proxy.pid) - {survivor}:
+                with open(f"/proc/{pid}/stat") as f:
+                    if f.read().rsplit(")", 1)[1].split()[0] == "Z":
+                        continue
+                os.kill(pid, signal.SIGKILL)
+                killed += 1
+            time.sleep(0.01)
+        time.sleep(0.3)
+        seen = restarts(proxy)
+        delays = [d for _, _, _, d in seen]
+        assert 3 <= len(seen) <= 5, seen
+        assert delays == [0.1, 0.2, 0.4, 0.8, 1.6][: len(delays)]
+        assert len({slot for slot, _, _, _ in seen}) == 1  # one slot, the survivor's untouched
+        # the survivor served throughout
+        assert alive(survivor)
+        assert echo(curl("-x", proxy.socks_url, origin.url4("/echo")))["path_qs"] == "/echo"
+        assert proxy.stop() == 0
+    assert killed == len(seen)  # every death was noticed and logged once
+    assert not alive(survivor)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_stop_signal_stops_every_worker(origin: Origin, sig: int) -> None:
+    with proxy_process(*EMBEDDED, "--workers", "3") as proxy:
+        workers = children(proxy.pid)
+        assert len(workers) == 3
+        echo(curl("-x", proxy.http_url, origin.url4("/echo")))
+        assert proxy.stop(sig) == 0
+        assert "Traceback" not in proxy.output()
+    assert not any(alive(pid) for pid in workers)
+
+
+def test_stop_after_a_restart_leaves_no_worker(origin: Origin) -> None:
+    with proxy_process(*EMBEDDED, "--workers", "2") as proxy:
+        first = children(proxy.pid)
+        os.kill(min(first), signal.SIGKILL)
+        wait_for(lambda: len(children(proxy.pid) - first) == 1, 5.0, "a new worker")
+        everyone = first | children(proxy.pid)
+        assert proxy.stop(signal.SIGTERM) == 0
+    assert not any(alive(pid) for pid in everyone)
+
+
+def test_a_killed_supervisor_takes_its_workers_with_it() -> None:
+    with proxy_process(*EMBEDDED, "--workers", "2") as proxy:
+        workers = children(proxy.pid)
+        assert len(workers) == 2
+        proxy.stop(signal.SIGKILL)  # no chance to pass anything on: PR_SET_PDEATHSIG does
+        wait_for(lambda: not any(alive(pid) for pid in workers), 10.0, "workers gone")
+
+
+class CountingDns:
+    """A UDP DNS server in a thread that answers ipv4only.arpa AAAA like a DNS64 with the
+    well-known prefix (RFC 7050 §3) and counts the queries it gets."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.settimeout(0.1)
+        self.port = self.sock.getsockname()[1]
+        self.queries = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                wire, peer = self.sock.recvfrom(4096)
+            except TimeoutError:
+                continue
+            query = dns.message.from_wire(wire)
+            self.queries += 1
+            response = dns.message.make_response(query)
+            question = query.question[0]
+            if question.rdtype == dns.rdatatype.AAAA:
+                response.answer.append(
+                    dns.rrset.from_text(
+                        question.name, 60, "IN", "AAAA", "64:ff9b::c000:aa", "64:ff9b::c000:ab"
+                    )
+                )
+            self.sock.sendto(response.to_wire(), peer)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self.sock.close()
+
+
+def test_workers_share_one_nat64_discovery() -> None:
+    server = CountingDns()
+    try:
+        with proxy_process(
+            "--egress", "auto", "--dns", f"127.0.0.1:{server.port}", "--workers", "2"
+        ) as proxy:
+            assert proxy.why.startswith("discovered via DNS 127.0.0.1:")
+            assert proxy.prefix == "64:ff9b::/96" and proxy.egress == "nat64"
+            asked = server.queries
+            assert asked >= 1
+            first = children(proxy.pid)
+            os.kill(min(first), signal.SIGKILL)
+            wait_for(lambda: len(children(proxy.pid) - first) == 1, 5.0, "a new worker")
+            time.sleep(0.5)
+            assert server.queries == asked  # the new worker did not probe again
+            lines = [ln for ln in proxy.output().splitlines() if ln.startswith("proxy64:")]
+            assert lines == [proxy.startup_line]  # one start-up line, once
+    finally:
+        server.close()
