@@ -48,7 +48,7 @@ class RestartBackoff:
         """`previous` is the delay before this worker's start (None: it was not a restart)."""
         if previous is None or ran_for >= self.healthy_after:
             return self.first
-        return min(self.cap, previous * 2)
+        return max(self.first, min(self.cap, previous * 2))
 
 
 def describe_exit(status: int) -> str:

@@ -1,0 +1,120 @@
+"""The worker supervisor on its own: the restart backoff (pure), exit descriptions, and a
+real crash loop of forked children that exit at once, run in a subprocess (the supervisor
+blocks signals and waits with sigtimedwait, which must not happen inside pytest)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from proxy64.net.supervisor import RestartBackoff, describe_exit
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_backoff_doubles_on_quick_deaths_and_resets_after_a_healthy_run() -> None:
+    backoff = RestartBackoff(first=0.1, cap=1.0, healthy_after=10.0)
+    delays = []
+    previous = None
+    for _ in range(7):
+        previous = backoff.delay(0.5, previous)
+        delays.append(previous)
+    assert delays == [0.1, 0.2, 0.4, 0.8, 1.0, 1.0, 1.0]
+    assert backoff.delay(10.0, 1.0) == 0.1  # it ran long enough: start again from the first
+    assert backoff.delay(9.99, 1.0) == 1.0
+
+
+@given(
+    ran=st.floats(min_value=0, max_value=1e6),
+    previous=st.none() | st.floats(min_value=0.01, max_value=100),
+)
+def test_backoff_delay_stays_between_first_and_cap(ran: float, previous: float | None) -> None:
+    backoff = RestartBackoff(first=0.1, cap=30.0, healthy_after=10.0)
+    delay = backoff.delay(ran, previous)
+    assert 0.1 <= delay <= 30.0
+    if previous is not None and ran < 10.0:
+        assert delay == max(0.1, min(30.0, previous * 2))
+    else:
+        assert delay == 0.1
+
+
+def test_describe_exit_names_the_signal_or_the_status() -> None:
+    pid = os.fork()
+    if pid == 0:
+        os._exit(3)
+    _, status = os.waitpid(pid, 0)
+    assert describe_exit(status) == "exited with status 3"
+    pid = os.fork()
+    if pid == 0:
+        time.sleep(30)
+        os._exit(0)
+    os.kill(pid, signal.SIGKILL)
+    _, status = os.waitpid(pid, 0)
+    assert describe_exit(status) == "was killed by SIGKILL"
+
+
+CRASH_LOOP = textwrap.dedent(
+    """
+    import json, os, signal, sys
+    from proxy64.net.supervisor import RestartBackoff, Supervisor
+
+    forks = []
+
+    def spawn(slot):
+        pid = os.fork()
+        if pid == 0:
+            if slot == 0:  # slot 0 crashes at once, every time
+                os._exit(3)
+            signal.pthread_sigmask(signal.SIG_SETMASK, set())
+            signal.pause()  # slot 1 lives until the stop signal
+            os._exit(0)
+        forks.append(slot)
+        return pid
+
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    sup = Supervisor(spawn, 2, stop_timeout=5.0, backoff=RestartBackoff(0.05, 0.2, 10.0))
+    sup.start()
+    print("READY", flush=True)
+    status = sup.run()
+    print(json.dumps({"status": status, "forks": forks, "left": sup.pids()}), flush=True)
+    """
+)
+
+
+def test_crash_loop_is_bounded_by_the_backoff_and_stop_reaps_everyone() -> None:
+    """Slot 0 dies at once for 1.5 s: delays 0.05, 0.1, 0.2, 0.2, … → about 9 forks, not
+    thousands; slot 1 is forked once; SIGTERM ends with no worker left (status 1: slot 0's
+    last worker did not stop cleanly)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", CRASH_LOOP],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "READY"
+        time.sleep(1.5)
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=15)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    result = json.loads(out.strip().splitlines()[-1])
+    assert result["left"] == []
+    assert result["forks"].count(1) == 1
+    crashes = result["forks"].count(0)
+    # 1 first start + restarts at 0.05, 0.15, 0.35, 0.55, 0.75, … ≤ 1.5 s (plus fork time)
+    assert 5 <= crashes <= 10, result
+    assert result["status"] == 1
