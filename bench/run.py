@@ -44,6 +44,8 @@ FULL = {
     "idle": "1000,5000",
     "capacity": 8000,
     "op_time_limit": 60.0,
+    "workers_rounds": 4,
+    "workers_conns": 4000,
 }
 QUICK = {
     "rounds": 1,
@@ -54,6 +56,8 @@ QUICK = {
     "idle": "100",
     "capacity": 0,
     "op_time_limit": 20.0,
+    "workers_rounds": 1,
+    "workers_conns": 300,
 }
 
 
@@ -70,7 +74,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--require", default="", help="comma list of servers that must run (else fail)")
     p.add_argument(
-        "--tests", default="idle,conn,bulk,scaling,capacity,scripts", help="phases to run"
+        "--tests",
+        default="idle,conn,bulk,workers,capacity,scripts",
+        help="phases to run (scaling: an old name of workers)",
+    )
+    p.add_argument(
+        "--workers-rounds", type=int, help="rounds of the workers phase, 1 and 2 each (full: 4)"
+    )
+    p.add_argument(
+        "--workers-conns", type=int, help="connections per workers-phase run (full: 4000)"
     )
     p.add_argument("--rounds", type=int, help="rounds of the connection tests (full: 3)")
     p.add_argument("--bulk-rounds", type=int, help="rounds of the bulk tests (full: 2)")
@@ -426,11 +438,13 @@ def main(argv: list[str] | None = None) -> int:
                 log(f"  capacity: {out['opened']} of {args.capacity} idle tunnels open")
             except Exception as exc:
                 rec.error("proxy64/socks5", "capacity", f"{type(exc).__name__}: {exc}")
-        if "proxy64" in servers and "scaling" in tests:
+        if "proxy64" in servers and tests & {"workers", "scaling"}:
             if proxy64_has_workers():
-                extra["scaling"] = measure_scaling(servers["proxy64"], origin, args, rec)
+                extra["workers"] = measure_workers(
+                    servers["proxy64"], origin, origins.proc.pid, args, rec
+                )
             else:
-                extra["scaling_note"] = "proxy64 serve has no --workers option in this checkout"
+                extra["workers_note"] = "proxy64 serve has no --workers option in this checkout"
         if "scripts" in tests:
             # always --quick: their full modes take minutes each and the whole run must stay
             # under ~15 min on 2 shared cores; run them alone for precise figures
@@ -464,49 +478,127 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def measure_scaling(
-    server: peers.Server, origin: Origin, args: argparse.Namespace, rec: Recorder
-) -> dict[str, Any]:
-    """proxy64 serve with 1 then 2 workers, alternating, SOCKS5 conn/s and 8-tunnel download."""
-    samples: dict[int, dict[str, list[float]]] = {1: {}, 2: {}}
-    for r in range(max(1, args.bulk_rounds)):
-        for workers in (1, 2) if r % 2 == 0 else (2, 1):
-            peers.PROXY64_WORKERS = workers
-            server.start()
-            try:
-                target = next(t for t in server.targets() if t.kind == "socks5")
-                cpu0 = peers.tree_cpu_seconds(server.pid)
-                res = loadgen.run_connections(
-                    target, origin, args.conns_c64, 64, args.op_time_limit
-                )
-                cpu1 = peers.tree_cpu_seconds(server.pid)
-                if res.done:
-                    s = samples[workers]
-                    s.setdefault("c64_conn_s", []).append(res.done / res.elapsed)
-                    s.setdefault("cpu_us_per_conn", []).append((cpu1 - cpu0) / res.done * 1e6)
-                bulk = loadgen.bulk(
-                    target, origin, "download", args.bulk_size, 8, args.op_time_limit
-                )
-                if not bulk.error:
-                    samples[workers].setdefault("dl8_MBps", []).append(bulk.mb_per_s)
-                log(
-                    f"  workers={workers} {res.done / res.elapsed:.0f} conn/s, "
-                    f"dl8 {bulk.mb_per_s:.0f} MB/s"
-                )
-            finally:
-                server.stop()
-                peers.PROXY64_WORKERS = 1
-    by = {
-        str(w): {k: report.statistics.median(v) for k, v in s.items() if v}
-        for w, s in samples.items()
-    }
-    out: dict[str, Any] = {"by_workers": by}
-    one, two = by.get("1", {}), by.get("2", {})
-    if one.get("c64_conn_s") and two.get("c64_conn_s"):
-        out["ratio_c64"] = two["c64_conn_s"] / one["c64_conn_s"]
-    if one.get("dl8_MBps") and two.get("dl8_MBps"):
-        out["ratio_dl8"] = two["dl8_MBps"] / one["dl8_MBps"]
+def pid_cpu(root: int) -> dict[int, float]:
+    """utime+stime seconds of every live process of the tree, by PID."""
+    out: dict[int, float] = {}
+    for pid in peers.tree_pids(root):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            fields = peers._stat_fields(pid)
+            out[pid] = (int(fields[11]) + int(fields[12])) / peers.CLK_TCK
     return out
+
+
+def machine_ticks() -> tuple[int, int]:
+    """(busy, total) jiffies of all CPUs from /proc/stat (idle = idle + iowait)."""
+    with open("/proc/stat") as f:
+        values = [int(v) for v in f.readline().split()[1:]]
+    return sum(values) - values[3] - values[4], sum(values)
+
+
+def serve_workers(server: peers.Server) -> list[int]:
+    """The PIDs that accept: the serve process itself, or its children with --workers N."""
+    kids = [pid for pid in peers.tree_pids(server.pid) if pid != server.pid]
+    return kids or [server.pid]
+
+
+def measure_workers(
+    server: peers.Server, origin: Origin, origin_pid: int, args: argparse.Namespace, rec: Recorder
+) -> dict[str, Any]:
+    """proxy64 serve with 1 and 2 workers, interleaved (1 2, 2 1, ...), driven by 2 load
+    processes at 64 in flight in all. Per round: conn/s; each worker's CPU share and
+    connections; the load processes', the origin's and the whole machine's CPU; so the
+    report can say whether the proxy or the machine was the limit (report.workers_lines).
+    """
+    samples: dict[str, list[dict[str, Any]]] = {"1": [], "2": []}
+    counts_dir = Path(tempfile.mkdtemp(prefix="proxy64-bench-counts-"))
+    base = server.build
+
+    def build(s: peers.Server) -> list[str]:
+        argv = base(s)  # [python, -m, proxy64, serve, ...] -> counted
+        return [argv[0], str(BENCH_DIR / "serve_counted.py"), *argv[3:]]
+
+    server.build = build
+    os.environ["P64_BENCH_COUNTS"] = str(counts_dir)
+    try:
+        for r in range(args.workers_rounds):
+            for workers in (1, 2) if r % 2 == 0 else (2, 1):
+                for old in counts_dir.glob("accepts-*"):
+                    old.unlink()
+                peers.PROXY64_WORKERS = workers
+                server.start()
+                try:
+                    target = next(t for t in server.targets() if t.kind == "socks5")
+                    loadgen.run_connections(target, origin, 100, 8, args.op_time_limit)  # warm
+                    pids = serve_workers(server)
+                    cpu0, ocpu0, m0 = (
+                        pid_cpu(server.pid),
+                        peers.tree_cpu_seconds(origin_pid),
+                        (machine_ticks()),
+                    )
+                    res = loadgen.run_connections_parallel(
+                        target, origin, args.workers_conns, 64, args.op_time_limit, processes=2
+                    )
+                    cpu1, ocpu1, m1 = (
+                        pid_cpu(server.pid),
+                        peers.tree_cpu_seconds(origin_pid),
+                        (machine_ticks()),
+                    )
+                finally:
+                    server.stop()
+                    peers.PROXY64_WORKERS = 1
+                if res.errors:
+                    rec.error(
+                        f"proxy64 --workers {workers}",
+                        "workers",
+                        f"{res.errors} failed: {res.first_error}",
+                    )
+                if not res.done or res.elapsed <= 0:
+                    continue
+                wall = res.elapsed
+                busy, total = m1[0] - m0[0], m1[1] - m0[1]
+                counts = {}
+                for path in counts_dir.glob("accepts-*"):
+                    with contextlib.suppress(ValueError):
+                        counts[int(path.name.split("-")[1])] = int(path.read_text())
+                proxy_cpu = sum(cpu1.get(p, 0.0) - cpu0.get(p, 0.0) for p in cpu1)
+                sample = {
+                    "conn_s": res.conn_per_s,
+                    "errors": res.errors,
+                    "worker_cpu_pct": sorted(
+                        (100 * (cpu1.get(p, 0.0) - cpu0.get(p, 0.0)) / wall for p in pids),
+                        reverse=True,
+                    ),
+                    "worker_conns": sorted((counts.get(p, 0) for p in pids), reverse=True),
+                    "proxy_cpu_pct": 100 * proxy_cpu / wall,
+                    "loadgen_cpu_pct": [100 * c / wall for c in res.cpu],
+                    "origin_cpu_pct": 100 * (ocpu1 - ocpu0) / wall,
+                    "machine_busy_pct": 100 * CORES * busy / total if total else 0.0,
+                    "proxy_us_per_conn": proxy_cpu / res.done * 1e6,
+                    "loadgen_us_per_conn": sum(res.cpu) / res.done * 1e6,
+                    "origin_us_per_conn": (ocpu1 - ocpu0) / res.done * 1e6,
+                    "loadavg": os.getloadavg()[0],
+                }
+                samples[str(workers)].append(sample)
+                log(
+                    f"  workers={workers} {res.conn_per_s:6.0f} conn/s; workers CPU "
+                    + "/".join(f"{c:.0f}" for c in sample["worker_cpu_pct"])
+                    + " %, conns "
+                    + "/".join(str(c) for c in sample["worker_conns"])
+                    + "; load gen "
+                    + "/".join(f"{c:.0f}" for c in sample["loadgen_cpu_pct"])
+                    + f" %, origin {sample['origin_cpu_pct']:.0f} %, "
+                    f"machine busy {sample['machine_busy_pct']:.0f} % of {100 * CORES}"
+                )
+    finally:
+        server.build = base
+        os.environ.pop("P64_BENCH_COUNTS", None)
+        for old in counts_dir.glob("*"):
+            old.unlink()
+        counts_dir.rmdir()
+    return report.workers_summary(samples, CORES)
+
+
+CORES = os.cpu_count() or 1
 
 
 # --- profiling the per-connection path (bench/PROFILE.md) ---------------------------------
