@@ -123,6 +123,13 @@ class TcpEndpoint:
         handed over in pieces of this size leaves without being split or joined."""
         return self._segment_limit()
 
+    def fill_size(self) -> int:
+        """How many bytes to queue next so the send buffer ends on a segment boundary: the
+        rest of a held partial segment, else one whole segment. A sender that hands over
+        pieces of this size gets each segment out of one piece (no join copy in peek)."""
+        limit = self._segment_limit()
+        return limit - (len(self.tx) - self.tx_sent) % limit
+
     @property
     def readable(self) -> bool:
         return bool(self.rx) or self.rx_eof or self.reset_reason is not None

@@ -16,6 +16,7 @@ from typing import Protocol
 import trio
 
 from proxy64.defaults import RELAY_CHUNK, TUN_FAIR_SHARE
+from proxy64.flow.build import TcpHeaders
 from proxy64.flow.tcp_flow import Action, TcpFlow
 from proxy64.flow.wire import FlowKey
 
@@ -31,6 +32,7 @@ class TunTcpStream(trio.abc.HalfCloseableStream):
         self._executor = executor
         self.key = key
         self.flow = flow
+        self.headers = TcpHeaders(key)  # the flow's segments' headers, built fast
         self._lot = trio.lowlevel.ParkingLot()
         self._closed = False
         self._sending = False

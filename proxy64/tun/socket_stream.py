@@ -19,6 +19,7 @@ from __future__ import annotations
 import errno
 import os
 import socket
+from collections.abc import Callable
 
 import trio
 
@@ -30,11 +31,14 @@ class TunSocketStream(trio.abc.HalfCloseableStream):
 
     __slots__ = ("_fd", "_read_size", "_receiving", "_sending", "_sock", "_stream", "_unyielded")
 
-    def __init__(self, stream: trio.SocketStream, read_size: int = RELAY_CHUNK) -> None:
-        """read_size: the most one receive_some returns (the flow's segment size: each
-        chunk then becomes one segment without a join copy in the flow's send buffer)."""
+    def __init__(
+        self, stream: trio.SocketStream, read_size: int | Callable[[], int] = RELAY_CHUNK
+    ) -> None:
+        """read_size: the most one receive_some returns, or a function asked before each
+        read (the flow's fill_size: each chunk then completes the segments queued before
+        it, so no segment spans two chunks and none is joined by a copy)."""
         self._stream = stream
-        self._read_size = max(1, read_size)
+        self._read_size = read_size if callable(read_size) else (lambda: max(1, read_size))
         self._sock = stream.socket
         self._fd = stream.socket.fileno()
         self._unyielded = 0  # bytes moved both ways since this stream last yielded
@@ -65,7 +69,8 @@ class TunSocketStream(trio.abc.HalfCloseableStream):
                 if self._sock.fileno() == -1:
                     raise trio.ClosedResourceError("the socket was closed")
                 try:
-                    data = os.read(self._fd, min(max_bytes or RELAY_CHUNK, self._read_size))
+                    size = min(max_bytes or RELAY_CHUNK, self._read_size())
+                    data = os.read(self._fd, max(1, size))
                 except BlockingIOError:
                     self._unyielded = 0
                     await trio.lowlevel.wait_readable(self._fd)

@@ -17,7 +17,7 @@ import os
 
 import trio
 
-from proxy64.defaults import DNS_PORT, RELAY_CHUNK, TUN_TCP_MAX_RETRIES
+from proxy64.defaults import DNS_PORT, TUN_TCP_MAX_RETRIES
 from proxy64.destination import Destination
 from proxy64.errors import Proxy64Error
 from proxy64.flow import build
@@ -42,7 +42,7 @@ from proxy64.flow.tcp_flow import (
     Transmit,
     Writable,
 )
-from proxy64.flow.wire import EchoIn, FlowKey, Ignored, Malformed, TcpIn, TooBig, UdpIn, decode
+from proxy64.flow.wire import EchoIn, FlowKey, Ignored, Malformed, TcpIn, TooBig, UdpIn
 from proxy64.net.context import ConnectionRecord
 from proxy64.tun.flow_stream import TunTcpStream
 from proxy64.tun.socket_stream import TunSocketStream
@@ -117,7 +117,7 @@ class TunStack(UdpEchoStack):
 
     def on_packet(self, packet: Packet, *, trusted: bool = False) -> None:
         """trusted: the kernel vouched for the checksums (virtio_net_hdr flags)."""
-        inbound = decode(packet, verify=not trusted)
+        inbound = self.decoder.decode(packet, verify=not trusted)
         if isinstance(inbound, TcpIn):
             self._on_tcp(inbound, packet)
         elif isinstance(inbound, UdpIn):
@@ -140,9 +140,14 @@ class TunStack(UdpEchoStack):
         else:
             self.table.drop(inbound.reason)
 
-    def _write_tcp(self, key: FlowKey, segment: Segment, mss: int = 0) -> None:
+    def _write_tcp(
+        self, key: FlowKey, segment: Segment, mss: int = 0, stream: TunTcpStream | None = None
+    ) -> None:
         if self.device.vnet:  # the checksum is left to the kernel (CHECKSUM_PARTIAL)
-            headers, start = build.tcp_headers_partial(key, segment)
+            if stream is not None:  # a dialed flow: its header template
+                headers, start = stream.headers.headers(segment)
+            else:
+                headers, start = build.tcp_headers_partial(key, segment)
             gso = mss if len(segment.payload) > mss > 0 else 0  # a super-segment: GSO
             self.device.write(headers, start, build.TCP_CHECKSUM_OFFSET, gso, segment.payload)
         else:
@@ -183,7 +188,7 @@ class TunStack(UdpEchoStack):
         stream = self.streams.get(key)
         for action in actions:
             if isinstance(action, Transmit):
-                self._write_tcp(key, action.segment, flow.snd_mss)
+                self._write_tcp(key, action.segment, flow.snd_mss, stream)
             elif isinstance(action, Readable | Writable):
                 if stream is not None and stream.flow is flow:
                     stream.wake()
@@ -235,11 +240,11 @@ class TunStack(UdpEchoStack):
         self.streams[key] = stream
         self.execute(key, flow, flow.handle(DialSucceeded(), trio.current_time()))
         # the socket side yields by share too (socket_stream.py): fewer run-loop trips;
-        # it reads whole segments, so the flow never joins two reads into one segment
+        # each read completes the flow's queued segments (fill_size), so the flow never
+        # joins two reads into one segment
         remote: trio.abc.HalfCloseableStream = dialed.stream
         if isinstance(remote, trio.SocketStream):
-            size = flow.segment_size
-            remote = TunSocketStream(remote, read_size=size * max(1, RELAY_CHUNK // size))
+            remote = TunSocketStream(remote, read_size=flow.fill_size)
         try:
             await self.relay(stream, remote, record)
         finally:

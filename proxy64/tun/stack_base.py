@@ -30,7 +30,7 @@ from proxy64.flow import build
 from proxy64.flow.names import NameMemory
 from proxy64.flow.table import FlowTable
 from proxy64.flow.tcp_flow import Refusal, TcpFlow
-from proxy64.flow.wire import FlowKey
+from proxy64.flow.wire import Decoder, FlowKey
 from proxy64.net.context import ConnectionRecord, DialerLike, RecorderLike, RelayLike
 from proxy64.tun import echo as echo_mod
 from proxy64.tun.device import TunDevice
@@ -94,6 +94,7 @@ class StackBase:
         self.relay = relay
         self.responder = responder
         self.settings = settings
+        self.decoder = Decoder(2 * settings.max_flows)  # remembers flow keys, bounded
         self.table = FlowTable(max_flows=settings.max_flows, max_half_open=settings.max_half_open)
         self.streams: dict[FlowKey, TunTcpStream] = {}
         self.udp_socks: dict[FlowKey, socket.socket] = {}
