@@ -19,6 +19,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 import re
 
@@ -37,7 +38,8 @@ from proxy64.defaults import (
 )
 from proxy64.destination import Destination
 from proxy64.errors import Proxy64Error, RemoteProtocolError
-from proxy64.net.context import ConnectionRecord, Dialed, ProxyContext
+from proxy64.net.context import ConnectionRecord, Dialed, DialerLike, ProxyContext
+from proxy64.net.dialer import PendingDial
 from proxy64.net.http_upstream import BodyCut, Next, Upstream, UpstreamFailed, move_body
 from proxy64.net.relay import close_stream
 from proxy64.proto.http_headers import (
@@ -47,12 +49,14 @@ from proxy64.proto.http_headers import (
     response_body_length,
 )
 from proxy64.proto.httpproxy import (
+    TUNNEL_ESTABLISHED,
     ConnectTarget,
     ForwardTarget,
     LocalAnswer,
     check_proxy_auth,
     classify,
     error_response,
+    tunnel_established,
 )
 
 logger = logging.getLogger(__name__)
@@ -90,21 +94,30 @@ class _ClientSession:
 
     # --- talking to the client -----------------------------------------------------------
 
-    async def _receive(self) -> None:
+    async def _receive(self, deadline: float = math.inf) -> None:
+        """One read from the client into h11. A wait, only when nothing is there, ends at
+        `deadline` with trio.TooSlowError: no cancel scope when the bytes are already in."""
         fd = self.fd
         if fd >= 0:
             while True:
                 try:
-                    data = os.read(fd, HTTP_BODY_CHUNK)
-                    break
+                    data: bytes | None = os.read(fd, HTTP_BODY_CHUNK)
                 except BlockingIOError:
-                    await trio.lowlevel.wait_readable(fd)
+                    data = None
                 except ConnectionError:  # reset: the same as an EOF here
                     data = b""
+                if data is not None:
                     break
+                # the wait is outside the except block (bench/PROFILE.md R7)
+                if deadline == math.inf:
+                    await trio.lowlevel.wait_readable(fd)
+                else:
+                    with trio.fail_at(deadline):
+                        await trio.lowlevel.wait_readable(fd)
         else:
             try:
-                data = await self.stream.receive_some(HTTP_BODY_CHUNK)
+                with trio.fail_at(deadline):
+                    data = await self.stream.receive_some(HTTP_BODY_CHUNK)
             except trio.BrokenResourceError:
                 data = b""
         if not self.conn.trailing_data[1]:  # h11 refuses data after EOF
@@ -132,12 +145,13 @@ class _ClientSession:
             except OSError:  # EPIPE, reset, or already closed
                 raise _ClientGone from None
 
-    async def _client_event(self) -> Next:
+    async def _client_event(self, deadline: float = math.inf) -> Next:
+        """The client's next event; reads (waiting until `deadline`) only while h11 needs."""
         while True:
             event = self.conn.next_event()
             if event is not h11.NEED_DATA:
                 return event
-            await self._receive()
+            await self._receive(deadline)
 
     async def send_error(self, status: int, message: str) -> None:
         """A whole error answer, then a lingering close (RFC 9112 §9.6)."""
@@ -165,15 +179,19 @@ class _ClientSession:
     # --- the request loop ----------------------------------------------------------------
 
     async def _next_request(self, first: bool) -> h11.Request | None:
+        # Timeouts as deadlines: a scope is entered only around a read that must wait.
         if not first and not self.conn.trailing_data[0]:
-            # Keep-alive: wait for the first byte of the next request, then the head.
-            with trio.move_on_after(min(HTTP_KEEPALIVE_TIMEOUT, self.ctx.idle_timeout)):
-                await self._receive()
-            if not self.conn.trailing_data[0] and not self.conn.trailing_data[1]:
-                return None  # idle too long
+            # Keep-alive: wait for the first byte of the next request (or its EOF).
+            if not self.conn.trailing_data[1]:
+                idle = min(HTTP_KEEPALIVE_TIMEOUT, self.ctx.idle_timeout)
+                try:
+                    await self._receive(trio.current_time() + idle)
+                except trio.TooSlowError:
+                    return None  # idle too long
+            if not self.conn.trailing_data[0]:
+                return None  # the client closed between requests
         try:
-            with trio.fail_after(self.ctx.handshake_timeout):
-                event = await self._client_event()
+            event = await self._client_event(trio.current_time() + self.ctx.handshake_timeout)
         except trio.TooSlowError:
             if self.conn.trailing_data[0]:
                 await self.send_error(
@@ -200,14 +218,15 @@ class _ClientSession:
                     return
                 try:
                     target = classify(request)
-                    check_proxy_auth(list(request.headers.raw_items()), self.ctx.credentials)
+                    if self.ctx.credentials is not None:
+                        check_proxy_auth(request.headers.raw_items(), self.ctx.credentials)
                 except RemoteProtocolError as exc:
                     method = request.method.decode("ascii", "replace")
                     self._refused(f"refused {method} {_printable(request.target)}: {exc}")
                     await self.send_error(exc.http_status, str(exc))
                     return
                 if isinstance(target, ConnectTarget):
-                    await self._tunnel(target)
+                    await self._tunnel(target, request.http_version)
                     return
                 if isinstance(target, LocalAnswer):
                     await self._answer(target)
@@ -255,10 +274,10 @@ class _ClientSession:
 
     async def _answer(self, answer: LocalAnswer) -> None:
         """Answer as the final recipient (Max-Forwards: 0), discarding any request content."""
-        with trio.fail_after(self.ctx.idle_timeout):
-            while not isinstance(event := await self._client_event(), h11.EndOfMessage):
-                if not isinstance(event, h11.Data):
-                    raise _ClientGone
+        deadline = trio.current_time() + self.ctx.idle_timeout
+        while not isinstance(event := await self._client_event(deadline), h11.EndOfMessage):
+            if not isinstance(event, h11.Data):
+                raise _ClientGone
         await self._send(answer.response)
         await self._send(h11.Data(data=answer.body))
         await self._send(h11.EndOfMessage())
@@ -266,10 +285,19 @@ class _ClientSession:
     # --- dialing -------------------------------------------------------------------------
 
     async def _dial(self, destination: Destination, record: ConnectionRecord) -> Dialed | None:
-        """Dial, or answer the error (and finish the record) and return None."""
+        """Dial, or answer the error (and finish the record) and return None.
+
+        The dialer's connect_now() first (issue 7): a loopback/local handshake completes
+        inside connect(2), so the dial costs no await and no cancel scope; one still in
+        flight is finished by the dialer under its own deadline. connect() otherwise (a
+        name not cached, several addresses to race, a dialer without connect_now)."""
         try:
-            with trio.fail_after(CONNECT_TIMEOUT + HTTP_DIAL_GRACE):
-                dialed = await self.ctx.dialer.connect(destination)
+            dialed = _connect_now(self.ctx.dialer, destination)
+            if isinstance(dialed, PendingDial):
+                dialed = await _finish_dial(self.ctx.dialer, dialed)
+            elif dialed is None:
+                with trio.fail_after(CONNECT_TIMEOUT + HTTP_DIAL_GRACE):
+                    dialed = await self.ctx.dialer.connect(destination)
         except Proxy64Error as exc:
             status, message = exc.http_status, str(exc)
         except trio.TooSlowError:
@@ -285,7 +313,7 @@ class _ClientSession:
         await self.send_error(status, message)
         return None
 
-    async def _tunnel(self, target: ConnectTarget) -> None:
+    async def _tunnel(self, target: ConnectTarget, http_version: bytes) -> None:
         # Take the CONNECT's end of message: h11 then pauses, waiting for our answer;
         # a body on a CONNECT has no meaning (RFC 9110 §9.3.6) and is dropped.
         # Usually all of it is already here: no timeout scope unless a read is needed.
@@ -294,8 +322,7 @@ class _ClientSession:
             if isinstance(event, h11.ConnectionClosed):
                 return
             if event is h11.NEED_DATA:
-                with trio.fail_at(deadline):
-                    await self._receive()
+                await self._receive(deadline)
         record = ConnectionRecord(
             front_end="http-connect", client=self.client, destination=target.destination
         )
@@ -303,9 +330,12 @@ class _ClientSession:
         if dialed is None:
             return
         try:
-            await self._send(
-                h11.Response(status_code=200, headers=[], reason=b"Connection Established")
-            )
+            # h11's bytes for this 200, encoded once (the machine is not used after it)
+            established = tunnel_established(http_version)
+            if established is None:
+                await self._send(TUNNEL_ESTABLISHED)
+            else:
+                await self._write(established)
             early = self.conn.trailing_data[0]  # sent by the client before our 200
             if early:
                 await dialed.stream.send_all(early)
@@ -500,11 +530,10 @@ class _ClientSession:
             return
         while True:
             event = self.conn.next_event()
-            if event is h11.NEED_DATA:  # a timeout scope only when a read is needed
+            if event is h11.NEED_DATA:  # a timeout scope only when a read must wait
                 if out.size:
                     await upstream.write(out.take())
-                with trio.fail_after(idle):
-                    event = await self._client_event()
+                event = await self._client_event(trio.current_time() + idle)
             if isinstance(event, h11.Data):
                 out.add(upstream.conn.send(h11.Data(data=event.data)))
                 if out.size >= HTTP_BODY_CHUNK:
@@ -535,6 +564,24 @@ class _Pending:
     def take(self) -> bytes:
         parts, self.parts, self.size = self.parts, [], 0
         return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
+def _connect_now(dialer: DialerLike, destination: Destination) -> Dialed | PendingDial | None:
+    """The dialer's connect_now() (proxy64.net.dialer.Dialer), or None for a dialer that
+    has none (test fakes): then connect() is awaited. Raises what connect() raises."""
+    connect_now = getattr(dialer, "connect_now", None)
+    if connect_now is None:
+        return None
+    result: Dialed | PendingDial | None = connect_now(destination)
+    return result
+
+
+async def _finish_dial(dialer: DialerLike, pending: PendingDial) -> Dialed:
+    """Wait for a PendingDial's handshake (bounded by the dialer's connect timeout)."""
+    finish = getattr(dialer, "finish", None)
+    assert finish is not None, "a PendingDial comes only from a dialer with finish()"
+    dialed: Dialed = await finish(pending)
+    return dialed
 
 
 def _uncounted(amount: int) -> None:

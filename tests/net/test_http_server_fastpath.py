@@ -1,0 +1,238 @@
+"""The HTTP front end's lean paths (issue 7), each checked where it would break.
+
+- A request head already in the socket is read without entering a cancel scope, and a
+  client that closed after its response ends the connection without one either.
+- A loopback dial goes through the real Dialer's connect_now() (no awaited connect());
+  a name the resolver has not cached still goes through connect(); a refused port is
+  the same 502 as before.
+- The 200 to CONNECT is h11's own encoding of it (HTTP/1.0 gets Connection: close).
+
+Real sockets on loopback only; the client side is a socket pair written before the
+handler starts, so "already there" is certain, not a race.
+"""
+
+from __future__ import annotations
+
+import socket
+import sys
+from collections.abc import Callable, Iterator
+from functools import partial
+from ipaddress import IPv6Address
+from typing import Any
+
+import h11
+import pytest
+import trio
+
+from proxy64.destination import Destination, Egress, Reached
+from proxy64.net.context import Dialed, ProxyContext
+from proxy64.net.dialer import Dialer, PendingDial
+from proxy64.net.http_server import handle_http_client
+from proxy64.net.resolver import Resolution, ResolvedAddress
+from proxy64.proto.httpproxy import TUNNEL_ESTABLISHED, tunnel_established
+from proxy64.proto.rfc6052 import Nat64Prefix
+from tests.helpers.fakes import ListRecorder, simple_relay
+
+PREFIX = Nat64Prefix.parse("64:ff9b::/96")
+RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi"
+
+
+class OneNameResolver:
+    """Answers every name with ::1 (not cached: connect_now() must give way to connect())."""
+
+    async def resolve(self, name: str) -> Resolution:
+        record = ResolvedAddress(IPv6Address("::1"), synthesized=False, ttl=60)
+        return Resolution(name, (), (record,), from_cache=False)
+
+
+class CountingDialer(Dialer):
+    """The real Dialer, counting which entry point the front end used."""
+
+    def __init__(self) -> None:
+        super().__init__(OneNameResolver(), PREFIX, Egress.NAT64, connect_timeout=5.0)
+        self.calls: list[str] = []
+
+    def connect_now(self, destination: Destination) -> Dialed | PendingDial | None:
+        self.calls.append("connect_now")
+        return super().connect_now(destination)
+
+    async def connect(self, destination: Destination) -> Dialed:
+        self.calls.append("connect")
+        return await super().connect(destination)
+
+
+def context(dialer: Dialer, recorder: ListRecorder) -> ProxyContext:
+    return ProxyContext(
+        dialer=dialer,
+        recorder=recorder,
+        relay=simple_relay,
+        credentials=None,
+        handshake_timeout=5.0,
+        idle_timeout=10.0,
+        connection_slots=trio.CapacityLimiter(8),
+    )
+
+
+@pytest.fixture
+def scopes(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
+    """The timeout scopes http_server.py enters (only its own calls are counted)."""
+    entered: list[str] = []
+
+    def counting(real: Callable[..., Any]) -> Callable[..., Any]:
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            if sys._getframe(1).f_code.co_filename.endswith("http_server.py"):
+                entered.append(real.__name__)
+            return real(*args, **kwargs)
+
+        return wrapper
+
+    for name in ("fail_at", "fail_after", "move_on_at", "move_on_after"):
+        monkeypatch.setattr(trio, name, counting(getattr(trio, name)))
+    yield entered
+
+
+async def origin_server(stream: trio.SocketStream) -> None:
+    """Reads one request head, answers RESPONSE, then echoes until EOF (for CONNECT)."""
+    buffer = b""
+    with trio.fail_after(10):
+        while b"\r\n\r\n" not in buffer:
+            data = await stream.receive_some(65536)
+            if not data:
+                return
+            buffer += data
+        await stream.send_all(RESPONSE)
+        rest = buffer.partition(b"\r\n\r\n")[2]
+        if rest:
+            await stream.send_all(rest)
+        while data := await stream.receive_some(65536):
+            await stream.send_all(data)
+
+
+async def start_origin(nursery: trio.Nursery) -> int:
+    listeners = await nursery.start(partial(trio.serve_tcp, origin_server, 0, host="::1"))
+    return int(listeners[0].socket.getsockname()[1])
+
+
+def client_pair(data: bytes, *, close: bool) -> tuple[socket.socket, trio.SocketStream]:
+    """A connected pair whose proxy side already holds `data` (and the EOF if close)."""
+    ours, theirs = socket.socketpair()
+    ours.sendall(data)
+    if close:
+        ours.shutdown(socket.SHUT_WR)
+    return ours, trio.SocketStream(trio.socket.from_stdlib_socket(theirs))
+
+
+def read_all(sock: socket.socket) -> bytes:
+    sock.settimeout(5)
+    chunks = []
+    while data := sock.recv(65536):
+        chunks.append(data)
+    return b"".join(chunks)
+
+
+async def test_get_with_head_and_eof_in_the_socket_uses_no_scope_and_connect_now(
+    nursery: trio.Nursery, scopes: list[str]
+) -> None:
+    port = await start_origin(nursery)
+    dialer, recorder = CountingDialer(), ListRecorder()
+    head = f"GET http://[::1]:{port}/x HTTP/1.1\r\nHost: a\r\n\r\n".encode()
+    ours, stream = client_pair(head, close=True)
+    with trio.fail_after(10):
+        await handle_http_client(stream, context(dialer, recorder))
+    answer = read_all(ours)
+    ours.close()
+    assert answer.startswith(b"HTTP/1.1 200 OK\r\n") and answer.endswith(b"\r\n\r\nhi")
+    assert dialer.calls == ["connect_now"]
+    assert scopes == []  # head read, dial and keep-alive EOF: no timeout scope entered
+    (record,) = recorder.records
+    assert record.outcome == "ok" and record.reached is Reached.NATIVE_IPV6
+    assert record.remote == (IPv6Address("::1"), port)
+
+
+async def test_connect_with_head_in_the_socket_uses_no_scope_and_connect_now(
+    nursery: trio.Nursery, scopes: list[str]
+) -> None:
+    port = await start_origin(nursery)
+    dialer, recorder = CountingDialer(), ListRecorder()
+    # early bytes after the head: they form a request the origin answers first
+    head = f"CONNECT [::1]:{port} HTTP/1.1\r\nHost: a\r\n\r\nGET / HTTP/1.1\r\n\r\n".encode()
+    ours, stream = client_pair(head, close=False)
+    async with trio.open_nursery() as inner:
+        inner.start_soon(handle_http_client, stream, context(dialer, recorder))
+        with trio.fail_after(10):
+            got = b""
+            want = b"HTTP/1.1 200 Connection Established\r\n\r\n" + RESPONSE
+            ours.setblocking(False)
+            while len(got) < len(want):
+                await trio.lowlevel.wait_readable(ours)
+                got += ours.recv(65536)
+            ours.shutdown(socket.SHUT_WR)
+    ours.close()
+    assert got == want
+    assert dialer.calls == ["connect_now"]
+    assert scopes == []
+    (record,) = recorder.records
+    assert record.front_end == "http-connect" and record.outcome == "ok"
+    assert record.bytes_up == len(b"GET / HTTP/1.1\r\n\r\n")
+
+
+async def test_name_not_cached_goes_through_connect(nursery: trio.Nursery) -> None:
+    port = await start_origin(nursery)
+    dialer, recorder = CountingDialer(), ListRecorder()
+    head = f"GET http://origin.test:{port}/ HTTP/1.1\r\nHost: a\r\n\r\n".encode()
+    ours, stream = client_pair(head, close=True)
+    with trio.fail_after(10):
+        await handle_http_client(stream, context(dialer, recorder))
+    answer = read_all(ours)
+    ours.close()
+    assert answer.endswith(b"\r\n\r\nhi")
+    assert dialer.calls == ["connect_now", "connect"]
+    (record,) = recorder.records
+    assert record.destination == Destination("origin.test", port)
+
+
+async def test_refused_port_through_connect_now_is_502() -> None:
+    with socket.socket(socket.AF_INET6) as unused:  # a port nobody listens on
+        unused.bind(("::1", 0))
+        port = unused.getsockname()[1]
+    dialer, recorder = CountingDialer(), ListRecorder()
+    ours, stream = client_pair(
+        f"CONNECT [::1]:{port} HTTP/1.1\r\nHost: a\r\n\r\n".encode(), close=True
+    )
+    with trio.fail_after(10):
+        await handle_http_client(stream, context(dialer, recorder))
+    answer = read_all(ours)
+    ours.close()
+    assert answer.startswith(b"HTTP/1.1 502 Bad Gateway\r\n")
+    assert b"refused" in answer.partition(b"\r\n\r\n")[2]
+    assert dialer.calls == ["connect_now"]
+    (record,) = recorder.records
+    assert "refused" in record.outcome
+
+
+@pytest.mark.parametrize("version", [b"1.0", b"1.1"])
+def test_rfc9110_9_3_6_tunnel_established_is_h11s_encoding(version: bytes) -> None:
+    machine = h11.Connection(h11.SERVER)
+    machine.receive_data(b"CONNECT example.org:443 HTTP/%s\r\nHost: x\r\n\r\nearly" % version)
+    assert isinstance(machine.next_event(), h11.Request)
+    assert isinstance(machine.next_event(), h11.EndOfMessage)
+    assert machine.next_event() is h11.PAUSED
+    assert tunnel_established(version) == machine.send(TUNNEL_ESTABLISHED)
+    assert machine.trailing_data == (b"early", False)
+
+
+def test_tunnel_established_leaves_other_versions_to_h11() -> None:
+    assert tunnel_established(b"2.0") is None
+    assert b"Connection: close" in (tunnel_established(b"1.0") or b"")
+    assert tunnel_established(b"1.1") == b"HTTP/1.1 200 Connection Established\r\n\r\n"
+
+
+async def test_http10_connect_gets_connection_close_in_its_200(nursery: trio.Nursery) -> None:
+    port = await start_origin(nursery)
+    recorder = ListRecorder()
+    ours, stream = client_pair(f"CONNECT [::1]:{port} HTTP/1.0\r\n\r\n".encode(), close=True)
+    with trio.fail_after(10):
+        await handle_http_client(stream, context(CountingDialer(), recorder))
+    answer = read_all(ours)
+    ours.close()
+    assert answer == b"HTTP/1.1 200 Connection Established\r\nConnection: close\r\n\r\n"
