@@ -126,6 +126,9 @@ TUN_FAIR_SHARE = 1024 * 1024  # bytes a TUN flow's stream moves before it yields
 SPLICE_PIPE_SIZE = 1024 * 1024  # F_SETPIPE_SZ; the kernel keeps 64 KiB above pipe-max-size
 RELAY_SPLICE_CHUNK = 256 * 1024  # one socket→pipe splice(2): 4 per pipe, src and dst take turns
 SPLICE_YIELD_EVERY = 4 * 1024 * 1024  # bytes a splicing direction moves between checkpoints
+# dst's TCP_NOTSENT_LOWAT while a direction splices (trio's 16 KiB is put back after): the
+# unsent bytes the kernel may queue; loopback's send buffer autotunes up to 4 MiB here.
+SPLICE_NOTSENT_LOWAT = 4 * 1024 * 1024
 
 # --- serve --workers: supervision (proxy64/net/supervisor.py) -----------------------------
 WORKER_RESTART_FIRST_DELAY = 0.1  # seconds before restarting a worker that died

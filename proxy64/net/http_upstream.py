@@ -14,7 +14,6 @@
 
 from __future__ import annotations
 
-import errno
 import logging
 import os
 from collections.abc import Callable
@@ -22,16 +21,10 @@ from collections.abc import Callable
 import h11
 import trio
 
-from proxy64.defaults import (
-    HTTP_BODY_CHUNK,
-    HTTP_MAX_HEAD,
-    HTTP_SPLICE_BODY_MIN,
-    RELAY_SPLICE_CHUNK,
-    SPLICE_YIELD_EVERY,
-)
+from proxy64.defaults import HTTP_BODY_CHUNK, HTTP_MAX_HEAD, HTTP_SPLICE_BODY_MIN
 from proxy64.net.context import ConnectionRecord, Dialed, ProxyContext
 from proxy64.net.relay import close_stream
-from proxy64.net.splice import HAVE_SPLICE, SPLICE_FLAGS, Pipe
+from proxy64.net.splice import HAVE_SPLICE, SpliceBroken, Stall, splice_direction
 
 logger = logging.getLogger(__name__)
 
@@ -223,17 +216,25 @@ async def move_body(
         await _write_exactly(dst, prefix + first, idle)
         counted_written(len(prefix) + len(first))
     left = length - len(first)
-    src_fd, dst_fd = stream_fd(src), stream_fd(dst)
-    if HAVE_SPLICE and src_fd >= 0 and dst_fd >= 0 and left >= HTTP_SPLICE_BODY_MIN:
-        await _splice_exactly(
-            src_fd,
-            dst_fd,
-            left,
-            idle=idle,
-            counted_read=counted_read,
-            counted_written=counted_written,
-        )
+    if (
+        HAVE_SPLICE
+        and isinstance(src, trio.SocketStream)
+        and isinstance(dst, trio.SocketStream)
+        and left >= HTTP_SPLICE_BODY_MIN
+    ):
+        try:  # the relay's splice loop, for an exact count (proxy64/net/splice.py)
+            await splice_direction(
+                src.socket,
+                dst.socket,
+                on_read=counted_read,
+                on_written=counted_written,
+                length=left,
+                stall_after=idle,
+            )
+        except SpliceBroken as exc:
+            raise _body_cut(exc, idle) from None
         return
+    src_fd = stream_fd(src)
     while left:
         chunk = await _read_at_most(src, src_fd, min(left, HTTP_BODY_CHUNK), idle)
         counted_read(len(chunk))
@@ -279,76 +280,12 @@ async def _write_exactly(dst: trio.abc.Stream, data: bytes, idle: float) -> None
         raise BodyCut(f"closed the connection ({exc})", reading=False) from None
 
 
-async def _splice_exactly(
-    src_fd: int,
-    dst_fd: int,
-    left: int,
-    *,
-    idle: float,
-    counted_read: Callable[[int], None],
-    counted_written: Callable[[int], None],
-) -> None:
-    """socket → pipe → socket for exactly `left` bytes (SPLICE_F_MORE never: it corks).
-
-    Fill then drain, each until it would block (as the relay's splice loop): a wait only
-    when src is dry with the pipe empty, or when the pipe and dst are both full."""
-    pipe = Pipe()
-    held = 0  # in the pipe, not yet delivered
-    unyielded = 0
-    try:
-        while left or held:
-            src_dry = not left
-            if left:
-                try:
-                    moved = os.splice(
-                        src_fd, pipe.write_fd, min(left, RELAY_SPLICE_CHUNK), flags=SPLICE_FLAGS
-                    )
-                except BlockingIOError:
-                    src_dry, moved = True, -1  # or the pipe is full: the drain empties it
-                except OSError as exc:
-                    raise BodyCut(f"broke the connection ({_os_text(exc)})", reading=True) from None
-                if moved == 0:
-                    raise BodyCut("closed the connection in the middle of the body", reading=True)
-                if moved > 0:
-                    counted_read(moved)
-                    left -= moved
-                    held += moved
-            if held:
-                sent = await _drain_pipe(pipe.read_fd, dst_fd, held, idle, wait=src_dry)
-                counted_written(sent)
-                held -= sent
-                unyielded += sent
-            elif src_dry:
-                unyielded = 0
-                try:  # wait outside the except block above (bench/PROFILE.md R7)
-                    with trio.fail_after(idle):
-                        await trio.lowlevel.wait_readable(src_fd)
-                except trio.TooSlowError:
-                    raise BodyCut(f"sent nothing for {idle:g} s", reading=True) from None
-            if unyielded >= SPLICE_YIELD_EVERY:
-                unyielded = 0
-                await trio.lowlevel.checkpoint()  # fair to the other connections under bulk
-    finally:
-        pipe.close()
-
-
-async def _drain_pipe(read_fd: int, dst_fd: int, held: int, idle: float, *, wait: bool) -> int:
-    """pipe → dst, up to `held` bytes; how many moved (0: dst full and not waiting)."""
-    while True:
-        try:
-            sent = os.splice(read_fd, dst_fd, held, flags=SPLICE_FLAGS)
-        except BlockingIOError:
-            sent = 0
-        except OSError as exc:
-            raise BodyCut(f"closed the connection ({_os_text(exc)})", reading=False) from None
-        if sent or not wait:
-            return sent
-        try:
-            with trio.fail_after(idle):
-                await trio.lowlevel.wait_writable(dst_fd)
-        except trio.TooSlowError:
-            raise BodyCut(f"took nothing for {idle:g} s", reading=False) from None
-
-
-def _os_text(exc: OSError) -> str:
-    return errno.errorcode.get(exc.errno or 0, "") or exc.strerror or str(exc)
+def _body_cut(exc: SpliceBroken, idle: float) -> BodyCut:
+    """The splice loop's failure in this module's words (docs/http-proxy.md lists them)."""
+    if exc.cause is Stall.CLOSED:
+        return BodyCut("closed the connection in the middle of the body", reading=True)
+    if exc.cause is Stall.SILENT:
+        what = "sent" if exc.at_source else "took"
+        return BodyCut(f"{what} nothing for {idle:g} s", reading=exc.at_source)
+    what = "broke" if exc.at_source else "closed"
+    return BodyCut(f"{what} the connection ({exc.reason})", reading=exc.at_source)

@@ -273,10 +273,10 @@ class _Tunnel:
                     assert isinstance(src, trio.SocketStream)
                     assert isinstance(dst, trio.SocketStream)
                     end = await splice_direction(
-                        src.socket.fileno(),
-                        dst.socket.fileno(),
-                        lambda n: self._count(up, n),
-                        self.release_after,
+                        src.socket,
+                        dst.socket,
+                        on_written=lambda n: self._count(up, n),
+                        quiet_after=self.release_after,
                     )
                     if end is SpliceEnd.EOF:
                         break

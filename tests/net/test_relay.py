@@ -172,9 +172,9 @@ class SpliceCounter:
         self.calls = 0
         real = splice_module.splice_direction
 
-        async def counting(*args: Any) -> Any:
+        async def counting(*args: Any, **kwargs: Any) -> Any:
             self.calls += 1
-            return await real(*args)
+            return await real(*args, **kwargs)
 
         monkeypatch.setattr("proxy64.net.relay.splice_direction", counting)
 

@@ -1,0 +1,258 @@
+"""splice_direction(), the one splice loop: until FIN, for an exact length, until quiet;
+each failure on its side; the tail after bulk; TCP_NOTSENT_LOWAT raised then restored."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+
+import pytest
+import trio
+
+from proxy64.defaults import SPLICE_NOTSENT_LOWAT
+from proxy64.net import splice as splice_module
+from proxy64.net.splice import SpliceBroken, SpliceEnd, Stall, splice_direction
+
+pytestmark = pytest.mark.skipif(not splice_module.HAVE_SPLICE, reason="os.splice is Linux-only")
+
+MiB = 1024 * 1024
+
+
+async def tcp_pair() -> tuple[trio.SocketStream, trio.SocketStream]:
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    port = listeners[0].socket.getsockname()[1]
+    async with listeners[0]:
+        outside = await trio.open_tcp_stream("127.0.0.1", port)
+        inside = await listeners[0].accept()
+    return outside, inside
+
+
+async def receive_exactly(stream: trio.SocketStream, size: int) -> bytes:
+    chunks, got = [], 0
+    while got < size:
+        chunk = await stream.receive_some(min(size - got, 1 << 20))
+        assert chunk, f"EOF after {got} of {size} bytes"
+        chunks.append(chunk)
+        got += len(chunk)
+    return b"".join(chunks)
+
+
+async def receive_all(stream: trio.SocketStream) -> bytes:
+    chunks = []
+    while chunk := await stream.receive_some(1 << 20):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def lowat(stream: trio.SocketStream) -> int:
+    return int(stream.socket.getsockopt(socket.IPPROTO_TCP, socket.TCP_NOTSENT_LOWAT))
+
+
+def pipe_fds() -> int:
+    count = 0
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            if os.readlink(f"/proc/self/fd/{name}").startswith("pipe:"):
+                count += 1
+        except OSError:
+            pass
+    return count
+
+
+class Counts:
+    def __init__(self) -> None:
+        self.read = self.written = 0
+
+    def on_read(self, n: int) -> None:
+        assert n > 0
+        self.read += n
+
+    def on_written(self, n: int) -> None:
+        assert n > 0
+        self.written += n
+
+
+async def test_until_fin_sha256_and_lowat_raised_then_restored() -> None:
+    """16 MiB + an odd tail, sent in odd pieces, then FIN: every byte, EOF, lowat back."""
+    blob = os.urandom(16 * MiB + 4321)
+    writer, src = await tcp_pair()
+    dst, reader = await tcp_pair()
+    counts = Counts()
+    seen_lowat: list[int] = []
+    before = lowat(dst)
+
+    def on_written(n: int) -> None:
+        counts.on_written(n)
+        seen_lowat.append(lowat(dst))
+
+    got: dict[str, object] = {}
+
+    async def send() -> None:
+        view = memoryview(blob)
+        for offset in range(0, len(blob), 99_999):
+            await writer.send_all(view[offset : offset + 99_999])
+        await writer.send_eof()
+
+    async def splice() -> None:
+        got["end"] = await splice_direction(
+            src.socket, dst.socket, on_read=counts.on_read, on_written=on_written
+        )
+        dst.socket.shutdown(socket.SHUT_WR)
+
+    async def receive() -> None:
+        got["data"] = await receive_all(reader)
+
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(send)
+            nursery.start_soon(splice)
+            nursery.start_soon(receive)
+    assert got["end"] is SpliceEnd.EOF
+    assert isinstance(got["data"], bytes)
+    assert hashlib.sha256(got["data"]).digest() == hashlib.sha256(blob).digest()
+    assert counts.read == counts.written == len(blob)
+    assert before == 2**14  # trio's SocketStream default
+    assert set(seen_lowat) == {SPLICE_NOTSENT_LOWAT}
+    assert lowat(dst) == before
+    for stream in (writer, src, dst, reader):
+        await stream.aclose()
+
+
+async def test_exact_length_reads_not_a_byte_past_it() -> None:
+    """length N: DONE after N bytes; what follows stays in src's kernel buffer."""
+    body, after = os.urandom(3 * MiB + 17), b"GET /next HTTP/1.1\r\n\r\n"
+    writer, src = await tcp_pair()
+    dst, reader = await tcp_pair()
+    counts = Counts()
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(writer.send_all, body + after)
+            end = await splice_direction(
+                src.socket,
+                dst.socket,
+                on_read=counts.on_read,
+                on_written=counts.on_written,
+                length=len(body),
+            )
+            assert end is SpliceEnd.DONE
+            assert await receive_exactly(reader, len(body)) == body
+            assert await receive_exactly(src, len(after)) == after
+    assert counts.read == counts.written == len(body)
+    for stream in (writer, src, dst, reader):
+        await stream.aclose()
+
+
+async def test_fin_before_length_is_closed_at_source() -> None:
+    writer, src = await tcp_pair()
+    dst, reader = await tcp_pair()
+
+    async def send_then_eof() -> None:
+        await writer.send_all(os.urandom(MiB))
+        await writer.send_eof()
+
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(send_then_eof)
+            nursery.start_soon(receive_all, reader)
+            with pytest.raises(SpliceBroken) as caught:
+                await splice_direction(
+                    src.socket, dst.socket, on_written=lambda n: None, length=2 * MiB
+                )
+            await dst.aclose()
+    assert caught.value.cause is Stall.CLOSED
+    assert caught.value.at_source
+    assert isinstance(caught.value, trio.BrokenResourceError)  # what the relay catches
+    for stream in (writer, src, reader):
+        await stream.aclose()
+
+
+async def test_silent_source_outlasts_stall_after() -> None:
+    writer, src = await tcp_pair()
+    dst, reader = await tcp_pair()
+    with trio.fail_after(10):
+        await writer.send_all(b"x" * 1000)
+        with pytest.raises(SpliceBroken) as caught:
+            await splice_direction(
+                src.socket, dst.socket, on_written=lambda n: None, length=MiB, stall_after=0.2
+            )
+        assert await receive_exactly(reader, 1000) == b"x" * 1000  # delivered before waiting
+    assert (caught.value.cause, caught.value.at_source) == (Stall.SILENT, True)
+    for stream in (writer, src, dst, reader):
+        await stream.aclose()
+
+
+async def test_destination_that_takes_nothing_outlasts_stall_after() -> None:
+    """The reader never reads: the kernel buffers fill, then the wait on dst times out."""
+    writer, src = await tcp_pair()
+    dst, reader = await tcp_pair()
+    size = 128 * MiB
+    chunk = bytes(MiB)
+
+    async def send() -> None:
+        for _ in range(size // MiB):
+            await writer.send_all(chunk)
+
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(send)
+            with pytest.raises(SpliceBroken) as caught:
+                await splice_direction(
+                    src.socket, dst.socket, on_written=lambda n: None, length=size, stall_after=0.3
+                )
+            nursery.cancel_scope.cancel()
+    assert (caught.value.cause, caught.value.at_source) == (Stall.SILENT, False)
+    for stream in (writer, src, dst, reader):
+        await stream.aclose()
+
+
+async def test_reset_destination_is_broken_at_destination() -> None:
+    writer, src = await tcp_pair()
+    dst, reader = await tcp_pair()
+    reader.socket.setsockopt(
+        socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00"
+    )
+    await reader.aclose()  # linger 0: RST
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(writer.send_all, bytes(4 * MiB))
+            with pytest.raises(SpliceBroken) as caught:
+                await splice_direction(src.socket, dst.socket, on_written=lambda n: None)
+            nursery.cancel_scope.cancel()
+    assert (caught.value.cause, caught.value.at_source) == (Stall.BROKEN, False)
+    assert caught.value.reason in {"ECONNRESET", "EPIPE"}
+    for stream in (writer, src, dst):
+        await stream.aclose()
+
+
+async def test_small_tail_after_bulk_arrives_without_fin_then_quiet_releases_pipe() -> None:
+    """A 7-byte tail after 8 MiB reaches the reader while the connection stays open (no
+    low-water mark holds it back); then silence returns QUIET with the pipe closed and
+    dst's TCP_NOTSENT_LOWAT back to trio's value."""
+    writer, src = await tcp_pair()
+    dst, reader = await tcp_pair()
+    pipes_before = pipe_fds()
+    bulk, tail = os.urandom(8 * MiB), b"tail!\r\n"
+    ends: list[SpliceEnd] = []
+
+    async def splice() -> None:
+        ends.append(
+            await splice_direction(
+                src.socket, dst.socket, on_written=lambda n: None, quiet_after=0.5
+            )
+        )
+
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(splice)
+            nursery.start_soon(writer.send_all, bulk)
+            assert await receive_exactly(reader, len(bulk)) == bulk
+            await writer.send_all(tail)
+            with trio.fail_after(0.4):  # sooner than quiet_after: not waiting for silence
+                assert await receive_exactly(reader, len(tail)) == tail
+            assert pipe_fds() == pipes_before + 2  # still splicing, pipe held
+    assert ends == [SpliceEnd.QUIET]
+    assert pipe_fds() == pipes_before
+    assert lowat(dst) == 2**14
+    for stream in (writer, src, dst, reader):
+        await stream.aclose()
