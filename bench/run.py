@@ -561,7 +561,7 @@ def measure_workers(
                     with contextlib.suppress(ValueError):
                         counts[int(path.name.split("-")[1])] = int(path.read_text())
                 proxy_cpu = sum(cpu1.get(p, 0.0) - cpu0.get(p, 0.0) for p in cpu1)
-                sample = {
+                sample: dict[str, Any] = {
                     "conn_s": res.conn_per_s,
                     "errors": res.errors,
                     "worker_cpu_pct": sorted(
@@ -595,7 +595,7 @@ def measure_workers(
         for old in counts_dir.glob("*"):
             old.unlink()
         counts_dir.rmdir()
-    return report.workers_summary(samples, CORES)
+    return report.workers_summary(samples, CORES) | {"samples": samples}
 
 
 CORES = os.cpu_count() or 1

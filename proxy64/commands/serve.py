@@ -60,13 +60,15 @@ def add_serve_options(
     egress.add_argument(
         "--max-connections",
         metavar="N",
-        help=f"client connections handled at once (default: {MAX_CONNECTIONS})",
+        help=f"client connections handled at once, per process: with --workers N each "
+        f"worker has this many, N times it in all (default: {MAX_CONNECTIONS})",
     )
     egress.add_argument(
         "--workers",
         metavar="N",
-        help=f"processes sharing the listeners with SO_REUSEPORT, 1-{SERVE_MAX_WORKERS} "
-        "(default: 1)",
+        help=f"worker processes, 1-{SERVE_MAX_WORKERS}, each with its own SO_REUSEPORT "
+        "listeners on the same ports; with N > 1 the first process supervises them and "
+        "restarts one that dies (default: 1)",
     )
     egress.add_argument(
         "--idle-timeout",

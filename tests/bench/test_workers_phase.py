@@ -54,13 +54,21 @@ def test_summary_states_the_machine_bound_with_its_arithmetic() -> None:
     assert one["capacity_conn_s"]["median"] == pytest.approx(2000)
     assert two["capacity_conn_s"]["median"] == pytest.approx((2400 / 0.6 + 2200 / 0.55) / 2)
     bound = w["bound"]
-    # 2 cores, 500 µs proxy + 310 µs load generator and origin per connection
-    assert bound["two_workers_conn_s"] == pytest.approx(2e6 / 810)
+    # other work = machine busy − proxy − load processes − origin: 195 − 120 (105) − 40 − 30
+    # = 5 (20) % with 2 workers, 195 − 100 (90) − 70 = 25 (35) % with 1 worker
+    assert two["other_cpu_pct"]["median"] == pytest.approx(12.5)
+    assert one["other_cpu_pct"]["median"] == pytest.approx(30)
+    # 500 µs proxy + 310 µs load generator and origin per connection, on the 1.875 cores
+    # other work left: at most 1.875e6 / 810 conn/s; one worker: one core, 1e6 / 500
+    assert bound["cores_left"] == pytest.approx(1.875)
+    assert bound["two_workers_conn_s"] == pytest.approx(1.875e6 / 810)
     assert bound["one_worker_conn_s"] == pytest.approx(1e6 / 500)
-    assert bound["best_ratio"] == pytest.approx(2e6 / 810 / 2000)
+    assert bound["best_ratio"] == pytest.approx(1.875e6 / 810 / 2000)
+    assert bound["quiet_best_ratio"] == pytest.approx(2e6 / 810 / 2000)
     assert w["machine_limited"] is True
     text = "\n".join(report.workers_lines(w))
-    assert "2 × 10⁶ / (500 + 310) = 2,469 conn/s" in text
+    assert "at most 1.88 × 10⁶ / (500 + 310) = 2,315 conn/s, against 2,000" in text
+    assert "1.16× (1.23× with all 2 cores free for this test)" in text
     assert "the machine, not the proxy, bounded the scaling" in text
     goals = {g.name: g for g in report.workers_goals({"workers": w})}
     assert [g.met for g in goals.values()] == [True, True, True]
