@@ -68,6 +68,13 @@ class ByteQueue:
         n = min(n, self._len - offset)
         if n <= 0:
             return b""
+        last = self._chunks[-1]
+        # where the last chunk starts, counted from the front (-_head when it is the first)
+        in_last = offset - (self._len - len(last))
+        if in_last >= 0:  # the common case in bulk: the newest chunk, found without a scan
+            if in_last == 0 and n == len(last):
+                return last
+            return memoryview(last)[in_last : in_last + n]
         position = offset + self._head
         parts: list[bytes | memoryview] = []  # views: the only copy is the final join
         for chunk in self._chunks:

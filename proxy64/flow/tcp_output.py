@@ -123,6 +123,11 @@ class TcpEndpoint:
         handed over in pieces of this size leaves without being split or joined."""
         return self._segment_limit()
 
+    @property
+    def holds_tail(self) -> bool:
+        """Bytes are queued but not sent (a corked partial segment, or the window is full)."""
+        return len(self.tx) > self.tx_sent
+
     def fill_size(self) -> int:
         """How many bytes to queue next so the send buffer ends on a segment boundary: the
         rest of a held partial segment, else one whole segment. A sender that hands over

@@ -114,7 +114,8 @@ class TunTcpStream(trio.abc.HalfCloseableStream):
         finally:
             self._sending = False
             self.sends += 1
-            self._executor.cork(self)
+            if self.flow.holds_tail:  # a partial segment waits: have it pushed soon
+                self._executor.cork(self)
 
     async def wait_send_all_might_not_block(self) -> None:
         while self.flow.can_send and self.flow.send_space == 0 and not self._closed:

@@ -156,6 +156,10 @@ class TunStack(UdpEchoStack):
     # --- TCP -------------------------------------------------------------------------------
     def _on_tcp(self, inbound: TcpIn, packet: Packet) -> None:
         key, seg = inbound.key, inbound.segment
+        flow = self.table.tcp.get(key)
+        if flow is not None:  # an existing flow's key passed the checks below at its SYN
+            self.execute(key, flow, flow.handle(SegmentArrived(seg), trio.current_time()))
+            return
         if not self._family_allowed(key):
             return
         verdict = self.table.tcp_segment(key, seg)
