@@ -129,6 +129,9 @@ SPLICE_YIELD_EVERY = 4 * 1024 * 1024  # bytes a splicing direction moves between
 # dst's TCP_NOTSENT_LOWAT while a direction splices (trio's 16 KiB is put back after): the
 # unsent bytes the kernel may queue; loopback's send buffer autotunes up to 4 MiB here.
 SPLICE_NOTSENT_LOWAT = 4 * 1024 * 1024
+# The task path pushes a tunnel's idle deadline at most once per this many seconds (or
+# idle_timeout / 16 if smaller), not per chunk: a tunnel closes up to this late.
+RELAY_IDLE_SLACK = 1.0
 
 # --- serve --workers: supervision (proxy64/net/supervisor.py) -----------------------------
 WORKER_RESTART_FIRST_DELAY = 0.1  # seconds before restarting a worker that died
@@ -138,3 +141,7 @@ WORKER_STOP_MARGIN = 5.0  # after SIGINT/SIGTERM: shutdown_grace + this, then SI
 
 # --- Hub-driven front of a connection (issue 7; proxy64/net/relay_hub.py, socks_front.py) ----
 HUB_POLL_ROUNDS = 4  # epoll polls without waiting per wake-up of the hub, while events come
+
+# --- TUN stack heap (proxy64/tun/heap.py): freed memory kept for reuse at bulk speed ---
+TUN_HEAP_TRIM_THRESHOLD = 32 * 1024 * 1024  # glibc M_TRIM_THRESHOLD (default 128 KiB)
+TUN_HEAP_TOP_PAD = 4 * 1024 * 1024  # glibc M_TOP_PAD: heap grows in steps of this much

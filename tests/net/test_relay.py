@@ -12,6 +12,7 @@ import pytest
 import trio
 import trio.testing
 
+from proxy64.defaults import RELAY_IDLE_SLACK
 from proxy64.net import splice as splice_module
 from proxy64.net.context import ConnectionRecord
 from proxy64.net.relay import Relay, relay
@@ -83,9 +84,35 @@ def test_idle_timeout_closes_a_silent_tunnel() -> None:
         return trio.current_time() - start
 
     elapsed = trio.run(main, clock=clock)
-    assert elapsed == pytest.approx(50.0, abs=0.01)
+    # 30 s after the last byte, never earlier; the deadline is pushed lazily (at most once
+    # per RELAY_IDLE_SLACK), so up to that much later
+    assert 50.0 <= elapsed <= 50.0 + RELAY_IDLE_SLACK + 0.01
     assert rec.outcome == "idle for 30 s, closed"
     assert rec.bytes_up == 9
+
+
+def test_idle_clock_follows_steady_traffic_then_closes_after_the_last_byte() -> None:
+    """Bytes every 10 s keep a 30 s tunnel open for 100 s (the lazily pushed deadline
+    never fires early); after the last byte it closes 30 s later, at most the slack late."""
+    clock = trio.testing.MockClock(autojump_threshold=0)
+    rec = record()
+
+    async def main() -> float:
+        app_client, client_side = trio.testing.memory_stream_pair()
+        remote_side, app_remote = trio.testing.memory_stream_pair()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(lambda: relay(client_side, remote_side, rec, idle_timeout=30.0))
+            for _ in range(10):
+                await trio.sleep(10)
+                await app_remote.send_all(b"tick")
+                assert await app_client.receive_some(100) == b"tick"
+            last = trio.current_time()
+        return trio.current_time() - last
+
+    after_last = trio.run(main, clock=clock)
+    assert 30.0 <= after_last <= 30.0 + RELAY_IDLE_SLACK + 0.01
+    assert rec.outcome == "idle for 30 s, closed"
+    assert rec.bytes_down == 40
 
 
 async def test_relay_class_is_relay_like() -> None:
