@@ -455,16 +455,24 @@ class _ClientSession:
     async def _request_body_outside(
         self, target: ForwardTarget, upstream: Upstream, idle: float, head: bytes
     ) -> bool:
-        """Move a large Content-Length request body outside h11; False: h11 carries it.
-        `head` is the encoded request head, written together with the first body bytes."""
+        """Move a Content-Length request body outside h11 when it is large, or when all of
+        it is already here (head and body in one write, no h11 events, issue 7); False:
+        h11 carries it. `head` is the encoded request head, written with the first body
+        bytes."""
         if self.conn.their_state is not h11.SEND_BODY:
             return False  # no body, or a retry of a request without content
         length = fixed_body_length(target.request.headers.raw_items())
+        if length is None:
+            return False
         buffered, closed = self.conn.trailing_data
-        if length is None or length - len(buffered) < HTTP_RAW_BODY_MIN:
+        whole = len(buffered) >= length
+        if not whole and length - len(buffered) < HTTP_RAW_BODY_MIN:
             return False
         self.after_request = (buffered[length:], closed)
         upstream.sent_outside = True
+        if whole:
+            await upstream.write(head + buffered[:length] if length else head)
+            return True
         try:
             await move_body(
                 self.stream,
@@ -490,18 +498,27 @@ class _ClientSession:
         idle: float,
         out: _Pending,
     ) -> bool:
-        """Move a large Content-Length response body outside h11; False: h11 carries it.
-        The encoded response head waiting in `out` is written with the first body bytes."""
+        """Move a Content-Length response body outside h11 when it is large, or when all of
+        it is already here (a small response: head and body in one write, no h11 Data or
+        EndOfMessage on either machine, issue 7); False: h11 carries it. The encoded
+        response head waiting in `out` is written with the first body bytes."""
         headers = response.headers.raw_items()
         length = response_body_length(target.request.method, response.status_code, headers)
+        if length is None:
+            return False
         buffered, closed = upstream.conn.trailing_data
-        if length is None or length - len(buffered) < HTTP_RAW_BODY_MIN:
+        whole = len(buffered) >= length
+        if not whole and length - len(buffered) < HTTP_RAW_BODY_MIN:
             return False
         # Bytes after the body, or an EOF already seen: the connection is not reused.
         upstream.received_outside = (
             len(buffered) <= length and not closed and keeps_alive(headers, response.http_version)
         )
         self.response_outside = True
+        if whole:  # counted in the record as it arrived; the client side is not counted
+            out.add(buffered[:length])
+            await self._write(out.take())
+            return True
         try:
             await move_body(
                 upstream.dialed.stream,

@@ -236,3 +236,110 @@ async def test_http10_connect_gets_connection_close_in_its_200(nursery: trio.Nur
     answer = read_all(ours)
     ours.close()
     assert answer == b"HTTP/1.1 200 Connection Established\r\nConnection: close\r\n\r\n"
+
+
+async def keep_alive_origin(stream: trio.SocketStream) -> None:
+    """Answers RESPONSE to each request head until the proxy closes (keep-alive)."""
+    buffer = b""
+    with trio.fail_after(10):
+        while True:
+            while b"\r\n\r\n" not in buffer:
+                data = await stream.receive_some(65536)
+                if not data:
+                    return
+                buffer += data
+            buffer = buffer.partition(b"\r\n\r\n")[2]
+            await stream.send_all(RESPONSE)
+
+
+async def test_small_response_already_here_skips_h11_body_events_and_keeps_alive(
+    nursery: trio.Nursery, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    listeners = await nursery.start(partial(trio.serve_tcp, keep_alive_origin, 0, host="::1"))
+    port = listeners[0].socket.getsockname()[1]
+    sent: list[str] = []
+    real_send = h11.Connection.send
+
+    def spying_send(self: h11.Connection, event: h11.Event) -> bytes | None:
+        if self.our_role is h11.SERVER:  # what the client is sent
+            sent.append(type(event).__name__)
+        return real_send(self, event)
+
+    monkeypatch.setattr(h11.Connection, "send", spying_send)
+    dialer, recorder = CountingDialer(), ListRecorder()
+    head = f"GET http://[::1]:{port}/ HTTP/1.1\r\nHost: a\r\n\r\n".encode()
+    ours, stream = client_pair(head * 3, close=True)  # pipelined, then EOF
+    with trio.fail_after(10):
+        await handle_http_client(stream, context(dialer, recorder))
+    answer = read_all(ours)
+    ours.close()
+    assert answer.count(b"HTTP/1.1 200 OK\r\n") == 3 and answer.endswith(b"\r\n\r\nhi")
+    # each response: its head through h11, its 2-byte body written with it (RFC 9112 §6.3)
+    assert sent == ["Response"] * 3
+    assert dialer.calls == ["connect_now"]  # one origin connection, kept alive (§9.3)
+    (record,) = recorder.records
+    forwarded = f"GET / HTTP/1.1\r\nHost: [::1]:{port}\r\nVia: 1.1 proxy64\r\n\r\n"
+    assert record.bytes_down == 3 * len(RESPONSE) and record.bytes_up == 3 * len(forwarded)
+
+
+async def h11_origin(stream: trio.SocketStream, bodies: list[bytes]) -> None:
+    """An origin framing with h11: records each request body, answers its length."""
+    machine = h11.Connection(h11.SERVER)
+    body = b""
+    with trio.fail_after(10):
+        while True:
+            event = machine.next_event()
+            if event is h11.NEED_DATA:
+                machine.receive_data(await stream.receive_some(65536))
+            elif isinstance(event, h11.Data):
+                body += event.data
+            elif isinstance(event, h11.EndOfMessage):
+                bodies.append(body)
+                answer = str(len(body)).encode()
+                body = b""
+                length = str(len(answer)).encode()
+                response = h11.Response(status_code=200, headers=[(b"Content-Length", length)])
+                data = machine.send(response) or b""
+                data += machine.send(h11.Data(data=answer)) or b""
+                data += machine.send(h11.EndOfMessage()) or b""
+                await stream.send_all(data)
+                machine.start_next_cycle()
+            elif isinstance(event, h11.ConnectionClosed):
+                return
+
+
+async def test_small_request_bodies_already_here_skip_h11_events_and_arrive_whole(
+    nursery: trio.Nursery, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bodies: list[bytes] = []
+    listeners = await nursery.start(
+        partial(trio.serve_tcp, partial(h11_origin, bodies=bodies), 0, host="::1")
+    )
+    port = listeners[0].socket.getsockname()[1]
+    sent: list[str] = []
+    real_send = h11.Connection.send
+
+    def spying_send(self: h11.Connection, event: h11.Event) -> bytes | None:
+        if self.our_role is h11.CLIENT:  # what the origin is sent
+            sent.append(type(event).__name__)
+        return real_send(self, event)
+
+    monkeypatch.setattr(h11.Connection, "send", spying_send)
+    dialer, recorder = CountingDialer(), ListRecorder()
+    posts = [b"x" * 1000, b"", b"\r\n\r\nGET / HTTP/1.1\r\n\r\n"]  # the last one looks like a head
+    data = b"".join(
+        b"POST http://[::1]:%d/ HTTP/1.1\r\nHost: a\r\nContent-Length: %d\r\n\r\n%s"
+        % (port, len(body), body)
+        for body in posts
+    )
+    ours, stream = client_pair(data, close=True)
+    with trio.fail_after(10):
+        await handle_http_client(stream, context(dialer, recorder))
+    answer = read_all(ours)
+    ours.close()
+    assert bodies == posts  # RFC 9112 §6.3: exactly Content-Length bytes each, in order
+    assert answer.count(b"HTTP/1.1 200 ") == 3 and answer.endswith(b"\r\n\r\n22")
+    assert sent == ["Request"] * 3  # the bodies went with their heads, not as h11 events
+    assert dialer.calls == ["connect_now"]
+    (record,) = recorder.records
+    assert record.outcome == "ok"

@@ -7,7 +7,7 @@ from ipaddress import IPv4Address, IPv6Address
 
 import h11
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from proxy64.destination import Destination
@@ -215,13 +215,22 @@ HEADER = st.tuples(HEADER_NAME, st.binary(max_size=20).map(lambda b: b.replace(b
 
 @settings(max_examples=300)
 @given(st.lists(HEADER, max_size=15), st.lists(TOKEN, max_size=4))
+@example(headers=[(b"a", b""), (b"connection", b"A")], named=[])
 def test_hypothesis_hop_by_hop_never_leaks_and_order_is_kept(
     headers: list[tuple[bytes, bytes]], named: list[bytes]
 ) -> None:
     if named:
         headers = [*headers, (b"Connection", b", ".join(named))]
     kept = end_to_end(headers)
-    dropped = HOP_BY_HOP | {n.lower() for n in named}
+    # RFC 9110 §7.6.1: every option any Connection field lists (a generated Connection or
+    # Proxy-Connection header's own value counts too: b"A" names the field "a").
+    listed = {
+        token.strip().lower()
+        for name, value in headers
+        if name.lower() in (b"connection", b"proxy-connection")
+        for token in value.split(b",")
+    }
+    dropped = HOP_BY_HOP | {n.lower() for n in named} | (listed - {b""})
     assert all(name.lower() not in dropped for name, _ in kept)
     # The kept headers are exactly the end-to-end ones, in their original order.
     assert kept == [(n, v) for n, v in headers if n.lower() not in dropped]
