@@ -1,0 +1,36 @@
+"""Keep freed heap memory in the TUN stack's process instead of returning it at once.
+
+Why: every packet read from the TUN is a new ~64 KiB bytes object (os.read allocates the
+largest packet, then shrinks it), and every relay chunk another; glibc's malloc gives the
+top of its heap back to the kernel (brk) whenever more than M_TRIM_THRESHOLD (128 KiB by
+default) is free there, so at bulk speed the heap shrank and grew again hundreds of times
+per GiB, each growth paid in page faults and page zeroing (sys time). Raising the trim
+threshold keeps up to that much freed memory for reuse; M_TOP_PAD grows the heap in
+larger steps. Best effort: without glibc (musl, other systems) nothing changes.
+
+Invariant: only the process running the TUN stack calls this (it is process-wide).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+
+from proxy64.defaults import TUN_HEAP_TOP_PAD, TUN_HEAP_TRIM_THRESHOLD
+
+M_TRIM_THRESHOLD = -1  # glibc malloc.h
+M_TOP_PAD = -2
+
+
+def keep_freed_memory() -> bool:
+    """Raise glibc's trim threshold and top pad; False when mallopt is not available."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
+    mallopt.restype = ctypes.c_int
+    trim = mallopt(M_TRIM_THRESHOLD, TUN_HEAP_TRIM_THRESHOLD)
+    pad = mallopt(M_TOP_PAD, TUN_HEAP_TOP_PAD)
+    return bool(trim and pad)  # mallopt returns 1 on success
