@@ -145,7 +145,3 @@ HUB_POLL_ROUNDS = 4  # epoll polls without waiting per wake-up of the hub, while
 # --- TUN stack heap (proxy64/tun/heap.py): freed memory kept for reuse at bulk speed ---
 TUN_HEAP_TRIM_THRESHOLD = 32 * 1024 * 1024  # glibc M_TRIM_THRESHOLD (default 128 KiB)
 TUN_HEAP_TOP_PAD = 4 * 1024 * 1024  # glibc M_TOP_PAD: heap grows in steps of this much
-
-# --- TUN stack heap (proxy64/tun/heap.py): freed memory kept for reuse at bulk speed ---
-TUN_HEAP_TRIM_THRESHOLD = 32 * 1024 * 1024  # glibc M_TRIM_THRESHOLD (default 128 KiB)
-TUN_HEAP_TOP_PAD = 4 * 1024 * 1024  # glibc M_TOP_PAD: heap grows in steps of this much
