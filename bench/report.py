@@ -695,12 +695,29 @@ DOCS_READING = """## Reading these numbers
   with splice(2) after the first 256 KiB; plain HTTP forwarding goes through h11.
 - "proxy CPU per connection" includes the kernel work for accept, connect and two sockets
   (~170–190 µs here for every proxy, see PROFILE.md §1); the C proxies are near that floor.
-- `serve --workers 2` cannot show scaling when the machine's two cores are already busy
-  with other work; read that row together with the load average.
+- `serve --workers 2` on 2 cores shares them with the load generator and the origin:
+  the workers section says, with the arithmetic, whether the proxy or the machine was
+  the limit, how evenly SO_REUSEPORT spread the connections and what the workers would
+  reach with a core each.
 """
 
 
-def docs(result: dict[str, Any]) -> str:
+def workers_section(workers_result: dict[str, Any]) -> list[str]:
+    """The workers phase of a separate run (bench/results/workers.json), with its header."""
+    meta = workers_result["meta"]
+    return [
+        "## serve --workers: 1 vs 2 workers (separate run)",
+        "",
+        f"Run {meta['started']} → {meta['finished']}, proxy64 at commit "
+        f"{meta.get('commit', 'unknown')}, command `{meta['command'].strip()}`; load average "
+        f"{meta['loadavg_start']} at the start, {meta['loadavg_end']} at the end.",
+        "",
+        *workers_lines(workers_result["extra"]["workers"]),
+        "",
+    ]
+
+
+def docs(result: dict[str, Any], workers_result: dict[str, Any] | None = None) -> str:
     meta = result["meta"]
     machine = [
         "## The run",
@@ -724,7 +741,8 @@ def docs(result: dict[str, Any]) -> str:
     ]
     body = markdown(result).split("\n", 1)[1]  # drop the results page's title
     body = body.replace("\n## ", "\n### ")
-    return "\n".join([DOCS_INTRO, *machine, DOCS_READING, "## All figures", body])
+    extra = workers_section(workers_result) if workers_result else []
+    return "\n".join([DOCS_INTRO, *machine, DOCS_READING, *extra, "## All figures", body])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -734,10 +752,20 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("json", type=Path, help="bench/results/latest.json")
     parser.add_argument("--docs", type=Path, help="write the user-facing performance page here")
+    parser.add_argument(
+        "--workers-json",
+        type=Path,
+        help="with --docs: a separate workers-phase run to include (default: workers.json "
+        "beside JSON, when JSON has no workers phase of its own)",
+    )
     args = parser.parse_args(argv)
     result = json.loads(args.json.read_text())
     out = args.docs or args.json.with_suffix(".md")
-    out.write_text(docs(result) if args.docs else markdown(result))
+    workers_path = args.workers_json or args.json.with_name("workers.json")
+    workers_result = None
+    if args.docs and not result.get("extra", {}).get("workers") and workers_path.exists():
+        workers_result = json.loads(workers_path.read_text())
+    out.write_text(docs(result, workers_result) if args.docs else markdown(result))
     print(out)
     return 0
 
