@@ -114,4 +114,21 @@ def test_quick_workers_phase_end_to_end(tmp_path: Path) -> None:
     assert sum(w["by_workers"]["2"]["worker_conns"]) >= 400
     assert "ratio_conn_s" in w and w["bound"]["best_ratio"] > 0
     assert "## serve --workers: 1 vs 2 workers, interleaved" in proc.stdout
-    assert "the best ratio this box can show" in proc.stdout
+    assert "the best ratio this box could show in this run" in proc.stdout
+
+
+def test_docs_page_includes_a_separate_workers_run(tmp_path: Path) -> None:
+    samples = {"1": [sample(2000, [100.0], [4100])], "2": [sample(2300, [60.0, 55.0], [2, 2])]}
+    meta = {
+        "started": "S",
+        "finished": "F",
+        "commit": "abc1234",
+        "command": "python bench/run.py --tests workers",
+        "loadavg_start": "1.00 1.00 1.00",
+        "loadavg_end": "2.00 2.00 2.00",
+    }
+    workers_result = {"meta": meta, "extra": {"workers": report.workers_summary(samples, 2)}}
+    lines = report.workers_section(workers_result)
+    text = "\n".join(lines)
+    assert lines[0] == "## serve --workers: 1 vs 2 workers (separate run)"
+    assert "proxy64 at commit abc1234" in text and "| 2 | 2,300 (2,300–2,300) |" in text
