@@ -145,3 +145,6 @@ HUB_POLL_ROUNDS = 4  # epoll polls without waiting per wake-up of the hub, while
 # --- TUN stack heap (proxy64/tun/heap.py): freed memory kept for reuse at bulk speed ---
 TUN_HEAP_TRIM_THRESHOLD = 32 * 1024 * 1024  # glibc M_TRIM_THRESHOLD (default 128 KiB)
 TUN_HEAP_TOP_PAD = 4 * 1024 * 1024  # glibc M_TOP_PAD: heap grows in steps of this much
+TUN_HEAP_MMAP_THRESHOLD = 4 * 1024 * 1024  # glibc M_MMAP_THRESHOLD (default 128 KiB)
+TUN_SOCKET_READ_MAX = 1024 * 1024  # one read from a TUN flow's outbound socket, whole segments
+TUN_RECEIVE_MAX = 1024 * 1024  # what TunTcpStream.receive_some() returns at most, no max_bytes

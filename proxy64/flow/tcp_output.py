@@ -128,12 +128,14 @@ class TcpEndpoint:
         """Bytes are queued but not sent (a corked partial segment, or the window is full)."""
         return len(self.tx) > self.tx_sent
 
-    def fill_size(self) -> int:
+    def fill_size(self, most: int = 0) -> int:
         """How many bytes to queue next so the send buffer ends on a segment boundary: the
-        rest of a held partial segment, else one whole segment. A sender that hands over
-        pieces of this size gets each segment out of one piece (no join copy in peek)."""
+        rest of a held partial segment, else one whole segment, plus as many whole
+        segments as fit in most. A sender that hands over pieces of this size gets each
+        segment out of one piece (no join copy in peek)."""
         limit = self._segment_limit()
-        return limit - (len(self.tx) - self.tx_sent) % limit
+        fill = limit - (len(self.tx) - self.tx_sent) % limit
+        return fill + max(0, most - fill) // limit * limit
 
     @property
     def readable(self) -> bool:

@@ -15,7 +15,7 @@ from typing import Protocol
 
 import trio
 
-from proxy64.defaults import RELAY_CHUNK, TUN_FAIR_SHARE
+from proxy64.defaults import TUN_FAIR_SHARE, TUN_RECEIVE_MAX
 from proxy64.flow.build import TcpHeaders
 from proxy64.flow.tcp_flow import Action, TcpFlow
 from proxy64.flow.wire import FlowKey
@@ -73,7 +73,9 @@ class TunTcpStream(trio.abc.HalfCloseableStream):
                     raise trio.ClosedResourceError("the TUN flow stream was closed")
             if flow.reset_reason is not None:
                 raise trio.BrokenResourceError(f"TUN flow {self.key}: {flow.reset_reason}")
-            chunk, actions = flow.receive(max_bytes or RELAY_CHUNK, trio.current_time())
+            # no max_bytes: everything queued up to TUN_RECEIVE_MAX, in one piece (one copy
+            # either way: the join here, or the bytes() below) and one relay turn
+            chunk, actions = flow.receive(max_bytes or TUN_RECEIVE_MAX, trio.current_time())
             self._run(actions)
             # a view into the packet the app sent becomes bytes here (the one copy)
             data = chunk if type(chunk) is bytes else bytes(chunk)

@@ -6,7 +6,9 @@ top of its heap back to the kernel (brk) whenever more than M_TRIM_THRESHOLD (12
 default) is free there, so at bulk speed the heap shrank and grew again hundreds of times
 per GiB, each growth paid in page faults and page zeroing (sys time). Raising the trim
 threshold keeps up to that much freed memory for reuse; M_TOP_PAD grows the heap in
-larger steps. Best effort: without glibc (musl, other systems) nothing changes.
+larger steps; M_MMAP_THRESHOLD keeps reads of up to TUN_SOCKET_READ_MAX on the heap (a
+mapping per read would be faulted in page by page and unmapped again). Best effort:
+without glibc (musl, other systems) nothing changes.
 
 Invariant: only the process running the TUN stack calls this (it is process-wide).
 """
@@ -16,10 +18,11 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 
-from proxy64.defaults import TUN_HEAP_TOP_PAD, TUN_HEAP_TRIM_THRESHOLD
+from proxy64.defaults import TUN_HEAP_MMAP_THRESHOLD, TUN_HEAP_TOP_PAD, TUN_HEAP_TRIM_THRESHOLD
 
 M_TRIM_THRESHOLD = -1  # glibc malloc.h
 M_TOP_PAD = -2
+M_MMAP_THRESHOLD = -3
 
 
 def keep_freed_memory() -> bool:
@@ -33,4 +36,5 @@ def keep_freed_memory() -> bool:
     mallopt.restype = ctypes.c_int
     trim = mallopt(M_TRIM_THRESHOLD, TUN_HEAP_TRIM_THRESHOLD)
     pad = mallopt(M_TOP_PAD, TUN_HEAP_TOP_PAD)
-    return bool(trim and pad)  # mallopt returns 1 on success
+    mapped = mallopt(M_MMAP_THRESHOLD, TUN_HEAP_MMAP_THRESHOLD)
+    return bool(trim and pad and mapped)  # mallopt returns 1 on success

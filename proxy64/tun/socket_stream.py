@@ -69,7 +69,8 @@ class TunSocketStream(trio.abc.HalfCloseableStream):
                 if self._sock.fileno() == -1:
                     raise trio.ClosedResourceError("the socket was closed")
                 try:
-                    size = min(max_bytes or RELAY_CHUNK, self._read_size())
+                    size = self._read_size() if max_bytes is None else min(
+                        max_bytes, self._read_size())  # fmt: skip
                     data = os.read(self._fd, max(1, size))
                 except BlockingIOError:
                     self._unyielded = 0

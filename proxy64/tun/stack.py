@@ -17,7 +17,7 @@ import os
 
 import trio
 
-from proxy64.defaults import DNS_PORT, TUN_TCP_MAX_RETRIES
+from proxy64.defaults import DNS_PORT, TUN_SOCKET_READ_MAX, TUN_TCP_MAX_RETRIES
 from proxy64.destination import Destination
 from proxy64.errors import Proxy64Error
 from proxy64.flow import build
@@ -250,7 +250,11 @@ class TunStack(UdpEchoStack):
         # joins two reads into one segment
         remote: trio.abc.HalfCloseableStream = dialed.stream
         if isinstance(remote, trio.SocketStream):
-            remote = TunSocketStream(remote, read_size=flow.fill_size)
+
+            def read_size() -> int:  # whole segments, up to the free send buffer
+                return flow.fill_size(min(flow.send_space, TUN_SOCKET_READ_MAX))
+
+            remote = TunSocketStream(remote, read_size=read_size)
         try:
             await self.relay(stream, remote, record)
         finally:

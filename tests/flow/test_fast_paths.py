@@ -177,3 +177,14 @@ def test_fast_decoded_rst_and_fin_drive_the_flow_like_decode():
         assert isinstance(inbound, TcpIn)
         flow.handle(SegmentArrived(inbound.segment), 0.0)
         assert flow.state.value == state
+
+
+def test_fill_size_adds_whole_segments_up_to_most():
+    flow = _established()
+    size = flow.segment_size
+    assert flow.fill_size() == size
+    assert flow.fill_size(size * 3 + size // 2) == size * 3
+    flow.send(b"t" * 10, 0.0, more=True)  # a held partial segment of 10 bytes
+    assert flow.fill_size() == size - 10
+    assert flow.fill_size(size * 2) == size - 10 + size
+    assert flow.fill_size(1) == size - 10  # never less than what completes the segment

@@ -1,0 +1,94 @@
+"""TunTcpStream and TunSocketStream sizes: what one receive_some() hands the relay."""
+
+from __future__ import annotations
+
+from ipaddress import IPv6Address
+
+import trio
+
+from proxy64.defaults import TUN_RECEIVE_MAX
+from proxy64.flow.segment import ACK, PSH, SYN, Segment
+from proxy64.flow.tcp_flow import (
+    Action,
+    DialSucceeded,
+    SegmentArrived,
+    TcpFlow,
+    TcpSettings,
+    Transmit,
+)
+from proxy64.flow.wire import TCP, FlowKey
+from proxy64.tun.flow_stream import TunTcpStream
+from proxy64.tun.socket_stream import TunSocketStream
+
+KEY = FlowKey(TCP, (IPv6Address("fd64::2"), 40000), (IPv6Address("2001:db8:64::7f00:1"), 80))
+
+
+class Recorder:
+    """The stack's side of the stream: keeps what the flow asked to transmit."""
+
+    def __init__(self) -> None:
+        self.sent: list[Segment] = []
+
+    def execute(self, key: FlowKey, flow: TcpFlow, actions: list[Action]) -> None:
+        self.sent += [a.segment for a in actions if isinstance(a, Transmit)]
+
+    def cork(self, stream: TunTcpStream) -> None:
+        pass
+
+
+def established(capacity: int = 4 << 20) -> TcpFlow:
+    settings = TcpSettings(mss=65460, rx_capacity=capacity, tx_capacity=capacity,
+                           max_retries=8, tso=True)  # fmt: skip
+    flow = TcpFlow(Segment(100, 0, SYN, 65535, mss=65460, wscale=7), 5000, settings, 0.0)
+    flow.handle(DialSucceeded(), 0.0)
+    flow.handle(SegmentArrived(Segment(101, 5001, ACK, 0xFFFF)), 0.0)
+    return flow
+
+
+async def test_receive_some_without_max_bytes_returns_what_is_queued_in_one_piece():
+    flow = established()
+    stream = TunTcpStream(Recorder(), KEY, flow)
+    data = bytes(range(256)) * 1200  # 307,200 bytes in five segments
+    seq = 101
+    for start in range(0, len(data), 65460):
+        part = memoryview(data)[start : start + 65460]
+        flow.handle(SegmentArrived(Segment(seq, 5001, ACK | PSH, 0xFFFF, part)), 0.0)
+        seq += len(part)
+    assert await stream.receive_some(1000) == data[:1000]  # max_bytes is still a bound
+    got = await stream.receive_some()
+    assert got == data[1000:] and len(got) > 65536  # all of it, one relay turn
+    big = b"x" * (TUN_RECEIVE_MAX + 5)
+    for start in range(0, len(big), 65460):
+        part = big[start : start + 65460]
+        flow.handle(SegmentArrived(Segment(seq, 5001, ACK | PSH, 0xFFFF, part)), 0.0)
+        seq += len(part)
+    assert len(await stream.receive_some()) == TUN_RECEIVE_MAX
+
+
+async def test_socket_reads_are_whole_segments_up_to_the_read_size():
+    """The outbound socket is read in fill_size pieces: whole segments (after completing
+    a held partial one), so every segment sent is one read's bytes or a view into them."""
+    flow = established()
+    recorder = Recorder()
+    stream = TunTcpStream(recorder, KEY, flow)
+    a, b = trio.socket.socketpair()
+    with a, b:
+        remote = TunSocketStream(trio.SocketStream(a), read_size=lambda: flow.fill_size(140_000))
+        payload = bytes(range(251)) * 1000  # 251,000 bytes
+        await b.send(payload[:1000])
+        first = await remote.receive_some()
+        assert first == payload[:1000]  # what was there: a short read
+        await stream.send_all(first)  # held: a partial segment (corked)
+        view = memoryview(payload)[1000:160_000]
+        while view:
+            view = view[await b.send(view) :]
+        second = await remote.receive_some()
+        # the rest of the held segment plus as many whole segments as fit in 300,000
+        size = flow.segment_size
+        assert len(second) == (size - 1000) + (140_000 - (size - 1000)) // size * size
+        await stream.send_all(second)
+        sent = b"".join(bytes(s.payload) for s in recorder.sent)
+        assert sent == payload[: len(first) + len(second)]
+        assert all(len(s.payload) == size for s in recorder.sent)
+        assert isinstance(recorder.sent[-1].payload, memoryview)  # a view: no copy
+        assert recorder.sent[-1].payload.obj is second
