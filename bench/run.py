@@ -151,7 +151,10 @@ def git_commit() -> str:
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "unknown"
-    return head + ("+dirty" if dirty else "")
+    label = head + ("+dirty" if dirty else "")
+    if os.environ.get("PYTHONPATH"):  # the servers import proxy64 from there, not this tree
+        label += f" (proxy64 from PYTHONPATH={os.environ['PYTHONPATH']})"
+    return label
 
 
 def loadavg() -> str:
