@@ -160,16 +160,22 @@ class Decoder:
         self.max_keys = max_keys
 
     def decode(self, data: bytes | bytearray | memoryview, *, verify: bool = True) -> Inbound:
-        if verify or type(data) is not memoryview or len(data) < _FAST_MIN:
+        if type(data) is not memoryview or len(data) < _FAST_MIN:
             return decode(data, verify=verify)
         if data[0] >> 4 != 6 or data[6] != TCP or data.format != "B" or data.ndim != 1:
             return decode(data, verify=verify)
         end = 40 + (data[4] << 8 | data[5])  # RFC 8200 §3 payload length
         header_length = (data[52] >> 4) << 2  # RFC 9293 §3.1 data offset
         flags = data[53]
-        if end > len(data) or header_length < 20 or 40 + header_length > end or flags & _SYN:
-            return decode(data, verify=verify)  # the codec names what is wrong
         raw = data[8:44].tobytes()  # source, destination, ports
+        if (
+            verify
+            or end > len(data)
+            or header_length < 20
+            or 40 + header_length > end
+            or (flags & _SYN)
+        ):
+            return self._remembered(raw, decode(data, verify=verify))  # the codec's verdict
         key = self._keys.get(raw)
         if key is None:
             if len(self._keys) >= self.max_keys:
@@ -182,6 +188,19 @@ class Decoder:
         seq, ack = _SEQ_ACK.unpack_from(data, 44)
         segment = Segment(seq, ack, flags & 0x3F, data[54] << 8 | data[55], payload)
         return TcpIn(key, segment)
+
+    def _remembered(self, raw: bytes, inbound: Inbound) -> Inbound:
+        """The SYN's key becomes the remembered one: the flow table holds that object, so
+        later lookups match by identity (no FlowKey.__eq__ call per packet)."""
+        if type(inbound) is not TcpIn:
+            return inbound
+        known = self._keys.get(raw)
+        if known is None:
+            if len(self._keys) >= self.max_keys:
+                self._keys.clear()
+            self._keys[raw] = inbound.key
+            return inbound
+        return TcpIn(known, inbound.segment) if known == inbound.key else inbound
 
 
 def _decode(data: bytes | bytearray | memoryview, verify: bool) -> Inbound:

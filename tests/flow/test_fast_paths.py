@@ -188,3 +188,14 @@ def test_fill_size_adds_whole_segments_up_to_most():
     assert flow.fill_size() == size - 10
     assert flow.fill_size(size * 2) == size - 10 + size
     assert flow.fill_size(1) == size - 10  # never less than what completes the segment
+
+
+def test_the_syns_key_is_the_one_remembered():
+    """The flow table is keyed by the SYN's FlowKey; later packets reuse that very object
+    (dict lookups then match by identity)."""
+    decoder = Decoder()
+    first = decoder.decode(memoryview(app_tcp(Segment(5, 0, SYN, 65535, mss=1440))), verify=False)
+    later = decoder.decode(memoryview(app_tcp(Segment(6, 9, ACK, 100))), verify=False)
+    checked = decoder.decode(memoryview(app_tcp(Segment(6, 9, ACK, 100, b"z"))), verify=True)
+    assert isinstance(first, TcpIn) and isinstance(later, TcpIn) and isinstance(checked, TcpIn)
+    assert later.key is first.key and checked.key is first.key
