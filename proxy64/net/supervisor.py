@@ -9,7 +9,8 @@ is a fork): it waits for signals with sigtimedwait and does three things.
 - SIGINT/SIGTERM is passed on to every worker by PID; no worker is restarted after it.
   A worker still alive after `stop_timeout` gets SIGKILL by PID; a second signal sends
   SIGKILL at once. The supervisor returns when every worker has been reaped.
-- Its exit status is 0 when every worker stopped cleanly at the end, else 1.
+- Its exit status is 0 when every worker running at the stop signal exited cleanly, else
+  1 (a worker that died before, and was waiting for its restart, was logged then).
 How a worker is made (sockets, fork, what it runs) is the caller's `spawn(slot)`.
 """
 
@@ -72,6 +73,7 @@ class _Slot:
     restart_at: float | None = None  # dead, to be forked again at this time
     status: int | None = None  # the last waitpid status
     restarts: int = 0
+    running_at_stop: bool = False
 
 
 @dataclass
@@ -115,6 +117,8 @@ class Supervisor:
                 "%s: stopping %d workers", signal.Signals(info.si_signo).name, len(self.pids())
             )
             self.stopping = True
+            for slot in self.slots:
+                slot.running_at_stop = slot.pid is not None
             self._signal_all(info.si_signo)
         return self._wait_all()
 
@@ -203,5 +207,6 @@ class Supervisor:
         clean = all(
             slot.status is not None and os.waitstatus_to_exitcode(slot.status) == 0
             for slot in self.slots
+            if slot.running_at_stop
         )
         return 0 if clean else 1

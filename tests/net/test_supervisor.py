@@ -12,6 +12,7 @@ import sys
 import textwrap
 import time
 from pathlib import Path
+from typing import Any
 
 from hypothesis import given
 from hypothesis import strategies as st
@@ -72,16 +73,23 @@ CRASH_LOOP = textwrap.dedent(
     def spawn(slot):
         pid = os.fork()
         if pid == 0:
-            if slot == 0:  # slot 0 crashes at once, every time
-                os._exit(3)
+            if slot == 0:  # slot 0 exits at once, every time (a worker must not: restart)
+                os._exit(0)
+            if sys.argv[1] == "stubborn":
+                signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            else:  # like a real worker: SIGTERM is a clean stop
+                signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
             signal.pthread_sigmask(signal.SIG_SETMASK, set())
-            signal.pause()  # slot 1 lives until the stop signal
+            while True:
+                signal.pause()  # slot 1 lives until the stop signal (or SIGKILL)
             os._exit(0)
         forks.append(slot)
         return pid
 
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
-    sup = Supervisor(spawn, 2, stop_timeout=5.0, backoff=RestartBackoff(0.05, 0.2, 10.0))
+    # stubborn: slot 1 ignores SIGTERM and must be killed after stop_timeout
+    timeout = 1.0 if sys.argv[1] == "stubborn" else 5.0
+    sup = Supervisor(spawn, 2, stop_timeout=timeout, backoff=RestartBackoff(0.05, 0.2, 10.0))
     sup.start()
     print("READY", flush=True)
     status = sup.run()
@@ -92,10 +100,29 @@ CRASH_LOOP = textwrap.dedent(
 
 def test_crash_loop_is_bounded_by_the_backoff_and_stop_reaps_everyone() -> None:
     """Slot 0 dies at once for 1.5 s: delays 0.05, 0.1, 0.2, 0.2, … → about 9 forks, not
-    thousands; slot 1 is forked once; SIGTERM ends with no worker left (status 1: slot 0's
-    last worker did not stop cleanly)."""
+    thousands; slot 1 is forked once; SIGTERM ends with no worker left, status 0 (every
+    worker running at the stop exited cleanly)."""
+    result = run_script("normal", 1.5)
+    assert result["left"] == []
+    assert result["forks"].count(1) == 1
+    crashes = result["forks"].count(0)
+    # 1 first start + restarts at 0.05, 0.15, 0.35, 0.55, 0.75, … ≤ 1.5 s (plus fork time)
+    assert 5 <= crashes <= 10, result
+    assert result["status"] == 0
+
+
+def test_a_worker_that_ignores_sigterm_is_killed_after_the_stop_timeout() -> None:
+    started = time.monotonic()
+    result = run_script("stubborn", 0.3)
+    took = time.monotonic() - started
+    assert result["left"] == []  # reaped: killed by PID
+    assert result["status"] == 1  # it did not stop cleanly
+    assert 1.0 + 0.3 <= took < 10
+
+
+def run_script(mode: str, run_for: float) -> dict[str, Any]:
     proc = subprocess.Popen(
-        [sys.executable, "-c", CRASH_LOOP],
+        [sys.executable, "-c", CRASH_LOOP, mode],
         stdout=subprocess.PIPE,
         text=True,
         cwd=REPO,
@@ -104,17 +131,12 @@ def test_crash_loop_is_bounded_by_the_backoff_and_stop_reaps_everyone() -> None:
     try:
         assert proc.stdout is not None
         assert proc.stdout.readline().strip() == "READY"
-        time.sleep(1.5)
+        time.sleep(run_for)
         proc.send_signal(signal.SIGTERM)
         out, _ = proc.communicate(timeout=15)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    result = json.loads(out.strip().splitlines()[-1])
-    assert result["left"] == []
-    assert result["forks"].count(1) == 1
-    crashes = result["forks"].count(0)
-    # 1 first start + restarts at 0.05, 0.15, 0.35, 0.55, 0.75, … ≤ 1.5 s (plus fork time)
-    assert 5 <= crashes <= 10, result
-    assert result["status"] == 1
+    result: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
+    return result
