@@ -23,7 +23,7 @@ import trio
 
 from proxy64.defaults import HTTP_BODY_CHUNK, HTTP_MAX_HEAD, HTTP_SPLICE_BODY_MIN
 from proxy64.net.context import ConnectionRecord, Dialed, ProxyContext
-from proxy64.net.relay import close_stream
+from proxy64.net.relay import close_stream, write_fd_all
 from proxy64.net.splice import HAVE_SPLICE, SpliceBroken, Stall, splice_direction
 
 logger = logging.getLogger(__name__)
@@ -102,7 +102,7 @@ class Upstream:
         stream = self.dialed.stream
         try:
             if isinstance(stream, trio.SocketStream):
-                await _write_all(stream.socket.fileno(), data)
+                await write_fd_all(stream.socket.fileno(), data)
             else:
                 await stream.send_all(data)
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
@@ -167,16 +167,6 @@ class Upstream:
             self.record.outcome = outcome
         ctx.recorder.finish(self.record)
         await close_stream(self.dialed.stream)  # a socket: at once, no checkpoint
-
-
-async def _write_all(fd: int, data: bytes) -> None:
-    """Write all of data to a non-blocking socket fd, waiting only when it would block."""
-    view = memoryview(data)
-    while view:
-        try:
-            view = view[os.write(fd, view) :]
-        except BlockingIOError:
-            await trio.lowlevel.wait_writable(fd)
 
 
 # --- bodies of known length, outside h11 ---------------------------------------------------
@@ -273,7 +263,7 @@ async def _write_exactly(dst: trio.abc.Stream, data: bytes, idle: float) -> None
             if fd < 0:
                 await dst.send_all(data)
             else:
-                await _write_all(fd, data)
+                await write_fd_all(fd, data)
     except trio.TooSlowError:
         raise BodyCut(f"took nothing for {idle:g} s", reading=False) from None
     except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:

@@ -12,7 +12,7 @@ Invariants:
   splice threshold or when a write would block, with the unwritten tail and which
   directions already ended; the task-based path below continues from exactly there.
 - The task-based path: between two trio.SocketStreams, read/write on the raw
-  fds, waiting only when they would block (_write_all); for any other stream (TUN flows)
+  fds, waiting only when they would block (write_fd_all); for any other stream (TUN flows)
   receive_some/send_all. Between two sockets on Linux, once a direction has carried
   splice_threshold bytes it moves to splice(2) (proxy64/net/splice.py); it comes back to
   copying, releasing its pipe, when quiet. Every switch happens between two fully written
@@ -176,7 +176,7 @@ async def close_stream(stream: trio.abc.AsyncResource) -> None:
             await trio.aclose_forcefully(stream)
 
 
-async def _write_all(fd: int, data: bytes) -> None:
+async def write_fd_all(fd: int, data: bytes) -> None:
     """Write all of data to a non-blocking socket fd, waiting only when it would block.
 
     Between two sockets the relay reads and writes the raw fds, skipping SocketStream's
@@ -187,8 +187,10 @@ async def _write_all(fd: int, data: bytes) -> None:
     while view:
         try:
             view = view[os.write(fd, view) :]
+            continue
         except BlockingIOError:
-            await trio.lowlevel.wait_writable(fd)
+            pass
+        await trio.lowlevel.wait_writable(fd)  # outside the except (bench/PROFILE.md R7)
 
 
 class _Tunnel:
@@ -313,7 +315,7 @@ class _Tunnel:
                         continue
                     if not chunk:
                         break
-                    await _write_all(fds[1], chunk)
+                    await write_fd_all(fds[1], chunk)
                     moved = len(chunk)
                     unyielded += moved
                     if unyielded >= FAIR_SHARE:
