@@ -7,6 +7,12 @@ then closes the listeners and gives live tunnels `grace` seconds to finish befor
 cancelling them. A handler's unexpected exception is logged and ends only its connection.
 The accept loop is our own (not trio.serve_listeners): one layer and one close fewer per
 connection, with the same retry on ECONNABORTED and back-off on EMFILE/ENFILE/ENOMEM.
+
+A handler may also offer a hub-driven front end (`open_front(ctx, spawn)` → Front, issue
+7): each accepted socket is then given to Front.accepted() synchronously, with no task;
+the front end starts a task through `spawn` only for a connection that must wait. At
+shutdown each Front's drain() runs in the connections nursery, so its connections get
+the same grace as task-held ones and are ended when it runs out.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import os
 import socket
 from collections.abc import Awaitable, Callable, Sequence
 from ipaddress import ip_address
+from typing import Any, Protocol
 
 import trio
 
@@ -31,6 +38,24 @@ ACCEPT_BATCH = 32  # connections accepted in a row before the accept loop yields
 _ACCEPT_BACK_OFF = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
 _ACCEPT_RETRY = {errno.ECONNABORTED, errno.EPROTO, errno.EPERM}
 Handler = Callable[[trio.SocketStream, ProxyContext], Awaitable[None]]
+Spawn = Callable[..., None]  # spawn(async_fn, *args): a task in the server's nursery
+
+
+class Front(Protocol):
+    """A front end driven without a task per connection (e.g. socks_front.SocksFront)."""
+
+    @property
+    def live(self) -> int:
+        """Connections it holds now (not counting those handed to a task)."""
+        ...
+
+    def accepted(self, sock: socket.socket, address: Any) -> None:
+        """Take a freshly accepted (blocking-mode) socket; never raises, never waits."""
+        ...
+
+    async def drain(self) -> None:
+        """Return once it holds no connection; when cancelled, end them all."""
+        ...
 
 
 def bind_listener(address: HostPort, *, reuse_port: bool = False) -> socket.socket:
@@ -81,7 +106,8 @@ class ProxyServer:
         self.grace = grace
         self._sockets = list(sockets)
         self._accepting = trio.CancelScope()
-        self.live = 0  # connections being handled now
+        self.live = 0  # connections being handled by a task now
+        self.fronts: list[Front] = []  # hub-driven front ends (their own live counts)
 
     def stop(self) -> None:
         """Stop accepting; live tunnels get `grace` seconds before they are cancelled."""
@@ -93,16 +119,30 @@ class ProxyServer:
         ]
         try:
             async with trio.open_nursery() as connections:
+
+                def spawn(async_fn: Callable[..., Awaitable[None]], *args: object) -> None:
+                    connections.start_soon(self._run_spawned, async_fn, *args)
+
                 with self._accepting:
                     async with trio.open_nursery() as accepting:
                         for sock, handler in self._sockets:
-                            accepting.start_soon(self._accept_loop, sock, handler, connections)
+                            opener = getattr(handler, "open_front", None)
+                            front: Front | None = None
+                            if opener is not None:
+                                front = opener(self.ctx, spawn)
+                                self.fronts.append(front)
+                            accepting.start_soon(
+                                self._accept_loop, sock, handler, connections, front
+                            )
                         task_status.started()
                         await trio.sleep_forever()
                 for listener, _ in listeners:
                     listener.close()
-                if self.live:
-                    logger.info("closing: %d tunnels have %g s to finish", self.live, self.grace)
+                live = self.live + sum(front.live for front in self.fronts)
+                if live:
+                    logger.info("closing: %d tunnels have %g s to finish", live, self.grace)
+                for front in self.fronts:
+                    connections.start_soon(front.drain)
                 connections.cancel_scope.deadline = trio.current_time() + self.grace
         finally:
             for listener, _ in listeners:
@@ -113,13 +153,15 @@ class ProxyServer:
         listener: socket.socket | trio.socket.SocketType,
         handler: Handler,
         connections: trio.Nursery,
+        front: Front | None = None,
     ) -> None:
         """Accept forever; out of fds/memory: log, back off, retry (never crash).
 
         On a stdlib socket (what run() passes) it accepts on the raw non-blocking socket
         until it would block, then waits for readability: under load one wake-up accepts
         a whole batch (no checkpoint per connection); after ACCEPT_BATCH in a row it
-        yields so tunnels are not starved. Anything else is awaited with its accept()."""
+        yields so tunnels are not starved. Anything else is awaited with its accept().
+        With a front, each stdlib socket goes to front.accepted() (no task)."""
         if not isinstance(listener, socket.socket):
             while True:
                 try:
@@ -132,7 +174,7 @@ class ProxyServer:
         batch = 0
         while True:
             try:
-                raw, _ = listener.accept()
+                raw, address = listener.accept()
             except BlockingIOError:
                 batch = 0
                 await trio.lowlevel.wait_readable(fd)
@@ -140,8 +182,11 @@ class ProxyServer:
             except OSError as exc:
                 await _accept_failed(exc)
                 continue
-            stream = trio.SocketStream(trio.socket.from_stdlib_socket(raw))
-            connections.start_soon(self._handle, stream, handler)
+            if front is not None:
+                front.accepted(raw, address)
+            else:
+                stream = trio.SocketStream(trio.socket.from_stdlib_socket(raw))
+                connections.start_soon(self._handle, stream, handler)
             batch += 1
             if batch >= ACCEPT_BATCH:
                 batch = 0
@@ -156,6 +201,17 @@ class ProxyServer:
         finally:
             self.live -= 1
             stream.socket.close()  # idempotent; no await on the per-connection path
+
+
+    async def _run_spawned(self, async_fn: Callable[..., Awaitable[None]], *args: object) -> None:
+        """A task a front end started for a connection that must wait."""
+        self.live += 1
+        try:
+            await async_fn(*args)
+        except Exception:
+            logger.exception("front end failed on a connection (a bug in proxy64)")
+        finally:
+            self.live -= 1
 
 
 async def _accept_failed(exc: OSError) -> None:

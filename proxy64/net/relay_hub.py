@@ -57,6 +57,9 @@ class Ending(enum.Enum):
     PROMOTED = "promoted"  # continue on the task-based path (bulk or a blocked write)
 
 
+AnySocket = socket.socket | trio.socket.SocketType  # the hub uses fileno() and shutdown()
+
+
 class Watcher(Protocol):
     """A front end's connection whose fd the hub watches (level-triggered EPOLLIN)."""
 
@@ -103,8 +106,8 @@ class HubTunnel:
 
     def __init__(
         self,
-        client: trio.socket.SocketType,
-        remote: trio.socket.SocketType,
+        client: AnySocket,
+        remote: AnySocket,
         record: ConnectionRecord,
         threshold: int | None,
         now: float,
@@ -161,8 +164,8 @@ class RelayHub:
 
     def add(
         self,
-        client: trio.socket.SocketType,
-        remote: trio.socket.SocketType,
+        client: AnySocket,
+        remote: AnySocket,
         record: ConnectionRecord,
         threshold: int | None,
         *,
@@ -320,6 +323,11 @@ class RelayHub:
         )
         if tunnel.threshold is not None and carried >= tunnel.threshold:
             self._end(tunnel, Ending.PROMOTED)  # bulk: splice(2) from here on
+
+    def promote(self, tunnel: HubTunnel) -> None:
+        """Hand a running tunnel to the task path now (its owner or waiter is told)."""
+        if tunnel.ending is Ending.RUNNING:
+            self._end(tunnel, Ending.PROMOTED)
 
     def _eof(self, tunnel: HubTunnel, from_client: bool, src: int) -> None:
         del self._fds[src]

@@ -25,6 +25,7 @@ import logging
 import os
 from dataclasses import dataclass
 from ipaddress import IPv4Address
+from typing import TYPE_CHECKING
 
 import trio
 
@@ -32,11 +33,15 @@ from proxy64.defaults import SOCKS_HANDSHAKE_READ, SOCKS_LINGER_BYTES, SOCKS_LIN
 from proxy64.errors import Proxy64Error, RemoteProtocolError, SocksReply
 from proxy64.net.context import ConnectionRecord, Dialed, IPAddress, ProxyContext
 from proxy64.net.dialer import PendingDial
+from proxy64.net.listeners import Spawn
 from proxy64.net.relay import close_stream
 from proxy64.net.socks_udp import serve_udp_association
 from proxy64.proto.socks4 import Socks4Reply, Socks4Request
 from proxy64.proto.socks5 import NEED_DATA, Command, Reply, Request, Socks5Server
 from proxy64.proto.socks_dispatch import Closed, SocksMachine, handshake_step, machine_for
+
+if TYPE_CHECKING:
+    from proxy64.net.socks_front import SocksFront
 
 logger = logging.getLogger(__name__)
 
@@ -54,13 +59,15 @@ class Resume:
     handshake deadline, and either the error to refuse with, the request to serve (with
     its dial already started, or done), or neither (the handshake goes on from here)."""
 
-    machine: SocksMachine
+    machine: SocksMachine | None  # None: the client has sent nothing yet
     deadline: float
     unsent: bytes = b""
-    error: RemoteProtocolError | _Closed | None = None
+    error: RemoteProtocolError | Closed | None = None
     request: Request | Socks4Request | None = None
-    pending: PendingDial | None = None
-    dialed: Dialed | None = None
+    pending: PendingDial | None = None  # the dial started without waiting: finish it
+    dialed: Dialed | None = None  # the dial is done: reply, early bytes, relay
+    dial_error: Proxy64Error | None = None  # the dial failed without waiting: reply it
+    replied: bool = False  # the success reply is (in) unsent already
 
 
 def peer_text(stream: trio.SocketStream) -> str:
@@ -71,14 +78,27 @@ def peer_text(stream: trio.SocketStream) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-async def handle_socks_client(stream: trio.SocketStream, ctx: ProxyContext) -> None:
-    record = ConnectionRecord(front_end="socks5", client=peer_text(stream))
-    slot: object | None = object()  # the connection's borrower token (--max-connections)
-    try:
-        ctx.connection_slots.acquire_on_behalf_of_nowait(slot)
-    except trio.WouldBlock:
-        slot = None
-    await serve_connection(stream, ctx, record, slot, None)
+class SocksClientHandler:
+    """`handle_socks_client(stream, ctx)`: one connection on the task path. The listener
+    (net/listeners.py) asks open_front() for the hub-driven front end instead, which
+    serves what it can without a task and resumes the rest here (socks_front.py)."""
+
+    async def __call__(self, stream: trio.SocketStream, ctx: ProxyContext) -> None:
+        record = ConnectionRecord(front_end="socks5", client=peer_text(stream))
+        slot: object | None = object()  # the connection's borrower token (--max-connections)
+        try:
+            ctx.connection_slots.acquire_on_behalf_of_nowait(slot)
+        except trio.WouldBlock:
+            slot = None
+        await serve_connection(stream, ctx, record, slot, None)
+
+    def open_front(self, ctx: ProxyContext, spawn: Spawn) -> SocksFront:
+        from proxy64.net.socks_front import SocksFront  # it builds on this module
+
+        return SocksFront(ctx, spawn)
+
+
+handle_socks_client = SocksClientHandler()
 
 
 async def serve_connection(
@@ -140,6 +160,8 @@ async def _serve(
             if resume is not None:
                 if resume.unsent:
                     await send_raw(stream, resume.unsent)
+                if isinstance(resume.error, Closed):
+                    raise _Closed(resume.error.reason)
                 if resume.error is not None:
                     raise resume.error
             if request is None:
@@ -224,7 +246,7 @@ async def send_raw(stream: trio.SocketStream, data: bytes) -> None:
             await trio.lowlevel.wait_writable(fd)
 
 
-def _reply(machine: SocksMachine, code: SocksReply, bind: tuple[IPAddress, int]) -> bytes:
+def reply_bytes(machine: SocksMachine, code: SocksReply, bind: tuple[IPAddress, int]) -> bytes:
     if isinstance(machine, Socks5Server):
         return machine.send(Reply(code, bind))
     return machine.send(Socks4Reply(code == SocksReply.SUCCEEDED, bind))
@@ -281,6 +303,8 @@ async def _connect(
     resume: Resume | None = None,
 ) -> None:
     try:
+        if resume is not None and resume.dial_error is not None:
+            raise resume.dial_error
         if resume is not None and resume.dialed is not None:
             dialed = resume.dialed
         elif resume is not None and resume.pending is not None:
@@ -289,17 +313,18 @@ async def _connect(
             dialed = await ctx.dialer.connect(request.destination)
     except Proxy64Error as exc:
         record.outcome = str(exc)
-        await send_final(stream, _reply(machine, exc.socks_reply, NO_BIND))
+        await send_final(stream, reply_bytes(machine, exc.socks_reply, NO_BIND))
         return
     except OSError as exc:  # the dialer should have typed it; still answer the client
         record.outcome = f"cannot connect to {request.destination}: {exc}"
-        await send_final(stream, _reply(machine, SocksReply.GENERAL_FAILURE, NO_BIND))
+        await send_final(stream, reply_bytes(machine, SocksReply.GENERAL_FAILURE, NO_BIND))
         return
     try:
         record.remote = dialed.remote
         record.reached = dialed.reached
         record.egress = dialed.egress
-        await send_raw(stream, _reply(machine, SocksReply.SUCCEEDED, dialed.local))
+        if resume is None or not resume.replied:
+            await send_raw(stream, reply_bytes(machine, SocksReply.SUCCEEDED, dialed.local))
         early = machine.trailing_data()
         if early:  # optimistic clients send their first bytes with the request
             await dialed.stream.send_all(early)
