@@ -13,6 +13,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import dns.message
 import dns.rdatatype
@@ -233,3 +234,35 @@ def test_sigterm_right_after_the_startup_line_stops_every_worker() -> None:
             workers = children(proxy.pid)
             assert proxy.stop(signal.SIGTERM) == 0, proxy.output()
         assert not any(alive(pid) for pid in workers)
+
+
+def test_ctrl_c_to_the_whole_process_group_stops_cleanly() -> None:
+    """A terminal's Ctrl-C sends SIGINT to the supervisor and every worker at once; the
+    supervisor passes it on as well: every worker still stops cleanly, exit status 0."""
+    from tests.helpers.proxy_process import STARTUP_RE, proxy64_command
+
+    argv = [*proxy64_command(), *EMBEDDED, "--socks", "127.0.0.1:0", "--http", "off"]
+    log = subprocess.Popen(
+        [*argv, "--workers", "2"],
+        cwd=Path(__file__).resolve().parents[2],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its own process group, like a shell job
+    )
+    try:
+        assert log.stderr is not None
+        line = log.stderr.readline()
+        assert STARTUP_RE.match(line), line
+        workers = children(log.pid)
+        assert len(workers) == 2
+        os.killpg(log.pid, signal.SIGINT)
+        _, errors = log.communicate(timeout=20)
+        assert log.returncode == 0, errors
+        assert "Traceback" not in errors
+        assert not any(alive(pid) for pid in workers)
+    finally:
+        if log.poll() is None:
+            os.killpg(log.pid, signal.SIGKILL)
+            log.wait(10)
