@@ -72,9 +72,9 @@ def summarize(raw: dict[str, dict[str, list[float]]], kinds: dict[str, str]) -> 
             if st is not None:
                 summary[label][key] = st.as_dict()
     direct = summary.get("direct", {})
-    for label, metrics in summary.items():
+    for label, entries in summary.items():
         server = label.split("/")[0]
-        for key, entry in metrics.items():
+        for key, entry in entries.items():
             higher = METRICS.get(key, ("", "", True))[2]
             if key in direct and direct[key]["median"] and label != "direct":
                 entry["vs_direct"] = entry["median"] / direct[key]["median"]
@@ -91,12 +91,12 @@ def summarize(raw: dict[str, dict[str, list[float]]], kinds: dict[str, str]) -> 
                 entry["best_peer"] = best[0]
                 entry["vs_best_peer"] = entry["median"] / best[1] if best[1] else None
     if "ttfb_p50_us" in direct:
-        for label, metrics in summary.items():
+        for label, entries in summary.items():
             for q in ("p50", "p99"):
                 key = f"ttfb_{q}_us"
-                if key in metrics and label != "direct":
-                    metrics[f"ttfb_overhead_{q}_us"] = {
-                        "median": metrics[key]["median"] - direct[key]["median"]
+                if key in entries and label != "direct":
+                    entries[f"ttfb_overhead_{q}_us"] = {
+                        "median": entries[key]["median"] - direct[key]["median"]
                     }
     return summary
 

@@ -419,11 +419,11 @@ def main(argv: list[str] | None = None) -> int:
         for r in range(rounds):
             order = targets[r % len(targets) :] + targets[: r % len(targets)]
             log(f"round {r + 1}/{rounds}: {' '.join(t.label for t, _ in order)}")
-            for target, server in order:
+            for target, serving in order:
                 if "conn" in tests and r < args.rounds:
-                    measure_conns(rec, target, origin, server, args)
+                    measure_conns(rec, target, origin, serving, args)
                 if "bulk" in tests and r < args.bulk_rounds:
-                    measure_bulk(rec, target, origin, server, args)
+                    measure_bulk(rec, target, origin, serving, args)
         for server in started_ok.values():
             server.stop()
         if "proxy64" in servers and "capacity" in tests and args.capacity:
