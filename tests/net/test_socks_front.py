@@ -1,0 +1,409 @@
+"""The hub-driven SOCKS front end (socks_front.py) behind a real ProxyServer, real Dialer and
+Relay, on loopback: what it serves without any proxy64 task, what it hands to the task
+path, and that replies, outcomes, time limits, capacity and shutdown are the task path's.
+
+A trio Instrument records every task spawned; "no task" means no task whose name starts
+with "proxy64." (the test's own origins and clients are not proxy64 code). Clients use
+raw trio sockets (no open_tcp_stream: it spawns attempt tasks of its own).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import socket
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from ipaddress import IPv4Address, ip_address
+
+import trio
+
+from proxy64.config import HostPort
+from proxy64.destination import Destination, Egress, Reached
+from proxy64.errors import ResolutionError
+from proxy64.net.context import ProxyContext
+from proxy64.net.dialer import Dialer
+from proxy64.net.listeners import ProxyServer, bind_listener, bound_address
+from proxy64.net.relay import Relay
+from proxy64.net.resolver import Resolution, ResolvedAddress
+from proxy64.net.socks_front import SocksFront
+from proxy64.net.socks_server import handle_socks_client
+from proxy64.proto.rfc6052 import Nat64Prefix
+from tests.helpers.fakes import ListRecorder
+from tests.helpers.origins import pattern_bytes, serve_tcp_echo, serve_tcp_hash
+
+NSP = Nat64Prefix.parse("2001:db8:64::/96")  # 127.0.0.1 embeds here, dialed as IPv4
+CACHED = "cached.p64.test"
+UNCACHED = "slow.p64.test"
+NOAUTH = b"\x05\x01\x00"
+
+
+class Resolver:
+    """CACHED answers from the cache (resolve_cached); UNCACHED only after an await."""
+
+    def __init__(self) -> None:
+        self.resolved: list[str] = []
+
+    def _resolution(self, name: str) -> Resolution:
+        if name not in (CACHED, UNCACHED):
+            raise ResolutionError(name, "NXDOMAIN")
+        record = ResolvedAddress(NSP.embed(IPv4Address("127.0.0.1")), True, 60)
+        return Resolution(name, (), (record,), name == CACHED)
+
+    def resolve_cached(self, name: str) -> Resolution | None:
+        return self._resolution(name) if name == CACHED else None
+
+    async def resolve(self, name: str) -> Resolution:
+        self.resolved.append(name)
+        await trio.sleep(0.01)
+        return self._resolution(name)
+
+
+class Spawns(trio.abc.Instrument):
+    def __init__(self) -> None:
+        self.names: list[str] = []
+
+    def task_spawned(self, task: trio.lowlevel.Task) -> None:
+        self.names.append(task.name)
+
+    def proxy64(self) -> list[str]:
+        return [n for n in self.names if n.startswith("proxy64.")]
+
+
+@dataclass
+class Proxy:
+    port: int
+    server: ProxyServer
+    front: SocksFront
+    recorder: ListRecorder
+    resolver: Resolver
+
+
+@asynccontextmanager
+async def proxy(
+    *,
+    handshake_timeout: float = 5.0,
+    idle_timeout: float = 30.0,
+    max_connections: int = 100,
+    credentials: dict[str, str] | None = None,
+    grace: float = 5.0,
+) -> AsyncIterator[Proxy]:
+    resolver = Resolver()
+    recorder = ListRecorder()
+    ctx = ProxyContext(
+        dialer=Dialer(resolver, NSP, Egress.EMBEDDED),
+        recorder=recorder,
+        relay=Relay(idle_timeout=idle_timeout),
+        credentials=credentials,
+        handshake_timeout=handshake_timeout,
+        idle_timeout=idle_timeout,
+        connection_slots=trio.CapacityLimiter(max_connections),
+    )
+    sock = bind_listener(HostPort(ip_address("127.0.0.1"), 0))
+    port = bound_address(sock).port
+    server = ProxyServer(ctx, [(sock, handle_socks_client)], grace=grace)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(server.run)
+        front = server.fronts[0]
+        assert isinstance(front, SocksFront)
+        yield Proxy(port, server, front, recorder, resolver)
+        server.stop()
+
+
+async def connect(port: int) -> trio.socket.SocketType:
+    sock = trio.socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    await sock.connect(("127.0.0.1", port))
+    return sock
+
+
+async def receive_exactly(sock: trio.socket.SocketType, n: int) -> bytes:
+    data = b""
+    while len(data) < n:
+        chunk = await sock.recv(n - len(data))
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+async def receive_all(sock: trio.socket.SocketType) -> bytes:
+    data = b""
+    while chunk := await sock.recv(65536):
+        data += chunk
+    return data
+
+
+def connect_v4(port: int) -> bytes:
+    return b"\x05\x01\x00\x01" + IPv4Address("127.0.0.1").packed + port.to_bytes(2, "big")
+
+
+def connect_name(name: str, port: int) -> bytes:
+    return b"\x05\x01\x00\x03" + bytes([len(name)]) + name.encode() + port.to_bytes(2, "big")
+
+
+async def socks5(port: int, request: bytes) -> trio.socket.SocketType:
+    client = await connect(port)
+    await client.send(NOAUTH)
+    assert await receive_exactly(client, 2) == b"\x05\x00"
+    await client.send(request)
+    reply = await receive_exactly(client, 10)
+    assert reply[:4] == b"\x05\x00\x00\x01", reply
+    return client
+
+
+async def echo_once(client: trio.socket.SocketType, data: bytes) -> None:
+    await client.send(data)
+    assert await receive_exactly(client, len(data)) == data
+
+
+# --- served without a task ----------------------------------------------------------------
+
+
+async def test_rfc1928_ipv4_literal_is_served_without_any_proxy64_task(
+    nursery: trio.Nursery,
+) -> None:
+    echo = await nursery.start(serve_tcp_echo)
+    spawns = Spawns()
+    with trio.fail_after(10):
+        async with proxy() as p:
+            trio.lowlevel.add_instrument(spawns)
+            try:
+                client = await socks5(p.port, connect_v4(echo))
+                with client:
+                    await echo_once(client, b"ping")
+                    client.shutdown(socket.SHUT_WR)
+                    assert await receive_all(client) == b""
+                (record,) = await p.recorder.wait_for(1)
+            finally:
+                trio.lowlevel.remove_instrument(spawns)
+            assert spawns.proxy64() == []
+            assert (p.front.served, p.front.handed_off, p.server.live) == (1, 0, 0)
+    assert record.front_end == "socks5"
+    assert record.destination == Destination(IPv4Address("127.0.0.1"), echo)
+    assert record.reached is Reached.IPV4_LITERAL
+    assert record.egress is Egress.EMBEDDED
+    assert (record.bytes_up, record.bytes_down, record.outcome) == (4, 4, "ok")
+
+
+async def test_cached_name_is_served_without_any_proxy64_task(nursery: trio.Nursery) -> None:
+    echo = await nursery.start(serve_tcp_echo)
+    spawns = Spawns()
+    with trio.fail_after(10):
+        async with proxy() as p:
+            trio.lowlevel.add_instrument(spawns)
+            try:
+                client = await socks5(p.port, connect_name(CACHED, echo))
+                with client:
+                    await echo_once(client, b"hello")
+                (record,) = await p.recorder.wait_for(1)
+            finally:
+                trio.lowlevel.remove_instrument(spawns)
+            assert spawns.proxy64() == []
+            assert p.resolver.resolved == []  # never awaited the resolver
+    assert record.destination == Destination(CACHED, echo)
+    assert record.reached is Reached.DNS64
+    assert record.outcome == "ok"
+
+
+async def test_uncached_name_falls_back_to_the_task_path_and_works(
+    nursery: trio.Nursery,
+) -> None:
+    echo = await nursery.start(serve_tcp_echo)
+    spawns = Spawns()
+    with trio.fail_after(10):
+        async with proxy() as p:
+            trio.lowlevel.add_instrument(spawns)
+            try:
+                client = await socks5(p.port, connect_name(UNCACHED, echo))
+                with client:
+                    await echo_once(client, b"over a task")
+                (record,) = await p.recorder.wait_for(1)
+            finally:
+                trio.lowlevel.remove_instrument(spawns)
+            assert p.front.handed_off == 1
+            assert p.resolver.resolved == [UNCACHED]
+    # the instrument does see proxy64's tasks: the "no task" assertions above mean something
+    assert spawns.proxy64() == ["proxy64.net.listeners.ProxyServer._run_spawned"]
+    assert record.reached is Reached.DNS64
+    assert (record.bytes_up, record.outcome) == (11, "ok")
+
+
+async def test_unknown_name_gets_the_task_paths_reply(nursery: trio.Nursery) -> None:
+    with trio.fail_after(10):
+        async with proxy() as p:
+            client = await connect(p.port)
+            with client:
+                await client.send(NOAUTH + connect_name("nowhere.p64.test", 80))
+                assert await receive_all(client) == b"\x05\x00" + bytes(
+                    [5, 4, 0, 1, 0, 0, 0, 0, 0, 0]
+                )  # RFC 1928 §6: host unreachable
+            (record,) = await p.recorder.wait_for(1)
+    assert "NXDOMAIN" in record.outcome
+
+
+async def test_socks4_and_early_data_in_one_segment(nursery: trio.Nursery) -> None:
+    echo = await nursery.start(serve_tcp_echo)
+    with trio.fail_after(10):
+        async with proxy() as p:
+            client = await connect(p.port)
+            with client:
+                request = b"\x04\x01" + echo.to_bytes(2, "big") + bytes([127, 0, 0, 1]) + b"u\0"
+                await client.send(request + b"early bytes")
+                reply = await receive_exactly(client, 8)
+                assert reply[:2] == b"\x00\x5a"
+                assert await receive_exactly(client, 11) == b"early bytes"
+            (record,) = await p.recorder.wait_for(1)
+            assert p.front.handed_off == 0
+    assert record.front_end == "socks4"
+    assert record.bytes_up == 11
+
+
+async def test_bulk_tunnel_is_promoted_and_keeps_every_byte(nursery: trio.Nursery) -> None:
+    """Past the splice threshold the owned tunnel leaves the hub for a task (relay's task
+    path): sha256 both ways, half-close passed on."""
+    port = await nursery.start(serve_tcp_hash, "127.0.0.1", 3 * 1024 * 1024)
+    blob = pattern_bytes(5 * 1024 * 1024, seed=7)
+    with trio.fail_after(60):
+        async with proxy() as p:
+            client = await socks5(p.port, connect_v4(port))
+            with client:
+                view = memoryview(blob)
+                while view:
+                    view = view[await client.send(view[: 256 * 1024]) :]
+                client.shutdown(socket.SHUT_WR)
+                answer = await receive_all(client)
+            (record,) = await p.recorder.wait_for(1)
+    assert answer[:32] == hashlib.sha256(blob).digest()
+    assert answer[32:] == pattern_bytes(3 * 1024 * 1024)
+    assert (record.bytes_up, record.bytes_down) == (len(blob), len(answer))
+    assert record.outcome == "ok"
+
+
+# --- time limits ----------------------------------------------------------------------------
+
+
+async def test_slowloris_greeting_times_out_with_the_task_paths_reply() -> None:
+    with trio.fail_after(10):
+        async with proxy(handshake_timeout=0.3) as p:
+            silent = await connect(p.port)
+            partial = await connect(p.port)
+            with silent, partial:
+                await partial.send(b"\x05")  # half a greeting, then nothing
+                started = trio.current_time()
+                assert await receive_all(partial) == b"\x05\xff"  # RFC 1928 §3
+                assert await receive_all(silent) == b""
+                assert 0.25 <= trio.current_time() - started < 3
+            records = await p.recorder.wait_for(2)
+    assert [r.outcome for r in records] == ["SOCKS handshake not finished within 0.3 s"] * 2
+
+
+async def test_idle_owned_tunnel_is_closed_after_idle_timeout(nursery: trio.Nursery) -> None:
+    echo = await nursery.start(serve_tcp_echo)
+    with trio.fail_after(10):
+        async with proxy(idle_timeout=0.4) as p:
+            client = await socks5(p.port, connect_v4(echo))
+            with client:
+                for _ in range(3):  # activity pushes the deadline
+                    await trio.sleep(0.2)
+                    await echo_once(client, b"x")
+                started = trio.current_time()
+                assert await receive_all(client) == b""
+                assert 0.3 <= trio.current_time() - started < 3
+            (record,) = await p.recorder.wait_for(1)
+    assert record.outcome == "idle for 0.4 s, closed"
+    assert record.bytes_up == 3
+
+
+# --- bad and vanishing clients, auth, capacity, shutdown ------------------------------------
+
+
+async def test_garbage_greeting_is_closed_and_the_server_keeps_serving(
+    nursery: trio.Nursery,
+) -> None:
+    echo = await nursery.start(serve_tcp_echo)
+    with trio.fail_after(10):
+        async with proxy() as p:
+            bad = await connect(p.port)
+            with bad:
+                await bad.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+                assert await receive_all(bad) == b""  # not SOCKS: no bytes back
+            good = await socks5(p.port, connect_v4(echo))
+            with good:
+                await echo_once(good, b"still serving")
+            records = await p.recorder.wait_for(2)
+    assert records[0].outcome.startswith("not a SOCKS client: the first byte is 0x47")
+    assert records[1].outcome == "ok"
+
+
+async def test_client_vanishing_mid_handshake_is_recorded() -> None:
+    with trio.fail_after(10):
+        async with proxy() as p:
+            client = await connect(p.port)
+            with client:
+                await client.send(b"\x05\x02")
+                client.shutdown(socket.SHUT_WR)
+                assert await receive_all(client) == b"\x05\xff"
+            (record,) = await p.recorder.wait_for(1)
+    assert record.outcome == (
+        "client closed the connection in the middle of its SOCKS5 greeting (2 bytes received)"
+    )
+
+
+async def test_rfc1929_success_on_the_fast_path_and_failure(nursery: trio.Nursery) -> None:
+    echo = await nursery.start(serve_tcp_echo)
+    creds = {"alice": "s3cret"}
+
+    def auth(user: bytes, password: bytes) -> bytes:
+        return b"\x01" + bytes([len(user)]) + user + bytes([len(password)]) + password
+
+    with trio.fail_after(10):
+        async with proxy(credentials=creds) as p:
+            ok = await connect(p.port)
+            with ok:
+                await ok.send(b"\x05\x01\x02" + auth(b"alice", b"s3cret") + connect_v4(echo))
+                assert await receive_exactly(ok, 4) == b"\x05\x02\x01\x00"
+                assert (await receive_exactly(ok, 10))[:2] == b"\x05\x00"
+                await echo_once(ok, b"in")
+            denied = await connect(p.port)
+            with denied:
+                await denied.send(b"\x05\x01\x02" + auth(b"alice", b"wrong"))
+                assert await receive_all(denied) == b"\x05\x02\x01\x01"
+            records = await p.recorder.wait_for(2)
+            assert p.front.handed_off == 1  # only the refusal (it lingers in a task)
+    assert records[0].outcome == "ok"
+    assert records[1].outcome == "authentication failed for user 'alice' (RFC 1929)"
+
+
+async def test_max_connections_refuses_with_0x01(nursery: trio.Nursery) -> None:
+    echo = await nursery.start(serve_tcp_echo)
+    with trio.fail_after(10):
+        async with proxy(max_connections=1) as p:
+            first = await socks5(p.port, connect_v4(echo))
+            with first:
+                second = await connect(p.port)
+                with second:
+                    await second.send(NOAUTH + connect_v4(echo))
+                    reply = await receive_all(second)
+                assert reply[:2] == b"\x05\x00" and reply[2:4] == b"\x05\x01"
+                await echo_once(first, b"first still works")
+            records = await p.recorder.wait_for(2)
+    assert records[0].outcome == "too many connections (--max-connections 1)"
+    assert records[1].outcome == "ok"
+
+
+async def test_shutdown_ends_open_owned_tunnels_after_grace(nursery: trio.Nursery) -> None:
+    echo = await nursery.start(serve_tcp_echo)
+    with trio.fail_after(10):
+        async with proxy(grace=0.3) as p:
+            tunnel = await socks5(p.port, connect_v4(echo))
+            handshaking = await connect(p.port)
+            await handshaking.send(b"\x05")
+            await echo_once(tunnel, b"open")
+            assert p.front.live == 2
+            p.server.stop()
+            with tunnel, handshaking:
+                assert await receive_all(tunnel) == b""
+                assert await receive_all(handshaking) == b""
+            records = await p.recorder.wait_for(2)
+            assert p.front.live == 0
+    assert sorted(r.outcome for r in records) == ["cancelled (proxy64 is shutting down)"] * 2
