@@ -3,8 +3,10 @@
 
     .venv/bin/python bench/chart.py [bench/results/latest.json] [-o bench/results/latest.png]
 
-Four panels: bulk MB/s (1 and 8 tunnels, both directions), connections per second at 64 in
-flight, proxy CPU per connection, idle memory per tunnel. Bars are medians; the error
+Six panels: bulk MB/s (1 tunnel both directions, 8 tunnels download), connections per
+second at 64 in flight, proxy CPU per connection, idle memory per tunnel; with a workers
+phase two more: conn/s and projected capacity for 1 and 2 workers, and where the
+machine's CPU went (proxy, load generator, origin, other work). Bars are medians; the error
 bars span min–max over rounds. proxy64 bars are drawn in a darker colour.
 """
 
@@ -40,10 +42,59 @@ def _bars(ax: Any, labels: list[str], entries: list[dict[str, Any] | None], titl
             ax.text(value, y, f" {value:,.0f}", va="center", fontsize=6)
 
 
+def _workers_panels(rate_ax: Any, cpu_ax: Any, by: dict[str, Any]) -> None:
+    """serve --workers: conn/s and projected capacity; where the machine's CPU went."""
+    counts = sorted(by)
+    labels = [
+        f"{w} worker{'s' if w != '1' else ''}: {what}"
+        for what in ("conn/s", "capacity")
+        for w in counts
+    ]
+    entries = [by[w]["conn_s"] for w in counts] + [by[w]["capacity_conn_s"] for w in counts]
+    _bars(rate_ax, labels, entries, "serve --workers: conn/s and projected capacity")
+
+    def share(e: dict[str, Any], part: str) -> float:
+        if part == "load generator":
+            return float(sum(e["loadgen_cpu_pct"]))
+        key = {"proxy": "proxy_cpu_pct", "origin": "origin_cpu_pct", "other work": "other_cpu_pct"}
+        return float(e[key[part]]["median"])
+
+    parts = [
+        ("proxy", "#1f4e79"),
+        ("load generator", "#9ecae1"),
+        ("origin", "#888888"),
+        ("other work", "#dddddd"),
+    ]
+    left = [0.0] * len(counts)
+    names = [f"{w} worker{'s' if w != '1' else ''}" for w in counts]
+    for name, color in parts:
+        widths = [share(by[w], name) for w in counts]
+        cpu_ax.barh(names, widths, left=left, color=color, label=name)
+        left = [a + b for a, b in zip(left, widths, strict=True)]
+    cpu_ax.invert_yaxis()
+    cpu_ax.set_title("where the CPU went (% of one core; 200 = both cores)", fontsize=9)
+    cpu_ax.tick_params(labelsize=7)
+    cpu_ax.legend(fontsize=6, loc="lower right")
+
+
 def draw(result: dict[str, Any], out: Path) -> None:
     summary = result["summary"]
     labels: list[str] = result["labels"]
-    fig, axes = plt.subplots(2, 3, figsize=(15, 8.5))
+    workers = result.get("extra", {}).get("workers", {}).get("by_workers", {})
+    if workers and not any(summary.values()):  # a workers-phase run only
+        fig, (rate_ax, cpu_ax) = plt.subplots(1, 2, figsize=(11, 3.5))
+        _workers_panels(rate_ax, cpu_ax, workers)
+        meta = result["meta"]
+        fig.suptitle(
+            f"proxy64 serve --workers — {meta['started']}, {meta['nproc']} CPU, "
+            f"load {meta['loadavg_start']}",
+            fontsize=10,
+        )
+        fig.tight_layout()
+        fig.savefig(out, dpi=90)
+        plt.close(fig)
+        return
+    fig, axes = plt.subplots(2, 4 if workers else 3, figsize=(20 if workers else 15, 8.5))
     for ax, key, title in (
         (axes[0][0], "dl1_MBps", "download, 1 tunnel (MB/s)"),
         (axes[0][1], "ul1_MBps", "upload, 1 tunnel (MB/s)"),
@@ -76,6 +127,8 @@ def draw(result: dict[str, Any], out: Path) -> None:
             entries,
             f"memory per idle tunnel at {int(biggest):,} (KiB, lower is better)",
         )
+    if workers:
+        _workers_panels(axes[0][3], axes[1][3], workers)
     meta = result["meta"]
     fig.suptitle(
         f"proxy64 vs peers vs direct loopback — {meta['started']}, {meta['nproc']} CPU, "

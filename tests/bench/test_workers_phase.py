@@ -132,3 +132,19 @@ def test_docs_page_includes_a_separate_workers_run(tmp_path: Path) -> None:
     text = "\n".join(lines)
     assert lines[0] == "## serve --workers: 1 vs 2 workers (separate run)"
     assert "proxy64 at commit abc1234" in text and "| 2 | 2,300 (2,300–2,300) |" in text
+
+
+def test_chart_of_a_workers_only_run(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib", reason="the chart needs the `bench` extra (matplotlib)")
+    from bench import chart
+
+    samples = {"1": [sample(2000, [100.0], [4100])], "2": [sample(2300, [60.0, 55.0], [2, 2])]}
+    result = {
+        "meta": {"started": "S", "nproc": 2, "loadavg_start": "1 1 1", "mode": "full"},
+        "labels": ["direct"],
+        "summary": {},
+        "extra": {"workers": report.workers_summary(samples, 2)},
+    }
+    out = tmp_path / "w.png"
+    chart.draw(result, out)
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 5000
