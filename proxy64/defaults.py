@@ -148,3 +148,4 @@ TUN_HEAP_TOP_PAD = 4 * 1024 * 1024  # glibc M_TOP_PAD: heap grows in steps of th
 TUN_HEAP_MMAP_THRESHOLD = 4 * 1024 * 1024  # glibc M_MMAP_THRESHOLD (default 128 KiB)
 TUN_SOCKET_READ_MAX = 1024 * 1024  # one read from a TUN flow's outbound socket, whole segments
 TUN_RECEIVE_MAX = 1024 * 1024  # what TunTcpStream.receive_some() returns at most, no max_bytes
+TUN_SOCKET_NOTSENT_LOWAT = 2 * 1024 * 1024  # TCP_NOTSENT_LOWAT of a TUN flow's socket
