@@ -40,7 +40,6 @@ MAX_CONNECTIONS = 4096
 HTTP_MAX_HEAD = 64 * 1024  # bytes of request head before 431/400
 RELAY_CHUNK = 64 * 1024  # one receive in the copy path
 SPLICE_THRESHOLD = 256 * 1024  # bytes a direction carries before it moves to splice(2)
-SPLICE_CHUNK = 1024 * 1024
 UDP_ASSOCIATION_IDLE = 120.0
 UDP_MAX_DATAGRAM = 65_535
 
