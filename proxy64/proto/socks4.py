@@ -22,7 +22,7 @@ from typing import Literal
 from proxy64.defaults import SOCKS4_MAX_FIELD
 from proxy64.destination import Destination
 from proxy64.errors import LocalProtocolError, RemoteProtocolError, SocksReply
-from proxy64.proto.socks5 import NEED_DATA, ConnectionClosed, Sentinel
+from proxy64.proto.socks5 import ClientBytes, ConnectionClosed, Sentinel
 from proxy64.proto.socks_address import decode_host
 
 IPAddress = IPv4Address | IPv6Address
@@ -66,24 +66,15 @@ def encode_reply(reply: Socks4Reply) -> bytes:
     return bytes([REPLY_VERSION, code]) + port.to_bytes(2, "big") + packed
 
 
-class Socks4Server:
+class Socks4Server(ClientBytes):
     """The server side of one SOCKS4/4a connection."""
 
     front_end = "socks4"
 
     def __init__(self, *, require_auth: bool = False) -> None:
+        super().__init__()
         self.require_auth = require_auth
         self.state = State.REQUEST
-        self._buffer = bytearray()
-        self._eof = False
-
-    def receive_data(self, data: bytes) -> None:
-        if self._eof:
-            raise LocalProtocolError("receive_data after EOF")
-        if data:
-            self._buffer += data
-        else:
-            self._eof = True
 
     def next_event(self) -> ClientEvent | Literal[Sentinel.NEED_DATA]:
         if self.state is not State.REQUEST:
@@ -93,22 +84,13 @@ class Socks4Server:
         event = self._parse_request()
         if event is not None:
             return event
-        if not self._eof:
-            return NEED_DATA
-        if not self._buffer:
+        out = self._out_of_data("SOCKS4 request")
+        if isinstance(out, ConnectionClosed):
             self.state = State.CLOSED
-            return ConnectionClosed()
-        raise RemoteProtocolError(
-            f"client closed the connection in the middle of its SOCKS4 request "
-            f"({len(self._buffer)} bytes received)"
-        )
+        return out
 
     def trailing_data(self) -> bytes:
-        if self.state is not State.ESTABLISHED:
-            raise LocalProtocolError(f"trailing_data() in state {self.state.name}")
-        data = bytes(self._buffer)
-        self._buffer.clear()
-        return data
+        return self._take_trailing(self.state is State.ESTABLISHED, self.state.name)
 
     def _field(self, start: int, what: str) -> int | None:
         """Index of the NUL ending a field that starts at start, None if not here yet."""

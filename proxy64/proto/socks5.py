@@ -169,29 +169,17 @@ def encode_reply(reply: Reply) -> bytes:
     return bytes([SOCKS5_VERSION, reply.code, 0x00]) + encode_address(address, port)
 
 
-# --- The machine -----------------------------------------------------------------------
-
-_CLIENT_TURN = {State.GREETING: "greeting", State.AUTH: "authentication", State.REQUEST: "request"}
+# --- The client's bytes (shared by the SOCKS4 machine) ---------------------------------
 
 
-class Socks5Server:
-    """The server side of one SOCKS5 connection."""
+class ClientBytes:
+    """What both SOCKS server machines do with the client's bytes: buffer them (b"" is
+    EOF), say what running out of them means, and hand what follows the request to the
+    relay. One read is never one message, so a message may end only at EOF."""
 
-    front_end = "socks5"
-
-    def __init__(self, *, require_auth: bool = False) -> None:
-        self.require_auth = require_auth
-        self.state = State.GREETING
+    def __init__(self) -> None:
         self._buffer = bytearray()
         self._eof = False
-        self._offered: tuple[int, ...] = ()
-        self._parsers: dict[State, Callable[[], ClientEvent | None]] = {
-            State.GREETING: self._parse_greeting,
-            State.AUTH: self._parse_auth,
-            State.REQUEST: self._parse_request,
-        }
-
-    # receiving -------------------------------------------------------------------------
 
     def receive_data(self, data: bytes) -> None:
         if self._eof:
@@ -200,6 +188,50 @@ class Socks5Server:
             self._buffer += data
         else:
             self._eof = True
+
+    def _out_of_data(self, what: str) -> Literal[Sentinel.NEED_DATA] | ConnectionClosed:
+        """No whole message is buffered: wait for more, or at EOF a clean close (nothing
+        pending: the caller moves to CLOSED) or a message cut off (RemoteProtocolError)."""
+        if not self._eof:
+            return NEED_DATA
+        if not self._buffer:
+            return ConnectionClosed()
+        raise RemoteProtocolError(
+            f"client closed the connection in the middle of its {what} "
+            f"({len(self._buffer)} bytes received)"
+        )
+
+    def _take_trailing(self, established: bool, state: str) -> bytes:
+        """Bytes the client sent after its request: the first bytes for the destination."""
+        if not established:
+            raise LocalProtocolError(f"trailing_data() in state {state}")
+        data = bytes(self._buffer)
+        self._buffer.clear()
+        return data
+
+
+# --- The machine -----------------------------------------------------------------------
+
+_CLIENT_TURN = {State.GREETING: "greeting", State.AUTH: "authentication", State.REQUEST: "request"}
+
+
+class Socks5Server(ClientBytes):
+    """The server side of one SOCKS5 connection."""
+
+    front_end = "socks5"
+
+    def __init__(self, *, require_auth: bool = False) -> None:
+        super().__init__()
+        self.require_auth = require_auth
+        self.state = State.GREETING
+        self._offered: tuple[int, ...] = ()
+        self._parsers: dict[State, Callable[[], ClientEvent | None]] = {
+            State.GREETING: self._parse_greeting,
+            State.AUTH: self._parse_auth,
+            State.REQUEST: self._parse_request,
+        }
+
+    # receiving -------------------------------------------------------------------------
 
     def next_event(self) -> ClientEvent | Literal[Sentinel.NEED_DATA]:
         parser = self._parsers.get(self.state)
@@ -210,23 +242,14 @@ class Socks5Server:
         event = parser()
         if event is not None:
             return event
-        if not self._eof:
-            return NEED_DATA
-        if not self._buffer:
+        out = self._out_of_data(f"SOCKS5 {_CLIENT_TURN[self.state]}")
+        if isinstance(out, ConnectionClosed):
             self.state = State.CLOSED
-            return ConnectionClosed()
-        raise RemoteProtocolError(
-            f"client closed the connection in the middle of its SOCKS5 "
-            f"{_CLIENT_TURN[self.state]} ({len(self._buffer)} bytes received)"
-        )
+        return out
 
     def trailing_data(self) -> bytes:
         """Bytes the client sent after its request: the first bytes for the destination."""
-        if self.state is not State.ESTABLISHED:
-            raise LocalProtocolError(f"trailing_data() in state {self.state.name}")
-        data = bytes(self._buffer)
-        self._buffer.clear()
-        return data
+        return self._take_trailing(self.state is State.ESTABLISHED, self.state.name)
 
     def _parse_greeting(self) -> Greeting | None:
         buf = self._buffer
