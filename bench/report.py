@@ -738,6 +738,10 @@ def docs(result: dict[str, Any], workers_result: dict[str, Any] | None = None) -
         "",
         *headline(result),
         "",
+        "Proxy CPU µs/conn: the proxy's process tree CPU from /proc over the 64-in-flight "
+        "run ÷ connections; TTFB: connect() → first response byte in the load generator at "
+        "1 in flight (details under the cost table below).",
+        "",
     ]
     body = markdown(result).split("\n", 1)[1]  # drop the results page's title
     body = body.replace("\n## ", "\n### ")
