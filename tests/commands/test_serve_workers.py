@@ -266,3 +266,18 @@ def test_ctrl_c_to_the_whole_process_group_stops_cleanly() -> None:
         if log.poll() is None:
             os.killpg(log.pid, signal.SIGKILL)
             log.wait(10)
+
+
+def test_only_workers_listen_and_the_supervisor_keeps_the_ports() -> None:
+    """The supervisor holds bound, non-listening sockets (no connection is queued where
+    nobody accepts); each worker has its own listening socket on each port."""
+    with proxy_process(*EMBEDDED, "--workers", "3") as proxy:
+        workers = children(proxy.pid)
+        assert proxy.socks is not None and proxy.http is not None
+        for port in (proxy.socks[1], proxy.http[1]):
+            lines = listeners_of(port).splitlines()
+            owners = {int(m) for line in lines for m in re.findall(r"pid=(\d+),", line)}
+            assert len(lines) == 3 and owners == workers, lines
+            # the port stays ours: another program cannot listen on it
+            with socket.socket() as other, pytest.raises(OSError):
+                other.bind(("127.0.0.1", port))
