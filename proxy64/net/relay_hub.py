@@ -26,8 +26,9 @@ Watcher for a client fd (`watch`) and gets `readable(now)` calls from this task;
 handshake and idle timeouts of connections no task waits for. A tunnel may have an owner
 instead of a waiting task: the hub tells the owner when it ends or is promoted, and
 closes it itself after the owner's idle timeout. After a wake-up the set is polled again
-without waiting (HUB_POLL_ROUNDS) while it has events, so a chain of events costs one
-trip through trio's scheduler, not one per event.
+without waiting (up to HUB_POLL_ROUNDS polls, stopping after HUB_EMPTY_POLLS empty ones
+in all), so a chain of events (a reply, the peer's answer) costs one trip through trio's
+scheduler, not one per event.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ from typing import Protocol
 
 import trio
 
-from proxy64.defaults import HUB_POLL_ROUNDS, RELAY_CHUNK
+from proxy64.defaults import HUB_EMPTY_POLLS, HUB_POLL_ROUNDS, RELAY_CHUNK
 from proxy64.net.context import ConnectionRecord
 
 logger = logging.getLogger(__name__)
@@ -228,10 +229,14 @@ class RelayHub:
     def _serve_ready(self) -> None:
         """Every ready fd; then poll again without waiting while events keep coming."""
         fds = self._fds
+        empty = 0
         for _ in range(HUB_POLL_ROUNDS):
             events = self._epoll.poll(0)
             if not events:
-                return
+                empty += 1  # a peer on this host may be about to answer: look again
+                if empty > HUB_EMPTY_POLLS:
+                    return
+                continue
             now = trio.current_time()
             for fd, _ in events:
                 entry = fds.get(fd)
