@@ -22,6 +22,9 @@ import logging
 import math
 import os
 import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import h11
 import trio
@@ -59,6 +62,9 @@ from proxy64.proto.httpproxy import (
     tunnel_established,
 )
 
+if TYPE_CHECKING:
+    from proxy64.net.http_front import HttpFront
+
 logger = logging.getLogger(__name__)
 
 
@@ -78,13 +84,42 @@ def _peer_name(stream: trio.abc.Stream) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
+def new_machine() -> h11.Connection:
+    """The client side's h11 machine (the head bounded by HTTP_MAX_HEAD: 431 beyond)."""
+    return h11.Connection(h11.SERVER, max_incomplete_event_size=HTTP_MAX_HEAD)
+
+
+@dataclass(frozen=True, slots=True)
+class Resume:
+    """Where the hub-driven front end (http_front.py) hands a connection to this task
+    path: its h11 machine with what it consumed, and how far it got: a request head taken
+    from the machine, or the machine's refusal of the head, or the handshake deadline
+    passed; for a CONNECT, the dial already made (or in flight, or refused) and the part
+    of the 200 the client has not taken yet."""
+
+    conn: h11.Connection
+    request: h11.Request | None = None
+    error: h11.RemoteProtocolError | None = None
+    timed_out: bool = False
+    dial: Dialed | PendingDial | Proxy64Error | None = None
+    unsent_reply: bytes | None = None  # None: the 200 is not written at all yet
+
+
 class _ClientSession:
-    def __init__(self, stream: trio.SocketStream, ctx: ProxyContext) -> None:
+    def __init__(
+        self,
+        stream: trio.SocketStream,
+        ctx: ProxyContext,
+        client: str,
+        conn: h11.Connection | None = None,
+    ) -> None:
         self.stream = stream
         self.ctx = ctx
-        self.client = _peer_name(stream)
-        self.conn = h11.Connection(h11.SERVER, max_incomplete_event_size=HTTP_MAX_HEAD)
+        self.client = client
+        self.conn = conn if conn is not None else new_machine()
         self.upstream: Upstream | None = None
+        self.dial: Dialed | PendingDial | Proxy64Error | None = None  # done by the front
+        self.unsent_reply: bytes | None = None
         # the raw fd of a real socket (-1: another stream, e.g. a test's memory stream)
         self.fd = stream.socket.fileno() if isinstance(stream, trio.SocketStream) else -1
         # This cycle's request body went outside h11: the bytes the client sent after it
@@ -202,12 +237,16 @@ class _ClientSession:
             return event
         return None  # ConnectionClosed
 
-    async def run(self) -> None:
+    async def run(self, resume: Resume | None = None) -> None:
         first = True
         try:
             while True:
                 try:
-                    request = await self._next_request(first)
+                    if resume is not None:
+                        request = await self._resumed(resume)
+                        resume = None
+                    else:
+                        request = await self._next_request(first)
                 except h11.RemoteProtocolError as exc:
                     if not self.conn.trailing_data[1]:  # not just the client vanishing
                         problem = _head_problem(exc)
@@ -243,6 +282,21 @@ class _ClientSession:
                 with trio.CancelScope(shield=True):
                     await upstream.close("ok", self.ctx)
 
+    async def _resumed(self, resume: Resume) -> h11.Request | None:
+        """Continue from where the front end stopped: as _next_request() would have."""
+        self.dial, self.unsent_reply = resume.dial, resume.unsent_reply
+        if resume.error is not None:
+            raise resume.error
+        if resume.request is not None:
+            return resume.request
+        if resume.timed_out:
+            if self.conn.trailing_data[0]:
+                await self.send_error(
+                    408, f"the request head was not complete after {self.ctx.handshake_timeout:g} s"
+                )
+            return None
+        return await self._next_request(True)
+
     def _next_cycle(self, request: h11.Request) -> bool:
         """Ready the client's machine for its next request; False when the connection ends."""
         if self.after_request is None and not self.response_outside:
@@ -259,7 +313,7 @@ class _ClientSession:
         self.after_request, self.response_outside = None, False
         if not (done and keeps_alive(request.headers.raw_items(), request.http_version)):
             return False
-        self.conn = h11.Connection(h11.SERVER, max_incomplete_event_size=HTTP_MAX_HEAD)
+        self.conn = new_machine()
         if after:
             self.conn.receive_data(after)
         if closed:
@@ -292,7 +346,10 @@ class _ClientSession:
         flight is finished by the dialer under its own deadline. connect() otherwise (a
         name not cached, several addresses to race, a dialer without connect_now)."""
         try:
-            dialed = _connect_now(self.ctx.dialer, destination)
+            done, self.dial = self.dial, None  # a dial the hub-driven front end made
+            if isinstance(done, Proxy64Error):
+                raise done
+            dialed = done if done is not None else _connect_now(self.ctx.dialer, destination)
             if isinstance(dialed, PendingDial):
                 dialed = await _finish_dial(self.ctx.dialer, dialed)
             elif dialed is None:
@@ -332,7 +389,9 @@ class _ClientSession:
         try:
             # h11's bytes for this 200, encoded once (the machine is not used after it)
             established = tunnel_established(http_version)
-            if established is None:
+            if self.unsent_reply is not None:  # the front end wrote the first part
+                await self._write(self.unsent_reply)
+            elif established is None:
                 await self._send(TUNNEL_ESTABLISHED)
             else:
                 await self._write(established)
@@ -625,19 +684,47 @@ def _printable(text: str | bytes) -> str:
     return text.encode("unicode_escape").decode("ascii")[:200]
 
 
-async def handle_http_client(stream: trio.SocketStream, ctx: ProxyContext) -> None:
-    """Serve one client connection of the HTTP proxy until it closes."""
-    session = _ClientSession(stream, ctx)
-    try:
+class HttpClientHandler:
+    """`handle_http_client(stream, ctx)`: one client connection on the task path, until
+    it closes. The listener (net/listeners.py) asks open_front() for the hub-driven front
+    end instead, which serves a CONNECT without a task when it can and resumes everything
+    else here (http_front.py)."""
+
+    async def __call__(self, stream: trio.SocketStream, ctx: ProxyContext) -> None:
+        slot: object | None = object()  # the connection's borrower token (--max-connections)
         try:
-            ctx.connection_slots.acquire_nowait()
+            ctx.connection_slots.acquire_on_behalf_of_nowait(slot)
         except trio.WouldBlock:
-            logger.warning("http %s: refused, too many connections", session.client)
+            slot = None
+        await serve_http_connection(stream, ctx, _peer_name(stream), slot, None)
+
+    def open_front(self, ctx: ProxyContext, spawn: Callable[..., None]) -> HttpFront:
+        from proxy64.net.http_front import HttpFront  # it builds on this module
+
+        return HttpFront(ctx, spawn)
+
+
+handle_http_client = HttpClientHandler()
+
+
+async def serve_http_connection(
+    stream: trio.SocketStream,
+    ctx: ProxyContext,
+    client: str,
+    slot: object | None,
+    resume: Resume | None,
+) -> None:
+    """Serve a connection to its end, from the start or from a Resume; `slot` is the
+    --max-connections borrower it holds (released here), None: refused with 503."""
+    session = _ClientSession(stream, ctx, client, resume.conn if resume is not None else None)
+    try:
+        if slot is None:
+            logger.warning("http %s: refused, too many connections", client)
             await session.send_error(503, "too many connections; try again later")
             return
         try:
-            await session.run()
+            await session.run(resume)
         finally:
-            ctx.connection_slots.release()
+            ctx.connection_slots.release_on_behalf_of(slot)
     finally:
         await close_stream(stream)  # a socket: at once, no checkpoint

@@ -1,0 +1,378 @@
+"""The hub-driven HTTP front end (proxy64/net/http_front.py): a CONNECT the dialer can
+connect at once is served without a task; everything else resumes on the task path
+with the same answers. Real sockets on loopback; the front is driven as the listener
+drives it (accepted(sock, address) with a freshly accepted blocking socket)."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import socket
+from collections.abc import Callable
+from functools import partial
+from ipaddress import IPv6Address
+from typing import Any
+
+import pytest
+import trio
+
+from proxy64.destination import Destination, Egress
+from proxy64.net.context import ConnectionRecord, ProxyContext
+from proxy64.net.dialer import Dialer
+from proxy64.net.http_front import HttpFront
+from proxy64.net.http_server import handle_http_client
+from proxy64.net.relay import Relay
+from proxy64.net.resolver import Resolution, ResolvedAddress
+from proxy64.proto.rfc6052 import Nat64Prefix
+from tests.helpers.fakes import ListRecorder
+
+PREFIX = Nat64Prefix.parse("64:ff9b::/96")
+ESTABLISHED = b"HTTP/1.1 200 Connection Established\r\n\r\n"
+
+
+class LoopbackResolver:
+    async def resolve(self, name: str) -> Resolution:
+        record = ResolvedAddress(IPv6Address("::1"), synthesized=False, ttl=60)
+        return Resolution(name, (), (record,), from_cache=False)
+
+
+def context(
+    recorder: ListRecorder,
+    *,
+    handshake_timeout: float = 5.0,
+    idle_timeout: float = 10.0,
+    slots: trio.CapacityLimiter | None = None,
+    credentials: dict[str, str] | None = None,
+) -> ProxyContext:
+    return ProxyContext(
+        dialer=Dialer(LoopbackResolver(), PREFIX, Egress.NAT64, connect_timeout=5.0),
+        recorder=recorder,
+        relay=Relay(idle_timeout=idle_timeout, splice_threshold=256 * 1024),
+        credentials=credentials,
+        handshake_timeout=handshake_timeout,
+        idle_timeout=idle_timeout,
+        connection_slots=slots or trio.CapacityLimiter(8),
+    )
+
+
+def open_front(ctx: ProxyContext, nursery: trio.Nursery) -> HttpFront:
+    def spawn(async_fn: Callable[..., Any], *args: object) -> None:
+        nursery.start_soon(async_fn, *args)
+
+    return handle_http_client.open_front(ctx, spawn)
+
+
+async def echo_origin(stream: trio.SocketStream) -> None:
+    """Echoes until EOF, then closes (a CONNECT destination)."""
+    with trio.fail_after(20):
+        while data := await stream.receive_some(1 << 16):
+            await stream.send_all(data)
+
+
+async def start_origin(nursery: trio.Nursery, handler: Any = echo_origin) -> int:
+    listeners = await nursery.start(partial(trio.serve_tcp, handler, 0, host="::1"))
+    return int(listeners[0].socket.getsockname()[1])
+
+
+class Client:
+    """A client connected to a loopback listener whose accepted socket goes to the front."""
+
+    def __init__(self, front: HttpFront) -> None:
+        listener = socket.create_server(("127.0.0.1", 0))
+        self.sock = socket.create_connection(listener.getsockname())
+        self.front = front
+        self.listener = listener
+        self.sock.setblocking(False)
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def hand_over(self) -> None:
+        raw, address = self.listener.accept()
+        self.listener.close()
+        self.front.accepted(raw, address)
+
+    async def read_exactly(self, size: int) -> bytes:
+        got = b""
+        while len(got) < size:
+            await trio.lowlevel.wait_readable(self.sock)
+            data = self.sock.recv(1 << 16)
+            assert data, f"EOF after {got!r}"
+            got += data
+        return got
+
+    async def read_to_eof(self) -> bytes:
+        chunks = []
+        while True:
+            await trio.lowlevel.wait_readable(self.sock)
+            data = self.sock.recv(1 << 16)
+            if not data:
+                return b"".join(chunks)
+            chunks.append(data)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+async def one_record(recorder: ListRecorder) -> ConnectionRecord:
+    with trio.fail_after(5):
+        await recorder.wait_for(1)
+    await trio.sleep(0.05)
+    (record,) = recorder.records
+    return record
+
+
+async def test_rfc9110_9_3_6_connect_served_without_a_task(nursery: trio.Nursery) -> None:
+    port = await start_origin(nursery)
+    recorder = ListRecorder()
+    ctx = context(recorder)
+    front = open_front(ctx, nursery)
+    client = Client(front)
+    client.send(f"CONNECT [::1]:{port} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    with trio.fail_after(10):
+        await trio.sleep(0.01)  # the head is in the socket before the front sees it
+        client.hand_over()
+        assert await client.read_exactly(len(ESTABLISHED)) == ESTABLISHED
+        assert front.live == 1 and front.handed_off == 0
+        client.send(b"ping")
+        assert await client.read_exactly(4) == b"ping"
+        client.sock.shutdown(socket.SHUT_WR)
+        assert await client.read_to_eof() == b""
+    client.close()
+    record = await one_record(recorder)
+    assert (record.front_end, record.outcome) == ("http-connect", "ok")
+    assert record.destination == Destination(IPv6Address("::1"), port)
+    assert (record.bytes_up, record.bytes_down) == (4, 4)
+    assert front.served == 1 and front.handed_off == 0 and front.live == 0
+    assert ctx.connection_slots.borrowed_tokens == 0
+
+
+async def test_head_in_pieces_is_waited_for_by_the_hub(nursery: trio.Nursery) -> None:
+    port = await start_origin(nursery)
+    recorder = ListRecorder()
+    front = open_front(context(recorder), nursery)
+    client = Client(front)
+    head = f"CONNECT [::1]:{port} HTTP/1.1\r\nHost: x\r\n\r\n".encode()
+    with trio.fail_after(10):
+        client.hand_over()  # nothing sent yet: the hub watches the socket
+        for i in range(len(head)):  # one byte at a time
+            client.send(head[i : i + 1])
+            await trio.sleep(0.001)
+        assert await client.read_exactly(len(ESTABLISHED)) == ESTABLISHED
+        client.close()
+    record = await one_record(recorder)
+    assert record.outcome == "ok" and front.handed_off == 0
+
+
+async def test_early_bytes_go_first_through_the_task_path(nursery: trio.Nursery) -> None:
+    port = await start_origin(nursery)
+    recorder = ListRecorder()
+    front = open_front(context(recorder), nursery)
+    client = Client(front)
+    client.send(f"CONNECT [::1]:{port} HTTP/1.1\r\nHost: x\r\n\r\nearly".encode())
+    with trio.fail_after(10):
+        await trio.sleep(0.01)
+        client.hand_over()
+        assert await client.read_exactly(len(ESTABLISHED) + 5) == ESTABLISHED + b"early"
+        client.sock.shutdown(socket.SHUT_WR)
+        assert await client.read_to_eof() == b""
+    client.close()
+    record = await one_record(recorder)
+    assert record.outcome == "ok" and record.bytes_up == 5 and front.handed_off == 1
+
+
+async def test_bulk_tunnel_promoted_to_the_task_path_intact(nursery: trio.Nursery) -> None:
+    port = await start_origin(nursery)
+    recorder = ListRecorder()
+    front = open_front(context(recorder), nursery)
+    client = Client(front)
+    client.send(f"CONNECT [::1]:{port} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    payload = os.urandom(3 * 1024 * 1024)  # past the splice threshold: promoted
+    with trio.fail_after(20):
+        await trio.sleep(0.01)
+        client.hand_over()
+        assert await client.read_exactly(len(ESTABLISHED)) == ESTABLISHED
+        echoed = b""
+        view = memoryview(payload)
+        while view or len(echoed) < len(payload):
+            if view:
+                with contextlib.suppress(BlockingIOError):
+                    view = view[client.sock.send(view[: 1 << 16]) :]
+            try:
+                echoed += client.sock.recv(1 << 20)
+            except BlockingIOError:
+                await trio.lowlevel.checkpoint()
+        client.sock.shutdown(socket.SHUT_WR)
+        assert await client.read_to_eof() == b""
+    client.close()
+    assert hashlib.sha256(echoed).digest() == hashlib.sha256(payload).digest()
+    record = await one_record(recorder)
+    assert record.outcome == "ok"
+    assert record.bytes_up == record.bytes_down == len(payload)
+
+
+async def test_owned_tunnel_idle_timeout(nursery: trio.Nursery) -> None:
+    port = await start_origin(nursery)
+    recorder = ListRecorder()
+    ctx = context(recorder, idle_timeout=0.3)
+    front = open_front(ctx, nursery)
+    client = Client(front)
+    client.send(f"CONNECT [::1]:{port} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    with trio.fail_after(10):
+        await trio.sleep(0.01)
+        client.hand_over()
+        assert await client.read_exactly(len(ESTABLISHED)) == ESTABLISHED
+        assert await client.read_to_eof() == b""  # closed by the idle timeout
+    client.close()
+    record = await one_record(recorder)
+    assert record.outcome == "idle for 0.3 s, closed"
+    assert ctx.connection_slots.borrowed_tokens == 0
+
+
+@pytest.mark.parametrize(
+    ("head", "status", "said"),
+    [
+        (b"CONNECT [::1] HTTP/1.1\r\nHost: x\r\n\r\n", b"400", b"CONNECT needs host:port"),
+        (b"CONNECT [::1]:PORT HTTP/1.1\r\n\r\n", b"400", b"not valid HTTP/1.1"),  # no Host
+        (b"CONNECT [::1]:1 HTTP/1.1\r\nHost: x\r\n\r\n", b"502", b"refused"),
+        (b"CONNECT 10.1.2.3:80 HTTP/1.1\r\nHost: x\r\n\r\n", b"403", b"RFC 6052"),
+    ],
+)
+async def test_refusals_are_the_task_paths_answers(
+    nursery: trio.Nursery, head: bytes, status: bytes, said: bytes
+) -> None:
+    port = await start_origin(nursery)
+    recorder = ListRecorder()
+    front = open_front(context(recorder), nursery)
+    client = Client(front)
+    client.send(head.replace(b"PORT", str(port).encode()))
+    with trio.fail_after(10):
+        await trio.sleep(0.01)
+        client.hand_over()
+        client.sock.shutdown(socket.SHUT_WR)
+        answer = await client.read_to_eof()
+    client.close()
+    assert answer.startswith(b"HTTP/1.1 " + status + b" "), answer
+    assert said in answer and b"Connection: close" in answer
+    record = await one_record(recorder)
+    assert record.outcome != "ok" and front.handed_off == 1 and front.served == 0
+
+
+async def test_forwarding_is_resumed_on_the_task_path(nursery: trio.Nursery) -> None:
+    async def origin(stream: trio.SocketStream) -> None:
+        with trio.fail_after(10):
+            buffer = b""
+            while b"\r\n\r\n" not in buffer:
+                buffer += await stream.receive_some(1 << 16)
+            await stream.send_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi")
+
+    port = await start_origin(nursery, origin)
+    recorder = ListRecorder()
+    front = open_front(context(recorder), nursery)
+    client = Client(front)
+    client.send(f"GET http://[::1]:{port}/ HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    with trio.fail_after(10):
+        await trio.sleep(0.01)
+        client.hand_over()
+        client.sock.shutdown(socket.SHUT_WR)
+        answer = await client.read_to_eof()
+    client.close()
+    assert answer.startswith(b"HTTP/1.1 200 OK\r\n") and answer.endswith(b"\r\n\r\nhi")
+    assert b"Via: 1.1 proxy64" in answer
+    record = await one_record(recorder)
+    assert (record.front_end, record.outcome) == ("http", "ok")
+    assert front.handed_off == 1
+
+
+async def test_proxy_auth_checked_before_the_tunnel(nursery: trio.Nursery) -> None:
+    port = await start_origin(nursery)
+    recorder = ListRecorder()
+    front = open_front(context(recorder, credentials={"u": "p"}), nursery)
+    refused, accepted = Client(front), Client(front)
+    head = f"CONNECT [::1]:{port} HTTP/1.1\r\nHost: x\r\n".encode()
+    refused.send(head + b"\r\n")
+    accepted.send(head + b"Proxy-Authorization: Basic dTpw\r\n\r\n")  # u:p
+    with trio.fail_after(10):
+        await trio.sleep(0.01)
+        refused.hand_over()
+        accepted.hand_over()
+        assert await accepted.read_exactly(len(ESTABLISHED)) == ESTABLISHED
+        refused.sock.shutdown(socket.SHUT_WR)
+        answer = await refused.read_to_eof()
+    refused.close()
+    accepted.close()
+    assert answer.startswith(b"HTTP/1.1 407 ") and b'Basic realm="proxy64"' in answer
+    assert front.handed_off == 1
+
+
+async def test_head_deadline_408_and_silent_close(nursery: trio.Nursery) -> None:
+    recorder = ListRecorder()
+    ctx = context(recorder, handshake_timeout=0.3)
+    front = open_front(ctx, nursery)
+    partial, silent = Client(front), Client(front)
+    partial.send(b"CONNECT [::1]:80 HTTP/1.1\r\nHo")
+    with trio.fail_after(10):
+        await trio.sleep(0.01)
+        partial.hand_over()
+        silent.hand_over()
+        answer = await partial.read_to_eof()
+        assert await silent.read_to_eof() == b""  # nothing was sent: nothing to answer
+    partial.close()  # ends the lingering close after the 408 (RFC 9112 §9.6)
+    silent.close()
+    assert answer.startswith(b"HTTP/1.1 408 ") and b"not complete after 0.3 s" in answer
+    for _ in range(200):  # the task path notices the closes on its next reads
+        if ctx.connection_slots.borrowed_tokens == 0:
+            break
+        await trio.sleep(0.01)
+    assert ctx.connection_slots.borrowed_tokens == 0 and front.live == 0
+    assert recorder.records == []  # as on the task path: a 408 is answered, not recorded
+
+
+async def test_client_closing_before_a_head_ends_quietly(nursery: trio.Nursery) -> None:
+    recorder = ListRecorder()
+    ctx = context(recorder)
+    front = open_front(ctx, nursery)
+    client = Client(front)
+    client.hand_over()
+    client.close()
+    with trio.fail_after(5):
+        await front.drain()  # returns once the hub has seen the EOF and ended it
+    assert recorder.records == [] and front.served == 1
+    assert ctx.connection_slots.borrowed_tokens == 0
+
+
+async def test_no_slot_left_is_503(nursery: trio.Nursery) -> None:
+    recorder = ListRecorder()
+    slots = trio.CapacityLimiter(1)
+    slots.acquire_on_behalf_of_nowait("someone else")
+    front = open_front(context(recorder, slots=slots), nursery)
+    client = Client(front)
+    client.send(b"CONNECT [::1]:80 HTTP/1.1\r\nHost: x\r\n\r\n")
+    with trio.fail_after(10):
+        await trio.sleep(0.01)
+        client.hand_over()
+        client.sock.shutdown(socket.SHUT_WR)
+        answer = await client.read_to_eof()
+    client.close()
+    assert answer.startswith(b"HTTP/1.1 503 ") and b"too many connections" in answer
+    assert slots.borrowed_tokens == 1
+
+
+async def test_drain_waits_then_ends_what_is_left(nursery: trio.Nursery) -> None:
+    port = await start_origin(nursery)
+    recorder = ListRecorder()
+    front = open_front(context(recorder), nursery)
+    client = Client(front)
+    client.send(f"CONNECT [::1]:{port} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    await trio.sleep(0.01)
+    client.hand_over()
+    with trio.fail_after(10):
+        assert await client.read_exactly(len(ESTABLISHED)) == ESTABLISHED
+        with trio.move_on_after(0.2):
+            await front.drain()  # the tunnel is open: drain waits ...
+        assert front.live == 0  # ... and ends it when cancelled
+        assert await client.read_to_eof() == b""
+    client.close()
+    record = await one_record(recorder)
+    assert record.outcome == "cancelled (proxy64 is shutting down)"
