@@ -153,6 +153,12 @@ def raise_fd_limit() -> int:
     return hard
 
 
+def context_switches() -> int:
+    """Voluntary + involuntary context switches of this process so far (getrusage)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_nvcsw + usage.ru_nivcsw
+
+
 def cpu_seconds() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
@@ -489,6 +495,7 @@ class ParallelConnResult:
     errors: int
     elapsed: float  # first process's start -> last process's end
     cpu: list[float]  # seconds of CPU each load process used during its run
+    switches: list[int]  # context switches (voluntary + involuntary) of each load process
     first_error: str = ""
 
     @property
@@ -503,22 +510,24 @@ def _conn_worker(
     concurrency: int,
     time_limit: float,
     barrier: multiprocessing.synchronize.Barrier,
-    out: multiprocessing.queues.Queue[tuple[float, float, int, int, float, str]],
+    out: multiprocessing.queues.Queue[tuple[float, float, int, int, float, int, str]],
 ) -> None:
     start = end = cpu = 0.0
-    done = errors = 0
+    done = errors = switches = 0
     error = ""
     try:
         barrier.wait(time_limit)
         start = time.perf_counter()
+        before = context_switches()
         res = run_connections(target, origin, total, concurrency, time_limit)
+        switches = context_switches() - before
         end = start + res.elapsed
         done, errors, cpu, error = res.done, res.errors, res.loadgen_cpu, res.first_error
     except Exception as exc:
         error = f"{type(exc).__name__}: {exc}"
         with contextlib.suppress(Exception):
             barrier.abort()
-    out.put((start, end, done, errors, cpu, error))
+    out.put((start, end, done, errors, cpu, switches, error))
 
 
 def run_connections_parallel(
@@ -535,7 +544,7 @@ def run_connections_parallel(
     """
     ctx = multiprocessing.get_context("fork")
     barrier = ctx.Barrier(processes)
-    out: multiprocessing.queues.Queue[tuple[float, float, int, int, float, str]] = ctx.Queue()
+    out: multiprocessing.queues.Queue[tuple[float, float, int, int, float, int, str]] = ctx.Queue()
     share = [total // processes + (1 if i < total % processes else 0) for i in range(processes)]
     inflight = [max(1, concurrency // processes)] * processes
     procs = [
@@ -547,12 +556,12 @@ def run_connections_parallel(
     ]
     for proc in procs:
         proc.start()
-    results: list[tuple[float, float, int, int, float, str]] = []
+    results: list[tuple[float, float, int, int, float, int, str]] = []
     try:
         for _ in procs:
             results.append(out.get(timeout=time_limit + 10))
     except Exception as exc:
-        results.append((0.0, 0.0, 0, 0, 0.0, f"load process lost: {type(exc).__name__}"))
+        results.append((0.0, 0.0, 0, 0, 0.0, 0, f"load process lost: {type(exc).__name__}"))
     finally:
         for proc in procs:
             proc.join(5)
@@ -561,11 +570,12 @@ def run_connections_parallel(
                 proc.join()
     started = [r[0] for r in results if r[1] > 0]
     ended = [r[1] for r in results if r[1] > 0]
-    errors = [r[5] for r in results if r[5]]
+    errors = [r[6] for r in results if r[6]]
     return ParallelConnResult(
         done=sum(r[2] for r in results),
         errors=sum(r[3] for r in results) + (processes - len(started)),
         elapsed=(max(ended) - min(started)) if started else 0.0,
         cpu=[r[4] for r in results],
+        switches=[r[5] for r in results],
         first_error=errors[0] if errors else "",
     )

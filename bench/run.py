@@ -491,6 +491,19 @@ def pid_cpu(root: int) -> dict[int, float]:
     return out
 
 
+def pid_switches(pids: list[int]) -> dict[int, int]:
+    """Voluntary + involuntary context switches of each process (/proc/PID/status)."""
+    out: dict[int, int] = {}
+    for pid in pids:
+        with contextlib.suppress(OSError, ValueError), open(f"/proc/{pid}/status") as f:
+            total = 0
+            for line in f:
+                if line.startswith(("voluntary_ctxt_switches", "nonvoluntary_ctxt_switches")):
+                    total += int(line.split()[1])
+            out[pid] = total
+    return out
+
+
 def machine_ticks() -> tuple[int, int]:
     """(busy, total) jiffies of all CPUs from /proc/stat (idle = idle + iowait)."""
     with open("/proc/stat") as f:
@@ -533,6 +546,7 @@ def measure_workers(
                     target = next(t for t in server.targets() if t.kind == "socks5")
                     loadgen.run_connections(target, origin, 100, 8, args.op_time_limit)  # warm
                     pids = serve_workers(server)
+                    sw0 = pid_switches(pids)
                     cpu0, ocpu0, m0 = (
                         pid_cpu(server.pid),
                         peers.tree_cpu_seconds(origin_pid),
@@ -546,6 +560,7 @@ def measure_workers(
                         peers.tree_cpu_seconds(origin_pid),
                         (machine_ticks()),
                     )
+                    sw1 = pid_switches(pids)
                 finally:
                     server.stop()
                     peers.PROXY64_WORKERS = 1
@@ -579,6 +594,10 @@ def measure_workers(
                     "proxy_us_per_conn": proxy_cpu / res.done * 1e6,
                     "loadgen_us_per_conn": sum(res.cpu) / res.done * 1e6,
                     "origin_us_per_conn": (ocpu1 - ocpu0) / res.done * 1e6,
+                    # fewer connections per wake-up = more switches: the batching lost
+                    "proxy_switches_per_conn": sum(sw1.get(p, 0) - sw0.get(p, 0) for p in pids)
+                    / res.done,
+                    "loadgen_switches_per_conn": sum(res.switches) / res.done,
                     "loadavg": os.getloadavg()[0],
                 }
                 samples[str(workers)].append(sample)

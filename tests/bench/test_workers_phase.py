@@ -31,6 +31,8 @@ def sample(conn_s: float, workers: list[float], conns: list[int], **kw: Any) -> 
         "proxy_us_per_conn": 500.0,
         "loadgen_us_per_conn": 160.0,
         "origin_us_per_conn": 150.0,
+        "proxy_switches_per_conn": 3.0,
+        "loadgen_switches_per_conn": 1.5,
         "loadavg": 2.0,
     }
     return base | kw
@@ -65,10 +67,15 @@ def test_summary_states_the_machine_bound_with_its_arithmetic() -> None:
     assert bound["one_worker_conn_s"] == pytest.approx(1e6 / 500)
     assert bound["best_ratio"] == pytest.approx(1.875e6 / 810 / 2000)
     assert bound["quiet_best_ratio"] == pytest.approx(2e6 / 810 / 2000)
+    # with the 1-worker costs (here the same): 2e6 / 810 against 1e6 / 500
+    assert bound["ideal_ratio"] == pytest.approx(2e6 / 810 / 2000)
+    assert two["proxy_switches_per_conn"]["median"] == 3.0
     assert w["machine_limited"] is True
     text = "\n".join(report.workers_lines(w))
     assert "at most 1.88 × 10⁶ / (500 + 310) = 2,315 conn/s, against 2,000" in text
     assert "1.16× (1.23× with all 2 cores free for this test)" in text
+    assert "would allow 1.23× one worker" in text
+    assert "| 3.0 / 1.5 |" in text
     assert "the machine, not the proxy, bounded the scaling" in text
     goals = {g.name: g for g in report.workers_goals({"workers": w})}
     assert [g.met for g in goals.values()] == [True, True, True]
@@ -110,6 +117,8 @@ def test_quick_workers_phase_end_to_end(tmp_path: Path) -> None:
         assert all(c > 0 for c in e["worker_conns"])  # SO_REUSEPORT fed every worker
         assert len(e["loadgen_cpu_pct"]) == 2  # two load processes
         assert e["proxy_us_per_conn"]["median"] > 0
+        assert e["proxy_switches_per_conn"]["median"] > 0  # read from /proc for each worker
+        assert e["loadgen_switches_per_conn"]["median"] > 0
     # 300 measured + 100 warm-up connections reached the workers (+ the start-up probe)
     assert sum(w["by_workers"]["2"]["worker_conns"]) >= 400
     assert "ratio_conn_s" in w and w["bound"]["best_ratio"] > 0
