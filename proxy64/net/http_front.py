@@ -39,6 +39,7 @@ from proxy64.net.http_server import Resume, new_machine, serve_http_connection
 from proxy64.net.relay import Relay, relay
 from proxy64.net.relay_hub import Ending, HubTunnel, current_hub
 from proxy64.net.splice import HAVE_SPLICE
+from proxy64.proto.http_headers import has_content
 from proxy64.proto.httpproxy import ConnectTarget, check_proxy_auth, classify, tunnel_established
 
 logger = logging.getLogger(__name__)
@@ -197,12 +198,13 @@ class _Connection:
             self._hand_off(resume)  # the task path classifies again and refuses
             return
         assert isinstance(target, ConnectTarget)  # a CONNECT classifies as one or raises
-        # The CONNECT's end of message; a body on a CONNECT means nothing (RFC 9110
-        # §9.3.6): one still to come is left to the task path, which drops it.
-        while (event := conn.next_event()) is not h11.PAUSED:
-            if event is h11.NEED_DATA or isinstance(event, h11.ConnectionClosed):
-                self._hand_off(resume)
-                return
+        # A body on a CONNECT means nothing (RFC 9110 §9.3.6): one that is declared is
+        # left to the task path, which takes it and drops it. Without one, the machine's
+        # end of message and pause are not asked for: it is not used after the 200 (only
+        # its buffer, the bytes after the head).
+        if has_content(request.headers.raw_items()):
+            self._hand_off(resume)
+            return
         try:
             dial: Dialed | PendingDial | None = front.connect_now(target.destination)
         except Proxy64Error as exc:

@@ -376,3 +376,21 @@ async def test_drain_waits_then_ends_what_is_left(nursery: trio.Nursery) -> None
     client.close()
     record = await one_record(recorder)
     assert record.outcome == "cancelled (proxy64 is shutting down)"
+
+
+async def test_rfc9110_9_3_6_connect_body_dropped_on_the_task_path(nursery: trio.Nursery) -> None:
+    port = await start_origin(nursery)
+    recorder = ListRecorder()
+    front = open_front(context(recorder), nursery)
+    client = Client(front)
+    head = f"CONNECT [::1]:{port} HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\n".encode()
+    client.send(head + b"abcping")  # "abc" is the CONNECT's (meaningless) content
+    with trio.fail_after(10):
+        await trio.sleep(0.01)
+        client.hand_over()
+        assert await client.read_exactly(len(ESTABLISHED) + 4) == ESTABLISHED + b"ping"
+        client.sock.shutdown(socket.SHUT_WR)
+        assert await client.read_to_eof() == b""
+    client.close()
+    record = await one_record(recorder)
+    assert record.outcome == "ok" and record.bytes_up == 4 and front.handed_off == 1
