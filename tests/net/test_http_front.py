@@ -6,6 +6,7 @@ drives it (accepted(sock, address) with a freshly accepted blocking socket)."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import os
 import socket
@@ -16,6 +17,8 @@ from typing import Any
 
 import pytest
 import trio
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 from proxy64.destination import Destination, Egress
 from proxy64.net.context import ConnectionRecord, ProxyContext
@@ -394,3 +397,80 @@ async def test_rfc9110_9_3_6_connect_body_dropped_on_the_task_path(nursery: trio
     client.close()
     record = await one_record(recorder)
     assert record.outcome == "ok" and record.bytes_up == 4 and front.handed_off == 1
+
+
+class EchoDialer(Dialer):
+    """Every destination is dialed as the test's echo origin (the real connect paths)."""
+
+    def __init__(self, port: int) -> None:
+        super().__init__(LoopbackResolver(), PREFIX, Egress.NAT64, connect_timeout=5.0)
+        self.port = port
+
+    def connect_now(self, destination: Destination) -> Any:
+        return super().connect_now(Destination(IPv6Address("::1"), self.port))
+
+    async def connect(self, destination: Destination) -> Any:
+        return await super().connect(Destination(IPv6Address("::1"), self.port))
+
+
+FUZZ_PIECES = st.sampled_from(
+    [
+        b"CONNECT ",
+        b"GET ",
+        b"a.test",
+        b"[::1]",
+        b"10.1.2.3",
+        b":443",
+        b":0",
+        b"http://",
+        b"/",
+        b" HTTP/1.1\r\n",
+        b" HTTP/1.0\r\n",
+        b"Host: a\r\n",
+        b"\r\n",
+        b"Content-Length: 2\r\n",
+        b"Transfer-Encoding: chunked\r\n",
+        b"Proxy-Authorization: Basic dTpw\r\n",
+        b"early",
+        b"\x00\xff",
+    ]
+)
+DECLARED = {200, 400, 403, 407, 408, 431, 501, 502}
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.one_of(st.lists(FUZZ_PIECES, max_size=20).map(b"".join), st.binary(max_size=120)),
+    st.booleans(),
+)
+@example(b"CONNECT a.test:443 HTTP/1.1\r\nHost: a\r\n\r\nearly", False)
+@example(b"CONNECT [::1]:443 HTTP/1.1\r\nHost: a\r\n\r\n", False)
+@example(b"CONNECT [::1]:443 HTTP/1.0\r\n\r\n", False)
+@example(b"CONNECT [::1]:443 HTTP/1.1\r\nHost: a\r\nProxy-Authorization: Basic dTpw\r\n\r\n", True)
+async def test_fuzz_front_answers_only_declared_statuses_and_ends_cleanly(
+    data: bytes, auth: bool
+) -> None:
+    recorder = ListRecorder()
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            port = await start_origin(nursery)
+            ctx = context(recorder, handshake_timeout=0.5, credentials={"u": "p"} if auth else None)
+            ctx = dataclasses.replace(ctx, dialer=EchoDialer(port))
+            front = open_front(ctx, nursery)
+            client = Client(front)
+            client.send(data)
+            client.sock.shutdown(socket.SHUT_WR)
+            client.hand_over()
+            answer = await client.read_to_eof()
+            client.close()
+            await front.drain()
+            for _ in range(300):  # the task path (if any) notices the close on its next read
+                if ctx.connection_slots.borrowed_tokens == 0:
+                    break
+                await trio.sleep(0.01)
+            nursery.cancel_scope.cancel()
+    assert ctx.connection_slots.borrowed_tokens == 0
+    if answer:
+        status = answer.split(b" ", 2)[1]
+        assert answer.startswith(b"HTTP/1.1 ") and int(status) in DECLARED, answer
+    assert all(r.outcome != "open" for r in recorder.records)
