@@ -143,7 +143,8 @@ def run_client(argv_prefix: list[str], host: str, port: int, size: int) -> dict[
 def run_client_slirp(port: int, size: int, mtu: int) -> dict[str, Any]:
     """The same client in a namespace served by slirp4netns (host loopback as 10.0.2.2)."""
     script = (
-        "for i in $(seq 200); do ip -4 route show default 2>/dev/null | grep -q tap0 && break; "
+        # slirp4netns configures tap0 once it has started: up to 30 s on a loaded machine
+        "for i in $(seq 600); do ip -4 route show default 2>/dev/null | grep -q tap0 && break; "
         "sleep 0.05; done; "
         f"{sys.executable} -c '{CLIENT}' 10.0.2.2 {port} {size} down && "
         f"{sys.executable} -c '{CLIENT}' 10.0.2.2 {port} {size} up"

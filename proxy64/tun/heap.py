@@ -16,7 +16,6 @@ Invariant: only the process running the TUN stack calls this (it is process-wide
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 
 from proxy64.defaults import TUN_HEAP_MMAP_THRESHOLD, TUN_HEAP_TOP_PAD, TUN_HEAP_TRIM_THRESHOLD
 
@@ -28,8 +27,7 @@ M_MMAP_THRESHOLD = -3
 def keep_freed_memory() -> bool:
     """Raise glibc's trim threshold and top pad; False when mallopt is not available."""
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
+        mallopt = ctypes.CDLL(None).mallopt  # the process's own symbols (no library search)
     except (OSError, AttributeError):
         return False
     mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
