@@ -29,6 +29,7 @@ import trio
 
 from proxy64.config import HostPort
 from proxy64.net.context import ProxyContext
+from proxy64.net.relay_hub import current_hub
 
 logger = logging.getLogger(__name__)
 
@@ -161,7 +162,8 @@ class ProxyServer:
         until it would block, then waits for readability: under load one wake-up accepts
         a whole batch (no checkpoint per connection); after ACCEPT_BATCH in a row it
         yields so tunnels are not starved. Anything else is awaited with its accept().
-        With a front, each stdlib socket goes to front.accepted() (no task)."""
+        With a front, the listener is watched by the relay hub instead (_accept_in_hub):
+        each socket goes to front.accepted() in the hub's wake-up, no task per accept."""
         if not isinstance(listener, socket.socket):
             while True:
                 try:
@@ -171,10 +173,13 @@ class ProxyServer:
                     continue
                 connections.start_soon(self._handle, trio.SocketStream(sock), handler)
         fd = listener.fileno()  # the non-blocking stdlib socket run() wrapped for closing
+        if front is not None:
+            await _accept_in_hub(listener, front)
+            return
         batch = 0
         while True:
             try:
-                raw, address = listener.accept()
+                raw, _ = listener.accept()
             except BlockingIOError:
                 batch = 0
                 await trio.lowlevel.wait_readable(fd)
@@ -182,11 +187,8 @@ class ProxyServer:
             except OSError as exc:
                 await _accept_failed(exc)
                 continue
-            if front is not None:
-                front.accepted(raw, address)
-            else:
-                stream = trio.SocketStream(trio.socket.from_stdlib_socket(raw))
-                connections.start_soon(self._handle, stream, handler)
+            stream = trio.SocketStream(trio.socket.from_stdlib_socket(raw))
+            connections.start_soon(self._handle, stream, handler)
             batch += 1
             if batch >= ACCEPT_BATCH:
                 batch = 0
@@ -212,6 +214,53 @@ class ProxyServer:
             logger.exception("front end failed on a connection (a bug in proxy64)")
         finally:
             self.live -= 1
+
+
+class _HubAcceptor:
+    """The listener as a relay-hub watcher: accepted sockets go to the front end in the
+    same wake-up that may read their greetings (no trip through trio per accept)."""
+
+    __slots__ = ("failed", "front", "listener", "problem")
+
+    def __init__(self, listener: socket.socket, front: Front) -> None:
+        self.listener = listener
+        self.front = front
+        self.problem: OSError | None = None
+        self.failed = trio.Event()
+
+    def readable(self, now: float) -> None:
+        if self.problem is not None:
+            return
+        for _ in range(ACCEPT_BATCH):
+            try:
+                raw, address = self.listener.accept()
+            except BlockingIOError:
+                return
+            except OSError as exc:  # the task below retries or backs off
+                self.problem = exc
+                self.failed.set()
+                return
+            self.front.accepted(raw, address)
+
+
+async def _accept_in_hub(listener: socket.socket, front: Front) -> None:
+    """Accept through the hub until cancelled; a failed accept() is handled here (retry,
+    back-off on EMFILE/ENFILE/ENOMEM) while the hub does not watch the listener."""
+    hub = current_hub()
+    fd = listener.fileno()
+    acceptor = _HubAcceptor(listener, front)
+    hub.watch(fd, acceptor)
+    try:
+        while True:
+            await acceptor.failed.wait()
+            problem, acceptor.problem = acceptor.problem, None
+            acceptor.failed = trio.Event()
+            hub.unwatch(fd)
+            assert problem is not None
+            await _accept_failed(problem)
+            hub.watch(fd, acceptor)
+    finally:
+        hub.unwatch(fd)
 
 
 async def _accept_failed(exc: OSError) -> None:

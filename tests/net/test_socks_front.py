@@ -9,6 +9,7 @@ raw trio sockets (no open_tcp_stream: it spawns attempt tasks of its own).
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import socket
 from collections.abc import AsyncIterator
@@ -407,3 +408,52 @@ async def test_shutdown_ends_open_owned_tunnels_after_grace(nursery: trio.Nurser
             records = await p.recorder.wait_for(2)
             assert p.front.live == 0
     assert sorted(r.outcome for r in records) == ["cancelled (proxy64 is shutting down)"] * 2
+
+
+# --- accepting through the hub --------------------------------------------------------------
+
+
+class FlakyListener:
+    """accept(): one EMFILE, then one connection, then EAGAIN."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.calls = 0
+
+    def accept(self) -> tuple[socket.socket, object]:
+        self.calls += 1
+        if self.calls == 1:
+            raise OSError(errno.EMFILE, "Too many open files")
+        return self.sock.accept()
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+
+async def test_failed_accept_backs_off_then_accepting_resumes() -> None:
+    from proxy64.net.listeners import _accept_in_hub
+
+    accepted: list[object] = []
+    got_one = trio.Event()
+
+    class Front:
+        live = 0
+
+        def accepted(self, sock: socket.socket, address: object) -> None:
+            accepted.append(address)
+            got_one.set()
+            sock.close()
+
+        async def drain(self) -> None:
+            pass
+
+    listener = bind_listener(HostPort(ip_address("127.0.0.1"), 0))
+    flaky = FlakyListener(listener)
+    with listener, trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_accept_in_hub, flaky, Front())  # type: ignore[arg-type]
+            client = await connect(bound_address(listener).port)
+            await got_one.wait()  # EMFILE first: ACCEPT_BACKOFF (0.1 s), then the client
+            client.close()
+            nursery.cancel_scope.cancel()
+    assert flaky.calls >= 2 and len(accepted) == 1
