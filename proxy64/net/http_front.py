@@ -143,9 +143,7 @@ class _Connection:
         front.connections.add(self)
 
     def start(self) -> None:
-        sock = self.sock
-        sock.setblocking(False)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # as trio.SocketStream
+        self.sock.setblocking(False)
         if self.slot is None:  # the task path answers 503
             self._hand_off(Resume(self.conn))
             return
@@ -223,6 +221,8 @@ class _Connection:
             self._hand_off(Resume(self.conn, request=request, dial=dialed))
             return
         try:
+            # as trio.SocketStream does (a hand-off gets one: set only for a hub tunnel)
+            self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             written = os.write(self.fd, reply)
         except BlockingIOError:
             written = 0

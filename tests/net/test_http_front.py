@@ -138,6 +138,8 @@ async def test_rfc9110_9_3_6_connect_served_without_a_task(nursery: trio.Nursery
         client.hand_over()
         assert await client.read_exactly(len(ESTABLISHED)) == ESTABLISHED
         assert front.live == 1 and front.handed_off == 0
+        (held,) = front.connections  # small writes of the tunnel are not delayed (Nagle)
+        assert held.sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
         client.send(b"ping")
         assert await client.read_exactly(4) == b"ping"
         client.sock.shutdown(socket.SHUT_WR)
