@@ -143,7 +143,10 @@ def run_client(argv_prefix: list[str], host: str, port: int, size: int) -> dict[
 def run_client_slirp(port: int, size: int, mtu: int) -> dict[str, Any]:
     """The same client in a namespace served by slirp4netns (host loopback as 10.0.2.2)."""
     script = (
-        # slirp4netns configures tap0 once it has started: up to 30 s on a loaded machine
+        # "ready": the namespace exists (slirp4netns must not start before the unshare,
+        # or it attaches to the namespace the child had then); slirp4netns configures
+        # tap0 once it has started: up to 30 s on a loaded machine
+        "echo ready; "
         "for i in $(seq 600); do ip -4 route show default 2>/dev/null | grep -q tap0 && break; "
         "sleep 0.05; done; "
         f"{sys.executable} -c '{CLIENT}' 10.0.2.2 {port} {size} down && "
@@ -153,6 +156,11 @@ def run_client_slirp(port: int, size: int, mtu: int) -> dict[str, Any]:
     child = subprocess.Popen(
         ["unshare", "--net", "sh", "-c", script], stdout=subprocess.PIPE, text=True
     )
+    assert child.stdout is not None
+    if child.stdout.readline().strip() != "ready":
+        child.kill()
+        child.wait()
+        raise RuntimeError("the slirp4netns client's namespace was not created")
     slirp = subprocess.Popen(
         ["slirp4netns", "--configure", f"--mtu={min(mtu, 65521)}", str(child.pid), "tap0"],
         stdout=subprocess.DEVNULL,
