@@ -77,10 +77,15 @@ class HttpFront:
 
     def accepted(self, sock: socket.socket, address: Any) -> None:
         try:
-            _Connection(self, sock, address).start()
+            connection = _Connection(self, sock, address)
         except Exception:  # a bug: this connection only
             logger.exception("HTTP front end failed on a new connection (a bug in proxy64)")
             sock.close()
+            return
+        try:
+            connection.start()
+        except Exception:
+            connection._failed()
 
     async def drain(self) -> None:
         try:
@@ -147,7 +152,7 @@ class _Connection:
         if self.slot is None:  # the task path answers 503
             self._hand_off(Resume(self.conn))
             return
-        self.readable(self.deadline)  # the head is often here already
+        self._readable()  # the head is often here already
         if self.stage is Stage.HEAD:
             self.front.hub.watch(self.fd, self)
             self.front.hub.call_at(self.deadline, self)
@@ -155,6 +160,32 @@ class _Connection:
     # --- the request head (a hub Watcher) ----------------------------------------------------
 
     def readable(self, now: float) -> None:
+        try:
+            self._readable()
+        except Exception:  # a bug: end this connection only, keep the hub going
+            self._failed()
+
+    def expired(self, now: float) -> float | None:
+        try:
+            return self._expired(now)
+        except Exception:
+            self._failed()
+            return None
+
+    def tunnel_ended(self, tunnel: HubTunnel) -> None:
+        try:
+            self._tunnel_ended(tunnel)
+        except Exception:
+            self._failed()
+
+    def _failed(self) -> None:
+        logger.exception("HTTP front end failed on %s (a bug in proxy64)", self.client)
+        try:
+            self.abort("internal error in the HTTP front end (a bug in proxy64)")
+        except Exception:  # pragma: no cover - the last resort must not raise either
+            logger.exception("HTTP front end could not end %s", self.client)
+
+    def _readable(self) -> None:
         if self.stage is not Stage.HEAD:
             return
         try:
@@ -263,7 +294,7 @@ class _Connection:
 
     # --- timers: the head's deadline, then the tunnel's idle timeout ---------------------------
 
-    def expired(self, now: float) -> float | None:
+    def _expired(self, now: float) -> float | None:
         if self.stage is Stage.HEAD:
             if now < self.deadline:
                 return self.deadline
@@ -282,7 +313,7 @@ class _Connection:
 
     # --- the owned tunnel (a hub TunnelOwner) --------------------------------------------------
 
-    def tunnel_ended(self, tunnel: HubTunnel) -> None:
+    def _tunnel_ended(self, tunnel: HubTunnel) -> None:
         if self.stage is not Stage.TUNNEL:
             return
         if tunnel.ending is Ending.PROMOTED:
@@ -320,6 +351,9 @@ class _Connection:
         """The client closed before a whole head: nothing to answer, no record (as the
         task path)."""
         self._leave()
+        if self.dialed is not None:  # only after a bug between the dial and the tunnel
+            _close(self.dialed)
+            self.dialed = None
         self.sock.close()
         self._release()
         self.front.served += 1
@@ -342,12 +376,12 @@ class _Connection:
                 record.outcome = outcome
             self.front.ctx.recorder.finish(record)
 
-    def abort(self) -> None:
-        """Shutdown ran out of grace: end now."""
+    def abort(self, outcome: str = "cancelled (proxy64 is shutting down)") -> None:
+        """End now (shutdown ran out of grace, or a bug)."""
         if self.stage is Stage.HEAD:
             self._end_quietly()
-        else:
-            self._end("cancelled (proxy64 is shutting down)")
+        elif self.stage is Stage.TUNNEL or self.record is not None:
+            self._end(outcome)
 
 
 def _close(dialed: Dialed) -> None:

@@ -476,3 +476,39 @@ async def test_fuzz_front_answers_only_declared_statuses_and_ends_cleanly(
         status = answer.split(b" ", 2)[1]
         assert answer.startswith(b"HTTP/1.1 ") and int(status) in DECLARED, answer
     assert all(r.outcome != "open" for r in recorder.records)
+
+
+async def test_a_bug_ends_only_its_connection(
+    nursery: trio.Nursery, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import proxy64.net.http_front as http_front
+
+    port = await start_origin(nursery)
+    recorder = ListRecorder()
+    ctx = context(recorder)
+    front = open_front(ctx, nursery)
+    real_classify = http_front.classify
+    calls: list[bytes] = []
+
+    def classify_once_broken(request: Any) -> Any:
+        calls.append(request.target)
+        if len(calls) == 1:
+            raise RuntimeError("a bug")
+        return real_classify(request)
+
+    monkeypatch.setattr(http_front, "classify", classify_once_broken)
+    head = f"CONNECT [::1]:{port} HTTP/1.1\r\nHost: x\r\n\r\n".encode()
+    broken, fine = Client(front), Client(front)
+    with trio.fail_after(10):
+        broken.hand_over()  # nothing there yet: the hub watches it
+        broken.send(head)
+        assert await broken.read_to_eof() == b""  # closed, nothing half-said
+        fine.send(head)
+        await trio.sleep(0.01)
+        fine.hand_over()
+        assert await fine.read_exactly(len(ESTABLISHED)) == ESTABLISHED
+        fine.close()
+        broken.close()
+        record = await one_record(recorder)  # the good tunnel's only
+    assert record.outcome == "ok" and len(calls) == 2
+    assert ctx.connection_slots.borrowed_tokens == 0 and front.live == 0
