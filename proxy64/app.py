@@ -27,7 +27,12 @@ from urllib.parse import quote
 import trio
 
 from proxy64.config import HostPort
-from proxy64.defaults import SERVE_DISCOVERY_TIMEOUT, WELL_KNOWN_PREFIX, WORKER_STOP_MARGIN
+from proxy64.defaults import (
+    SERVE_DISCOVERY_TIMEOUT,
+    WELL_KNOWN_PREFIX,
+    WORKER_HEARTBEAT,
+    WORKER_STOP_MARGIN,
+)
 from proxy64.destination import Egress, EgressChoice
 from proxy64.errors import ConfigError, ResolutionError
 from proxy64.net.context import ProxyContext
@@ -45,7 +50,7 @@ from proxy64.net.recorder import Recorder
 from proxy64.net.relay import Relay
 from proxy64.net.resolver import DNS64Resolver
 from proxy64.net.socks_server import handle_socks_client
-from proxy64.net.supervisor import Supervisor
+from proxy64.net.supervisor import Spawned, Supervisor
 from proxy64.proto.rfc6052 import Nat64Prefix
 from proxy64.report import ReadinessReport
 from proxy64.serve_config import ServeSettings
@@ -199,20 +204,40 @@ def make_server(
 
 
 async def serve_until_signal(
-    server: ProxyServer, on_signal: Callable[[int], None] | None = None
+    server: ProxyServer,
+    on_signal: Callable[[int], None] | None = None,
+    heartbeat_fd: int | None = None,
 ) -> None:
     with trio.open_signal_receiver(*STOP_SIGNALS) as signals:
         # run_serve blocked them before printing the start-up line: a signal sent as soon
         # as that line appears was held until now and is delivered to this receiver.
         signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+        beating = trio.CancelScope()
         async with trio.open_nursery() as nursery:
             await nursery.start(server.run)
+            if heartbeat_fd is not None:
+                nursery.start_soon(_heartbeat, heartbeat_fd, beating)
             async for signum in signals:
                 logger.info("%s: closing listeners", signal.Signals(signum).name)
                 if on_signal is not None:
                     on_signal(signum)
                 server.stop()
+                beating.cancel()  # the supervisor no longer watches
                 break
+
+
+async def _heartbeat(fd: int, scope: trio.CancelScope) -> None:
+    """Tell the supervisor this worker's trio loop runs: one byte per WORKER_HEARTBEAT,
+    until `scope` is cancelled. A full pipe (the supervisor is slow to read) or a closed
+    one is not a reason to stop serving."""
+    with scope:
+        try:
+            while True:
+                with contextlib.suppress(OSError):  # BlockingIOError, BrokenPipeError
+                    os.write(fd, b".")
+                await trio.sleep(WORKER_HEARTBEAT)
+        finally:
+            os.close(fd)
 
 
 def run_serve(settings: ServeSettings, *, out: Any = None) -> int:
@@ -277,7 +302,9 @@ def _die_with_parent(parent: int) -> None:
         os.kill(os.getpid(), signal.SIGTERM)
 
 
-def _worker(settings: ServeSettings, mine: Bound, nat64: Nat64Choice, parent: int) -> None:
+def _worker(
+    settings: ServeSettings, mine: Bound, nat64: Nat64Choice, parent: int, heartbeat: int
+) -> None:
     """In a forked worker: serve on its own sockets until SIGINT/SIGTERM; never returns."""
     code = EXIT_FAILURE
     try:
@@ -285,7 +312,7 @@ def _worker(settings: ServeSettings, mine: Bound, nat64: Nat64Choice, parent: in
         # SIGCHLD back to normal; SIGINT/SIGTERM stay blocked until the receiver is up
         signal.pthread_sigmask(signal.SIG_SETMASK, STOP_SIGNALS)
         server = make_server(settings, mine, nat64, Recorder())
-        trio.run(serve_until_signal, server)
+        trio.run(serve_until_signal, server, None, heartbeat)
         code = EXIT_OK
     except BaseException:
         logger.exception("worker %d failed", os.getpid())
@@ -305,24 +332,41 @@ def supervise_workers(settings: ServeSettings, bound: Bound, nat64: Nat64Choice,
     bound.close()  # a listening socket here would get connections nobody accepts
     parent = os.getpid()
 
-    def spawn(slot: int) -> int:
+    def spawn(slot: int) -> Spawned:
         socks, http = addresses
         mine = Bound(
             bind_listener(socks, reuse_port=True) if socks else None,
             bind_listener(http, reuse_port=True) if http else None,
         )
+        beat_read = beat_write = -1
         try:
+            beat_read, beat_write = os.pipe()
+            os.set_blocking(beat_read, False)
+            os.set_blocking(beat_write, False)
             pid = os.fork()
             if pid == 0:
                 for reservation in reservations:
                     reservation.close()
-                _worker(settings, mine, nat64, parent)
+                for other in supervisor.slots:  # the other workers' heartbeat read ends
+                    if other.heartbeat is not None:
+                        os.close(other.heartbeat)
+                os.close(beat_read)
+                _worker(settings, mine, nat64, parent, beat_write)
+        except BaseException:
+            if beat_read >= 0:
+                os.close(beat_read)
+            raise
         finally:
             mine.close()  # the worker has its own copies (in the worker: never reached)
-        return pid
+            if beat_write >= 0:
+                os.close(beat_write)
+        return Spawned(pid, beat_read)
 
     supervisor = Supervisor(
-        spawn, settings.workers, stop_timeout=settings.shutdown_grace + WORKER_STOP_MARGIN
+        spawn,
+        settings.workers,
+        stop_timeout=settings.shutdown_grace + WORKER_STOP_MARGIN,
+        timeout=settings.worker_timeout,
     )
     try:
         supervisor.start()

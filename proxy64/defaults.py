@@ -137,6 +137,8 @@ WORKER_RESTART_FIRST_DELAY = 0.1  # seconds before restarting a worker that died
 WORKER_RESTART_MAX_DELAY = 30.0  # the delay doubles per quick death in a row, up to this
 WORKER_HEALTHY_AFTER = 10.0  # a worker that ran this long restarts after the first delay again
 WORKER_STOP_MARGIN = 5.0  # after SIGINT/SIGTERM: shutdown_grace + this, then SIGKILL by PID
+WORKER_HEARTBEAT = 1.0  # seconds between a worker's heartbeats to the supervisor
+WORKER_TIMEOUT = 10.0  # a worker silent this long (hung, stopped) is killed and restarted
 
 # --- Hub-driven front of a connection (issue 7; proxy64/net/relay_hub.py, socks_front.py) ----
 HUB_POLL_ROUNDS = 16  # epoll polls without waiting per wake-up of the hub, at the most

@@ -37,6 +37,7 @@ from proxy64.defaults import (
     SERVE_MAX_WORKERS,
     SHUTDOWN_GRACE,
     SOCKS_PORT,
+    WORKER_TIMEOUT,
 )
 from proxy64.destination import EgressChoice
 from proxy64.errors import ConfigError
@@ -66,6 +67,7 @@ class ServeSettings:
     connect_timeout: float = CONNECT_TIMEOUT
     handshake_timeout: float = HANDSHAKE_TIMEOUT
     shutdown_grace: float = SHUTDOWN_GRACE
+    worker_timeout: float = WORKER_TIMEOUT  # --workers: a worker silent this long is killed
     # username → password, as (user, password) pairs; empty: no authentication
     credentials: tuple[tuple[str, str], ...] = field(default=(), repr=False)
 
@@ -204,6 +206,7 @@ PARSERS: dict[str, Callable[[Any, str], Any]] = {
     "connect_timeout": _seconds,
     "handshake_timeout": _seconds,
     "shutdown_grace": _seconds,
+    "worker_timeout": _seconds,
 }
 CONFIG_KEYS = tuple(PARSERS)
 

@@ -57,6 +57,7 @@ idle_timeout = 30
 connect_timeout = 2.5
 handshake_timeout = 3
 shutdown_grace = 1
+worker_timeout = 4
 """,
     )
     values = load_toml(path)
@@ -70,6 +71,7 @@ shutdown_grace = 1
     assert settings.synthesize_all and settings.workers == 2
     assert settings.credentials == (("alice", "s3cret:with:colons"), ("bob", "pw"))
     assert (settings.idle_timeout, settings.connect_timeout) == (30.0, 2.5)
+    assert settings.worker_timeout == 4.0
     assert settings.resolver_settings().servers == settings.dns
 
 

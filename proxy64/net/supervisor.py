@@ -6,6 +6,10 @@ is a fork): it waits for signals with sigtimedwait and does three things.
 - A worker that dies is forked again after a delay (RestartBackoff): the first delay is
   short, it doubles for every quick death in a row (a crash loop cannot spin) and falls
   back to the first one after a worker ran WORKER_HEALTHY_AFTER seconds. One log line each.
+- A worker that stops answering is killed (SIGKILL by PID), then restarted as above: each
+  worker writes a byte to its heartbeat pipe every WORKER_HEARTBEAT seconds from its trio
+  loop; silence for `timeout` seconds means the loop is stuck (or the process stopped),
+  and with SO_REUSEPORT its share of new connections would wait forever.
 - SIGINT/SIGTERM is passed on to every worker by PID; no worker is restarted after it.
   A worker still alive after `stop_timeout` gets SIGKILL by PID; a second signal sends
   SIGKILL at once. The supervisor returns when every worker has been reaped.
@@ -23,11 +27,14 @@ import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from proxy64.defaults import (
     WORKER_HEALTHY_AFTER,
+    WORKER_HEARTBEAT,
     WORKER_RESTART_FIRST_DELAY,
     WORKER_RESTART_MAX_DELAY,
+    WORKER_TIMEOUT,
 )
 
 logger = logging.getLogger(__name__)
@@ -64,10 +71,20 @@ def describe_exit(status: int) -> str:
     return f"exited with status {os.waitstatus_to_exitcode(status)}"
 
 
+class Spawned(NamedTuple):
+    """A forked worker: its PID and the read end of its heartbeat pipe (None: no heartbeat)."""
+
+    pid: int
+    heartbeat: int | None = None
+
+
 @dataclass(slots=True)
 class _Slot:
     index: int
     pid: int | None = None
+    heartbeat: int | None = None  # read end, non-blocking; closed when the worker is reaped
+    last_beat: float = 0.0
+    killed_silent: bool = False
     started: float = 0.0
     delay: float | None = None  # the delay before the current start; None: first start
     restart_at: float | None = None  # dead, to be forked again at this time
@@ -78,16 +95,17 @@ class _Slot:
 
 @dataclass
 class Supervisor:
-    """Fork `count` workers with spawn(slot) → pid, and supervise them until a stop signal.
+    """Fork `count` workers with spawn(slot) → Spawned, supervise them until a stop signal.
 
     The caller blocks SIGINT/SIGTERM before calling run() (so a signal sent as soon as the
     start-up line is printed is not lost); run() blocks SIGCHLD too, and spawn() must
     restore the child's signal mask itself.
     """
 
-    spawn: Callable[[int], int]
+    spawn: Callable[[int], Spawned]
     count: int
     stop_timeout: float
+    timeout: float = WORKER_TIMEOUT  # heartbeat silence that gets a worker killed
     backoff: RestartBackoff = field(default_factory=RestartBackoff)
     clock: Callable[[], float] = time.monotonic
     slots: list[_Slot] = field(default_factory=list)
@@ -111,6 +129,7 @@ class Supervisor:
             info = signal.sigtimedwait(_WAITED, self._until_next_restart())
             if info is None or info.si_signo == signal.SIGCHLD:
                 self._reap()
+                self._kill_silent()
                 self._restart_due()
                 continue
             logger.info(
@@ -125,16 +144,47 @@ class Supervisor:
     # --- internals --------------------------------------------------------------------
 
     def _fork(self, slot: _Slot) -> None:
-        slot.pid = self.spawn(slot.index)
-        slot.started = self.clock()
+        spawned = self.spawn(slot.index)
+        slot.pid, slot.heartbeat = spawned.pid, spawned.heartbeat
+        slot.started = slot.last_beat = self.clock()
+        slot.killed_silent = False
         slot.restart_at = None
         slot.status = None
 
     def _until_next_restart(self) -> float:
         due = [s.restart_at for s in self.slots if s.restart_at is not None]
+        if any(s.heartbeat is not None for s in self.slots):
+            due.append(self.clock() + WORKER_HEARTBEAT)  # look at the heartbeats this often
         if not due:
             return _IDLE_WAIT
         return max(0.0, min(due) - self.clock())
+
+    def _kill_silent(self) -> None:
+        """Read every heartbeat pipe; SIGKILL a worker silent for `timeout` seconds."""
+        now = self.clock()
+        for slot in self.slots:
+            if slot.pid is None or slot.heartbeat is None:
+                continue
+            try:
+                if os.read(slot.heartbeat, 4096):
+                    slot.last_beat = now
+            except BlockingIOError:
+                pass
+            if now - slot.last_beat >= self.timeout and not slot.killed_silent:
+                logger.warning(
+                    "worker %d (pid %d) has not answered for %.0f s: killing it",
+                    slot.index + 1,
+                    slot.pid,
+                    now - slot.last_beat,
+                )
+                slot.killed_silent = True
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(slot.pid, signal.SIGKILL)
+
+    def _close_heartbeat(self, slot: _Slot) -> None:
+        if slot.heartbeat is not None:
+            os.close(slot.heartbeat)
+            slot.heartbeat = None
 
     def _reap(self) -> None:
         for slot in self.slots:
@@ -147,6 +197,7 @@ class Supervisor:
             if pid == 0:
                 continue
             slot.pid, slot.status = None, status
+            self._close_heartbeat(slot)
             if self.stopping:
                 continue
             ran_for = self.clock() - slot.started

@@ -281,3 +281,26 @@ def test_only_workers_listen_and_the_supervisor_keeps_the_ports() -> None:
             # the port stays ours: another program cannot listen on it
             with socket.socket() as other, pytest.raises(OSError):
                 other.bind(("127.0.0.1", port))
+
+
+def test_a_hung_worker_is_killed_and_replaced(tmp_path: Path, origin: Origin) -> None:
+    """A stopped worker (SIGSTOP: its trio loop cannot run, like a loop stuck in a bug)
+    sends no heartbeat; after worker_timeout the supervisor kills it by PID and a new
+    worker takes its place, so its share of new connections is served again."""
+    config = tmp_path / "p.toml"
+    config.write_text("worker_timeout = 1\n")
+    with proxy_process(*EMBEDDED, "--workers", "2", "--config", str(config)) as proxy:
+        first = children(proxy.pid)
+        hung = min(first)
+        os.kill(hung, signal.SIGSTOP)
+        wait_for(lambda: len(children(proxy.pid) - first) == 1, 6.0, "a new worker")
+        assert not alive(hung)
+        silent = re.findall(r"worker \d \(pid (\d+)\) has not answered for \d+ s", proxy.output())
+        assert silent == [str(hung)]
+        seen = restarts(proxy)
+        assert len(seen) == 1 and seen[0][1] == hung and seen[0][2] == "was killed by SIGKILL"
+        for _ in range(8):
+            assert echo(curl("-x", proxy.socks_url, origin.url4("/echo")))["path_qs"] == "/echo"
+        time.sleep(1.5)  # the healthy workers keep beating: nobody else is killed
+        assert len(restarts(proxy)) == 1
+        assert proxy.stop() == 0

@@ -66,7 +66,7 @@ def test_describe_exit_names_the_signal_or_the_status() -> None:
 CRASH_LOOP = textwrap.dedent(
     """
     import json, os, signal, sys
-    from proxy64.net.supervisor import RestartBackoff, Supervisor
+    from proxy64.net.supervisor import RestartBackoff, Spawned, Supervisor
 
     forks = []
 
@@ -84,7 +84,7 @@ CRASH_LOOP = textwrap.dedent(
                 signal.pause()  # slot 1 lives until the stop signal (or SIGKILL)
             os._exit(0)
         forks.append(slot)
-        return pid
+        return Spawned(pid)  # no heartbeat pipe: never taken for hung
 
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
     # stubborn: slot 1 ignores SIGTERM and must be killed after stop_timeout
