@@ -86,10 +86,15 @@ class SocksFront:
 
     def accepted(self, sock: socket.socket, address: Any) -> None:
         try:
-            _Connection(self, sock, address).start()
+            connection = _Connection(self, sock, address)
         except Exception:  # a bug: this connection only
             logger.exception("SOCKS front end failed on a new connection (a bug in proxy64)")
             sock.close()
+            return
+        try:
+            connection.start()
+        except Exception as exc:
+            connection._bug(exc)
 
     async def drain(self) -> None:
         try:
@@ -152,7 +157,7 @@ class _Connection:
         sock = self.sock
         sock.setblocking(False)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # as trio.SocketStream
-        self.readable(self.deadline)  # the greeting is often here already
+        self._readable()  # the greeting is often here already
         if self.stage is Stage.HANDSHAKE:
             self.front.hub.watch(self.fd, self)
             self.front.hub.call_at(self.deadline, self)
@@ -160,6 +165,12 @@ class _Connection:
     # --- the handshake (a hub Watcher) ---------------------------------------------------
 
     def readable(self, now: float) -> None:
+        try:
+            self._readable()
+        except Exception as exc:
+            self._bug(exc)
+
+    def _readable(self) -> None:
         if self.stage is not Stage.HANDSHAKE:
             return
         try:
@@ -274,6 +285,13 @@ class _Connection:
     # --- timers: the handshake deadline, then the tunnel's idle timeout -------------------
 
     def expired(self, now: float) -> float | None:
+        try:
+            return self._expired(now)
+        except Exception as exc:
+            self._bug(exc)
+            return None
+
+    def _expired(self, now: float) -> float | None:
         if self.stage is Stage.HANDSHAKE:
             if now < self.deadline:
                 return self.deadline
@@ -297,6 +315,12 @@ class _Connection:
     # --- the owned tunnel (a hub TunnelOwner) ----------------------------------------------
 
     def tunnel_ended(self, tunnel: HubTunnel) -> None:
+        try:
+            self._tunnel_ended(tunnel)
+        except Exception as exc:
+            self._bug(exc)
+
+    def _tunnel_ended(self, tunnel: HubTunnel) -> None:
         if self.stage is not Stage.TUNNEL:
             return
         if tunnel.ending is Ending.PROMOTED:
@@ -339,6 +363,11 @@ class _Connection:
         self.sock.close()
         self.front.served += 1
         finish_connection(self.front.ctx, self.record, self.slot)
+
+    def _bug(self, exc: Exception) -> None:
+        """A bug in a hub callback ends this connection only (logged, record finished)."""
+        logger.exception("SOCKS front end failed for %s (a bug in proxy64)", self.record.client)
+        self._end(f"internal error: {exc!r}")
 
     def abort(self) -> None:
         """Shutdown ran out of grace: end now (finish_connection says why)."""

@@ -16,7 +16,9 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from ipaddress import IPv4Address, ip_address
+from typing import Any
 
+import pytest
 import trio
 
 from proxy64.config import HostPort
@@ -457,3 +459,33 @@ async def test_failed_accept_backs_off_then_accepting_resumes() -> None:
             client.close()
             nursery.cancel_scope.cancel()
     assert flaky.calls >= 2 and len(accepted) == 1
+
+
+async def test_a_bug_in_a_hub_callback_ends_only_that_connection(
+    nursery: trio.Nursery, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import proxy64.net.socks_front as socks_front
+
+    echo = await nursery.start(serve_tcp_echo)
+    real = socks_front.handshake_step  # type: ignore[attr-defined]
+    calls: list[int] = []
+
+    def broken_once(*args: Any) -> Any:
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("broken once")
+        return real(*args)
+
+    monkeypatch.setattr(socks_front, "handshake_step", broken_once)
+    with trio.fail_after(10):
+        async with proxy(max_connections=1) as p:
+            bad = await connect(p.port)
+            with bad:
+                await bad.send(NOAUTH)
+                assert await receive_all(bad) == b""
+            good = await socks5(p.port, connect_v4(echo))  # the one slot came back
+            with good:
+                await echo_once(good, b"fine")
+            records = await p.recorder.wait_for(2)
+    assert records[0].outcome == "internal error: RuntimeError('broken once')"
+    assert records[1].outcome == "ok"
