@@ -334,10 +334,13 @@ def supervise_workers(settings: ServeSettings, bound: Bound, nat64: Nat64Choice,
 
     def spawn(slot: int) -> Spawned:
         socks, http = addresses
-        mine = Bound(
-            bind_listener(socks, reuse_port=True) if socks else None,
-            bind_listener(http, reuse_port=True) if http else None,
-        )
+        first = bind_listener(socks, reuse_port=True) if socks else None
+        try:
+            mine = Bound(first, bind_listener(http, reuse_port=True) if http else None)
+        except BaseException:
+            if first is not None:
+                first.close()
+            raise
         beat_read = beat_write = -1
         try:
             beat_read, beat_write = os.pipe()
