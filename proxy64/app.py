@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import signal
 import socket
@@ -302,6 +303,18 @@ def _die_with_parent(parent: int) -> None:
         os.kill(os.getpid(), signal.SIGTERM)
 
 
+def exit_alarm(seconds: float) -> Callable[[int], None]:
+    """on_signal for a worker: once asked to stop, it is gone within `seconds` whatever
+    happens (SIGALRM's default action ends the process). A worker whose supervisor was
+    SIGKILLed gets SIGTERM from PR_SET_PDEATHSIG and nobody left to SIGKILL it if its
+    shutdown hangs: this is that SIGKILL, armed by the worker itself."""
+
+    def arm(signum: int) -> None:
+        signal.alarm(max(1, math.ceil(seconds)))
+
+    return arm
+
+
 def _worker(
     settings: ServeSettings, mine: Bound, nat64: Nat64Choice, parent: int, heartbeat: int
 ) -> None:
@@ -312,7 +325,8 @@ def _worker(
         # SIGCHLD back to normal; SIGINT/SIGTERM stay blocked until the receiver is up
         signal.pthread_sigmask(signal.SIG_SETMASK, STOP_SIGNALS)
         server = make_server(settings, mine, nat64, Recorder())
-        trio.run(serve_until_signal, server, None, heartbeat)
+        stop_within = settings.shutdown_grace + WORKER_STOP_MARGIN
+        trio.run(serve_until_signal, server, exit_alarm(stop_within), heartbeat)
         code = EXIT_OK
     except BaseException:
         logger.exception("worker %d failed", os.getpid())

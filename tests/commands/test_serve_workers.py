@@ -30,6 +30,37 @@ RESTART_RE = re.compile(
 )
 
 
+def orphan_workers() -> set[int]:
+    """`proxy64 serve --workers` processes whose parent is init: workers left behind."""
+    found = set()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+        except OSError:
+            continue
+        if fields[1] == "1" and fields[0] != "Z" and b"--workers" in argv and b"serve" in argv:
+            found.add(int(entry))
+    return found
+
+
+@pytest.fixture(autouse=True)
+def no_worker_left_behind() -> Iterator[None]:
+    """Every test here must leave no worker behind (stopped by PID if one is)."""
+    before = orphan_workers()
+    yield
+    deadline = time.monotonic() + 10
+    while (left := orphan_workers() - before) and time.monotonic() < deadline:
+        time.sleep(0.1)  # a worker told to stop may still be finishing
+    for pid in left:
+        os.kill(pid, signal.SIGKILL)
+    assert not left, f"workers left behind: {sorted(left)}"
+
+
 @pytest.fixture(scope="module")
 def origin() -> Iterator[Origin]:
     with running_origin() as server:
@@ -304,3 +335,50 @@ def test_a_hung_worker_is_killed_and_replaced(tmp_path: Path, origin: Origin) ->
         time.sleep(1.5)  # the healthy workers keep beating: nobody else is killed
         assert len(restarts(proxy)) == 1
         assert proxy.stop() == 0
+
+
+STUCK_WORKER = """
+import signal, trio
+from proxy64.app import exit_alarm, serve_until_signal
+
+class Stuck:  # a server whose shutdown never ends (what a bug could do)
+    async def run(self, *, task_status=trio.TASK_STATUS_IGNORED):
+        task_status.started()
+        with trio.CancelScope(shield=True):
+            await trio.sleep(3600)
+
+    def stop(self):
+        pass
+
+signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+print("READY", flush=True)
+trio.run(serve_until_signal, Stuck(), exit_alarm(1.0))
+"""
+
+
+def test_a_worker_whose_shutdown_hangs_is_gone_soon_after_the_stop_signal() -> None:
+    """Nobody may be left to SIGKILL a worker (its supervisor was SIGKILLed, the kernel
+    sent it SIGTERM): exit_alarm ends it anyway, by SIGALRM, `seconds` after the signal."""
+    import sys
+
+    repo = Path(__file__).resolve().parents[2]
+    proc = subprocess.Popen(
+        [sys.executable, "-c", STUCK_WORKER],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=repo,
+        env={**os.environ, "PYTHONPATH": str(repo)},
+    )
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "READY"
+        time.sleep(0.3)
+        started = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=10)
+        took = time.monotonic() - started
+        assert proc.returncode == -signal.SIGALRM
+        assert 0.9 <= took < 5
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
