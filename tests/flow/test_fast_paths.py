@@ -18,6 +18,7 @@ from proxy64.flow import build
 from proxy64.flow.segment import ACK, FIN, PSH, RST, SYN, URG, Segment
 from proxy64.flow.tcp_flow import DialSucceeded, SegmentArrived, TcpFlow, TcpSettings, Transmit
 from proxy64.flow.wire import TCP, Decoder, FlowKey, Malformed, TcpIn, decode
+from proxy64.packet import build_tcp
 from proxy64.packet.checksum import fold, sum_words
 
 APP6 = IPv6Address("fd64::2")
@@ -199,3 +200,25 @@ def test_the_syns_key_is_the_one_remembered():
     checked = decoder.decode(memoryview(app_tcp(Segment(6, 9, ACK, 100, b"z"))), verify=True)
     assert isinstance(first, TcpIn) and isinstance(later, TcpIn) and isinstance(checked, TcpIn)
     assert later.key is first.key and checked.key is first.key
+
+
+# RFC 2018 SACK (kind 5, one block) and RFC 7323 timestamps (kind 8) on data and ACKs
+SACK_TS = (
+    b"\x01\x01\x05\x0a" + (1000).to_bytes(4, "big") + (2000).to_bytes(4, "big")
+    + b"\x01\x01\x08\x0a" + (7).to_bytes(4, "big") + (9).to_bytes(4, "big")
+)  # fmt: skip
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(0, 0x3F).filter(lambda f: not f & SYN), st.integers(0, 0xFFFF),
+       st.binary(max_size=100))  # fmt: skip
+def test_options_on_non_syn_segments_are_skipped_like_decode(flags, window, payload):
+    """A pure ACK or data segment carrying SACK blocks and timestamps: the fast path
+    starts the payload after the options (data offset) and keeps flags and window."""
+    packet = memoryview(build_tcp(APP6, REMOTE6, 40000, 80, 11, 22, flags, window,
+                                  options=SACK_TS, payload=payload))  # fmt: skip
+    fast = Decoder().decode(packet, verify=False)
+    assert same(fast, decode(packet, verify=False))
+    assert isinstance(fast, TcpIn)
+    assert bytes(fast.segment.payload) == payload
+    assert (fast.segment.flags, fast.segment.window) == (flags, window)
