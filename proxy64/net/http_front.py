@@ -332,6 +332,9 @@ class _Connection:
         elif self.stage is Stage.TUNNEL and self.tunnel is not None:
             self.front.hub.remove(self.tunnel)
         self.stage = Stage.GONE
+        # A pending hub timer (the head's deadline) keeps this object until it fires:
+        # let go of the machine (a Resume has it already) and the tunnel now.
+        self.conn, self.tunnel = _SPENT, None
         self.front.left(self)
 
     def _hand_off(self, resume: Resume) -> None:
@@ -382,6 +385,9 @@ class _Connection:
             self._end_quietly()
         elif self.stage is Stage.TUNNEL or self.record is not None:
             self._end(outcome)
+
+
+_SPENT = new_machine()  # stands for the machine of a connection that has left the front
 
 
 def _close(dialed: Dialed) -> None:

@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import gc
 import hashlib
 import os
 import socket
+import weakref
 from collections.abc import Callable
 from functools import partial
 from ipaddress import IPv6Address
@@ -512,3 +514,31 @@ async def test_a_bug_ends_only_its_connection(
         record = await one_record(recorder)  # the good tunnel's only
     assert record.outcome == "ok" and len(calls) == 2
     assert ctx.connection_slots.borrowed_tokens == 0 and front.live == 0
+
+
+async def test_a_connection_that_left_is_not_kept_by_its_pending_timer(
+    nursery: trio.Nursery,
+) -> None:
+    async def origin(stream: trio.SocketStream) -> None:
+        with trio.fail_after(10):
+            buffer = b""
+            while b"\r\n\r\n" not in buffer:
+                buffer += await stream.receive_some(1 << 16)
+            await stream.send_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi")
+
+    port = await start_origin(nursery, origin)
+    recorder = ListRecorder()
+    front = open_front(context(recorder), nursery)  # a 5 s head deadline: still pending
+    client = Client(front)
+    with trio.fail_after(10):
+        client.hand_over()  # no head yet: watched, with a timer for the head's deadline
+        (held,) = front.connections
+        machine = weakref.ref(held.conn)
+        del held
+        client.send(f"GET http://[::1]:{port}/ HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        client.sock.shutdown(socket.SHUT_WR)
+        assert (await client.read_to_eof()).endswith(b"\r\n\r\nhi")
+        await one_record(recorder)
+    client.close()
+    gc.collect()
+    assert machine() is None  # the hub's timer holds the connection, not its machine
