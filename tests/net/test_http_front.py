@@ -542,3 +542,24 @@ async def test_a_connection_that_left_is_not_kept_by_its_pending_timer(
     client.close()
     gc.collect()
     assert machine() is None  # the hub's timer holds the connection, not its machine
+
+
+async def test_connect_of_another_version_gets_h11s_own_200_on_the_task_path(
+    nursery: trio.Nursery,
+) -> None:
+    port = await start_origin(nursery)
+    recorder = ListRecorder()
+    front = open_front(context(recorder), nursery)
+    client = Client(front)
+    client.send(f"CONNECT [::1]:{port} HTTP/1.2\r\nHost: x\r\n\r\n".encode())  # h11 takes it
+    with trio.fail_after(10):
+        await trio.sleep(0.01)
+        client.hand_over()
+        assert await client.read_exactly(len(ESTABLISHED)) == ESTABLISHED
+        client.send(b"ping")
+        assert await client.read_exactly(4) == b"ping"
+        client.sock.shutdown(socket.SHUT_WR)
+        assert await client.read_to_eof() == b""
+    client.close()
+    record = await one_record(recorder)
+    assert record.outcome == "ok" and front.handed_off == 1  # dialed here, 200 there
