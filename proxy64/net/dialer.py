@@ -33,7 +33,6 @@ from proxy64.defaults import CONNECT_TIMEOUT, HAPPY_EYEBALLS_DELAY
 from proxy64.destination import Destination, Egress, Reached
 from proxy64.errors import AddressMappingError, DialAttempt, DialCause, DialError
 from proxy64.net.context import Dialed, UdpTarget
-from proxy64.net.resolver import DNS64Resolver, _resolution
 from proxy64.proto.attempts import AttemptPlan, Target
 from proxy64.proto.rfc6052 import Nat64Prefix, is_global_ipv4
 
@@ -84,20 +83,10 @@ class PendingDial:
 def cache_reader(resolver: object) -> CacheReader:
     """How to ask a resolver for a cached answer without waiting: its resolve_cached(name)
     (None: not cached; raises ResolutionError for a cached failure, like resolve()).
-
-    DNS64Resolver has no such method yet (its owner may add one): the same lookup its
-    resolve() does first, by the same key and clock, gives the same answer."""
+    A resolver without one (a test double) never has a cached answer."""
     method = getattr(resolver, "resolve_cached", None)
     if method is not None:
         return method  # type: ignore[no-any-return]
-    if isinstance(resolver, DNS64Resolver):
-        dns64 = resolver
-
-        def peek(name: str) -> ResolutionLike | None:
-            answer = dns64.cache.get(name.strip().rstrip(".").lower(), dns64._clock())
-            return None if answer is None else _resolution(answer, from_cache=True)
-
-        return peek
     return lambda name: None
 
 

@@ -249,12 +249,18 @@ class DNS64Resolver:
             problems.append(exc.detail)
             return None
 
+    def resolve_cached(self, name: str) -> Resolution | None:
+        """resolve()'s answer when the cache holds one (None: it must ask DNS); raises
+        ResolutionError for a cached failure, like resolve(). Never waits."""
+        # A cached name is found by its text, without parsing it into a Name.
+        cached = self.cache.get(name.strip().rstrip(".").lower(), self._clock())
+        return None if cached is None else _resolution(cached, from_cache=True)
+
     async def resolve(self, name: str) -> Resolution:
         """Addresses to dial for name; raises ResolutionError with the DNS outcome."""
-        # Fast path: a cached name is found by its text, without parsing it into a Name.
-        cached = self.cache.get(name.strip().rstrip(".").lower(), self._clock())
+        cached = self.resolve_cached(name)
         if cached is not None:
-            return _resolution(cached, from_cache=True)
+            return cached
         try:
             qname = dns.name.from_text(name.strip())
         except (dns.exception.DNSException, UnicodeError) as exc:
