@@ -37,7 +37,7 @@ from proxy64.net.context import ConnectionRecord, Dialed, ProxyContext
 from proxy64.net.dialer import PendingDial
 from proxy64.net.http_server import Resume, new_machine, serve_http_connection
 from proxy64.net.relay import Relay, relay
-from proxy64.net.relay_hub import Ending, HubTunnel, current_hub
+from proxy64.net.relay_hub import Ending, HubTunnel, TimerHandle, current_hub
 from proxy64.net.splice import HAVE_SPLICE
 from proxy64.proto.http_headers import has_content
 from proxy64.proto.httpproxy import ConnectTarget, check_proxy_auth, classify, tunnel_established
@@ -125,6 +125,7 @@ class _Connection:
         "slot",
         "sock",
         "stage",
+        "timer",
         "tunnel",
     )
 
@@ -145,6 +146,7 @@ class _Connection:
         except trio.WouldBlock:
             self.slot = None
         self.deadline = trio.current_time() + ctx.handshake_timeout
+        self.timer: TimerHandle | None = None  # the head's deadline, then the idle check
         front.connections.add(self)
 
     def start(self) -> None:
@@ -155,7 +157,7 @@ class _Connection:
         self._readable()  # the head is often here already
         if self.stage is Stage.HEAD:
             self.front.hub.watch(self.fd, self)
-            self.front.hub.call_at(self.deadline, self)
+            self.timer = self.front.hub.call_at(self.deadline, self)
 
     # --- the request head (a hub Watcher) ----------------------------------------------------
 
@@ -280,7 +282,9 @@ class _Connection:
         self.stage = Stage.TUNNEL
         settings = front.relay_settings
         assert settings is not None
-        front.hub.call_at(tunnel.last_active + settings.idle_timeout, self)
+        if self.timer is not None:
+            self.timer.cancel()
+        self.timer = front.hub.call_at(tunnel.last_active + settings.idle_timeout, self)
 
     def _record(self, target: ConnectTarget, dialed: Dialed) -> ConnectionRecord:
         record = ConnectionRecord(
@@ -332,9 +336,9 @@ class _Connection:
         elif self.stage is Stage.TUNNEL and self.tunnel is not None:
             self.front.hub.remove(self.tunnel)
         self.stage = Stage.GONE
-        # A pending hub timer (the head's deadline) keeps this object until it fires:
-        # let go of the machine (a Resume has it already) and the tunnel now.
-        self.conn, self.tunnel = _SPENT, None
+        if self.timer is not None:  # else the pending entry keeps this object alive
+            self.timer.cancel()
+            self.timer = None
         self.front.left(self)
 
     def _hand_off(self, resume: Resume) -> None:
@@ -385,9 +389,6 @@ class _Connection:
             self._end_quietly()
         elif self.stage is Stage.TUNNEL or self.record is not None:
             self._end(outcome)
-
-
-_SPENT = new_machine()  # stands for the machine of a connection that has left the front
 
 
 def _close(dialed: Dialed) -> None:

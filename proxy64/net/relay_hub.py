@@ -75,6 +75,19 @@ class Timer(Protocol):
         ...
 
 
+class TimerHandle:
+    """What call_at() returns: cancel() drops the timer, so the heap entry that stays
+    until its deadline no longer keeps the timer's object (a finished connection) alive."""
+
+    __slots__ = ("timer",)
+
+    def __init__(self, timer: Timer) -> None:
+        self.timer: Timer | None = timer
+
+    def cancel(self) -> None:
+        self.timer = None
+
+
 class TunnelOwner(Protocol):
     def tunnel_ended(self, tunnel: HubTunnel) -> None:
         """A tunnel no task waits for ended (DONE) or left the hub (PROMOTED); its fds
@@ -141,7 +154,7 @@ class RelayHub:
         self._buffer = bytearray(RELAY_CHUNK)
         self._view = memoryview(self._buffer)
         self._watchers: dict[int, Watcher] = {}
-        self._timers: list[tuple[float, int, Timer]] = []  # heap of (deadline, seq, timer)
+        self._timers: list[tuple[float, int, TimerHandle]] = []  # heap of (deadline, seq, _)
         self._sequence = itertools.count()  # ties in the heap never compare timers
         self._wait: trio.CancelScope | None = None  # bounds the wait by the first deadline
 
@@ -156,12 +169,15 @@ class RelayHub:
             with contextlib.suppress(OSError):
                 self._epoll.unregister(fd)
 
-    def call_at(self, deadline: float, timer: Timer) -> None:
-        """Call timer.expired() once trio's clock reaches deadline."""
-        heapq.heappush(self._timers, (deadline, next(self._sequence), timer))
+    def call_at(self, deadline: float, timer: Timer) -> TimerHandle:
+        """Call timer.expired() once trio's clock reaches deadline (and again at the
+        deadline it returns), until it returns None or the handle is cancelled."""
+        handle = TimerHandle(timer)
+        heapq.heappush(self._timers, (deadline, next(self._sequence), handle))
         wait = self._wait
         if wait is not None and deadline < wait.deadline:
             wait.deadline = deadline
+        return handle
 
     def add(
         self,
@@ -262,14 +278,17 @@ class RelayHub:
     def _fire_timers(self, now: float) -> None:
         timers = self._timers
         while timers and timers[0][0] <= now:
-            _, _, timer = heapq.heappop(timers)
+            _, _, handle = heapq.heappop(timers)
+            timer = handle.timer
+            if timer is None:  # cancelled
+                continue
             try:
                 again = timer.expired(now)
             except Exception:
                 logger.exception("relay hub: a timer failed")
                 continue
-            if again is not None:
-                heapq.heappush(timers, (again, next(self._sequence), timer))
+            if again is not None and handle.timer is not None:  # not cancelled meanwhile
+                heapq.heappush(timers, (again, next(self._sequence), handle))
 
     def expire_idle(self, tunnel: HubTunnel, idle_timeout: float, now: float) -> float | None:
         """An owned tunnel's idle check (for its owner's Timer): end it (DONE, no owner

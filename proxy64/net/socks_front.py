@@ -40,7 +40,7 @@ from proxy64.net.context import ConnectionRecord, Dialed, ProxyContext
 from proxy64.net.dialer import PendingDial
 from proxy64.net.listeners import Spawn
 from proxy64.net.relay import Relay, relay
-from proxy64.net.relay_hub import Ending, HubTunnel, current_hub
+from proxy64.net.relay_hub import Ending, HubTunnel, TimerHandle, current_hub
 from proxy64.net.socks_server import (
     Resume,
     finish_connection,
@@ -132,6 +132,7 @@ class _Connection:
         "slot",
         "sock",
         "stage",
+        "timer",
         "tunnel",
     )
 
@@ -151,6 +152,7 @@ class _Connection:
         except trio.WouldBlock:
             self.slot = None
         self.deadline = trio.current_time() + ctx.handshake_timeout
+        self.timer: TimerHandle | None = None  # the handshake deadline, then the idle check
         front.connections.add(self)
 
     def start(self) -> None:
@@ -160,7 +162,7 @@ class _Connection:
         self._readable()  # the greeting is often here already
         if self.stage is Stage.HANDSHAKE:
             self.front.hub.watch(self.fd, self)
-            self.front.hub.call_at(self.deadline, self)
+            self.timer = self.front.hub.call_at(self.deadline, self)
 
     # --- the handshake (a hub Watcher) ---------------------------------------------------
 
@@ -280,7 +282,11 @@ class _Connection:
             front.hub.promote(tunnel)
             return
         assert front.relay_settings is not None
-        front.hub.call_at(tunnel.last_active + front.relay_settings.idle_timeout, self)
+        if self.timer is not None:
+            self.timer.cancel()
+        self.timer = front.hub.call_at(
+            tunnel.last_active + front.relay_settings.idle_timeout, self
+        )
 
     # --- timers: the handshake deadline, then the tunnel's idle timeout -------------------
 
@@ -341,6 +347,9 @@ class _Connection:
         elif self.stage is Stage.TUNNEL and self.tunnel is not None:
             self.front.hub.remove(self.tunnel)
         self.stage = Stage.GONE
+        if self.timer is not None:  # else the pending entry keeps this object alive
+            self.timer.cancel()
+            self.timer = None
         self.front.left(self)
 
     def _hand_off(self, resume: Resume) -> None:

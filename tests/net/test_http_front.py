@@ -541,7 +541,7 @@ async def test_a_connection_that_left_is_not_kept_by_its_pending_timer(
         await one_record(recorder)
     client.close()
     gc.collect()
-    assert machine() is None  # the hub's timer holds the connection, not its machine
+    assert machine() is None  # its pending head-deadline timer was cancelled when it left
 
 
 async def test_connect_of_another_version_gets_h11s_own_200_on_the_task_path(

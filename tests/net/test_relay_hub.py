@@ -200,3 +200,35 @@ async def test_quiet_promoted_tunnel_goes_back_to_the_hub_and_still_works() -> N
     assert (rec.bytes_up, rec.bytes_down) == (2 * len(blob), 24)
     assert rec.outcome == "ok"
     assert not any(fd in hub._fds for fd in fds)
+
+
+class _Timer:
+    def __init__(self, again: list[float]) -> None:
+        self.fired: list[float] = []
+        self.again = again
+
+    def expired(self, now: float) -> float | None:
+        self.fired.append(now)
+        return self.again.pop(0) if self.again else None
+
+
+async def test_hub_timers_fire_in_order_repeat_and_stay_quiet_once_cancelled() -> None:
+    hub = current_hub()
+    start = trio.current_time()
+    first, second, cancelled = _Timer([start + 0.15]), _Timer([]), _Timer([])
+    hub.call_at(start + 0.05, first)  # fires, asks again at +0.15, then is done
+    hub.call_at(start + 0.1, second)
+    handle = hub.call_at(start + 0.08, cancelled)
+    handle.cancel()
+    repeating = _Timer([start + 0.5])
+    again = hub.call_at(start + 0.02, repeating)
+    with trio.fail_after(5):
+        await trio.sleep_until(start + 0.3)  # first has fired twice by now
+        again.cancel()  # cancelled between two deadlines: never called again
+        await trio.sleep(0.5)
+    assert len(first.fired) == 2
+    assert first.fired[0] >= start + 0.05 and first.fired[1] >= start + 0.15
+    assert len(second.fired) == 1 and second.fired[0] >= start + 0.1
+    assert cancelled.fired == []
+    assert len(repeating.fired) == 1
+    assert handle.timer is None and again.timer is None

@@ -10,8 +10,10 @@ raw trio sockets (no open_tcp_stream: it spawns attempt tasks of its own).
 from __future__ import annotations
 
 import errno
+import gc
 import hashlib
 import socket
+import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -489,3 +491,29 @@ async def test_a_bug_in_a_hub_callback_ends_only_that_connection(
             records = await p.recorder.wait_for(2)
     assert records[0].outcome == "internal error: RuntimeError('broken once')"
     assert records[1].outcome == "ok"
+
+
+async def test_a_connection_that_left_is_not_kept_by_its_pending_timer(
+    nursery: trio.Nursery,
+) -> None:
+    """The handshake deadline (5 s) is still pending when the tunnel ends: the hub's timer
+    entry is cancelled, so the finished connection and its machine are freed at once."""
+    echo = await nursery.start(serve_tcp_echo)
+    with trio.fail_after(10):
+        async with proxy(handshake_timeout=5.0) as p:
+            client = await connect(p.port)
+            with client:
+                await client.send(NOAUTH[:2])  # half a greeting: watched, timer set
+                await trio.sleep(0.05)
+                (held,) = p.front.connections
+                assert held.machine is not None
+                machine = weakref.ref(held.machine)
+                del held
+                await client.send(NOAUTH[2:])
+                assert await receive_exactly(client, 2) == b"\x05\x00"
+                await client.send(connect_v4(echo))
+                assert (await receive_exactly(client, 10))[:2] == b"\x05\x00"
+                await echo_once(client, b"ping")
+            await p.recorder.wait_for(1)
+            gc.collect()
+            assert machine() is None  # freed before its 5 s deadline fired
