@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from bench import report
-from tests.helpers.requirements import IN_CI
+from tests.helpers.requirements import IN_CI, require_module
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -144,7 +144,7 @@ def test_docs_page_includes_a_separate_workers_run(tmp_path: Path) -> None:
 
 
 def test_chart_of_a_workers_only_run(tmp_path: Path) -> None:
-    pytest.importorskip("matplotlib", reason="the chart needs the `bench` extra (matplotlib)")
+    require_module("matplotlib", "the chart needs the `bench` extra")
     from bench import chart
 
     samples = {"1": [sample(2000, [100.0], [4100])], "2": [sample(2300, [60.0, 55.0], [2, 2])]}

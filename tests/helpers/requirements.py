@@ -44,3 +44,11 @@ def tool_path(name: str) -> str:
         _missing(f"needs the {name!r} program (see scripts/apt-packages.txt)")
         raise AssertionError("unreachable")
     return found
+
+
+def require_module(name: str, why: str) -> None:
+    """Import-check a Python package from an extra (scripts/bootstrap --test installs it)."""
+    import importlib.util
+
+    if importlib.util.find_spec(name) is None:
+        _missing(f"needs the Python package {name!r} ({why})")
