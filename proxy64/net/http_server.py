@@ -44,6 +44,7 @@ from proxy64.errors import Proxy64Error, RemoteProtocolError
 from proxy64.net.context import ConnectionRecord, Dialed, DialerLike, ProxyContext
 from proxy64.net.dialer import PendingDial
 from proxy64.net.http_upstream import BodyCut, Next, Upstream, UpstreamFailed, move_body
+from proxy64.net.hub_front import borrow_slot
 from proxy64.net.relay import close_stream
 from proxy64.proto.http_headers import (
     downstream_response_headers,
@@ -691,11 +692,7 @@ class HttpClientHandler:
     else here (http_front.py)."""
 
     async def __call__(self, stream: trio.SocketStream, ctx: ProxyContext) -> None:
-        slot: object | None = object()  # the connection's borrower token (--max-connections)
-        try:
-            ctx.connection_slots.acquire_on_behalf_of_nowait(slot)
-        except trio.WouldBlock:
-            slot = None
+        slot = borrow_slot(ctx, object())  # a new token: the connection's borrower
         await serve_http_connection(stream, ctx, _peer_name(stream), slot, None)
 
     def open_front(self, ctx: ProxyContext, spawn: Callable[..., None]) -> HttpFront:

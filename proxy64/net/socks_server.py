@@ -33,6 +33,7 @@ from proxy64.defaults import SOCKS_HANDSHAKE_READ, SOCKS_LINGER_BYTES, SOCKS_LIN
 from proxy64.errors import Proxy64Error, RemoteProtocolError, SocksReply
 from proxy64.net.context import ConnectionRecord, Dialed, IPAddress, ProxyContext
 from proxy64.net.dialer import PendingDial
+from proxy64.net.hub_front import borrow_slot
 from proxy64.net.listeners import Spawn
 from proxy64.net.relay import close_stream
 from proxy64.net.socks_udp import serve_udp_association
@@ -85,11 +86,7 @@ class SocksClientHandler:
 
     async def __call__(self, stream: trio.SocketStream, ctx: ProxyContext) -> None:
         record = ConnectionRecord(front_end="socks5", client=peer_text(stream))
-        slot: object | None = object()  # the connection's borrower token (--max-connections)
-        try:
-            ctx.connection_slots.acquire_on_behalf_of_nowait(slot)
-        except trio.WouldBlock:
-            slot = None
+        slot = borrow_slot(ctx, object())  # a new token: the connection's borrower
         await serve_connection(stream, ctx, record, slot, None)
 
     def open_front(self, ctx: ProxyContext, spawn: Spawn) -> SocksFront:
