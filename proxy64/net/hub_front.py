@@ -256,7 +256,11 @@ class HubConnection:
             return
         if tunnel.ending is Ending.PROMOTED:
             self._leave()
-            self.front.spawn(_continue, self, tunnel)
+            try:
+                self.front.spawn(_continue, self, tunnel)
+            except Exception as exc:  # no task to go on in: end it here (then _bug logs)
+                self._finish(self.bug_outcome.format(exc=exc))
+                raise
             return
         if tunnel.broken:
             self.front.logger.debug("tunnel %s: %s", self.client, tunnel.broken)

@@ -1,0 +1,100 @@
+"""The mechanism both hub-driven front ends share (proxy64/net/hub_front.py): the slot a
+connection borrows, and the end of an owned tunnel the hub promoted to a task — at
+shutdown, and when no task can be started for it. Driven through the HTTP front end
+(its CONNECT tunnel) on loopback, as the listener drives it."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Callable
+from typing import Any
+
+import trio
+
+from proxy64.net.http_front import HttpFront
+from proxy64.net.hub_front import SHUTDOWN_OUTCOME, borrow_slot
+from tests.helpers.fakes import ListRecorder
+from tests.net.test_http_front import ESTABLISHED, Client, context, start_origin
+
+
+def test_borrow_slot_lends_the_token_until_the_limit() -> None:
+    recorder = ListRecorder()
+
+    async def main() -> None:
+        ctx = context(recorder, slots=trio.CapacityLimiter(1))
+        first, second = object(), object()
+        assert borrow_slot(ctx, first) is first
+        assert borrow_slot(ctx, second) is None  # all taken: the protocol refuses
+        ctx.connection_slots.release_on_behalf_of(first)
+        assert borrow_slot(ctx, second) is second
+        assert ctx.connection_slots.borrowed_tokens == 1
+
+    trio.run(main)
+
+
+async def _promoted_tunnel(
+    nursery: trio.Nursery, spawn: Callable[..., None], recorder: ListRecorder
+) -> tuple[HttpFront, Client, trio.CapacityLimiter]:
+    """A CONNECT tunnel the hub carries, then promotes (past the splice threshold)."""
+    port = await start_origin(nursery)
+    ctx = context(recorder)
+    front = HttpFront(ctx, spawn)
+    client = Client(front)
+    client.send(f"CONNECT [::1]:{port} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    await trio.sleep(0.01)
+    client.hand_over()
+    assert await client.read_exactly(len(ESTABLISHED)) == ESTABLISHED
+    assert front.live == 1 and front.handed_off == 0
+    payload = os.urandom(1024 * 1024)  # 4x the threshold; never read back: it stays busy
+    sent = 0
+    while front.live and sent < len(payload):
+        await trio.lowlevel.wait_writable(client.sock)
+        try:
+            sent += client.sock.send(payload[sent : sent + 65536])
+        except BlockingIOError:
+            continue
+        except (ConnectionResetError, BrokenPipeError):  # ended at once (no task for it)
+            break
+    assert front.live == 0  # promoted: it left the front for a task
+    return front, client, ctx.connection_slots
+
+
+async def test_promoted_tunnel_cancelled_at_shutdown_is_recorded_so(
+    nursery: trio.Nursery,
+) -> None:
+    recorder = ListRecorder()
+    with trio.fail_after(10):
+        async with trio.open_nursery() as tasks:
+
+            def spawn(async_fn: Callable[..., Any], *args: object) -> None:
+                tasks.start_soon(async_fn, *args)
+
+            front, client, slots = await _promoted_tunnel(nursery, spawn, recorder)
+            await trio.sleep(0.05)
+            assert recorder.records == []  # the task holds it
+            tasks.cancel_scope.cancel()  # shutdown out of grace
+        (record,) = recorder.records
+        client.close()
+    assert record.outcome == SHUTDOWN_OUTCOME
+    assert record.front_end == "http-connect" and record.bytes_up > 0
+    assert slots.borrowed_tokens == 0 and front.served == 0
+
+
+async def test_promoted_tunnel_without_a_task_ends_at_once(nursery: trio.Nursery) -> None:
+    recorder = ListRecorder()
+
+    def spawn(async_fn: Callable[..., Any], *args: object) -> None:
+        raise RuntimeError("the nursery is closed")
+
+    with trio.fail_after(10):
+        front, client, slots = await _promoted_tunnel(nursery, spawn, recorder)
+        (record,) = recorder.records  # ended in the hub callback itself
+        client.sock.setblocking(True)
+        client.sock.settimeout(5)
+        with contextlib.suppress(ConnectionResetError):
+            while client.sock.recv(65536):  # its socket is closed: EOF (or a reset)
+                pass
+        client.close()
+    assert record.outcome == "internal error in the HTTP front end (a bug in proxy64)"
+    assert slots.borrowed_tokens == 0 and front.live == 0
