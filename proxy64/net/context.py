@@ -9,11 +9,14 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv6Address
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import trio
 
 from proxy64.destination import Destination, Egress, Reached
+
+if TYPE_CHECKING:  # dialer.py imports this module
+    from proxy64.net.dialer import PendingDial
 
 IPAddress = IPv4Address | IPv6Address
 
@@ -44,6 +47,17 @@ class DialerLike(Protocol):
     async def connect(self, destination: Destination) -> Dialed:
         """Resolve and connect (Happy Eyeballs). Raises ResolutionError,
         AddressMappingError or DialError, each carrying its SOCKS reply / HTTP status."""
+        ...
+
+    def connect_now(self, destination: Destination) -> Dialed | PendingDial | None:
+        """connect() without waiting: Dialed when the handshake completed inside
+        connect(2) (loopback, local peers), a PendingDial to finish() when it is in flight,
+        None when connect() must be awaited (a name not cached, several addresses to race).
+        Raises what connect() raises."""
+        ...
+
+    async def finish(self, pending: PendingDial) -> Dialed:
+        """Wait for a PendingDial's handshake (bounded by the dialer's connect timeout)."""
         ...
 
     async def udp_target(self, destination: Destination) -> UdpTarget:

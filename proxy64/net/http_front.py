@@ -96,11 +96,7 @@ class _Connection(HubConnection):
         """A CONNECT the hub can carry goes on here; anything else on the task path."""
         ctx, front, conn = self.front.ctx, self.front, self.conn
         resume = Resume(conn, request=request)
-        if (
-            request.method != b"CONNECT"
-            or front.connect_now is None
-            or front.relay_settings is None
-        ):
+        if request.method != b"CONNECT" or front.relay_settings is None:
             self._hand_off(resume)
             return
         try:

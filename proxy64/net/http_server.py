@@ -41,7 +41,7 @@ from proxy64.defaults import (
 )
 from proxy64.destination import Destination
 from proxy64.errors import Proxy64Error, RemoteProtocolError
-from proxy64.net.context import ConnectionRecord, Dialed, DialerLike, ProxyContext
+from proxy64.net.context import ConnectionRecord, Dialed, ProxyContext
 from proxy64.net.dialer import PendingDial
 from proxy64.net.http_upstream import BodyCut, Next, Upstream, UpstreamFailed, move_body
 from proxy64.net.hub_front import borrow_slot
@@ -345,14 +345,14 @@ class _ClientSession:
         The dialer's connect_now() first (issue 7): a loopback/local handshake completes
         inside connect(2), so the dial costs no await and no cancel scope; one still in
         flight is finished by the dialer under its own deadline. connect() otherwise (a
-        name not cached, several addresses to race, a dialer without connect_now)."""
+        name not cached, several addresses to race)."""
         try:
             done, self.dial = self.dial, None  # a dial the hub-driven front end made
             if isinstance(done, Proxy64Error):
                 raise done
-            dialed = done if done is not None else _connect_now(self.ctx.dialer, destination)
+            dialed = done if done is not None else self.ctx.dialer.connect_now(destination)
             if isinstance(dialed, PendingDial):
-                dialed = await _finish_dial(self.ctx.dialer, dialed)
+                dialed = await self.ctx.dialer.finish(dialed)
             elif dialed is None:
                 with trio.fail_after(CONNECT_TIMEOUT + HTTP_DIAL_GRACE):
                     dialed = await self.ctx.dialer.connect(destination)
@@ -641,24 +641,6 @@ class _Pending:
     def take(self) -> bytes:
         parts, self.parts, self.size = self.parts, [], 0
         return parts[0] if len(parts) == 1 else b"".join(parts)
-
-
-def _connect_now(dialer: DialerLike, destination: Destination) -> Dialed | PendingDial | None:
-    """The dialer's connect_now() (proxy64.net.dialer.Dialer), or None for a dialer that
-    has none (test fakes): then connect() is awaited. Raises what connect() raises."""
-    connect_now = getattr(dialer, "connect_now", None)
-    if connect_now is None:
-        return None
-    result: Dialed | PendingDial | None = connect_now(destination)
-    return result
-
-
-async def _finish_dial(dialer: DialerLike, pending: PendingDial) -> Dialed:
-    """Wait for a PendingDial's handshake (bounded by the dialer's connect timeout)."""
-    finish = getattr(dialer, "finish", None)
-    assert finish is not None, "a PendingDial comes only from a dialer with finish()"
-    dialed: Dialed = await finish(pending)
-    return dialed
 
 
 def _uncounted(amount: int) -> None:

@@ -80,7 +80,7 @@ class HubFront(Generic[C]):
         self.spawn = spawn
         self.hub = current_hub()
         self.connections: set[C] = set()
-        self.connect_now = getattr(ctx.dialer, "connect_now", None)
+        self.connect_now = ctx.dialer.connect_now
         self.name = name  # "SOCKS", "HTTP": for log lines
         self.logger = log  # the protocol module's: log lines keep their logger name
         self._connection = connection

@@ -128,7 +128,7 @@ class _Connection(HubConnection):
         front = self.front
         resume = Resume(machine, self.deadline, unsent=output, request=request)
         udp = isinstance(request, Request) and request.command is Command.UDP_ASSOCIATE
-        if udp or self.slot is None or front.connect_now is None:
+        if udp or self.slot is None:
             self._hand_off(resume)  # UDP, a refusal for --max-connections, a fake dialer
             return
         self.record.destination = request.destination

@@ -305,7 +305,7 @@ async def _connect(
         if resume is not None and resume.dialed is not None:
             dialed = resume.dialed
         elif resume is not None and resume.pending is not None:
-            dialed = await _finish_dial(ctx, resume.pending)
+            dialed = await ctx.dialer.finish(resume.pending)
         else:
             dialed = await ctx.dialer.connect(request.destination)
     except Proxy64Error as exc:
@@ -333,8 +333,3 @@ async def _connect(
         record.outcome = "ok"
 
 
-async def _finish_dial(ctx: ProxyContext, pending: PendingDial) -> Dialed:
-    finish = getattr(ctx.dialer, "finish", None)
-    assert finish is not None, "a PendingDial comes only from a dialer with finish()"
-    dialed: Dialed = await finish(pending)
-    return dialed

@@ -54,6 +54,13 @@ class FakeDialer:
             return Reached.NATIVE_IPV6 if address.version == 6 else Reached.DNS64
         return Reached.NATIVE_IPV6 if address.version == 6 else Reached.IPV4_LITERAL
 
+    def connect_now(self, destination: Destination) -> None:
+        """The fake always dials through connect() (as the real one for an uncached name)."""
+        return None
+
+    async def finish(self, pending: object) -> Dialed:
+        raise AssertionError("FakeDialer.connect_now never returns a PendingDial")
+
     async def connect(self, destination: Destination) -> Dialed:
         self.dialed.append(destination)
         if isinstance(destination.host, str) and destination.host in self.hang:
