@@ -85,14 +85,8 @@ def draw(result: dict[str, Any], out: Path) -> None:
         fig, (rate_ax, cpu_ax) = plt.subplots(1, 2, figsize=(11, 3.5))
         _workers_panels(rate_ax, cpu_ax, workers)
         meta = result["meta"]
-        fig.suptitle(
-            f"proxy64 serve --workers — {meta['started']}, {meta['nproc']} CPU, "
-            f"load {meta['loadavg_start']}",
-            fontsize=10,
-        )
-        fig.tight_layout()
-        fig.savefig(out, dpi=90)
-        plt.close(fig)
+        _save(fig, f"proxy64 serve --workers — {meta['started']}, {meta['nproc']} CPU, "
+              f"load {meta['loadavg_start']}", out)  # fmt: skip
         return
     fig, axes = plt.subplots(2, 4 if workers else 3, figsize=(20 if workers else 15, 8.5))
     for ax, key, title in (
@@ -130,11 +124,12 @@ def draw(result: dict[str, Any], out: Path) -> None:
     if workers:
         _workers_panels(axes[0][3], axes[1][3], workers)
     meta = result["meta"]
-    fig.suptitle(
-        f"proxy64 vs peers vs direct loopback — {meta['started']}, {meta['nproc']} CPU, "
-        f"load {meta['loadavg_start']}, mode {meta['mode']}",
-        fontsize=10,
-    )
+    _save(fig, f"proxy64 vs peers vs direct loopback — {meta['started']}, {meta['nproc']} CPU, "
+          f"load {meta['loadavg_start']}, mode {meta['mode']}", out)  # fmt: skip
+
+
+def _save(fig: Any, title: str, out: Path) -> None:
+    fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     fig.savefig(out, dpi=90)
     plt.close(fig)

@@ -28,6 +28,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from ipaddress import ip_address
+from typing import Any, TypeVar
+
+_R = TypeVar("_R")
 
 BUF_SIZE = 1024 * 1024
 CRLF = b"\r\n"
@@ -405,6 +408,31 @@ class BulkResult:
         return self.nbytes / self.seconds / 1e6 if self.seconds > 0 and not self.error else 0.0
 
 
+def _run_all(
+    procs: list[Any],
+    out: Any,
+    time_limit: float,
+    lost: Callable[[str], _R],
+) -> list[_R]:
+    """Start the forked load processes, gather one result each (a lost one becomes
+    lost(why)), then reap them all; one still alive after 5 s is killed by its PID."""
+    for proc in procs:
+        proc.start()
+    results: list[_R] = []
+    try:
+        for _ in procs:
+            results.append(out.get(timeout=time_limit + 10))
+    except Exception as exc:
+        results.append(lost(type(exc).__name__))
+    finally:
+        for proc in procs:
+            proc.join(5)
+            if proc.is_alive() and proc.pid is not None:
+                os.kill(proc.pid, 9)
+                proc.join()
+    return results
+
+
 def _bulk_worker(
     target: Target,
     origin: Origin,
@@ -462,20 +490,7 @@ def bulk(
         )
         for _ in range(streams)
     ]
-    for proc in procs:
-        proc.start()
-    results = []
-    try:
-        for _ in procs:
-            results.append(out.get(timeout=time_limit + 10))
-    except Exception as exc:
-        results.append((0.0, 0.0, 0, f"worker lost: {type(exc).__name__}"))
-    finally:
-        for proc in procs:
-            proc.join(5)
-            if proc.is_alive() and proc.pid is not None:
-                os.kill(proc.pid, 9)
-                proc.join()
+    results = _run_all(procs, out, time_limit, lambda why: (0.0, 0.0, 0, f"worker lost: {why}"))
     errors = [r[3] for r in results if r[3]]
     if errors or len(results) < streams:
         return BulkResult(0, 0.0, errors[0] if errors else "missing stream results")
@@ -554,20 +569,9 @@ def run_connections_parallel(
         )
         for i in range(processes)
     ]
-    for proc in procs:
-        proc.start()
-    results: list[tuple[float, float, int, int, float, int, str]] = []
-    try:
-        for _ in procs:
-            results.append(out.get(timeout=time_limit + 10))
-    except Exception as exc:
-        results.append((0.0, 0.0, 0, 0, 0.0, 0, f"load process lost: {type(exc).__name__}"))
-    finally:
-        for proc in procs:
-            proc.join(5)
-            if proc.is_alive() and proc.pid is not None:
-                os.kill(proc.pid, 9)
-                proc.join()
+    results = _run_all(
+        procs, out, time_limit, lambda why: (0.0, 0.0, 0, 0, 0.0, 0, f"load process lost: {why}")
+    )
     started = [r[0] for r in results if r[1] > 0]
     ended = [r[1] for r in results if r[1] > 0]
     errors = [r[6] for r in results if r[6]]
