@@ -581,6 +581,7 @@ def measure_workers(
                 proxy_cpu = sum(cpu1.get(p, 0.0) - cpu0.get(p, 0.0) for p in cpu1)
                 sample: dict[str, Any] = {
                     "conn_s": res.conn_per_s,
+                    "done": res.done,
                     "errors": res.errors,
                     "worker_cpu_pct": sorted(
                         (100 * (cpu1.get(p, 0.0) - cpu0.get(p, 0.0)) / wall for p in pids),

@@ -119,8 +119,11 @@ def test_quick_workers_phase_end_to_end(tmp_path: Path) -> None:
         assert e["proxy_us_per_conn"]["median"] > 0
         assert e["proxy_switches_per_conn"]["median"] > 0  # read from /proc for each worker
         assert e["loadgen_switches_per_conn"]["median"] > 0
-    # 300 measured + 100 warm-up connections reached the workers (+ the start-up probe)
-    assert sum(w["by_workers"]["2"]["worker_conns"]) >= 400
+    # every measured connection was accepted by one of the workers (the warm-up and the
+    # start-up probes usually add ~102 more, but the warm-up's result is not checked)
+    for sample in w["samples"]["2"]:
+        assert sample["errors"] == 0 and sample["done"] == 300
+        assert sum(sample["worker_conns"]) >= sample["done"]
     assert "ratio_conn_s" in w and w["bound"]["best_ratio"] > 0
     assert "## serve --workers: 1 vs 2 workers, interleaved" in proc.stdout
     assert "the best ratio this box could show in this run" in proc.stdout
