@@ -44,7 +44,7 @@ from proxy64.errors import Proxy64Error, RemoteProtocolError
 from proxy64.net.context import ConnectionRecord, Dialed, ProxyContext
 from proxy64.net.dialer import PendingDial
 from proxy64.net.http_upstream import BodyCut, Next, Upstream, UpstreamFailed, move_body
-from proxy64.net.hub_front import borrow_slot
+from proxy64.net.hub_front import borrow_slot, client_text
 from proxy64.net.relay import close_stream
 from proxy64.proto.http_headers import (
     downstream_response_headers,
@@ -74,15 +74,11 @@ class _ClientGone(Exception):
 
 
 def _peer_name(stream: trio.abc.Stream) -> str:
-    sock = getattr(stream, "socket", None)
+    sock = getattr(stream, "socket", None)  # memory streams in tests have none
     try:
-        peer = sock.getpeername() if sock is not None else None
+        return client_text(sock.getpeername(), "unknown") if sock is not None else "unknown"
     except OSError:
-        peer = None
-    if not peer:
         return "unknown"
-    host, port = peer[0], peer[1]
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def new_machine() -> h11.Connection:

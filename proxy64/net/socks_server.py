@@ -33,7 +33,7 @@ from proxy64.defaults import SOCKS_HANDSHAKE_READ, SOCKS_LINGER_BYTES, SOCKS_LIN
 from proxy64.errors import Proxy64Error, RemoteProtocolError, SocksReply
 from proxy64.net.context import ConnectionRecord, Dialed, IPAddress, ProxyContext
 from proxy64.net.dialer import PendingDial
-from proxy64.net.hub_front import borrow_slot
+from proxy64.net.hub_front import borrow_slot, client_text
 from proxy64.net.listeners import Spawn
 from proxy64.net.relay import close_stream
 from proxy64.net.socks_udp import serve_udp_association
@@ -73,10 +73,9 @@ class Resume:
 
 def peer_text(stream: trio.SocketStream) -> str:
     try:
-        host, port = stream.socket.getpeername()[:2]
+        return client_text(stream.socket.getpeername(), "?")
     except OSError:
         return "?"
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 class SocksClientHandler:
