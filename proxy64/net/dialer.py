@@ -65,9 +65,13 @@ class ResolverLike(Protocol):
         """IPv6 addresses for a name (DNS64); raises ResolutionError."""
         ...
 
+    def resolve_cached(self, name: str) -> ResolutionLike | None:
+        """resolve()'s answer when cached (a cached failure raises), None otherwise;
+        never waits."""
+        ...
+
 
 SocketMaker = Callable[[int, int, int], trio.socket.SocketType]
-CacheReader = Callable[[str], ResolutionLike | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,16 +82,6 @@ class PendingDial:
     target: Target
     sock: socket.socket  # non-blocking, connect() started
     deadline: float  # trio time: connect_timeout after the dial started
-
-
-def cache_reader(resolver: object) -> CacheReader:
-    """How to ask a resolver for a cached answer without waiting: its resolve_cached(name)
-    (None: not cached; raises ResolutionError for a cached failure, like resolve()).
-    A resolver without one (a test double) never has a cached answer."""
-    method = getattr(resolver, "resolve_cached", None)
-    if method is not None:
-        return method  # type: ignore[no-any-return]
-    return lambda name: None
 
 
 _NO_SOCKET = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
@@ -118,7 +112,6 @@ class Dialer:
         self._socket: SocketMaker = socket_factory or trio.socket.socket
         self._raw = socket_factory is None  # real sockets: the leaner connect below
         self._well_known = prefix.is_well_known
-        self._cached = cache_reader(resolver)
 
     # --- planning: destination → targets -------------------------------------------------
 
@@ -181,7 +174,7 @@ class Dialer:
         if literal is not None:
             return literal
         assert isinstance(destination.host, str)
-        resolution = self._cached(destination.host)
+        resolution = self.resolver.resolve_cached(destination.host)
         if resolution is None:
             return None
         return self._name_targets(resolution, destination.port)

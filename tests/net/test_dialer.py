@@ -34,6 +34,9 @@ class FakeResolver:
         self.answers = answers
         self.asked: list[str] = []
 
+    def resolve_cached(self, name: str) -> None:
+        return None  # nothing cached: connect_now() gives way to connect()
+
     async def resolve(self, name: str) -> Resolution:
         self.asked.append(name)
         await trio.lowlevel.checkpoint()

@@ -37,6 +37,9 @@ ESTABLISHED = b"HTTP/1.1 200 Connection Established\r\n\r\n"
 
 
 class LoopbackResolver:
+    def resolve_cached(self, name: str) -> None:
+        return None  # nothing cached: connect_now() gives way to connect()
+
     async def resolve(self, name: str) -> Resolution:
         record = ResolvedAddress(IPv6Address("::1"), synthesized=False, ttl=60)
         return Resolution(name, (), (record,), from_cache=False)

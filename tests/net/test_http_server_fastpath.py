@@ -40,6 +40,9 @@ RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi"
 class OneNameResolver:
     """Answers every name with ::1 (not cached: connect_now() must give way to connect())."""
 
+    def resolve_cached(self, name: str) -> None:
+        return None  # nothing cached: connect_now() gives way to connect()
+
     async def resolve(self, name: str) -> Resolution:
         record = ResolvedAddress(IPv6Address("::1"), synthesized=False, ttl=60)
         return Resolution(name, (), (record,), from_cache=False)

@@ -82,6 +82,9 @@ class ScriptedDialer:
 
 
 class _NoNames:
+    def resolve_cached(self, name: str) -> None:
+        return None  # nothing cached: connect_now() gives way to connect()
+
     async def resolve(self, name: str) -> object:
         raise AssertionError("no names in these tests")
 
