@@ -225,6 +225,9 @@ async def test_reset_destination_is_broken_at_destination() -> None:
         await stream.aclose()
 
 
+QUIET = 2.0  # long enough that a loaded CI machine cannot fall silent between bulk and tail
+
+
 async def test_small_tail_after_bulk_arrives_without_fin_then_quiet_releases_pipe() -> None:
     """A 7-byte tail after 8 MiB reaches the reader while the connection stays open (no
     low-water mark holds it back); then silence returns QUIET with the pipe closed and
@@ -238,7 +241,7 @@ async def test_small_tail_after_bulk_arrives_without_fin_then_quiet_releases_pip
     async def splice() -> None:
         ends.append(
             await splice_direction(
-                src.socket, dst.socket, on_written=lambda n: None, quiet_after=0.5
+                src.socket, dst.socket, on_written=lambda n: None, quiet_after=QUIET
             )
         )
 
@@ -248,7 +251,7 @@ async def test_small_tail_after_bulk_arrives_without_fin_then_quiet_releases_pip
             nursery.start_soon(writer.send_all, bulk)
             assert await receive_exactly(reader, len(bulk)) == bulk
             await writer.send_all(tail)
-            with trio.fail_after(0.4):  # sooner than quiet_after: not waiting for silence
+            with trio.fail_after(QUIET - 0.5):  # sooner than quiet_after: not waiting for silence
                 assert await receive_exactly(reader, len(tail)) == tail
             assert pipe_fds() == pipes_before + 2  # still splicing, pipe held
     assert ends == [SpliceEnd.QUIET]
