@@ -89,7 +89,6 @@ class _Slot:
     delay: float | None = None  # the delay before the current start; None: first start
     restart_at: float | None = None  # dead, to be forked again at this time
     status: int | None = None  # the last waitpid status
-    restarts: int = 0
     running_at_stop: bool = False
 
 
@@ -166,10 +165,14 @@ class Supervisor:
             if slot.pid is None or slot.heartbeat is None:
                 continue
             try:
-                if os.read(slot.heartbeat, 4096):
-                    slot.last_beat = now
+                beats = os.read(slot.heartbeat, 4096)
             except BlockingIOError:
-                pass
+                beats = None
+            if beats == b"":  # EOF: the worker is stopping on purpose (a signal of its own);
+                self._close_heartbeat(slot)  # its exit alarm bounds the drain, not this
+                continue
+            if beats:
+                slot.last_beat = now
             if now - slot.last_beat >= self.timeout and not slot.killed_silent:
                 logger.warning(
                     "worker %d (pid %d) has not answered for %.0f s: killing it",
@@ -203,7 +206,6 @@ class Supervisor:
             ran_for = self.clock() - slot.started
             slot.delay = self.backoff.delay(ran_for, slot.delay)
             slot.restart_at = self.clock() + slot.delay
-            slot.restarts += 1
             logger.warning(
                 "worker %d (pid %d) %s after %.1f s; restarting it in %.1f s",
                 slot.index + 1,

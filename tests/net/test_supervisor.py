@@ -17,7 +17,7 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from proxy64.net.supervisor import RestartBackoff, describe_exit
+from proxy64.net.supervisor import RestartBackoff, Spawned, Supervisor, _Slot, describe_exit
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -140,3 +140,40 @@ def run_script(mode: str, run_for: float) -> dict[str, Any]:
             proc.wait()
     result: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
     return result
+
+
+def test_a_closed_heartbeat_is_a_stopping_worker_and_a_silent_one_is_killed() -> None:
+    """EOF on the heartbeat pipe: the worker stopped beating on purpose (SIGTERM of its
+    own, draining for shutdown_grace): never SIGKILLed for it. An open pipe that stays
+    silent for `timeout` is a hung worker: SIGKILL by PID."""
+    stopping, hung = (subprocess.Popen(["sleep", "30"]) for _ in range(2))
+    (r1, w1), (r2, w2) = os.pipe(), os.pipe()
+    for fd in (r1, r2):
+        os.set_blocking(fd, False)
+    now = [100.0]
+    sup = Supervisor(
+        lambda i: Spawned(0), 2, stop_timeout=1.0, timeout=10.0, clock=lambda: now[0]
+    )
+    sup.slots = [
+        _Slot(0, pid=stopping.pid, heartbeat=r1, last_beat=100.0),
+        _Slot(1, pid=hung.pid, heartbeat=r2, last_beat=100.0),
+    ]
+    try:
+        os.write(w1, b".")
+        now[0] = 105.0
+        sup._kill_silent()
+        assert sup.slots[0].last_beat == 105.0 and sup.slots[1].last_beat == 100.0
+        os.close(w1)  # the worker's heartbeat task ended: it is draining
+        now[0] = 106.0
+        sup._kill_silent()
+        assert sup.slots[0].heartbeat is None
+        now[0] = 200.0
+        sup._kill_silent()
+        assert hung.wait(5) == -signal.SIGKILL and sup.slots[1].killed_silent
+        assert stopping.poll() is None and not sup.slots[0].killed_silent
+    finally:
+        for proc in (stopping, hung):
+            proc.kill()
+            proc.wait()
+        os.close(w2)
+        os.close(r2)
