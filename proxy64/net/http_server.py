@@ -45,7 +45,7 @@ from proxy64.net.context import ConnectionRecord, Dialed, ProxyContext
 from proxy64.net.dialer import PendingDial
 from proxy64.net.http_upstream import BodyCut, Next, Upstream, UpstreamFailed, move_body
 from proxy64.net.hub_front import borrow_slot, client_text
-from proxy64.net.relay import close_stream
+from proxy64.net.relay import close_stream, write_fd_all
 from proxy64.proto.http_headers import (
     downstream_response_headers,
     fixed_body_length,
@@ -136,7 +136,7 @@ class _ClientSession:
                     data: bytes | None = os.read(fd, HTTP_BODY_CHUNK)
                 except BlockingIOError:
                     data = None
-                except ConnectionError:  # reset: the same as an EOF here
+                except OSError:  # reset, timed out, unreachable: the same as an EOF here
                     data = b""
                 if data is not None:
                     break
@@ -168,14 +168,10 @@ class _ClientSession:
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 raise _ClientGone from None
             return
-        view = memoryview(data)
-        while view:
-            try:
-                view = view[os.write(fd, view) :]
-            except BlockingIOError:
-                await trio.lowlevel.wait_writable(fd)
-            except OSError:  # EPIPE, reset, or already closed
-                raise _ClientGone from None
+        try:
+            await write_fd_all(fd, data)
+        except OSError:  # EPIPE, reset, or already closed
+            raise _ClientGone from None
 
     async def _client_event(self, deadline: float = math.inf) -> Next:
         """The client's next event; reads (waiting until `deadline`) only while h11 needs."""
@@ -357,9 +353,7 @@ class _ClientSession:
         except trio.TooSlowError:
             status, message = 504, f"cannot connect to {destination}: timed out"
         else:
-            record.remote = dialed.remote
-            record.reached = dialed.reached
-            record.egress = dialed.egress
+            record.reached_by(dialed)
             return dialed
         logger.debug("http %s: %s", self.client, message)  # the recorder logs the outcome
         record.outcome = message

@@ -35,7 +35,7 @@ from proxy64.net.context import ConnectionRecord, Dialed, IPAddress, ProxyContex
 from proxy64.net.dialer import PendingDial
 from proxy64.net.hub_front import borrow_slot, client_text
 from proxy64.net.listeners import Spawn
-from proxy64.net.relay import close_stream
+from proxy64.net.relay import close_stream, write_fd_all
 from proxy64.net.socks_udp import serve_udp_association
 from proxy64.proto.socks4 import Socks4Reply, Socks4Request
 from proxy64.proto.socks5 import NEED_DATA, Command, Reply, Request, Socks5Server
@@ -233,13 +233,7 @@ async def send_raw(stream: trio.SocketStream, data: bytes) -> None:
 
     A handshake message fits in one write, so this normally makes no trip through the
     scheduler. Raises OSError (EPIPE, reset) when the client is gone."""
-    fd = stream.socket.fileno()
-    view = memoryview(data)
-    while view:
-        try:
-            view = view[os.write(fd, view) :]
-        except BlockingIOError:
-            await trio.lowlevel.wait_writable(fd)
+    await write_fd_all(stream.socket.fileno(), data)
 
 
 def reply_bytes(machine: SocksMachine, code: SocksReply, bind: tuple[IPAddress, int]) -> bytes:
@@ -316,9 +310,7 @@ async def _connect(
         await send_final(stream, reply_bytes(machine, SocksReply.GENERAL_FAILURE, NO_BIND))
         return
     try:
-        record.remote = dialed.remote
-        record.reached = dialed.reached
-        record.egress = dialed.egress
+        record.reached_by(dialed)
         if resume is None or not resume.replied:
             await send_raw(stream, reply_bytes(machine, SocksReply.SUCCEEDED, dialed.local))
         early = machine.trailing_data()
