@@ -80,6 +80,10 @@ class ConnectionRecord:
     started: float = field(default_factory=time.monotonic)
     outcome: str = "open"  # "ok", or the error sentence
 
+    def reached_by(self, path: Dialed | UdpTarget) -> None:
+        """What the dialer chose: the address dialed, how it was reached, the egress."""
+        self.remote, self.reached, self.egress = path.remote, path.reached, path.egress
+
 
 class RecorderLike(Protocol):
     def finish(self, record: ConnectionRecord) -> None:

@@ -158,9 +158,7 @@ class _Connection(HubConnection):
         record = ConnectionRecord(
             front_end="http-connect", client=self.client, destination=target.destination
         )
-        record.remote = dialed.remote
-        record.reached = dialed.reached
-        record.egress = dialed.egress
+        record.reached_by(dialed)
         self.record = record
         return record
 

@@ -150,9 +150,7 @@ class _Connection(HubConnection):
         self, machine: SocksMachine, request: Any, dialed: Dialed, output: bytes
     ) -> None:
         record = self.record
-        record.remote = dialed.remote
-        record.reached = dialed.reached
-        record.egress = dialed.egress
+        record.reached_by(dialed)
         self.dialed = dialed
         reply = output + reply_bytes(machine, SocksReply.SUCCEEDED, dialed.local)
         resume = Resume(machine, self.deadline, request=request, dialed=dialed, replied=True)

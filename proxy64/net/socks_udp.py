@@ -175,9 +175,7 @@ class _Association:
                 continue
             if self.record.remote is None:
                 self.record.destination = parsed.destination
-                self.record.remote = target.remote
-                self.record.reached = target.reached
-                self.record.egress = target.egress
+                self.record.reached_by(target)
             host, port = target.remote
             if len(self.asked_as) >= UDP_TARGET_CACHE and target.remote not in self.asked_as:
                 self.asked_as.pop(next(iter(self.asked_as)))

@@ -240,7 +240,7 @@ class TunStack(UdpEchoStack):
                                                 trio.current_time()), syn_packet)  # fmt: skip
             self.recorder.finish(record)
             return
-        record.remote, record.reached, record.egress = dialed.remote, dialed.reached, dialed.egress
+        record.reached_by(dialed)
         self._name_the_record(record, key)
         stream = TunTcpStream(self, key, flow)
         self.streams[key] = stream

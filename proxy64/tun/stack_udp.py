@@ -95,8 +95,7 @@ class UdpEchoStack(StackBase):
                 self._udp_execute(key, flow, flow.failed(str(exc)), first)
                 self.recorder.finish(record)
                 return
-            record.remote, record.reached, record.egress = target.remote, target.reached, (
-                target.egress)  # fmt: skip
+            record.reached_by(target)
             self._name_the_record(record, key)
             self._udp_execute(key, flow, flow.opened(trio.current_time()), first)
             try:
