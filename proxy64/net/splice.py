@@ -42,7 +42,6 @@ from proxy64.defaults import (
 SPLICE_FLAGS = getattr(os, "SPLICE_F_MOVE", 1) | getattr(os, "SPLICE_F_NONBLOCK", 2)
 HAVE_SPLICE = hasattr(os, "splice")
 _F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
-_NOTSENT_LOWAT = getattr(socket, "TCP_NOTSENT_LOWAT", 25)
 
 
 class SpliceEnd(enum.Enum):
@@ -164,7 +163,7 @@ async def splice_direction(
         pipe.close()
         if lowat is not None:
             with contextlib.suppress(OSError):  # dst may already be reset
-                dst.setsockopt(socket.IPPROTO_TCP, _NOTSENT_LOWAT, lowat)
+                dst.setsockopt(socket.IPPROTO_TCP, socket.TCP_NOTSENT_LOWAT, lowat)
 
 
 async def _drain(
@@ -203,9 +202,9 @@ def _raise_notsent_lowat(dst: trio.socket.SocketType) -> int | None:
     """Set dst's TCP_NOTSENT_LOWAT to SPLICE_NOTSENT_LOWAT; the old value, or None when
     the option is not there (not TCP, not Linux)."""
     try:
-        old = dst.getsockopt(socket.IPPROTO_TCP, _NOTSENT_LOWAT)
+        old = dst.getsockopt(socket.IPPROTO_TCP, socket.TCP_NOTSENT_LOWAT)
         if 0 < old < SPLICE_NOTSENT_LOWAT:  # 0: no limit (the sysctl's default)
-            dst.setsockopt(socket.IPPROTO_TCP, _NOTSENT_LOWAT, SPLICE_NOTSENT_LOWAT)
+            dst.setsockopt(socket.IPPROTO_TCP, socket.TCP_NOTSENT_LOWAT, SPLICE_NOTSENT_LOWAT)
             return int(old)
     except OSError:
         pass

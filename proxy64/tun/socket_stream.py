@@ -26,8 +26,6 @@ import trio
 
 from proxy64.defaults import RELAY_CHUNK, TUN_FAIR_SHARE, TUN_SOCKET_NOTSENT_LOWAT
 
-TCP_NOTSENT_LOWAT = getattr(socket, "TCP_NOTSENT_LOWAT", 25)  # linux/tcp.h
-
 
 class TunSocketStream(trio.abc.HalfCloseableStream):
     """Wraps a connected trio.SocketStream (taken over: closing this closes it)."""
@@ -43,12 +41,12 @@ class TunSocketStream(trio.abc.HalfCloseableStream):
         self._stream = stream
         self._read_size = read_size if callable(read_size) else (lambda: max(1, read_size))
         self._sock = stream.socket
-        # trio sets TCP_NOTSENT_LOWAT to 16 KiB: a 1 MiB relay turn then went out in ~5
+        # trio sets socket.TCP_NOTSENT_LOWAT to 16 KiB: a 1 MiB relay turn then went out in ~5
         # writes and waits; with room for two turns unsent it is one write (the kernel's
         # send buffer limit still bounds what is queued)
         with contextlib.suppress(OSError):
             stream.socket.setsockopt(
-                socket.IPPROTO_TCP, TCP_NOTSENT_LOWAT, TUN_SOCKET_NOTSENT_LOWAT
+                socket.IPPROTO_TCP, socket.TCP_NOTSENT_LOWAT, TUN_SOCKET_NOTSENT_LOWAT
             )
         self._fd = stream.socket.fileno()
         self._unyielded = 0  # bytes moved both ways since this stream last yielded
