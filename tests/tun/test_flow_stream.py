@@ -18,7 +18,7 @@ from proxy64.flow.tcp_flow import (
 )
 from proxy64.flow.wire import TCP, FlowKey
 from proxy64.tun.flow_stream import TunTcpStream
-from proxy64.tun.socket_stream import TCP_NOTSENT_LOWAT, TunSocketStream
+from proxy64.tun.socket_stream import TunSocketStream
 
 KEY = FlowKey(TCP, (IPv6Address("fd64::2"), 40000), (IPv6Address("2001:db8:64::7f00:1"), 80))
 
@@ -105,7 +105,8 @@ async def test_socket_stream_sends_a_relay_turn_in_one_write():
         server, _ = await listener.accept()
         stream = TunSocketStream(client)
         with server, trio.fail_after(20):
-            option = client.socket.getsockopt(trio.socket.IPPROTO_TCP, TCP_NOTSENT_LOWAT)
+            level, name = trio.socket.IPPROTO_TCP, trio.socket.TCP_NOTSENT_LOWAT
+            option = client.socket.getsockopt(level, name)
             assert option == TUN_SOCKET_NOTSENT_LOWAT
             data = bytes(range(256)) * 4096  # 1 MiB
             received = bytearray()
