@@ -248,8 +248,15 @@ async def test_small_tail_after_bulk_arrives_without_fin_then_quiet_releases_pip
     with trio.fail_after(20):
         async with trio.open_nursery() as nursery:
             nursery.start_soon(splice)
-            nursery.start_soon(writer.send_all, bulk)
+            sent = trio.Event()
+
+            async def send_bulk() -> None:
+                await writer.send_all(bulk)
+                sent.set()
+
+            nursery.start_soon(send_bulk)
             assert await receive_exactly(reader, len(bulk)) == bulk
+            await sent.wait()  # one sender at a time on the stream
             await writer.send_all(tail)
             with trio.fail_after(QUIET - 0.5):  # sooner than quiet_after: not waiting for silence
                 assert await receive_exactly(reader, len(tail)) == tail
