@@ -43,7 +43,10 @@ def test_no_virtualenv_or_bytecode_is_tracked() -> None:
     _require_checkout()
     tracked = _git("ls-files")
     generated = [
-        p for p in tracked
-        if p.startswith((".venv/", "venv/")) or "/__pycache__/" in p or p.endswith((".pyc", ".prof"))
+        p
+        for p in tracked
+        if p.startswith((".venv/", "venv/"))
+        or "/__pycache__/" in p
+        or p.endswith((".pyc", ".prof"))
     ]
     assert generated == [], f"generated files are tracked: {generated[:5]}"
