@@ -1,7 +1,8 @@
-"""Composition root: settings → resolver, dialer, relay, recorder → ProxyContext → listeners.
+"""Composition root: settings → resolver, dialer, relay hub, relay → ProxyContext → listeners.
 
-The only place where the parts meet: one resolver and one dialer, built here and injected
-into every front end (never module globals). Start-up:
+The only place where the parts meet: one resolver, one dialer and one relay hub, built
+here (build_parts) and injected into every front end and into `tun run`/`tun serve`
+(never module globals); the listeners' front ends are chosen here too. Start-up:
 1. bind the listeners (stdlib sockets, so --workers can fork after binding);
 2. choose the NAT64 prefix and egress (RFC 7050 discovery when asked for "auto");
 3. print ONE line: where it listens, which prefix and egress and why;
@@ -37,11 +38,13 @@ from proxy64.defaults import (
 from proxy64.destination import Egress, EgressChoice
 from proxy64.errors import ConfigError, ResolutionError
 from proxy64.net.context import ProxyContext
-from proxy64.net.dialer import Dialer, ResolverLike
+from proxy64.net.dial_types import ResolverLike
+from proxy64.net.dialer import Dialer
 from proxy64.net.discovery import discover_prefixes
+from proxy64.net.http_front import HttpFront
 from proxy64.net.http_server import handle_http_client
 from proxy64.net.listeners import (
-    Handler,
+    Listening,
     ProxyServer,
     bind_listener,
     bound_address,
@@ -49,7 +52,9 @@ from proxy64.net.listeners import (
 )
 from proxy64.net.recorder import Recorder
 from proxy64.net.relay import Relay
+from proxy64.net.relay_hub import RelayHub
 from proxy64.net.resolver import DNS64Resolver
+from proxy64.net.socks_front import SocksFront
 from proxy64.net.socks_server import handle_socks_client
 from proxy64.net.supervisor import Spawned, Supervisor
 from proxy64.proto.rfc6052 import Nat64Prefix
@@ -117,11 +122,6 @@ def bind(settings: ServeSettings, *, reuse_port: bool = False) -> Bound:
 # --- resolver and NAT64 choice ------------------------------------------------------------
 
 
-def build_resolver(settings: ServeSettings, prefix: Nat64Prefix) -> ResolverLike:
-    resolver: ResolverLike = DNS64Resolver(settings.resolver_settings(), prefix)
-    return resolver
-
-
 async def discover(servers: tuple[HostPort, ...]) -> list[Nat64Prefix] | None:
     """RFC 7050 discovery: the prefixes found ([] for none), or None when no DNS server
     answered within SERVE_DISCOVERY_TIMEOUT, so the start-up line can tell the two apart."""
@@ -175,30 +175,53 @@ def startup_line(bound: Bound, nat64: Nat64Choice, workers: int = 1) -> str:
 # --- the parts ----------------------------------------------------------------------------
 
 
-def build_context(settings: ServeSettings, nat64: Nat64Choice, recorder: Recorder) -> ProxyContext:
-    resolver = build_resolver(settings, nat64.prefix)
-    dialer = Dialer(resolver, nat64.prefix, nat64.egress, connect_timeout=settings.connect_timeout)
+@dataclass(frozen=True, slots=True)
+class Parts:
+    """What every front end shares, built once per serving process: one resolver (it also
+    answers the TUN's DNS), one dialer over it, one relay hub (its owner runs it: the
+    proxy server, or `tun`), one relay that moves tunnels through it."""
+
+    resolver: DNS64Resolver
+    dialer: Dialer
+    hub: RelayHub
+    relay: Relay
+
+
+def build_parts(settings: ServeSettings, nat64: Nat64Choice) -> Parts:
+    resolver = DNS64Resolver(settings.resolver_settings(), nat64.prefix)
+    resolving: ResolverLike = resolver
+    dialer = Dialer(resolving, nat64.prefix, nat64.egress, connect_timeout=settings.connect_timeout)
+    hub = RelayHub()
+    relay = Relay(idle_timeout=settings.idle_timeout, hub=hub)
+    return Parts(resolver, dialer, hub, relay)
+
+
+def build_context(settings: ServeSettings, parts: Parts, recorder: Recorder) -> ProxyContext:
     return ProxyContext(
-        dialer=dialer,
+        dialer=parts.dialer,
         recorder=recorder,
-        relay=Relay(idle_timeout=settings.idle_timeout),
+        relay=parts.relay,
         credentials=dict(settings.credentials) or None,
         handshake_timeout=settings.handshake_timeout,
         idle_timeout=settings.idle_timeout,
         connection_slots=trio.CapacityLimiter(settings.max_connections),
+        connect_timeout=settings.connect_timeout,
+        hub=parts.hub,
     )
 
 
 def make_server(
     settings: ServeSettings, bound: Bound, nat64: Nat64Choice, recorder: Recorder
 ) -> ProxyServer:
-    pairs: list[tuple[socket.socket, Handler]] = []
+    """The proxy server of one process: its parts, its context, and each listener with its
+    task-path handler and its hub-driven front end."""
+    listening: list[Listening] = []
     if bound.socks is not None:
-        pairs.append((bound.socks, handle_socks_client))
+        listening.append(Listening(bound.socks, handle_socks_client, SocksFront))
     if bound.http is not None:
-        pairs.append((bound.http, handle_http_client))
-    ctx = build_context(settings, nat64, recorder)
-    return ProxyServer(ctx, pairs, grace=settings.shutdown_grace)
+        listening.append(Listening(bound.http, handle_http_client, HttpFront))
+    ctx = build_context(settings, build_parts(settings, nat64), recorder)
+    return ProxyServer(ctx, listening, grace=settings.shutdown_grace)
 
 
 # --- `proxy64 serve` ------------------------------------------------------------------------

@@ -194,26 +194,22 @@ async def _serve_device(
     report: list[ReadinessReport],
 ) -> None:
     from proxy64 import app
-    from proxy64.net.dialer import Dialer
     from proxy64.net.dns_server import DNS64Responder
     from proxy64.net.recorder import Recorder
-    from proxy64.net.relay import Relay
-    from proxy64.net.resolver import DNS64Resolver
     from proxy64.tun.stack import StackSettings, TunStack
 
     settings = _serve_settings(args)
     nat64 = await app.choose_nat64(settings)
+    parts = app.build_parts(settings, nat64)  # the composition root's, as `serve`'s
     # The same resolver answers the app's DNS on the TUN and resolves for the dialer.
-    resolver = DNS64Resolver(settings.resolver_settings(), nat64.prefix)
-    dialer = Dialer(resolver, nat64.prefix, nat64.egress, connect_timeout=args.connect_timeout)
-    responder = DNS64Responder(resolver)
+    responder = DNS64Responder(parts.resolver)
     recorder = Recorder()
     report.append(recorder.report)
     stack = TunStack(
         device,
-        dialer=dialer,
+        dialer=parts.dialer,
         recorder=recorder,
-        relay=Relay(idle_timeout=args.idle_timeout),
+        relay=parts.relay,
         responder=responder,
         settings=StackSettings(
             gateway6=IPv6Address(TUN_GATEWAY),
@@ -227,6 +223,7 @@ async def _serve_device(
         f"{nat64.egress.value}, MTU {args.mtu}, DNS64 on [{TUN_GATEWAY}]:53\n"
     )
     async with trio.open_nursery() as nursery:
+        await nursery.start(parts.hub.run)
         await nursery.start(stack.serve)
         await done.wait()
         nursery.cancel_scope.cancel()

@@ -23,16 +23,20 @@ import logging
 import os
 import socket
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address
-from typing import Protocol
 
 import trio
 
 from proxy64.defaults import CONNECT_TIMEOUT, HAPPY_EYEBALLS_DELAY
 from proxy64.destination import Destination, Egress, Reached
 from proxy64.errors import AddressMappingError, DialAttempt, DialCause, DialError
-from proxy64.net.context import Dialed, UdpTarget
+from proxy64.net.dial_types import (
+    Dialed,
+    PendingDial,
+    ResolutionLike,
+    ResolverLike,
+    UdpTarget,
+)
 from proxy64.proto.attempts import AttemptPlan, Target
 from proxy64.proto.rfc6052 import Nat64Prefix, is_global_ipv4
 
@@ -48,40 +52,7 @@ _ERRNO_CAUSE = {
 }
 
 
-class ResolvedLike(Protocol):
-    @property
-    def address(self) -> IPv6Address: ...
-    @property
-    def synthesized(self) -> bool: ...
-
-
-class ResolutionLike(Protocol):
-    @property
-    def records(self) -> Sequence[ResolvedLike]: ...
-
-
-class ResolverLike(Protocol):
-    async def resolve(self, name: str) -> ResolutionLike:
-        """IPv6 addresses for a name (DNS64); raises ResolutionError."""
-        ...
-
-    def resolve_cached(self, name: str) -> ResolutionLike | None:
-        """resolve()'s answer when cached (a cached failure raises), None otherwise;
-        never waits."""
-        ...
-
-
 SocketMaker = Callable[[int, int, int], trio.socket.SocketType]
-
-
-@dataclass(frozen=True, slots=True)
-class PendingDial:
-    """connect_now()'s answer when the one handshake is still in flight: finish() it."""
-
-    destination: Destination
-    target: Target
-    sock: socket.socket  # non-blocking, connect() started
-    deadline: float  # trio time: connect_timeout after the dial started
 
 
 _NO_SOCKET = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)

@@ -29,8 +29,8 @@ import trio
 
 from proxy64.defaults import HTTP_BODY_CHUNK
 from proxy64.errors import Proxy64Error, RemoteProtocolError
-from proxy64.net.context import ConnectionRecord, Dialed, ProxyContext
-from proxy64.net.dialer import PendingDial
+from proxy64.net.context import ConnectionRecord, ProxyContext
+from proxy64.net.dial_types import Dialed, PendingDial
 from proxy64.net.http_server import Resume, new_machine, serve_http_connection
 from proxy64.net.hub_front import HubConnection, HubFront, Stage, client_text
 from proxy64.net.listeners import Spawn

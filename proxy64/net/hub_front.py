@@ -28,10 +28,11 @@ from typing import Any, ClassVar, Generic, TypeVar
 
 import trio
 
-from proxy64.net.context import ConnectionRecord, Dialed, ProxyContext
+from proxy64.net.context import ConnectionRecord, ProxyContext
+from proxy64.net.dial_types import Dialed
 from proxy64.net.listeners import Spawn
 from proxy64.net.relay import Relay, relay
-from proxy64.net.relay_hub import AnySocket, Ending, HubTunnel, TimerHandle, current_hub
+from proxy64.net.relay_hub import AnySocket, Ending, HubTunnel, TimerHandle
 from proxy64.net.splice import HAVE_SPLICE
 
 SHUTDOWN_OUTCOME = "cancelled (proxy64 is shutting down)"
@@ -78,13 +79,16 @@ class HubFront(Generic[C]):
     ) -> None:
         self.ctx = ctx
         self.spawn = spawn
-        self.hub = current_hub()
+        assert ctx.hub is not None, "a hub-driven front end needs the context's relay hub"
+        self.hub = ctx.hub
         self.connections: set[C] = set()
         self.connect_now = ctx.dialer.connect_now
         self.name = name  # "SOCKS", "HTTP": for log lines
         self.logger = log  # the protocol module's: log lines keep their logger name
         self._connection = connection
         settings = ctx.relay if isinstance(ctx.relay, Relay) else None
+        if settings is not None and settings.hub is not self.hub:
+            settings = None  # relay() would not use this hub either
         threshold = settings.splice_threshold if settings is not None else None
         # The hub carries the tunnel only where relay() would start it in the hub too.
         self.relay_settings = settings if threshold != 0 else None
@@ -346,6 +350,7 @@ async def _continue(connection: HubConnection, tunnel: HubTunnel) -> None:
             splice_threshold=settings.splice_threshold,
             splice_release_after=settings.splice_release_after,
             promoted=tunnel,
+            hub=front.hub,
         )
         if record.outcome == "open":
             record.outcome = "ok"

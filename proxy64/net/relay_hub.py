@@ -1,4 +1,4 @@
-"""The relay hub: one task per trio run drives every socket-to-socket tunnel's small traffic.
+"""The relay hub: one task drives every socket-to-socket tunnel's small traffic.
 
 Why: a task per direction costs a spawn, a nursery and a scheduler trip per wait, per
 tunnel; an idle tunnel holds their frames. The hub registers both fds of each tunnel in
@@ -17,7 +17,7 @@ Invariants:
   path continues from exactly there. No byte is lost or reordered.
 - EOF from one side becomes shutdown(SHUT_WR) on the other (RFC 9293 §3.6 half-close);
   the tunnel ends when both directions reached EOF, or a side breaks (reset).
-- The hub never raises into trio's system nursery: an unexpected error ends only the
+- The hub never raises into its owner's nursery: an unexpected error ends only the
   tunnel it happened on (logged).
 
 The same loop drives the front of a connection (issue 7): a front end registers a
@@ -47,7 +47,7 @@ from typing import Protocol
 import trio
 
 from proxy64.defaults import HUB_EMPTY_POLLS, HUB_POLL_ROUNDS, RELAY_CHUNK
-from proxy64.net.context import ConnectionRecord
+from proxy64.net.record import ConnectionRecord
 
 logger = logging.getLogger(__name__)
 
@@ -146,7 +146,9 @@ class HubTunnel:
 
 
 class RelayHub:
-    """Owns one epoll set; `run` is a trio system task started on first use."""
+    """Owns one epoll set. Built once by the composition root (app.py) and handed down;
+    its owner runs `run` (the proxy server, around all its connections) once, and it
+    serves until cancelled: every tunnel and watcher must be gone by then."""
 
     def __init__(self) -> None:
         self._epoll = select.epoll()
@@ -228,8 +230,9 @@ class RelayHub:
                 with contextlib.suppress(OSError):  # the fd may be closed already
                     self._epoll.unregister(fd)
 
-    async def run(self) -> None:
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         epoll_fd = self._epoll.fileno()
+        task_status.started()
         try:
             while True:
                 first = self._timers[0][0] if self._timers else math.inf
@@ -381,20 +384,6 @@ class RelayHub:
             trio.lowlevel.reschedule(waiter)
         elif tunnel.owner is not None:
             tunnel.owner.tunnel_ended(tunnel)
-
-
-_HUB: trio.lowlevel.RunVar[RelayHub] = trio.lowlevel.RunVar("proxy64_relay_hub")
-
-
-def current_hub() -> RelayHub:
-    """This trio run's hub, started as a system task on first use."""
-    try:
-        return _HUB.get()
-    except LookupError:
-        hub = RelayHub()
-        _HUB.set(hub)
-        trio.lowlevel.spawn_system_task(hub.run, name="proxy64 relay hub")
-        return hub
 
 
 async def wait_for(tunnel: HubTunnel, idle_timeout: float) -> bool:

@@ -31,8 +31,8 @@ import trio
 
 from proxy64.defaults import SOCKS_HANDSHAKE_READ
 from proxy64.errors import Proxy64Error, RemoteProtocolError, SocksReply
-from proxy64.net.context import ConnectionRecord, Dialed, ProxyContext
-from proxy64.net.dialer import PendingDial
+from proxy64.net.context import ConnectionRecord, ProxyContext
+from proxy64.net.dial_types import Dialed, PendingDial
 from proxy64.net.hub_front import HubConnection, HubFront, Stage, client_text
 from proxy64.net.listeners import Spawn
 from proxy64.net.socks_server import Resume, handshake_timed_out, reply_bytes, serve_connection

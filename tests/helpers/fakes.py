@@ -21,7 +21,8 @@ import trio
 
 from proxy64.destination import Destination, Reached
 from proxy64.errors import DialAttempt, DialCause, DialError, Proxy64Error, ResolutionError
-from proxy64.net.context import ConnectionRecord, Dialed, ProxyContext, UdpTarget
+from proxy64.net.context import ConnectionRecord, ProxyContext
+from proxy64.net.dial_types import Dialed, UdpTarget
 
 IPAddress = IPv4Address | IPv6Address
 

@@ -25,8 +25,9 @@ import pytest
 import trio
 
 from proxy64.destination import Destination, Egress, Reached
-from proxy64.net.context import Dialed, ProxyContext
-from proxy64.net.dialer import Dialer, PendingDial
+from proxy64.net.context import ProxyContext
+from proxy64.net.dial_types import Dialed, PendingDial
+from proxy64.net.dialer import Dialer
 from proxy64.net.http_server import handle_http_client
 from proxy64.net.resolver import Resolution, ResolvedAddress
 from proxy64.proto.httpproxy import TUNNEL_ESTABLISHED, tunnel_established

@@ -28,13 +28,15 @@ from proxy64.destination import Destination, Egress, Reached
 from proxy64.errors import ResolutionError
 from proxy64.net.context import ProxyContext
 from proxy64.net.dialer import Dialer
-from proxy64.net.listeners import ProxyServer, bind_listener, bound_address
+from proxy64.net.listeners import Listening, ProxyServer, bind_listener, bound_address
 from proxy64.net.relay import Relay
+from proxy64.net.relay_hub import RelayHub
 from proxy64.net.resolver import Resolution, ResolvedAddress
 from proxy64.net.socks_front import SocksFront
 from proxy64.net.socks_server import handle_socks_client
 from proxy64.proto.rfc6052 import Nat64Prefix
 from tests.helpers.fakes import ListRecorder
+from tests.helpers.hub import running_hub
 from tests.helpers.origins import pattern_bytes, serve_tcp_echo, serve_tcp_hash
 
 NSP = Nat64Prefix.parse("2001:db8:64::/96")  # 127.0.0.1 embeds here, dialed as IPv4
@@ -95,18 +97,20 @@ async def proxy(
 ) -> AsyncIterator[Proxy]:
     resolver = Resolver()
     recorder = ListRecorder()
+    hub = RelayHub()  # the server runs it
     ctx = ProxyContext(
         dialer=Dialer(resolver, NSP, Egress.EMBEDDED),
         recorder=recorder,
-        relay=Relay(idle_timeout=idle_timeout),
+        relay=Relay(idle_timeout=idle_timeout, hub=hub),
         credentials=credentials,
         handshake_timeout=handshake_timeout,
         idle_timeout=idle_timeout,
         connection_slots=trio.CapacityLimiter(max_connections),
+        hub=hub,
     )
     sock = bind_listener(HostPort(ip_address("127.0.0.1"), 0))
     port = bound_address(sock).port
-    server = ProxyServer(ctx, [(sock, handle_socks_client)], grace=grace)
+    server = ProxyServer(ctx, [Listening(sock, handle_socks_client, SocksFront)], grace=grace)
     async with trio.open_nursery() as nursery:
         await nursery.start(server.run)
         front = server.fronts[0]
@@ -454,8 +458,8 @@ async def test_failed_accept_backs_off_then_accepting_resumes() -> None:
     listener = bind_listener(HostPort(ip_address("127.0.0.1"), 0))
     flaky = FlakyListener(listener)
     with listener, trio.fail_after(10):
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(_accept_in_hub, flaky, Front())  # type: ignore[arg-type]
+        async with running_hub() as hub, trio.open_nursery() as nursery:
+            nursery.start_soon(_accept_in_hub, hub, flaky, Front())  # type: ignore[arg-type]
             client = await connect(bound_address(listener).port)
             await got_one.wait()  # EMFILE first: ACCEPT_BACKOFF (0.1 s), then the client
             client.close()
