@@ -17,6 +17,7 @@ from typing import Protocol
 import trio
 
 from proxy64.destination import Destination, Egress, Reached
+from proxy64.errors import DialError
 from proxy64.proto.attempts import Target
 
 IPAddress = IPv4Address | IPv6Address
@@ -69,6 +70,15 @@ class DialerLike(Protocol):
 
     async def finish(self, pending: PendingDial) -> Dialed:
         """Wait for a PendingDial's handshake (bounded by the dialer's connect timeout)."""
+        ...
+
+    def finish_now(self, pending: PendingDial) -> Dialed:
+        """finish() without waiting, once the PendingDial's socket is writable: its
+        Dialed, or connect()'s error."""
+        ...
+
+    def abandon(self, pending: PendingDial) -> DialError:
+        """Close a PendingDial whose deadline passed; the timeout error finish() raises."""
         ...
 
     async def udp_target(self, destination: Destination) -> UdpTarget:

@@ -219,6 +219,25 @@ class Dialer:
         raw.close()
         raise DialError(str(destination), [_timed_out(target)])
 
+    def finish_now(self, pending: PendingDial) -> Dialed:
+        """finish() for a PendingDial whose socket is writable (the handshake is over,
+        one way or the other): its Dialed, or connect()'s error (the socket closed)."""
+        raw = pending.sock
+        try:
+            err = raw.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            if err:
+                raise OSError(err, os.strerror(err))
+            sock = trio.socket.from_stdlib_socket(raw)
+            return self._dialed(pending.destination, pending.target, sock)
+        except OSError as exc:
+            raw.close()
+            raise self._failed(pending.destination, pending.target, exc, []) from None
+
+    def abandon(self, pending: PendingDial) -> DialError:
+        """A PendingDial whose deadline passed: the socket closed, finish()'s timeout error."""
+        pending.sock.close()
+        return DialError(str(pending.destination), [_timed_out(pending.target)])
+
     async def _attempt(
         self, destination: Destination, target: Target, failures: list[DialAttempt]
     ) -> Dialed:

@@ -28,8 +28,9 @@ from typing import Any, ClassVar, Generic, TypeVar
 
 import trio
 
+from proxy64.errors import Proxy64Error
 from proxy64.net.context import ConnectionRecord, ProxyContext
-from proxy64.net.dial_types import Dialed
+from proxy64.net.dial_types import Dialed, PendingDial
 from proxy64.net.listeners import Spawn
 from proxy64.net.relay import Relay, relay
 from proxy64.net.relay_hub import AnySocket, Ending, HubTunnel, TimerHandle
@@ -59,6 +60,7 @@ def client_text(address: Any, unknown: str) -> str:
 
 class Stage(enum.Enum):
     HANDSHAKE = "handshake"  # the hub watches the client fd (SOCKS handshake, HTTP head)
+    DIALING = "dialing"  # the hub watches the remote fd until its connect(2) completes
     TUNNEL = "tunnel"  # an owned hub tunnel
     GONE = "gone"  # ended, or handed to a task
 
@@ -140,6 +142,7 @@ class HubConnection:
         "dialed",
         "fd",
         "front",
+        "pending",
         "record",
         "slot",
         "sock",
@@ -164,6 +167,7 @@ class HubConnection:
         self.client = client
         self.record = record  # None: no record line unless the protocol makes one
         self.dialed: Dialed | None = None
+        self.pending: PendingDial | None = None  # the dial in flight (Stage.DIALING)
         self.tunnel: HubTunnel | None = None
         self.stage = Stage.HANDSHAKE
         ctx = front.ctx
@@ -188,6 +192,14 @@ class HubConnection:
         """The outcome when a promoted tunnel's relay() broke."""
         raise NotImplementedError
 
+    def _dial_done(self, dialed: Dialed) -> None:
+        """The dial _dial_in_hub() waited for connected: reply and tunnel."""
+        raise NotImplementedError
+
+    def _dial_failed(self, error: Proxy64Error) -> None:
+        """The dial _dial_in_hub() waited for failed or timed out: refuse."""
+        raise NotImplementedError
+
     def _begin(self) -> None:
         """Read what is there already (the greeting or head often is); still in the
         handshake after that, the hub watches the fd and the deadline."""
@@ -196,6 +208,37 @@ class HubConnection:
             hub = self.front.hub
             hub.watch(self.fd, self)
             self.timer = hub.call_at(self.deadline, self)
+
+    def _dial_in_hub(self, pending: PendingDial) -> None:
+        """Wait in the hub, not in a task, for a connect(2) in flight (every dial on a real
+        network): the remote fd is watched for writability until the dial's deadline.
+        Meanwhile the client's fd is not read (what it sends waits in the kernel, for the
+        tunnel); the handshake is over, so its deadline no longer applies."""
+        hub = self.front.hub
+        hub.unwatch(self.fd)
+        self.pending = pending
+        self.stage = Stage.DIALING
+        hub.watch_writable(pending.sock.fileno(), self)
+        if self.timer is not None:
+            self.timer.cancel()
+        self.timer = hub.call_at(pending.deadline, self)
+
+    def _take_pending(self) -> PendingDial | None:
+        pending, self.pending = self.pending, None
+        if pending is not None:
+            self.front.hub.unwatch(pending.sock.fileno())
+        return pending
+
+    def _connected(self) -> None:
+        pending = self._take_pending()
+        if pending is None or self.stage is not Stage.DIALING:
+            return
+        try:
+            dialed = self.front.ctx.dialer.finish_now(pending)
+        except Proxy64Error as exc:
+            self._dial_failed(exc)
+            return
+        self._dial_done(dialed)
 
     # --- hub callbacks: a bug ends this connection only ------------------------------------
 
@@ -211,6 +254,12 @@ class HubConnection:
         except Exception as exc:
             self._bug(exc)
             return None
+
+    def writable(self, now: float) -> None:
+        try:
+            self._connected()
+        except Exception as exc:
+            self._bug(exc)
 
     def tunnel_ended(self, tunnel: HubTunnel) -> None:
         try:
@@ -244,6 +293,15 @@ class HubConnection:
                 return self.deadline
             self._timed_out()
             return None
+        if self.stage is Stage.DIALING:
+            pending = self.pending
+            if pending is None:
+                return None
+            if now < pending.deadline:
+                return pending.deadline
+            self._take_pending()
+            self._dial_failed(self.front.ctx.dialer.abandon(pending))
+            return None
         if self.stage is Stage.TUNNEL and self.tunnel is not None:
             settings = self.front.relay_settings
             assert settings is not None
@@ -275,6 +333,10 @@ class HubConnection:
     def _leave(self) -> None:
         if self.stage is Stage.HANDSHAKE:
             self.front.hub.unwatch(self.fd)
+        elif self.stage is Stage.DIALING:
+            pending = self._take_pending()
+            if pending is not None:  # ended while dialing (shutdown): never leak it
+                pending.sock.close()
         elif self.stage is Stage.TUNNEL and self.tunnel is not None:
             self.front.hub.remove(self.tunnel)
         self.stage = Stage.GONE

@@ -21,7 +21,8 @@ Invariants:
   tunnel it happened on (logged).
 
 The same loop drives the front of a connection (issue 7): a front end registers a
-Watcher for a client fd (`watch`) and gets `readable(now)` calls from this task; timers
+Watcher for a client fd (`watch`) and gets `readable(now)` calls from this task, and a
+Writer for a socket whose connect(2) is in flight (`watch_writable`); timers
 (`call_at`: a heap, the earliest deadline bounds the wait on the epoll fd) carry the
 handshake and idle timeouts of connections no task waits for. A tunnel may have an owner
 instead of a waiting task: the hub tells the owner when it ends or is promoted, and
@@ -66,6 +67,15 @@ class Watcher(Protocol):
 
     def readable(self, now: float) -> None:
         """Called from the hub's task when the fd is readable; must not raise or wait."""
+        ...
+
+
+class Writer(Protocol):
+    """A front end's connection waiting for an fd to become writable (EPOLLOUT): a
+    non-blocking connect(2) in flight completes, or fails, when its socket is."""
+
+    def writable(self, now: float) -> None:
+        """Called from the hub's task when the fd is writable; must not raise or wait."""
         ...
 
 
@@ -156,6 +166,7 @@ class RelayHub:
         self._buffer = bytearray(RELAY_CHUNK)
         self._view = memoryview(self._buffer)
         self._watchers: dict[int, Watcher] = {}
+        self._writers: dict[int, Writer] = {}
         self._timers: list[tuple[float, int, TimerHandle]] = []  # heap of (deadline, seq, _)
         self._sequence = itertools.count()  # ties in the heap never compare timers
         self._wait: trio.CancelScope | None = None  # bounds the wait by the first deadline
@@ -165,9 +176,15 @@ class RelayHub:
         self._epoll.register(fd, select.EPOLLIN)
         self._watchers[fd] = watcher
 
+    def watch_writable(self, fd: int, writer: Writer) -> None:
+        """Call writer.writable() once fd is writable (and again while it is), until
+        unwatch(fd)."""
+        self._epoll.register(fd, select.EPOLLOUT)
+        self._writers[fd] = writer
+
     def unwatch(self, fd: int) -> None:
         """Stop watching fd (before it is closed, or handed to a tunnel); idempotent."""
-        if self._watchers.pop(fd, None) is not None:
+        if self._watchers.pop(fd, None) is not None or self._writers.pop(fd, None) is not None:
             with contextlib.suppress(OSError):
                 self._epoll.unregister(fd)
 
@@ -266,6 +283,14 @@ class RelayHub:
                             watcher.readable(now)
                         except Exception:  # a bug: never let it stop the hub
                             logger.exception("relay hub: a front-end watcher failed")
+                            self.unwatch(fd)
+                        continue
+                    writer = self._writers.get(fd)
+                    if writer is not None:
+                        try:
+                            writer.writable(now)
+                        except Exception:  # a bug: never let it stop the hub
+                            logger.exception("relay hub: a front-end writer failed")
                             self.unwatch(fd)
                     continue
                 tunnel, from_client = entry

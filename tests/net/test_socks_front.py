@@ -94,12 +94,13 @@ async def proxy(
     max_connections: int = 100,
     credentials: dict[str, str] | None = None,
     grace: float = 5.0,
+    connect_timeout: float = 10.0,
 ) -> AsyncIterator[Proxy]:
     resolver = Resolver()
     recorder = ListRecorder()
     hub = RelayHub()  # the server runs it
     ctx = ProxyContext(
-        dialer=Dialer(resolver, NSP, Egress.EMBEDDED),
+        dialer=Dialer(resolver, NSP, Egress.EMBEDDED, connect_timeout=connect_timeout),
         recorder=recorder,
         relay=Relay(idle_timeout=idle_timeout, hub=hub),
         credentials=credentials,
