@@ -76,8 +76,9 @@ class NotAllowedError(Proxy64Error):
 class ResolutionError(Proxy64Error):
     """A name could not be turned into addresses.
 
-    reason is one of NXDOMAIN, NODATA, SERVFAIL, TIMEOUT (the DNS outcome), so the
-    message says which: "DNS NXDOMAIN for example.invalid" is actionable, "failed" is not.
+    reason is one of NXDOMAIN, NODATA, SERVFAIL, TIMEOUT (the DNS outcome; TIMEOUT: no
+    usable answer in time, the detail says per server whether it timed out, refused or
+    sent malformed answers), so the message says which: "DNS NXDOMAIN for example.invalid" is actionable, "failed" is not.
     """
 
     REASONS = ("NXDOMAIN", "NODATA", "SERVFAIL", "TIMEOUT")
@@ -98,7 +99,7 @@ class ResolutionError(Proxy64Error):
             "NXDOMAIN": f"DNS NXDOMAIN: the name {qname} does not exist",
             "NODATA": f"DNS NODATA: {qname} has neither AAAA nor A records",
             "SERVFAIL": f"DNS SERVFAIL: the DNS server failed to resolve {qname}",
-            "TIMEOUT": f"DNS timeout: no DNS server answered for {qname}",
+            "TIMEOUT": f"DNS timeout: no usable answer for {qname}",
         }[reason]
         super().__init__(f"{text}{'; ' + detail if detail else ''}")
 
