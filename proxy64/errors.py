@@ -78,7 +78,8 @@ class ResolutionError(Proxy64Error):
 
     reason is one of NXDOMAIN, NODATA, SERVFAIL, TIMEOUT (the DNS outcome; TIMEOUT: no
     usable answer in time, the detail says per server whether it timed out, refused or
-    sent malformed answers), so the message says which: "DNS NXDOMAIN for example.invalid" is actionable, "failed" is not.
+    sent malformed answers), so the message says which: "DNS NXDOMAIN for
+    example.invalid" is actionable, "failed" is not.
     """
 
     REASONS = ("NXDOMAIN", "NODATA", "SERVFAIL", "TIMEOUT")

@@ -45,7 +45,9 @@ from proxy64.net.context import ConnectionRecord, Dialed, ProxyContext
 from proxy64.net.dialer import PendingDial
 from proxy64.net.http_upstream import BodyCut, Next, Upstream, UpstreamFailed, move_body
 from proxy64.net.hub_front import borrow_slot, client_text
+from proxy64.net.outcomes import aborted, client_ended
 from proxy64.net.relay import close_stream, write_fd_all
+from proxy64.net.resets import reset_on_close
 from proxy64.proto.http_headers import (
     downstream_response_headers,
     fixed_body_length,
@@ -399,7 +401,7 @@ class _ClientSession:
             record.outcome = f"destination closed: {exc}"
         except BaseException as exc:
             if record.outcome == "open":
-                record.outcome = f"aborted: {exc!r}"
+                record.outcome = aborted(exc)
             raise
         finally:
             self.ctx.recorder.finish(record)
@@ -449,10 +451,12 @@ class _ClientSession:
                 await upstream.close(str(exc), self.ctx)
                 if not upstream.responded:
                     await self.send_error(exc.http_status, str(exc))
+                else:
+                    reset_on_close(self.stream)  # a cut response must not look complete
                 return False
             except (_ClientGone, h11.RemoteProtocolError, trio.TooSlowError) as exc:
                 self.upstream = None
-                await upstream.close(f"client connection ended: {exc!r}", self.ctx)
+                await upstream.close(client_ended(exc), self.ctx)
                 raise _ClientGone from None
             if not upstream.end_cycle():
                 self.upstream = None

@@ -48,6 +48,7 @@ import trio
 
 from proxy64.defaults import HUB_EMPTY_POLLS, HUB_POLL_ROUNDS, RELAY_CHUNK
 from proxy64.net.context import ConnectionRecord
+from proxy64.net.resets import broken_outcome, reset_socket_on_close
 
 logger = logging.getLogger(__name__)
 
@@ -314,7 +315,7 @@ class RelayHub:
         except BlockingIOError:
             return
         except OSError as exc:
-            self._break(tunnel, from_client, exc)
+            self._break(tunnel, from_client, exc)  # the source broke
             return
         if size == 0:
             self._eof(tunnel, from_client, src)
@@ -325,7 +326,7 @@ class RelayHub:
         except BlockingIOError:
             written = 0
         except OSError as exc:
-            self._break(tunnel, from_client, exc)
+            self._break(tunnel, not from_client, exc)  # the destination broke
             return
         record = tunnel.record
         if from_client:
@@ -368,9 +369,10 @@ class RelayHub:
         except OSError as exc:
             self._break(tunnel, not from_client, exc)
 
-    def _break(self, tunnel: HubTunnel, from_client: bool, exc: OSError) -> None:
-        where = "client → remote" if from_client else "remote → client"
-        tunnel.broken = f"{where} broke: {exc or 'connection reset'}"
+    def _break(self, tunnel: HubTunnel, at_client: bool, exc: OSError) -> None:
+        """The client's side (at_client) or the remote's broke: the other is closed with RST."""
+        tunnel.broken = broken_outcome(at_client, exc)
+        reset_socket_on_close(tunnel.remote if at_client else tunnel.client)
         self._end(tunnel, Ending.DONE)
 
     def _end(self, tunnel: HubTunnel, ending: Ending) -> None:
