@@ -39,6 +39,7 @@ from proxy64.errors import ConfigError, ResolutionError
 from proxy64.net.context import ProxyContext
 from proxy64.net.dialer import Dialer, ResolverLike
 from proxy64.net.discovery import discover_prefixes
+from proxy64.net.host_addresses import local_addresses
 from proxy64.net.http_server import handle_http_client
 from proxy64.net.listeners import (
     Handler,
@@ -50,9 +51,11 @@ from proxy64.net.listeners import (
 from proxy64.net.recorder import Recorder
 from proxy64.net.relay import Relay
 from proxy64.net.resolver import DNS64Resolver
+from proxy64.net.slots import ConnectionSlots
 from proxy64.net.socks_server import handle_socks_client
 from proxy64.net.supervisor import Spawned, Supervisor
 from proxy64.proto.rfc6052 import Nat64Prefix
+from proxy64.proto.self_dial import OwnListeners
 from proxy64.report import ReadinessReport
 from proxy64.serve_config import ServeSettings
 
@@ -175,9 +178,23 @@ def startup_line(bound: Bound, nat64: Nat64Choice, workers: int = 1) -> str:
 # --- the parts ----------------------------------------------------------------------------
 
 
-def build_context(settings: ServeSettings, nat64: Nat64Choice, recorder: Recorder) -> ProxyContext:
+def own_listeners(bound: Bound) -> OwnListeners:
+    """proxy64's listeners as bound, and this host's addresses: what the dialer refuses."""
+    addresses = [a for a in (bound.socks_address, bound.http_address) if a is not None]
+    return OwnListeners.of(((a.host, a.port) for a in addresses), local_addresses())
+
+
+def build_context(
+    settings: ServeSettings, nat64: Nat64Choice, recorder: Recorder, own: OwnListeners
+) -> ProxyContext:
     resolver = build_resolver(settings, nat64.prefix)
-    dialer = Dialer(resolver, nat64.prefix, nat64.egress, connect_timeout=settings.connect_timeout)
+    dialer = Dialer(
+        resolver,
+        nat64.prefix,
+        nat64.egress,
+        connect_timeout=settings.connect_timeout,
+        own_listeners=own,
+    )
     return ProxyContext(
         dialer=dialer,
         recorder=recorder,
@@ -185,7 +202,9 @@ def build_context(settings: ServeSettings, nat64: Nat64Choice, recorder: Recorde
         credentials=dict(settings.credentials) or None,
         handshake_timeout=settings.handshake_timeout,
         idle_timeout=settings.idle_timeout,
-        connection_slots=trio.CapacityLimiter(settings.max_connections),
+        connection_slots=ConnectionSlots(
+            settings.max_connections, settings.max_client_connections
+        ),
     )
 
 
@@ -197,7 +216,7 @@ def make_server(
         pairs.append((bound.socks, handle_socks_client))
     if bound.http is not None:
         pairs.append((bound.http, handle_http_client))
-    ctx = build_context(settings, nat64, recorder)
+    ctx = build_context(settings, nat64, recorder, own_listeners(bound))
     return ProxyServer(ctx, pairs, grace=settings.shutdown_grace)
 
 

@@ -35,6 +35,8 @@ HANDSHAKE_TIMEOUT = 10.0  # client must finish SOCKS/HTTP handshake within this
 IDLE_TIMEOUT = 300.0  # a tunnel with no bytes either way for this long is closed
 SHUTDOWN_GRACE = 5.0  # SIGINT/SIGTERM: live tunnels get this long to finish
 MAX_CONNECTIONS = 4096
+# Slots one client address may hold at once: one client cannot starve the rest.
+MAX_CLIENT_CONNECTIONS = 1024
 
 # --- Protocol limits --------------------------------------------------------------------
 HTTP_MAX_HEAD = 64 * 1024  # bytes of request head before 431/400

@@ -73,6 +73,22 @@ class NotAllowedError(Proxy64Error):
     http_status = 403
 
 
+class LoopError(NotAllowedError):
+    """The destination is one of proxy64's own listeners: dialing it would loop.
+
+    SOCKS 0x02 (not allowed by ruleset), HTTP 508 Loop Detected (RFC 5842 §7.2)."""
+
+    http_status = 508
+
+    def __init__(self, destination: str, listener: str) -> None:
+        self.destination = destination
+        self.listener = listener
+        super().__init__(
+            f"loop refused: {destination} is proxy64's own listener {listener}; a proxy "
+            "that dials itself serves itself (chain to another proxy, not to this one)"
+        )
+
+
 class ResolutionError(Proxy64Error):
     """A name could not be turned into addresses.
 

@@ -326,7 +326,7 @@ VALUES = st.one_of(
 KEYS = st.sampled_from(
     ["socks", "http", "dns", "nat64_prefix", "egress", "workers", "max_connections",
      "idle_timeout", "connect_timeout", "log_level", "dns64_exclude", "allow_open",
-     "synthesize_all", "shutdown_grace"]
+     "synthesize_all", "shutdown_grace", "max_client_connections"]
 )  # fmt: skip
 
 

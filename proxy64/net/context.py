@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Protocol
 import trio
 
 from proxy64.destination import Destination, Egress, Reached
+from proxy64.net.slots import ConnectionSlots
 
 if TYPE_CHECKING:  # dialer.py imports this module
     from proxy64.net.dialer import PendingDial
@@ -116,4 +117,4 @@ class ProxyContext:
     credentials: dict[str, str] | None  # username → password; None: no authentication
     handshake_timeout: float
     idle_timeout: float
-    connection_slots: trio.CapacityLimiter  # --max-connections; acquire_nowait or refuse
+    connection_slots: ConnectionSlots  # --max-connections, --max-client-connections

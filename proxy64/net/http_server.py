@@ -668,8 +668,9 @@ class HttpClientHandler:
     else here (http_front.py)."""
 
     async def __call__(self, stream: trio.SocketStream, ctx: ProxyContext) -> None:
-        slot = borrow_slot(ctx, object())  # a new token: the connection's borrower
-        await serve_http_connection(stream, ctx, _peer_name(stream), slot, None)
+        client = _peer_name(stream)
+        slot = borrow_slot(ctx, object(), client)  # a new token: the connection's borrower
+        await serve_http_connection(stream, ctx, client, slot, None)
 
     def open_front(self, ctx: ProxyContext, spawn: Callable[..., None]) -> HttpFront:
         from proxy64.net.http_front import HttpFront  # it builds on this module
@@ -692,8 +693,9 @@ async def serve_http_connection(
     session = _ClientSession(stream, ctx, client, resume.conn if resume is not None else None)
     try:
         if slot is None:
-            logger.warning("http %s: refused, too many connections", client)
-            await session.send_error(503, "too many connections; try again later")
+            refusal = ctx.connection_slots.refusal(client)
+            logger.warning("http %s: refused, %s", client, refusal)
+            await session.send_error(503, f"{refusal}; try again later")
             return
         try:
             await session.run(resume)

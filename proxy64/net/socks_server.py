@@ -85,7 +85,7 @@ class SocksClientHandler:
 
     async def __call__(self, stream: trio.SocketStream, ctx: ProxyContext) -> None:
         record = ConnectionRecord(front_end="socks5", client=peer_text(stream))
-        slot = borrow_slot(ctx, object())  # a new token: the connection's borrower
+        slot = borrow_slot(ctx, object(), record.client)  # a new token: the borrower
         await serve_connection(stream, ctx, record, slot, None)
 
     def open_front(self, ctx: ProxyContext, spawn: Spawn) -> SocksFront:
@@ -134,9 +134,8 @@ def handshake_timed_out(ctx: ProxyContext) -> RemoteProtocolError:
     )
 
 
-def too_many(ctx: ProxyContext) -> RemoteProtocolError:
-    message = f"too many connections (--max-connections {ctx.connection_slots.total_tokens})"
-    return RemoteProtocolError(message)
+def too_many(ctx: ProxyContext, client: str) -> RemoteProtocolError:
+    return RemoteProtocolError(ctx.connection_slots.refusal(client))
 
 
 async def _serve(
@@ -184,7 +183,7 @@ async def _serve(
     if not udp:  # a UDP association records its first datagram's destination instead
         record.destination = request.destination
     if not have_slot:
-        refusal = too_many(ctx)
+        refusal = too_many(ctx, record.client)
         logger.warning("refusing %s: %s", record.client, refusal)
         await _refuse(stream, machine, record, refusal)
         return

@@ -29,6 +29,7 @@ from proxy64.net.http_front import HttpFront
 from proxy64.net.http_server import handle_http_client
 from proxy64.net.relay import Relay
 from proxy64.net.resolver import Resolution, ResolvedAddress
+from proxy64.net.slots import ConnectionSlots
 from proxy64.proto.rfc6052 import Nat64Prefix
 from tests.helpers.fakes import ListRecorder
 
@@ -50,7 +51,7 @@ def context(
     *,
     handshake_timeout: float = 5.0,
     idle_timeout: float = 10.0,
-    slots: trio.CapacityLimiter | None = None,
+    slots: ConnectionSlots | None = None,
     credentials: dict[str, str] | None = None,
 ) -> ProxyContext:
     return ProxyContext(
@@ -60,7 +61,7 @@ def context(
         credentials=credentials,
         handshake_timeout=handshake_timeout,
         idle_timeout=idle_timeout,
-        connection_slots=slots or trio.CapacityLimiter(8),
+        connection_slots=slots or ConnectionSlots(8),
     )
 
 
@@ -356,7 +357,7 @@ async def test_client_closing_before_a_head_ends_quietly(nursery: trio.Nursery) 
 
 async def test_no_slot_left_is_503(nursery: trio.Nursery) -> None:
     recorder = ListRecorder()
-    slots = trio.CapacityLimiter(1)
+    slots = ConnectionSlots(1)
     slots.acquire_on_behalf_of_nowait("someone else")
     front = open_front(context(recorder, slots=slots), nursery)
     client = Client(front)

@@ -111,7 +111,8 @@ async def test_connect_origin_reset_reaches_client(nursery: trio.Nursery, size: 
     with serve(dns_port) as proxy, trio.fail_after(20):
         assert proxy.http is not None
         stream = await trio.open_tcp_stream(*proxy.http)
-        await stream.send_all(f"CONNECT 127.0.0.1:{origin} HTTP/1.1\r\nHost: 127.0.0.1:{origin}\r\n\r\n".encode())
+        authority = f"127.0.0.1:{origin}"
+        await stream.send_all(f"CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n\r\n".encode())
         head = b""
         while b"\r\n\r\n" not in head:
             head += await stream.receive_some(1)
