@@ -29,6 +29,10 @@ import trio
 
 from proxy64.config import HostPort
 from proxy64.defaults import (
+    AUTH_FAILURE_DELAY,
+    AUTH_FAILURE_DELAY_MAX,
+    AUTH_FAILURE_FORGET,
+    AUTH_FAILURE_TRACKED,
     SERVE_DISCOVERY_TIMEOUT,
     WELL_KNOWN_PREFIX,
     WORKER_HEARTBEAT,
@@ -36,6 +40,7 @@ from proxy64.defaults import (
 )
 from proxy64.destination import Egress, EgressChoice
 from proxy64.errors import ConfigError, ResolutionError
+from proxy64.net.auth_gate import AuthGate
 from proxy64.net.context import ProxyContext
 from proxy64.net.dialer import Dialer, ResolverLike
 from proxy64.net.discovery import discover_prefixes
@@ -54,6 +59,7 @@ from proxy64.net.resolver import DNS64Resolver
 from proxy64.net.slots import ConnectionSlots
 from proxy64.net.socks_server import handle_socks_client
 from proxy64.net.supervisor import Spawned, Supervisor
+from proxy64.proto.auth_delay import AuthDelay
 from proxy64.proto.rfc6052 import Nat64Prefix
 from proxy64.proto.self_dial import OwnListeners
 from proxy64.report import ReadinessReport
@@ -178,6 +184,16 @@ def startup_line(bound: Bound, nat64: Nat64Choice, workers: int = 1) -> str:
 # --- the parts ----------------------------------------------------------------------------
 
 
+def auth_delay() -> AuthDelay:
+    """The failed-authentication policy, from proxy64/defaults.py."""
+    return AuthDelay(
+        base=AUTH_FAILURE_DELAY,
+        cap=AUTH_FAILURE_DELAY_MAX,
+        forget_after=AUTH_FAILURE_FORGET,
+        max_tracked=AUTH_FAILURE_TRACKED,
+    )
+
+
 def own_listeners(bound: Bound) -> OwnListeners:
     """proxy64's listeners as bound, and this host's addresses: what the dialer refuses."""
     addresses = [a for a in (bound.socks_address, bound.http_address) if a is not None]
@@ -205,6 +221,7 @@ def build_context(
         connection_slots=ConnectionSlots(
             settings.max_connections, settings.max_client_connections
         ),
+        auth_gate=AuthGate(auth_delay()) if settings.credentials else None,
     )
 
 

@@ -37,6 +37,13 @@ SHUTDOWN_GRACE = 5.0  # SIGINT/SIGTERM: live tunnels get this long to finish
 MAX_CONNECTIONS = 4096
 # Slots one client address may hold at once: one client cannot starve the rest.
 MAX_CLIENT_CONNECTIONS = 1024
+# Failed authentications (proxy64/proto/auth_delay.py): after an address's first failure,
+# each answer to it is held this much more per failure, doubling up to the cap, until it
+# has not failed for AUTH_FAILURE_FORGET seconds.
+AUTH_FAILURE_DELAY = 0.25
+AUTH_FAILURE_DELAY_MAX = 4.0
+AUTH_FAILURE_FORGET = 60.0
+AUTH_FAILURE_TRACKED = 10_000  # addresses remembered at once (the oldest is dropped)
 
 # --- Protocol limits --------------------------------------------------------------------
 HTTP_MAX_HEAD = 64 * 1024  # bytes of request head before 431/400

@@ -41,6 +41,7 @@ from proxy64.defaults import (
 )
 from proxy64.destination import Destination
 from proxy64.errors import Proxy64Error, RemoteProtocolError
+from proxy64.net.auth_gate import checked_proxy_auth
 from proxy64.net.context import ConnectionRecord, Dialed, ProxyContext
 from proxy64.net.dialer import PendingDial
 from proxy64.net.http_upstream import BodyCut, Next, Upstream, UpstreamFailed, move_body
@@ -59,7 +60,6 @@ from proxy64.proto.httpproxy import (
     ConnectTarget,
     ForwardTarget,
     LocalAnswer,
-    check_proxy_auth,
     classify,
     error_response,
     tunnel_established,
@@ -252,8 +252,9 @@ class _ClientSession:
                     return
                 try:
                     target = classify(request)
-                    if self.ctx.credentials is not None:
-                        check_proxy_auth(request.headers.raw_items(), self.ctx.credentials)
+                    await checked_proxy_auth(
+                        self.ctx, self.client, request.headers.raw_items(), self.ctx.credentials
+                    )
                 except RemoteProtocolError as exc:
                     method = request.method.decode("ascii", "replace")
                     self._refused(f"refused {method} {_printable(request.target)}: {exc}")

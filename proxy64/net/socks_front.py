@@ -31,13 +31,20 @@ import trio
 
 from proxy64.defaults import SOCKS_HANDSHAKE_READ
 from proxy64.errors import Proxy64Error, RemoteProtocolError, SocksReply
+from proxy64.net.auth_gate import auth_hold
 from proxy64.net.context import ConnectionRecord, Dialed, ProxyContext
 from proxy64.net.dialer import PendingDial
 from proxy64.net.hub_front import HubConnection, HubFront, Stage, client_text
 from proxy64.net.listeners import Spawn
 from proxy64.net.socks_server import Resume, handshake_timed_out, reply_bytes, serve_connection
 from proxy64.proto.socks5 import NEED_DATA, Command, Request
-from proxy64.proto.socks_dispatch import Closed, SocksMachine, handshake_step, machine_for
+from proxy64.proto.socks_dispatch import (
+    Closed,
+    Held,
+    SocksMachine,
+    handshake_step,
+    machine_for,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -99,12 +106,13 @@ class _Connection(HubConnection):
             self.machine = machine
             self.record.front_end = machine.front_end
         machine.receive_data(data)
-        output, outcome = handshake_step(machine, self.front.ctx.credentials)
+        hold = auth_hold(self.front.ctx, self.client)
+        output, outcome = handshake_step(machine, self.front.ctx.credentials, hold)
         if outcome is NEED_DATA:
             if output:
                 self._write(output, Resume(machine, self.deadline))
             return
-        if isinstance(outcome, (Closed, RemoteProtocolError)):
+        if isinstance(outcome, (Closed, Held, RemoteProtocolError)):
             self._hand_off(Resume(machine, self.deadline, unsent=output, error=outcome))
             return
         self._request(machine, outcome, output)

@@ -31,6 +31,7 @@ import trio
 
 from proxy64.defaults import SOCKS_HANDSHAKE_READ, SOCKS_LINGER_BYTES, SOCKS_LINGER_TIME
 from proxy64.errors import Proxy64Error, RemoteProtocolError, SocksReply
+from proxy64.net.auth_gate import auth_hold
 from proxy64.net.context import ConnectionRecord, Dialed, IPAddress, ProxyContext
 from proxy64.net.dialer import PendingDial
 from proxy64.net.hub_front import borrow_slot, client_text
@@ -39,7 +40,13 @@ from proxy64.net.relay import close_stream, write_fd_all
 from proxy64.net.socks_udp import serve_udp_association
 from proxy64.proto.socks4 import Socks4Reply, Socks4Request
 from proxy64.proto.socks5 import NEED_DATA, Command, Reply, Request, Socks5Server
-from proxy64.proto.socks_dispatch import Closed, SocksMachine, handshake_step, machine_for
+from proxy64.proto.socks_dispatch import (
+    Closed,
+    Held,
+    SocksMachine,
+    handshake_step,
+    machine_for,
+)
 
 if TYPE_CHECKING:
     from proxy64.net.socks_front import SocksFront
@@ -63,7 +70,7 @@ class Resume:
     machine: SocksMachine | None  # None: the client has sent nothing yet
     deadline: float
     unsent: bytes = b""
-    error: RemoteProtocolError | Closed | None = None
+    error: RemoteProtocolError | Closed | Held | None = None
     request: Request | Socks4Request | None = None
     pending: PendingDial | None = None  # the dial started without waiting: finish it
     dialed: Dialed | None = None  # the dial is done: reply, early bytes, relay
@@ -155,9 +162,11 @@ async def _serve(
             if resume is not None:
                 if resume.unsent:
                     await send_raw(stream, resume.unsent)
-                if isinstance(resume.error, Closed):
+                if isinstance(resume.error, Held):
+                    await send_held(stream, resume.error)
+                elif isinstance(resume.error, Closed):
                     raise _Closed(resume.error.reason)
-                if resume.error is not None:
+                elif resume.error is not None:
                     raise resume.error
             if request is None:
                 if machine is None:
@@ -167,7 +176,7 @@ async def _serve(
                     machine = machine_for(first[0], require_auth=ctx.credentials is not None)
                     record.front_end = machine.front_end
                     machine.receive_data(first)
-                request = await _handshake(stream, machine, ctx)
+                request = await _handshake(stream, machine, ctx, record.client)
     except _Closed as closed:
         record.outcome = str(closed)
         await _linger(stream)  # after a 0xFF method or an RFC 1929 failure status
@@ -197,13 +206,17 @@ async def _serve(
 
 
 async def _handshake(
-    stream: trio.SocketStream, machine: SocksMachine, ctx: ProxyContext
+    stream: trio.SocketStream, machine: SocksMachine, ctx: ProxyContext, client: str
 ) -> Request | Socks4Request:
     """Until the request: each step's bytes sent in order, reading only when it needs."""
+    hold = auth_hold(ctx, client)
     while True:
-        output, outcome = handshake_step(machine, ctx.credentials)
+        output, outcome = handshake_step(machine, ctx.credentials, hold)
         if output:
             await send_raw(stream, output)
+        if isinstance(outcome, Held):
+            await send_held(stream, outcome)
+            continue
         if outcome is NEED_DATA:
             machine.receive_data(await receive_raw(stream))
             continue
@@ -253,6 +266,15 @@ async def _refuse(
     if machine is None:
         return
     await send_final(stream, machine.send_error(error))
+
+
+async def send_held(stream: trio.SocketStream, held: Held) -> None:
+    """An RFC 1929 answer held back (proto/auth_delay.py): wait, send it, and end the
+    connection when it is a failure."""
+    await trio.sleep(held.seconds)
+    await send_raw(stream, held.reply)
+    if held.closed is not None:
+        raise _Closed(held.closed.reason)
 
 
 async def send_final(stream: trio.SocketStream, data: bytes) -> None:
