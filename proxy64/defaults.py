@@ -152,6 +152,7 @@ WORKER_TIMEOUT = 10.0  # a worker silent this long (hung, stopped) is killed and
 # --- Hub-driven front of a connection (issue 7; proxy64/net/relay_hub.py, socks_front.py) ----
 HUB_POLL_ROUNDS = 16  # epoll polls without waiting per wake-up of the hub, at the most
 HUB_EMPTY_POLLS = 2  # ... stopping after this many found nothing (A/B: c1 867 -> 700 µs)
+HUB_TIMER_COMPACT = 256  # cancelled hub timers tolerated before the heap may be compacted
 
 # --- TUN stack heap (proxy64/tun/heap.py): freed memory kept for reuse at bulk speed ---
 TUN_HEAP_TRIM_THRESHOLD = 32 * 1024 * 1024  # glibc M_TRIM_THRESHOLD (default 128 KiB)
