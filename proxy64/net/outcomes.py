@@ -10,7 +10,7 @@ from __future__ import annotations
 import h11
 import trio
 
-from proxy64.net.resets import is_reset
+from proxy64.net.resets import broken_outcome, is_reset
 
 
 def client_ended(exc: BaseException) -> str:
@@ -22,6 +22,12 @@ def client_ended(exc: BaseException) -> str:
     if is_reset(exc):
         return "client reset the connection"
     return "client closed the connection before the exchange was complete"
+
+
+def client_lost(exc: BaseException) -> str:
+    """The client's connection failed under us: "client reset the connection", or what
+    broke it ("client connection broke: Connection timed out")."""
+    return broken_outcome(True, exc)
 
 
 def aborted(exc: BaseException) -> str:

@@ -36,6 +36,7 @@ from proxy64.net.context import ConnectionRecord, Dialed, ProxyContext
 from proxy64.net.dialer import PendingDial
 from proxy64.net.hub_front import HubConnection, HubFront, Stage, client_text
 from proxy64.net.listeners import Spawn
+from proxy64.net.outcomes import client_lost
 from proxy64.net.socks_server import Resume, handshake_timed_out, reply_bytes, serve_connection
 from proxy64.proto.socks5 import NEED_DATA, Command, Request
 from proxy64.proto.socks_dispatch import (
@@ -86,7 +87,7 @@ class _Connection(HubConnection):
         except BlockingIOError:
             return
         except OSError as exc:
-            self._end(f"client connection lost: {exc or type(exc).__name__}")
+            self._end(client_lost(exc))
             return
         machine = self.machine
         if machine is None:
@@ -125,7 +126,7 @@ class _Connection(HubConnection):
         except BlockingIOError:
             written = 0
         except OSError as exc:
-            self._end(f"client connection lost: {exc or type(exc).__name__}")
+            self._end(client_lost(exc))
             return False
         if written < len(data):
             self._hand_off(_replace(resume, unsent=data[written:]))
@@ -174,7 +175,7 @@ class _Connection(HubConnection):
             except BlockingIOError:
                 written = 0
             except OSError as exc:
-                self._end(f"client connection lost: {exc or type(exc).__name__}")
+                self._end(client_lost(exc))
                 return
             record.bytes_up += written
         self._enter_tunnel(remote.socket, record, early[written:])
@@ -194,7 +195,7 @@ class _Connection(HubConnection):
         front.spawn(serve_connection, stream, front.ctx, self.record, self.slot, resume)
 
     def _relay_lost(self, exc: BaseException) -> str:
-        return f"client connection lost: {exc or type(exc).__name__}"  # as socks_server
+        return client_lost(exc)  # as socks_server
 
 
 def _replace(resume: Resume, **changes: Any) -> Resume:

@@ -36,6 +36,7 @@ from proxy64.net.context import ConnectionRecord, Dialed, IPAddress, ProxyContex
 from proxy64.net.dialer import PendingDial
 from proxy64.net.hub_front import borrow_slot, client_text
 from proxy64.net.listeners import Spawn
+from proxy64.net.outcomes import client_lost
 from proxy64.net.relay import close_stream, write_fd_all
 from proxy64.net.socks_udp import serve_udp_association
 from proxy64.proto.socks4 import Socks4Reply, Socks4Request
@@ -116,7 +117,7 @@ async def serve_connection(
         await _serve(stream, ctx, record, slot is not None, resume)
     except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
         if record.outcome == "open":
-            record.outcome = f"client connection lost: {exc or type(exc).__name__}"
+            record.outcome = client_lost(exc)
     except Exception as exc:
         logger.exception("SOCKS handler failed for %s (a bug in proxy64)", record.client)
         record.outcome = f"internal error: {exc!r}"
