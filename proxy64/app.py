@@ -201,8 +201,12 @@ def own_listeners(bound: Bound) -> OwnListeners:
 
 
 def build_context(
-    settings: ServeSettings, nat64: Nat64Choice, recorder: Recorder, own: OwnListeners
+    settings: ServeSettings,
+    nat64: Nat64Choice,
+    recorder: Recorder,
+    own: OwnListeners | None = None,
 ) -> ProxyContext:
+    """own: the listeners a dial must not reach (None: none known, as in tests)."""
     resolver = build_resolver(settings, nat64.prefix)
     dialer = Dialer(
         resolver,
