@@ -46,6 +46,17 @@ async def discover_prefixes(
     Empty servers means the nameservers of /etc/resolv.conf. Raises ResolutionError
     (TIMEOUT) only when no server answered at all.
     """
+    prefixes, _ = await discover_with_ttl(servers, timeout=timeout)
+    return prefixes
+
+
+async def discover_with_ttl(
+    servers: tuple[HostPort, ...],
+    *,
+    timeout: float = DISCOVERY_TIMEOUT,  # noqa: ASYNC109 (one bound for the whole lookup)
+) -> tuple[list[Nat64Prefix], int | None]:
+    """discover_prefixes() and the TTL of the ipv4only.arpa AAAA answer (None without
+    one): RFC 7050 §3 asks a node to discover again when that TTL runs out."""
     chosen = servers or servers_from_resolv_conf()
     response = await query_servers(
         chosen,
@@ -56,13 +67,13 @@ async def discover_prefixes(
     )
     if response.rcode() != dns.rcode.NOERROR:
         log.debug("ipv4only.arpa AAAA: %s", dns.rcode.to_text(response.rcode()))
-        return []
+        return [], None
     _, _, rrset = follow_chain(response, _IPV4ONLY, dns.rdatatype.AAAA)
     if rrset is None:
-        return []
+        return [], None
     prefixes = derive_prefixes(IPv6Address(rdata.address) for rdata in rrset)
     log.debug("RFC 7050 discovery: %s", ", ".join(map(str, prefixes)) or "no NAT64 prefix")
-    return prefixes
+    return prefixes, int(rrset.ttl)
 
 
 async def probe_prefix(

@@ -243,7 +243,7 @@ def test_workers_share_one_nat64_discovery() -> None:
         with proxy_process(
             "--egress", "auto", "--dns", f"127.0.0.1:{server.port}", "--workers", "2"
         ) as proxy:
-            assert proxy.why.startswith("discovered via DNS 127.0.0.1:")
+            assert proxy.why.startswith("RFC 7050 via 127.0.0.1:")
             assert proxy.prefix == "64:ff9b::/96" and proxy.egress == "nat64"
             asked = server.queries
             assert asked >= 1
