@@ -74,8 +74,9 @@ class SourceReport:
 class Nat64Sources:
     """The four sources in RFC 9872 order, and what each said last.
 
-    Times are trio's clock; Nat64Choice.expires converts to time.monotonic() so a choice
-    made here stays meaningful in a forked worker.
+    Times are trio's clock; Nat64Choice.expires is in `monotonic`'s (time.monotonic()
+    by default) so a choice made here stays meaningful in another trio run or a forked
+    worker.
     """
 
     def __init__(
@@ -86,8 +87,10 @@ class Nat64Sources:
         rfc7050: Rfc7050 = rfc7050_lookup,
         open_ra_socket: Callable[[], socket.socket] | None = open_nduseropt_socket,
         networkctl: str | None = "networkctl",
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.servers = servers
+        self.monotonic = monotonic  # the clock of Nat64Choice.expires
         self.egress = egress
         self.where = ", ".join(str(s) for s in servers) or "/etc/resolv.conf"
         self.table = Pref64Table()
@@ -203,14 +206,14 @@ class Nat64Sources:
         if heard is not None:
             why = f"PREF64 from RA on {heard.interface}"
             return Nat64Choice(
-                heard.prefix, Egress.NAT64, why, _monotonic(heard.expires - now), "pref64"
+                heard.prefix, Egress.NAT64, why, self._expires(heard.expires - now), "pref64"
             )
         live = [entry for entry in self._networkd if entry[2] > now]
         if live:
             name, prefix, expires = live[0]
             why = f"PREF64 from systemd-networkd on {name}"
-            return Nat64Choice(prefix, Egress.NAT64, why, _monotonic(expires - now), "networkd")
-        until = _monotonic(self._rfc7050_until - now)
+            return Nat64Choice(prefix, Egress.NAT64, why, self._expires(expires - now), "networkd")
+        until = self._expires(self._rfc7050_until - now)
         if self._rfc7050_found:
             why = f"RFC 7050 via {self.where}"
             return Nat64Choice(self._rfc7050_found[0], Egress.NAT64, why, until, "rfc7050")
@@ -238,12 +241,15 @@ class Nat64Sources:
 
     # --- when to ask again ------------------------------------------------------------
 
+    def _expires(self, seconds_left: float) -> float:
+        return self.monotonic() + max(0.0, seconds_left)
+
     def next_check(self, choice: Nat64Choice) -> float:
         """Trio time of the next re-discovery for the choice in use."""
         now = trio.current_time()
         candidates = [NAT64_REDISCOVER_MAX]
         if choice.expires is not None:
-            candidates.append(choice.expires - time.monotonic())
+            candidates.append(choice.expires - self.monotonic())
         expiry = self.table.next_expiry()
         if expiry is not None:
             candidates.append(expiry - now)
@@ -254,8 +260,6 @@ def _bounded(seconds: float) -> float:
     return max(NAT64_REDISCOVER_MIN, min(NAT64_REDISCOVER_MAX, seconds))
 
 
-def _monotonic(seconds_left: float) -> float:
-    return time.monotonic() + max(0.0, seconds_left)
 
 
 def first_choice(egress: EgressChoice, given: Nat64Prefix | None) -> Nat64Choice | None:
@@ -294,7 +298,7 @@ async def watch_nat64(
                 await heard.wait()
             choice = await sources.choose()
             keep_seed = seed is not None and not sources.heard_any and choice.source != "pref64"
-            if keep_seed and seed is not None and (seed.expires or 0) > time.monotonic():
+            if keep_seed and seed is not None and (seed.expires or 0) > sources.monotonic():
                 continue
             seed = None
             if state.update(choice) and choice.source == "none":

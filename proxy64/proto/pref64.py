@@ -10,6 +10,7 @@ caller gives it the time.
 Invariants: a malformed message raises PacketError naming the layer and the offset; an
 option the RFC says to ignore (PLC 6 or 7, Length 1) is skipped, not an error; every
 prefix returned is a valid RFC 6052 prefix (Nat64Prefix).
+Netlink headers are in host byte order (netlink(7)); ND options in network order.
 """
 
 from __future__ import annotations
@@ -82,13 +83,10 @@ def parse_pref64_option(option: bytes, offset: int = 0) -> Pref64 | None:
     if plc >= len(PLC_LENGTHS):  # RFC 8781 §4: an undefined PLC makes the option ignored
         return None
     length = PLC_LENGTHS[plc]
-    # RFC 8781 §4: bits beyond the prefix length are ignored, bits 96-127 are not sent.
+    # RFC 8781 §4: bits beyond the prefix length are ignored, bits 96-127 are not sent;
+    # so the u octet (bits 64-71, RFC 6052 §2.2) is zero for every length below 96.
     network = IPv6Network((bytes(option[4:16]) + bytes(4), length), strict=False)
-    try:
-        prefix = Nat64Prefix(network)
-    except AddressMappingError:  # a non-zero u octet (RFC 6052 §2.2): unusable
-        return None
-    return Pref64(prefix, (word >> 3) * LIFETIME_UNIT)
+    return Pref64(Nat64Prefix(network), (word >> 3) * LIFETIME_UNIT)
 
 
 def iter_nd_options(data: bytes, offset: int = 0) -> Iterator[tuple[int, int, bytes]]:
