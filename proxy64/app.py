@@ -51,7 +51,7 @@ from proxy64.net.listeners import (
     describe_bind_error,
 )
 from proxy64.net.nat64_state import Nat64Choice, Nat64State
-from proxy64.net.nat64_watch import Nat64Sources, first_choice, watch_nat64
+from proxy64.net.nat64_watch import Nat64Sources, first_choice, follow_nat64
 from proxy64.net.recorder import Recorder
 from proxy64.net.relay import Relay
 from proxy64.net.resolver import DNS64Resolver
@@ -182,7 +182,7 @@ def nat64_watcher(
         return None
 
     async def watch(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        await watch_nat64(state, nat64_sources(settings), task_status=task_status)
+        await follow_nat64(state, nat64_sources(settings), task_status=task_status)
 
     return watch
 

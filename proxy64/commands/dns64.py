@@ -24,7 +24,7 @@ from proxy64.config import HostPort, ResolverSettings, parse_host_port
 from proxy64.defaults import DNS64_LISTEN, DNS_PORT
 from proxy64.net.dns_server import DNS64Responder, serve_dns64
 from proxy64.net.nat64_state import Nat64State
-from proxy64.net.nat64_watch import Nat64Sources, resolver_choice, watch_nat64
+from proxy64.net.nat64_watch import Nat64Sources, follow_nat64, resolver_choice
 from proxy64.net.resolver import DNS64Resolver
 
 from .dns_options import add_mapped_option, with_mapped
@@ -77,7 +77,7 @@ async def _serve(settings: ResolverSettings, listen: HostPort) -> int:
     responder = DNS64Responder(resolver)
     async with trio.open_nursery() as nursery:
         if settings.prefix is None:  # auto: follow the network's prefix while serving
-            nursery.start_soon(watch_nat64, state, Nat64Sources(settings.servers))
+            nursery.start_soon(follow_nat64, state, Nat64Sources(settings.servers))
         try:
             bound = await nursery.start(serve_dns64, responder, listen)
         except OSError as exc:

@@ -132,7 +132,11 @@ class Nat64Sources:
 
     async def listen(self, sock: socket.socket) -> None:
         with sock:
-            await listen_pref64(sock, self.hear)
+            try:
+                await listen_pref64(sock, self.hear)
+            except OSError as exc:  # RAs are one source of several: the others go on
+                self._ra_problem = f"rtnetlink failed: {exc.strerror or exc}"
+                log.warning("PREF64 from RAs: %s; no longer listening", self._ra_problem)
 
     # --- asking -----------------------------------------------------------------------
 
@@ -317,3 +321,18 @@ async def resolver_choice(
         return choice, None
     detail = choice.why.removeprefix("none found: ")
     return choice, f"no NAT64 prefix found ({detail}); using {choice.prefix}"
+
+
+async def follow_nat64(
+    state: Nat64State,
+    sources: Nat64Sources,
+    *,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """watch_nat64() as a helper task of a server: should it fail, the server goes on
+    with the prefix it has (logged), never stops for it."""
+    task_status.started()
+    try:
+        await watch_nat64(state, sources)
+    except Exception:
+        log.exception("NAT64 prefix watcher stopped; keeping %s", state.prefix)

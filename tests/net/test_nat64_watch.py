@@ -19,7 +19,7 @@ from proxy64.defaults import NAT64_REDISCOVER_MAX, NAT64_REDISCOVER_MIN, NAT64_R
 from proxy64.destination import Destination, Egress, EgressChoice
 from proxy64.net.dialer import Dialer
 from proxy64.net.nat64_state import Nat64Choice, Nat64State
-from proxy64.net.nat64_watch import Nat64Sources, watch_nat64
+from proxy64.net.nat64_watch import Nat64Sources, follow_nat64, watch_nat64
 from proxy64.net.resolver import DNS64Resolver
 from proxy64.proto.pref64 import Announcement, Pref64
 from proxy64.proto.rfc6052 import Nat64Prefix
@@ -289,3 +289,24 @@ async def test_rfc7050_rediscovery_against_a_dns64_whose_prefix_changes() -> Non
             await changed.wait()
         assert state.prefix == B
         nursery.cancel_scope.cancel()
+
+
+async def test_a_failing_watcher_leaves_the_server_its_prefix(
+    clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    calls: list[int] = []
+
+    async def broken(servers: tuple[HostPort, ...]) -> tuple[list[Nat64Prefix], int | None]:
+        calls.append(1)
+        if len(calls) > 1:
+            raise RuntimeError("a bug in a source")
+        return [A], 5
+
+    sources = Nat64Sources(DNS, rfc7050=broken, open_ra_socket=None, networkctl=None,
+                           monotonic=trio.current_time)  # fmt: skip
+    state = Nat64State(await sources.startup(ra_wait=0))
+    async with trio.open_nursery() as nursery:
+        await nursery.start(follow_nat64, state, sources)
+        await trio.sleep(10)  # the second discovery raises; nothing reaches this nursery
+    assert state.prefix == A and len(calls) == 2
+    assert any("watcher stopped; keeping 2001:db8:a::/96" in r.getMessage() for r in caplog.records)
