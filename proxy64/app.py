@@ -34,14 +34,12 @@ import trio
 from proxy64.config import HostPort
 from proxy64.defaults import (
     PREF64_STARTUP_WAIT,
-    SERVE_DISCOVERY_TIMEOUT,
     WORKER_HEARTBEAT,
     WORKER_STOP_MARGIN,
 )
-from proxy64.errors import ConfigError, ResolutionError
+from proxy64.errors import ConfigError
 from proxy64.net.context import ProxyContext
 from proxy64.net.dialer import Dialer, ResolverLike
-from proxy64.net.discovery import discover_prefixes
 from proxy64.net.http_server import handle_http_client
 from proxy64.net.listeners import (
     Handler,
@@ -51,7 +49,7 @@ from proxy64.net.listeners import (
     describe_bind_error,
 )
 from proxy64.net.nat64_state import Nat64Choice, Nat64State
-from proxy64.net.nat64_watch import Nat64Sources, first_choice, follow_nat64
+from proxy64.net.nat64_watch import Nat64Sources, first_choice, follow_nat64, rfc7050_lookup
 from proxy64.net.recorder import Recorder
 from proxy64.net.relay import Relay
 from proxy64.net.resolver import DNS64Resolver
@@ -120,19 +118,6 @@ def build_resolver(settings: ServeSettings, prefix: Nat64Prefix | Nat64State) ->
     return resolver
 
 
-async def discover(servers: tuple[HostPort, ...]) -> list[Nat64Prefix] | None:
-    """RFC 7050 discovery: the prefixes found ([] for none), or None when no DNS server
-    answered within SERVE_DISCOVERY_TIMEOUT, so the start-up line can tell the two apart."""
-    with trio.move_on_after(SERVE_DISCOVERY_TIMEOUT):
-        try:
-            found: list[Nat64Prefix] = await discover_prefixes(servers)
-        except ResolutionError as exc:
-            logger.debug("RFC 7050 discovery failed: %s", exc)
-            return None
-        return found
-    return None
-
-
 async def choose_nat64(
     settings: ServeSettings,
     discover_fn: Callable[[tuple[HostPort, ...]], Any] | None = None,
@@ -158,14 +143,16 @@ def nat64_sources(
     *,
     pref64: bool = True,
 ) -> Nat64Sources:
-    if discover_fn is None:
-        return Nat64Sources(settings.dns, settings.egress)
+    """The discovery sources for settings; discover_fn and pref64 as in choose_nat64."""
+    rfc7050 = rfc7050_lookup
+    if discover_fn is not None:
+        ask = discover_fn
 
-    async def rfc7050(
-        servers: tuple[HostPort, ...],
-    ) -> tuple[list[Nat64Prefix], int | None] | None:
-        found = await discover_fn(servers)
-        return None if found is None else (list(found), None)
+        async def rfc7050(
+            servers: tuple[HostPort, ...],
+        ) -> tuple[list[Nat64Prefix], int | None] | None:
+            found = await ask(servers)
+            return None if found is None else (list(found), None)
 
     if pref64:
         return Nat64Sources(settings.dns, settings.egress, rfc7050=rfc7050)

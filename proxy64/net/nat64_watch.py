@@ -1,6 +1,6 @@
 """`--nat64-prefix auto`: find the network's NAT64 prefix, then follow it while running.
 
-Order (RFC 9872 §4 prefers PREF64 to RFC 7050):
+Order (RFC 9872 prefers PREF64 to RFC 7050):
 1. PREF64 (RFC 8781) from Router Advertisements, over rtnetlink (proxy64/net/pref64_listener.py);
 2. PREF64 as systemd-networkd learned it (`networkctl --json=short status`);
 3. RFC 7050: the DNS64's answer for ipv4only.arpa;
@@ -72,7 +72,7 @@ class SourceReport:
 
 
 class Nat64Sources:
-    """The four sources in RFC 9872 order, and what each said last.
+    """The sources in RFC 9872 order, what each said last, and the choice they make.
 
     Times are trio's clock; Nat64Choice.expires is in `monotonic`'s (time.monotonic()
     by default) so a choice made here stays meaningful in another trio run or a forked
