@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import json
 import os
 import pwd
 import re
@@ -284,3 +285,46 @@ def test_rfc8781_pref64_followed_by_an_unprivileged_proxy(link: Link) -> None:
         assert "Traceback" not in output
     finally:
         proxy.stop()
+
+
+@contextlib.contextmanager
+def router_repeating(lab: Link, *pref64: tuple[str, int]) -> Iterator[None]:
+    """RAs every 0.1 s while the block runs (a router right after it came up)."""
+    stop = threading.Event()
+
+    def repeat() -> None:
+        while not stop.is_set():
+            send_ra(lab, *pref64)
+            stop.wait(0.1)
+
+    thread = threading.Thread(target=repeat, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(5)
+
+
+def test_rfc9872_startup_line_and_discover_name_pref64_from_ra(link: Link) -> None:
+    with router_repeating(link, (PREFIX_A, 600)):
+        proxy = start_unprivileged_proxy(link, "--dns", "127.0.0.1:9", "--nat64-prefix", "auto")
+        try:
+            assert (proxy.prefix, proxy.egress) == (PREFIX_A, "nat64"), proxy.startup_line
+            assert proxy.why == "PREF64 from RA on ra0"
+            with tunnel(link, proxy) as (_, reached):
+                assert reached == REACHED_A
+        finally:
+            proxy.stop()
+        done = subprocess.run(
+            ["ip", "netns", "exec", link.host, sys.executable, "-c", LAUNCHER,
+             "discover", "--dns", "127.0.0.1:9", "--json"],
+            capture_output=True, text=True, timeout=30, cwd=REPO, check=False,
+        )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["chosen"] == {"prefix": PREFIX_A, "why": "PREF64 from RA on ra0"}
+    ra = result["sources"][0]
+    assert (ra["source"], ra["prefixes"]) == ("PREF64 (RA)", [PREFIX_A])
+    assert ra["detail"].startswith(f"on ra0 from {ROUTER_LL}, lifetime ")
+    assert result["sources"][2]["detail"] == "no answer from DNS 127.0.0.1:9"
