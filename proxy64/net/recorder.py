@@ -50,6 +50,8 @@ class Recorder:
                 outcome,
             )
         if record.destination is not None:
+            target = record.destination.host
+            kind = "name" if isinstance(target, str) else f"ipv{target.version}"
             self.report.add(
                 Observation(
                     destination=destination,
@@ -59,5 +61,8 @@ class Recorder:
                     bytes_down=record.bytes_down,
                     ok=ok,
                     outcome=outcome,
+                    front_end=record.front_end,
+                    kind=kind,
+                    remote=record.remote[0] if record.remote is not None else None,
                 )
             )
