@@ -79,6 +79,10 @@ SERVE_MAX_WORKERS = 64  # --workers upper bound
 SERVE_DISCOVERY_TIMEOUT = 6.0  # start-up waits at most this long for RFC 7050 discovery
 REPORT_MAX_DESTINATIONS = 10_000  # readiness report rows; more are added up in one row
 REPORT_MAX_ADDRESSES = 16  # addresses dialed kept per report row (for verdicts and JSON)
+REPORT_MAX_SPANS = 64  # (start, end) times kept per report row, to match Happy Eyeballs
+# An AF_INET attempt is the IPv4 half of a Happy Eyeballs race (RFC 8305 §5) when it starts
+# while an IPv6 connection to the same name is open, or at most this long before one.
+HAPPY_EYEBALLS_LEAD = 0.5
 
 # --- Exit statuses of `run` and `tun run` (README "IPv6-only readiness") -----------------
 # Otherwise they exit with CMD's own status. 120 sits below 124-127, which timeout(1),

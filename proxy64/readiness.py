@@ -12,6 +12,10 @@ A verdict says which network the destination needs, from what proxy64 saw of it:
   strict translator refuses it (RFC 6052 §3.1), whatever the app does.
 - failed: no connection to it succeeded, for a reason none of the above explains.
 
+An AF_INET attempt in `tun run` to a name's A record, answered unreachable while the app
+was connecting to that name over IPv6, is Happy Eyeballs (RFC 8305) racing, not a
+dependency: its row takes the name's verdict.
+
 The gate (--require LEVEL) passes when every destination was reached at least once in
 this run and its verdict is one the level allows. Pure: stats in, verdicts out.
 """
@@ -19,11 +23,11 @@ this run and its verdict is one the level allows. Pure: stats in, verdicts out.
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network, IPv6Network
 
-from proxy64.defaults import WELL_KNOWN_PREFIX
+from proxy64.defaults import HAPPY_EYEBALLS_LEAD, WELL_KNOWN_PREFIX
 from proxy64.proto.rfc6052 import Nat64Prefix
 from proxy64.report import DestinationStats
 
@@ -128,11 +132,83 @@ def _tail(stats: DestinationStats) -> str:
     return f"; {stats.failures} of {stats.connections} failed, last: {last}"
 
 
-def assess(stats: DestinationStats, prefix: Nat64Prefix | None) -> Assessment:
+def _protocols(stats: DestinationStats) -> str:
+    tun = stats.front_ends & set(TUN_FRONT_ENDS)
+    return "/".join(sorted(fe.removeprefix("tun-").upper() for fe in tun))
+
+
+def _attempts(stats: DestinationStats) -> str:
+    return f"{stats.connections} attempt{'s' if stats.connections != 1 else ''}"
+
+
+def _raced(attempts: DestinationStats, over_ipv6: DestinationStats) -> bool:
+    """Every AF_INET attempt started while an IPv6 connection to the name was open, or
+    just before one (an IPv4-first client): the two halves of one RFC 8305 race. An app
+    that dials the same address later, on its own, is not explained away."""
+    if not attempts.spans or len(attempts.spans) < attempts.connections:
+        return False  # some attempts not kept: judge conservatively
+    return all(
+        any(start - HAPPY_EYEBALLS_LEAD <= t <= end for start, end in over_ipv6.spans)
+        for t, _ in attempts.spans
+    )
+
+
+def _happy_eyeballs_fallback(
+    stats: DestinationStats, elsewhere: Mapping[str, tuple[Verdict, DestinationStats]]
+) -> Assessment | None:
+    """AF_INET attempts to a name's A record that failed while the app was connecting to
+    the same name and port over IPv6: RFC 8305 racing, harmless on an IPv6-only network
+    (the AF_INET attempt fails at once there). The row takes the name's verdict."""
+    if stats.connections > stats.failures:
+        return None  # --ipv4 translated it: the app did use IPv4
+    port = stats.destination.rpartition(":")[2]
+    name = next(
+        (
+            n
+            for n in sorted(stats.a_record_of)
+            if f"{n}:{port}" in elsewhere and _raced(stats, elsewhere[f"{n}:{port}"][1])
+        ),
+        None,
+    )
+    if name is None:
+        return None
+    reason = (
+        f"{name}'s A record, tried over an AF_INET {_protocols(stats)} socket too "
+        f"({_attempts(stats)}) and answered unreachable; the app went on over IPv6 "
+        f"(see {name}:{port}): no CLAT needed"
+    )
+    return Assessment(stats.destination, elsewhere[f"{name}:{port}"][0], reason, True)
+
+
+def _hidden_ipv4(stats: DestinationStats, reached: bool) -> Assessment:
+    names = sorted(stats.a_record_of)
+    source = f"{names[0]}'s A record" if names else "a literal"
+    what = f"an AF_INET {_protocols(stats)} socket inside tun run to {source} ({_attempts(stats)})"
+    if reached:
+        reason = f"{what}, translated by --ipv4: works only with a CLAT (464XLAT)"
+    else:
+        reason = (
+            f"{what}, answered network unreachable as an IPv6-only network does: "
+            "works only with a CLAT (464XLAT)"
+        )
+    return Assessment(stats.destination, Verdict.CLAT, reason, reached)
+
+
+def assess(
+    stats: DestinationStats,
+    prefix: Nat64Prefix | None,
+    elsewhere: Mapping[str, tuple[Verdict, DestinationStats]] | None = None,
+) -> Assessment:
+    """elsewhere: the names reached in this run (name:port → verdict and stats), to tell
+    an AF_INET attempt that lost a Happy Eyeballs race from an IPv4 dependency."""
     reached = stats.connections > stats.failures
     tail = _tail(stats)
-    refused = _strict_refused(stats, prefix)
     hidden = stats.kind == "ipv4" and bool(set(TUN_FRONT_ENDS) & stats.front_ends)
+    if hidden and elsewhere:
+        fallback = _happy_eyeballs_fallback(stats, elsewhere)
+        if fallback is not None:
+            return fallback
+    refused = _strict_refused(stats, prefix)
     if refused is not None:
         how = "; reached here through a translator that carries it" if reached else tail
         reason = (
@@ -141,21 +217,7 @@ def assess(stats: DestinationStats, prefix: Nat64Prefix | None) -> Assessment:
         )
         return Assessment(stats.destination, Verdict.STRICT_REFUSED, reason, reached)
     if hidden:
-        protocols = "/".join(
-            sorted(fe.removeprefix("tun-").upper() for fe in stats.front_ends & set(TUN_FRONT_ENDS))
-        )
-        what = (
-            f"an AF_INET {protocols} socket inside tun run "
-            f"({stats.connections} attempt{'s' if stats.connections != 1 else ''})"
-        )
-        if reached:
-            reason = f"{what}, translated by --ipv4: works only with a CLAT (464XLAT)"
-        else:
-            reason = (
-                f"{what}, answered network unreachable as an IPv6-only network does: "
-                "works only with a CLAT (464XLAT)"
-            )
-        return Assessment(stats.destination, Verdict.CLAT, reason, reached)
+        return _hidden_ipv4(stats, reached)
     if "ipv4-literal-mapped" in stats.reached or stats.kind == "ipv4":
         source = (
             "an IPv4 literal given to the proxy"
@@ -179,7 +241,15 @@ def assess(stats: DestinationStats, prefix: Nat64Prefix | None) -> Assessment:
 
 def assess_all(stats: Iterable[DestinationStats], prefix: IPv6Network | None) -> list[Assessment]:
     nat64 = Nat64Prefix(prefix) if prefix is not None else None
-    return [assess(s, nat64) for s in stats]
+    rows = list(stats)
+    first = [assess(s, nat64) for s in rows]
+    reached_by_name = {
+        a.destination: (a.verdict, s)
+        for s, a in zip(rows, first, strict=True)
+        if s.kind == "name" and a.reached
+    }
+    pairs = zip(rows, first, strict=True)
+    return [assess(s, nat64, reached_by_name) if s.a_record_of else a for s, a in pairs]
 
 
 @dataclass(frozen=True, slots=True)

@@ -120,8 +120,9 @@ def to_table(result: ReadinessResult) -> str:
         lines.append(f"verdicts: {counts}")
     for a in result.assessments:
         lines.append(f"  {a.destination}: {a.verdict.value}: {a.reason}")
-    for name, count in result.report.a_lookups.items():
-        lines.append(f"  A lookups for {name}: {count} (IPv4-aware code asked for IPv4)")
+    if result.report.a_lookups:
+        asked = ", ".join(f"{n} {c}" for n, c in result.report.a_lookups.items())
+        lines.append(f"A-record lookups (IPv4-aware code): {asked}")
     lines.append(f"{_shell(result.command)} exited with status {result.status}")
     if result.gate is not None:
         lines.append(gate_line(result))

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv6Address, IPv6Network
 from typing import Any
 
-from proxy64.defaults import REPORT_MAX_ADDRESSES, REPORT_MAX_DESTINATIONS
+from proxy64.defaults import REPORT_MAX_ADDRESSES, REPORT_MAX_DESTINATIONS, REPORT_MAX_SPANS
 
 IPAddress = IPv4Address | IPv6Address
 IPV4_ONLY = ("dns64-synthesized", "ipv4-literal-mapped")
@@ -35,6 +35,8 @@ class Observation:
     front_end: str = ""  # "socks5", "http-connect", "tun-tcp", ... (ConnectionRecord)
     kind: str = "name"  # what the app gave: "name", "ipv4" or "ipv6" (a literal)
     remote: IPAddress | None = None  # the address dialed, None when no dial happened
+    a_record_of: str | None = None  # tun: the name whose A record an AF_INET flow used
+    span: tuple[float, float] | None = None  # monotonic start and end of the connection
 
 
 @dataclass(slots=True)
@@ -51,6 +53,8 @@ class DestinationStats:
     front_ends: set[str] = field(default_factory=set)
     remotes: set[IPAddress] = field(default_factory=set)  # bounded: REPORT_MAX_ADDRESSES
     literals4: set[IPv4Address] = field(default_factory=set)
+    a_record_of: set[str] = field(default_factory=set)  # bounded: REPORT_MAX_ADDRESSES
+    spans: list[tuple[float, float]] = field(default_factory=list)  # the first REPORT_MAX_SPANS
 
     @property
     def ipv4_only(self) -> bool:
@@ -69,6 +73,7 @@ class DestinationStats:
             "last_failure": self.last_failure,
             "front_ends": sorted(self.front_ends),
             "addresses": sorted(str(a) for a in self.remotes),
+            "a_record_of": sorted(self.a_record_of),
         }
 
 
@@ -107,6 +112,10 @@ class ReadinessReport:
             stats.front_ends.add(obs.front_end)
         if obs.remote is not None and len(stats.remotes) < REPORT_MAX_ADDRESSES:
             stats.remotes.add(obs.remote)
+        if obs.span is not None and len(stats.spans) < REPORT_MAX_SPANS:
+            stats.spans.append(obs.span)
+        if obs.a_record_of is not None and len(stats.a_record_of) < REPORT_MAX_ADDRESSES:
+            stats.a_record_of.add(obs.a_record_of)
         if stats.kind == "ipv4" and len(stats.literals4) < REPORT_MAX_ADDRESSES:
             host = obs.destination.rpartition(":")[0]
             stats.literals4.add(IPv4Address(host))

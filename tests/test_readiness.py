@@ -93,12 +93,64 @@ def test_hidden_ipv4_in_tun_is_clat_with_address_port_and_protocol() -> None:
     got = verdicts(report)
     assert got["100.200.0.10:9"] == (
         "clat",
-        "an AF_INET UDP socket inside tun run (2 attempts), answered network unreachable "
-        "as an IPv6-only network does: works only with a CLAT (464XLAT)",
+        "an AF_INET UDP socket inside tun run to a literal (2 attempts), answered network "
+        "unreachable as an IPv6-only network does: works only with a CLAT (464XLAT)",
         False,
     )
     assert got["100.200.0.11:80"][0] == "clat" and got["100.200.0.11:80"][2]
     assert "translated by --ipv4" in got["100.200.0.11:80"][1]
+
+
+def hidden(dest: str, name: str, at: float) -> Observation:
+    return Observation(
+        dest, None, None, 0, 0, False, "unreachable",
+        front_end="tun-tcp", kind="ipv4", a_record_of=name, span=(at, at),
+    )  # fmt: skip
+
+
+def test_happy_eyeballs_af_inet_attempt_takes_the_names_verdict_rfc8305() -> None:
+    """curl inside tun run races the A record over AF_INET too; answered unreachable, it
+    goes on over IPv6. That row is no IPv4 dependency; an app that only used the A
+    record (nothing reached by name) is one."""
+    report = ReadinessReport(prefix=WKP)
+    report.add(hidden("100.200.0.10:80", "dual.example", at=10.2))
+    report.add(
+        Observation("dual.example:80", "native-ipv6", None, 1, 1, True, front_end="tun-tcp",
+                    remote=IPv6Address("2001:db8::1"), span=(10.0, 11.0))
+    )  # fmt: skip
+    report.add(hidden("100.200.0.11:443", "v4app.example", at=10.3))
+    got = verdicts(report)
+    assert got["100.200.0.10:80"] == (
+        "native-ipv6",
+        "dual.example's A record, tried over an AF_INET TCP socket too (1 attempt) and "
+        "answered unreachable; the app went on over IPv6 (see dual.example:80): no CLAT needed",
+        True,
+    )
+    assert got["100.200.0.11:443"][0] == "clat"
+    assert got["100.200.0.11:443"][1].startswith(
+        "an AF_INET TCP socket inside tun run to v4app.example's A record (1 attempt)"
+    )
+    assessments = assess_all(report.destinations(), report.prefix)
+    assert [a.destination for a in gate(assessments, Level.NO_CLAT).broken] == [
+        "100.200.0.11:443"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("at", "raced"),
+    [(9.6, True), (10.0, True), (11.0, True), (9.4, False), (11.1, False), (30.0, False)],
+)
+def test_only_an_attempt_during_the_ipv6_connection_is_a_race(at: float, raced: bool) -> None:
+    """An app that dials the name's address on its own later (or long before) is an IPv4
+    dependency, even though the address is the name's A record."""
+    report = ReadinessReport(prefix=NSP)
+    report.add(
+        Observation("dual.example:80", "native-ipv6", None, 1, 1, True, front_end="tun-tcp",
+                    span=(10.0, 11.0))
+    )  # fmt: skip
+    report.add(hidden("100.200.0.10:80", "dual.example", at=at))
+    verdict = verdicts(report)["100.200.0.10:80"][0]
+    assert verdict == ("native-ipv6" if raced else "clat")
 
 
 def test_network_specific_prefix_carries_private_ipv4() -> None:

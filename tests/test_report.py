@@ -97,6 +97,7 @@ def test_json_round_trips() -> None:
         "last_failure": "",
         "front_ends": [],
         "addresses": [],
+        "a_record_of": [],
         "verdict": "nat64",
         "reason": "no AAAA record: reached through a synthesized AAAA (DNS64) and NAT64; "
         "an IPv6-only network without NAT64 cannot reach it",

@@ -168,6 +168,7 @@ class StackBase:
         name = "tun-tcp" if key.protocol == TCP else "tun-udp"
         destination = Destination(key.remote[0], key.remote[1])
         record = ConnectionRecord(name, client=key.app_text, destination=destination)
+        record.a_record_of = self.names.name_of(key.remote[0])
         record.outcome = (
             f"AF_INET {name.removeprefix('tun-').upper()} to {key.remote[0]}:{key.remote[1]} "
             "answered network unreachable: no IPv4 on an IPv6-only network"
@@ -177,9 +178,12 @@ class StackBase:
     def _name_the_record(self, record: ConnectionRecord, key: FlowKey) -> None:
         """The name the app resolved, when our DNS64 answered it (see flow/names.py).
 
-        Only for IPv6 flows: an AF_INET flow stays an IPv4 destination (the app needed
-        IPv4 for it, whatever name it resolved); its A lookups are counted apart."""
-        name = self.names.name_of(key.remote[0]) if key.version == 6 else None
+        An AF_INET flow stays an IPv4 destination (the app needed IPv4 for it, whatever
+        name it resolved); the name whose A record it used is noted beside it."""
+        name = self.names.name_of(key.remote[0])
+        if key.version == 4:
+            record.a_record_of = name
+            return
         if name is None:
             return
         record.destination = Destination(name, key.remote[1])

@@ -50,7 +50,9 @@ async def test_af_inet_tcp_and_udp_to_literals_are_reported_with_address_and_por
     verdicts = {a.destination: a for a in assess_all(rows.values(), None)}
     tcp = verdicts["192.0.2.10:8080"]
     assert tcp.verdict is Verdict.CLAT and not tcp.reached
-    assert tcp.reason.startswith("an AF_INET TCP socket inside tun run (1 attempt), answered")
+    assert tcp.reason.startswith(
+        "an AF_INET TCP socket inside tun run to a literal (1 attempt), answered"
+    )
     assert verdicts["100.200.0.10:5353"].reason.startswith("an AF_INET UDP socket")
     broken = gate(list(verdicts.values()), Level.REACHABLE).broken
     assert {a.destination for a in broken} == set(rows)

@@ -246,6 +246,6 @@ async def test_ipv4_option_maps_ipv4_flows_into_the_prefix(nsd: HostPort) -> Non
     translated = verdicts[f"127.0.0.2:{port}"]
     assert translated.verdict is Verdict.CLAT and translated.reached
     assert translated.reason == (
-        "an AF_INET TCP socket inside tun run (1 attempt), translated by --ipv4: works only "
-        "with a CLAT (464XLAT)"
+        "an AF_INET TCP socket inside tun run to a literal (1 attempt), translated by --ipv4: "
+        "works only with a CLAT (464XLAT)"
     )
