@@ -85,9 +85,8 @@ REPORT_MAX_SPANS = 64  # (start, end) times kept per report row, to match Happy 
 HAPPY_EYEBALLS_LEAD = 0.5
 
 # --- Exit statuses of `run` and `tun run` (README "IPv6-only readiness") -----------------
-# Otherwise they exit with CMD's own status. 120 sits below 124-127, which timeout(1),
-# env(1) and shells keep for "the wrapper, not the command"; few apps use it.
-EXIT_USAGE = 2  # a bad option, or the sandbox could not be set up
+# Otherwise they exit with CMD's own status (2 for a bad option). 120 sits below 124-127,
+# which timeout(1), env(1) and shells keep for "the wrapper, not the command".
 EXIT_NOT_READY = 120  # --require LEVEL: a destination broke the level (listed on stderr)
 
 # --- TUN mode (proxy64/flow, proxy64/tun) -----------------------------------------------

@@ -131,9 +131,7 @@ def test_happy_eyeballs_af_inet_attempt_takes_the_names_verdict_rfc8305() -> Non
         "an AF_INET TCP socket inside tun run to v4app.example's A record (1 attempt)"
     )
     assessments = assess_all(report.destinations(), report.prefix)
-    assert [a.destination for a in gate(assessments, Level.NO_CLAT).broken] == [
-        "100.200.0.11:443"
-    ]
+    assert [a.destination for a in gate(assessments, Level.NO_CLAT).broken] == ["100.200.0.11:443"]
 
 
 @pytest.mark.parametrize(
