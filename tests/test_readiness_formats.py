@@ -222,3 +222,30 @@ def test_ipv4_address_type_is_stable() -> None:
     data = json.loads(to_json(result))
     validate_json(data)
     assert data["destinations"][0]["addresses"] == ["100.200.0.10"]
+
+
+@given(st.text(max_size=20))
+def test_require_parser_accepts_exactly_the_levels(text: str) -> None:
+    from proxy64.commands.common import parse_level
+    from proxy64.errors import ConfigError
+
+    try:
+        level = parse_level(text)
+    except ConfigError as exc:
+        assert exc.option == "--require" and "reachable, no-clat, native" in exc.problem
+        assert text not in {level.value for level in Level}
+    else:
+        assert level.value == text
+
+
+@pytest.mark.parametrize("argv", [["run", "--help"], ["tun", "run", "--help"]])
+def test_help_lists_the_levels_and_the_exit_status(argv: list[str]) -> None:
+    from tests.helpers.proxy_process import run_proxy64
+
+    done = run_proxy64(argv)
+    assert done.returncode == 0
+    text = " ".join(done.stdout.split())
+    for level in Level:
+        assert f"{level.value}:" in text
+    assert "exit 120" in text and "or 120 when a destination breaks --require" in text
+    assert ".json" in text and ".md" in text and ".xml" in text
