@@ -5,8 +5,8 @@ A verdict says which network the destination needs, from what proxy64 saw of it:
 - native-ipv6: a real AAAA record or an IPv6 literal; works on any IPv6-only network.
 - nat64: reached through a synthesized AAAA (RFC 6147): an IPv4-only dependency that
   needs the network's DNS64 and NAT64.
-- clat: an IPv4 literal given to the proxy, a name the app resolved to IPv4 itself (an
-  IPv4-only hosts-file entry), or an AF_INET socket inside `tun run`: no DNS64 can help,
+- clat: an IPv4 literal given to the proxy, a name whose only address is an IPv4-only
+  hosts-file entry, or an AF_INET socket inside `tun run`: no DNS64 can help,
   so it works only where a CLAT (RFC 6877 464XLAT) translates the host's own IPv4.
 - strict-nat64-refused: non-global IPv4 under the well-known prefix 64:ff9b::/96; a
   strict translator refuses it (RFC 6052 §3.1), whatever the app does.
@@ -222,7 +222,7 @@ def assess(
         source = (
             "an IPv4 literal given to the proxy"
             if stats.kind == "ipv4"
-            else "a name the app turned into IPv4 itself (an IPv4-only hosts-file entry)"
+            else "a name whose only address is an IPv4-only hosts-file entry"
         )
         reason = f"{source}: no DNS64 can help; works only with a CLAT (464XLAT){tail}"
         return Assessment(stats.destination, Verdict.CLAT, reason, reached)
