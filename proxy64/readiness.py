@@ -49,6 +49,7 @@ STRICT_NAT64_REFUSED = tuple(
 
 
 def strict_nat64_refuses(ipv4: IPv4Address) -> bool:
+    """True when a strict translator refuses ipv4 under 64:ff9b::/96."""
     return any(ipv4 in net for net in STRICT_NAT64_REFUSED)
 
 
