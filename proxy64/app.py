@@ -174,6 +174,15 @@ def nat64_watcher(
     return watch
 
 
+def report_follows(report: ReadinessReport, state: Nat64State) -> None:
+    """The readiness report judges destinations with the prefix in use when it ends."""
+
+    def follow(old: Nat64Choice, new: Nat64Choice) -> None:
+        report.prefix = new.prefix.network
+
+    state.on_change(follow)
+
+
 def startup_line(bound: Bound, nat64: Nat64Choice, workers: int = 1) -> str:
     socks = bound.socks_address
     http = bound.http_address
@@ -522,8 +531,9 @@ def run_with_command(
     bound = bind(settings)
     try:
         nat64 = trio.run(choose_nat64, settings)
-        recorder = Recorder()
+        recorder = Recorder(ReadinessReport(prefix=nat64.prefix.network))
         state = Nat64State(nat64)
+        report_follows(recorder.report, state)
         server = make_server(settings, bound, state, recorder)
         print(startup_line(bound, nat64), file=sys.stderr, flush=True)
         watch = nat64_watcher(settings, state)
