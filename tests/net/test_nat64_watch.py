@@ -310,3 +310,14 @@ async def test_a_failing_watcher_leaves_the_server_its_prefix(
         await trio.sleep(10)  # the second discovery raises; nothing reaches this nursery
     assert state.prefix == A and len(calls) == 2
     assert any("watcher stopped; keeping 2001:db8:a::/96" in r.getMessage() for r in caplog.records)
+
+
+def test_the_readiness_report_judges_with_the_prefix_in_use() -> None:
+    from proxy64.app import report_follows
+    from proxy64.report import ReadinessReport
+
+    report = ReadinessReport(prefix=A.network)
+    state = Nat64State(Nat64Choice(A, Egress.NAT64, "RFC 7050 via x"))
+    report_follows(report, state)
+    state.update(Nat64Choice(B, Egress.NAT64, "PREF64 from RA on eth0"))
+    assert report.prefix == B.network
