@@ -22,8 +22,10 @@ def local_addresses(
 ) -> frozenset[IPv4Address | IPv6Address]:
     """Every address assigned to this host's interfaces (empty when unreadable)."""
     found: set[IPv4Address | IPv6Address] = set()
+    # bytes.decode("ascii") takes CPython's built-in codec: no lazy import of the
+    # encodings package, which a sandboxed process (no file access left) cannot do
     with contextlib.suppress(OSError):
-        found.update(parse_if_inet6(if_inet6.read_text(encoding="ascii", errors="replace")))
+        found.update(parse_if_inet6(if_inet6.read_bytes().decode("ascii", "replace")))
     with contextlib.suppress(OSError):
-        found.update(parse_fib_trie_local(fib_trie.read_text(encoding="ascii", errors="replace")))
+        found.update(parse_fib_trie_local(fib_trie.read_bytes().decode("ascii", "replace")))
     return frozenset(found)
