@@ -55,6 +55,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 NO_BIND: tuple[IPAddress, int] = (IPv4Address(0), 0)
+RFC1929_FAILURE = bytes([0x01, 0x01])  # RFC 1929 §2: VER 1, a non-zero STATUS
 
 
 class _Closed(Exception):
@@ -164,7 +165,7 @@ async def _serve(
                 if resume.unsent:
                     await send_raw(stream, resume.unsent)
                 if isinstance(resume.error, Held):
-                    await send_held(stream, resume.error)
+                    await send_held(stream, resume.error, deadline)
                 elif isinstance(resume.error, Closed):
                     raise _Closed(resume.error.reason)
                 elif resume.error is not None:
@@ -177,7 +178,7 @@ async def _serve(
                     machine = machine_for(first[0], require_auth=ctx.credentials is not None)
                     record.front_end = machine.front_end
                     machine.receive_data(first)
-                request = await _handshake(stream, machine, ctx, record.client)
+                request = await _handshake(stream, machine, ctx, record.client, deadline)
     except _Closed as closed:
         record.outcome = str(closed)
         await _linger(stream)  # after a 0xFF method or an RFC 1929 failure status
@@ -207,7 +208,11 @@ async def _serve(
 
 
 async def _handshake(
-    stream: trio.SocketStream, machine: SocksMachine, ctx: ProxyContext, client: str
+    stream: trio.SocketStream,
+    machine: SocksMachine,
+    ctx: ProxyContext,
+    client: str,
+    deadline: float,
 ) -> Request | Socks4Request:
     """Until the request: each step's bytes sent in order, reading only when it needs."""
     hold = auth_hold(ctx, client)
@@ -216,7 +221,7 @@ async def _handshake(
         if output:
             await send_raw(stream, output)
         if isinstance(outcome, Held):
-            await send_held(stream, outcome)
+            await send_held(stream, outcome, deadline)
             continue
         if outcome is NEED_DATA:
             machine.receive_data(await receive_raw(stream))
@@ -269,9 +274,16 @@ async def _refuse(
     await send_final(stream, machine.send_error(error))
 
 
-async def send_held(stream: trio.SocketStream, held: Held) -> None:
+async def send_held(stream: trio.SocketStream, held: Held, deadline: float) -> None:
     """An RFC 1929 answer held back (proto/auth_delay.py): wait, send it, and end the
-    connection when it is a failure."""
+    connection when it is a failure. An answer due after the handshake deadline (many
+    attempts queued from one address) is a failure now, whatever the password."""
+    if trio.current_time() + held.seconds >= deadline:
+        await send_raw(stream, RFC1929_FAILURE)
+        raise _Closed(
+            "authentication not answered within the handshake time: answers to this "
+            "address are held back after repeated failures"
+        )
     await trio.sleep(held.seconds)
     await send_raw(stream, held.reply)
     if held.closed is not None:

@@ -34,16 +34,18 @@ USERS = {"alice": "right"}
 
 
 @asynccontextmanager
-async def proxy() -> AsyncIterator[tuple[int, int]]:
+async def proxy(
+    handshake_timeout: float = 10.0, base: float = BASE, cap: float = CAP
+) -> AsyncIterator[tuple[int, int]]:
     ctx = ProxyContext(
         dialer=Dialer(Resolver(), NSP, Egress.EMBEDDED),
         recorder=ListRecorder(),
         relay=Relay(),
         credentials=dict(USERS),
-        handshake_timeout=10.0,
+        handshake_timeout=handshake_timeout,
         idle_timeout=30.0,
         connection_slots=ConnectionSlots(200),
-        auth_gate=AuthGate(AuthDelay(base=BASE, cap=CAP, forget_after=30.0)),
+        auth_gate=AuthGate(AuthDelay(base=base, cap=cap, forget_after=30.0)),
     )
     socks = bind_listener(HostPort(ip_address("127.0.0.1"), 0))
     http = bind_listener(HostPort(ip_address("127.0.0.1"), 0))
@@ -148,3 +150,15 @@ async def test_http_407_answers_are_held_for_a_failing_address() -> None:
                 took.append(seconds)
         assert sum(took) >= total_holds(5)
         assert took[-1] >= CAP * 0.9
+
+
+async def test_an_answer_due_after_the_handshake_deadline_is_a_failure_now() -> None:
+    """Answers queued past the handshake time are failures at once (the right password
+    too): a flood from one address gets refusals, never a late success or a SOCKS reply
+    in place of the RFC 1929 status."""
+    async with proxy(handshake_timeout=1.0, base=5.0, cap=5.0) as (socks_port, _):
+        with trio.fail_after(10):
+            status, _ = await socks_auth("127.0.0.1", socks_port, "alice", "guess")
+            assert status == 0x01  # the first failure: at once
+            status, took = await socks_auth("127.0.0.1", socks_port, "alice", "right")
+        assert status == 0x01 and took < 0.9
