@@ -8,7 +8,7 @@ Pref64Table keeps what was heard per (interface, router, prefix) with its expiry
 caller gives it the time.
 
 Invariants: a malformed message raises PacketError naming the layer and the offset; an
-option the RFC says to ignore (PLC 6 or 7, Length 1) is skipped, not an error; every
+option the RFC says to ignore (PLC 6 or 7, Length other than 2) is skipped, not an error; every
 prefix returned is a valid RFC 6052 prefix (Nat64Prefix).
 Netlink headers are in host byte order (netlink(7)); ND options in network order.
 """
@@ -75,9 +75,8 @@ def parse_pref64_option(option: bytes, offset: int = 0) -> Pref64 | None:
         raise PacketError("PREF64", "option length 0", offset + 1)
     if len(option) < units * 8:
         raise PacketError("PREF64", f"option of {units * 8} bytes cut at {len(option)}", offset)
-    if units == 1:  # RFC 8781 §4: a receiver ignores a PREF64 option of Length 1
+    if units != 2:  # RFC 8781 §4: a receiver ignores a PREF64 option whose Length is not 2
         return None
-    # RFC 8781 §4: Length above 2: the first 12 prefix octets count, the rest is ignored.
     (word,) = struct.unpack_from("!H", option, 2)
     plc = word & 0x7
     if plc >= len(PLC_LENGTHS):  # RFC 8781 §4: an undefined PLC makes the option ignored

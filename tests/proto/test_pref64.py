@@ -37,7 +37,7 @@ KERNEL_DATAGRAM = bytes.fromhex(
 
 def option(prefix: bytes, plc: int, scaled: int, units: int = 2, kind: int = 38) -> bytes:
     body = struct.pack("!BBH", kind, units, (scaled << 3) | plc) + prefix[:12]
-    return body + bytes(units * 8 - len(body))
+    return body.ljust(units * 8, b"\0")[: units * 8]
 
 
 ROUTER = IPv6Address("fe80::1")
@@ -83,10 +83,13 @@ def test_rfc8781_4_undefined_plc_is_ignored(plc: int) -> None:
     assert parse_pref64_option(option(bytes(12), plc, 10)) is None
 
 
-def test_rfc8781_4_length_1_is_ignored_and_longer_uses_the_first_12_octets() -> None:
-    assert parse_pref64_option(struct.pack("!BBH", 38, 1, 8 | 0) + bytes(4)) is None
-    longer = option(bytes.fromhex("0064ff9b") + bytes(8), 0, 75, units=3)
-    assert parse_pref64_option(longer) == Pref64(Nat64Prefix.parse("64:ff9b::/96"), 600)
+@pytest.mark.parametrize("units", [1, 3, 4, 255])
+def test_rfc8781_4_a_length_other_than_2_is_ignored(units: int) -> None:
+    # "The receiver MUST ignore the PREF64 option if the Length field value is not 2."
+    wrong = option(bytes.fromhex("0064ff9b") + bytes(8), 0, 75, units=units)
+    assert parse_pref64_option(wrong) is None
+    right = option(bytes.fromhex("0064ff9b") + bytes(8), 0, 75, units=2)
+    assert parse_pref64_option(right) == Pref64(Nat64Prefix.parse("64:ff9b::/96"), 600)
 
 
 def test_rfc8781_4_lifetime_zero_and_maximum() -> None:
