@@ -36,7 +36,8 @@ from proxy64.defaults import (
 )
 from proxy64.destination import Egress, EgressChoice
 from proxy64.errors import ConfigError, ResolutionError
-from proxy64.net.context import ProxyContext
+from proxy64.logformat import json_line
+from proxy64.net.context import DialerLike, ProxyContext
 from proxy64.net.dialer import Dialer, ResolverLike
 from proxy64.net.discovery import discover_prefixes
 from proxy64.net.http_server import handle_http_client
@@ -47,9 +48,12 @@ from proxy64.net.listeners import (
     bound_address,
     describe_bind_error,
 )
+from proxy64.net.metrics import MeteredDialer, Metrics, sample_gauges
+from proxy64.net.metrics_http import MetricsServer
+from proxy64.net.metrics_setup import open_process_metrics, open_supervisor_metrics
 from proxy64.net.recorder import Recorder
 from proxy64.net.relay import Relay
-from proxy64.net.resolver import DNS64Resolver
+from proxy64.net.resolver import Dns64Observer, DNS64Resolver
 from proxy64.net.socks_server import handle_socks_client
 from proxy64.net.supervisor import Spawned, Supervisor
 from proxy64.proto.rfc6052 import Nat64Prefix
@@ -70,6 +74,11 @@ class Nat64Choice:
     prefix: Nat64Prefix
     egress: Egress
     why: str  # shown in the start-up line, e.g. "no NAT64 found via DNS 10.0.0.53:53"
+    source: str = "given"  # given | discovered | well-known | assumed (the metrics' label)
+
+    def info(self) -> tuple[str, str, str]:
+        """prefix, source, egress: proxy64_nat64_prefix_info's labels."""
+        return str(self.prefix), self.source, self.egress.value
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,8 +126,12 @@ def bind(settings: ServeSettings, *, reuse_port: bool = False) -> Bound:
 # --- resolver and NAT64 choice ------------------------------------------------------------
 
 
-def build_resolver(settings: ServeSettings, prefix: Nat64Prefix) -> ResolverLike:
-    resolver: ResolverLike = DNS64Resolver(settings.resolver_settings(), prefix)
+def build_resolver(
+    settings: ServeSettings, prefix: Nat64Prefix, observer: Dns64Observer | None = None
+) -> ResolverLike:
+    resolver: ResolverLike = DNS64Resolver(
+        settings.resolver_settings(), prefix, observer=observer
+    )
     return resolver
 
 
@@ -147,20 +160,24 @@ async def choose_nat64(
         return Nat64Choice(given, egress, "given")
     wkp = Nat64Prefix(WELL_KNOWN_PREFIX)
     if choice is EgressChoice.EMBEDDED:
-        return Nat64Choice(wkp, Egress.EMBEDDED, "well-known; the embedded egress needs no NAT64")
+        why = "well-known; the embedded egress needs no NAT64"
+        return Nat64Choice(wkp, Egress.EMBEDDED, why, "well-known")
     where = ", ".join(str(s) for s in settings.dns) or "/etc/resolv.conf"
     prefixes: list[Nat64Prefix] | None = await discover_fn(settings.dns)
     if prefixes:
-        return Nat64Choice(prefixes[0], Egress.NAT64, f"discovered via DNS {where}, RFC 7050")
+        why = f"discovered via DNS {where}, RFC 7050"
+        return Nat64Choice(prefixes[0], Egress.NAT64, why, "discovered")
     outcome = f"no NAT64 found via DNS {where}" if prefixes is not None else (
         f"no answer from DNS {where}"
     )
     if choice is EgressChoice.NAT64:
-        return Nat64Choice(wkp, Egress.NAT64, f"{outcome}; assumed")
-    return Nat64Choice(wkp, Egress.EMBEDDED, outcome)
+        return Nat64Choice(wkp, Egress.NAT64, f"{outcome}; assumed", "assumed")
+    return Nat64Choice(wkp, Egress.EMBEDDED, outcome, "well-known")
 
 
-def startup_line(bound: Bound, nat64: Nat64Choice, workers: int = 1) -> str:
+def startup_line(
+    bound: Bound, nat64: Nat64Choice, workers: int = 1, metrics: MetricsServer | None = None
+) -> str:
     socks = bound.socks_address
     http = bound.http_address
     line = (
@@ -169,15 +186,33 @@ def startup_line(bound: Bound, nat64: Nat64Choice, workers: int = 1) -> str:
     )
     if workers > 1:
         line += f"; {workers} workers"
+    if metrics is not None:
+        line += f"; metrics {metrics.url}"
     return line
+
+
+def announce(line: str, settings: ServeSettings, out: Any) -> None:
+    """The start-up line: as text, or with --log-format json as one JSON object."""
+    if settings.log_format == "json":
+        line = json_line(line, event="startup")
+    print(line, file=out, flush=True)
 
 
 # --- the parts ----------------------------------------------------------------------------
 
 
-def build_context(settings: ServeSettings, nat64: Nat64Choice, recorder: Recorder) -> ProxyContext:
-    resolver = build_resolver(settings, nat64.prefix)
-    dialer = Dialer(resolver, nat64.prefix, nat64.egress, connect_timeout=settings.connect_timeout)
+def build_context(
+    settings: ServeSettings,
+    nat64: Nat64Choice,
+    recorder: Recorder,
+    metrics: Metrics | None = None,
+) -> ProxyContext:
+    resolver = build_resolver(settings, nat64.prefix, metrics)
+    dialer: DialerLike = Dialer(
+        resolver, nat64.prefix, nat64.egress, connect_timeout=settings.connect_timeout
+    )
+    if metrics is not None:
+        dialer = MeteredDialer(dialer, metrics, settings.connect_timeout)
     return ProxyContext(
         dialer=dialer,
         recorder=recorder,
@@ -190,14 +225,18 @@ def build_context(settings: ServeSettings, nat64: Nat64Choice, recorder: Recorde
 
 
 def make_server(
-    settings: ServeSettings, bound: Bound, nat64: Nat64Choice, recorder: Recorder
+    settings: ServeSettings,
+    bound: Bound,
+    nat64: Nat64Choice,
+    recorder: Recorder,
+    metrics: Metrics | None = None,
 ) -> ProxyServer:
     pairs: list[tuple[socket.socket, Handler]] = []
     if bound.socks is not None:
         pairs.append((bound.socks, handle_socks_client))
     if bound.http is not None:
         pairs.append((bound.http, handle_http_client))
-    ctx = build_context(settings, nat64, recorder)
+    ctx = build_context(settings, nat64, recorder, metrics)
     return ProxyServer(ctx, pairs, grace=settings.shutdown_grace)
 
 
@@ -208,6 +247,7 @@ async def serve_until_signal(
     server: ProxyServer,
     on_signal: Callable[[int], None] | None = None,
     heartbeat_fd: int | None = None,
+    metrics: Metrics | None = None,
 ) -> None:
     with trio.open_signal_receiver(*STOP_SIGNALS) as signals:
         # run_serve blocked them before printing the start-up line: a signal sent as soon
@@ -216,6 +256,9 @@ async def serve_until_signal(
         beating = trio.CancelScope()
         async with trio.open_nursery() as nursery:
             await nursery.start(server.run)
+            if metrics is not None:
+                sampler = trio.CancelScope()
+                nursery.start_soon(_sample, metrics, server, sampler)
             if heartbeat_fd is not None:
                 nursery.start_soon(_heartbeat, heartbeat_fd, beating)
             async for signum in signals:
@@ -224,7 +267,16 @@ async def serve_until_signal(
                     on_signal(signum)
                 server.stop()
                 beating.cancel()  # the supervisor no longer watches
+                if metrics is not None:
+                    sampler.cancel()
                 break
+
+
+async def _sample(metrics: Metrics, server: ProxyServer, scope: trio.CancelScope) -> None:
+    """The gauges follow the connection slots in use until `scope` is cancelled."""
+    slots = server.ctx.connection_slots
+    with scope:
+        await sample_gauges(metrics, lambda: int(slots.borrowed_tokens))
 
 
 async def _heartbeat(fd: int, scope: trio.CancelScope) -> None:
@@ -252,12 +304,17 @@ def run_serve(settings: ServeSettings, *, out: Any = None) -> int:
     bound = bind(settings, reuse_port=workers > 1)
     try:
         nat64 = trio.run(choose_nat64, settings)
-        server = make_server(settings, bound, nat64, Recorder())  # fails before "ready"
-        signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)  # until the receiver is up
         if workers > 1:
+            make_server(settings, bound, nat64, Recorder())  # fails before "ready"
+            signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)  # until the receiver is up
             return supervise_workers(settings, bound, nat64, out)
-        print(startup_line(bound, nat64), file=out, flush=True)
-        trio.run(serve_until_signal, server)
+        with open_process_metrics(
+            settings.metrics, dict(settings.credentials), nat64.info
+        ) as (metrics, endpoint):
+            server = make_server(settings, bound, nat64, Recorder(metrics=metrics), metrics)
+            signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)  # until the receiver is up
+            announce(startup_line(bound, nat64, metrics=endpoint), settings, out)
+            trio.run(serve_until_signal, server, None, None, metrics)
         return EXIT_OK
     finally:
         bound.close()
@@ -324,9 +381,11 @@ def _worker(
         _die_with_parent(parent)
         # SIGCHLD back to normal; SIGINT/SIGTERM stay blocked until the receiver is up
         signal.pthread_sigmask(signal.SIG_SETMASK, STOP_SIGNALS)
-        server = make_server(settings, mine, nat64, Recorder())
+        # multiprocess mode, when --metrics is on, came with the fork (supervise_workers)
+        metrics = Metrics() if settings.metrics is not None else None
+        server = make_server(settings, mine, nat64, Recorder(metrics=metrics), metrics)
         stop_within = settings.shutdown_grace + WORKER_STOP_MARGIN
-        trio.run(serve_until_signal, server, exit_alarm(stop_within), heartbeat)
+        trio.run(serve_until_signal, server, exit_alarm(stop_within), heartbeat, metrics)
         code = EXIT_OK
     except BaseException:
         logger.exception("worker %d failed", os.getpid())
@@ -340,10 +399,38 @@ def supervise_workers(settings: ServeSettings, bound: Bound, nat64: Nat64Choice,
     The supervisor keeps only non-listening reservations of the ports (reserve_ports); each
     worker's listening sockets are made just before its fork, so connections queue from then.
     """
-    line = startup_line(bound, nat64, settings.workers)
-    reservations = reserve_ports(bound)
+    with open_supervisor_metrics(
+        settings.metrics, dict(settings.credentials), nat64.info, lambda: bool(supervisor.pids())
+    ) as (endpoint, on_exit):
+        line = startup_line(bound, nat64, settings.workers, endpoint)
+        reservations = reserve_ports(bound)
+        supervisor = _supervisor(
+            settings, bound, nat64, reservations=reservations, endpoint=endpoint, on_exit=on_exit
+        )
+        bound.close()  # a listening socket here would get connections nobody accepts
+        try:
+            supervisor.start()
+            announce(line, settings, out)  # every worker's listeners accept from now on
+            return supervisor.run()
+        finally:
+            for pid in supervisor.pids():  # only if run() did not finish: no worker outlives us
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            for reservation in reservations:
+                reservation.close()
+
+
+def _supervisor(
+    settings: ServeSettings,
+    bound: Bound,
+    nat64: Nat64Choice,
+    *,
+    reservations: list[socket.socket],
+    endpoint: MetricsServer | None,
+    on_exit: Callable[[int, bool], None] | None,
+) -> Supervisor:
+    """The Supervisor whose spawn(slot) forks a worker with its own listeners."""
     addresses = (bound.socks_address, bound.http_address)
-    bound.close()  # a listening socket here would get connections nobody accepts
     parent = os.getpid()
 
     def spawn(slot: int) -> Spawned:
@@ -364,6 +451,8 @@ def supervise_workers(settings: ServeSettings, bound: Bound, nat64: Nat64Choice,
             if pid == 0:
                 for reservation in reservations:
                     reservation.close()
+                if endpoint is not None:
+                    endpoint.close_in_child()
                 for other in supervisor.slots:  # the other workers' heartbeat read ends
                     if other.heartbeat is not None:
                         os.close(other.heartbeat)
@@ -384,17 +473,9 @@ def supervise_workers(settings: ServeSettings, bound: Bound, nat64: Nat64Choice,
         settings.workers,
         stop_timeout=settings.shutdown_grace + WORKER_STOP_MARGIN,
         timeout=settings.worker_timeout,
+        on_exit=on_exit,
     )
-    try:
-        supervisor.start()
-        print(line, file=out, flush=True)  # every worker's listeners accept from now on
-        return supervisor.run()
-    finally:
-        for pid in supervisor.pids():  # only if run() did not finish: no worker outlives us
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        for reservation in reservations:
-            reservation.close()
+    return supervisor
 
 
 def exit_status(returncode: int) -> int:
@@ -433,7 +514,11 @@ def proxy_environment(
 
 
 async def run_command(
-    server: ProxyServer, bound: Bound, command: Sequence[str], environ: dict[str, str]
+    server: ProxyServer,
+    bound: Bound,
+    command: Sequence[str],
+    environ: dict[str, str],
+    metrics: Metrics | None = None,
 ) -> int:
     """Serve while `command` runs with the proxy variables set; its exit status back.
 
@@ -451,11 +536,15 @@ async def run_command(
     try:
         async with trio.open_nursery() as nursery:
             await nursery.start(server.run)
+            sampler = trio.CancelScope()
+            if metrics is not None:
+                nursery.start_soon(_sample, metrics, server, sampler)
             with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
                 async with trio.open_nursery() as waiting:
                     waiting.start_soon(_forward_signals, signals, process)
                     await process.wait()
                     waiting.cancel_scope.cancel()
+            sampler.cancel()
             server.stop()  # the command is done: close listeners, let tunnels drain
     finally:
         if process.returncode is None:
@@ -478,10 +567,13 @@ def run_with_command(
     bound = bind(settings)
     try:
         nat64 = trio.run(choose_nat64, settings)
-        recorder = Recorder()
-        server = make_server(settings, bound, nat64, recorder)
-        print(startup_line(bound, nat64), file=sys.stderr, flush=True)
-        status = trio.run(run_command, server, bound, command, environ)
+        with open_process_metrics(
+            settings.metrics, dict(settings.credentials), nat64.info
+        ) as (metrics, endpoint):
+            recorder = Recorder(metrics=metrics)
+            server = make_server(settings, bound, nat64, recorder, metrics)
+            announce(startup_line(bound, nat64, metrics=endpoint), settings, sys.stderr)
+            status = trio.run(run_command, server, bound, command, environ, metrics)
         return status, recorder.report
     finally:
         bound.close()

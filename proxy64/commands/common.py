@@ -18,6 +18,8 @@ from proxy64.config import (
     parse_prefix_choice,
 )
 from proxy64.errors import ConfigError
+from proxy64.logformat import JsonFormatter, json_line
+from proxy64.report import ReadinessReport
 
 T = TypeVar("T")
 
@@ -86,13 +88,45 @@ def add_log_options(parser: argparse.ArgumentParser, *, default: str = "info") -
         default=default,
         help=f"debug, info (one line per connection), warning or error (default: {default})",
     )
+    parser.add_argument(
+        "--log-format",
+        metavar="text|json",
+        choices=["text", "json"],
+        default="text",
+        help="text lines, or json: one object per line with the same fields, for log "
+        "shippers (default: text)",
+    )
 
 
-def setup_logging(level: str) -> None:
+def setup_logging(level: str, log_format: str = "text") -> None:
+    if log_format == "json":
+        handler = logging.StreamHandler()
+        handler.setFormatter(JsonFormatter())
+        logging.basicConfig(level=getattr(logging, level.upper()), handlers=[handler])
+        return
     logging.basicConfig(
         level=getattr(logging, level.upper()),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+
+
+def add_metrics_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--metrics",
+        metavar="ADDR|off",
+        help="serve Prometheus metrics at http://ADDR/metrics and a health check at "
+        "/healthz; HOST:PORT or [IPv6]:PORT (port 0: a free port). A non-loopback address "
+        "needs authentication (the proxy's credentials, HTTP Basic) or --allow-open "
+        "(default: off)",
+    )
+
+
+def print_report(report: ReadinessReport, log_format: str) -> None:
+    """The readiness report on stderr: the table, or with --log-format json one object."""
+    if log_format == "json":
+        sys.stderr.write(json_line("readiness report", event="report", **report.as_dict()) + "\n")
+    else:
+        sys.stderr.write(report.to_table())
 
 
 def parse_report_path(text: str, option: str = "--report") -> Path:

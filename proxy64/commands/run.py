@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 
-from proxy64.commands.common import checked, parse_report_path, write_report
+from proxy64.commands.common import checked, parse_report_path, print_report, write_report
 from proxy64.commands.serve import add_serve_options, settings_from_args
 from proxy64.errors import ConfigError
 
@@ -54,7 +53,7 @@ def main(args: argparse.Namespace) -> int:
     if settings.workers > 1:
         raise ConfigError("--workers", "proxy64 run serves one command from one process")
     status, report = run_with_command(settings, command, dict(os.environ))
-    sys.stderr.write(report.to_table())
+    print_report(report, settings.log_format)
     if args.report and not write_report(args.report, report.to_json(), "run"):
         return status or 1
     return status

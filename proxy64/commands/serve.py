@@ -12,7 +12,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from proxy64.commands.common import add_log_options, add_resolver_options, setup_logging
+from proxy64.commands.common import (
+    add_log_options,
+    add_metrics_option,
+    add_resolver_options,
+    setup_logging,
+)
 from proxy64.defaults import CONNECT_TIMEOUT, IDLE_TIMEOUT, MAX_CONNECTIONS, SERVE_MAX_WORKERS
 from proxy64.serve_config import CONFIG_KEYS, ServeSettings, build_settings, load_toml
 
@@ -82,6 +87,7 @@ def add_serve_options(
         f"(default: {CONNECT_TIMEOUT:g})",
     )
     add_log_options(parser, default=log_default)
+    add_metrics_option(parser)
     parser.add_argument(
         "--config",
         metavar="FILE",
@@ -90,7 +96,12 @@ def add_serve_options(
     )
     # "not given" must be visible, so the config file is overridden only by given options.
     parser.set_defaults(
-        dns=None, nat64_prefix=_UNSET, synthesize_all=None, dns64_exclude=None, log_level=None
+        dns=None,
+        nat64_prefix=_UNSET,
+        synthesize_all=None,
+        dns64_exclude=None,
+        log_level=None,
+        log_format=None,
     )
 
 
@@ -114,7 +125,7 @@ def settings_from_args(
 ) -> ServeSettings:
     file_values = load_toml(Path(args.config)) if args.config else {}
     settings = build_settings(file_values, cli_values(args), environ, defaults)
-    setup_logging(settings.log_level)
+    setup_logging(settings.log_level, settings.log_format)
     return settings
 
 

@@ -16,7 +16,9 @@ import logging
 import os
 import signal
 import sys
+from functools import partial
 from ipaddress import IPv4Address, IPv6Address, IPv6Network
+from typing import TYPE_CHECKING
 
 import trio
 
@@ -25,10 +27,11 @@ from proxy64.commands.common import (
     add_resolver_options,
     checked,
     parse_report_path,
+    print_report,
     setup_logging,
     write_report,
 )
-from proxy64.config import parse_positive
+from proxy64.config import HostPort, parse_positive
 from proxy64.defaults import (
     CONNECT_TIMEOUT,
     IDLE_TIMEOUT,
@@ -40,9 +43,19 @@ from proxy64.defaults import (
 )
 from proxy64.destination import EgressChoice
 from proxy64.errors import ConfigError
+from proxy64.logformat import json_line
+from proxy64.net.context import DialerLike
+from proxy64.net.metrics import MeteredDialer, Metrics, sample_gauges
+from proxy64.net.metrics_http import MetricsServer
+from proxy64.net.metrics_setup import open_process_metrics
+from proxy64.net.recorder import Recorder
+from proxy64.net.resolver import DNS64Resolver
 from proxy64.report import ReadinessReport
-from proxy64.serve_config import ServeSettings
+from proxy64.serve_config import ServeSettings, parse_metrics_address
 from proxy64.tun.device import TunDevice, TunSetupError, has_vnet_header, open_tun
+
+if TYPE_CHECKING:
+    from proxy64.app import Nat64Choice
 
 EXIT_SETUP = 2
 logger = logging.getLogger(__name__)
@@ -115,6 +128,25 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     # `tun run` shares a terminal with CMD: per-flow lines would mix with its output, so
     # it logs warnings only by default (like `proxy64 run`); `tun serve` is a service.
     add_log_options(parser, default="warning" if parser.prog.endswith(" run") else "info")
+    parser.add_argument(
+        "--metrics",
+        metavar="ADDR",
+        type=checked("--metrics", parse_tun_metrics),
+        help="serve Prometheus metrics at http://ADDR/metrics and a health check at "
+        "/healthz; a loopback HOST:PORT or [::1]:PORT (port 0: a free port; TUN mode has "
+        "no authentication) (default: off)",
+    )
+
+
+def parse_tun_metrics(text: str, option: str) -> HostPort | None:
+    address = parse_metrics_address(text, option)
+    if address is not None and not address.is_loopback:
+        raise ConfigError(
+            option,
+            f"refusing to serve metrics on {address}: TUN mode has no authentication, so "
+            "only a loopback address (127.0.0.1:PORT or [::1]:PORT) is accepted",
+        )
+    return address
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -195,20 +227,49 @@ async def _serve_device(
 ) -> None:
     from proxy64 import app
     from proxy64.net.dialer import Dialer
-    from proxy64.net.dns_server import DNS64Responder
-    from proxy64.net.recorder import Recorder
-    from proxy64.net.relay import Relay
-    from proxy64.net.resolver import DNS64Resolver
-    from proxy64.tun.stack import StackSettings, TunStack
 
     settings = _serve_settings(args)
     nat64 = await app.choose_nat64(settings)
-    # The same resolver answers the app's DNS on the TUN and resolves for the dialer.
-    resolver = DNS64Resolver(settings.resolver_settings(), nat64.prefix)
-    dialer = Dialer(resolver, nat64.prefix, nat64.egress, connect_timeout=args.connect_timeout)
+    with open_process_metrics(args.metrics, None, nat64.info) as (metrics, endpoint):
+        # The same resolver answers the app's DNS on the TUN and resolves for the dialer.
+        resolver = DNS64Resolver(settings.resolver_settings(), nat64.prefix, observer=metrics)
+        dialer: DialerLike = Dialer(
+            resolver, nat64.prefix, nat64.egress, connect_timeout=args.connect_timeout
+        )
+        if metrics is not None:
+            dialer = MeteredDialer(dialer, metrics, args.connect_timeout)
+        recorder = Recorder(metrics=metrics)
+        report.append(recorder.report)
+        await _serve_stack(
+            args,
+            device,
+            done,
+            nat64,
+            dialer=dialer,
+            recorder=recorder,
+            resolver=resolver,
+            metrics=metrics,
+            endpoint=endpoint,
+        )
+
+
+async def _serve_stack(
+    args: argparse.Namespace,
+    device: TunDevice,
+    done: trio.Event,
+    nat64: Nat64Choice,
+    *,
+    dialer: DialerLike,
+    recorder: Recorder,
+    resolver: DNS64Resolver,
+    metrics: Metrics | None,
+    endpoint: MetricsServer | None,
+) -> None:
+    from proxy64.net.dns_server import DNS64Responder
+    from proxy64.net.relay import Relay
+    from proxy64.tun.stack import StackSettings, TunStack
+
     responder = DNS64Responder(resolver)
-    recorder = Recorder()
-    report.append(recorder.report)
     stack = TunStack(
         device,
         dialer=dialer,
@@ -222,12 +283,19 @@ async def _serve_device(
             mtu=args.mtu,
         ),
     )
-    sys.stderr.write(
+    line = (
         f"proxy64 tun: NAT64 prefix {nat64.prefix} ({nat64.why}), egress "
-        f"{nat64.egress.value}, MTU {args.mtu}, DNS64 on [{TUN_GATEWAY}]:53\n"
+        f"{nat64.egress.value}, MTU {args.mtu}, DNS64 on [{TUN_GATEWAY}]:53"
     )
+    if endpoint is not None:
+        line += f"; metrics {endpoint.url}"
+    if args.log_format == "json":
+        line = json_line(line, event="startup")
+    sys.stderr.write(line + "\n")
     async with trio.open_nursery() as nursery:
         await nursery.start(stack.serve)
+        if metrics is not None:
+            nursery.start_soon(partial(sample_gauges, metrics, lambda: len(stack.table)))
         await done.wait()
         nursery.cancel_scope.cancel()
     logger.debug("tun stack counters: %s", stack.table.stats())
@@ -240,7 +308,7 @@ def _write_report(args: argparse.Namespace, report: list[ReadinessReport], statu
     if not report:
         return status
     table = report[0]
-    sys.stderr.write(table.to_table())
+    print_report(table, args.log_format)
     json_text = table.to_json()
     if args.report and not write_report(args.report, json_text, "tun"):
         return status or 1
@@ -255,7 +323,7 @@ def main_run(args: argparse.Namespace) -> int:
         command = command[1:]
     if not command:
         raise ConfigError("CMD", "no command given; usage: proxy64 tun run [options] -- CMD [ARGS]")
-    setup_logging(args.log_level)
+    setup_logging(args.log_level, args.log_format)
     report: list[ReadinessReport] = []
 
     async def serve(device: TunDevice, done: trio.Event) -> None:
@@ -271,7 +339,7 @@ def main_run(args: argparse.Namespace) -> int:
 
 
 def main_serve(args: argparse.Namespace) -> int:
-    setup_logging(args.log_level)
+    setup_logging(args.log_level, args.log_format)
     try:
         if args.device is not None:
             fd, name = open_tun(args.device)

@@ -15,7 +15,8 @@ is a fork): it waits for signals with sigtimedwait and does three things.
   SIGKILL at once. The supervisor returns when every worker has been reaped.
 - Its exit status is 0 when every worker running at the stop signal exited cleanly, else
   1 (a worker that died before, and was waiting for its restart, was logged then).
-How a worker is made (sockets, fork, what it runs) is the caller's `spawn(slot)`.
+How a worker is made (sockets, fork, what it runs) is the caller's `spawn(slot)`; what
+else happens when one exits (metrics) is the caller's `on_exit(pid, restarting)`.
 """
 
 from __future__ import annotations
@@ -107,6 +108,7 @@ class Supervisor:
     timeout: float = WORKER_TIMEOUT  # heartbeat silence that gets a worker killed
     backoff: RestartBackoff = field(default_factory=RestartBackoff)
     clock: Callable[[], float] = time.monotonic
+    on_exit: Callable[[int, bool], None] | None = None  # (pid, restarting) per reaped worker
     slots: list[_Slot] = field(default_factory=list)
     stopping: bool = False
 
@@ -201,6 +203,8 @@ class Supervisor:
                 continue
             slot.pid, slot.status = None, status
             self._close_heartbeat(slot)
+            if self.on_exit is not None:
+                self.on_exit(pid, not self.stopping)
             if self.stopping:
                 continue
             ran_for = self.clock() - slot.started

@@ -1,0 +1,85 @@
+"""Putting --metrics together: the process's Metrics, its endpoint, the info collector.
+
+Two shapes, both context managers that yield (None, ...) when --metrics is off:
+- open_process_metrics: one process (`serve`, `run`, `tun`) counts into a private
+  registry and serves it itself;
+- open_supervisor_metrics: `serve --workers N`; multiprocess mode is turned on before
+  any worker is forked, the supervisor serves the sum of every process's files and
+  counts worker restarts; the directory is removed when it returns.
+The NAT64 info is a callable read at every scrape, so a prefix that changes at run time
+is reported as it is now.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+
+from prometheus_client import disable_created_metrics
+
+from proxy64.config import HostPort
+from proxy64.net.metrics import InfoCollector, Metrics
+from proxy64.net.metrics_http import (
+    MetricsServer,
+    enable_multiprocess,
+    forget_process,
+    multiprocess_registry,
+    remove_multiprocess,
+)
+
+Nat64Info = Callable[[], tuple[str, str, str]]  # prefix, source, egress
+
+
+@contextmanager
+def open_process_metrics(
+    address: HostPort | None,
+    credentials: Mapping[str, str] | None,
+    nat64: Nat64Info,
+) -> Iterator[tuple[Metrics | None, MetricsServer | None]]:
+    if address is None:
+        yield None, None
+        return
+    disable_created_metrics()  # `_created` series double every counter for no use here
+    metrics = Metrics()
+    metrics.registry.register(InfoCollector(nat64))
+    registry = metrics.registry
+    endpoint = MetricsServer(address, lambda: registry, credentials=credentials)
+    endpoint.start()
+    try:
+        yield metrics, endpoint
+    finally:
+        endpoint.close()
+
+
+@contextmanager
+def open_supervisor_metrics(
+    address: HostPort | None,
+    credentials: Mapping[str, str] | None,
+    nat64: Nat64Info,
+    healthy: Callable[[], bool],
+) -> Iterator[tuple[MetricsServer | None, Callable[[int, bool], None] | None]]:
+    """(the endpoint, the supervisor's on_exit hook); workers build their own Metrics()
+    after the fork, in the multiprocess mode inherited from here."""
+    if address is None:
+        yield None, None
+        return
+    directory = enable_multiprocess()
+    try:
+        metrics = Metrics()  # the supervisor's own series: worker restarts
+        registry = multiprocess_registry(directory)
+        registry.register(InfoCollector(nat64))
+        endpoint = MetricsServer(
+            address, lambda: registry, credentials=credentials, healthy=healthy
+        )
+
+        def on_exit(pid: int, restarting: bool) -> None:
+            forget_process(directory, pid)
+            metrics.worker_exited(pid, restarting)
+
+        endpoint.start()
+        try:
+            yield endpoint, on_exit
+        finally:
+            endpoint.close()
+    finally:
+        remove_multiprocess(directory)
