@@ -159,4 +159,3 @@ METRICS_SAMPLE_INTERVAL = 1.0  # seconds between copies of the live counts into 
 METRICS_DIAL_BUCKETS = (
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 )  # fmt: skip
-METRICS_MAX_REQUEST = 8192  # bytes of request head the metrics endpoint reads
