@@ -39,7 +39,7 @@ def open_process_metrics(
     if address is None:
         yield None, None
         return
-    disable_created_metrics()  # `_created` series double every counter for no use here
+    disable_created_metrics()  # type: ignore[no-untyped-call]  # `_created`: no use here
     metrics = Metrics()
     metrics.registry.register(InfoCollector(nat64))
     registry = metrics.registry
