@@ -22,6 +22,7 @@ import socket
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -57,6 +58,7 @@ from proxy64.net.resolver import Dns64Observer, DNS64Resolver
 from proxy64.net.socks_server import handle_socks_client
 from proxy64.net.supervisor import Spawned, Supervisor
 from proxy64.proto.rfc6052 import Nat64Prefix
+from proxy64.reload import Reloader
 from proxy64.report import ReadinessReport
 from proxy64.serve_config import ServeSettings
 
@@ -67,6 +69,8 @@ EXIT_FAILURE = 1
 EXIT_CANNOT_RUN = 126
 EXIT_NOT_FOUND = 127
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+SERVE_SIGNALS = (*STOP_SIGNALS, signal.SIGHUP)  # SIGHUP: reload (proxy64/reload.py)
+Load = Callable[[], ServeSettings]  # settings from the same sources again (SIGHUP)
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,7 +210,12 @@ def build_context(
     nat64: Nat64Choice,
     recorder: Recorder,
     metrics: Metrics | None = None,
+    credentials: dict[str, str] | None = None,
 ) -> ProxyContext:
+    """credentials: the dict to share (with the metrics endpoint and a Reloader, which
+    updates it in place); by default a copy of settings.credentials, None when empty."""
+    if credentials is None:
+        credentials = dict(settings.credentials) or None
     resolver = build_resolver(settings, nat64.prefix, metrics)
     dialer: DialerLike = Dialer(
         resolver, nat64.prefix, nat64.egress, connect_timeout=settings.connect_timeout
@@ -217,7 +226,7 @@ def build_context(
         dialer=dialer,
         recorder=recorder,
         relay=Relay(idle_timeout=settings.idle_timeout),
-        credentials=dict(settings.credentials) or None,
+        credentials=credentials,
         handshake_timeout=settings.handshake_timeout,
         idle_timeout=settings.idle_timeout,
         connection_slots=trio.CapacityLimiter(settings.max_connections),
@@ -230,13 +239,15 @@ def make_server(
     nat64: Nat64Choice,
     recorder: Recorder,
     metrics: Metrics | None = None,
+    *,
+    credentials: dict[str, str] | None = None,
 ) -> ProxyServer:
     pairs: list[tuple[socket.socket, Handler]] = []
     if bound.socks is not None:
         pairs.append((bound.socks, handle_socks_client))
     if bound.http is not None:
         pairs.append((bound.http, handle_http_client))
-    ctx = build_context(settings, nat64, recorder, metrics)
+    ctx = build_context(settings, nat64, recorder, metrics, credentials)
     return ProxyServer(ctx, pairs, grace=settings.shutdown_grace)
 
 
@@ -248,11 +259,13 @@ async def serve_until_signal(
     on_signal: Callable[[int], None] | None = None,
     heartbeat_fd: int | None = None,
     metrics: Metrics | None = None,
+    on_reload: Callable[[], bool] | None = None,
 ) -> None:
-    with trio.open_signal_receiver(*STOP_SIGNALS) as signals:
+    """Serve until SIGINT/SIGTERM; SIGHUP calls on_reload (a Reloader's reload) and goes on."""
+    with trio.open_signal_receiver(*SERVE_SIGNALS) as signals:
         # run_serve blocked them before printing the start-up line: a signal sent as soon
         # as that line appears was held until now and is delivered to this receiver.
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, SERVE_SIGNALS)
         beating = trio.CancelScope()
         async with trio.open_nursery() as nursery:
             await nursery.start(server.run)
@@ -262,6 +275,10 @@ async def serve_until_signal(
             if heartbeat_fd is not None:
                 nursery.start_soon(_heartbeat, heartbeat_fd, beating)
             async for signum in signals:
+                if signum == signal.SIGHUP:
+                    if on_reload is not None:
+                        on_reload()
+                    continue
                 logger.info("%s: closing listeners", signal.Signals(signum).name)
                 if on_signal is not None:
                     on_signal(signum)
@@ -293,11 +310,19 @@ async def _heartbeat(fd: int, scope: trio.CancelScope) -> None:
             os.close(fd)
 
 
-def run_serve(settings: ServeSettings, *, out: Any = None) -> int:
+def run_serve(
+    settings: ServeSettings,
+    *,
+    out: Any = None,
+    load: Load | None = None,
+    config: Path | None = None,
+) -> int:
     """The whole `proxy64 serve`: bind, choose, print one line, serve (or supervise workers).
 
     The NAT64 choice (RFC 7050 discovery included) is made once, here, before any fork:
     every worker, restarted ones too, uses it, and the start-up line is printed once.
+    `load` rebuilds the settings from their sources on SIGHUP (`config`: the file, named
+    in the error line of a failed reload).
     """
     out = out if out is not None else sys.stderr
     workers = settings.workers
@@ -306,15 +331,20 @@ def run_serve(settings: ServeSettings, *, out: Any = None) -> int:
         nat64 = trio.run(choose_nat64, settings)
         if workers > 1:
             make_server(settings, bound, nat64, Recorder())  # fails before "ready"
-            signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)  # until the receiver is up
-            return supervise_workers(settings, bound, nat64, out)
-        with open_process_metrics(
-            settings.metrics, dict(settings.credentials), nat64.info
-        ) as (metrics, endpoint):
-            server = make_server(settings, bound, nat64, Recorder(metrics=metrics), metrics)
-            signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)  # until the receiver is up
+            signal.pthread_sigmask(signal.SIG_BLOCK, SERVE_SIGNALS)  # until the receiver is up
+            return supervise_workers(settings, bound, nat64, out, load=load, config=config)
+        credentials = dict(settings.credentials) or None  # shared; a reload updates it
+        reloader = Reloader(load, settings, credentials, config) if load else None
+        with open_process_metrics(settings.metrics, credentials, nat64.info) as (
+            metrics,
+            endpoint,
+        ):
+            recorder = Recorder(metrics=metrics)
+            server = make_server(settings, bound, nat64, recorder, metrics, credentials=credentials)
+            signal.pthread_sigmask(signal.SIG_BLOCK, SERVE_SIGNALS)  # until the receiver is up
             announce(startup_line(bound, nat64, metrics=endpoint), settings, out)
-            trio.run(serve_until_signal, server, None, None, metrics)
+            on_reload = reloader.reload if reloader is not None else None
+            trio.run(serve_until_signal, server, None, None, metrics, on_reload)
         return EXIT_OK
     finally:
         bound.close()
@@ -373,19 +403,31 @@ def exit_alarm(seconds: float) -> Callable[[int], None]:
 
 
 def _worker(
-    settings: ServeSettings, mine: Bound, nat64: Nat64Choice, parent: int, heartbeat: int
+    settings: ServeSettings,
+    mine: Bound,
+    nat64: Nat64Choice,
+    parent: int,
+    heartbeat: int,
+    *,
+    load: Load | None,
 ) -> None:
     """In a forked worker: serve on its own sockets until SIGINT/SIGTERM; never returns."""
     code = EXIT_FAILURE
     try:
         _die_with_parent(parent)
-        # SIGCHLD back to normal; SIGINT/SIGTERM stay blocked until the receiver is up
-        signal.pthread_sigmask(signal.SIG_SETMASK, STOP_SIGNALS)
+        # SIGCHLD back to normal; SIGINT/SIGTERM/SIGHUP stay blocked until the receiver is up
+        signal.pthread_sigmask(signal.SIG_SETMASK, SERVE_SIGNALS)
         # multiprocess mode, when --metrics is on, came with the fork (supervise_workers)
         metrics = Metrics() if settings.metrics is not None else None
-        server = make_server(settings, mine, nat64, Recorder(metrics=metrics), metrics)
+        credentials = dict(settings.credentials) or None
+        reloader = Reloader(load, settings, credentials, quiet=True) if load else None
+        recorder = Recorder(metrics=metrics)
+        server = make_server(settings, mine, nat64, recorder, metrics, credentials=credentials)
         stop_within = settings.shutdown_grace + WORKER_STOP_MARGIN
-        trio.run(serve_until_signal, server, exit_alarm(stop_within), heartbeat, metrics)
+        on_reload = reloader.reload if reloader is not None else None
+        trio.run(
+            serve_until_signal, server, exit_alarm(stop_within), heartbeat, metrics, on_reload
+        )
         code = EXIT_OK
     except BaseException:
         logger.exception("worker %d failed", os.getpid())
@@ -393,20 +435,39 @@ def _worker(
         os._exit(code)  # never run the supervisor's code after fork
 
 
-def supervise_workers(settings: ServeSettings, bound: Bound, nat64: Nat64Choice, out: Any) -> int:
+def supervise_workers(
+    settings: ServeSettings,
+    bound: Bound,
+    nat64: Nat64Choice,
+    out: Any,
+    *,
+    load: Load | None = None,
+    config: Path | None = None,
+) -> int:
     """Fork `workers` processes, each with its own SO_REUSEPORT listeners; keep them running.
 
     The supervisor keeps only non-listening reservations of the ports (reserve_ports); each
     worker's listening sockets are made just before its fork, so connections queue from then.
+    On SIGHUP it checks the files once and passes the signal on when they are good; a
+    worker forked later starts with the reloaded settings.
     """
+    credentials = dict(settings.credentials) or None  # the supervisor's /metrics
+    reloader = Reloader(load or (lambda: settings), settings, credentials, config)
     with open_supervisor_metrics(
-        settings.metrics, dict(settings.credentials), nat64.info, lambda: bool(supervisor.pids())
+        settings.metrics, credentials, nat64.info, lambda: bool(supervisor.pids())
     ) as (endpoint, on_exit):
         line = startup_line(bound, nat64, settings.workers, endpoint)
         reservations = reserve_ports(bound)
         supervisor = _supervisor(
-            settings, bound, nat64, reservations=reservations, endpoint=endpoint, on_exit=on_exit
+            lambda: reloader.settings,
+            bound,
+            nat64,
+            reservations=reservations,
+            endpoint=endpoint,
+            on_exit=on_exit,
+            load=load,
         )
+        supervisor.on_reload = reloader.reload if load is not None else None
         bound.close()  # a listening socket here would get connections nobody accepts
         try:
             supervisor.start()
@@ -421,15 +482,18 @@ def supervise_workers(settings: ServeSettings, bound: Bound, nat64: Nat64Choice,
 
 
 def _supervisor(
-    settings: ServeSettings,
+    current: Callable[[], ServeSettings],
     bound: Bound,
     nat64: Nat64Choice,
     *,
     reservations: list[socket.socket],
     endpoint: MetricsServer | None,
     on_exit: Callable[[int, bool], None] | None,
+    load: Load | None,
 ) -> Supervisor:
-    """The Supervisor whose spawn(slot) forks a worker with its own listeners."""
+    """The Supervisor whose spawn(slot) forks a worker with its own listeners, and the
+    settings in force at that moment (current(): reloaded ones after a SIGHUP)."""
+    settings = current()
     addresses = (bound.socks_address, bound.http_address)
     parent = os.getpid()
 
@@ -457,7 +521,7 @@ def _supervisor(
                     if other.heartbeat is not None:
                         os.close(other.heartbeat)
                 os.close(beat_read)
-                _worker(settings, mine, nat64, parent, beat_write)
+                _worker(current(), mine, nat64, parent, beat_write, load=load)
         except BaseException:
             if beat_read >= 0:
                 os.close(beat_read)

@@ -118,13 +118,23 @@ def cli_values(args: argparse.Namespace) -> dict[str, Any]:
     return given
 
 
+def load_settings(
+    args: argparse.Namespace,
+    environ: Mapping[str, str],
+    defaults: Mapping[str, Any] | None = None,
+) -> ServeSettings:
+    """The settings from the config file, the command line and the environment (at start
+    and again on SIGHUP: the files are read each time)."""
+    file_values = load_toml(Path(args.config)) if args.config else {}
+    return build_settings(file_values, cli_values(args), environ, defaults)
+
+
 def settings_from_args(
     args: argparse.Namespace,
     environ: Mapping[str, str],
     defaults: Mapping[str, Any] | None = None,
 ) -> ServeSettings:
-    file_values = load_toml(Path(args.config)) if args.config else {}
-    settings = build_settings(file_values, cli_values(args), environ, defaults)
+    settings = load_settings(args, environ, defaults)
     setup_logging(settings.log_level, settings.log_format)
     return settings
 
@@ -134,7 +144,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "serve",
         help="run the SOCKS5 and HTTP proxy",
         description="Serve SOCKS5 and HTTP proxies that resolve names with DNS64 and reach "
-        "IPv4-only destinations through NAT64 (or the embedded egress).",
+        "IPv4-only destinations through NAT64 (or the embedded egress). SIGHUP re-reads "
+        "--config and --auth-file: new connections get the new users and log level, open "
+        "tunnels are untouched, a bad file keeps the previous settings.",
     )
     add_serve_options(parser)
     parser.set_defaults(func=main)
@@ -143,4 +155,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 def main(args: argparse.Namespace) -> int:
     from proxy64.app import run_serve
 
-    return run_serve(settings_from_args(args, os.environ))
+    environ = dict(os.environ)
+    settings = settings_from_args(args, environ)
+    config = Path(args.config) if args.config else None
+    return run_serve(settings, load=lambda: load_settings(args, environ), config=config)

@@ -2,7 +2,7 @@
 
 The supervisor is the process the user started. It never accepts a connection and never
 runs trio (a process forked from inside trio.run could not run trio again, and a restart
-is a fork): it waits for signals with sigtimedwait and does three things.
+is a fork): it waits for signals with sigtimedwait and does four things.
 - A worker that dies is forked again after a delay (RestartBackoff): the first delay is
   short, it doubles for every quick death in a row (a crash loop cannot spin) and falls
   back to the first one after a worker ran WORKER_HEALTHY_AFTER seconds. One log line each.
@@ -10,6 +10,8 @@ is a fork): it waits for signals with sigtimedwait and does three things.
   worker writes a byte to its heartbeat pipe every WORKER_HEARTBEAT seconds from its trio
   loop; silence for `timeout` seconds means the loop is stuck (or the process stopped),
   and with SO_REUSEPORT its share of new connections would wait forever.
+- SIGHUP: on_reload() checks the files once, here; when they are good the signal is
+  passed on to every worker by PID (each applies them itself), else nothing changes.
 - SIGINT/SIGTERM is passed on to every worker by PID; no worker is restarted after it.
   A worker still alive after `stop_timeout` gets SIGKILL by PID; a second signal sends
   SIGKILL at once. The supervisor returns when every worker has been reaped.
@@ -41,7 +43,7 @@ from proxy64.defaults import (
 logger = logging.getLogger(__name__)
 
 STOP_SIGNALS = frozenset({signal.SIGINT, signal.SIGTERM})
-_WAITED = STOP_SIGNALS | {signal.SIGCHLD}
+_WAITED = STOP_SIGNALS | {signal.SIGCHLD, signal.SIGHUP}
 _IDLE_WAIT = 3600.0  # sigtimedwait bound when nothing is scheduled (signals wake it anyway)
 
 
@@ -109,6 +111,7 @@ class Supervisor:
     backoff: RestartBackoff = field(default_factory=RestartBackoff)
     clock: Callable[[], float] = time.monotonic
     on_exit: Callable[[int, bool], None] | None = None  # (pid, restarting) per reaped worker
+    on_reload: Callable[[], bool] | None = None  # SIGHUP: True passes it on to every worker
     slots: list[_Slot] = field(default_factory=list)
     stopping: bool = False
 
@@ -132,6 +135,10 @@ class Supervisor:
                 self._reap()
                 self._kill_silent()
                 self._restart_due()
+                continue
+            if info.si_signo == signal.SIGHUP:
+                if self.on_reload is not None and self.on_reload():
+                    self._signal_all(signal.SIGHUP)
                 continue
             logger.info(
                 "%s: stopping %d workers", signal.Signals(info.si_signo).name, len(self.pids())
