@@ -54,6 +54,7 @@ def test_systemd_unit_verifies_without_a_warning(tmp_path: Path) -> None:
     lines = {line.strip() for line in UNIT.read_text(encoding="utf-8").splitlines()}
     missing = [directive for directive in HARDENING if directive not in lines]
     assert not missing, missing
+    assert "ExecReload=/bin/kill -HUP $MAINPID" in lines  # SIGHUP: reload
 
 
 def test_systemd_unit_exposure_is_low(tmp_path: Path) -> None:
