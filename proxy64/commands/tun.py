@@ -45,7 +45,7 @@ from proxy64.destination import EgressChoice
 from proxy64.errors import ConfigError
 from proxy64.logformat import json_line
 from proxy64.net.context import DialerLike
-from proxy64.net.metrics import MeteredDialer, Metrics, sample_gauges
+from proxy64.net.metrics import TUN_FRONT_ENDS, MeteredDialer, Metrics, sample_gauges
 from proxy64.net.metrics_http import MetricsServer
 from proxy64.net.metrics_setup import open_process_metrics
 from proxy64.net.recorder import Recorder
@@ -230,7 +230,8 @@ async def _serve_device(
 
     settings = _serve_settings(args)
     nat64 = await app.choose_nat64(settings)
-    with open_process_metrics(args.metrics, None, nat64.info) as (metrics, endpoint):
+    metrics_on = open_process_metrics(args.metrics, None, nat64.info, TUN_FRONT_ENDS)
+    with metrics_on as (metrics, endpoint):
         # The same resolver answers the app's DNS on the TUN and resolves for the dialer.
         resolver = DNS64Resolver(settings.resolver_settings(), nat64.prefix, observer=metrics)
         dialer: DialerLike = Dialer(

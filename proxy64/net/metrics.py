@@ -41,6 +41,8 @@ ABORTED = "aborted"  # connected, then ended abnormally: idle timeout, reset, sh
 CONNECTION_OUTCOMES = (OK, HANDSHAKE_FAILED, UNREACHABLE, ABORTED)
 
 DNS64_OUTCOMES = ("native", "synthesized", "nodata", "nxdomain", "error")
+SERVE_FRONT_ENDS = ("socks5", "http-connect", "http")
+TUN_FRONT_ENDS = ("tun-tcp", "tun-udp")
 
 
 def connection_outcome(record: ConnectionRecord) -> str:
@@ -66,9 +68,16 @@ def dns64_outcome(answer: Dns64Answer) -> str:
 
 
 class Metrics:
-    """The process's metric objects, in `registry` (a private one: never the global)."""
+    """The process's metric objects, in `registry` (a private one: never the global).
 
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+    `front_ends`: the ones this process has, whose connection series exist (at zero)
+    from the first scrape, so a rate() over them has a start."""
+
+    def __init__(
+        self,
+        registry: CollectorRegistry | None = None,
+        front_ends: tuple[str, ...] = SERVE_FRONT_ENDS,
+    ) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
         reg = self.registry
         self.connections = Counter(
@@ -125,8 +134,8 @@ class Metrics:
             "Workers (serve --workers) that died or stopped answering and were restarted",
             registry=reg,
         )
-        for front_end in ("socks5", "http-connect", "http"):
-            for outcome in CONNECTION_OUTCOMES:  # a zero series from the first scrape on
+        for front_end in front_ends:
+            for outcome in CONNECTION_OUTCOMES:
                 self.connections.labels(front_end, outcome)
         for outcome in DNS64_OUTCOMES:
             self.dns64_lookups.labels(outcome)

@@ -31,13 +31,15 @@ from socketserver import ThreadingMixIn
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry, generate_latest
 
 from proxy64.config import HostPort
 from proxy64.errors import ConfigError
 from proxy64.net.listeners import describe_bind_error
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+# The text format every Prometheus 2.x and 3.x parses; every proxy64 name fits it.
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 StartResponse = Callable[[str, list[tuple[str, str]]], Any]
 
 
@@ -97,7 +99,7 @@ def metrics_app(
             return [body]
         output = generate_latest(registry())
         start_response(
-            "200 OK", [("Content-Type", CONTENT_TYPE_LATEST), ("Content-Length", str(len(output)))]
+            "200 OK", [("Content-Type", CONTENT_TYPE), ("Content-Length", str(len(output)))]
         )
         return [output]
 

@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from prometheus_client import disable_created_metrics
 
 from proxy64.config import HostPort
-from proxy64.net.metrics import InfoCollector, Metrics
+from proxy64.net.metrics import SERVE_FRONT_ENDS, InfoCollector, Metrics
 from proxy64.net.metrics_http import (
     MetricsServer,
     enable_multiprocess,
@@ -35,12 +35,13 @@ def open_process_metrics(
     address: HostPort | None,
     credentials: Mapping[str, str] | None,
     nat64: Nat64Info,
+    front_ends: tuple[str, ...] = SERVE_FRONT_ENDS,
 ) -> Iterator[tuple[Metrics | None, MetricsServer | None]]:
     if address is None:
         yield None, None
         return
     disable_created_metrics()  # type: ignore[no-untyped-call]  # `_created`: no use here
-    metrics = Metrics()
+    metrics = Metrics(front_ends=front_ends)
     metrics.registry.register(InfoCollector(nat64))
     registry = metrics.registry
     endpoint = MetricsServer(address, lambda: registry, credentials=credentials)
