@@ -159,3 +159,5 @@ METRICS_SAMPLE_INTERVAL = 1.0  # seconds between copies of the live counts into 
 METRICS_DIAL_BUCKETS = (
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 )  # fmt: skip
+METRICS_STALE_AFTER = 10.0  # /healthz answers 503 when the event loop has not sampled this long
+METRICS_REQUEST_TIMEOUT = 10.0  # seconds a metrics client may take to send its request

@@ -19,6 +19,7 @@ values to prometheus-client's multiprocess files and the supervisor serves their
 from __future__ import annotations
 
 import platform
+import time
 from collections.abc import Callable, Iterable, Iterator
 
 import trio
@@ -27,7 +28,11 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 import proxy64
-from proxy64.defaults import METRICS_DIAL_BUCKETS, METRICS_SAMPLE_INTERVAL
+from proxy64.defaults import (
+    METRICS_DIAL_BUCKETS,
+    METRICS_SAMPLE_INTERVAL,
+    METRICS_STALE_AFTER,
+)
 from proxy64.destination import Destination
 from proxy64.net.context import ConnectionRecord, Dialed, DialerLike, UdpTarget, live_tunnels
 from proxy64.net.dialer import PendingDial
@@ -79,6 +84,7 @@ class Metrics:
         front_ends: tuple[str, ...] = SERVE_FRONT_ENDS,
     ) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
+        self.sampled_at = time.monotonic()  # the event loop's last sample (alive())
         reg = self.registry
         self.connections = Counter(
             "proxy64_connections",
@@ -157,11 +163,17 @@ class Metrics:
         else:
             self.dns64_lookups.labels(dns64_outcome(answer)).inc()
 
+    def alive(self) -> bool:
+        """The event loop sampled recently: /healthz's answer (read on the endpoint's
+        thread, so a stuck loop is seen)."""
+        return time.monotonic() - self.sampled_at < METRICS_STALE_AFTER
+
     def worker_exited(self, pid: int, restarting: bool) -> None:
         if restarting:
             self.worker_restarts.inc()
 
     def sample(self, connections: int) -> None:
+        self.sampled_at = time.monotonic()
         self.connections_active.set(connections)
         self.tunnels_active.set(live_tunnels.count)
 

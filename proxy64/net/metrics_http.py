@@ -5,8 +5,9 @@ A small WSGI server on its own daemon thread: the same code serves a trio proces
 - /metrics: the text exposition format (prometheus-client's generate_latest). When the
   proxy has credentials, it asks for them too (HTTP Basic, RFC 7617), so a non-loopback
   endpoint is never open unless --allow-open says so (serve_config.check_safety).
-- /healthz: 200 "ok" while the process serves (with workers: while one worker runs),
-  else 503; never authenticated, it tells nothing but that.
+- /healthz: 200 "ok" while the process serves (its event loop sampled the gauges within
+  METRICS_STALE_AFTER; with workers: while one worker runs, the supervisor kills a stuck
+  one), else 503; never authenticated, it tells nothing but that.
 With --workers N the supervisor turns on prometheus-client's multiprocess mode in a
 private temporary directory before any worker exists: every process writes its values to
 files there, and the supervisor's /metrics adds them up (MultiProcessCollector), so one
@@ -34,6 +35,7 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 from prometheus_client import CollectorRegistry, generate_latest
 
 from proxy64.config import HostPort
+from proxy64.defaults import METRICS_REQUEST_TIMEOUT
 from proxy64.errors import ConfigError
 from proxy64.net.listeners import describe_bind_error
 
@@ -53,6 +55,7 @@ class _Server6(_Server):
 
 
 class _QuietHandler(WSGIRequestHandler):
+    timeout = METRICS_REQUEST_TIMEOUT  # an idle client does not keep its thread forever
     def log_message(self, format: str, *args: Any) -> None:
         """Scrapes every few seconds would drown the per-connection log lines."""
 
@@ -85,7 +88,7 @@ def metrics_app(
         path = environ.get("PATH_INFO", "")
         if path == "/healthz":
             ok = healthy()
-            body = b"ok\n" if ok else b"no worker is running\n"
+            body = b"ok\n" if ok else b"not serving\n"
             start_response("200 OK" if ok else "503 Service Unavailable", _text(body))
             return [body]
         if path != "/metrics":

@@ -44,7 +44,9 @@ def open_process_metrics(
     metrics = Metrics(front_ends=front_ends)
     metrics.registry.register(InfoCollector(nat64))
     registry = metrics.registry
-    endpoint = MetricsServer(address, lambda: registry, credentials=credentials)
+    endpoint = MetricsServer(
+        address, lambda: registry, credentials=credentials, healthy=metrics.alive
+    )
     endpoint.start()
     try:
         yield metrics, endpoint

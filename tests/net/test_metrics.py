@@ -249,3 +249,18 @@ def test_json_formatter_lines() -> None:
 
         failing = logging.LogRecord("x", logging.ERROR, __file__, 1, "bad", (), sys.exc_info())
     assert "ValueError: boom" in formatted(failing)["exception"]
+
+
+def test_alive_follows_the_event_loop_samples() -> None:
+    """/healthz of one process: 503 once the loop has not sampled for METRICS_STALE_AFTER."""
+    from proxy64.defaults import METRICS_STALE_AFTER
+
+    metrics = Metrics()
+    assert metrics.alive()
+    metrics.sampled_at -= METRICS_STALE_AFTER + 1  # as if the loop were stuck that long
+    assert not metrics.alive()
+    metrics.sample(3)
+    assert metrics.alive()
+    app = metrics_app(lambda: metrics.registry, None, metrics.alive)
+    metrics.sampled_at -= METRICS_STALE_AFTER + 1
+    assert call(app, "/healthz")[:2] == ("503 Service Unavailable", b"not serving\n")
