@@ -453,8 +453,9 @@ def supervise_workers(
     """
     credentials = dict(settings.credentials) or None  # the supervisor's /metrics
     reloader = Reloader(load or (lambda: settings), settings, credentials, config)
+    running: list[Supervisor] = []  # /healthz may be asked before the supervisor exists
     with open_supervisor_metrics(
-        settings.metrics, credentials, nat64.info, lambda: bool(supervisor.pids())
+        settings.metrics, credentials, nat64.info, lambda: any(s.pids() for s in running)
     ) as (endpoint, on_exit):
         line = startup_line(bound, nat64, settings.workers, endpoint)
         reservations = reserve_ports(bound)
@@ -468,6 +469,7 @@ def supervise_workers(
             load=load,
         )
         supervisor.on_reload = reloader.reload if load is not None else None
+        running.append(supervisor)
         bound.close()  # a listening socket here would get connections nobody accepts
         try:
             supervisor.start()
