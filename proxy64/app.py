@@ -3,12 +3,17 @@
 The only place where the parts meet: one resolver and one dialer, built here and injected
 into every front end (never module globals). Start-up:
 1. bind the listeners (stdlib sockets, so --workers can fork after binding);
-2. choose the NAT64 prefix and egress (RFC 7050 discovery when asked for "auto");
+2. choose the NAT64 prefix and egress ("auto": PREF64 from RAs, systemd-networkd,
+   RFC 7050, in RFC 9872's order; proxy64/net/nat64_watch.py);
 3. print ONE line: where it listens, which prefix and egress and why;
-4. serve until SIGINT/SIGTERM: listeners close, live tunnels get shutdown_grace seconds.
+4. serve until SIGINT/SIGTERM: listeners close, live tunnels get shutdown_grace seconds;
+   SIGHUP re-reads the config and auth files (proxy64/reload.py).
+   With "auto" a watcher follows the prefix meanwhile (one Nat64State shared by the
+   resolver and the dialer).
 With --workers N (N > 1) this process becomes a supervisor (proxy64/net/supervisor.py):
-it forks N workers that share the choice made in step 2, restarts a worker that dies
-(with a backoff) and stops them all by PID on SIGINT/SIGTERM.
+it forks N workers that start from the choice made in step 2 and each run their own
+watcher, restarts a worker that dies (with a backoff) and stops them all by PID on
+SIGINT/SIGTERM.
 """
 
 from __future__ import annotations
@@ -20,8 +25,9 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -30,17 +36,14 @@ import trio
 
 from proxy64.config import HostPort
 from proxy64.defaults import (
-    SERVE_DISCOVERY_TIMEOUT,
-    WELL_KNOWN_PREFIX,
+    PREF64_STARTUP_WAIT,
     WORKER_HEARTBEAT,
     WORKER_STOP_MARGIN,
 )
-from proxy64.destination import Egress, EgressChoice
-from proxy64.errors import ConfigError, ResolutionError
+from proxy64.errors import ConfigError
 from proxy64.logformat import json_line
 from proxy64.net.context import DialerLike, ProxyContext
 from proxy64.net.dialer import Dialer, ResolverLike
-from proxy64.net.discovery import discover_prefixes
 from proxy64.net.http_server import handle_http_client
 from proxy64.net.listeners import (
     Handler,
@@ -52,6 +55,8 @@ from proxy64.net.listeners import (
 from proxy64.net.metrics import MeteredDialer, Metrics, sample_gauges
 from proxy64.net.metrics_http import MetricsServer
 from proxy64.net.metrics_setup import open_process_metrics, open_supervisor_metrics
+from proxy64.net.nat64_state import Nat64Choice, Nat64State
+from proxy64.net.nat64_watch import Nat64Sources, first_choice, follow_nat64, rfc7050_lookup
 from proxy64.net.recorder import Recorder
 from proxy64.net.relay import Relay
 from proxy64.net.resolver import Dns64Observer, DNS64Resolver
@@ -71,18 +76,6 @@ EXIT_NOT_FOUND = 127
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 SERVE_SIGNALS = (*STOP_SIGNALS, signal.SIGHUP)  # SIGHUP: reload (proxy64/reload.py)
 Load = Callable[[], ServeSettings]  # settings from the same sources again (SIGHUP)
-
-
-@dataclass(frozen=True, slots=True)
-class Nat64Choice:
-    prefix: Nat64Prefix
-    egress: Egress
-    why: str  # shown in the start-up line, e.g. "no NAT64 found via DNS 10.0.0.53:53"
-    source: str = "given"  # given | discovered | well-known | assumed (the metrics' label)
-
-    def info(self) -> tuple[str, str, str]:
-        """prefix, source, egress: proxy64_nat64_prefix_info's labels."""
-        return str(self.prefix), self.source, self.egress.value
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,7 +124,9 @@ def bind(settings: ServeSettings, *, reuse_port: bool = False) -> Bound:
 
 
 def build_resolver(
-    settings: ServeSettings, prefix: Nat64Prefix, observer: Dns64Observer | None = None
+    settings: ServeSettings,
+    prefix: Nat64Prefix | Nat64State,
+    observer: Dns64Observer | None = None,
 ) -> ResolverLike:
     resolver: ResolverLike = DNS64Resolver(
         settings.resolver_settings(), prefix, observer=observer
@@ -139,44 +134,69 @@ def build_resolver(
     return resolver
 
 
-async def discover(servers: tuple[HostPort, ...]) -> list[Nat64Prefix] | None:
-    """RFC 7050 discovery: the prefixes found ([] for none), or None when no DNS server
-    answered within SERVE_DISCOVERY_TIMEOUT, so the start-up line can tell the two apart."""
-    with trio.move_on_after(SERVE_DISCOVERY_TIMEOUT):
-        try:
-            found: list[Nat64Prefix] = await discover_prefixes(servers)
-        except ResolutionError as exc:
-            logger.debug("RFC 7050 discovery failed: %s", exc)
-            return None
-        return found
-    return None
-
-
 async def choose_nat64(
     settings: ServeSettings,
-    discover_fn: Callable[[tuple[HostPort, ...]], Any] = discover,
+    discover_fn: Callable[[tuple[HostPort, ...]], Any] | None = None,
+    *,
+    ra_wait: float = PREF64_STARTUP_WAIT,
+    pref64: bool = True,
 ) -> Nat64Choice:
-    """The prefix and egress to use, and why (shown in the start-up line)."""
-    given = settings.nat64_prefix
-    choice = settings.egress
-    if given is not None:
-        egress = Egress.EMBEDDED if choice is EgressChoice.EMBEDDED else Egress.NAT64
-        return Nat64Choice(given, egress, "given")
-    wkp = Nat64Prefix(WELL_KNOWN_PREFIX)
-    if choice is EgressChoice.EMBEDDED:
-        why = "well-known; the embedded egress needs no NAT64"
-        return Nat64Choice(wkp, Egress.EMBEDDED, why, "well-known")
-    where = ", ".join(str(s) for s in settings.dns) or "/etc/resolv.conf"
-    prefixes: list[Nat64Prefix] | None = await discover_fn(settings.dns)
-    if prefixes:
-        why = f"discovered via DNS {where}, RFC 7050"
-        return Nat64Choice(prefixes[0], Egress.NAT64, why, "discovered")
-    outcome = f"no NAT64 found via DNS {where}" if prefixes is not None else (
-        f"no answer from DNS {where}"
+    """The prefix and egress to use, and why (shown in the start-up line).
+
+    discover_fn replaces RFC 7050 discovery (prefixes, or None for no answer); pref64
+    False leaves out the PREF64 sources (RAs and networkctl).
+    """
+    fixed = first_choice(settings.egress, settings.nat64_prefix)
+    if fixed is not None:
+        return fixed
+    sources = nat64_sources(settings, discover_fn, pref64=pref64)
+    return await sources.startup(ra_wait)
+
+
+def nat64_sources(
+    settings: ServeSettings,
+    discover_fn: Callable[[tuple[HostPort, ...]], Any] | None = None,
+    *,
+    pref64: bool = True,
+) -> Nat64Sources:
+    """The discovery sources for settings; discover_fn and pref64 as in choose_nat64."""
+    rfc7050 = rfc7050_lookup
+    if discover_fn is not None:
+        ask = discover_fn
+
+        async def rfc7050(
+            servers: tuple[HostPort, ...],
+        ) -> tuple[list[Nat64Prefix], int | None] | None:
+            found = await ask(servers)
+            return None if found is None else (list(found), None)
+
+    if pref64:
+        return Nat64Sources(settings.dns, settings.egress, rfc7050=rfc7050)
+    return Nat64Sources(
+        settings.dns, settings.egress, rfc7050=rfc7050, open_ra_socket=None, networkctl=None
     )
-    if choice is EgressChoice.NAT64:
-        return Nat64Choice(wkp, Egress.NAT64, f"{outcome}; assumed", "assumed")
-    return Nat64Choice(wkp, Egress.EMBEDDED, outcome, "well-known")
+
+
+def nat64_watcher(
+    settings: ServeSettings, state: Nat64State
+) -> Callable[..., Awaitable[None]] | None:
+    """The task that follows the network's prefix (None: the prefix is fixed)."""
+    if first_choice(settings.egress, settings.nat64_prefix) is not None:
+        return None
+
+    async def watch(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        await follow_nat64(state, nat64_sources(settings), task_status=task_status)
+
+    return watch
+
+
+def report_follows(report: ReadinessReport, state: Nat64State) -> None:
+    """The readiness report judges destinations with the prefix in use when it ends."""
+
+    def follow(old: Nat64Choice, new: Nat64Choice) -> None:
+        report.prefix = new.prefix.network
+
+    state.on_change(follow)
 
 
 def startup_line(
@@ -202,12 +222,18 @@ def announce(line: str, settings: ServeSettings, out: Any) -> None:
     print(line, file=out, flush=True)
 
 
+def nat64_info(state: Nat64State) -> tuple[str, str, str]:
+    """prefix, source, egress in use now: proxy64_nat64_prefix_info's labels."""
+    choice = state.choice
+    return str(choice.prefix), choice.source, choice.egress.value
+
+
 # --- the parts ----------------------------------------------------------------------------
 
 
 def build_context(
     settings: ServeSettings,
-    nat64: Nat64Choice,
+    nat64: Nat64Choice | Nat64State,
     recorder: Recorder,
     metrics: Metrics | None = None,
     credentials: dict[str, str] | None = None,
@@ -216,10 +242,9 @@ def build_context(
     updates it in place); by default a copy of settings.credentials, None when empty."""
     if credentials is None:
         credentials = dict(settings.credentials) or None
-    resolver = build_resolver(settings, nat64.prefix, metrics)
-    dialer: DialerLike = Dialer(
-        resolver, nat64.prefix, nat64.egress, connect_timeout=settings.connect_timeout
-    )
+    state = nat64 if isinstance(nat64, Nat64State) else Nat64State(nat64)
+    resolver = build_resolver(settings, state, metrics)
+    dialer: DialerLike = Dialer(resolver, state, connect_timeout=settings.connect_timeout)
     if metrics is not None:
         dialer = MeteredDialer(dialer, metrics, settings.connect_timeout)
     return ProxyContext(
@@ -236,7 +261,7 @@ def build_context(
 def make_server(
     settings: ServeSettings,
     bound: Bound,
-    nat64: Nat64Choice,
+    nat64: Nat64Choice | Nat64State,
     recorder: Recorder,
     metrics: Metrics | None = None,
     *,
@@ -258,20 +283,27 @@ async def serve_until_signal(
     server: ProxyServer,
     on_signal: Callable[[int], None] | None = None,
     heartbeat_fd: int | None = None,
+    watch: Callable[..., Awaitable[None]] | None = None,
+    *,
     metrics: Metrics | None = None,
+    state: Nat64State | None = None,
     on_reload: Callable[[], bool] | None = None,
 ) -> None:
-    """Serve until SIGINT/SIGTERM; SIGHUP calls on_reload (a Reloader's reload) and goes on."""
+    """Serve until SIGINT/SIGTERM; SIGHUP calls on_reload (a Reloader's reload) and goes
+    on. With metrics, the gauges (and the prefix in `state`) are sampled meanwhile."""
     with trio.open_signal_receiver(*SERVE_SIGNALS) as signals:
         # run_serve blocked them before printing the start-up line: a signal sent as soon
         # as that line appears was held until now and is delivered to this receiver.
         signal.pthread_sigmask(signal.SIG_UNBLOCK, SERVE_SIGNALS)
         beating = trio.CancelScope()
         async with trio.open_nursery() as nursery:
+            watching = trio.CancelScope()
+            if watch is not None:
+                await nursery.start(_watch_until_cancelled, watch, watching)
             await nursery.start(server.run)
+            sampler = trio.CancelScope()
             if metrics is not None:
-                sampler = trio.CancelScope()
-                nursery.start_soon(_sample, metrics, server, sampler)
+                nursery.start_soon(_sample, metrics, server, state, sampler)
             if heartbeat_fd is not None:
                 nursery.start_soon(_heartbeat, heartbeat_fd, beating)
             async for signum in signals:
@@ -284,16 +316,32 @@ async def serve_until_signal(
                     on_signal(signum)
                 server.stop()
                 beating.cancel()  # the supervisor no longer watches
-                if metrics is not None:
-                    sampler.cancel()
+                watching.cancel()  # no prefix change matters to a proxy shutting down
+                sampler.cancel()
                 break
 
 
-async def _sample(metrics: Metrics, server: ProxyServer, scope: trio.CancelScope) -> None:
-    """The gauges follow the connection slots in use until `scope` is cancelled."""
+async def _sample(
+    metrics: Metrics, server: ProxyServer, state: Nat64State | None, scope: trio.CancelScope
+) -> None:
+    """The gauges follow the connection slots in use (and the prefix) until `scope` ends."""
     slots = server.ctx.connection_slots
     with scope:
-        await sample_gauges(metrics, lambda: int(slots.borrowed_tokens))
+        await sample_gauges(
+            metrics,
+            lambda: int(slots.borrowed_tokens),
+            nat64=None if state is None else partial(nat64_info, state),
+        )
+
+
+async def _watch_until_cancelled(
+    watch: Callable[..., Awaitable[None]],
+    scope: trio.CancelScope,
+    *,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    with scope:
+        await watch(task_status=task_status)
 
 
 async def _heartbeat(fd: int, scope: trio.CancelScope) -> None:
@@ -319,32 +367,39 @@ def run_serve(
 ) -> int:
     """The whole `proxy64 serve`: bind, choose, print one line, serve (or supervise workers).
 
-    The NAT64 choice (RFC 7050 discovery included) is made once, here, before any fork:
-    every worker, restarted ones too, uses it, and the start-up line is printed once.
-    `load` rebuilds the settings from their sources on SIGHUP (`config`: the file, named
-    in the error line of a failed reload).
+    The NAT64 choice (discovery included) is made once, here, before any fork: every
+    worker, restarted ones too, starts from it (and follows changes on its own), and the
+    start-up line is printed once. `load` rebuilds the settings from their sources on
+    SIGHUP (`config`: the file, named in the error line of a failed reload).
     """
     out = out if out is not None else sys.stderr
     workers = settings.workers
     bound = bind(settings, reuse_port=workers > 1)
     try:
         nat64 = trio.run(choose_nat64, settings)
+        state = Nat64State(nat64)
         if workers > 1:
-            make_server(settings, bound, nat64, Recorder())  # fails before "ready"
+            make_server(settings, bound, state, Recorder())  # fails before "ready"
             signal.pthread_sigmask(signal.SIG_BLOCK, SERVE_SIGNALS)  # until the receiver is up
             return supervise_workers(settings, bound, nat64, out, load=load, config=config)
         credentials = dict(settings.credentials) or None  # shared; a reload updates it
         reloader = Reloader(load, settings, credentials, config) if load else None
-        with open_process_metrics(settings.metrics, credentials, nat64.info) as (
-            metrics,
-            endpoint,
-        ):
+        with open_process_metrics(settings.metrics, credentials) as (metrics, endpoint):
             recorder = Recorder(metrics=metrics)
-            server = make_server(settings, bound, nat64, recorder, metrics, credentials=credentials)
+            server = make_server(settings, bound, state, recorder, metrics, credentials=credentials)
             signal.pthread_sigmask(signal.SIG_BLOCK, SERVE_SIGNALS)  # until the receiver is up
             announce(startup_line(bound, nat64, metrics=endpoint), settings, out)
-            on_reload = reloader.reload if reloader is not None else None
-            trio.run(serve_until_signal, server, None, None, metrics, on_reload)
+            serve = partial(
+                serve_until_signal,
+                server,
+                None,
+                None,
+                nat64_watcher(settings, state),
+                metrics=metrics,
+                state=state,
+                on_reload=reloader.reload if reloader is not None else None,
+            )
+            trio.run(serve)
         return EXIT_OK
     finally:
         bound.close()
@@ -417,17 +472,26 @@ def _worker(
         _die_with_parent(parent)
         # SIGCHLD back to normal; SIGINT/SIGTERM/SIGHUP stay blocked until the receiver is up
         signal.pthread_sigmask(signal.SIG_SETMASK, SERVE_SIGNALS)
+        state = Nat64State(nat64)
         # multiprocess mode, when --metrics is on, came with the fork (supervise_workers)
         metrics = Metrics() if settings.metrics is not None else None
         credentials = dict(settings.credentials) or None
         reloader = Reloader(load, settings, credentials, quiet=True) if load else None
         recorder = Recorder(metrics=metrics)
-        server = make_server(settings, mine, nat64, recorder, metrics, credentials=credentials)
+        server = make_server(settings, mine, state, recorder, metrics, credentials=credentials)
         stop_within = settings.shutdown_grace + WORKER_STOP_MARGIN
-        on_reload = reloader.reload if reloader is not None else None
-        trio.run(
-            serve_until_signal, server, exit_alarm(stop_within), heartbeat, metrics, on_reload
+        watch = nat64_watcher(settings, state)  # each worker follows the prefix itself
+        serve = partial(
+            serve_until_signal,
+            server,
+            exit_alarm(stop_within),
+            heartbeat,
+            watch,
+            metrics=metrics,
+            state=state,
+            on_reload=reloader.reload if reloader is not None else None,
         )
+        trio.run(serve)
         code = EXIT_OK
     except BaseException:
         logger.exception("worker %d failed", os.getpid())
@@ -455,7 +519,7 @@ def supervise_workers(
     reloader = Reloader(load or (lambda: settings), settings, credentials, config)
     running: list[Supervisor] = []  # /healthz may be asked before the supervisor exists
     with open_supervisor_metrics(
-        settings.metrics, credentials, nat64.info, lambda: any(s.pids() for s in running)
+        settings.metrics, credentials, lambda: any(s.pids() for s in running)
     ) as (endpoint, on_exit):
         line = startup_line(bound, nat64, settings.workers, endpoint)
         reservations = reserve_ports(bound)
@@ -584,7 +648,10 @@ async def run_command(
     bound: Bound,
     command: Sequence[str],
     environ: dict[str, str],
+    watch: Callable[..., Awaitable[None]] | None = None,
+    *,
     metrics: Metrics | None = None,
+    state: Nat64State | None = None,
 ) -> int:
     """Serve while `command` runs with the proxy variables set; its exit status back.
 
@@ -601,17 +668,21 @@ async def run_command(
         return EXIT_NOT_FOUND if isinstance(exc, FileNotFoundError) else EXIT_CANNOT_RUN
     try:
         async with trio.open_nursery() as nursery:
+            watching = trio.CancelScope()
+            if watch is not None:
+                await nursery.start(_watch_until_cancelled, watch, watching)
             await nursery.start(server.run)
             sampler = trio.CancelScope()
             if metrics is not None:
-                nursery.start_soon(_sample, metrics, server, sampler)
+                nursery.start_soon(_sample, metrics, server, state, sampler)
             with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
                 async with trio.open_nursery() as waiting:
                     waiting.start_soon(_forward_signals, signals, process)
                     await process.wait()
                     waiting.cancel_scope.cancel()
-            sampler.cancel()
             server.stop()  # the command is done: close listeners, let tunnels drain
+            watching.cancel()
+            sampler.cancel()
     finally:
         if process.returncode is None:
             process.kill()
@@ -633,13 +704,18 @@ def run_with_command(
     bound = bind(settings)
     try:
         nat64 = trio.run(choose_nat64, settings)
-        with open_process_metrics(
-            settings.metrics, dict(settings.credentials), nat64.info
-        ) as (metrics, endpoint):
-            recorder = Recorder(metrics=metrics)
-            server = make_server(settings, bound, nat64, recorder, metrics)
+        credentials = dict(settings.credentials) or None
+        with open_process_metrics(settings.metrics, credentials) as (metrics, endpoint):
+            recorder = Recorder(ReadinessReport(prefix=nat64.prefix.network), metrics=metrics)
+            state = Nat64State(nat64)
+            report_follows(recorder.report, state)
+            server = make_server(settings, bound, state, recorder, metrics, credentials=credentials)
             announce(startup_line(bound, nat64, metrics=endpoint), settings, sys.stderr)
-            status = trio.run(run_command, server, bound, command, environ, metrics)
+            watch = nat64_watcher(settings, state)
+            run = partial(
+                run_command, server, bound, command, environ, watch, metrics=metrics, state=state
+            )
+            status = trio.run(run)
         return status, recorder.report
     finally:
         bound.close()

@@ -8,7 +8,8 @@ every path already shares, so no front end knows about it:
 - the DNS64 resolver's observer hook: lookups by outcome, cache hits;
 - sample_gauges, a task that copies the live counts (connection slots in use, tunnels
   between reached_by and finish) into gauges once per METRICS_SAMPLE_INTERVAL;
-- the supervisor's observer hook: worker restarts.
+- the supervisor's observer hook: worker restarts;
+- the prefix of the NAT64 state (a watcher may change it), sampled with the gauges.
 Names follow the Prometheus conventions: `proxy64_` prefix, base units (seconds, bytes),
 `_total` on counters. No label holds a destination, an address or a user, so the number of
 series stays fixed whatever the traffic. With `serve --workers N` every process writes its
@@ -135,6 +136,15 @@ class Metrics:
             registry=reg,
             multiprocess_mode="livesum",
         )
+        self.nat64_prefix = Gauge(
+            "proxy64_nat64_prefix_info",
+            "The NAT64 prefix in use (1), where it came from and the egress; a prefix this "
+            "process used before reads 0",
+            ["prefix", "source", "egress"],
+            registry=reg,
+            multiprocess_mode="livemax",
+        )
+        self._nat64: tuple[str, str, str] | None = None
         self.worker_restarts = Counter(
             "proxy64_worker_restarts",
             "Workers (serve --workers) that died or stopped answering and were restarted",
@@ -172,27 +182,36 @@ class Metrics:
         if restarting:
             self.worker_restarts.inc()
 
-    def sample(self, connections: int) -> None:
+    def sample(self, connections: int, nat64: tuple[str, str, str] | None = None) -> None:
         self.sampled_at = time.monotonic()
         self.connections_active.set(connections)
         self.tunnels_active.set(live_tunnels.count)
+        if nat64 is not None and nat64 != self._nat64:
+            if self._nat64 is not None:
+                # 0 first: with --workers the files keep the last value, remove() alone
+                # would leave a 1 there
+                self.nat64_prefix.labels(*self._nat64).set(0)
+                self.nat64_prefix.remove(*self._nat64)
+            self.nat64_prefix.labels(*nat64).set(1)
+            self._nat64 = nat64
 
 
 async def sample_gauges(
     metrics: Metrics,
     connections: Callable[[], int],
     *,
+    nat64: Callable[[], tuple[str, str, str]] | None = None,
     interval: float = METRICS_SAMPLE_INTERVAL,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Copy the live counts into the gauges every `interval` seconds, until cancelled.
 
     Sampling, not a hook at each admission: the counts already exist (the connection
-    slots, the TUN flow table, live_tunnels), and with --workers the gauges are files
-    that the supervisor adds up."""
+    slots, the TUN flow table, live_tunnels, the NAT64 state that a watcher may change),
+    and with --workers the gauges are files that the supervisor adds up."""
     task_status.started()
     while True:
-        metrics.sample(connections())
+        metrics.sample(connections(), None if nat64 is None else nat64())
         await trio.sleep(interval)
 
 
@@ -248,25 +267,14 @@ class MeteredDialer:
         return await self._inner.udp_target(destination)
 
 
-class InfoCollector(Collector):
-    """Info metrics read at scrape time: the NAT64 prefix in use and its source, and the
-    build. Values 1, the facts in labels (the Prometheus info-metric pattern)."""
-
-    def __init__(self, nat64: Callable[[], tuple[str, str, str]]) -> None:
-        self._nat64 = nat64
+class BuildInfo(Collector):
+    """proxy64_build_info, added by the process that serves /metrics (value 1, the facts
+    in labels: the Prometheus info-metric pattern)."""
 
     def collect(self) -> Iterable[Metric]:
         return self._metrics()
 
     def _metrics(self) -> Iterator[Metric]:
-        prefix, source, egress = self._nat64()
-        info = GaugeMetricFamily(
-            "proxy64_nat64_prefix_info",
-            "The NAT64 prefix in use, where it came from and the egress",
-            labels=["prefix", "source", "egress"],
-        )
-        info.add_metric([prefix, source, egress], 1)
-        yield info
         build = GaugeMetricFamily(
             "proxy64_build_info",
             "The proxy64 version and the Python it runs on",

@@ -6,8 +6,8 @@ Two shapes, both context managers that yield (None, ...) when --metrics is off:
 - open_supervisor_metrics: `serve --workers N`; multiprocess mode is turned on before
   any worker is forked, the supervisor serves the sum of every process's files and
   counts worker restarts; the directory is removed when it returns.
-The NAT64 info is a callable read at every scrape, so a prefix that changes at run time
-is reported as it is now.
+The NAT64 prefix info is a gauge each serving process samples from its own NAT64 state
+(proxy64/net/metrics.py), so a prefix a watcher changes is reported as it is now.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from prometheus_client import disable_created_metrics
 
 from proxy64.config import HostPort
-from proxy64.net.metrics import SERVE_FRONT_ENDS, InfoCollector, Metrics
+from proxy64.net.metrics import SERVE_FRONT_ENDS, BuildInfo, Metrics
 from proxy64.net.metrics_http import (
     MetricsServer,
     enable_multiprocess,
@@ -27,14 +27,11 @@ from proxy64.net.metrics_http import (
     remove_multiprocess,
 )
 
-Nat64Info = Callable[[], tuple[str, str, str]]  # prefix, source, egress
-
 
 @contextmanager
 def open_process_metrics(
     address: HostPort | None,
     credentials: Mapping[str, str] | None,
-    nat64: Nat64Info,
     front_ends: tuple[str, ...] = SERVE_FRONT_ENDS,
 ) -> Iterator[tuple[Metrics | None, MetricsServer | None]]:
     if address is None:
@@ -42,7 +39,7 @@ def open_process_metrics(
         return
     disable_created_metrics()  # type: ignore[no-untyped-call]  # `_created`: no use here
     metrics = Metrics(front_ends=front_ends)
-    metrics.registry.register(InfoCollector(nat64))
+    metrics.registry.register(BuildInfo())
     registry = metrics.registry
     endpoint = MetricsServer(
         address, lambda: registry, credentials=credentials, healthy=metrics.alive
@@ -58,7 +55,6 @@ def open_process_metrics(
 def open_supervisor_metrics(
     address: HostPort | None,
     credentials: Mapping[str, str] | None,
-    nat64: Nat64Info,
     healthy: Callable[[], bool],
 ) -> Iterator[tuple[MetricsServer | None, Callable[[int, bool], None] | None]]:
     """(the endpoint, the supervisor's on_exit hook); workers build their own Metrics()
@@ -70,7 +66,7 @@ def open_supervisor_metrics(
     try:
         metrics = Metrics()  # the supervisor's own series: worker restarts
         registry = multiprocess_registry(directory)
-        registry.register(InfoCollector(nat64))
+        registry.register(BuildInfo())
         endpoint = MetricsServer(
             address, lambda: registry, credentials=credentials, healthy=healthy
         )

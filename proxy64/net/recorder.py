@@ -34,7 +34,8 @@ class Recorder:
         self.metrics = metrics
 
     def finish(self, record: ConnectionRecord) -> None:
-        duration = time.monotonic() - record.started
+        now = time.monotonic()
+        duration = now - record.started
         if record.remote is not None:
             live_tunnels.count -= 1  # counted by record.reached_by()
         if self.metrics is not None:
@@ -79,6 +80,8 @@ class Recorder:
                 },
             )
         if record.destination is not None:
+            target = record.destination.host
+            kind = "name" if isinstance(target, str) else f"ipv{target.version}"
             self.report.add(
                 Observation(
                     destination=destination,
@@ -88,5 +91,10 @@ class Recorder:
                     bytes_down=record.bytes_down,
                     ok=ok,
                     outcome=outcome,
+                    front_end=record.front_end,
+                    kind=kind,
+                    remote=record.remote[0] if record.remote is not None else None,
+                    a_record_of=record.a_record_of,
+                    span=(record.started, now),
                 )
             )

@@ -25,7 +25,7 @@ from proxy64.errors import ConfigError, ResolutionError
 from proxy64.logformat import JsonFormatter
 from proxy64.net.context import ConnectionRecord, Dialed, live_tunnels
 from proxy64.net.metrics import (
-    InfoCollector,
+    BuildInfo,
     MeteredDialer,
     Metrics,
     connection_outcome,
@@ -168,7 +168,8 @@ def basic(user: str, password: str) -> str:
 
 def test_endpoint_routes_and_rfc7617_basic() -> None:
     metrics = Metrics()
-    metrics.registry.register(InfoCollector(lambda: ("64:ff9b::/96", "given", "nat64")))
+    metrics.registry.register(BuildInfo())
+    metrics.sample(0, ("64:ff9b::/96", "given", "nat64"))
     healthy = [True]
     app = metrics_app(lambda: metrics.registry, {"alice": "pw:with:colons"}, lambda: healthy[0])
     assert call(app, "/healthz")[:2] == ("200 OK", b"ok\n")
@@ -183,8 +184,25 @@ def test_endpoint_routes_and_rfc7617_basic() -> None:
     info = b'proxy64_nat64_prefix_info{egress="nat64",prefix="64:ff9b::/96",source="given"} 1.0'
     assert info in body
     assert call(app, "/", basic("alice", "pw:with:colons"))[0].startswith("404")
+    assert b'proxy64_build_info{python="' in body
     open_app = metrics_app(lambda: metrics.registry, None, lambda: True)
     assert call(open_app, "/metrics")[0] == "200 OK"
+
+
+def test_nat64_prefix_info_follows_a_prefix_change() -> None:
+    metrics = Metrics()
+    metrics.sample(0, ("64:ff9b::/96", "rfc7050", "nat64"))
+    metrics.sample(0, ("64:ff9b::/96", "rfc7050", "nat64"))
+    metrics.sample(0, ("2001:db8:64::/96", "pref64", "nat64"))
+    info = {
+        labels: value
+        for (name, labels), value in samples(metrics).items()
+        if name == "proxy64_nat64_prefix_info"
+    }
+    # one process: only the prefix in use (the old series is removed)
+    assert info == {
+        (("egress", "nat64"), ("prefix", "2001:db8:64::/96"), ("source", "pref64")): 1.0
+    }
 
 
 @given(st.text(max_size=200))
