@@ -4,12 +4,17 @@ The only place where the parts meet: one resolver, one dialer and one relay hub,
 here (build_parts) and injected into every front end and into `tun run`/`tun serve`
 (never module globals); the listeners' front ends are chosen here too. Start-up:
 1. bind the listeners (stdlib sockets, so --workers can fork after binding);
-2. choose the NAT64 prefix and egress (RFC 7050 discovery when asked for "auto");
+2. choose the NAT64 prefix and egress ("auto": PREF64 from RAs, systemd-networkd,
+   RFC 7050, in RFC 9872's order; proxy64/net/nat64_watch.py);
 3. print ONE line: where it listens, which prefix and egress and why;
-4. serve until SIGINT/SIGTERM: listeners close, live tunnels get shutdown_grace seconds.
+4. serve until SIGINT/SIGTERM: listeners close, live tunnels get shutdown_grace seconds;
+   SIGHUP re-reads the config and auth files (proxy64/reload.py).
+   With "auto" a watcher follows the prefix meanwhile (one Nat64State shared by the
+   resolver and the dialer).
 With --workers N (N > 1) this process becomes a supervisor (proxy64/net/supervisor.py):
-it forks N workers that share the choice made in step 2, restarts a worker that dies
-(with a backoff) and stops them all by PID on SIGINT/SIGTERM.
+it forks N workers that start from the choice made in step 2 and each run their own
+watcher, restarts a worker that dies (with a backoff) and stops them all by PID on
+SIGINT/SIGTERM.
 """
 
 from __future__ import annotations
@@ -21,8 +26,10 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -30,17 +37,21 @@ import trio
 
 from proxy64.config import HostPort
 from proxy64.defaults import (
-    SERVE_DISCOVERY_TIMEOUT,
-    WELL_KNOWN_PREFIX,
+    AUTH_FAILURE_DELAY,
+    AUTH_FAILURE_DELAY_MAX,
+    AUTH_FAILURE_FORGET,
+    AUTH_FAILURE_TRACKED,
+    PREF64_STARTUP_WAIT,
     WORKER_HEARTBEAT,
     WORKER_STOP_MARGIN,
 )
-from proxy64.destination import Egress, EgressChoice
-from proxy64.errors import ConfigError, ResolutionError
+from proxy64.errors import ConfigError
+from proxy64.logformat import json_line
+from proxy64.net.auth_gate import AuthGate
 from proxy64.net.context import ProxyContext
-from proxy64.net.dial_types import ResolverLike
+from proxy64.net.dial_types import DialerLike
 from proxy64.net.dialer import Dialer
-from proxy64.net.discovery import discover_prefixes
+from proxy64.net.host_addresses import local_addresses
 from proxy64.net.http_front import HttpFront
 from proxy64.net.http_server import handle_http_client
 from proxy64.net.listeners import (
@@ -50,14 +61,23 @@ from proxy64.net.listeners import (
     bound_address,
     describe_bind_error,
 )
+from proxy64.net.metrics import MeteredDialer, Metrics, sample_gauges
+from proxy64.net.metrics_http import MetricsServer
+from proxy64.net.metrics_setup import open_process_metrics, open_supervisor_metrics
+from proxy64.net.nat64_state import Nat64Choice, Nat64State
+from proxy64.net.nat64_watch import Nat64Sources, first_choice, follow_nat64, rfc7050_lookup
 from proxy64.net.recorder import Recorder
 from proxy64.net.relay import Relay
 from proxy64.net.relay_hub import RelayHub
 from proxy64.net.resolver import DNS64Resolver
+from proxy64.net.slots import ConnectionSlots
 from proxy64.net.socks_front import SocksFront
 from proxy64.net.socks_server import handle_socks_client
 from proxy64.net.supervisor import Spawned, Supervisor
+from proxy64.proto.auth_delay import AuthDelay
 from proxy64.proto.rfc6052 import Nat64Prefix
+from proxy64.proto.self_dial import OwnListeners
+from proxy64.reload import Reloader
 from proxy64.report import ReadinessReport
 from proxy64.serve_config import ServeSettings
 
@@ -68,13 +88,8 @@ EXIT_FAILURE = 1
 EXIT_CANNOT_RUN = 126
 EXIT_NOT_FOUND = 127
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-
-@dataclass(frozen=True, slots=True)
-class Nat64Choice:
-    prefix: Nat64Prefix
-    egress: Egress
-    why: str  # shown in the start-up line, e.g. "no NAT64 found via DNS 10.0.0.53:53"
+SERVE_SIGNALS = (*STOP_SIGNALS, signal.SIGHUP)  # SIGHUP: reload (proxy64/reload.py)
+Load = Callable[[], ServeSettings]  # settings from the same sources again (SIGHUP)
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,45 +137,74 @@ def bind(settings: ServeSettings, *, reuse_port: bool = False) -> Bound:
 # --- resolver and NAT64 choice ------------------------------------------------------------
 
 
-async def discover(servers: tuple[HostPort, ...]) -> list[Nat64Prefix] | None:
-    """RFC 7050 discovery: the prefixes found ([] for none), or None when no DNS server
-    answered within SERVE_DISCOVERY_TIMEOUT, so the start-up line can tell the two apart."""
-    with trio.move_on_after(SERVE_DISCOVERY_TIMEOUT):
-        try:
-            found: list[Nat64Prefix] = await discover_prefixes(servers)
-        except ResolutionError as exc:
-            logger.debug("RFC 7050 discovery failed: %s", exc)
-            return None
-        return found
-    return None
-
-
 async def choose_nat64(
     settings: ServeSettings,
-    discover_fn: Callable[[tuple[HostPort, ...]], Any] = discover,
+    discover_fn: Callable[[tuple[HostPort, ...]], Any] | None = None,
+    *,
+    ra_wait: float = PREF64_STARTUP_WAIT,
+    pref64: bool = True,
 ) -> Nat64Choice:
-    """The prefix and egress to use, and why (shown in the start-up line)."""
-    given = settings.nat64_prefix
-    choice = settings.egress
-    if given is not None:
-        egress = Egress.EMBEDDED if choice is EgressChoice.EMBEDDED else Egress.NAT64
-        return Nat64Choice(given, egress, "given")
-    wkp = Nat64Prefix(WELL_KNOWN_PREFIX)
-    if choice is EgressChoice.EMBEDDED:
-        return Nat64Choice(wkp, Egress.EMBEDDED, "well-known; the embedded egress needs no NAT64")
-    where = ", ".join(str(s) for s in settings.dns) or "/etc/resolv.conf"
-    prefixes: list[Nat64Prefix] | None = await discover_fn(settings.dns)
-    if prefixes:
-        return Nat64Choice(prefixes[0], Egress.NAT64, f"discovered via DNS {where}, RFC 7050")
-    outcome = f"no NAT64 found via DNS {where}" if prefixes is not None else (
-        f"no answer from DNS {where}"
+    """The prefix and egress to use, and why (shown in the start-up line).
+
+    discover_fn replaces RFC 7050 discovery (prefixes, or None for no answer); pref64
+    False leaves out the PREF64 sources (RAs and networkctl).
+    """
+    fixed = first_choice(settings.egress, settings.nat64_prefix)
+    if fixed is not None:
+        return fixed
+    sources = nat64_sources(settings, discover_fn, pref64=pref64)
+    return await sources.startup(ra_wait)
+
+
+def nat64_sources(
+    settings: ServeSettings,
+    discover_fn: Callable[[tuple[HostPort, ...]], Any] | None = None,
+    *,
+    pref64: bool = True,
+) -> Nat64Sources:
+    """The discovery sources for settings; discover_fn and pref64 as in choose_nat64."""
+    rfc7050 = rfc7050_lookup
+    if discover_fn is not None:
+        ask = discover_fn
+
+        async def rfc7050(
+            servers: tuple[HostPort, ...],
+        ) -> tuple[list[Nat64Prefix], int | None] | None:
+            found = await ask(servers)
+            return None if found is None else (list(found), None)
+
+    if pref64:
+        return Nat64Sources(settings.dns, settings.egress, rfc7050=rfc7050)
+    return Nat64Sources(
+        settings.dns, settings.egress, rfc7050=rfc7050, open_ra_socket=None, networkctl=None
     )
-    if choice is EgressChoice.NAT64:
-        return Nat64Choice(wkp, Egress.NAT64, f"{outcome}; assumed")
-    return Nat64Choice(wkp, Egress.EMBEDDED, outcome)
 
 
-def startup_line(bound: Bound, nat64: Nat64Choice, workers: int = 1) -> str:
+def nat64_watcher(
+    settings: ServeSettings, state: Nat64State
+) -> Callable[..., Awaitable[None]] | None:
+    """The task that follows the network's prefix (None: the prefix is fixed)."""
+    if first_choice(settings.egress, settings.nat64_prefix) is not None:
+        return None
+
+    async def watch(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        await follow_nat64(state, nat64_sources(settings), task_status=task_status)
+
+    return watch
+
+
+def report_follows(report: ReadinessReport, state: Nat64State) -> None:
+    """The readiness report judges destinations with the prefix in use when it ends."""
+
+    def follow(old: Nat64Choice, new: Nat64Choice) -> None:
+        report.prefix = new.prefix.network
+
+    state.on_change(follow)
+
+
+def startup_line(
+    bound: Bound, nat64: Nat64Choice, workers: int = 1, metrics: MetricsServer | None = None
+) -> str:
     socks = bound.socks_address
     http = bound.http_address
     line = (
@@ -169,10 +213,41 @@ def startup_line(bound: Bound, nat64: Nat64Choice, workers: int = 1) -> str:
     )
     if workers > 1:
         line += f"; {workers} workers"
+    if metrics is not None:
+        line += f"; metrics {metrics.url}"
     return line
 
 
+def announce(line: str, settings: ServeSettings, out: Any) -> None:
+    """The start-up line: as text, or with --log-format json as one JSON object."""
+    if settings.log_format == "json":
+        line = json_line(line, event="startup")
+    print(line, file=out, flush=True)
+
+
+def nat64_info(state: Nat64State) -> tuple[str, str, str]:
+    """prefix, source, egress in use now: proxy64_nat64_prefix_info's labels."""
+    choice = state.choice
+    return str(choice.prefix), choice.source, choice.egress.value
+
+
 # --- the parts ----------------------------------------------------------------------------
+
+
+def auth_delay() -> AuthDelay:
+    """The failed-authentication policy, from proxy64/defaults.py."""
+    return AuthDelay(
+        base=AUTH_FAILURE_DELAY,
+        cap=AUTH_FAILURE_DELAY_MAX,
+        forget_after=AUTH_FAILURE_FORGET,
+        max_tracked=AUTH_FAILURE_TRACKED,
+    )
+
+
+def own_listeners(bound: Bound) -> OwnListeners:
+    """proxy64's listeners as bound, and this host's addresses: what the dialer refuses."""
+    addresses = [a for a in (bound.socks_address, bound.http_address) if a is not None]
+    return OwnListeners.of(((a.host, a.port) for a in addresses), local_addresses())
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,36 +257,64 @@ class Parts:
     proxy server, or `tun`), one relay that moves tunnels through it."""
 
     resolver: DNS64Resolver
-    dialer: Dialer
+    dialer: DialerLike
     hub: RelayHub
     relay: Relay
 
 
-def build_parts(settings: ServeSettings, nat64: Nat64Choice) -> Parts:
-    resolver = DNS64Resolver(settings.resolver_settings(), nat64.prefix)
-    resolving: ResolverLike = resolver
-    dialer = Dialer(resolving, nat64.prefix, nat64.egress, connect_timeout=settings.connect_timeout)
+def build_parts(
+    settings: ServeSettings,
+    nat64: Nat64Choice | Nat64State,
+    metrics: Metrics | None = None,
+    *,
+    own: OwnListeners | None = None,
+) -> Parts:
+    """own: the listeners a dial must not reach (None: none known, as in tests)."""
+    state = nat64 if isinstance(nat64, Nat64State) else Nat64State(nat64)
+    resolver = DNS64Resolver(settings.resolver_settings(), state, observer=metrics)
+    dialer: DialerLike = Dialer(
+        resolver, state, connect_timeout=settings.connect_timeout, own_listeners=own
+    )
+    if metrics is not None:
+        dialer = MeteredDialer(dialer, metrics, settings.connect_timeout)
     hub = RelayHub()
-    relay = Relay(idle_timeout=settings.idle_timeout, hub=hub)
-    return Parts(resolver, dialer, hub, relay)
+    return Parts(resolver, dialer, hub, Relay(idle_timeout=settings.idle_timeout, hub=hub))
 
 
-def build_context(settings: ServeSettings, parts: Parts, recorder: Recorder) -> ProxyContext:
+def build_context(
+    settings: ServeSettings,
+    parts: Parts,
+    recorder: Recorder,
+    credentials: dict[str, str] | None = None,
+) -> ProxyContext:
+    """credentials: the dict to share (with the metrics endpoint and a Reloader, which
+    updates it in place); by default a copy of settings.credentials, None when empty."""
+    if credentials is None:
+        credentials = dict(settings.credentials) or None
     return ProxyContext(
         dialer=parts.dialer,
         recorder=recorder,
         relay=parts.relay,
-        credentials=dict(settings.credentials) or None,
+        credentials=credentials,
         handshake_timeout=settings.handshake_timeout,
         idle_timeout=settings.idle_timeout,
-        connection_slots=trio.CapacityLimiter(settings.max_connections),
+        connection_slots=ConnectionSlots(
+            settings.max_connections, settings.max_client_connections
+        ),
+        auth_gate=AuthGate(auth_delay()) if settings.credentials else None,
         connect_timeout=settings.connect_timeout,
         hub=parts.hub,
     )
 
 
 def make_server(
-    settings: ServeSettings, bound: Bound, nat64: Nat64Choice, recorder: Recorder
+    settings: ServeSettings,
+    bound: Bound,
+    nat64: Nat64Choice | Nat64State,
+    recorder: Recorder,
+    metrics: Metrics | None = None,
+    *,
+    credentials: dict[str, str] | None = None,
 ) -> ProxyServer:
     """The proxy server of one process: its parts, its context, and each listener with its
     task-path handler and its hub-driven front end."""
@@ -220,7 +323,8 @@ def make_server(
         listening.append(Listening(bound.socks, handle_socks_client, SocksFront))
     if bound.http is not None:
         listening.append(Listening(bound.http, handle_http_client, HttpFront))
-    ctx = build_context(settings, build_parts(settings, nat64), recorder)
+    parts = build_parts(settings, nat64, metrics, own=own_listeners(bound))
+    ctx = build_context(settings, parts, recorder, credentials)
     return ProxyServer(ctx, listening, grace=settings.shutdown_grace)
 
 
@@ -231,23 +335,65 @@ async def serve_until_signal(
     server: ProxyServer,
     on_signal: Callable[[int], None] | None = None,
     heartbeat_fd: int | None = None,
+    watch: Callable[..., Awaitable[None]] | None = None,
+    *,
+    metrics: Metrics | None = None,
+    state: Nat64State | None = None,
+    on_reload: Callable[[], bool] | None = None,
 ) -> None:
-    with trio.open_signal_receiver(*STOP_SIGNALS) as signals:
+    """Serve until SIGINT/SIGTERM; SIGHUP calls on_reload (a Reloader's reload) and goes
+    on. With metrics, the gauges (and the prefix in `state`) are sampled meanwhile."""
+    with trio.open_signal_receiver(*SERVE_SIGNALS) as signals:
         # run_serve blocked them before printing the start-up line: a signal sent as soon
         # as that line appears was held until now and is delivered to this receiver.
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, SERVE_SIGNALS)
         beating = trio.CancelScope()
         async with trio.open_nursery() as nursery:
+            watching = trio.CancelScope()
+            if watch is not None:
+                await nursery.start(_watch_until_cancelled, watch, watching)
             await nursery.start(server.run)
+            sampler = trio.CancelScope()
+            if metrics is not None:
+                nursery.start_soon(_sample, metrics, server, state, sampler)
             if heartbeat_fd is not None:
                 nursery.start_soon(_heartbeat, heartbeat_fd, beating)
             async for signum in signals:
+                if signum == signal.SIGHUP:
+                    if on_reload is not None:
+                        on_reload()
+                    continue
                 logger.info("%s: closing listeners", signal.Signals(signum).name)
                 if on_signal is not None:
                     on_signal(signum)
                 server.stop()
                 beating.cancel()  # the supervisor no longer watches
+                watching.cancel()  # no prefix change matters to a proxy shutting down
+                sampler.cancel()
                 break
+
+
+async def _sample(
+    metrics: Metrics, server: ProxyServer, state: Nat64State | None, scope: trio.CancelScope
+) -> None:
+    """The gauges follow the connection slots in use (and the prefix) until `scope` ends."""
+    slots = server.ctx.connection_slots
+    with scope:
+        await sample_gauges(
+            metrics,
+            lambda: int(slots.borrowed_tokens),
+            nat64=None if state is None else partial(nat64_info, state),
+        )
+
+
+async def _watch_until_cancelled(
+    watch: Callable[..., Awaitable[None]],
+    scope: trio.CancelScope,
+    *,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    with scope:
+        await watch(task_status=task_status)
 
 
 async def _heartbeat(fd: int, scope: trio.CancelScope) -> None:
@@ -264,23 +410,48 @@ async def _heartbeat(fd: int, scope: trio.CancelScope) -> None:
             os.close(fd)
 
 
-def run_serve(settings: ServeSettings, *, out: Any = None) -> int:
+def run_serve(
+    settings: ServeSettings,
+    *,
+    out: Any = None,
+    load: Load | None = None,
+    config: Path | None = None,
+) -> int:
     """The whole `proxy64 serve`: bind, choose, print one line, serve (or supervise workers).
 
-    The NAT64 choice (RFC 7050 discovery included) is made once, here, before any fork:
-    every worker, restarted ones too, uses it, and the start-up line is printed once.
+    The NAT64 choice (discovery included) is made once, here, before any fork: every
+    worker, restarted ones too, starts from it (and follows changes on its own), and the
+    start-up line is printed once. `load` rebuilds the settings from their sources on
+    SIGHUP (`config`: the file, named in the error line of a failed reload).
     """
     out = out if out is not None else sys.stderr
     workers = settings.workers
     bound = bind(settings, reuse_port=workers > 1)
     try:
         nat64 = trio.run(choose_nat64, settings)
-        server = make_server(settings, bound, nat64, Recorder())  # fails before "ready"
-        signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)  # until the receiver is up
+        state = Nat64State(nat64)
         if workers > 1:
-            return supervise_workers(settings, bound, nat64, out)
-        print(startup_line(bound, nat64), file=out, flush=True)
-        trio.run(serve_until_signal, server)
+            make_server(settings, bound, state, Recorder())  # fails before "ready"
+            signal.pthread_sigmask(signal.SIG_BLOCK, SERVE_SIGNALS)  # until the receiver is up
+            return supervise_workers(settings, bound, nat64, out, load=load, config=config)
+        credentials = dict(settings.credentials) or None  # shared; a reload updates it
+        reloader = Reloader(load, settings, credentials, config) if load else None
+        with open_process_metrics(settings.metrics, credentials) as (metrics, endpoint):
+            recorder = Recorder(metrics=metrics)
+            server = make_server(settings, bound, state, recorder, metrics, credentials=credentials)
+            signal.pthread_sigmask(signal.SIG_BLOCK, SERVE_SIGNALS)  # until the receiver is up
+            announce(startup_line(bound, nat64, metrics=endpoint), settings, out)
+            serve = partial(
+                serve_until_signal,
+                server,
+                None,
+                None,
+                nat64_watcher(settings, state),
+                metrics=metrics,
+                state=state,
+                on_reload=reloader.reload if reloader is not None else None,
+            )
+            trio.run(serve)
         return EXIT_OK
     finally:
         bound.close()
@@ -339,17 +510,40 @@ def exit_alarm(seconds: float) -> Callable[[int], None]:
 
 
 def _worker(
-    settings: ServeSettings, mine: Bound, nat64: Nat64Choice, parent: int, heartbeat: int
+    settings: ServeSettings,
+    mine: Bound,
+    nat64: Nat64Choice,
+    parent: int,
+    heartbeat: int,
+    *,
+    load: Load | None,
 ) -> None:
     """In a forked worker: serve on its own sockets until SIGINT/SIGTERM; never returns."""
     code = EXIT_FAILURE
     try:
         _die_with_parent(parent)
-        # SIGCHLD back to normal; SIGINT/SIGTERM stay blocked until the receiver is up
-        signal.pthread_sigmask(signal.SIG_SETMASK, STOP_SIGNALS)
-        server = make_server(settings, mine, nat64, Recorder())
+        # SIGCHLD back to normal; SIGINT/SIGTERM/SIGHUP stay blocked until the receiver is up
+        signal.pthread_sigmask(signal.SIG_SETMASK, SERVE_SIGNALS)
+        state = Nat64State(nat64)
+        # multiprocess mode, when --metrics is on, came with the fork (supervise_workers)
+        metrics = Metrics() if settings.metrics is not None else None
+        credentials = dict(settings.credentials) or None
+        reloader = Reloader(load, settings, credentials, quiet=True) if load else None
+        recorder = Recorder(metrics=metrics)
+        server = make_server(settings, mine, state, recorder, metrics, credentials=credentials)
         stop_within = settings.shutdown_grace + WORKER_STOP_MARGIN
-        trio.run(serve_until_signal, server, exit_alarm(stop_within), heartbeat)
+        watch = nat64_watcher(settings, state)  # each worker follows the prefix itself
+        serve = partial(
+            serve_until_signal,
+            server,
+            exit_alarm(stop_within),
+            heartbeat,
+            watch,
+            metrics=metrics,
+            state=state,
+            on_reload=reloader.reload if reloader is not None else None,
+        )
+        trio.run(serve)
         code = EXIT_OK
     except BaseException:
         logger.exception("worker %d failed", os.getpid())
@@ -357,16 +551,68 @@ def _worker(
         os._exit(code)  # never run the supervisor's code after fork
 
 
-def supervise_workers(settings: ServeSettings, bound: Bound, nat64: Nat64Choice, out: Any) -> int:
+def supervise_workers(
+    settings: ServeSettings,
+    bound: Bound,
+    nat64: Nat64Choice,
+    out: Any,
+    *,
+    load: Load | None = None,
+    config: Path | None = None,
+) -> int:
     """Fork `workers` processes, each with its own SO_REUSEPORT listeners; keep them running.
 
     The supervisor keeps only non-listening reservations of the ports (reserve_ports); each
     worker's listening sockets are made just before its fork, so connections queue from then.
+    On SIGHUP it checks the files once and passes the signal on when they are good; a
+    worker forked later starts with the reloaded settings.
     """
-    line = startup_line(bound, nat64, settings.workers)
-    reservations = reserve_ports(bound)
+    credentials = dict(settings.credentials) or None  # the supervisor's /metrics
+    reloader = Reloader(load or (lambda: settings), settings, credentials, config)
+    running: list[Supervisor] = []  # /healthz may be asked before the supervisor exists
+    with open_supervisor_metrics(
+        settings.metrics, credentials, lambda: any(s.pids() for s in running)
+    ) as (endpoint, on_exit):
+        line = startup_line(bound, nat64, settings.workers, endpoint)
+        reservations = reserve_ports(bound)
+        supervisor = _supervisor(
+            lambda: reloader.settings,
+            bound,
+            nat64,
+            reservations=reservations,
+            endpoint=endpoint,
+            on_exit=on_exit,
+            load=load,
+        )
+        supervisor.on_reload = reloader.reload if load is not None else None
+        running.append(supervisor)
+        bound.close()  # a listening socket here would get connections nobody accepts
+        try:
+            supervisor.start()
+            announce(line, settings, out)  # every worker's listeners accept from now on
+            return supervisor.run()
+        finally:
+            for pid in supervisor.pids():  # only if run() did not finish: no worker outlives us
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            for reservation in reservations:
+                reservation.close()
+
+
+def _supervisor(
+    current: Callable[[], ServeSettings],
+    bound: Bound,
+    nat64: Nat64Choice,
+    *,
+    reservations: list[socket.socket],
+    endpoint: MetricsServer | None,
+    on_exit: Callable[[int, bool], None] | None,
+    load: Load | None,
+) -> Supervisor:
+    """The Supervisor whose spawn(slot) forks a worker with its own listeners, and the
+    settings in force at that moment (current(): reloaded ones after a SIGHUP)."""
+    settings = current()
     addresses = (bound.socks_address, bound.http_address)
-    bound.close()  # a listening socket here would get connections nobody accepts
     parent = os.getpid()
 
     def spawn(slot: int) -> Spawned:
@@ -387,11 +633,13 @@ def supervise_workers(settings: ServeSettings, bound: Bound, nat64: Nat64Choice,
             if pid == 0:
                 for reservation in reservations:
                     reservation.close()
+                if endpoint is not None:
+                    endpoint.close_in_child()
                 for other in supervisor.slots:  # the other workers' heartbeat read ends
                     if other.heartbeat is not None:
                         os.close(other.heartbeat)
                 os.close(beat_read)
-                _worker(settings, mine, nat64, parent, beat_write)
+                _worker(current(), mine, nat64, parent, beat_write, load=load)
         except BaseException:
             if beat_read >= 0:
                 os.close(beat_read)
@@ -407,17 +655,9 @@ def supervise_workers(settings: ServeSettings, bound: Bound, nat64: Nat64Choice,
         settings.workers,
         stop_timeout=settings.shutdown_grace + WORKER_STOP_MARGIN,
         timeout=settings.worker_timeout,
+        on_exit=on_exit,
     )
-    try:
-        supervisor.start()
-        print(line, file=out, flush=True)  # every worker's listeners accept from now on
-        return supervisor.run()
-    finally:
-        for pid in supervisor.pids():  # only if run() did not finish: no worker outlives us
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        for reservation in reservations:
-            reservation.close()
+    return supervisor
 
 
 def exit_status(returncode: int) -> int:
@@ -456,7 +696,14 @@ def proxy_environment(
 
 
 async def run_command(
-    server: ProxyServer, bound: Bound, command: Sequence[str], environ: dict[str, str]
+    server: ProxyServer,
+    bound: Bound,
+    command: Sequence[str],
+    environ: dict[str, str],
+    watch: Callable[..., Awaitable[None]] | None = None,
+    *,
+    metrics: Metrics | None = None,
+    state: Nat64State | None = None,
 ) -> int:
     """Serve while `command` runs with the proxy variables set; its exit status back.
 
@@ -473,13 +720,21 @@ async def run_command(
         return EXIT_NOT_FOUND if isinstance(exc, FileNotFoundError) else EXIT_CANNOT_RUN
     try:
         async with trio.open_nursery() as nursery:
+            watching = trio.CancelScope()
+            if watch is not None:
+                await nursery.start(_watch_until_cancelled, watch, watching)
             await nursery.start(server.run)
+            sampler = trio.CancelScope()
+            if metrics is not None:
+                nursery.start_soon(_sample, metrics, server, state, sampler)
             with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
                 async with trio.open_nursery() as waiting:
                     waiting.start_soon(_forward_signals, signals, process)
                     await process.wait()
                     waiting.cancel_scope.cancel()
             server.stop()  # the command is done: close listeners, let tunnels drain
+            watching.cancel()
+            sampler.cancel()
     finally:
         if process.returncode is None:
             process.kill()
@@ -501,10 +756,18 @@ def run_with_command(
     bound = bind(settings)
     try:
         nat64 = trio.run(choose_nat64, settings)
-        recorder = Recorder()
-        server = make_server(settings, bound, nat64, recorder)
-        print(startup_line(bound, nat64), file=sys.stderr, flush=True)
-        status = trio.run(run_command, server, bound, command, environ)
+        credentials = dict(settings.credentials) or None
+        with open_process_metrics(settings.metrics, credentials) as (metrics, endpoint):
+            recorder = Recorder(ReadinessReport(prefix=nat64.prefix.network), metrics=metrics)
+            state = Nat64State(nat64)
+            report_follows(recorder.report, state)
+            server = make_server(settings, bound, state, recorder, metrics, credentials=credentials)
+            announce(startup_line(bound, nat64, metrics=endpoint), settings, sys.stderr)
+            watch = nat64_watcher(settings, state)
+            run = partial(
+                run_command, server, bound, command, environ, watch, metrics=metrics, state=state
+            )
+            status = trio.run(run)
         return status, recorder.report
     finally:
         bound.close()

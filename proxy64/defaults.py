@@ -35,6 +35,15 @@ HANDSHAKE_TIMEOUT = 10.0  # client must finish SOCKS/HTTP handshake within this
 IDLE_TIMEOUT = 300.0  # a tunnel with no bytes either way for this long is closed
 SHUTDOWN_GRACE = 5.0  # SIGINT/SIGTERM: live tunnels get this long to finish
 MAX_CONNECTIONS = 4096
+# Slots one client address may hold at once: one client cannot starve the rest.
+MAX_CLIENT_CONNECTIONS = 1024
+# Failed authentications (proxy64/proto/auth_delay.py): after an address's first failure,
+# each answer to it is held this much more per failure, doubling up to the cap, until it
+# has not failed for AUTH_FAILURE_FORGET seconds.
+AUTH_FAILURE_DELAY = 0.25
+AUTH_FAILURE_DELAY_MAX = 4.0
+AUTH_FAILURE_FORGET = 60.0
+AUTH_FAILURE_TRACKED = 10_000  # addresses remembered at once (the oldest is dropped)
 
 # --- Protocol limits --------------------------------------------------------------------
 HTTP_MAX_HEAD = 64 * 1024  # bytes of request head before 431/400
@@ -77,7 +86,24 @@ SOCKS_LINGER_BYTES = 64 * 1024  # ... a client's unread bytes do not turn into a
 SPLICE_RELEASE_AFTER = 1.0  # a splicing direction silent this long gives its pipe back
 SERVE_MAX_WORKERS = 64  # --workers upper bound
 SERVE_DISCOVERY_TIMEOUT = 6.0  # start-up waits at most this long for RFC 7050 discovery
+
+# --- NAT64 prefix discovery and re-discovery (proxy64/net/nat64_watch.py) -----------------
+PREF64_STARTUP_WAIT = 0.5  # `auto` start-up listens this long for a PREF64 RA (RFC 8781)
+NETWORKCTL_TIMEOUT = 2.0  # seconds for `networkctl --json=short status`
+NAT64_REDISCOVER_MIN = 2.0  # never ask again sooner (a TTL or lifetime of 0 or 1 s)
+NAT64_REDISCOVER_MAX = 3600.0  # ask again at least this often, whatever the TTL says
+NAT64_RETRY = 60.0  # after nothing was found or no DNS server answered
 REPORT_MAX_DESTINATIONS = 10_000  # readiness report rows; more are added up in one row
+REPORT_MAX_ADDRESSES = 16  # addresses dialed kept per report row (for verdicts and JSON)
+REPORT_MAX_SPANS = 64  # (start, end) times kept per report row, to match Happy Eyeballs
+# An AF_INET attempt is the IPv4 half of a Happy Eyeballs race (RFC 8305 §5) when it starts
+# while an IPv6 connection to the same name is open, or at most this long before one.
+HAPPY_EYEBALLS_LEAD = 0.5
+
+# --- Exit statuses of `run` and `tun run` (README "IPv6-only readiness") -----------------
+# Otherwise they exit with CMD's own status (2 for a bad option). 120 sits below 124-127,
+# which timeout(1), env(1) and shells keep for "the wrapper, not the command".
+EXIT_NOT_READY = 120  # --require LEVEL: a destination broke the level (listed on stderr)
 
 # --- TUN mode (proxy64/flow, proxy64/tun) -----------------------------------------------
 TUN_MTU = 65520  # the largest Linux accepts on a TUN: the biggest lever for a userspace stack
@@ -88,6 +114,12 @@ TUN_CLIENT = "fd64::2"  # the app's address
 TUN_NETWORK_V4 = "10.64.0.0/24"  # only with --ipv4 (464XLAT-style CLAT side)
 TUN_GATEWAY_V4 = "10.64.0.1"
 TUN_CLIENT_V4 = "10.64.0.2"
+# Without --ipv4: an AF_INET socket's packets still reach the TUN, so the report can name
+# them, through an IPv4 default route whose source is a local route (RFC 7335 service
+# continuity prefix, as CLATs use), never an interface address: glibc's AI_ADDRCONFIG
+# counts any IPv4 interface address but 127.0.0.1, and names would resolve to A again.
+TUN_HIDDEN_V4_SOURCE = "192.0.0.2"
+TUN_HIDDEN_V4_GATEWAY = "192.0.0.1"  # the source of the network-unreachable answers
 TUN_DEVICE_NAME = "p64tun0"
 TUN_MAX_FLOWS = 4096  # TCP + UDP flows at once; a new flow beyond is refused
 TUN_MAX_HALF_OPEN = 256  # SYNs waiting on their dial; beyond, SYNs are dropped (flood bound)
@@ -143,6 +175,7 @@ WORKER_TIMEOUT = 10.0  # a worker silent this long (hung, stopped) is killed and
 # --- Hub-driven front of a connection (issue 7; proxy64/net/relay_hub.py, socks_front.py) ----
 HUB_POLL_ROUNDS = 16  # epoll polls without waiting per wake-up of the hub, at the most
 HUB_EMPTY_POLLS = 2  # ... stopping after this many found nothing (A/B: c1 867 -> 700 µs)
+HUB_TIMER_COMPACT = 256  # cancelled hub timers tolerated before the heap may be compacted
 
 # --- TUN stack heap (proxy64/tun/heap.py): freed memory kept for reuse at bulk speed ---
 TUN_HEAP_TRIM_THRESHOLD = 32 * 1024 * 1024  # glibc M_TRIM_THRESHOLD (default 128 KiB)
@@ -151,3 +184,13 @@ TUN_HEAP_MMAP_THRESHOLD = 4 * 1024 * 1024  # glibc M_MMAP_THRESHOLD (default 128
 TUN_SOCKET_READ_MAX = 1024 * 1024  # one read from a TUN flow's outbound socket, whole segments
 TUN_RECEIVE_MAX = 1024 * 1024  # what TunTcpStream.receive_some() returns at most, no max_bytes
 TUN_SOCKET_NOTSENT_LOWAT = 2 * 1024 * 1024  # TCP_NOTSENT_LOWAT of a TUN flow's socket
+
+# Prometheus metrics (--metrics)
+METRICS_SAMPLE_INTERVAL = 1.0  # seconds between copies of the live counts into the gauges
+# proxy64_dial_duration_seconds buckets: a loopback dial takes well under 1 ms, a NAT64 path
+# tens of ms, a name that needs DNS64 up to DNS_LIFETIME, a dial up to CONNECT_TIMEOUT
+METRICS_DIAL_BUCKETS = (
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+)  # fmt: skip
+METRICS_STALE_AFTER = 10.0  # /healthz answers 503 when the event loop has not sampled this long
+METRICS_REQUEST_TIMEOUT = 10.0  # seconds a metrics client may take to send its request

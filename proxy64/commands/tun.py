@@ -16,33 +16,46 @@ import logging
 import os
 import signal
 import sys
+from functools import partial
 from ipaddress import IPv4Address, IPv6Address, IPv6Network
+from typing import TYPE_CHECKING
 
 import trio
 
 from proxy64.commands.common import (
     add_log_options,
+    add_readiness_options,
     add_resolver_options,
     checked,
-    parse_report_path,
+    finish_readiness,
     setup_logging,
-    write_report,
 )
-from proxy64.config import parse_positive
+from proxy64.config import HostPort, parse_positive
 from proxy64.defaults import (
     CONNECT_TIMEOUT,
+    EXIT_NOT_READY,
     IDLE_TIMEOUT,
     TUN_GATEWAY,
     TUN_GATEWAY_V4,
+    TUN_HIDDEN_V4_GATEWAY,
     TUN_MIN_MTU,
     TUN_MTU,
     TUN_NETWORK,
 )
 from proxy64.destination import EgressChoice
 from proxy64.errors import ConfigError
+from proxy64.logformat import json_line
+from proxy64.net.metrics import TUN_FRONT_ENDS, Metrics, sample_gauges
+from proxy64.net.metrics_http import MetricsServer
+from proxy64.net.metrics_setup import open_process_metrics
+from proxy64.net.nat64_state import Nat64State
+from proxy64.net.recorder import Recorder
 from proxy64.report import ReadinessReport
-from proxy64.serve_config import ServeSettings
+from proxy64.serve_config import ServeSettings, parse_metrics_address
 from proxy64.tun.device import TunDevice, TunSetupError, has_vnet_header, open_tun
+
+if TYPE_CHECKING:  # built by the composition root, which this module calls at run time
+    from proxy64.app import Parts
 
 EXIT_SETUP = 2
 logger = logging.getLogger(__name__)
@@ -83,7 +96,7 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
         metavar="auto|nat64|embedded",
         default="auto",
         help="who does the NAT64 step: the network's NAT64, proxy64 itself (embedded: dial "
-        "the embedded IPv4), or auto (RFC 7050 discovery, else embedded) (default: auto)",
+        "the embedded IPv4), or auto (PREF64, RFC 7050, else embedded) (default: auto)",
     )
     tun.add_argument(
         "--mtu",
@@ -106,15 +119,29 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
         default=CONNECT_TIMEOUT,
         help=f"give up dialing after this long (default: {CONNECT_TIMEOUT:g})",
     )
-    tun.add_argument(
-        "--report",
-        metavar="FILE.json",
-        type=checked("--report", parse_report_path),
-        help="also write the readiness report as JSON (default: table on stderr only)",
-    )
+    add_readiness_options(parser)
     # `tun run` shares a terminal with CMD: per-flow lines would mix with its output, so
     # it logs warnings only by default (like `proxy64 run`); `tun serve` is a service.
     add_log_options(parser, default="warning" if parser.prog.endswith(" run") else "info")
+    parser.add_argument(
+        "--metrics",
+        metavar="ADDR",
+        type=checked("--metrics", parse_tun_metrics),
+        help="serve Prometheus metrics at http://ADDR/metrics and a health check at "
+        "/healthz; a loopback HOST:PORT or [::1]:PORT (port 0: a free port; TUN mode has "
+        "no authentication) (default: off)",
+    )
+
+
+def parse_tun_metrics(text: str, option: str) -> HostPort | None:
+    address = parse_metrics_address(text, option)
+    if address is not None and not address.is_loopback:
+        raise ConfigError(
+            option,
+            f"refusing to serve metrics on {address}: TUN mode has no authentication, so "
+            "only a loopback address (127.0.0.1:PORT or [::1]:PORT) is accepted",
+        )
+    return address
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -132,8 +159,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="run CMD in a namespace whose only network is proxy64's TUN",
         description="Run CMD in a fresh network namespace whose only network is a TUN "
         "device served by proxy64: IPv6 only (fd64::2/64, gateway and DNS fd64::1), names "
-        "resolved by proxy64's DNS64, flows dialed from the host's network. Exits with "
-        "CMD's status and prints the readiness report.",
+        "resolved by proxy64's DNS64, flows dialed from the host's network. AF_INET sockets "
+        "are answered network unreachable, as on an IPv6-only network, and named in the "
+        "report (hidden IPv4); --ipv4 translates them instead. Exits with CMD's status (or "
+        f"{EXIT_NOT_READY} when a destination breaks --require LEVEL) and prints the "
+        "readiness report.",
     )
     _add_common(run)
     run.add_argument(
@@ -194,17 +224,47 @@ async def _serve_device(
     report: list[ReadinessReport],
 ) -> None:
     from proxy64 import app
-    from proxy64.net.dns_server import DNS64Responder
-    from proxy64.net.recorder import Recorder
-    from proxy64.tun.stack import StackSettings, TunStack
 
     settings = _serve_settings(args)
     nat64 = await app.choose_nat64(settings)
-    parts = app.build_parts(settings, nat64)  # the composition root's, as `serve`'s
-    # The same resolver answers the app's DNS on the TUN and resolves for the dialer.
+    state = Nat64State(nat64)  # followed by the watcher with --nat64-prefix auto
+    with open_process_metrics(args.metrics, None, TUN_FRONT_ENDS) as (metrics, endpoint):
+        # The composition root's parts, as `serve`'s: the same resolver answers the app's
+        # DNS on the TUN and resolves for the dialer.
+        parts = app.build_parts(settings, state, metrics)
+        recorder = Recorder(ReadinessReport(prefix=nat64.prefix.network), metrics=metrics)
+        app.report_follows(recorder.report, state)
+        report.append(recorder.report)
+        await _serve_stack(
+            args,
+            device,
+            done,
+            state,
+            parts=parts,
+            recorder=recorder,
+            metrics=metrics,
+            endpoint=endpoint,
+        )
+
+
+async def _serve_stack(
+    args: argparse.Namespace,
+    device: TunDevice,
+    done: trio.Event,
+    state: Nat64State,
+    *,
+    parts: Parts,
+    recorder: Recorder,
+    metrics: Metrics | None,
+    endpoint: MetricsServer | None,
+) -> None:
+    from proxy64 import app
+    from proxy64.net.dns_server import DNS64Responder
+    from proxy64.tun.stack import StackSettings, TunStack
+
+    settings = _serve_settings(args)
+    nat64 = state.choice
     responder = DNS64Responder(parts.resolver)
-    recorder = Recorder()
-    report.append(recorder.report)
     stack = TunStack(
         device,
         dialer=parts.dialer,
@@ -216,32 +276,47 @@ async def _serve_device(
             network6=IPv6Network(TUN_NETWORK),
             gateway4=IPv4Address(TUN_GATEWAY_V4) if args.ipv4 else None,
             mtu=args.mtu,
+            observe4=None if args.ipv4 else IPv4Address(TUN_HIDDEN_V4_GATEWAY),
         ),
     )
-    sys.stderr.write(
+    line = (
         f"proxy64 tun: NAT64 prefix {nat64.prefix} ({nat64.why}), egress "
-        f"{nat64.egress.value}, MTU {args.mtu}, DNS64 on [{TUN_GATEWAY}]:53\n"
+        f"{nat64.egress.value}, MTU {args.mtu}, DNS64 on [{TUN_GATEWAY}]:53"
     )
+    if endpoint is not None:
+        line += f"; metrics {endpoint.url}"
+    if args.log_format == "json":
+        line = json_line(line, event="startup")
+    sys.stderr.write(line + "\n")
+    watch = app.nat64_watcher(settings, state)
     async with trio.open_nursery() as nursery:
         await nursery.start(parts.hub.run)
+        if watch is not None:
+            await nursery.start(watch)
         await nursery.start(stack.serve)
+        if metrics is not None:
+            info = partial(app.nat64_info, state)
+            sample = partial(sample_gauges, metrics, lambda: len(stack.table), nat64=info)
+            nursery.start_soon(sample)
         await done.wait()
         nursery.cancel_scope.cancel()
+    recorder.report.a_lookups.update(stack.names.a_lookups)
     logger.debug("tun stack counters: %s", stack.table.stats())
     if stack.table.dropped or stack.table.rejected:
         logger.info("tun packets dropped %s rejected %s", dict(stack.table.dropped),
                     dict(stack.table.rejected))  # fmt: skip
 
 
-def _write_report(args: argparse.Namespace, report: list[ReadinessReport], status: int) -> int:
+def _write_report(
+    args: argparse.Namespace,
+    report: list[ReadinessReport],
+    status: int,
+    command: list[str],
+    mode: str,
+) -> int:
     if not report:
         return status
-    table = report[0]
-    sys.stderr.write(table.to_table())
-    json_text = table.to_json()
-    if args.report and not write_report(args.report, json_text, "tun"):
-        return status or 1
-    return status
+    return finish_readiness(args, report[0], status, command, mode, log_format=args.log_format)
 
 
 def main_run(args: argparse.Namespace) -> int:
@@ -252,7 +327,7 @@ def main_run(args: argparse.Namespace) -> int:
         command = command[1:]
     if not command:
         raise ConfigError("CMD", "no command given; usage: proxy64 tun run [options] -- CMD [ARGS]")
-    setup_logging(args.log_level)
+    setup_logging(args.log_level, args.log_format)
     report: list[ReadinessReport] = []
 
     async def serve(device: TunDevice, done: trio.Event) -> None:
@@ -264,11 +339,11 @@ def main_run(args: argparse.Namespace) -> int:
     except TunSetupError as exc:
         sys.stderr.write(f"proxy64 tun run: error: {exc}\n")
         return EXIT_SETUP
-    return _write_report(args, report, status)
+    return _write_report(args, report, status, command, "tun run")
 
 
 def main_serve(args: argparse.Namespace) -> int:
-    setup_logging(args.log_level)
+    setup_logging(args.log_level, args.log_format)
     try:
         if args.device is not None:
             fd, name = open_tun(args.device)
@@ -304,4 +379,4 @@ def main_serve(args: argparse.Namespace) -> int:
         trio.run(serve)
     finally:
         device.close()
-    return _write_report(args, report, 0)
+    return _write_report(args, report, 0, [], "tun serve")

@@ -13,11 +13,13 @@ from typing import Protocol
 import trio
 
 from proxy64.defaults import CONNECT_TIMEOUT
+from proxy64.net.auth_gate import AuthGate
 from proxy64.net.dial_types import DialerLike
-from proxy64.net.record import ConnectionRecord
+from proxy64.net.record import ConnectionRecord, live_tunnels
 from proxy64.net.relay_hub import RelayHub
+from proxy64.net.slots import ConnectionSlots
 
-__all__ = ["ConnectionRecord", "ProxyContext", "RecorderLike", "RelayLike"]
+__all__ = ["ConnectionRecord", "ProxyContext", "RecorderLike", "RelayLike", "live_tunnels"]
 
 
 class RecorderLike(Protocol):
@@ -51,7 +53,8 @@ class ProxyContext:
     credentials: dict[str, str] | None  # username → password; None: no authentication
     handshake_timeout: float
     idle_timeout: float
-    connection_slots: trio.CapacityLimiter  # --max-connections; acquire_nowait or refuse
+    connection_slots: ConnectionSlots  # --max-connections, --max-client-connections
+    auth_gate: AuthGate | None = None  # holds answers to an address that keeps failing
     # the dialer's whole-dial bound (--connect-timeout); a front end that watches a dial
     # itself (HTTP's 504) waits this long plus a grace
     connect_timeout: float = CONNECT_TIMEOUT

@@ -29,7 +29,7 @@ import trio
 
 from proxy64.defaults import CONNECT_TIMEOUT, HAPPY_EYEBALLS_DELAY
 from proxy64.destination import Destination, Egress, Reached
-from proxy64.errors import AddressMappingError, DialAttempt, DialCause, DialError
+from proxy64.errors import AddressMappingError, DialAttempt, DialCause, DialError, LoopError
 from proxy64.net.dial_types import (
     Dialed,
     PendingDial,
@@ -37,8 +37,10 @@ from proxy64.net.dial_types import (
     ResolverLike,
     UdpTarget,
 )
+from proxy64.net.nat64_state import Nat64State
 from proxy64.proto.attempts import AttemptPlan, Target
 from proxy64.proto.rfc6052 import Nat64Prefix, is_global_ipv4
+from proxy64.proto.self_dial import OwnListeners
 
 logger = logging.getLogger(__name__)
 
@@ -68,21 +70,42 @@ class Dialer:
     def __init__(
         self,
         resolver: ResolverLike,
-        prefix: Nat64Prefix,
-        egress: Egress,
+        prefix: Nat64Prefix | Nat64State,
+        egress: Egress | None = None,
         *,
         happy_eyeballs_delay: float = HAPPY_EYEBALLS_DELAY,
         connect_timeout: float = CONNECT_TIMEOUT,
         socket_factory: SocketMaker | None = None,
+        own_listeners: OwnListeners | None = None,
     ) -> None:
+        """prefix: a fixed prefix (with its egress), or the Nat64State the watcher
+        updates, whose egress is used (egress must then be None)."""
         self.resolver = resolver
-        self.prefix = prefix
-        self.egress = egress
+        # proxy64's own listeners: a dial to one of them would loop (proto/self_dial.py)
+        self.own = own_listeners if own_listeners is not None else OwnListeners()
+        if isinstance(prefix, Nat64State):
+            if egress is not None:
+                raise TypeError("Dialer: the egress comes from the Nat64State")
+            self.nat64 = prefix
+        else:
+            self.nat64 = Nat64State.fixed(prefix, egress or Egress.NAT64)
         self.happy_eyeballs_delay = happy_eyeballs_delay
         self.connect_timeout = connect_timeout
         self._socket: SocketMaker = socket_factory or trio.socket.socket
         self._raw = socket_factory is None  # real sockets: the leaner connect below
-        self._well_known = prefix.is_well_known
+
+    @property
+    def prefix(self) -> Nat64Prefix:
+        """The prefix now; the watcher may change it between two dials, never during one."""
+        return self.nat64.prefix
+
+    @property
+    def egress(self) -> Egress:
+        return self.nat64.egress
+
+    @property
+    def _well_known(self) -> bool:
+        return self.nat64.prefix.is_well_known
 
     # --- planning: destination → targets -------------------------------------------------
 
@@ -134,21 +157,44 @@ class Dialer:
     async def targets(self, destination: Destination) -> list[Target]:
         literal = self._literal_targets(destination)
         if literal is not None:
-            return literal
+            return self._screen(destination, literal)
         assert isinstance(destination.host, str)
         resolution = await self.resolver.resolve(destination.host)
-        return self._name_targets(resolution, destination.port)
+        return self._screen(destination, self._name_targets(resolution, destination.port))
 
     def targets_now(self, destination: Destination) -> list[Target] | None:
         """targets() without waiting: None when a name's answer is not in the cache."""
         literal = self._literal_targets(destination)
         if literal is not None:
-            return literal
+            return self._screen(destination, literal)
         assert isinstance(destination.host, str)
         resolution = self.resolver.resolve_cached(destination.host)
         if resolution is None:
             return None
-        return self._name_targets(resolution, destination.port)
+        return self._screen(destination, self._name_targets(resolution, destination.port))
+
+    def _screen(self, destination: Destination, targets: list[Target]) -> list[Target]:
+        """The one place every planned target passes before a dial: the targets that do
+        not reach proxy64's own listeners; LoopError when that leaves none."""
+        if not self.own.by_port.get(targets[0].port if targets else -1):
+            return targets  # no listener on this port: the common case, one dict lookup
+        kept: list[Target] = []
+        looped: tuple[IPv4Address | IPv6Address, int] | None = None
+        for target in targets:
+            address = target.address
+            if target.egress is Egress.NAT64 and isinstance(address, IPv6Address):
+                address = self.prefix.extract(address)  # where the NAT64 sends it
+            reached = self.own.reached(address, target.port)
+            if reached is None:
+                kept.append(target)
+            else:
+                looped = reached
+        if not kept and looped is not None:
+            host, port = looped
+            listener = f"[{host}]:{port}" if host.version == 6 else f"{host}:{port}"
+            logger.debug("loop refused: %s reaches our listener %s", destination, listener)
+            raise LoopError(str(destination), listener)
+        return kept
 
     async def udp_target(self, destination: Destination) -> UdpTarget:
         targets = await self.targets(destination)

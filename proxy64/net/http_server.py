@@ -38,11 +38,14 @@ from proxy64.defaults import (
 )
 from proxy64.destination import Destination
 from proxy64.errors import Proxy64Error, RemoteProtocolError
+from proxy64.net.auth_gate import checked_proxy_auth
 from proxy64.net.context import ConnectionRecord, ProxyContext
 from proxy64.net.dial_types import Dialed, PendingDial
 from proxy64.net.http_upstream import BodyCut, Next, Upstream, UpstreamFailed, move_body
 from proxy64.net.hub_front import borrow_slot, client_text
+from proxy64.net.outcomes import aborted, client_ended
 from proxy64.net.relay import close_stream, write_fd_all
+from proxy64.net.resets import reset_on_close
 from proxy64.proto.http_headers import (
     downstream_response_headers,
     fixed_body_length,
@@ -54,7 +57,6 @@ from proxy64.proto.httpproxy import (
     ConnectTarget,
     ForwardTarget,
     LocalAnswer,
-    check_proxy_auth,
     classify,
     error_response,
     tunnel_established,
@@ -244,8 +246,9 @@ class _ClientSession:
                     return
                 try:
                     target = classify(request)
-                    if self.ctx.credentials is not None:
-                        check_proxy_auth(request.headers.raw_items(), self.ctx.credentials)
+                    await checked_proxy_auth(
+                        self.ctx, self.client, request.headers.raw_items(), self.ctx.credentials
+                    )
                 except RemoteProtocolError as exc:
                     method = request.method.decode("ascii", "replace")
                     self._refused(f"refused {method} {_printable(request.target)}: {exc}")
@@ -393,7 +396,7 @@ class _ClientSession:
             record.outcome = f"destination closed: {exc}"
         except BaseException as exc:
             if record.outcome == "open":
-                record.outcome = f"aborted: {exc!r}"
+                record.outcome = aborted(exc)
             raise
         finally:
             self.ctx.recorder.finish(record)
@@ -443,10 +446,12 @@ class _ClientSession:
                 await upstream.close(str(exc), self.ctx)
                 if not upstream.responded:
                     await self.send_error(exc.http_status, str(exc))
+                else:
+                    reset_on_close(self.stream)  # a cut response must not look complete
                 return False
             except (_ClientGone, h11.RemoteProtocolError, trio.TooSlowError) as exc:
                 self.upstream = None
-                await upstream.close(f"client connection ended: {exc!r}", self.ctx)
+                await upstream.close(client_ended(exc), self.ctx)
                 raise _ClientGone from None
             if not upstream.end_cycle():
                 self.upstream = None
@@ -655,8 +660,9 @@ async def handle_http_client(stream: trio.SocketStream, ctx: ProxyContext) -> No
     """One client connection on the task path, until it closes. A listener with the
     hub-driven front end (http_front.py, wired by app.py) serves a CONNECT without a task
     when it can and resumes everything else here."""
-    slot = borrow_slot(ctx, object())  # a new token: the connection's borrower
-    await serve_http_connection(stream, ctx, _peer_name(stream), slot, None)
+    client = _peer_name(stream)
+    slot = borrow_slot(ctx, object(), client)  # a new token: the connection's borrower
+    await serve_http_connection(stream, ctx, client, slot, None)
 
 
 async def serve_http_connection(
@@ -671,8 +677,9 @@ async def serve_http_connection(
     session = _ClientSession(stream, ctx, client, resume.conn if resume is not None else None)
     try:
         if slot is None:
-            logger.warning("http %s: refused, too many connections", client)
-            await session.send_error(503, "too many connections; try again later")
+            refusal = ctx.connection_slots.refusal(client)
+            logger.warning("http %s: refused, %s", client, refusal)
+            await session.send_error(503, f"{refusal}; try again later")
             return
         try:
             await session.run(resume)

@@ -9,6 +9,20 @@ from proxy64.destination import Destination, Egress, Reached
 from proxy64.net.dial_types import Dialed, IPAddress, UdpTarget
 
 
+class LiveTunnels:
+    """How many records are between reached_by() and the recorder's finish() right now:
+    the process's live tunnels, read by the metrics sampler. A process-wide count, as a
+    gauge is: every front end makes its records itself, and each ends in finish()."""
+
+    __slots__ = ("count",)
+
+    def __init__(self) -> None:
+        self.count = 0
+
+
+live_tunnels = LiveTunnels()
+
+
 @dataclass(slots=True)
 class ConnectionRecord:
     """One proxied connection, filled in as it progresses; logged once at the end."""
@@ -23,7 +37,11 @@ class ConnectionRecord:
     bytes_down: int = 0  # destination → client
     started: float = field(default_factory=time.monotonic)
     outcome: str = "open"  # "ok", or the error sentence
+    # tun: the name whose A record an AF_INET flow went to (from our DNS64's answers)
+    a_record_of: str | None = None
 
     def reached_by(self, path: Dialed | UdpTarget) -> None:
         """What the dialer chose: the address dialed, how it was reached, the egress."""
+        if self.remote is None:
+            live_tunnels.count += 1  # the recorder's finish() takes it off
         self.remote, self.reached, self.egress = path.remote, path.reached, path.egress

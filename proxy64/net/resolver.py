@@ -1,8 +1,9 @@
 """The DNS64 resolver (RFC 6147 §5.1): AAAA first, synthesis from A, cached.
 
-I/O only: queries go to the upstream servers in order with dnspython's trio backend
-(UDP, then TCP when the reply has TC=1, RFC 7766 §5), failing over on timeout, network
-error, SERVFAIL, REFUSED, NOTIMP or FORMERR. The rules live in proxy64/proto/dns64.py.
+I/O only: queries go to the upstream servers in order (dns_exchange.py: UDP with answers
+matched as RFC 5452 §9.1 asks, then TCP when the reply has TC=1, RFC 7766 §5), failing
+over on timeout, refusal, malformed answers, SERVFAIL, REFUSED, NOTIMP or FORMERR.
+The rules live in proxy64/proto/dns64.py.
 No thread and no getaddrinfo: a query is a trio task.
 """
 
@@ -14,9 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from ipaddress import IPv6Address, ip_address
 from pathlib import Path
+from typing import Protocol
 
-import dns.asyncbackend
-import dns.asyncquery
 import dns.exception
 import dns.flags
 import dns.message
@@ -38,6 +38,8 @@ from proxy64.proto.dns64 import (
 from proxy64.proto.rfc6052 import Nat64Prefix
 
 from .dns_cache import Dns64Cache, cache_key
+from .dns_exchange import DnsExchangeError, exchange
+from .nat64_state import Nat64Choice, Nat64State
 
 log = logging.getLogger(__name__)
 
@@ -103,12 +105,9 @@ async def query_servers(
     with trio.move_on_after(lifetime):
         for server in servers:
             try:
-                response = await _exchange(query, server, per_try)
-            except dns.exception.Timeout:
-                problems.append(f"{server} timed out")
-                continue
-            except (OSError, dns.exception.DNSException, EOFError) as exc:
-                problems.append(f"{server}: {exc or type(exc).__name__}")
+                response = await exchange(query, server, per_try)
+            except DnsExchangeError as exc:
+                problems.append(str(exc))
                 continue
             if response.rcode() in _RETRY_NEXT:
                 problems.append(f"{server} answered {dns.rcode.to_text(response.rcode())}")
@@ -119,25 +118,7 @@ async def query_servers(
         return last_error_answer
     if len(problems) < len(servers):
         problems.append(f"gave up after {lifetime:g} s")
-    detail = "no DNS server answered: " + "; ".join(problems)
-    raise ResolutionError(qname.to_text(omit_final_dot=True), "TIMEOUT", detail)
-
-
-async def _exchange(
-    query: dns.message.Message, server: HostPort, per_try: float
-) -> dns.message.Message:
-    backend = dns.asyncbackend.get_backend("trio")
-    where = str(server.host)
-    response = await dns.asyncquery.udp(
-        query, where, timeout=per_try, port=server.port, ignore_unexpected=True, backend=backend
-    )
-    if response.flags & dns.flags.TC:
-        # RFC 7766 §5: a truncated UDP answer is asked again over TCP.
-        log.debug("TC=1 from %s for %s, retrying over TCP", server, query.question[0].name)
-        response = await dns.asyncquery.tcp(
-            query, where, timeout=per_try, port=server.port, backend=backend
-        )
-    return response
+    raise ResolutionError(qname.to_text(omit_final_dot=True), "TIMEOUT", "; ".join(problems))
 
 
 class _Pending:
@@ -150,23 +131,45 @@ class _Pending:
         self.answer: Dns64Answer | None = None
 
 
+class Dns64Observer(Protocol):
+    def dns64_answered(self, answer: Dns64Answer, from_cache: bool) -> None:
+        """One answer given: from the cache, or from the upstream servers (metrics)."""
+        ...
+
+
 class DNS64Resolver:
-    """RFC 6147 DNS64 with a TTL-honouring cache; built once, shared by every front end."""
+    """RFC 6147 DNS64 with a TTL-honouring cache; built once, shared by every front end.
+
+    The prefix is read from a Nat64State (a fixed prefix is wrapped in one): when it
+    changes the cache is emptied, and an answer synthesized with the old prefix while
+    the change happened is neither cached nor handed to lookups started after it.
+    """
 
     def __init__(
         self,
         settings: ResolverSettings,
-        prefix: Nat64Prefix,
+        prefix: Nat64Prefix | Nat64State,
         *,
         cache: Dns64Cache | None = None,
         clock: Callable[[], float] = trio.current_time,
+        observer: Dns64Observer | None = None,
     ) -> None:
         self.settings = settings
-        self.prefix = prefix
+        self.observer = observer
+        self.nat64 = prefix if isinstance(prefix, Nat64State) else Nat64State.fixed(prefix)
         self.servers = settings.servers or servers_from_resolv_conf()
         self.cache = cache if cache is not None else Dns64Cache()
         self._clock = clock
-        self._inflight: dict[str, _Pending] = {}
+        self._inflight: dict[tuple[int, str], _Pending] = {}
+        self.nat64.on_change(self._prefix_changed)
+
+    @property
+    def prefix(self) -> Nat64Prefix:
+        return self.nat64.prefix
+
+    def _prefix_changed(self, old: Nat64Choice, new: Nat64Choice) -> None:
+        # Cached AAAA records were synthesized with the old prefix (RFC 6147 §5.1.7).
+        self.cache.clear()
 
     async def query(
         self,
@@ -201,28 +204,35 @@ class DNS64Resolver:
         key = cache_key(qname)
         cached = self.cache.get(key, self._clock())
         if cached is not None:
+            if self.observer is not None:
+                self.observer.dns64_answered(cached, True)
             return cached, True
-        pending = self._inflight.get(key)
+        generation = self.nat64.generation
+        flight = (generation, key)
+        pending = self._inflight.get(flight)
         if pending is not None:
             await pending.done.wait()
             if pending.answer is not None:
                 return pending.answer, False
             # the first asker was cancelled before it had an answer: ask ourselves
         pending = _Pending()
-        self._inflight[key] = pending
+        self._inflight[flight] = pending
         try:
-            answer = await self._lookup_upstream(qname)
+            answer = await self._lookup_upstream(qname, self.prefix)
             pending.answer = answer
         finally:
-            if self._inflight.get(key) is pending:
-                del self._inflight[key]
+            if self._inflight.get(flight) is pending:
+                del self._inflight[flight]
             pending.done.set()
-        self.cache.put(answer, self._clock())
+        if generation == self.nat64.generation:
+            self.cache.put(answer, self._clock())
+        if self.observer is not None:
+            self.observer.dns64_answered(answer, False)
         if answer.outcome is not Outcome.ANSWER:
             log.debug("DNS64 %s: %s", qname, answer.outcome.value)
         return answer, False
 
-    async def _lookup_upstream(self, qname: dns.name.Name) -> Dns64Answer:
+    async def _lookup_upstream(self, qname: dns.name.Name, prefix: Nat64Prefix) -> Dns64Answer:
         problems: list[str] = []
         if self.settings.synthesize_all:
             need = NeedA.without_aaaa(qname)
@@ -233,9 +243,9 @@ class DNS64Resolver:
                 return step
             need = step
         a_response = await self._try(qname, dns.rdatatype.A, problems)
-        answer = synthesize_from_a(a_response, qname, self.prefix, need, self.settings.mapped)
+        answer = synthesize_from_a(a_response, qname, prefix, need, self.settings.mapped)
         if answer.outcome is Outcome.TIMEOUT and problems:
-            # Say which servers failed how: "no DNS server answered: 192.0.2.53:53 timed out".
+            # Say which servers failed how: "192.0.2.53:53 timed out after 2 s".
             answer = dataclasses.replace(answer, note=problems[-1])
         return answer
 
@@ -254,7 +264,11 @@ class DNS64Resolver:
         ResolutionError for a cached failure, like resolve(). Never waits."""
         # A cached name is found by its text, without parsing it into a Name.
         cached = self.cache.get(name.strip().rstrip(".").lower(), self._clock())
-        return None if cached is None else _resolution(cached, from_cache=True)
+        if cached is None:
+            return None
+        if self.observer is not None:
+            self.observer.dns64_answered(cached, True)
+        return _resolution(cached, from_cache=True)
 
     async def resolve(self, name: str) -> Resolution:
         """Addresses to dial for name; raises ResolutionError with the DNS outcome."""

@@ -5,11 +5,14 @@
     # stopped by PID (SIGTERM, then SIGKILL after a timeout) even when the test fails
 
 Unless the args name --socks/--http themselves, both listen on 127.0.0.1 port 0 and the
-ports are read from the one start-up line. proxy.output() is stderr (logs) so far.
+ports are read from the one start-up line (with --log-format json, from its "message").
+proxy.output() is stderr (logs) so far.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import re
 import signal
@@ -116,7 +119,11 @@ def start_proxy(
     proxy = ProxyProcess(process, log_path)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        for line in proxy.output().splitlines():
+        for raw in proxy.output().splitlines():
+            line = raw
+            if raw.startswith("{"):  # --log-format json: the line is the message
+                with contextlib.suppress(ValueError):
+                    line = json.loads(raw).get("message", "")
             match = STARTUP_RE.match(line)
             if match:
                 proxy.startup_line = line

@@ -32,6 +32,7 @@ from proxy64.net.listeners import Listening, ProxyServer, bind_listener, bound_a
 from proxy64.net.relay import Relay
 from proxy64.net.relay_hub import RelayHub
 from proxy64.net.resolver import Resolution, ResolvedAddress
+from proxy64.net.slots import ConnectionSlots
 from proxy64.net.socks_front import SocksFront
 from proxy64.net.socks_server import handle_socks_client
 from proxy64.proto.rfc6052 import Nat64Prefix
@@ -106,7 +107,7 @@ async def proxy(
         credentials=credentials,
         handshake_timeout=handshake_timeout,
         idle_timeout=idle_timeout,
-        connection_slots=trio.CapacityLimiter(max_connections),
+        connection_slots=ConnectionSlots(max_connections),
         hub=hub,
     )
     sock = bind_listener(HostPort(ip_address("127.0.0.1"), 0))
