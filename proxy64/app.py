@@ -39,6 +39,7 @@ from proxy64.errors import ConfigError, ResolutionError
 from proxy64.net.context import ProxyContext
 from proxy64.net.dialer import Dialer, ResolverLike
 from proxy64.net.discovery import discover_prefixes
+from proxy64.net.host_info import HostInfo
 from proxy64.net.http_server import handle_http_client
 from proxy64.net.listeners import (
     Handler,
@@ -177,7 +178,14 @@ def startup_line(bound: Bound, nat64: Nat64Choice, workers: int = 1) -> str:
 
 def build_context(settings: ServeSettings, nat64: Nat64Choice, recorder: Recorder) -> ProxyContext:
     resolver = build_resolver(settings, nat64.prefix)
-    dialer = Dialer(resolver, nat64.prefix, nat64.egress, connect_timeout=settings.connect_timeout)
+    dialer = Dialer(
+        resolver,
+        nat64.prefix,
+        nat64.egress,
+        connect_timeout=settings.connect_timeout,
+        policy=settings.destination_policy(),
+        host_info=HostInfo(),
+    )
     return ProxyContext(
         dialer=dialer,
         recorder=recorder,

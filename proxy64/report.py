@@ -3,7 +3,10 @@
 Aggregated per requested destination (name or literal, with port): how it was reached
 (native-ipv6 / dns64-synthesized / ipv4-literal-mapped), the egress (nat64 / embedded),
 connections, failures, bytes each way. Destinations reached through NAT64 are the app's
-IPv4-only dependencies: the summary counts them. Rendered as an aligned text table and
+IPv4-only dependencies: the summary counts them. A destination under 64:ff9b::/96 in a range
+a strict NAT64 refuses (RFC 6052 §3.1, tayga >= 0.9.4) is marked strict_nat64_refuses,
+whether or not this network's NAT64 carried it: the app would fail on a stricter network.
+Rendered as an aligned text table and
 as JSON. Pure: fed with Observation values, no clock, no I/O.
 """
 
@@ -30,6 +33,7 @@ class Observation:
     bytes_down: int
     ok: bool
     outcome: str = "ok"
+    strict_nat64_refuses: bool = False
 
 
 @dataclass(slots=True)
@@ -42,6 +46,7 @@ class DestinationStats:
     bytes_up: int = 0
     bytes_down: int = 0
     last_failure: str = ""
+    strict_nat64_refuses: bool = False
 
     @property
     def ipv4_only(self) -> bool:
@@ -58,6 +63,7 @@ class DestinationStats:
             "bytes_up": self.bytes_up,
             "bytes_down": self.bytes_down,
             "last_failure": self.last_failure,
+            "strict_nat64_refuses": self.strict_nat64_refuses,
         }
 
 
@@ -83,6 +89,7 @@ class ReadinessReport:
             if stats is None:
                 stats = self._stats[key] = DestinationStats(key)
         stats.connections += 1
+        stats.strict_nat64_refuses |= obs.strict_nat64_refuses
         if obs.reached is not None:
             stats.reached.add(obs.reached)
         if obs.egress is not None:
@@ -104,6 +111,7 @@ class ReadinessReport:
             "native_ipv6": sum(1 for s in stats if "native-ipv6" in s.reached),
             "connections": sum(s.connections for s in stats),
             "failures": sum(s.failures for s in stats),
+            "strict_nat64_refuses": sum(1 for s in stats if s.strict_nat64_refuses),
         }
 
     def as_dict(self) -> dict[str, Any]:
@@ -150,6 +158,13 @@ class ReadinessReport:
         for s in self.destinations():
             if s.last_failure:
                 lines.append(f"  {s.destination}: last failure: {s.last_failure}")
+        for s in self.destinations():
+            if s.strict_nat64_refuses:
+                lines.append(
+                    f"  {s.destination}: a strict NAT64 would refuse this (non-global IPv4 "
+                    "under 64:ff9b::/96, RFC 6052 §3.1); see how the app fares with "
+                    "--strict-wkp"
+                )
         return "\n".join(lines) + "\n"
 
 

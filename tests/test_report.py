@@ -37,6 +37,7 @@ def test_aggregates_per_destination_in_first_seen_order() -> None:
         "native_ipv6": 1,
         "connections": 5,
         "failures": 1,
+        "strict_nat64_refuses": 0,
     }
 
 
@@ -81,6 +82,7 @@ def test_json_round_trips() -> None:
         "bytes_up": 150,
         "bytes_down": 7048,
         "last_failure": "",
+        "strict_nat64_refuses": False,
     }
 
 

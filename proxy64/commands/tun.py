@@ -86,6 +86,13 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
         "the embedded IPv4), or auto (RFC 7050 discovery, else embedded) (default: auto)",
     )
     tun.add_argument(
+        "--strict-wkp",
+        action="store_true",
+        help="behave as a strict NAT64 under 64:ff9b::/96 (tayga's wkpf-strict): refuse "
+        "10/8, 100.64/10, 172.16/12, 192.168/16, 198.18/15 and the TEST-NETs before dialing "
+        "(default: off; the readiness report marks them)",
+    )
+    tun.add_argument(
         "--mtu",
         metavar="N",
         type=checked("--mtu", parse_mtu),
@@ -181,6 +188,7 @@ def _serve_settings(args: argparse.Namespace) -> ServeSettings:
         synthesize_all=args.synthesize_all,
         idle_timeout=args.idle_timeout,
         connect_timeout=args.connect_timeout,
+        strict_wkp=args.strict_wkp,
     )
     if args.dns64_exclude:
         settings = dataclasses.replace(settings, dns64_exclude=tuple(args.dns64_exclude))
@@ -196,6 +204,7 @@ async def _serve_device(
     from proxy64 import app
     from proxy64.net.dialer import Dialer
     from proxy64.net.dns_server import DNS64Responder
+    from proxy64.net.host_info import HostInfo
     from proxy64.net.recorder import Recorder
     from proxy64.net.relay import Relay
     from proxy64.net.resolver import DNS64Resolver
@@ -205,7 +214,14 @@ async def _serve_device(
     nat64 = await app.choose_nat64(settings)
     # The same resolver answers the app's DNS on the TUN and resolves for the dialer.
     resolver = DNS64Resolver(settings.resolver_settings(), nat64.prefix)
-    dialer = Dialer(resolver, nat64.prefix, nat64.egress, connect_timeout=args.connect_timeout)
+    dialer = Dialer(
+        resolver,
+        nat64.prefix,
+        nat64.egress,
+        connect_timeout=args.connect_timeout,
+        policy=settings.destination_policy(),
+        host_info=HostInfo(),
+    )
     responder = DNS64Responder(resolver)
     recorder = Recorder()
     report.append(recorder.report)

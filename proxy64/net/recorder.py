@@ -59,5 +59,6 @@ class Recorder:
                     bytes_down=record.bytes_down,
                     ok=ok,
                     outcome=outcome,
+                    strict_nat64_refuses=record.strict_nat64_refuses,
                 )
             )

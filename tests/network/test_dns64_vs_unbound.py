@@ -131,7 +131,7 @@ def ask_unbound(lab: Netlab, name: str) -> Outcome:
 
 def embed(prefix: IPv6Network, *ipv4: IPv4Address | str) -> frozenset[IPv6Address]:
     nat64 = Nat64Prefix.from_network(prefix)
-    return frozenset(nat64.embed(IPv4Address(a), check_global=False) for a in ipv4)
+    return frozenset(nat64.embed(IPv4Address(a)) for a in ipv4)
 
 
 @pytest.fixture(params=PREFIXES, ids=lambda p: f"len{p.prefixlen}", scope="module")
