@@ -112,3 +112,21 @@ def test_report_is_bounded() -> None:
     assert rows[-1].connections == 7
     report.add(Observation("host1.example:443", "native-ipv6", None, 1, 1, True))
     assert rows[1].connections == 2  # known destinations keep their own row
+
+
+def test_rfc6052_3_1_strict_nat64_mark_in_json_table_and_summary() -> None:
+    report = ReadinessReport()
+    report.add(Observation("cgn.example:80", "dns64-synthesized", "nat64", 10, 20, True))
+    report.add(
+        Observation(
+            "cgn.example:80", "dns64-synthesized", "nat64", 1, 2, True, strict_nat64_refuses=True
+        )
+    )
+    report.add(Observation("8.8.8.8:53", "ipv4-literal-mapped", "nat64", 1, 1, True))
+    data = json.loads(report.to_json())
+    assert data["summary"]["strict_nat64_refuses"] == 1
+    assert [d["strict_nat64_refuses"] for d in data["destinations"]] == [True, False]
+    assert (
+        "  cgn.example:80: a strict NAT64 would refuse this (non-global IPv4 under "
+        "64:ff9b::/96, RFC 6052 §3.1); see how the app fares with --strict-wkp"
+    ) in report.to_table().splitlines()
