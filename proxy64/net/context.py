@@ -84,6 +84,8 @@ class ConnectionRecord:
     # Under 64:ff9b::/96 in a range a strict NAT64 refuses (RFC 6052 §3.1, tayga >= 0.9.4):
     # the readiness report marks it whether or not this network's NAT64 carried it.
     strict_nat64_refuses: bool = False
+    # tun: the name whose A record an AF_INET flow went to (from our DNS64's answers)
+    a_record_of: str | None = None
 
     def reached_by(self, path: Dialed | UdpTarget) -> None:
         """What the dialer chose: the address dialed, how it was reached, the egress."""

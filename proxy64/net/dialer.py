@@ -50,6 +50,7 @@ from proxy64.errors import (
     Proxy64Error,
 )
 from proxy64.net.context import Dialed, UdpTarget
+from proxy64.net.nat64_state import Nat64State
 from proxy64.policy import (
     LOOPBACK6,
     DestinationPolicy,
@@ -138,8 +139,8 @@ class Dialer:
     def __init__(
         self,
         resolver: ResolverLike,
-        prefix: Nat64Prefix,
-        egress: Egress,
+        prefix: Nat64Prefix | Nat64State,
+        egress: Egress | None = None,
         *,
         happy_eyeballs_delay: float = HAPPY_EYEBALLS_DELAY,
         connect_timeout: float = CONNECT_TIMEOUT,
@@ -147,15 +148,30 @@ class Dialer:
         policy: DestinationPolicy | None = None,
         host_info: HostInfoLike | None = None,
     ) -> None:
+        """prefix: a fixed prefix (with its egress), or the Nat64State the watcher
+        updates, whose egress is used (egress must then be None)."""
         self.resolver = resolver
-        self.prefix = prefix
-        self.egress = egress
+        if isinstance(prefix, Nat64State):
+            if egress is not None:
+                raise TypeError("Dialer: the egress comes from the Nat64State")
+            self.nat64 = prefix
+        else:
+            self.nat64 = Nat64State.fixed(prefix, egress or Egress.NAT64)
         self.happy_eyeballs_delay = happy_eyeballs_delay
         self.connect_timeout = connect_timeout
         self.policy = policy if policy is not None else DestinationPolicy()
         self.host_info = host_info
         self._socket: SocketMaker = socket_factory or trio.socket.socket
         self._raw = socket_factory is None  # real sockets: the leaner connect below
+
+    @property
+    def prefix(self) -> Nat64Prefix:
+        """The prefix now; the watcher may change it between two dials, never during one."""
+        return self.nat64.prefix
+
+    @property
+    def egress(self) -> Egress:
+        return self.nat64.egress
 
     # --- planning: destination → targets -------------------------------------------------
 
@@ -214,9 +230,9 @@ class Dialer:
         address = target.address
         if isinstance(address, IPv4Address):
             return address
-        if target.egress is Egress.NAT64:
+        if target.egress is Egress.NAT64 and self.prefix.contains(address):
             return self.prefix.extract(address)
-        return None
+        return None  # native IPv6, or planned under a prefix that has changed since
 
     def _admit(self, destination: Destination, targets: list[Target]) -> list[Target]:
         """The destination policy (proxy64/policy.py) on every planned target: the one

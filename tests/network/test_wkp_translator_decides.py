@@ -212,4 +212,8 @@ def test_readiness_report_marks_what_a_strict_nat64_would_refuse(netlab: Netlab)
     assert rows[f"{T.PRIVATE}:80"]["strict_nat64_refuses"] is True
     assert HINT in rows[f"{T.PRIVATE}:80"]["last_failure"]
     assert rows[f"{T.V4ONLY}:80"]["strict_nat64_refuses"] is False
-    assert f"  {T.SHARED}:80: a strict NAT64 would refuse this" in done.stderr
+    # the readiness verdict: reached here, refused by a strict NAT64
+    assert f"  {T.SHARED}:80: strict-nat64-refused: {T.SHARED_ORIGIN4} is not global" in (
+        done.stderr
+    )
+    assert f"  {T.PRIVATE}:80: strict-nat64-refused: " in done.stderr

@@ -40,7 +40,9 @@ def test_tun_run_reaches_shared_space_origin_through_the_wkp(netlab: Netlab) -> 
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert_through_tayga(done.stdout)
-    assert f"{T.SHARED}:80: a strict NAT64 would refuse this" in done.stderr
+    assert f"  {T.SHARED}:80: strict-nat64-refused: {T.SHARED_ORIGIN4} is not global" in (
+        done.stderr
+    )
 
 
 # curl's time to fail, measured inside the sandbox (ms), and its exit status
@@ -72,6 +74,10 @@ def test_tun_run_rfc6052_3_1_private_refused_by_tayga_at_once(netlab: Netlab) ->
     assert rc == 7, done.stderr  # curl: could not connect
     assert ms < 1000, f"{ms} ms"
     assert f"the NAT64 likely refuses {T.PRIVATE_ORIGIN4} under 64:ff9b::/96" in done.stderr
+    # the readiness verdict of the flow (the dialer's mark: the dial failed, no address
+    # recorded): a strict NAT64 refuses it too
+    row = next(ln for ln in done.stderr.splitlines() if ln.startswith("  [64:ff9b::a40:a]:80"))
+    assert row.split(": ", 2)[1] == "strict-nat64-refused", done.stderr
 
 
 def test_tun_run_strict_wkp_refuses_both_before_dialing(netlab: Netlab) -> None:  # noqa: F811
