@@ -28,6 +28,8 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Network
 
 from proxy64.defaults import HAPPY_EYEBALLS_LEAD, WELL_KNOWN_PREFIX
+from proxy64.destination import Reached
+from proxy64.policy import LOOPBACK4
 from proxy64.proto.rfc6052 import Nat64Prefix, strict_nat64_refuses
 from proxy64.report import DestinationStats
 
@@ -104,6 +106,13 @@ def _strict_refused(stats: DestinationStats, prefix: Nat64Prefix | None) -> str 
     if found is not None:
         return str(found)
     return "its IPv4 address" if stats.strict_nat64_refuses else None
+
+
+def _this_host(stats: DestinationStats) -> bool:
+    """Dialed on this host's loopback (localhost, 127/8): any network has it."""
+    if stats.reached == {Reached.THIS_HOST.value}:
+        return True
+    return bool(stats.literals4) and all(a in LOOPBACK4 for a in stats.literals4)
 
 
 def _one_line(text: str) -> str:
@@ -206,6 +215,9 @@ def assess(
         return Assessment(stats.destination, Verdict.STRICT_REFUSED, reason, reached)
     if hidden:
         return _hidden_ipv4(stats, reached)
+    if _this_host(stats):
+        reason = f"this host (loopback, RFC 6761 §6.3): needs no network at all{tail}"
+        return Assessment(stats.destination, Verdict.NATIVE, reason, reached)
     if "ipv4-literal-mapped" in stats.reached or stats.kind == "ipv4":
         source = (
             "an IPv4 literal given to the proxy"
