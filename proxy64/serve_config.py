@@ -33,6 +33,7 @@ from proxy64.defaults import (
     HANDSHAKE_TIMEOUT,
     HTTP_PORT,
     IDLE_TIMEOUT,
+    MAX_CLIENT_CONNECTIONS,
     MAX_CONNECTIONS,
     SERVE_MAX_WORKERS,
     SHUTDOWN_GRACE,
@@ -64,6 +65,7 @@ class ServeSettings:
     allow_host_access: bool = False  # a non-loopback listener may reach this host, link-local
     strict_wkp: bool = False  # refuse what a strict NAT64 refuses under 64:ff9b::/96
     max_connections: int = MAX_CONNECTIONS
+    max_client_connections: int = MAX_CLIENT_CONNECTIONS  # slots one client address may hold
     workers: int = 1
     log_level: str = "info"
     idle_timeout: float = IDLE_TIMEOUT
@@ -213,6 +215,7 @@ PARSERS: dict[str, Callable[[Any, str], Any]] = {
     "allow_host_access": _bool,
     "strict_wkp": _bool,
     "max_connections": _count(1_000_000),
+    "max_client_connections": _count(1_000_000),
     "workers": _count(SERVE_MAX_WORKERS),
     "log_level": _log_level,
     "idle_timeout": _seconds,

@@ -53,6 +53,7 @@ allow_open = false
 allow_host_access = true
 strict_wkp = true
 max_connections = 10
+max_client_connections = 5
 workers = 2
 log_level = "debug"
 idle_timeout = 30
@@ -74,6 +75,7 @@ worker_timeout = 4
     assert settings.credentials == (("alice", "s3cret:with:colons"), ("bob", "pw"))
     assert (settings.idle_timeout, settings.connect_timeout) == (30.0, 2.5)
     assert settings.worker_timeout == 4.0
+    assert (settings.max_connections, settings.max_client_connections) == (10, 5)
     assert settings.resolver_settings().servers == settings.dns
 
 

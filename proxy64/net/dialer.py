@@ -15,8 +15,10 @@ Egress: NAT64 dials the IPv6 address and leaves to the network's translator whet
 non-global IPv4 is carried (RFC 6052 §3.1); when it answers unreachable the error names
 that likely cause. EMBEDDED dials prefix.extract(address) over IPv4 (proxy64 is the
 translator and carries every address); native IPv6 always dials IPv6 (egress None).
-Every planned target then passes the destination policy (proxy64/policy.py) in one place,
-_admit(): this host and link-local refused behind a shared listener, --strict-wkp.
+Every planned target then passes two checks, in the same place (targets() and
+targets_now()): the destination policy (_admit, proxy64/policy.py: this host and
+link-local refused behind a shared listener, --strict-wkp) and loop protection (_screen,
+proxy64/proto/self_dial.py: never proxy64's own listeners).
 Several targets race with RFC 8305 (plan in proxy64/proto/attempts.py): 250 ms stagger,
 first success wins, losers cancelled and their sockets closed, every failure kept for the
 DialError. One target connects directly, without a nursery (the lean common path).
@@ -46,6 +48,7 @@ from proxy64.errors import (
     DialAttempt,
     DialCause,
     DialError,
+    LoopError,
     NotAllowedError,
     Proxy64Error,
 )
@@ -63,6 +66,7 @@ from proxy64.policy import (
 )
 from proxy64.proto.attempts import AttemptPlan, Target
 from proxy64.proto.rfc6052 import Nat64Prefix, strict_nat64_refuses
+from proxy64.proto.self_dial import OwnListeners
 
 logger = logging.getLogger(__name__)
 
@@ -145,12 +149,15 @@ class Dialer:
         happy_eyeballs_delay: float = HAPPY_EYEBALLS_DELAY,
         connect_timeout: float = CONNECT_TIMEOUT,
         socket_factory: SocketMaker | None = None,
+        own_listeners: OwnListeners | None = None,
         policy: DestinationPolicy | None = None,
         host_info: HostInfoLike | None = None,
     ) -> None:
         """prefix: a fixed prefix (with its egress), or the Nat64State the watcher
         updates, whose egress is used (egress must then be None)."""
         self.resolver = resolver
+        # proxy64's own listeners: a dial to one of them would loop (proto/self_dial.py)
+        self.own = own_listeners if own_listeners is not None else OwnListeners()
         if isinstance(prefix, Nat64State):
             if egress is not None:
                 raise TypeError("Dialer: the egress comes from the Nat64State")
@@ -279,7 +286,7 @@ class Dialer:
             assert isinstance(destination.host, str)
             resolution = await self.resolver.resolve(destination.host)
             targets = self._name_targets(resolution, destination.port)
-        return self._admit(destination, targets)
+        return self._screen(destination, self._admit(destination, targets))
 
     def targets_now(self, destination: Destination) -> list[Target] | None:
         """targets() without waiting: None when a name's answer is not in the cache."""
@@ -290,7 +297,30 @@ class Dialer:
             if resolution is None:
                 return None
             targets = self._name_targets(resolution, destination.port)
-        return self._admit(destination, targets)
+        return self._screen(destination, self._admit(destination, targets))
+
+    def _screen(self, destination: Destination, targets: list[Target]) -> list[Target]:
+        """Loop protection, after _admit() on every planned target before a dial: the
+        targets that do not reach proxy64's own listeners; LoopError when none is left."""
+        if not self.own.by_port.get(targets[0].port if targets else -1):
+            return targets  # no listener on this port: the common case, one dict lookup
+        kept: list[Target] = []
+        looped: tuple[IPv4Address | IPv6Address, int] | None = None
+        for target in targets:
+            address = target.address
+            if target.egress is Egress.NAT64 and isinstance(address, IPv6Address):
+                address = self.prefix.extract(address)  # where the NAT64 sends it
+            reached = self.own.reached(address, target.port)
+            if reached is None:
+                kept.append(target)
+            else:
+                looped = reached
+        if not kept and looped is not None:
+            host, port = looped
+            listener = f"[{host}]:{port}" if host.version == 6 else f"{host}:{port}"
+            logger.debug("loop refused: %s reaches our listener %s", destination, listener)
+            raise LoopError(str(destination), listener)
+        return kept
 
     async def udp_target(self, destination: Destination) -> UdpTarget:
         targets = await self.targets(destination)

@@ -1,6 +1,7 @@
 """What the dialer needs to know about this host, read without root and kept fresh:
 /etc/hosts (re-read when it changes, as the system resolver does) and the host's own
-addresses (IPv4 from /proc/net/fib_trie's LOCAL routes, IPv6 from /proc/net/if_inet6).
+addresses (proxy64/net/host_addresses.py: /proc/net/fib_trie's LOCAL routes and
+/proc/net/if_inet6), which may change while proxy64 runs.
 
 Both are read at most once per HOST_INFO_REFRESH seconds, on the dialer's path, so a
 change is seen within that time and a busy proxy reads no file per connection.
@@ -8,7 +9,6 @@ change is seen within that time and a busy proxy reads no file per connection.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -17,41 +17,12 @@ from pathlib import Path
 
 from proxy64.defaults import HOST_INFO_REFRESH
 from proxy64.hosts import HostsTable, host_key, parse_hosts
+from proxy64.net.host_addresses import local_addresses
 
 logger = logging.getLogger(__name__)
 
 IPAddress = IPv4Address | IPv6Address
 HOSTS_PATH = Path("/etc/hosts")
-FIB_TRIE = Path("/proc/net/fib_trie")
-IF_INET6 = Path("/proc/net/if_inet6")
-
-
-def parse_fib_trie_local(text: str) -> frozenset[IPv4Address]:
-    """The IPv4 addresses with a `/32 host LOCAL` route: the host's own addresses."""
-    out: set[IPv4Address] = set()
-    last: str | None = None
-    for line in text.splitlines():
-        words = line.split()
-        if len(words) == 2 and words[0] == "|--":
-            last = words[1]
-        elif last is not None and words[:3] == ["/32", "host", "LOCAL"]:
-            with contextlib.suppress(ValueError):
-                out.add(IPv4Address(last))
-    return frozenset(out)
-
-
-def parse_if_inet6(text: str) -> frozenset[IPv6Address]:
-    """The addresses of /proc/net/if_inet6 (32 hex digits first on each line)."""
-    out: set[IPv6Address] = set()
-    for line in text.splitlines():
-        words = line.split()
-        if not words or len(words[0]) != 32:
-            continue
-        try:
-            out.add(IPv6Address(int(words[0], 16)))
-        except ValueError:
-            continue
-    return frozenset(out)
 
 
 def _read(path: Path) -> str:
@@ -107,5 +78,5 @@ class HostInfo:
         now = self._clock()
         if now - self._own_checked >= self._refresh:
             self._own_checked = now
-            self._own = parse_fib_trie_local(_read(FIB_TRIE)) | parse_if_inet6(_read(IF_INET6))
+            self._own = local_addresses()
         return self._own

@@ -22,6 +22,7 @@ import trio
 from proxy64.destination import Destination, Reached
 from proxy64.errors import DialAttempt, DialCause, DialError, Proxy64Error, ResolutionError
 from proxy64.net.context import ConnectionRecord, Dialed, ProxyContext, UdpTarget
+from proxy64.net.slots import ConnectionSlots
 
 IPAddress = IPv4Address | IPv6Address
 
@@ -160,7 +161,7 @@ def make_context(
         credentials=credentials,
         handshake_timeout=handshake_timeout,
         idle_timeout=30.0,
-        connection_slots=trio.CapacityLimiter(max_connections),
+        connection_slots=ConnectionSlots(max_connections),
     )
 
 

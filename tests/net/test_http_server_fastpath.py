@@ -29,6 +29,7 @@ from proxy64.net.context import Dialed, ProxyContext
 from proxy64.net.dialer import Dialer, PendingDial
 from proxy64.net.http_server import handle_http_client
 from proxy64.net.resolver import Resolution, ResolvedAddress
+from proxy64.net.slots import ConnectionSlots
 from proxy64.proto.httpproxy import TUNNEL_ESTABLISHED, tunnel_established
 from proxy64.proto.rfc6052 import Nat64Prefix
 from tests.helpers.fakes import ListRecorder, simple_relay
@@ -72,7 +73,7 @@ def context(dialer: Dialer, recorder: ListRecorder) -> ProxyContext:
         credentials=None,
         handshake_timeout=5.0,
         idle_timeout=10.0,
-        connection_slots=trio.CapacityLimiter(8),
+        connection_slots=ConnectionSlots(8),
     )
 
 

@@ -31,6 +31,7 @@ from proxy64.net.dialer import Dialer
 from proxy64.net.listeners import ProxyServer, bind_listener, bound_address
 from proxy64.net.relay import Relay
 from proxy64.net.resolver import Resolution, ResolvedAddress
+from proxy64.net.slots import ConnectionSlots
 from proxy64.net.socks_front import SocksFront
 from proxy64.net.socks_server import handle_socks_client
 from proxy64.proto.rfc6052 import Nat64Prefix
@@ -102,7 +103,7 @@ async def proxy(
         credentials=credentials,
         handshake_timeout=handshake_timeout,
         idle_timeout=idle_timeout,
-        connection_slots=trio.CapacityLimiter(max_connections),
+        connection_slots=ConnectionSlots(max_connections),
     )
     sock = bind_listener(HostPort(ip_address("127.0.0.1"), 0))
     port = bound_address(sock).port
