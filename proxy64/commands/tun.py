@@ -99,6 +99,13 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
         "the embedded IPv4), or auto (PREF64, RFC 7050, else embedded) (default: auto)",
     )
     tun.add_argument(
+        "--strict-wkp",
+        action="store_true",
+        help="behave as a strict NAT64 under 64:ff9b::/96 (tayga's wkpf-strict): refuse "
+        "10/8, 100.64/10, 172.16/12, 192.168/16, 198.18/15 and the TEST-NETs before dialing "
+        "(default: off; the readiness report marks them)",
+    )
+    tun.add_argument(
         "--mtu",
         metavar="N",
         type=checked("--mtu", parse_mtu),
@@ -211,6 +218,7 @@ def _serve_settings(args: argparse.Namespace) -> ServeSettings:
         synthesize_all=args.synthesize_all,
         idle_timeout=args.idle_timeout,
         connect_timeout=args.connect_timeout,
+        strict_wkp=args.strict_wkp,
     )
     if args.dns64_exclude:
         settings = dataclasses.replace(settings, dns64_exclude=tuple(args.dns64_exclude))

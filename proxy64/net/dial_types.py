@@ -33,6 +33,7 @@ class Dialed:
     local: tuple[IPAddress, int]  # the outbound socket's own address (SOCKS BND.ADDR)
     reached: Reached
     egress: Egress | None  # None: native IPv6, no NAT64 step
+    strict_nat64_refuses: bool = False  # a strict NAT64 would refuse it (RFC 6052 §3.1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +44,7 @@ class UdpTarget:
     remote: tuple[IPAddress, int]
     reached: Reached
     egress: Egress | None
+    strict_nat64_refuses: bool = False  # as Dialed's
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,4 +108,14 @@ class ResolverLike(Protocol):
     def resolve_cached(self, name: str) -> ResolutionLike | None:
         """resolve()'s answer when cached (a cached failure raises), None otherwise;
         never waits."""
+        ...
+
+
+class HostInfoLike(Protocol):
+    def lookup(self, name: str) -> tuple[IPv4Address | IPv6Address, ...]:
+        """The addresses /etc/hosts gives name; () when it lists none. Never waits."""
+        ...
+
+    def own_addresses(self) -> frozenset[IPv4Address | IPv6Address]:
+        """This host's own addresses. Never waits."""
         ...

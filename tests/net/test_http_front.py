@@ -30,6 +30,7 @@ from proxy64.net.relay import Relay
 from proxy64.net.relay_hub import RelayHub
 from proxy64.net.resolver import Resolution, ResolvedAddress
 from proxy64.net.slots import ConnectionSlots
+from proxy64.policy import DestinationPolicy
 from proxy64.proto.rfc6052 import Nat64Prefix
 from tests.helpers.fakes import ListRecorder
 
@@ -56,7 +57,14 @@ def context(
 ) -> ProxyContext:
     hub = RelayHub()  # run by front_of() in the test's nursery, as the server runs it
     return ProxyContext(
-        dialer=Dialer(LoopbackResolver(), PREFIX, Egress.NAT64, connect_timeout=5.0),
+        # strict: 10.1.2.3 is refused before any dial, never sent out
+        dialer=Dialer(
+            LoopbackResolver(),
+            PREFIX,
+            Egress.NAT64,
+            connect_timeout=5.0,
+            policy=DestinationPolicy(strict_wkp=True),
+        ),
         recorder=recorder,
         relay=Relay(idle_timeout=idle_timeout, splice_threshold=256 * 1024, hub=hub),
         credentials=credentials,
@@ -262,7 +270,7 @@ async def test_owned_tunnel_idle_timeout(nursery: trio.Nursery) -> None:
         (b"CONNECT [::1] HTTP/1.1\r\nHost: x\r\n\r\n", b"400", b"CONNECT needs host:port"),
         (b"CONNECT [::1]:PORT HTTP/1.1\r\n\r\n", b"400", b"not valid HTTP/1.1"),  # no Host
         (b"CONNECT [::1]:1 HTTP/1.1\r\nHost: x\r\n\r\n", b"502", b"refused"),
-        (b"CONNECT 10.1.2.3:80 HTTP/1.1\r\nHost: x\r\n\r\n", b"403", b"RFC 6052"),
+        (b"CONNECT 10.1.2.3:80 HTTP/1.1\r\nHost: x\r\n\r\n", b"403", b"--strict-wkp"),
         # RFC 9110 §15.6.6: h11 parses HTTP/1.2, but a CONNECT is only 1.0 or 1.1
         (b"CONNECT [::1]:PORT HTTP/1.2\r\nHost: x\r\n\r\n", b"505", b"HTTP/1.2 is not"),
     ],
