@@ -18,11 +18,16 @@ from ipaddress import IPv6Address
 
 import trio
 
-from proxy64.destination import Destination
+from proxy64.destination import Destination, Egress
 from proxy64.errors import DialAttempt, DialCause, DialError
+from proxy64.net.dial_types import PendingDial
+from proxy64.net.dialer import Dialer
 from proxy64.net.hub_front import Stage
+from proxy64.net.metrics import MeteredDialer, Metrics
+from proxy64.proto.rfc6052 import Nat64Prefix
 from tests.helpers.fakes import ListRecorder
 from tests.net.test_http_front import ESTABLISHED, Client, context, one_record, open_front
+from tests.net.test_metrics import samples
 from tests.net.test_socks_front import (
     NOAUTH,
     Spawns,
@@ -147,3 +152,41 @@ async def test_http_connect_in_flight_completes_in_the_hub_without_a_task(
     assert (record.front_end, record.outcome) == ("http-connect", "ok")
     assert (record.bytes_up, record.bytes_down) == (4, 4)
     assert front.served == 1 and front.handed_off == 0 and front.live == 0
+
+
+async def test_metered_dialer_times_dials_the_hub_finishes_and_abandons() -> None:
+    """The metrics wrapper sees the in-hub completions: finish_now() and abandon()."""
+    metrics = Metrics()
+    dialer = MeteredDialer(
+        Dialer(OneName(), Nat64Prefix.parse("64:ff9b::/96"), Egress.NAT64),
+        metrics,
+        connect_timeout=10.0,
+    )
+    with backlogged() as origin, trio.fail_after(10):
+        destination = Destination(IPv6Address("::1"), origin.port)
+        late = dialer.connect_now(destination)
+        assert isinstance(late, PendingDial)  # the premise: in flight
+        abandoned = dialer.connect_now(destination)
+        assert isinstance(abandoned, PendingDial)
+        error = dialer.abandon(abandoned)
+        assert isinstance(error, DialError) and error.attempts[0].cause is DialCause.TIMEOUT
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(origin.serve_echo)
+            await trio.lowlevel.wait_writable(late.sock)
+            dialed = dialer.finish_now(late)
+            await dialed.stream.send_all(b"x")
+            assert await dialed.stream.receive_some(1) == b"x"
+            await dialed.stream.aclose()
+    got = samples(metrics)
+    assert got["proxy64_dial_duration_seconds_count", (("outcome", "connected"),)] == 1
+    assert got["proxy64_dial_duration_seconds_count", (("outcome", "failed"),)] == 1
+
+
+class OneName:
+    """A resolver that is never asked (the destinations here are literals)."""
+
+    def resolve_cached(self, name: str) -> None:
+        raise AssertionError(name)
+
+    async def resolve(self, name: str) -> None:
+        raise AssertionError(name)
