@@ -25,6 +25,13 @@ import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+# Every connection of a run goes to one origin address and port: without TIME_WAIT reuse
+# (on by default for loopback only) the ephemeral ports run out within a round.
+NAMESPACE_SYSCTLS = (
+    "net.ipv6.conf.all.accept_dad=0",
+    "net.ipv4.tcp_tw_reuse=1",
+    "net.ipv4.ip_local_port_range=1024 65535",
+)
 RPS_OTHER_CPU = "2"  # CPU mask: receive processing on CPU 1; the proxy runs on CPU 0
 PROXY_CPU = 0
 
@@ -67,7 +74,7 @@ def veth_topology() -> Iterator[Veth]:
             _run("ip", "netns", "add", netns)
             created.append(netns)
             _run("ip", "-n", netns, "link", "set", "lo", "up")
-            _run("ip", "netns", "exec", netns, "sysctl", "-qw", "net.ipv6.conf.all.accept_dad=0")
+            _run("ip", "netns", "exec", netns, "sysctl", "-qw", *NAMESPACE_SYSCTLS)
         # born inside our namespaces: no end in the root namespace
         _run(
             "ip", "-n", veth.client_ns, "link", "add", veth.client_if, "type", "veth",
