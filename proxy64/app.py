@@ -14,13 +14,14 @@ it forks N workers that share the choice made in step 2, restarts a worker that 
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import math
 import os
 import signal
 import socket
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -208,23 +209,78 @@ async def serve_until_signal(
     server: ProxyServer,
     on_signal: Callable[[int], None] | None = None,
     heartbeat_fd: int | None = None,
+    *,
+    repeat_cuts_drain: bool = True,
 ) -> None:
+    """Serve until SIGINT/SIGTERM, then close the listeners and let live tunnels drain.
+
+    A repeated stop signal while the tunnels drain cuts them at once when
+    `repeat_cuts_drain` (a user pressing Ctrl-C again insists); otherwise it is the same
+    request once more and is ignored. Wrap the trio.run that calls this in
+    repeated_stop_signals_ignored(): a signal that arrives after the last one read here
+    is handed back by trio when its receiver closes.
+    """
     with trio.open_signal_receiver(*STOP_SIGNALS) as signals:
         # run_serve blocked them before printing the start-up line: a signal sent as soon
         # as that line appears was held until now and is delivered to this receiver.
         signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
         beating = trio.CancelScope()
+        listening = trio.CancelScope()
         async with trio.open_nursery() as nursery:
-            await nursery.start(server.run)
+            await nursery.start(_serve_then_cancel, server, listening)
             if heartbeat_fd is not None:
                 nursery.start_soon(_heartbeat, heartbeat_fd, beating)
-            async for signum in signals:
-                logger.info("%s: closing listeners", signal.Signals(signum).name)
-                if on_signal is not None:
-                    on_signal(signum)
-                server.stop()
-                beating.cancel()  # the supervisor no longer watches
-                break
+            with listening:
+                stopping = False
+                async for signum in signals:
+                    name = signal.Signals(signum).name
+                    if not stopping:
+                        stopping = True
+                        logger.info("%s: closing listeners", name)
+                        if on_signal is not None:
+                            on_signal(signum)
+                        server.stop()
+                        beating.cancel()  # the supervisor no longer watches
+                    elif repeat_cuts_drain:
+                        logger.info("%s again: closing every tunnel now", name)
+                        nursery.cancel_scope.cancel()
+                    else:
+                        logger.debug("%s again: already stopping", name)
+
+
+async def _serve_then_cancel(
+    server: ProxyServer,
+    done: trio.CancelScope,
+    *,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """server.run, then cancel `done` (the signal loop): the drain is over."""
+    await server.run(task_status=task_status)
+    done.cancel()
+
+
+@contextlib.contextmanager
+def repeated_stop_signals_ignored() -> Iterator[None]:
+    """SIGINT/SIGTERM do nothing around a trio.run of serve_until_signal, except through
+    its receiver. When trio.open_signal_receiver closes, it raises again every signal it
+    got but nobody read, with the handler that was there before it: a second Ctrl-C that
+    came while the tunnels drained (a worker gets each Ctrl-C twice: from the terminal's
+    process group and from its supervisor) would become a KeyboardInterrupt traceback or
+    a death by SIGTERM in a process that is stopping cleanly anyway.
+
+    Enter it with the stop signals blocked: a signal held then stays pending (a handler,
+    unlike SIG_IGN, does not discard it) and reaches the receiver once it is up.
+    """
+
+    def already_stopping(signum: int, frame: object) -> None:
+        logger.debug("%s: already stopping", signal.Signals(signum).name)
+
+    previous = {signum: signal.signal(signum, already_stopping) for signum in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 async def _heartbeat(fd: int, scope: trio.CancelScope) -> None:
@@ -257,7 +313,8 @@ def run_serve(settings: ServeSettings, *, out: Any = None) -> int:
         if workers > 1:
             return supervise_workers(settings, bound, nat64, out)
         print(startup_line(bound, nat64), file=out, flush=True)
-        trio.run(serve_until_signal, server)
+        with repeated_stop_signals_ignored():
+            trio.run(serve_until_signal, server)
         return EXIT_OK
     finally:
         bound.close()
@@ -326,7 +383,15 @@ def _worker(
         signal.pthread_sigmask(signal.SIG_SETMASK, STOP_SIGNALS)
         server = make_server(settings, mine, nat64, Recorder())
         stop_within = settings.shutdown_grace + WORKER_STOP_MARGIN
-        trio.run(serve_until_signal, server, exit_alarm(stop_within), heartbeat)
+        # The supervisor ends a worker that takes too long (and a second Ctrl-C SIGKILLs it):
+        # a repeated signal here is the same Ctrl-C, from the process group and the supervisor.
+        with repeated_stop_signals_ignored():
+            trio.run(
+                functools.partial(serve_until_signal, repeat_cuts_drain=False),
+                server,
+                exit_alarm(stop_within),
+                heartbeat,
+            )
         code = EXIT_OK
     except BaseException:
         logger.exception("worker %d failed", os.getpid())

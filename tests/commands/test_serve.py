@@ -5,14 +5,17 @@ the safe default, one-line errors and a clean SIGTERM."""
 from __future__ import annotations
 
 import json
+import os
 import signal
+import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.helpers import socks5_client
 from tests.helpers.aiohttp_origin import Origin, running_origin
 from tests.helpers.dnsservers import DnsProcess, start_nsd
 from tests.helpers.proxy_process import proxy_process, run_proxy64, start_proxy
@@ -256,6 +259,13 @@ def test_workers_share_the_listeners(origin: Origin) -> None:
         assert subprocess.run(["kill", "-0", pid], capture_output=True, check=False).returncode
 
 
+def wait_until(predicate: Callable[[], bool], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"not within {timeout} s"
+        time.sleep(0.02)
+
+
 def test_sigterm_right_after_the_startup_line_exits_cleanly() -> None:
     for _ in range(3):
         proxy = start_proxy(*EMBEDDED)
@@ -264,3 +274,26 @@ def test_sigterm_right_after_the_startup_line_exits_cleanly() -> None:
         finally:
             proxy.stop(signal.SIGKILL)
             proxy.log_path.unlink(missing_ok=True)
+
+
+def test_a_second_stop_signal_closes_draining_tunnels_at_once(tmp_path: Path) -> None:
+    """The first SIGINT closes the listener and leaves a live tunnel its shutdown_grace
+    (30 s here); a second one (Ctrl-C pressed again) closes it now: exit 0, no traceback."""
+    config = tmp_path / "p.toml"
+    config.write_text("shutdown_grace = 30\n")
+    origin = socket.create_server(("127.0.0.1", 0))  # never accepts: the tunnel stays open
+    with origin, proxy_process(*EMBEDDED, "--http", "off", "--config", str(config)) as proxy:
+        assert proxy.socks is not None
+        with socket.create_connection(proxy.socks, timeout=10) as tunnel:
+            socks5_client.connect(tunnel, "127.0.0.1", origin.getsockname()[1])
+            os.kill(proxy.pid, signal.SIGINT)
+            wait_until(lambda: "SIGINT: closing listeners" in proxy.output(), 10.0)
+            time.sleep(0.3)
+            assert proxy.process.poll() is None, "the tunnel was not given its grace"
+            started = time.monotonic()
+            assert proxy.stop(signal.SIGINT) == 0
+            assert time.monotonic() - started < 5
+            assert tunnel.recv(1) == b""  # closed by the proxy
+        log = proxy.output()
+        assert "SIGINT again: closing every tunnel now" in log
+        assert "Traceback" not in log
