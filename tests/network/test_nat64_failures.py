@@ -10,8 +10,8 @@ import time
 import pytest
 
 from proxy64.errors import AddressMappingError, Proxy64Error, ResolutionError, SocksReply
-from tests.helpers.proxy_process import ProxyProcess
 from tests.helpers import socks5_client
+from tests.helpers.proxy_process import ProxyProcess
 from tests.network import topology as T
 from tests.network.clients import (
     NSD,
