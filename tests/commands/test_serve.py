@@ -4,7 +4,6 @@ the safe default, one-line errors and a clean SIGTERM."""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import socket
@@ -17,12 +16,11 @@ import pytest
 
 from tests.helpers import socks5_client
 from tests.helpers.aiohttp_origin import Origin, running_origin
+from tests.helpers.curl import curl, echo
 from tests.helpers.dnsservers import DnsProcess, start_nsd
-from tests.helpers.proxy_process import proxy_process, run_proxy64, start_proxy
-from tests.helpers.requirements import require_tool, tool_path
+from tests.helpers.proxy_process import EMBEDDED, proxy_process, run_proxy64, start_proxy
 
 NSP = "2001:db8:64::/96"
-EMBEDDED = ("--egress", "embedded", "--nat64-prefix", NSP)
 ZONE = """$TTL 60
 @        IN SOA ns.p64core.test. hostmaster.p64core.test. 1 3600 600 86400 60
 @        IN NS  ns.p64core.test.
@@ -42,23 +40,6 @@ def origin() -> Iterator[Origin]:
 def dns() -> Iterator[DnsProcess]:
     with start_nsd({"p64core.test.": ZONE}) as server:
         yield server
-
-
-def curl(*args: str, timeout: float = 20) -> subprocess.CompletedProcess[str]:
-    require_tool("curl")
-    return subprocess.run(
-        [tool_path("curl"), "-sS", "--max-time", "10", "--noproxy", "", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-
-
-def echo(result: subprocess.CompletedProcess[str]) -> dict[str, object]:
-    assert result.returncode == 0, result.stderr
-    data: dict[str, object] = json.loads(result.stdout)
-    return data
 
 
 def test_startup_line_names_listeners_prefix_and_egress() -> None:

@@ -20,10 +20,16 @@ import dns.rdatatype
 import dns.rrset
 import pytest
 
-from tests.commands.test_serve import EMBEDDED, curl, echo
 from tests.helpers import socks5_client
 from tests.helpers.aiohttp_origin import Origin, running_origin
-from tests.helpers.proxy_process import STARTUP_RE, ProxyProcess, proxy64_command, proxy_process
+from tests.helpers.curl import curl, echo
+from tests.helpers.proxy_process import (
+    EMBEDDED,
+    STARTUP_RE,
+    ProxyProcess,
+    proxy64_command,
+    proxy_process,
+)
 from tests.helpers.requirements import require_tool, tool_path
 
 RESTART_RE = re.compile(

@@ -344,3 +344,37 @@ def answer(
             )
             rrset.add(rdata, int(ttl))
     return reply
+
+
+# --- a zone for FakeUpstream -----------------------------------------------------------------
+
+SOA = "example. 3600 IN SOA ns.example. host.example. 1 3600 600 86400 300"
+ZONE = {
+    ("www.example.", "A"): ["www.example. 120 IN A 1.2.3.4"],
+    ("v6.example.", "AAAA"): ["v6.example. 100 IN AAAA 2001:db8::6"],
+}
+
+
+def zone_handler(
+    zone: dict[tuple[str, str], list[str]] = ZONE,
+    *,
+    drop: Callable[[str, str, str], bool] = lambda name, rdtype, transport: False,
+    rcode_for: Callable[[str, str], dns.rcode.Rcode | None] = lambda name, rdtype: None,
+) -> Handler:
+    """Answers from zone; NXDOMAIN for names not in it at all; drop() means no answer."""
+
+    async def handle(query: dns.message.Message, transport: str) -> dns.message.Message | None:
+        question = query.question[0]
+        name, rdtype = question.name.to_text(), dns.rdatatype.to_text(question.rdtype)
+        if drop(name, rdtype, transport):
+            return None
+        forced = rcode_for(name, rdtype)
+        if forced is not None:
+            return answer(query, rcode=forced)
+        if (name, rdtype) in zone:
+            return answer(query, *zone[(name, rdtype)])
+        if any(n == name for n, _ in zone):
+            return answer(query, authority=(SOA,))  # NODATA
+        return answer(query, rcode=dns.rcode.NXDOMAIN, authority=(SOA,))
+
+    return handle

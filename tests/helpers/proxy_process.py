@@ -26,8 +26,11 @@ STARTUP_RE = re.compile(
     r"^proxy64: SOCKS5 (?P<socks>\S+|off), HTTP (?P<http>\S+|off); "
     r"NAT64 prefix (?P<prefix>\S+) \((?P<why>.*)\), egress (?P<egress>\w+)"
 )
-START_TIMEOUT = 15.0
+# the NAT64 step done by proxy64 itself, under a documentation prefix: no NAT64 needed
+EMBEDDED = ("--egress", "embedded", "--nat64-prefix", "2001:db8:64::/96")
+START_TIMEOUT = 15.0  # includes RFC 7050 discovery for --nat64-prefix auto
 STOP_TIMEOUT = 10.0
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _host_port(text: str) -> tuple[str, int] | None:
@@ -93,24 +96,30 @@ def start_proxy(
     env: Mapping[str, str] | None = None,
     timeout: float = START_TIMEOUT,
     command: str = "serve",
+    wrapper: Sequence[str] = (),
+    log_dir: Path | None = None,
+    where: str = "",
 ) -> ProxyProcess:
-    """Start the proxy and wait for its start-up line; raises AssertionError if none."""
+    """Start the proxy and wait for its start-up line; raises AssertionError if none.
+
+    `wrapper` runs it through another command that execs it (`ip netns exec NS`), so
+    the PID is still proxy64's; `where` names that place in the error."""
     argv = list(args)
     if "--socks" not in argv:
         argv += ["--socks", "127.0.0.1:0"]
     if "--http" not in argv:
         argv += ["--http", "127.0.0.1:0"]
-    handle, name = tempfile.mkstemp(prefix="proxy64-", suffix=".log")
+    handle, name = tempfile.mkstemp(prefix="proxy64-", suffix=".log", dir=log_dir)
     log_path = Path(name)
     full_env = dict(os.environ if env is None else env)
     full_env.setdefault("PYTHONUNBUFFERED", "1")
     process = subprocess.Popen(
-        [*proxy64_command(command), *argv],
+        [*wrapper, *proxy64_command(command), *argv],
         stdin=subprocess.DEVNULL,
         stdout=handle,
         stderr=handle,
         env=full_env,
-        cwd=Path(__file__).resolve().parents[2],
+        cwd=REPO,
     )
     os.close(handle)
     proxy = ProxyProcess(process, log_path)
@@ -131,7 +140,7 @@ def start_proxy(
         time.sleep(0.05)
     proxy.stop(signal.SIGKILL)
     raise AssertionError(
-        f"proxy64 {command} {' '.join(argv)} gave no start-up line "
+        f"proxy64 {command} {' '.join(argv)}{where} gave no start-up line "
         f"(exit {process.returncode}):\n{proxy.output()}"
     )
 
@@ -163,4 +172,5 @@ def run_proxy64(
         env=dict(os.environ if env is None else env),
         stdin=subprocess.DEVNULL,
         check=False,
+        cwd=REPO,
     )

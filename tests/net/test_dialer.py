@@ -22,28 +22,12 @@ from proxy64.errors import (
     SocksReply,
 )
 from proxy64.net.dialer import Dialer
-from proxy64.net.resolver import Resolution, ResolvedAddress
 from proxy64.proto.rfc6052 import Nat64Prefix
+from tests.helpers.fakes import FakeResolver
+from tests.helpers.streams import closed_port
 
 WKP = Nat64Prefix.parse("64:ff9b::/96")
 NSP = Nat64Prefix.parse("2001:db8:64::/96")
-
-
-class FakeResolver:
-    def __init__(self, answers: dict[str, list[tuple[str, bool]]]) -> None:
-        self.answers = answers
-        self.asked: list[str] = []
-
-    def resolve_cached(self, name: str) -> None:
-        return None  # nothing cached: connect_now() gives way to connect()
-
-    async def resolve(self, name: str) -> Resolution:
-        self.asked.append(name)
-        await trio.lowlevel.checkpoint()
-        if name not in self.answers:
-            raise ResolutionError(name, "NXDOMAIN")
-        records = tuple(ResolvedAddress(IPv6Address(a), syn, 60) for a, syn in self.answers[name])
-        return Resolution(name, (), records, False)
 
 
 @dataclass
@@ -310,14 +294,8 @@ def mock_clock() -> trio.testing.MockClock:
 # --- real loopback ---------------------------------------------------------------------------
 
 
-def _closed_port(family: int, host: str) -> int:
-    with socket.socket(family, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])  # nothing listens there after close
-
-
 async def test_real_refused_port_gives_refused() -> None:
-    port = _closed_port(socket.AF_INET, "127.0.0.1")
+    port = closed_port("127.0.0.1")
     d = Dialer(FakeResolver({}), NSP, Egress.EMBEDDED, connect_timeout=5.0)
     with trio.fail_after(10), pytest.raises(DialError) as info:
         await d.connect(Destination(IPv4Address("127.0.0.1"), port))

@@ -32,31 +32,18 @@ from proxy64.net.context import Dialed, ProxyContext
 from proxy64.net.dialer import Dialer, PendingDial
 from proxy64.net.http_server import handle_http_client
 from proxy64.net.http_upstream import Upstream
-from proxy64.net.resolver import Resolution, ResolvedAddress
 from proxy64.proto.httpproxy import TUNNEL_ESTABLISHED, tunnel_established
-from proxy64.proto.rfc6052 import Nat64Prefix
 from tests.helpers.fakes import ListRecorder, simple_relay
+from tests.helpers.hub_fronts import PREFIX, LoopbackResolver
 
-PREFIX = Nat64Prefix.parse("64:ff9b::/96")
 RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi"
-
-
-class OneNameResolver:
-    """Answers every name with ::1 (not cached: connect_now() must give way to connect())."""
-
-    def resolve_cached(self, name: str) -> None:
-        return None  # nothing cached: connect_now() gives way to connect()
-
-    async def resolve(self, name: str) -> Resolution:
-        record = ResolvedAddress(IPv6Address("::1"), synthesized=False, ttl=60)
-        return Resolution(name, (), (record,), from_cache=False)
 
 
 class CountingDialer(Dialer):
     """The real Dialer, counting which entry point the front end used."""
 
     def __init__(self) -> None:
-        super().__init__(OneNameResolver(), PREFIX, Egress.NAT64, connect_timeout=5.0)
+        super().__init__(LoopbackResolver(), PREFIX, Egress.NAT64, connect_timeout=5.0)
         self.calls: list[str] = []
 
     def connect_now(self, destination: Destination) -> Dialed | PendingDial | None:

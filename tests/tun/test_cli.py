@@ -196,13 +196,15 @@ def test_sandbox_that_dies_before_its_first_word_says_how(
     import proxy64 as that user) is reported with its status, not as an empty error."""
     require_root()
     interpreter = tmp_path / "python3"
-    interpreter.write_text("#!/bin/sh\necho \"No module named proxy64\" >&2\nexit 1\n")
+    interpreter.write_text('#!/bin/sh\necho "No module named proxy64" >&2\nexit 1\n')
     interpreter.chmod(0o755)
     monkeypatch.setattr(sys, "executable", str(interpreter))
     assert cli_main(["tun", "run", "--nat64-prefix", "2001:db8:64::/96", "--", "true"]) == 2
     err = capsys.readouterr().err
-    assert f"the sandbox process ({interpreter} -m proxy64.tun.child, uid 0) exited with " \
+    assert (
+        f"the sandbox process ({interpreter} -m proxy64.tun.child, uid 0) exited with "
         "status 1 before creating its TUN device" in err
+    )
 
 
 def comm(pid: int) -> str:
