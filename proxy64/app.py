@@ -543,7 +543,7 @@ def run_with_command(
     bound = bind(settings)
     try:
         nat64 = trio.run(choose_nat64, settings)
-        recorder = Recorder()
+        recorder = Recorder(ReadinessReport(prefix=nat64.prefix.network))
         server = make_server(settings, bound, nat64, recorder)
         print(startup_line(bound, nat64), file=sys.stderr, flush=True)
         status = trio.run(run_command, server, bound, command, environ)

@@ -78,6 +78,16 @@ SPLICE_RELEASE_AFTER = 1.0  # a splicing direction silent this long gives its pi
 SERVE_MAX_WORKERS = 64  # --workers upper bound
 SERVE_DISCOVERY_TIMEOUT = 6.0  # start-up waits at most this long for RFC 7050 discovery
 REPORT_MAX_DESTINATIONS = 10_000  # readiness report rows; more are added up in one row
+REPORT_MAX_ADDRESSES = 16  # addresses dialed kept per report row (for verdicts and JSON)
+REPORT_MAX_SPANS = 64  # (start, end) times kept per report row, to match Happy Eyeballs
+# An AF_INET attempt is the IPv4 half of a Happy Eyeballs race (RFC 8305 §5) when it starts
+# while an IPv6 connection to the same name is open, or at most this long before one.
+HAPPY_EYEBALLS_LEAD = 0.5
+
+# --- Exit statuses of `run` and `tun run` (README "IPv6-only readiness") -----------------
+# Otherwise they exit with CMD's own status (2 for a bad option). 120 sits below 124-127,
+# which timeout(1), env(1) and shells keep for "the wrapper, not the command".
+EXIT_NOT_READY = 120  # --require LEVEL: a destination broke the level (listed on stderr)
 
 # --- TUN mode (proxy64/flow, proxy64/tun) -----------------------------------------------
 TUN_MTU = 65520  # the largest Linux accepts on a TUN: the biggest lever for a userspace stack
@@ -88,6 +98,12 @@ TUN_CLIENT = "fd64::2"  # the app's address
 TUN_NETWORK_V4 = "10.64.0.0/24"  # only with --ipv4 (464XLAT-style CLAT side)
 TUN_GATEWAY_V4 = "10.64.0.1"
 TUN_CLIENT_V4 = "10.64.0.2"
+# Without --ipv4: an AF_INET socket's packets still reach the TUN, so the report can name
+# them, through an IPv4 default route whose source is a local route (RFC 7335 service
+# continuity prefix, as CLATs use), never an interface address: glibc's AI_ADDRCONFIG
+# counts any IPv4 interface address but 127.0.0.1, and names would resolve to A again.
+TUN_HIDDEN_V4_SOURCE = "192.0.0.2"
+TUN_HIDDEN_V4_GATEWAY = "192.0.0.1"  # the source of the network-unreachable answers
 TUN_DEVICE_NAME = "p64tun0"
 TUN_MAX_FLOWS = 4096  # TCP + UDP flows at once; a new flow beyond is refused
 TUN_MAX_HALF_OPEN = 256  # SYNs waiting on their dial; beyond, SYNs are dropped (flood bound)

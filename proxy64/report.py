@@ -2,20 +2,22 @@
 
 Aggregated per requested destination (name or literal, with port): how it was reached
 (native-ipv6 / dns64-synthesized / ipv4-literal-mapped), the egress (nat64 / embedded),
-connections, failures, bytes each way. Destinations reached through NAT64 are the app's
-IPv4-only dependencies: the summary counts them. Rendered as an aligned text table and
-as JSON. Pure: fed with Observation values, no clock, no I/O.
+connections, failures, bytes each way, the front ends that carried it and the addresses
+dialed (proxy64/readiness.py turns these into verdicts; proxy64/readiness_render.py
+renders the whole). Destinations reached through NAT64 are the app's IPv4-only
+dependencies: the summary counts them. Pure: fed with Observation values, no clock, no I/O.
 """
 
 from __future__ import annotations
 
-import json
+from collections import Counter
 from dataclasses import dataclass, field
+from ipaddress import IPv4Address, IPv6Address, IPv6Network
 from typing import Any
 
-from proxy64.defaults import REPORT_MAX_DESTINATIONS
+from proxy64.defaults import REPORT_MAX_ADDRESSES, REPORT_MAX_DESTINATIONS, REPORT_MAX_SPANS
 
-REPORT_VERSION = 1
+IPAddress = IPv4Address | IPv6Address
 IPV4_ONLY = ("dns64-synthesized", "ipv4-literal-mapped")
 
 
@@ -30,6 +32,11 @@ class Observation:
     bytes_down: int
     ok: bool
     outcome: str = "ok"
+    front_end: str = ""  # "socks5", "http-connect", "tun-tcp", ... (ConnectionRecord)
+    kind: str = "name"  # what the app gave: "name", "ipv4" or "ipv6" (a literal)
+    remote: IPAddress | None = None  # the address dialed, None when no dial happened
+    a_record_of: str | None = None  # tun: the name whose A record an AF_INET flow used
+    span: tuple[float, float] | None = None  # monotonic start and end of the connection
 
 
 @dataclass(slots=True)
@@ -42,6 +49,12 @@ class DestinationStats:
     bytes_up: int = 0
     bytes_down: int = 0
     last_failure: str = ""
+    kind: str = "name"
+    front_ends: set[str] = field(default_factory=set)
+    remotes: set[IPAddress] = field(default_factory=set)  # bounded: REPORT_MAX_ADDRESSES
+    literals4: set[IPv4Address] = field(default_factory=set)
+    a_record_of: set[str] = field(default_factory=set)  # bounded: REPORT_MAX_ADDRESSES
+    spans: list[tuple[float, float]] = field(default_factory=list)  # the first REPORT_MAX_SPANS
 
     @property
     def ipv4_only(self) -> bool:
@@ -58,6 +71,9 @@ class DestinationStats:
             "bytes_up": self.bytes_up,
             "bytes_down": self.bytes_down,
             "last_failure": self.last_failure,
+            "front_ends": sorted(self.front_ends),
+            "addresses": sorted(str(a) for a in self.remotes),
+            "a_record_of": sorted(self.a_record_of),
         }
 
 
@@ -71,9 +87,17 @@ class ReadinessReport:
     OTHER row, so a long-running `serve` does not grow without limit.
     """
 
-    def __init__(self, max_destinations: int = REPORT_MAX_DESTINATIONS) -> None:
+    def __init__(
+        self,
+        max_destinations: int = REPORT_MAX_DESTINATIONS,
+        *,
+        prefix: IPv6Network | None = None,
+    ) -> None:
         self._stats: dict[str, DestinationStats] = {}
         self._max = max_destinations
+        self.prefix = prefix  # the NAT64 prefix in use: decides strict-NAT64 refusals
+        # A queries the app sent to the TUN's DNS64, per name (tun run): IPv4-aware code
+        self.a_lookups: Counter[str] = Counter()
 
     def add(self, obs: Observation) -> None:
         stats = self._stats.get(obs.destination)
@@ -81,8 +105,20 @@ class ReadinessReport:
             key = obs.destination if len(self._stats) < self._max else OTHER
             stats = self._stats.get(key)
             if stats is None:
-                stats = self._stats[key] = DestinationStats(key)
+                kind = obs.kind if key != OTHER else "mixed"
+                stats = self._stats[key] = DestinationStats(key, kind=kind)
         stats.connections += 1
+        if obs.front_end:
+            stats.front_ends.add(obs.front_end)
+        if obs.remote is not None and len(stats.remotes) < REPORT_MAX_ADDRESSES:
+            stats.remotes.add(obs.remote)
+        if obs.span is not None and len(stats.spans) < REPORT_MAX_SPANS:
+            stats.spans.append(obs.span)
+        if obs.a_record_of is not None and len(stats.a_record_of) < REPORT_MAX_ADDRESSES:
+            stats.a_record_of.add(obs.a_record_of)
+        if stats.kind == "ipv4" and len(stats.literals4) < REPORT_MAX_ADDRESSES:
+            host = obs.destination.rpartition(":")[0]
+            stats.literals4.add(IPv4Address(host))
         if obs.reached is not None:
             stats.reached.add(obs.reached)
         if obs.egress is not None:
@@ -105,62 +141,3 @@ class ReadinessReport:
             "connections": sum(s.connections for s in stats),
             "failures": sum(s.failures for s in stats),
         }
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "version": REPORT_VERSION,
-            "summary": self.summary(),
-            "destinations": [s.as_dict() for s in self.destinations()],
-        }
-
-    def to_json(self) -> str:
-        return json.dumps(self.as_dict(), indent=2) + "\n"
-
-    def to_table(self) -> str:
-        header = ("DESTINATION", "REACHED", "EGRESS", "CONNS", "FAILED", "UP", "DOWN")
-        rows = [
-            (
-                s.destination,
-                ",".join(sorted(s.reached)) or "-",
-                ",".join(sorted(s.egress)) or "-",
-                str(s.connections),
-                str(s.failures),
-                human_bytes(s.bytes_up),
-                human_bytes(s.bytes_down),
-            )
-            for s in self.destinations()
-        ]
-        widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-        numeric = {3, 4, 5, 6}
-
-        def line(cells: tuple[str, ...]) -> str:
-            parts = [
-                c.rjust(widths[i]) if i in numeric else c.ljust(widths[i])
-                for i, c in enumerate(cells)
-            ]
-            return "  ".join(parts).rstrip()
-
-        summary = self.summary()
-        lines = ["proxy64 readiness report", line(header), *(line(r) for r in rows)]
-        lines.append(
-            f"{_count(summary['destinations'], 'destination')}, {summary['ipv4_only']} "
-            f"IPv4-only (reached through NAT64), "
-            f"{_count(summary['connections'], 'connection')}, {summary['failures']} failed"
-        )
-        for s in self.destinations():
-            if s.last_failure:
-                lines.append(f"  {s.destination}: last failure: {s.last_failure}")
-        return "\n".join(lines) + "\n"
-
-
-def _count(number: int, noun: str) -> str:
-    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
-
-
-def human_bytes(count: int) -> str:
-    value = float(count)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if value < 1024 or unit == "GiB":
-            return f"{count} B" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{count} B"

@@ -65,10 +65,14 @@ def test_run_report_json_keys_and_table(tmp_path: Path, capsys: pytest.CaptureFi
     text = report.read_text()
     assert text.endswith("}\n")
     data = json.loads(text)
-    assert set(data) == {"version", "summary", "destinations"}
-    assert data["version"] == 1
+    assert set(data) == {
+        "version", "mode", "command", "status", "nat64_prefix", "gate", "summary",
+        "destinations", "a_lookups",
+    }  # fmt: skip
+    assert data["version"] == 2
+    assert (data["mode"], data["command"], data["status"]) == ("run", ["true"], 0)
     assert set(data["summary"]) == {
-        "destinations", "ipv4_only", "native_ipv6", "connections", "failures"
+        "destinations", "ipv4_only", "native_ipv6", "connections", "failures", "verdicts"
     }  # fmt: skip
     assert data["destinations"] == []
     lines = err.splitlines()
@@ -76,6 +80,7 @@ def test_run_report_json_keys_and_table(tmp_path: Path, capsys: pytest.CaptureFi
     assert lines[0].endswith("NAT64 prefix 2001:db8:64::/96 (given), egress embedded")
     assert lines[1:] == [
         "proxy64 readiness report",
-        "DESTINATION  REACHED  EGRESS  CONNS  FAILED  UP  DOWN",
+        "DESTINATION  REACHED  EGRESS  CONNS  FAILED  UP  DOWN  VERDICT",
         "0 destinations, 0 IPv4-only (reached through NAT64), 0 connections, 0 failed",
+        "true exited with status 0",
     ]

@@ -5,7 +5,12 @@ import json
 from hypothesis import given
 from hypothesis import strategies as st
 
-from proxy64.report import Observation, ReadinessReport, human_bytes
+from proxy64.readiness_render import ReadinessResult, human_bytes, to_json, to_table
+from proxy64.report import Observation, ReadinessReport
+
+
+def result_of(report: ReadinessReport) -> ReadinessResult:
+    return ReadinessResult.of(report, level=None, status=0, command=["app"], mode="run")
 
 
 def sample() -> ReadinessReport:
@@ -13,8 +18,12 @@ def sample() -> ReadinessReport:
     report.add(Observation("v4only.example:443", "dns64-synthesized", "nat64", 100, 5000, True))
     report.add(Observation("v4only.example:443", "dns64-synthesized", "nat64", 50, 2048, True))
     report.add(Observation("[2001:db8::1]:443", "native-ipv6", None, 10, 20, True))
-    report.add(Observation("192.0.2.1:80", None, None, 0, 0, False, "cannot connect: refused"))
-    report.add(Observation("203.0.113.9:80", "ipv4-literal-mapped", "embedded", 1, 2, True))
+    report.add(
+        Observation("192.0.2.1:80", None, None, 0, 0, False, "cannot connect: refused", kind="ipv4")
+    )
+    report.add(
+        Observation("203.0.113.9:80", "ipv4-literal-mapped", "embedded", 1, 2, True, kind="ipv4")
+    )
     return report
 
 
@@ -41,11 +50,13 @@ def test_aggregates_per_destination_in_first_seen_order() -> None:
 
 
 def test_table_is_aligned_and_names_ipv4_only_dependencies() -> None:
-    table = sample().to_table()
+    table = to_table(result_of(sample()))
     lines = table.splitlines()
     assert lines[0] == "proxy64 readiness report"
     header = lines[1]
-    assert header.split() == ["DESTINATION", "REACHED", "EGRESS", "CONNS", "FAILED", "UP", "DOWN"]
+    assert header.split() == [
+        "DESTINATION", "REACHED", "EGRESS", "CONNS", "FAILED", "UP", "DOWN", "VERDICT",
+    ]  # fmt: skip
     row = next(line for line in lines if line.startswith("v4only.example:443"))
     assert row.split() == [
         "v4only.example:443",
@@ -57,18 +68,21 @@ def test_table_is_aligned_and_names_ipv4_only_dependencies() -> None:
         "B",
         "6.9",
         "KiB",
+        "nat64",
     ]
     # columns line up: each REACHED cell starts where the header's does
     column = header.index("REACHED")
     for line in lines[2:6]:
         assert line[column - 2 : column] == "  " and line[column] != " "
     assert "4 destinations, 2 IPv4-only (reached through NAT64), 5 connections, 1 failed" in table
-    assert "192.0.2.1:80: last failure: cannot connect: refused" in table
+    assert "192.0.2.1:80: clat: an IPv4 literal given to the proxy" in table
+    assert "failed here: cannot connect: refused" in table
+    assert "app exited with status 0" in table
 
 
 def test_json_round_trips() -> None:
-    data = json.loads(sample().to_json())
-    assert data["version"] == 1
+    data = json.loads(to_json(result_of(sample())))
+    assert data["version"] == 2
     assert data["summary"]["ipv4_only"] == 2
     first = data["destinations"][0]
     assert first == {
@@ -81,13 +95,20 @@ def test_json_round_trips() -> None:
         "bytes_up": 150,
         "bytes_down": 7048,
         "last_failure": "",
+        "front_ends": [],
+        "addresses": [],
+        "a_record_of": [],
+        "verdict": "nat64",
+        "reason": "no AAAA record: reached through a synthesized AAAA (DNS64) and NAT64; "
+        "an IPv6-only network without NAT64 cannot reach it",
+        "reached_here": True,
     }
 
 
 def test_empty_report() -> None:
     report = ReadinessReport()
-    assert "0 destinations" in report.to_table()
-    assert json.loads(report.to_json())["destinations"] == []
+    assert "0 destinations" in to_table(result_of(report))
+    assert json.loads(to_json(result_of(report)))["destinations"] == []
 
 
 @given(st.integers(0, 2**50))

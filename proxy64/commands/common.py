@@ -1,4 +1,4 @@
-"""Options shared by several subcommands (DNS, NAT64 prefix, logging)."""
+"""Options shared by several subcommands (DNS, NAT64 prefix, logging, readiness report)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,11 @@ from proxy64.config import (
     parse_network6,
     parse_prefix_choice,
 )
+from proxy64.defaults import EXIT_NOT_READY
 from proxy64.errors import ConfigError
+from proxy64.readiness import LEVEL_HELP, Level
+from proxy64.readiness_render import FORMATS, RENDERERS, ReadinessResult, to_table
+from proxy64.report import ReadinessReport
 
 T = TypeVar("T")
 
@@ -96,23 +100,85 @@ def setup_logging(level: str) -> None:
 
 
 def parse_report_path(text: str, option: str = "--report") -> Path:
-    """A file the report can be written to, checked before the command runs (not after)."""
+    """A file the report can be written to, checked before the command runs (not after);
+    its extension names the format (.json, .md or .xml)."""
     path = Path(text)
     folder = path.parent
     if path.is_dir():
         raise ConfigError(option, f"{text} is a directory; give a file name such as report.json")
     if not folder.is_dir():
         raise ConfigError(option, f"cannot write {text}: the directory {folder} does not exist")
+    if path.suffix.lower() not in FORMATS:
+        raise ConfigError(
+            option,
+            f"{text}: the extension names the format: .json (JSON), .md (Markdown summary) "
+            "or .xml (JUnit XML)",
+        )
     if not os.access(folder, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
         raise ConfigError(option, f"cannot write {text}: permission denied")
     return path
 
 
-def write_report(path: Path, json_text: str, command: str) -> bool:
-    """Write the JSON report (one trailing newline); False, with one line on stderr, if not."""
+def write_report(path: Path, text: str, command: str) -> bool:
+    """Write one report file (one trailing newline); False, with one line on stderr, if not."""
     try:
-        path.write_text(json_text.rstrip("\n") + "\n", encoding="utf-8")
+        path.write_text(text.rstrip("\n") + "\n", encoding="utf-8")
     except OSError as exc:
         sys.stderr.write(f"proxy64 {command}: cannot write {path}: {exc.strerror}\n")
         return False
     return True
+
+
+def parse_level(text: str, option: str = "--require") -> Level:
+    try:
+        return Level(text)
+    except ValueError:
+        names = ", ".join(level.value for level in Level)
+        raise ConfigError(option, f"{text!r} is not a level; expected one of {names}") from None
+
+
+def add_readiness_options(parser: argparse.ArgumentParser) -> None:
+    """--report (repeatable, format by extension) and --require LEVEL: run and tun run."""
+    group = parser.add_argument_group(
+        "IPv6-only readiness (docs/readiness.md)",
+        f"exit status: CMD's own, or {EXIT_NOT_READY} when a destination breaks --require",
+    )
+    group.add_argument(
+        "--report",
+        metavar="FILE",
+        action="append",
+        default=[],
+        type=checked("--report", parse_report_path),
+        help="also write the report to FILE, repeatable; the extension names the format: "
+        ".json (schema: docs/report.schema.json), .md (Markdown, fits $GITHUB_STEP_SUMMARY), "
+        ".xml (JUnit XML: one test case per destination) (default: table on stderr only)",
+    )
+    levels = "; ".join(f"{level.value}: {why}" for level, why in LEVEL_HELP.items())
+    group.add_argument(
+        "--require",
+        metavar="LEVEL",
+        type=checked("--require", parse_level),
+        default=None,
+        help=f"the level every destination must reach, else exit {EXIT_NOT_READY} and list "
+        f"the destinations that broke it: {levels} (default: none, exit with CMD's status)",
+    )
+
+
+def finish_readiness(
+    args: argparse.Namespace,
+    report: ReadinessReport,
+    status: int,
+    command: list[str],
+    mode: str,
+) -> int:
+    """Print the table, write every --report file; the exit status of run / tun run."""
+    result = ReadinessResult.of(
+        report, level=args.require, status=status, command=command, mode=mode
+    )
+    sys.stderr.write(to_table(result))
+    written = all(
+        write_report(path, RENDERERS[path.suffix.lower()](result), mode) for path in args.report
+    )
+    if not result.passed:
+        return EXIT_NOT_READY
+    return status if written else status or 1

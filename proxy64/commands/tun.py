@@ -22,18 +22,20 @@ import trio
 
 from proxy64.commands.common import (
     add_log_options,
+    add_readiness_options,
     add_resolver_options,
     checked,
-    parse_report_path,
+    finish_readiness,
     setup_logging,
-    write_report,
 )
 from proxy64.config import parse_positive
 from proxy64.defaults import (
     CONNECT_TIMEOUT,
+    EXIT_NOT_READY,
     IDLE_TIMEOUT,
     TUN_GATEWAY,
     TUN_GATEWAY_V4,
+    TUN_HIDDEN_V4_GATEWAY,
     TUN_MIN_MTU,
     TUN_MTU,
     TUN_NETWORK,
@@ -106,12 +108,7 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
         default=CONNECT_TIMEOUT,
         help=f"give up dialing after this long (default: {CONNECT_TIMEOUT:g})",
     )
-    tun.add_argument(
-        "--report",
-        metavar="FILE.json",
-        type=checked("--report", parse_report_path),
-        help="also write the readiness report as JSON (default: table on stderr only)",
-    )
+    add_readiness_options(parser)
     # `tun run` shares a terminal with CMD: per-flow lines would mix with its output, so
     # it logs warnings only by default (like `proxy64 run`); `tun serve` is a service.
     add_log_options(parser, default="warning" if parser.prog.endswith(" run") else "info")
@@ -132,8 +129,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="run CMD in a namespace whose only network is proxy64's TUN",
         description="Run CMD in a fresh network namespace whose only network is a TUN "
         "device served by proxy64: IPv6 only (fd64::2/64, gateway and DNS fd64::1), names "
-        "resolved by proxy64's DNS64, flows dialed from the host's network. Exits with "
-        "CMD's status and prints the readiness report.",
+        "resolved by proxy64's DNS64, flows dialed from the host's network. AF_INET sockets "
+        "are answered network unreachable, as on an IPv6-only network, and named in the "
+        "report (hidden IPv4); --ipv4 translates them instead. Exits with CMD's status (or "
+        f"{EXIT_NOT_READY} when a destination breaks --require LEVEL) and prints the "
+        "readiness report.",
     )
     _add_common(run)
     run.add_argument(
@@ -207,7 +207,7 @@ async def _serve_device(
     resolver = DNS64Resolver(settings.resolver_settings(), nat64.prefix)
     dialer = Dialer(resolver, nat64.prefix, nat64.egress, connect_timeout=args.connect_timeout)
     responder = DNS64Responder(resolver)
-    recorder = Recorder()
+    recorder = Recorder(ReadinessReport(prefix=nat64.prefix.network))
     report.append(recorder.report)
     stack = TunStack(
         device,
@@ -220,6 +220,7 @@ async def _serve_device(
             network6=IPv6Network(TUN_NETWORK),
             gateway4=IPv4Address(TUN_GATEWAY_V4) if args.ipv4 else None,
             mtu=args.mtu,
+            observe4=None if args.ipv4 else IPv4Address(TUN_HIDDEN_V4_GATEWAY),
         ),
     )
     sys.stderr.write(
@@ -230,21 +231,23 @@ async def _serve_device(
         await nursery.start(stack.serve)
         await done.wait()
         nursery.cancel_scope.cancel()
+    recorder.report.a_lookups.update(stack.names.a_lookups)
     logger.debug("tun stack counters: %s", stack.table.stats())
     if stack.table.dropped or stack.table.rejected:
         logger.info("tun packets dropped %s rejected %s", dict(stack.table.dropped),
                     dict(stack.table.rejected))  # fmt: skip
 
 
-def _write_report(args: argparse.Namespace, report: list[ReadinessReport], status: int) -> int:
+def _write_report(
+    args: argparse.Namespace,
+    report: list[ReadinessReport],
+    status: int,
+    command: list[str],
+    mode: str,
+) -> int:
     if not report:
         return status
-    table = report[0]
-    sys.stderr.write(table.to_table())
-    json_text = table.to_json()
-    if args.report and not write_report(args.report, json_text, "tun"):
-        return status or 1
-    return status
+    return finish_readiness(args, report[0], status, command, mode)
 
 
 def main_run(args: argparse.Namespace) -> int:
@@ -267,7 +270,7 @@ def main_run(args: argparse.Namespace) -> int:
     except TunSetupError as exc:
         sys.stderr.write(f"proxy64 tun run: error: {exc}\n")
         return EXIT_SETUP
-    return _write_report(args, report, status)
+    return _write_report(args, report, status, command, "tun run")
 
 
 def main_serve(args: argparse.Namespace) -> int:
@@ -307,4 +310,4 @@ def main_serve(args: argparse.Namespace) -> int:
         trio.run(serve)
     finally:
         device.close()
-    return _write_report(args, report, 0)
+    return _write_report(args, report, 0, [], "tun serve")

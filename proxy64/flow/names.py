@@ -9,7 +9,7 @@ that does not parse teaches nothing. Pure: dnspython's wire parser only.
 
 from __future__ import annotations
 
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from ipaddress import IPv4Address, IPv6Address, ip_address
 
 import dns.exception
@@ -23,6 +23,7 @@ class NameMemory:
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self._names: OrderedDict[IPAddress, str] = OrderedDict()
+        self.a_lookups: Counter[str] = Counter()
 
     def __len__(self) -> int:
         return len(self._names)
@@ -36,6 +37,10 @@ class NameMemory:
         if not message.question:
             return
         name = message.question[0].name.to_text(omit_final_dot=True).lower()
+        if message.question[0].rdtype == dns.rdatatype.A and (
+            name in self.a_lookups or len(self.a_lookups) < self.limit
+        ):
+            self.a_lookups[name] += 1
         for rrset in message.answer:
             if rrset.rdtype not in (dns.rdatatype.AAAA, dns.rdatatype.A):
                 continue

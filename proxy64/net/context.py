@@ -79,6 +79,8 @@ class ConnectionRecord:
     bytes_down: int = 0  # destination → client
     started: float = field(default_factory=time.monotonic)
     outcome: str = "open"  # "ok", or the error sentence
+    # tun: the name whose A record an AF_INET flow went to (from our DNS64's answers)
+    a_record_of: str | None = None
 
     def reached_by(self, path: Dialed | UdpTarget) -> None:
         """What the dialer chose: the address dialed, how it was reached, the egress."""

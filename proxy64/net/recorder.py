@@ -24,7 +24,8 @@ class Recorder:
         self.report = report if report is not None else ReadinessReport()
 
     def finish(self, record: ConnectionRecord) -> None:
-        duration = time.monotonic() - record.started
+        now = time.monotonic()
+        duration = now - record.started
         outcome = "ok" if record.outcome == "open" else record.outcome
         ok = outcome == "ok" or record.remote is not None
         destination = str(record.destination) if record.destination is not None else "-"
@@ -50,6 +51,8 @@ class Recorder:
                 outcome,
             )
         if record.destination is not None:
+            target = record.destination.host
+            kind = "name" if isinstance(target, str) else f"ipv{target.version}"
             self.report.add(
                 Observation(
                     destination=destination,
@@ -59,5 +62,10 @@ class Recorder:
                     bytes_down=record.bytes_down,
                     ok=ok,
                     outcome=outcome,
+                    front_end=record.front_end,
+                    kind=kind,
+                    remote=record.remote[0] if record.remote is not None else None,
+                    a_record_of=record.a_record_of,
+                    span=(record.started, now),
                 )
             )

@@ -95,7 +95,14 @@ def sysctl(path: str, value: str) -> None:
 
 
 def configure(
-    name: str, mtu: int, addr6: str, gw6: str, *, addr4: str | None, gw4: str | None
+    name: str,
+    mtu: int,
+    addr6: str,
+    gw6: str,
+    *,
+    addr4: str | None,
+    gw4: str | None,
+    hidden4: str | None = None,
 ) -> None:
     ip("link", "set", "lo", "up")
     for key, value in (("accept_dad", "0"), ("accept_ra", "0"), ("router_solicitations", "0")):
@@ -107,6 +114,11 @@ def configure(
     if addr4 and gw4:
         ip("addr", "add", addr4, "dev", name)
         ip("route", "add", "default", "via", gw4, "dev", name, "onlink")
+    elif hidden4:
+        # A local route, not an address: AF_INET sockets get a source and a way into the
+        # TUN, while getaddrinfo(AI_ADDRCONFIG) still sees an IPv6-only host.
+        ip("route", "add", "local", hidden4, "dev", "lo", "table", "local")
+        ip("route", "add", "default", "dev", name, "src", hidden4)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -118,6 +130,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--gw6", required=True)
     parser.add_argument("--addr4")
     parser.add_argument("--gw4")
+    parser.add_argument("--hidden4")
     parser.add_argument("--resolv", required=True)
     parser.add_argument("--rootless", action="store_true")
     parser.add_argument("cmd", nargs=argparse.REMAINDER)
@@ -128,7 +141,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         enter_namespaces(args.rootless)
         private_resolv_conf(args.resolv)
         fd, _ = open_tun(args.name)
-        configure(args.name, args.mtu, args.addr6, args.gw6, addr4=args.addr4, gw4=args.gw4)
+        configure(args.name, args.mtu, args.addr6, args.gw6, addr4=args.addr4, gw4=args.gw4,
+                  hidden4=args.hidden4)  # fmt: skip
     except (TunSetupError, OSError) as exc:
         sock.sendall(f"error: {exc}".encode())
         return 2

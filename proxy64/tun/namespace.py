@@ -28,6 +28,7 @@ from proxy64.defaults import (
     TUN_DEVICE_NAME,
     TUN_GATEWAY,
     TUN_GATEWAY_V4,
+    TUN_HIDDEN_V4_SOURCE,
     TUN_MTU,
     TUN_NETWORK,
     TUN_NETWORK_V4,
@@ -39,6 +40,7 @@ CLIENT6 = IPv6Interface(f"{TUN_CLIENT}/{TUN_NETWORK.split('/')[1]}")
 GATEWAY6 = IPv6Address(TUN_GATEWAY)
 CLIENT4 = IPv4Interface(f"{TUN_CLIENT_V4}/{TUN_NETWORK_V4.split('/')[1]}")
 GATEWAY4 = IPv4Address(TUN_GATEWAY_V4)
+HIDDEN4 = IPv4Address(TUN_HIDDEN_V4_SOURCE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +52,9 @@ class SandboxSettings:
     ipv4: bool = False
     client4: IPv4Interface = CLIENT4
     gateway4: IPv4Address = GATEWAY4
+    # without ipv4: the local source of AF_INET sockets (their packets reach the TUN and
+    # the report); None: no IPv4 route at all (connect fails in the kernel, unseen)
+    hidden4: IPv4Address | None = HIDDEN4
 
 
 async def _forward_signals(
@@ -138,6 +143,8 @@ async def run_in_namespace(
         ]  # fmt: skip
         if settings.ipv4:
             argv += ["--addr4", str(settings.client4), "--gw4", str(settings.gateway4)]
+        elif settings.hidden4 is not None:
+            argv += ["--hidden4", str(settings.hidden4)]
         if os.geteuid() != 0:
             argv.append("--rootless")
         argv += ["--", *cmd]

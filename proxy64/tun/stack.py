@@ -162,7 +162,7 @@ class TunStack(UdpEchoStack):
         if flow is not None:  # an existing flow's key passed the checks below at its SYN
             self.execute(key, flow, flow.handle(SegmentArrived(seg), trio.current_time()))
             return
-        if not self._family_allowed(key):
+        if not self._family_allowed(key, packet, opens=seg.syn and not seg.has_ack):
             return
         verdict = self.table.tcp_segment(key, seg)
         if isinstance(verdict, Refuse):

@@ -30,7 +30,7 @@ from proxy64.flow import build
 from proxy64.flow.names import NameMemory
 from proxy64.flow.table import FlowTable
 from proxy64.flow.tcp_flow import Refusal, TcpFlow
-from proxy64.flow.wire import Decoder, FlowKey
+from proxy64.flow.wire import TCP, Decoder, FlowKey
 from proxy64.net.context import ConnectionRecord, DialerLike, RecorderLike, RelayLike
 from proxy64.tun import echo as echo_mod
 from proxy64.tun.device import TunDevice
@@ -59,7 +59,7 @@ class ResponderLike(Protocol):
 class StackSettings:
     gateway6: IPv6Address
     network6: IPv6Network
-    gateway4: IPv4Address | None  # None: IPv4 from the app is dropped
+    gateway4: IPv4Address | None  # None: IPv4 from the app is not translated
     mtu: int
     max_flows: int = TUN_MAX_FLOWS
     max_half_open: int = TUN_MAX_HALF_OPEN
@@ -67,6 +67,9 @@ class StackSettings:
     tx_buffer: int = TUN_TCP_TX_BUFFER
     udp_idle: float = TUN_UDP_IDLE
     connect_timeout: float = CONNECT_TIMEOUT
+    # Without gateway4: the address (RFC 7335) that answers the app's hidden IPv4 with
+    # network unreachable, as an IPv6-only network does, after recording it; None: dropped.
+    observe4: IPv4Address | None = None
 
 
 def refusal_of(exc: BaseException) -> Refusal:
@@ -138,18 +141,49 @@ class StackBase:
             return self.settings.gateway6
         return self.settings.gateway4
 
-    def _family_allowed(self, key: FlowKey) -> bool:
+    def _family_allowed(self, key: FlowKey, packet: Packet | None = None, *,
+                        opens: bool = False) -> bool:  # fmt: skip
+        """opens: the packet would open a flow (a SYN, any UDP datagram): an IPv4 one is
+        the app's hidden IPv4 when IPv4 is not translated, recorded and refused."""
         if key.version == 4 and self.settings.gateway4 is None:
-            self.table.drop("ipv4-disabled")
+            if opens and packet is not None and self.settings.observe4 is not None:
+                self._refuse_hidden_ipv4(key, packet)
+            else:
+                self.table.drop("ipv4-disabled")
             return False
         if key.remote[0].is_multicast:
             self.table.drop("multicast")
             return False
         return True
 
+    def _refuse_hidden_ipv4(self, key: FlowKey, packet: Packet) -> None:
+        """An AF_INET socket's first packet: into the report with its address and port,
+        then ICMP network unreachable (RFC 792 3/0), which Linux turns into ENETUNREACH
+        for a connecting TCP socket, the error an IPv6-only host gives at once."""
+        self.table.reject("ipv4-hidden")
+        assert self.settings.observe4 is not None
+        error = build.unreachable(packet, self.settings.observe4, "NO_ROUTE")
+        if error is not None:
+            self.device.write(error)
+        name = "tun-tcp" if key.protocol == TCP else "tun-udp"
+        destination = Destination(key.remote[0], key.remote[1])
+        record = ConnectionRecord(name, client=key.app_text, destination=destination)
+        record.a_record_of = self.names.name_of(key.remote[0])
+        record.outcome = (
+            f"AF_INET {name.removeprefix('tun-').upper()} to {key.remote[0]}:{key.remote[1]} "
+            "answered network unreachable: no IPv4 on an IPv6-only network"
+        )
+        self.recorder.finish(record)
+
     def _name_the_record(self, record: ConnectionRecord, key: FlowKey) -> None:
-        """The name the app resolved, when our DNS64 answered it (see flow/names.py)."""
+        """The name the app resolved, when our DNS64 answered it (see flow/names.py).
+
+        An AF_INET flow stays an IPv4 destination (the app needed IPv4 for it, whatever
+        name it resolved); the name whose A record it used is noted beside it."""
         name = self.names.name_of(key.remote[0])
+        if key.version == 4:
+            record.a_record_of = name
+            return
         if name is None:
             return
         record.destination = Destination(name, key.remote[1])

@@ -28,7 +28,7 @@ class UdpEchoStack(StackBase):
     # --- UDP -------------------------------------------------------------------------------
     def _on_udp(self, inbound: UdpIn, packet: Packet) -> None:
         key = inbound.key
-        if not self._family_allowed(key):
+        if not self._family_allowed(key, packet, opens=True):
             return
         if self._is_local(key.remote[0]):
             if key.remote == (self.settings.gateway6, DNS_PORT) and self.responder is not None:

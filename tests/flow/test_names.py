@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ipaddress import IPv6Address
+from ipaddress import IPv4Address, IPv6Address
 
 import dns.message
 import dns.rrset
@@ -41,3 +41,17 @@ def test_garbage_teaches_nothing_and_never_raises(data):
     memory = NameMemory(5)
     memory.learn(data)
     assert len(memory) <= 5
+
+
+def test_a_queries_are_counted_per_name_and_bounded():
+    """A replies teach addresses too (an AF_INET flow is named after them) and count as
+    A lookups; AAAA replies do not count."""
+    memory = NameMemory(2)
+    for name in ("One.Example.", "one.example.", "two.example.", "three.example."):
+        query = dns.message.make_query(name, "A")
+        answer = dns.message.make_response(query)
+        answer.answer.append(dns.rrset.from_text(name, 60, "IN", "A", "192.0.2.1"))
+        memory.learn(answer.to_wire())
+    memory.learn(reply("one.example.", "2001:db8::1"))
+    assert dict(memory.a_lookups) == {"one.example": 2, "two.example": 1}  # three: over limit
+    assert str(memory.name_of(IPv4Address("192.0.2.1"))) == "three.example"

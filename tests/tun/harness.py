@@ -17,7 +17,13 @@ from ipaddress import IPv4Address, IPv6Address, IPv6Network
 import trio
 
 from proxy64.config import HostPort, ResolverSettings
-from proxy64.defaults import TUN_GATEWAY, TUN_GATEWAY_V4, TUN_MTU, TUN_NETWORK
+from proxy64.defaults import (
+    TUN_GATEWAY,
+    TUN_GATEWAY_V4,
+    TUN_HIDDEN_V4_GATEWAY,
+    TUN_MTU,
+    TUN_NETWORK,
+)
 from proxy64.destination import Egress
 from proxy64.net.dialer import Dialer
 from proxy64.net.dns_server import DNS64Responder
@@ -39,6 +45,8 @@ $TTL 300
 ns IN A 127.0.0.1
 v4only IN A 127.0.0.1
 v6only IN AAAA ::1
+dual IN A 127.0.0.1
+dual IN AAAA ::1
 """
 
 
@@ -85,12 +93,14 @@ async def run_sandboxed(
                 network6=IPv6Network(TUN_NETWORK),
                 gateway4=IPv4Address(TUN_GATEWAY_V4) if ipv4 else None,
                 mtu=mtu,
+                observe4=None if ipv4 else IPv4Address(TUN_HIDDEN_V4_GATEWAY),
             ),
         )
         state["stack"] = stack
         async with trio.open_nursery() as nursery:
             await nursery.start(stack.serve)
             await done.wait()
+            recorder.report.a_lookups.update(stack.names.a_lookups)
             await trio.sleep(0.05)  # let the last packets of a dying app be processed
             state["fds_at_exit"] = fd_count()
             state["flows_at_exit"] = len(stack.table)

@@ -16,6 +16,7 @@ import pytest
 import trio
 
 from proxy64.config import HostPort
+from proxy64.readiness import Verdict, assess_all
 from tests.helpers.origins import (
     pattern_bytes,
     serve_http_hello,
@@ -241,3 +242,10 @@ async def test_ipv4_option_maps_ipv4_flows_into_the_prefix(nsd: HostPort) -> Non
     reached = {d.as_dict()["destination"]: d.as_dict()["reached"]
                for d in run.recorder.report.destinations()}  # fmt: skip
     assert reached[f"127.0.0.2:{port}"] == ["ipv4-literal-mapped"]
+    verdicts = {a.destination: a for a in assess_all(run.recorder.report.destinations(), None)}
+    translated = verdicts[f"127.0.0.2:{port}"]
+    assert translated.verdict is Verdict.CLAT and translated.reached
+    assert translated.reason == (
+        "an AF_INET TCP socket inside tun run to a literal (1 attempt), translated by --ipv4: "
+        "works only with a CLAT (464XLAT)"
+    )

@@ -6,6 +6,7 @@ real one (embedded egress, loopback origins) or a scripted one for unreachable c
 
 from __future__ import annotations
 
+import dataclasses
 from ipaddress import IPv4Address, IPv6Address, IPv6Network
 from typing import Literal
 
@@ -26,6 +27,7 @@ from proxy64.packet import build_echo, build_tcp, build_udp
 from proxy64.proto.rfc6052 import Nat64Prefix
 from proxy64.tun.stack import StackSettings, TunStack
 from tests.helpers.origins import serve_tcp_echo
+from tests.helpers.requirements import require_module
 
 APP = IPv6Address("fd64::2")
 GW = IPv6Address("fd64::1")
@@ -310,3 +312,43 @@ async def test_ipv4_on_link_addresses_are_never_dialed():
     error = device.written[0]
     assert error[9] == 1 and error[20:22] == bytes([3, 1])  # ICMP host unreachable
     assert stack.table.rejected["tcp-address_unreachable"] == 1
+
+
+def hidden_stack(device: FakeDevice) -> TunStack:
+    stack = make_stack(device)
+    stack.settings = dataclasses.replace(stack.settings, observe4=IPv4Address("192.0.0.1"))
+    return stack
+
+
+def test_hidden_ipv4_syn_and_datagram_are_recorded_and_answered_net_unreachable() -> None:
+    """Without --ipv4 an AF_INET socket's first packet (TCP SYN, UDP datagram) is named in
+    the report with address and port and answered ICMP 3/0 (RFC 792), read back by
+    scapy; a stray segment of no flow (no SYN) is only counted."""
+    require_module("scapy", "decodes the ICMP answer independently")
+    from scapy.layers.inet import ICMP, IP, TCP, UDP, IPerror, TCPerror, UDPerror
+
+    device = FakeDevice()
+    stack = hidden_stack(device)
+    app4, dst = IPv4Address("192.0.0.2"), IPv4Address("192.0.2.10")
+    stack.on_packet(build_tcp(app4, dst, 40000, 8080, 1000, 0, SYN, 65535))
+    stack.on_packet(build_udp(app4, IPv4Address("100.200.0.10"), 40001, 5353, b"hello"))
+    stack.on_packet(build_tcp(app4, dst, 40000, 8080, 1001, 5, ACK, 100))
+    assert len(device.written) == 2
+    tcp_answer, udp_answer = (IP(packet) for packet in device.written)
+    for answer in (tcp_answer, udp_answer):
+        assert (answer[ICMP].type, answer[ICMP].code) == (3, 0)
+        assert (answer.src, answer.dst) == ("192.0.0.1", "192.0.0.2")
+    assert tcp_answer[IPerror].dst == "192.0.2.10" and tcp_answer[TCPerror].dport == 8080
+    assert udp_answer[UDPerror].dport == 5353
+    assert TCP not in tcp_answer and UDP not in udp_answer  # only quoted, inside the error
+    records = stack.recorder.records  # type: ignore[attr-defined]
+    assert [(r.front_end, str(r.destination)) for r in records] == [
+        ("tun-tcp", "192.0.2.10:8080"),
+        ("tun-udp", "100.200.0.10:5353"),
+    ]
+    assert records[0].outcome == (
+        "AF_INET TCP to 192.0.2.10:8080 answered network unreachable: no IPv4 on an "
+        "IPv6-only network"
+    )
+    assert stack.table.rejected["ipv4-hidden"] == 2
+    assert stack.table.dropped["ipv4-disabled"] == 1
