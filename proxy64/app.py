@@ -3,12 +3,16 @@
 The only place where the parts meet: one resolver and one dialer, built here and injected
 into every front end (never module globals). Start-up:
 1. bind the listeners (stdlib sockets, so --workers can fork after binding);
-2. choose the NAT64 prefix and egress (RFC 7050 discovery when asked for "auto");
+2. choose the NAT64 prefix and egress ("auto": PREF64 from RAs, systemd-networkd,
+   RFC 7050, in RFC 9872's order; proxy64/net/nat64_watch.py);
 3. print ONE line: where it listens, which prefix and egress and why;
 4. serve until SIGINT/SIGTERM: listeners close, live tunnels get shutdown_grace seconds.
+   With "auto" a watcher follows the prefix meanwhile (one Nat64State shared by the
+   resolver and the dialer).
 With --workers N (N > 1) this process becomes a supervisor (proxy64/net/supervisor.py):
-it forks N workers that share the choice made in step 2, restarts a worker that dies
-(with a backoff) and stops them all by PID on SIGINT/SIGTERM.
+it forks N workers that start from the choice made in step 2 and each run their own
+watcher, restarts a worker that dies (with a backoff) and stops them all by PID on
+SIGINT/SIGTERM.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -30,16 +34,13 @@ import trio
 
 from proxy64.config import HostPort
 from proxy64.defaults import (
-    SERVE_DISCOVERY_TIMEOUT,
-    WELL_KNOWN_PREFIX,
+    PREF64_STARTUP_WAIT,
     WORKER_HEARTBEAT,
     WORKER_STOP_MARGIN,
 )
-from proxy64.destination import Egress, EgressChoice
-from proxy64.errors import ConfigError, ResolutionError
+from proxy64.errors import ConfigError
 from proxy64.net.context import ProxyContext
 from proxy64.net.dialer import Dialer, ResolverLike
-from proxy64.net.discovery import discover_prefixes
 from proxy64.net.http_server import handle_http_client
 from proxy64.net.listeners import (
     Handler,
@@ -48,6 +49,8 @@ from proxy64.net.listeners import (
     bound_address,
     describe_bind_error,
 )
+from proxy64.net.nat64_state import Nat64Choice, Nat64State
+from proxy64.net.nat64_watch import Nat64Sources, first_choice, follow_nat64, rfc7050_lookup
 from proxy64.net.recorder import Recorder
 from proxy64.net.relay import Relay
 from proxy64.net.resolver import DNS64Resolver
@@ -64,13 +67,6 @@ EXIT_FAILURE = 1
 EXIT_CANNOT_RUN = 126
 EXIT_NOT_FOUND = 127
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-
-@dataclass(frozen=True, slots=True)
-class Nat64Choice:
-    prefix: Nat64Prefix
-    egress: Egress
-    why: str  # shown in the start-up line, e.g. "no NAT64 found via DNS 10.0.0.53:53"
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,47 +114,74 @@ def bind(settings: ServeSettings, *, reuse_port: bool = False) -> Bound:
 # --- resolver and NAT64 choice ------------------------------------------------------------
 
 
-def build_resolver(settings: ServeSettings, prefix: Nat64Prefix) -> ResolverLike:
+def build_resolver(settings: ServeSettings, prefix: Nat64Prefix | Nat64State) -> ResolverLike:
     resolver: ResolverLike = DNS64Resolver(settings.resolver_settings(), prefix)
     return resolver
 
 
-async def discover(servers: tuple[HostPort, ...]) -> list[Nat64Prefix] | None:
-    """RFC 7050 discovery: the prefixes found ([] for none), or None when no DNS server
-    answered within SERVE_DISCOVERY_TIMEOUT, so the start-up line can tell the two apart."""
-    with trio.move_on_after(SERVE_DISCOVERY_TIMEOUT):
-        try:
-            found: list[Nat64Prefix] = await discover_prefixes(servers)
-        except ResolutionError as exc:
-            logger.debug("RFC 7050 discovery failed: %s", exc)
-            return None
-        return found
-    return None
-
-
 async def choose_nat64(
     settings: ServeSettings,
-    discover_fn: Callable[[tuple[HostPort, ...]], Any] = discover,
+    discover_fn: Callable[[tuple[HostPort, ...]], Any] | None = None,
+    *,
+    ra_wait: float = PREF64_STARTUP_WAIT,
+    pref64: bool = True,
 ) -> Nat64Choice:
-    """The prefix and egress to use, and why (shown in the start-up line)."""
-    given = settings.nat64_prefix
-    choice = settings.egress
-    if given is not None:
-        egress = Egress.EMBEDDED if choice is EgressChoice.EMBEDDED else Egress.NAT64
-        return Nat64Choice(given, egress, "given")
-    wkp = Nat64Prefix(WELL_KNOWN_PREFIX)
-    if choice is EgressChoice.EMBEDDED:
-        return Nat64Choice(wkp, Egress.EMBEDDED, "well-known; the embedded egress needs no NAT64")
-    where = ", ".join(str(s) for s in settings.dns) or "/etc/resolv.conf"
-    prefixes: list[Nat64Prefix] | None = await discover_fn(settings.dns)
-    if prefixes:
-        return Nat64Choice(prefixes[0], Egress.NAT64, f"discovered via DNS {where}, RFC 7050")
-    outcome = f"no NAT64 found via DNS {where}" if prefixes is not None else (
-        f"no answer from DNS {where}"
+    """The prefix and egress to use, and why (shown in the start-up line).
+
+    discover_fn replaces RFC 7050 discovery (prefixes, or None for no answer); pref64
+    False leaves out the PREF64 sources (RAs and networkctl).
+    """
+    fixed = first_choice(settings.egress, settings.nat64_prefix)
+    if fixed is not None:
+        return fixed
+    sources = nat64_sources(settings, discover_fn, pref64=pref64)
+    return await sources.startup(ra_wait)
+
+
+def nat64_sources(
+    settings: ServeSettings,
+    discover_fn: Callable[[tuple[HostPort, ...]], Any] | None = None,
+    *,
+    pref64: bool = True,
+) -> Nat64Sources:
+    """The discovery sources for settings; discover_fn and pref64 as in choose_nat64."""
+    rfc7050 = rfc7050_lookup
+    if discover_fn is not None:
+        ask = discover_fn
+
+        async def rfc7050(
+            servers: tuple[HostPort, ...],
+        ) -> tuple[list[Nat64Prefix], int | None] | None:
+            found = await ask(servers)
+            return None if found is None else (list(found), None)
+
+    if pref64:
+        return Nat64Sources(settings.dns, settings.egress, rfc7050=rfc7050)
+    return Nat64Sources(
+        settings.dns, settings.egress, rfc7050=rfc7050, open_ra_socket=None, networkctl=None
     )
-    if choice is EgressChoice.NAT64:
-        return Nat64Choice(wkp, Egress.NAT64, f"{outcome}; assumed")
-    return Nat64Choice(wkp, Egress.EMBEDDED, outcome)
+
+
+def nat64_watcher(
+    settings: ServeSettings, state: Nat64State
+) -> Callable[..., Awaitable[None]] | None:
+    """The task that follows the network's prefix (None: the prefix is fixed)."""
+    if first_choice(settings.egress, settings.nat64_prefix) is not None:
+        return None
+
+    async def watch(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        await follow_nat64(state, nat64_sources(settings), task_status=task_status)
+
+    return watch
+
+
+def report_follows(report: ReadinessReport, state: Nat64State) -> None:
+    """The readiness report judges destinations with the prefix in use when it ends."""
+
+    def follow(old: Nat64Choice, new: Nat64Choice) -> None:
+        report.prefix = new.prefix.network
+
+    state.on_change(follow)
 
 
 def startup_line(bound: Bound, nat64: Nat64Choice, workers: int = 1) -> str:
@@ -176,9 +199,12 @@ def startup_line(bound: Bound, nat64: Nat64Choice, workers: int = 1) -> str:
 # --- the parts ----------------------------------------------------------------------------
 
 
-def build_context(settings: ServeSettings, nat64: Nat64Choice, recorder: Recorder) -> ProxyContext:
-    resolver = build_resolver(settings, nat64.prefix)
-    dialer = Dialer(resolver, nat64.prefix, nat64.egress, connect_timeout=settings.connect_timeout)
+def build_context(
+    settings: ServeSettings, nat64: Nat64Choice | Nat64State, recorder: Recorder
+) -> ProxyContext:
+    state = nat64 if isinstance(nat64, Nat64State) else Nat64State(nat64)
+    resolver = build_resolver(settings, state)
+    dialer = Dialer(resolver, state, connect_timeout=settings.connect_timeout)
     return ProxyContext(
         dialer=dialer,
         recorder=recorder,
@@ -191,7 +217,7 @@ def build_context(settings: ServeSettings, nat64: Nat64Choice, recorder: Recorde
 
 
 def make_server(
-    settings: ServeSettings, bound: Bound, nat64: Nat64Choice, recorder: Recorder
+    settings: ServeSettings, bound: Bound, nat64: Nat64Choice | Nat64State, recorder: Recorder
 ) -> ProxyServer:
     pairs: list[tuple[socket.socket, Handler]] = []
     if bound.socks is not None:
@@ -209,6 +235,7 @@ async def serve_until_signal(
     server: ProxyServer,
     on_signal: Callable[[int], None] | None = None,
     heartbeat_fd: int | None = None,
+    watch: Callable[..., Awaitable[None]] | None = None,
     *,
     repeat_cuts_drain: bool = True,
 ) -> None:
@@ -227,6 +254,9 @@ async def serve_until_signal(
         beating = trio.CancelScope()
         listening = trio.CancelScope()
         async with trio.open_nursery() as nursery:
+            watching = trio.CancelScope()
+            if watch is not None:
+                await nursery.start(_watch_until_cancelled, watch, watching)
             await nursery.start(_serve_then_cancel, server, listening)
             if heartbeat_fd is not None:
                 nursery.start_soon(_heartbeat, heartbeat_fd, beating)
@@ -241,11 +271,14 @@ async def serve_until_signal(
                             on_signal(signum)
                         server.stop()
                         beating.cancel()  # the supervisor no longer watches
+                        watching.cancel()  # no prefix change matters to a proxy shutting down
                     elif repeat_cuts_drain:
                         logger.info("%s again: closing every tunnel now", name)
                         nursery.cancel_scope.cancel()
                     else:
                         logger.debug("%s again: already stopping", name)
+            watching.cancel()  # the server ended: nothing left to follow
+            beating.cancel()
 
 
 async def _serve_then_cancel(
@@ -283,6 +316,16 @@ def repeated_stop_signals_ignored() -> Iterator[None]:
             signal.signal(signum, handler)
 
 
+async def _watch_until_cancelled(
+    watch: Callable[..., Awaitable[None]],
+    scope: trio.CancelScope,
+    *,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    with scope:
+        await watch(task_status=task_status)
+
+
 async def _heartbeat(fd: int, scope: trio.CancelScope) -> None:
     """Tell the supervisor this worker's trio loop runs: one byte per WORKER_HEARTBEAT,
     until `scope` is cancelled. A full pipe (the supervisor is slow to read) or a closed
@@ -300,21 +343,23 @@ async def _heartbeat(fd: int, scope: trio.CancelScope) -> None:
 def run_serve(settings: ServeSettings, *, out: Any = None) -> int:
     """The whole `proxy64 serve`: bind, choose, print one line, serve (or supervise workers).
 
-    The NAT64 choice (RFC 7050 discovery included) is made once, here, before any fork:
-    every worker, restarted ones too, uses it, and the start-up line is printed once.
+    The NAT64 choice (discovery included) is made once, here, before any fork: every
+    worker, restarted ones too, starts from it (and follows changes on its own), and the
+    start-up line is printed once.
     """
     out = out if out is not None else sys.stderr
     workers = settings.workers
     bound = bind(settings, reuse_port=workers > 1)
     try:
         nat64 = trio.run(choose_nat64, settings)
-        server = make_server(settings, bound, nat64, Recorder())  # fails before "ready"
+        state = Nat64State(nat64)
+        server = make_server(settings, bound, state, Recorder())  # fails before "ready"
         signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)  # until the receiver is up
         if workers > 1:
             return supervise_workers(settings, bound, nat64, out)
         print(startup_line(bound, nat64), file=out, flush=True)
         with repeated_stop_signals_ignored():
-            trio.run(serve_until_signal, server)
+            trio.run(serve_until_signal, server, None, None, nat64_watcher(settings, state))
         return EXIT_OK
     finally:
         bound.close()
@@ -381,8 +426,10 @@ def _worker(
         _die_with_parent(parent)
         # SIGCHLD back to normal; SIGINT/SIGTERM stay blocked until the receiver is up
         signal.pthread_sigmask(signal.SIG_SETMASK, STOP_SIGNALS)
-        server = make_server(settings, mine, nat64, Recorder())
+        state = Nat64State(nat64)
+        server = make_server(settings, mine, state, Recorder())
         stop_within = settings.shutdown_grace + WORKER_STOP_MARGIN
+        watch = nat64_watcher(settings, state)  # each worker follows the prefix itself
         # The supervisor ends a worker that takes too long (and a second Ctrl-C SIGKILLs it):
         # a repeated signal here is the same Ctrl-C, from the process group and the supervisor.
         with repeated_stop_signals_ignored():
@@ -391,6 +438,7 @@ def _worker(
                 server,
                 exit_alarm(stop_within),
                 heartbeat,
+                watch,
             )
         code = EXIT_OK
     except BaseException:
@@ -498,7 +546,11 @@ def proxy_environment(
 
 
 async def run_command(
-    server: ProxyServer, bound: Bound, command: Sequence[str], environ: dict[str, str]
+    server: ProxyServer,
+    bound: Bound,
+    command: Sequence[str],
+    environ: dict[str, str],
+    watch: Callable[..., Awaitable[None]] | None = None,
 ) -> int:
     """Serve while `command` runs with the proxy variables set; its exit status back.
 
@@ -515,6 +567,9 @@ async def run_command(
         return EXIT_NOT_FOUND if isinstance(exc, FileNotFoundError) else EXIT_CANNOT_RUN
     try:
         async with trio.open_nursery() as nursery:
+            watching = trio.CancelScope()
+            if watch is not None:
+                await nursery.start(_watch_until_cancelled, watch, watching)
             await nursery.start(server.run)
             with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
                 async with trio.open_nursery() as waiting:
@@ -522,6 +577,7 @@ async def run_command(
                     await process.wait()
                     waiting.cancel_scope.cancel()
             server.stop()  # the command is done: close listeners, let tunnels drain
+            watching.cancel()
     finally:
         if process.returncode is None:
             process.kill()
@@ -544,9 +600,12 @@ def run_with_command(
     try:
         nat64 = trio.run(choose_nat64, settings)
         recorder = Recorder(ReadinessReport(prefix=nat64.prefix.network))
-        server = make_server(settings, bound, nat64, recorder)
+        state = Nat64State(nat64)
+        report_follows(recorder.report, state)
+        server = make_server(settings, bound, state, recorder)
         print(startup_line(bound, nat64), file=sys.stderr, flush=True)
-        status = trio.run(run_command, server, bound, command, environ)
+        watch = nat64_watcher(settings, state)
+        status = trio.run(run_command, server, bound, command, environ, watch)
         return status, recorder.report
     finally:
         bound.close()

@@ -36,7 +36,7 @@ examples:
   proxy64 tun run -- curl https://example.org/
                                       an app that ignores proxy variables (TUN + namespace)
   proxy64 resolve example.org         what proxy64 would dial for a name
-  proxy64 discover                    this network's NAT64 prefix (RFC 7050)
+  proxy64 discover                    this network's NAT64 prefix (PREF64, RFC 7050)
   proxy64 dns64 --listen 127.0.0.1:5353
                                       a DNS64 server for other programs
 

@@ -77,6 +77,13 @@ SOCKS_LINGER_BYTES = 64 * 1024  # ... a client's unread bytes do not turn into a
 SPLICE_RELEASE_AFTER = 1.0  # a splicing direction silent this long gives its pipe back
 SERVE_MAX_WORKERS = 64  # --workers upper bound
 SERVE_DISCOVERY_TIMEOUT = 6.0  # start-up waits at most this long for RFC 7050 discovery
+
+# --- NAT64 prefix discovery and re-discovery (proxy64/net/nat64_watch.py) -----------------
+PREF64_STARTUP_WAIT = 0.5  # `auto` start-up listens this long for a PREF64 RA (RFC 8781)
+NETWORKCTL_TIMEOUT = 2.0  # seconds for `networkctl --json=short status`
+NAT64_REDISCOVER_MIN = 2.0  # never ask again sooner (a TTL or lifetime of 0 or 1 s)
+NAT64_REDISCOVER_MAX = 3600.0  # ask again at least this often, whatever the TTL says
+NAT64_RETRY = 60.0  # after nothing was found or no DNS server answered
 REPORT_MAX_DESTINATIONS = 10_000  # readiness report rows; more are added up in one row
 REPORT_MAX_ADDRESSES = 16  # addresses dialed kept per report row (for verdicts and JSON)
 REPORT_MAX_SPANS = 64  # (start, end) times kept per report row, to match Happy Eyeballs

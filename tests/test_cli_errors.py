@@ -223,6 +223,10 @@ CASES: list[tuple[list[str], str]] = [
     ),
     (["discover", "--dns"], "proxy64 discover: error: argument --dns: expected one argument"),
     (
+        ["discover", "--ra-wait", "-1"],
+        "proxy64 discover: error: argument --ra-wait: '-1': give seconds from 0 to 3600",
+    ),
+    (
         ["dns64", "--listen", "[::1]x"],
         "proxy64 dns64: error: argument --listen: '[::1]x': expected HOST:PORT or [IPv6]:PORT",
     ),

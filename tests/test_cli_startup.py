@@ -39,14 +39,17 @@ def only_line(output: str) -> str:
 def test_auto_without_nat64_falls_back_to_embedded_rfc7050(nsd: DnsProcess) -> None:
     with proxy_process("--dns", str(nsd.address)) as proxy:
         assert (proxy.prefix, proxy.egress) == ("64:ff9b::/96", "embedded")
-        assert proxy.why == f"no NAT64 found via DNS {nsd.address}"
+        assert proxy.why == (
+            "none found: no RA with PREF64 within 0.5 s; "
+            f"no NAT64 found via DNS {nsd.address}"
+        )
         only_line(proxy.output())
 
 
 def test_auto_with_a_dns64_uses_the_discovered_prefix_rfc7050_3(dns64: DnsProcess) -> None:
     with proxy_process("--dns", str(dns64.address)) as proxy:
         assert (proxy.prefix, proxy.egress) == ("2001:db8:64::/96", "nat64")
-        assert proxy.why == f"discovered via DNS {dns64.address}, RFC 7050"
+        assert proxy.why == f"RFC 7050 via {dns64.address}"
 
 
 def test_given_prefix_and_embedded_egress() -> None:

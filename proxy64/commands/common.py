@@ -55,8 +55,9 @@ def add_resolver_options(parser: argparse.ArgumentParser, *, default_prefix: str
         metavar="PREFIX|auto",
         type=checked("--nat64-prefix", parse_prefix_choice),
         default=parse_prefix_choice(default_prefix),
-        help="NAT64 prefix of length /32 /40 /48 /56 /64 or /96 (RFC 6052), or 'auto' to "
-        f"discover it with RFC 7050 (default: {default_prefix})",
+        help="NAT64 prefix of length /32 /40 /48 /56 /64 or /96 (RFC 6052), or 'auto': "
+        "PREF64 from Router Advertisements (RFC 8781) or systemd-networkd, else RFC 7050, "
+        f"followed while running (default: {default_prefix})",
     )
     group.add_argument(
         "--synthesize-all",

@@ -22,8 +22,9 @@ from proxy64.commands.common import (
 )
 from proxy64.config import HostPort, ResolverSettings, parse_host_port
 from proxy64.defaults import DNS64_LISTEN, DNS_PORT
-from proxy64.net.discovery import prefix_for
 from proxy64.net.dns_server import DNS64Responder, serve_dns64
+from proxy64.net.nat64_state import Nat64State
+from proxy64.net.nat64_watch import Nat64Sources, follow_nat64, resolver_choice
 from proxy64.net.resolver import DNS64Resolver
 
 from .dns_options import add_mapped_option, with_mapped
@@ -67,12 +68,16 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def _serve(settings: ResolverSettings, listen: HostPort) -> int:
-    prefix, note = await prefix_for(settings)
+    choice, note = await resolver_choice(settings)
+    prefix = choice.prefix
     if note:
         sys.stderr.write(f"proxy64 dns64: {note}\n")
-    resolver = DNS64Resolver(settings, prefix)
+    state = Nat64State(choice)
+    resolver = DNS64Resolver(settings, state)
     responder = DNS64Responder(resolver)
     async with trio.open_nursery() as nursery:
+        if settings.prefix is None:  # auto: follow the network's prefix while serving
+            nursery.start_soon(follow_nat64, state, Nat64Sources(settings.servers))
         try:
             bound = await nursery.start(serve_dns64, responder, listen)
         except OSError as exc:

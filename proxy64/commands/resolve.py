@@ -19,7 +19,7 @@ import trio
 from proxy64.commands.common import add_resolver_options, checked, resolver_settings
 from proxy64.config import ResolverSettings
 from proxy64.errors import AddressMappingError, ConfigError, ResolutionError
-from proxy64.net.discovery import prefix_for
+from proxy64.net.nat64_watch import resolver_choice
 from proxy64.net.resolver import DNS64Resolver, Resolution, ResolvedAddress
 from proxy64.proto.rfc6052 import Nat64Prefix
 
@@ -60,7 +60,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def _resolve(settings: ResolverSettings, name: str, as_json: bool) -> int:
-    prefix, note = await prefix_for(settings)
+    choice, note = await resolver_choice(settings)
+    prefix = choice.prefix
     if note:
         sys.stderr.write(f"proxy64 resolve: {note}\n")
     resolver = DNS64Resolver(settings, prefix)

@@ -85,7 +85,7 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
         metavar="auto|nat64|embedded",
         default="auto",
         help="who does the NAT64 step: the network's NAT64, proxy64 itself (embedded: dial "
-        "the embedded IPv4), or auto (RFC 7050 discovery, else embedded) (default: auto)",
+        "the embedded IPv4), or auto (PREF64, RFC 7050, else embedded) (default: auto)",
     )
     tun.add_argument(
         "--mtu",
@@ -196,6 +196,7 @@ async def _serve_device(
     from proxy64 import app
     from proxy64.net.dialer import Dialer
     from proxy64.net.dns_server import DNS64Responder
+    from proxy64.net.nat64_state import Nat64State
     from proxy64.net.recorder import Recorder
     from proxy64.net.relay import Relay
     from proxy64.net.resolver import DNS64Resolver
@@ -203,11 +204,13 @@ async def _serve_device(
 
     settings = _serve_settings(args)
     nat64 = await app.choose_nat64(settings)
+    state = Nat64State(nat64)  # followed by the watcher with --nat64-prefix auto
     # The same resolver answers the app's DNS on the TUN and resolves for the dialer.
-    resolver = DNS64Resolver(settings.resolver_settings(), nat64.prefix)
-    dialer = Dialer(resolver, nat64.prefix, nat64.egress, connect_timeout=args.connect_timeout)
+    resolver = DNS64Resolver(settings.resolver_settings(), state)
+    dialer = Dialer(resolver, state, connect_timeout=args.connect_timeout)
     responder = DNS64Responder(resolver)
     recorder = Recorder(ReadinessReport(prefix=nat64.prefix.network))
+    app.report_follows(recorder.report, state)
     report.append(recorder.report)
     stack = TunStack(
         device,
@@ -227,7 +230,10 @@ async def _serve_device(
         f"proxy64 tun: NAT64 prefix {nat64.prefix} ({nat64.why}), egress "
         f"{nat64.egress.value}, MTU {args.mtu}, DNS64 on [{TUN_GATEWAY}]:53\n"
     )
+    watch = app.nat64_watcher(settings, state)
     async with trio.open_nursery() as nursery:
+        if watch is not None:
+            await nursery.start(watch)
         await nursery.start(stack.serve)
         await done.wait()
         nursery.cancel_scope.cancel()

@@ -33,6 +33,7 @@ from proxy64.defaults import CONNECT_TIMEOUT, HAPPY_EYEBALLS_DELAY
 from proxy64.destination import Destination, Egress, Reached
 from proxy64.errors import AddressMappingError, DialAttempt, DialCause, DialError
 from proxy64.net.context import Dialed, UdpTarget
+from proxy64.net.nat64_state import Nat64State
 from proxy64.proto.attempts import AttemptPlan, Target
 from proxy64.proto.rfc6052 import Nat64Prefix, is_global_ipv4
 
@@ -97,21 +98,39 @@ class Dialer:
     def __init__(
         self,
         resolver: ResolverLike,
-        prefix: Nat64Prefix,
-        egress: Egress,
+        prefix: Nat64Prefix | Nat64State,
+        egress: Egress | None = None,
         *,
         happy_eyeballs_delay: float = HAPPY_EYEBALLS_DELAY,
         connect_timeout: float = CONNECT_TIMEOUT,
         socket_factory: SocketMaker | None = None,
     ) -> None:
+        """prefix: a fixed prefix (with its egress), or the Nat64State the watcher
+        updates, whose egress is used (egress must then be None)."""
         self.resolver = resolver
-        self.prefix = prefix
-        self.egress = egress
+        if isinstance(prefix, Nat64State):
+            if egress is not None:
+                raise TypeError("Dialer: the egress comes from the Nat64State")
+            self.nat64 = prefix
+        else:
+            self.nat64 = Nat64State.fixed(prefix, egress or Egress.NAT64)
         self.happy_eyeballs_delay = happy_eyeballs_delay
         self.connect_timeout = connect_timeout
         self._socket: SocketMaker = socket_factory or trio.socket.socket
         self._raw = socket_factory is None  # real sockets: the leaner connect below
-        self._well_known = prefix.is_well_known
+
+    @property
+    def prefix(self) -> Nat64Prefix:
+        """The prefix now; the watcher may change it between two dials, never during one."""
+        return self.nat64.prefix
+
+    @property
+    def egress(self) -> Egress:
+        return self.nat64.egress
+
+    @property
+    def _well_known(self) -> bool:
+        return self.nat64.prefix.is_well_known
 
     # --- planning: destination → targets -------------------------------------------------
 

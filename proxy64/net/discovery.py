@@ -16,15 +16,14 @@ import dns.rcode
 import dns.rdatatype
 import trio
 
-from proxy64.config import HostPort, ResolverSettings
+from proxy64.config import HostPort
 from proxy64.defaults import (
     DISCOVERY_TIMEOUT,
     DNS_TIMEOUT,
     IPV4ONLY_ARPA,
     PROBE_TIMEOUT,
-    WELL_KNOWN_PREFIX,
 )
-from proxy64.errors import AddressMappingError, ResolutionError
+from proxy64.errors import AddressMappingError
 from proxy64.proto.dns64 import follow_chain
 from proxy64.proto.rfc6052 import Nat64Prefix
 from proxy64.proto.rfc7050 import derive_prefixes
@@ -46,6 +45,17 @@ async def discover_prefixes(
     Empty servers means the nameservers of /etc/resolv.conf. Raises ResolutionError
     (TIMEOUT) only when no server answered at all.
     """
+    prefixes, _ = await discover_with_ttl(servers, timeout=timeout)
+    return prefixes
+
+
+async def discover_with_ttl(
+    servers: tuple[HostPort, ...],
+    *,
+    timeout: float = DISCOVERY_TIMEOUT,  # noqa: ASYNC109 (one bound for the whole lookup)
+) -> tuple[list[Nat64Prefix], int | None]:
+    """discover_prefixes() and the TTL of the ipv4only.arpa AAAA answer (None without
+    one): RFC 7050 §3 asks a node to discover again when that TTL runs out."""
     chosen = servers or servers_from_resolv_conf()
     response = await query_servers(
         chosen,
@@ -56,13 +66,13 @@ async def discover_prefixes(
     )
     if response.rcode() != dns.rcode.NOERROR:
         log.debug("ipv4only.arpa AAAA: %s", dns.rcode.to_text(response.rcode()))
-        return []
+        return [], None
     _, _, rrset = follow_chain(response, _IPV4ONLY, dns.rdatatype.AAAA)
     if rrset is None:
-        return []
+        return [], None
     prefixes = derive_prefixes(IPv6Address(rdata.address) for rdata in rrset)
     log.debug("RFC 7050 discovery: %s", ", ".join(map(str, prefixes)) or "no NAT64 prefix")
-    return prefixes
+    return prefixes, int(rrset.ttl)
 
 
 async def probe_prefix(
@@ -85,23 +95,3 @@ async def probe_prefix(
             return f"[{address}]:{target.port}: {exc.strerror or exc}"
         return None
     return f"[{address}]:{target.port}: no answer within {timeout:g} s"
-
-
-async def prefix_for(settings: ResolverSettings) -> tuple[Nat64Prefix, str | None]:
-    """The prefix to synthesize with: the configured one, or RFC 7050 discovery ("auto").
-
-    When discovery finds nothing (or no DNS server answers) the well-known prefix is used,
-    and the second value is the one line that says so; several found: the first is used.
-    """
-    if settings.prefix is not None:
-        return settings.prefix, None
-    servers = settings.servers or servers_from_resolv_conf()
-    via = ", ".join(map(str, servers))
-    fallback = Nat64Prefix.from_network(WELL_KNOWN_PREFIX)
-    try:
-        found = await discover_prefixes(servers)
-    except ResolutionError as exc:
-        return fallback, f"NAT64 prefix discovery failed ({exc}); using {fallback}"
-    if not found:
-        return fallback, f"no NAT64 prefix found via DNS {via}; using {fallback}"
-    return found[0], None

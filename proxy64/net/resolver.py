@@ -38,6 +38,7 @@ from proxy64.proto.dns64 import (
 from proxy64.proto.rfc6052 import Nat64Prefix
 
 from .dns_cache import Dns64Cache, cache_key
+from .nat64_state import Nat64Choice, Nat64State
 
 log = logging.getLogger(__name__)
 
@@ -151,22 +152,36 @@ class _Pending:
 
 
 class DNS64Resolver:
-    """RFC 6147 DNS64 with a TTL-honouring cache; built once, shared by every front end."""
+    """RFC 6147 DNS64 with a TTL-honouring cache; built once, shared by every front end.
+
+    The prefix is read from a Nat64State (a fixed prefix is wrapped in one): when it
+    changes the cache is emptied, and an answer synthesized with the old prefix while
+    the change happened is neither cached nor handed to lookups started after it.
+    """
 
     def __init__(
         self,
         settings: ResolverSettings,
-        prefix: Nat64Prefix,
+        prefix: Nat64Prefix | Nat64State,
         *,
         cache: Dns64Cache | None = None,
         clock: Callable[[], float] = trio.current_time,
     ) -> None:
         self.settings = settings
-        self.prefix = prefix
+        self.nat64 = prefix if isinstance(prefix, Nat64State) else Nat64State.fixed(prefix)
         self.servers = settings.servers or servers_from_resolv_conf()
         self.cache = cache if cache is not None else Dns64Cache()
         self._clock = clock
-        self._inflight: dict[str, _Pending] = {}
+        self._inflight: dict[tuple[int, str], _Pending] = {}
+        self.nat64.on_change(self._prefix_changed)
+
+    @property
+    def prefix(self) -> Nat64Prefix:
+        return self.nat64.prefix
+
+    def _prefix_changed(self, old: Nat64Choice, new: Nat64Choice) -> None:
+        # Cached AAAA records were synthesized with the old prefix (RFC 6147 §5.1.7).
+        self.cache.clear()
 
     async def query(
         self,
@@ -202,27 +217,30 @@ class DNS64Resolver:
         cached = self.cache.get(key, self._clock())
         if cached is not None:
             return cached, True
-        pending = self._inflight.get(key)
+        generation = self.nat64.generation
+        flight = (generation, key)
+        pending = self._inflight.get(flight)
         if pending is not None:
             await pending.done.wait()
             if pending.answer is not None:
                 return pending.answer, False
             # the first asker was cancelled before it had an answer: ask ourselves
         pending = _Pending()
-        self._inflight[key] = pending
+        self._inflight[flight] = pending
         try:
-            answer = await self._lookup_upstream(qname)
+            answer = await self._lookup_upstream(qname, self.prefix)
             pending.answer = answer
         finally:
-            if self._inflight.get(key) is pending:
-                del self._inflight[key]
+            if self._inflight.get(flight) is pending:
+                del self._inflight[flight]
             pending.done.set()
-        self.cache.put(answer, self._clock())
+        if generation == self.nat64.generation:
+            self.cache.put(answer, self._clock())
         if answer.outcome is not Outcome.ANSWER:
             log.debug("DNS64 %s: %s", qname, answer.outcome.value)
         return answer, False
 
-    async def _lookup_upstream(self, qname: dns.name.Name) -> Dns64Answer:
+    async def _lookup_upstream(self, qname: dns.name.Name, prefix: Nat64Prefix) -> Dns64Answer:
         problems: list[str] = []
         if self.settings.synthesize_all:
             need = NeedA.without_aaaa(qname)
@@ -233,7 +251,7 @@ class DNS64Resolver:
                 return step
             need = step
         a_response = await self._try(qname, dns.rdatatype.A, problems)
-        answer = synthesize_from_a(a_response, qname, self.prefix, need, self.settings.mapped)
+        answer = synthesize_from_a(a_response, qname, prefix, need, self.settings.mapped)
         if answer.outcome is Outcome.TIMEOUT and problems:
             # Say which servers failed how: "no DNS server answered: 192.0.2.53:53 timed out".
             answer = dataclasses.replace(answer, note=problems[-1])

@@ -125,9 +125,11 @@ def test_resolve_failure_exit_1(nsd: DnsProcess) -> None:
 def test_resolve_auto_without_dns64_falls_back_to_wkp(nsd: DnsProcess) -> None:
     done = proxy64("resolve", "a-only.dns64.test", "--dns", str(nsd.address), "--json")
     assert done.returncode == 0, done.stderr
-    assert done.stderr == (
-        f"proxy64 resolve: no NAT64 prefix found via DNS {nsd.address}; using 64:ff9b::/96\n"
+    assert done.stderr.startswith("proxy64 resolve: no NAT64 prefix found (")
+    assert done.stderr.endswith(
+        f"; no NAT64 found via DNS {nsd.address}); using 64:ff9b::/96\n"
     )
+    assert len(done.stderr.splitlines()) == 1
     assert json.loads(done.stdout)["records"][0]["address"] == "64:ff9b::102:304"
 
 
@@ -141,16 +143,32 @@ def test_resolve_auto_discovers_the_dns64_prefix(unbound: DnsProcess) -> None:
 def test_discover_found(unbound: DnsProcess) -> None:
     done = proxy64("discover", "--dns", str(unbound.address))
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == f"NAT64 prefix {NSP} (via DNS {unbound.address})"
+    rows = [line.split(None, 2) for line in done.stdout.replace("PREF64 (RA)", "RA").splitlines()]
+    assert [row[0] for row in rows] == ["RA", "systemd-networkd", "RFC", "chosen"]
+    assert done.stdout.splitlines()[2].split()[:3] == ["RFC", "7050", NSP]
+    assert f"via {unbound.address}, TTL " in done.stdout.splitlines()[2]
+    assert rows[3][1:] == [NSP, f"RFC 7050 via {unbound.address}"]
     as_json = json.loads(proxy64("discover", "--dns", str(unbound.address), "--json").stdout)
-    assert as_json == {"servers": [str(unbound.address)], "prefixes": [NSP]}
+    assert as_json["servers"] == [str(unbound.address)]
+    assert as_json["prefixes"] == [NSP]
+    assert as_json["chosen"] == {"prefix": NSP, "why": f"RFC 7050 via {unbound.address}"}
+    sources = {entry["source"]: entry for entry in as_json["sources"]}
+    assert list(sources) == ["PREF64 (RA)", "systemd-networkd", "RFC 7050"]
+    assert sources["RFC 7050"]["prefixes"] == [NSP]
+    assert sources["PREF64 (RA)"]["prefixes"] == []  # no router announces one here
 
 
 def test_discover_none_found(nsd: DnsProcess) -> None:
     done = proxy64("discover", "--dns", str(nsd.address))
     assert done.returncode == 1
-    assert done.stdout == ""
-    assert done.stderr.strip() == f"proxy64 discover: no NAT64 prefix found via DNS {nsd.address}"
+    lines = done.stdout.splitlines()
+    assert [line.split("  ")[0] for line in lines] == [
+        "PREF64 (RA)", "systemd-networkd", "RFC 7050"
+    ]  # fmt: skip
+    expected = f"RFC 7050 - no NAT64 found via DNS {nsd.address}"
+    assert lines[2].split() == expected.split()
+    assert done.stderr.startswith("proxy64 discover: no NAT64 prefix found (PREF64 (RA): ")
+    assert done.stderr.strip().endswith(f"RFC 7050: no NAT64 found via DNS {nsd.address})")
 
 
 def test_bad_prefix_is_a_usage_error() -> None:

@@ -64,7 +64,7 @@ def discovering(found: list[Nat64Prefix]) -> Any:
             [FOUND],
             FOUND,
             Egress.NAT64,
-            "discovered via DNS 127.0.0.53:53, RFC 7050",
+            "RFC 7050 via 127.0.0.53:53",
             True,
         ),
         (
@@ -90,7 +90,7 @@ async def test_rfc7050_choice_of_prefix_and_egress(
 ) -> None:
     settings = ServeSettings(dns=DNS, nat64_prefix=prefix, egress=egress)
     discover = discovering(found)
-    choice = await choose_nat64(settings, discover)
+    choice = await choose_nat64(settings, discover, pref64=False)
     assert str(choice.prefix) == str(expect_prefix)
     assert choice.egress is expect_egress
     assert why in choice.why

@@ -216,6 +216,8 @@ class CountingDns:
         self.sock.settimeout(0.1)
         self.port = self.sock.getsockname()[1]
         self.queries = 0
+        self.prefix = "64:ff9b::"  # what ipv4only.arpa is synthesized with
+        self.ttl = 60
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._serve, daemon=True)
         self._thread.start()
@@ -233,7 +235,12 @@ class CountingDns:
             if question.rdtype == dns.rdatatype.AAAA:
                 response.answer.append(
                     dns.rrset.from_text(
-                        question.name, 60, "IN", "AAAA", "64:ff9b::c000:aa", "64:ff9b::c000:ab"
+                        question.name,
+                        self.ttl,
+                        "IN",
+                        "AAAA",
+                        f"{self.prefix}c000:aa",
+                        f"{self.prefix}c000:ab",
                     )
                 )
             self.sock.sendto(response.to_wire(), peer)
@@ -250,7 +257,7 @@ def test_workers_share_one_nat64_discovery() -> None:
         with proxy_process(
             "--egress", "auto", "--dns", f"127.0.0.1:{server.port}", "--workers", "2"
         ) as proxy:
-            assert proxy.why.startswith("discovered via DNS 127.0.0.1:")
+            assert proxy.why.startswith("RFC 7050 via 127.0.0.1:")
             assert proxy.prefix == "64:ff9b::/96" and proxy.egress == "nat64"
             asked = server.queries
             assert asked >= 1
@@ -261,6 +268,23 @@ def test_workers_share_one_nat64_discovery() -> None:
             assert server.queries == asked  # the new worker did not probe again
             lines = [ln for ln in proxy.output().splitlines() if ln.startswith("proxy64:")]
             assert lines == [proxy.startup_line]  # one start-up line, once
+    finally:
+        server.close()
+
+
+def test_every_worker_follows_a_prefix_change_on_its_own() -> None:
+    """Each worker runs its own watcher (RFC 7050 §3: asks again when the TTL runs out)."""
+    server = CountingDns()
+    server.ttl = 2
+    try:
+        with proxy_process(
+            "--egress", "auto", "--dns", f"127.0.0.1:{server.port}", "--workers", "2"
+        ) as proxy:
+            assert proxy.prefix == "64:ff9b::/96"
+            server.prefix = "2001:db8:64::"
+            change = "NAT64 prefix changed: 64:ff9b::/96 (egress nat64) -> 2001:db8:64::/96"
+            wait_for(lambda: proxy.output().count(change) == 2, 15.0, "both workers follow")
+            assert len(children(proxy.pid)) == 2  # followed, not restarted
     finally:
         server.close()
 

@@ -13,7 +13,8 @@ import trio
 
 from proxy64.config import HostPort, ResolverSettings
 from proxy64.errors import ResolutionError
-from proxy64.net.discovery import discover_prefixes, prefix_for, probe_prefix
+from proxy64.net.discovery import discover_prefixes, discover_with_ttl, probe_prefix
+from proxy64.net.nat64_watch import resolver_choice
 from proxy64.proto.rfc6052 import Nat64Prefix
 from tests.helpers.dnsservers import DnsProcess, FakeUpstream, start_nsd, start_unbound_dns64
 
@@ -49,9 +50,19 @@ async def test_no_dns64_finds_nothing(nsd: DnsProcess) -> None:
     """A server without DNS64 has no AAAA for ipv4only.arpa: [] and the WKP fallback line."""
     with trio.fail_after(10):
         assert await discover_prefixes((nsd.address,)) == []
-        prefix, note = await prefix_for(ResolverSettings(servers=(nsd.address,), prefix=None))
-    assert prefix.is_well_known
-    assert note == f"no NAT64 prefix found via DNS {nsd.address}; using 64:ff9b::/96"
+        settings = ResolverSettings(servers=(nsd.address,), prefix=None)
+        choice, note = await resolver_choice(settings, ra_wait=0)
+    assert choice.prefix.is_well_known and choice.source == "none"
+    assert note is not None and note.startswith("no NAT64 prefix found (")
+    assert note.endswith(f"; no NAT64 found via DNS {nsd.address}); using 64:ff9b::/96")
+
+
+async def test_rfc7050_3_the_ttl_of_the_answer_comes_back(nsd: DnsProcess) -> None:
+    with start_unbound_dns64("2001:db8:64::/96", nsd.address, probe_zone="ipv4only.arpa.") as dns64:
+        with trio.fail_after(10):
+            found, ttl = await discover_with_ttl((dns64.address,))
+    assert found == [Nat64Prefix.parse("2001:db8:64::/96")]
+    assert ttl is not None and 0 < ttl <= 3600  # the zone's A TTL, copied by Unbound
 
 
 async def test_no_server_answers_raises_timeout(autojump_clock: trio.abc.Clock) -> None:
@@ -69,7 +80,8 @@ async def test_no_server_answers_raises_timeout(autojump_clock: trio.abc.Clock) 
 
 async def test_configured_prefix_skips_discovery() -> None:
     prefix = Nat64Prefix.parse("2001:db8:100::/40")
-    assert await prefix_for(ResolverSettings(servers=(), prefix=prefix)) == (prefix, None)
+    choice, note = await resolver_choice(ResolverSettings(servers=(), prefix=prefix))
+    assert (choice.prefix, choice.why, note) == (prefix, "given", None)
 
 
 async def test_probe_reports_success_and_failure() -> None:
