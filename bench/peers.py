@@ -243,6 +243,9 @@ def _proxy64(server: Server) -> list[str]:
         # like tinyproxy's MaxClients, raised above the idle-tunnel counts measured
         "--max-connections",
         str(PROXY64_MAX_CONNECTIONS),
+        # every load generator connects from 127.0.0.1: one client address here
+        "--max-client-connections",
+        str(PROXY64_MAX_CONNECTIONS),
     ]
     if PROXY64_WORKERS > 1:
         argv += ["--workers", str(PROXY64_WORKERS)]

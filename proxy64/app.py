@@ -34,13 +34,19 @@ import trio
 
 from proxy64.config import HostPort
 from proxy64.defaults import (
+    AUTH_FAILURE_DELAY,
+    AUTH_FAILURE_DELAY_MAX,
+    AUTH_FAILURE_FORGET,
+    AUTH_FAILURE_TRACKED,
     PREF64_STARTUP_WAIT,
     WORKER_HEARTBEAT,
     WORKER_STOP_MARGIN,
 )
 from proxy64.errors import ConfigError
+from proxy64.net.auth_gate import AuthGate
 from proxy64.net.context import ProxyContext
 from proxy64.net.dialer import Dialer, ResolverLike
+from proxy64.net.host_addresses import local_addresses
 from proxy64.net.http_server import handle_http_client
 from proxy64.net.listeners import (
     Handler,
@@ -54,9 +60,12 @@ from proxy64.net.nat64_watch import Nat64Sources, first_choice, follow_nat64, rf
 from proxy64.net.recorder import Recorder
 from proxy64.net.relay import Relay
 from proxy64.net.resolver import DNS64Resolver
+from proxy64.net.slots import ConnectionSlots
 from proxy64.net.socks_server import handle_socks_client
 from proxy64.net.supervisor import Spawned, Supervisor
+from proxy64.proto.auth_delay import AuthDelay
 from proxy64.proto.rfc6052 import Nat64Prefix
+from proxy64.proto.self_dial import OwnListeners
 from proxy64.report import ReadinessReport
 from proxy64.serve_config import ServeSettings
 
@@ -199,12 +208,34 @@ def startup_line(bound: Bound, nat64: Nat64Choice, workers: int = 1) -> str:
 # --- the parts ----------------------------------------------------------------------------
 
 
+def auth_delay() -> AuthDelay:
+    """The failed-authentication policy, from proxy64/defaults.py."""
+    return AuthDelay(
+        base=AUTH_FAILURE_DELAY,
+        cap=AUTH_FAILURE_DELAY_MAX,
+        forget_after=AUTH_FAILURE_FORGET,
+        max_tracked=AUTH_FAILURE_TRACKED,
+    )
+
+
+def own_listeners(bound: Bound) -> OwnListeners:
+    """proxy64's listeners as bound, and this host's addresses: what the dialer refuses."""
+    addresses = [a for a in (bound.socks_address, bound.http_address) if a is not None]
+    return OwnListeners.of(((a.host, a.port) for a in addresses), local_addresses())
+
+
 def build_context(
-    settings: ServeSettings, nat64: Nat64Choice | Nat64State, recorder: Recorder
+    settings: ServeSettings,
+    nat64: Nat64Choice | Nat64State,
+    recorder: Recorder,
+    own: OwnListeners | None = None,
 ) -> ProxyContext:
+    """own: the listeners a dial must not reach (None: none known, as in tests)."""
     state = nat64 if isinstance(nat64, Nat64State) else Nat64State(nat64)
     resolver = build_resolver(settings, state)
-    dialer = Dialer(resolver, state, connect_timeout=settings.connect_timeout)
+    dialer = Dialer(
+        resolver, state, connect_timeout=settings.connect_timeout, own_listeners=own
+    )
     return ProxyContext(
         dialer=dialer,
         recorder=recorder,
@@ -212,7 +243,10 @@ def build_context(
         credentials=dict(settings.credentials) or None,
         handshake_timeout=settings.handshake_timeout,
         idle_timeout=settings.idle_timeout,
-        connection_slots=trio.CapacityLimiter(settings.max_connections),
+        connection_slots=ConnectionSlots(
+            settings.max_connections, settings.max_client_connections
+        ),
+        auth_gate=AuthGate(auth_delay()) if settings.credentials else None,
     )
 
 
@@ -224,7 +258,7 @@ def make_server(
         pairs.append((bound.socks, handle_socks_client))
     if bound.http is not None:
         pairs.append((bound.http, handle_http_client))
-    ctx = build_context(settings, nat64, recorder)
+    ctx = build_context(settings, nat64, recorder, own_listeners(bound))
     return ProxyServer(ctx, pairs, grace=settings.shutdown_grace)
 
 

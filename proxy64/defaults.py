@@ -35,6 +35,15 @@ HANDSHAKE_TIMEOUT = 10.0  # client must finish SOCKS/HTTP handshake within this
 IDLE_TIMEOUT = 300.0  # a tunnel with no bytes either way for this long is closed
 SHUTDOWN_GRACE = 5.0  # SIGINT/SIGTERM: live tunnels get this long to finish
 MAX_CONNECTIONS = 4096
+# Slots one client address may hold at once: one client cannot starve the rest.
+MAX_CLIENT_CONNECTIONS = 1024
+# Failed authentications (proxy64/proto/auth_delay.py): after an address's first failure,
+# each answer to it is held this much more per failure, doubling up to the cap, until it
+# has not failed for AUTH_FAILURE_FORGET seconds.
+AUTH_FAILURE_DELAY = 0.25
+AUTH_FAILURE_DELAY_MAX = 4.0
+AUTH_FAILURE_FORGET = 60.0
+AUTH_FAILURE_TRACKED = 10_000  # addresses remembered at once (the oldest is dropped)
 
 # --- Protocol limits --------------------------------------------------------------------
 HTTP_MAX_HEAD = 64 * 1024  # bytes of request head before 431/400
@@ -166,6 +175,7 @@ WORKER_TIMEOUT = 10.0  # a worker silent this long (hung, stopped) is killed and
 # --- Hub-driven front of a connection (proxy64/net/relay_hub.py, hub_front.py) -----------
 HUB_POLL_ROUNDS = 16  # epoll polls without waiting per wake-up of the hub, at the most
 HUB_EMPTY_POLLS = 2  # ... stopping after this many found nothing (an empty poll: a wasted syscall)
+HUB_TIMER_COMPACT = 256  # cancelled hub timers tolerated before the heap may be compacted
 
 # --- TUN stack heap (proxy64/tun/heap.py): freed memory kept for reuse at bulk speed ---
 TUN_HEAP_TRIM_THRESHOLD = 32 * 1024 * 1024  # glibc M_TRIM_THRESHOLD (default 128 KiB)

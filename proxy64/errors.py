@@ -73,11 +73,29 @@ class NotAllowedError(Proxy64Error):
     http_status = 403
 
 
+class LoopError(NotAllowedError):
+    """The destination is one of proxy64's own listeners: dialing it would loop.
+
+    SOCKS 0x02 (not allowed by ruleset), HTTP 508 Loop Detected (RFC 5842 §7.2)."""
+
+    http_status = 508
+
+    def __init__(self, destination: str, listener: str) -> None:
+        self.destination = destination
+        self.listener = listener
+        super().__init__(
+            f"loop refused: {destination} is proxy64's own listener {listener}; a proxy "
+            "that dials itself serves itself (chain to another proxy, not to this one)"
+        )
+
+
 class ResolutionError(Proxy64Error):
     """A name could not be turned into addresses.
 
-    reason is one of NXDOMAIN, NODATA, SERVFAIL, TIMEOUT (the DNS outcome), so the
-    message says which: "DNS NXDOMAIN for example.invalid" is actionable, "failed" is not.
+    reason is one of NXDOMAIN, NODATA, SERVFAIL, TIMEOUT (the DNS outcome; TIMEOUT: no
+    usable answer in time, the detail says per server whether it timed out, refused or
+    sent malformed answers), so the message says which: "DNS NXDOMAIN for
+    example.invalid" is actionable, "failed" is not.
     """
 
     REASONS = ("NXDOMAIN", "NODATA", "SERVFAIL", "TIMEOUT")
@@ -98,7 +116,7 @@ class ResolutionError(Proxy64Error):
             "NXDOMAIN": f"DNS NXDOMAIN: the name {qname} does not exist",
             "NODATA": f"DNS NODATA: {qname} has neither AAAA nor A records",
             "SERVFAIL": f"DNS SERVFAIL: the DNS server failed to resolve {qname}",
-            "TIMEOUT": f"DNS timeout: no DNS server answered for {qname}",
+            "TIMEOUT": f"DNS timeout: no usable answer for {qname}",
         }[reason]
         super().__init__(f"{text}{'; ' + detail if detail else ''}")
 

@@ -33,6 +33,7 @@ from proxy64.defaults import (
     HANDSHAKE_TIMEOUT,
     HTTP_PORT,
     IDLE_TIMEOUT,
+    MAX_CLIENT_CONNECTIONS,
     MAX_CONNECTIONS,
     SERVE_MAX_WORKERS,
     SHUTDOWN_GRACE,
@@ -61,6 +62,7 @@ class ServeSettings:
     auth_file: Path | None = None
     allow_open: bool = False
     max_connections: int = MAX_CONNECTIONS
+    max_client_connections: int = MAX_CLIENT_CONNECTIONS  # slots one client address may hold
     workers: int = 1
     log_level: str = "info"
     idle_timeout: float = IDLE_TIMEOUT
@@ -200,6 +202,7 @@ PARSERS: dict[str, Callable[[Any, str], Any]] = {
     "auth_file": _path,
     "allow_open": _bool,
     "max_connections": _count(1_000_000),
+    "max_client_connections": _count(1_000_000),
     "workers": _count(SERVE_MAX_WORKERS),
     "log_level": _log_level,
     "idle_timeout": _seconds,

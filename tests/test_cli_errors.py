@@ -86,6 +86,11 @@ CASES: list[tuple[list[str], str]] = [
         "proxy64 serve: error: --max-connections: '1.5' is not a whole number greater than zero",
     ),
     (
+        ["serve", "--max-client-connections", "0"],
+        "proxy64 serve: error: --max-client-connections: '0' is not a whole number greater than"
+        " zero",
+    ),
+    (
         ["serve", "--idle-timeout", "-1"],
         "proxy64 serve: error: --idle-timeout: '-1' is not a number greater than zero",
     ),
@@ -322,7 +327,7 @@ VALUES = st.one_of(
 KEYS = st.sampled_from(
     ["socks", "http", "dns", "nat64_prefix", "egress", "workers", "max_connections",
      "idle_timeout", "connect_timeout", "log_level", "dns64_exclude", "allow_open",
-     "synthesize_all", "shutdown_grace"]
+     "synthesize_all", "shutdown_grace", "max_client_connections"]
 )  # fmt: skip
 
 

@@ -51,6 +51,7 @@ dns64_exclude = ["::ffff:0:0/96", "2001:db8:bad::/48"]
 auth_file = "users"
 allow_open = false
 max_connections = 10
+max_client_connections = 5
 workers = 2
 log_level = "debug"
 idle_timeout = 30
@@ -72,6 +73,7 @@ worker_timeout = 4
     assert settings.credentials == (("alice", "s3cret:with:colons"), ("bob", "pw"))
     assert (settings.idle_timeout, settings.connect_timeout) == (30.0, 2.5)
     assert settings.worker_timeout == 4.0
+    assert (settings.max_connections, settings.max_client_connections) == (10, 5)
     assert settings.resolver_settings().servers == settings.dns
 
 

@@ -2,12 +2,13 @@
 # client service: an app that only knows proxy environment variables. Fetches the
 # IPv4-only origin by name and by IPv4 literal through proxy64 and prints what it got.
 set -u
+"$(dirname "$0")/../common/ipv6-only.sh" client || exit 1
 fetch() {
     label=$1
     shift
     tries=0
     while [ $tries -lt 10 ]; do
-        if out=$(curl -sS --max-time 5 "$@" 2>&1); then
+        if out=$(curl -sS --fail-with-body --max-time 5 "$@" 2>&1); then
             echo "client: $label -> $out"
             return 0
         fi

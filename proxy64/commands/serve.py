@@ -13,7 +13,13 @@ from pathlib import Path
 from typing import Any
 
 from proxy64.commands.common import add_log_options, add_resolver_options, setup_logging
-from proxy64.defaults import CONNECT_TIMEOUT, IDLE_TIMEOUT, MAX_CONNECTIONS, SERVE_MAX_WORKERS
+from proxy64.defaults import (
+    CONNECT_TIMEOUT,
+    IDLE_TIMEOUT,
+    MAX_CLIENT_CONNECTIONS,
+    MAX_CONNECTIONS,
+    SERVE_MAX_WORKERS,
+)
 from proxy64.serve_config import CONFIG_KEYS, ServeSettings, build_settings, load_toml
 
 _UNSET: Any = object()
@@ -62,6 +68,13 @@ def add_serve_options(
         metavar="N",
         help=f"client connections handled at once, per process: with --workers N each "
         f"worker has this many, N times it in all (default: {MAX_CONNECTIONS})",
+    )
+    egress.add_argument(
+        "--max-client-connections",
+        metavar="N",
+        help="connections one client address may hold at once, per process, so one client "
+        "cannot take every slot; beyond: SOCKS reply 0x01 / HTTP 503 for that client only "
+        f"(default: {MAX_CLIENT_CONNECTIONS})",
     )
     egress.add_argument(
         "--workers",

@@ -64,8 +64,12 @@ from proxy64.flow.tcp_output import (
     TcpSettings,
 )
 
+# The reset_reason when the app sent RST (the relay passes it on as an RST to the origin).
+RESET_BY_APP = "reset by the app"
+
 __all__ = [
     "DEFAULT_MSS",
+    "RESET_BY_APP",
     "SYNCHRONIZED",
     "AckLater",
     "Action",
@@ -264,7 +268,7 @@ class TcpFlow(TcpEndpoint):
     def _on_rst(self, seg: Segment, actions: list[Action]) -> None:
         # RFC 5961 §3.2: exact match resets, in-window gets a challenge ACK, else drop.
         if seg.seq == self.rcv_nxt:
-            self._close("reset by the app", actions, reset=True)
+            self._close(RESET_BY_APP, actions, reset=True)
         elif seq_lt(self.rcv_nxt, seg.seq) and seq_lt(
             seg.seq, seq_add(self.rcv_nxt, max(1, self._free_window()))
         ):

@@ -14,8 +14,10 @@ from typing import TYPE_CHECKING, Protocol
 import trio
 
 from proxy64.destination import Destination, Egress, Reached
+from proxy64.net.slots import ConnectionSlots
 
-if TYPE_CHECKING:  # dialer.py imports this module
+if TYPE_CHECKING:  # dialer.py and auth_gate.py import this module
+    from proxy64.net.auth_gate import AuthGate
     from proxy64.net.dialer import PendingDial
 
 IPAddress = IPv4Address | IPv6Address
@@ -118,4 +120,5 @@ class ProxyContext:
     credentials: dict[str, str] | None  # username → password; None: no authentication
     handshake_timeout: float
     idle_timeout: float
-    connection_slots: trio.CapacityLimiter  # --max-connections; acquire_nowait or refuse
+    connection_slots: ConnectionSlots  # --max-connections, --max-client-connections
+    auth_gate: AuthGate | None = None  # holds answers to an address that keeps failing

@@ -31,11 +31,12 @@ import trio
 
 from proxy64.defaults import CONNECT_TIMEOUT, HAPPY_EYEBALLS_DELAY
 from proxy64.destination import Destination, Egress, Reached
-from proxy64.errors import AddressMappingError, DialAttempt, DialCause, DialError
+from proxy64.errors import AddressMappingError, DialAttempt, DialCause, DialError, LoopError
 from proxy64.net.context import Dialed, UdpTarget
 from proxy64.net.nat64_state import Nat64State
 from proxy64.proto.attempts import AttemptPlan, Target
 from proxy64.proto.rfc6052 import Nat64Prefix, is_global_ipv4
+from proxy64.proto.self_dial import OwnListeners
 
 logger = logging.getLogger(__name__)
 
@@ -104,10 +105,13 @@ class Dialer:
         happy_eyeballs_delay: float = HAPPY_EYEBALLS_DELAY,
         connect_timeout: float = CONNECT_TIMEOUT,
         socket_factory: SocketMaker | None = None,
+        own_listeners: OwnListeners | None = None,
     ) -> None:
         """prefix: a fixed prefix (with its egress), or the Nat64State the watcher
         updates, whose egress is used (egress must then be None)."""
         self.resolver = resolver
+        # proxy64's own listeners: a dial to one of them would loop (proto/self_dial.py)
+        self.own = own_listeners if own_listeners is not None else OwnListeners()
         if isinstance(prefix, Nat64State):
             if egress is not None:
                 raise TypeError("Dialer: the egress comes from the Nat64State")
@@ -182,21 +186,44 @@ class Dialer:
     async def targets(self, destination: Destination) -> list[Target]:
         literal = self._literal_targets(destination)
         if literal is not None:
-            return literal
+            return self._screen(destination, literal)
         assert isinstance(destination.host, str)
         resolution = await self.resolver.resolve(destination.host)
-        return self._name_targets(resolution, destination.port)
+        return self._screen(destination, self._name_targets(resolution, destination.port))
 
     def targets_now(self, destination: Destination) -> list[Target] | None:
         """targets() without waiting: None when a name's answer is not in the cache."""
         literal = self._literal_targets(destination)
         if literal is not None:
-            return literal
+            return self._screen(destination, literal)
         assert isinstance(destination.host, str)
         resolution = self.resolver.resolve_cached(destination.host)
         if resolution is None:
             return None
-        return self._name_targets(resolution, destination.port)
+        return self._screen(destination, self._name_targets(resolution, destination.port))
+
+    def _screen(self, destination: Destination, targets: list[Target]) -> list[Target]:
+        """The one place every planned target passes before a dial: the targets that do
+        not reach proxy64's own listeners; LoopError when that leaves none."""
+        if not self.own.by_port.get(targets[0].port if targets else -1):
+            return targets  # no listener on this port: the common case, one dict lookup
+        kept: list[Target] = []
+        looped: tuple[IPv4Address | IPv6Address, int] | None = None
+        for target in targets:
+            address = target.address
+            if target.egress is Egress.NAT64 and isinstance(address, IPv6Address):
+                address = self.prefix.extract(address)  # where the NAT64 sends it
+            reached = self.own.reached(address, target.port)
+            if reached is None:
+                kept.append(target)
+            else:
+                looped = reached
+        if not kept and looped is not None:
+            host, port = looped
+            listener = f"[{host}]:{port}" if host.version == 6 else f"{host}:{port}"
+            logger.debug("loop refused: %s reaches our listener %s", destination, listener)
+            raise LoopError(str(destination), listener)
+        return kept
 
     async def udp_target(self, destination: Destination) -> UdpTarget:
         targets = await self.targets(destination)

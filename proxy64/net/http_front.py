@@ -29,6 +29,7 @@ import trio
 
 from proxy64.defaults import HTTP_BODY_CHUNK
 from proxy64.errors import Proxy64Error, RemoteProtocolError
+from proxy64.net.auth_gate import auth_held
 from proxy64.net.context import ConnectionRecord, Dialed, ProxyContext
 from proxy64.net.dialer import PendingDial
 from proxy64.net.http_server import Resume, new_machine, serve_http_connection
@@ -97,6 +98,9 @@ class _Connection(HubConnection):
         ctx, front, conn = self.front.ctx, self.front, self.conn
         resume = Resume(conn, request=request)
         if request.method != b"CONNECT" or front.relay_settings is None:
+            self._hand_off(resume)
+            return
+        if auth_held(ctx, self.client):  # the task path holds this address's answers
             self._hand_off(resume)
             return
         try:

@@ -41,11 +41,14 @@ from proxy64.defaults import (
 )
 from proxy64.destination import Destination
 from proxy64.errors import Proxy64Error, RemoteProtocolError
+from proxy64.net.auth_gate import checked_proxy_auth
 from proxy64.net.context import ConnectionRecord, Dialed, ProxyContext
 from proxy64.net.dialer import PendingDial
 from proxy64.net.http_upstream import BodyCut, Next, Upstream, UpstreamFailed, move_body
 from proxy64.net.hub_front import borrow_slot, client_text
+from proxy64.net.outcomes import aborted, client_ended
 from proxy64.net.relay import close_stream, write_fd_all
+from proxy64.net.resets import reset_on_close
 from proxy64.proto.http_headers import (
     downstream_response_headers,
     fixed_body_length,
@@ -57,7 +60,6 @@ from proxy64.proto.httpproxy import (
     ConnectTarget,
     ForwardTarget,
     LocalAnswer,
-    check_proxy_auth,
     classify,
     error_response,
     tunnel_established,
@@ -251,8 +253,9 @@ class _ClientSession:
                     return
                 try:
                     target = classify(request)
-                    if self.ctx.credentials is not None:
-                        check_proxy_auth(request.headers.raw_items(), self.ctx.credentials)
+                    await checked_proxy_auth(
+                        self.ctx, self.client, request.headers.raw_items(), self.ctx.credentials
+                    )
                 except RemoteProtocolError as exc:
                     method = request.method.decode("ascii", "replace")
                     self._refused(f"refused {method} {_printable(request.target)}: {exc}")
@@ -400,7 +403,7 @@ class _ClientSession:
             record.outcome = f"destination closed: {exc}"
         except BaseException as exc:
             if record.outcome == "open":
-                record.outcome = f"aborted: {exc!r}"
+                record.outcome = aborted(exc)
             raise
         finally:
             self.ctx.recorder.finish(record)
@@ -450,10 +453,12 @@ class _ClientSession:
                 await upstream.close(str(exc), self.ctx)
                 if not upstream.responded:
                     await self.send_error(exc.http_status, str(exc))
+                else:
+                    reset_on_close(self.stream)  # a cut response must not look complete
                 return False
             except (_ClientGone, h11.RemoteProtocolError, trio.TooSlowError) as exc:
                 self.upstream = None
-                await upstream.close(f"client connection ended: {exc!r}", self.ctx)
+                await upstream.close(client_ended(exc), self.ctx)
                 raise _ClientGone from None
             if not upstream.end_cycle():
                 self.upstream = None
@@ -665,8 +670,9 @@ class HttpClientHandler:
     else here (http_front.py)."""
 
     async def __call__(self, stream: trio.SocketStream, ctx: ProxyContext) -> None:
-        slot = borrow_slot(ctx, object())  # a new token: the connection's borrower
-        await serve_http_connection(stream, ctx, _peer_name(stream), slot, None)
+        client = _peer_name(stream)
+        slot = borrow_slot(ctx, object(), client)  # a new token: the connection's borrower
+        await serve_http_connection(stream, ctx, client, slot, None)
 
     def open_front(self, ctx: ProxyContext, spawn: Callable[..., None]) -> HttpFront:
         from proxy64.net.http_front import HttpFront  # it builds on this module
@@ -689,8 +695,9 @@ async def serve_http_connection(
     session = _ClientSession(stream, ctx, client, resume.conn if resume is not None else None)
     try:
         if slot is None:
-            logger.warning("http %s: refused, too many connections", client)
-            await session.send_error(503, "too many connections; try again later")
+            refusal = ctx.connection_slots.refusal(client)
+            logger.warning("http %s: refused, %s", client, refusal)
+            await session.send_error(503, f"{refusal}; try again later")
             return
         try:
             await session.run(resume)

@@ -25,6 +25,7 @@ from proxy64.defaults import HTTP_BODY_CHUNK, HTTP_MAX_HEAD, HTTP_SPLICE_BODY_MI
 from proxy64.net.context import ConnectionRecord, Dialed, ProxyContext
 from proxy64.net.relay import close_stream, write_fd_all
 from proxy64.net.splice import HAVE_SPLICE, SpliceBroken, Stall, splice_direction
+from proxy64.proto.http_headers import oversized_content_length
 
 logger = logging.getLogger(__name__)
 
@@ -122,6 +123,14 @@ class Upstream:
                 problem = "closed the connection before answering"
             raise self.failed(problem) from None
         if isinstance(event, h11.Response):
+            oversized = oversized_content_length(event.headers.raw_items())
+            if oversized is not None:  # RFC 9110 §8.6: never pass on what overflows
+                raise UpstreamFailed(
+                    f"{self.destination} sent Content-Length {oversized[:40].decode('ascii')}, "
+                    "larger than a 63-bit integer holds (RFC 9110 §8.6)",
+                    502,
+                    stale=False,
+                )
             self.responded = True
         return event
 

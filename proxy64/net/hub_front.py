@@ -37,14 +37,11 @@ from proxy64.net.splice import HAVE_SPLICE
 SHUTDOWN_OUTCOME = "cancelled (proxy64 is shutting down)"
 
 
-def borrow_slot(ctx: ProxyContext, token: object) -> object | None:
-    """A --max-connections slot borrowed on behalf of token: the token, or None when all
-    are taken (the protocol then refuses: SOCKS 0x01 / 0x5B, HTTP 503)."""
-    try:
-        ctx.connection_slots.acquire_on_behalf_of_nowait(token)
-    except trio.WouldBlock:
-        return None
-    return token
+def borrow_slot(ctx: ProxyContext, token: object, client: str) -> object | None:
+    """A connection slot borrowed on behalf of token for client ("host:port"): the token,
+    or None when all are taken or client's address holds its share (net/slots.py; the
+    protocol then refuses: SOCKS 0x01 / 0x5B, HTTP 503)."""
+    return token if ctx.connection_slots.borrow(token, client) else None
 
 
 def client_text(address: Any, unknown: str) -> str:
@@ -163,7 +160,7 @@ class HubConnection:
         self.tunnel: HubTunnel | None = None
         self.stage = Stage.HANDSHAKE
         ctx = front.ctx
-        self.slot = borrow_slot(ctx, self)
+        self.slot = borrow_slot(ctx, self, client)
         self.deadline = trio.current_time() + ctx.handshake_timeout
         self.timer: TimerHandle | None = None  # the handshake deadline, then the idle check
         front.connections.add(self)

@@ -17,7 +17,9 @@ Invariants:
   splice_threshold bytes it moves to splice(2) (proxy64/net/splice.py); it comes back to
   copying, releasing its pipe, when quiet. Every switch happens between two fully written
   chunks and nothing is buffered here or in SocketStream, so no byte is lost or reordered.
-- A reset on either side ends the whole tunnel; both streams are closed when relay returns.
+- A reset (or any break) on either side ends the whole tunnel, and the other side is
+  closed with RST, not FIN (proxy64/net/resets.py), so a truncation is never silent; both
+  streams are closed when relay returns.
 """
 
 from __future__ import annotations
@@ -39,7 +41,8 @@ from proxy64.defaults import (
 )
 from proxy64.net.context import ConnectionRecord
 from proxy64.net.relay_hub import Ending, HubTunnel, current_hub, wait_for
-from proxy64.net.splice import HAVE_SPLICE, SpliceEnd, splice_direction
+from proxy64.net.resets import broken_outcome, reset_on_close
+from proxy64.net.splice import HAVE_SPLICE, SpliceBroken, SpliceEnd, splice_direction
 
 logger = logging.getLogger(__name__)
 
@@ -279,6 +282,7 @@ class _Tunnel:
         quiet = False  # after a quiet splice, wait for data with no pipe held
         unyielded = 0  # bytes copied since this direction last waited or yielded
         fds: tuple[int, int] | None = None
+        reading = False  # which side an OSError comes from: src while reading, else dst
         if isinstance(src, trio.SocketStream) and isinstance(dst, trio.SocketStream):
             fds = (src.socket.fileno(), dst.socket.fileno())
         try:
@@ -301,6 +305,7 @@ class _Tunnel:
                     quiet = True
                     continue
                 if fds is not None:
+                    reading = True
                     try:
                         chunk: bytes | None = os.read(fds[0], RELAY_CHUNK)
                     except BlockingIOError:
@@ -316,6 +321,7 @@ class _Tunnel:
                         continue
                     if not chunk:
                         break
+                    reading = False
                     await write_fd_all(fds[1], chunk)
                     moved = len(chunk)
                     unyielded += moved
@@ -323,9 +329,11 @@ class _Tunnel:
                         unyielded = 0
                         await trio.lowlevel.checkpoint()
                 else:
+                    reading = True
                     data = await src.receive_some()  # as much as the stream offers
                     if not data:
                         break
+                    reading = False
                     await dst.send_all(data)
                     moved = len(data)
                 quiet = False
@@ -338,14 +346,18 @@ class _Tunnel:
             if self.half_closed and isinstance(dst, trio.SocketStream):
                 return  # both directions done: close() right after sends this FIN
             self.half_closed = True
+            reading = False
             # half-close (RFC 9293 §3.6): the other direction keeps flowing
             if isinstance(dst, trio.SocketStream):
                 dst.socket.shutdown(socket.SHUT_WR)  # never blocks: no checkpoint
             else:
                 await dst.send_eof()
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
-            where = "client → remote" if up else "remote → client"
-            self.broken = f"{where} broke: {exc or 'connection reset'}"
+            at_src = exc.at_source if isinstance(exc, SpliceBroken) else reading
+            # src is the client going up; the side that broke is src or dst
+            self.broken = broken_outcome(at_src == up, exc)
+            if not isinstance(exc, trio.ClosedResourceError):
+                reset_on_close(dst if at_src else src)  # the other side sees RST, not FIN
             self.outcome = self.broken
             logger.debug("tunnel %s: %s", self.record.client, self.broken)
             self.scope.cancel()

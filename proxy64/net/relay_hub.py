@@ -46,8 +46,9 @@ from typing import Protocol
 
 import trio
 
-from proxy64.defaults import HUB_EMPTY_POLLS, HUB_POLL_ROUNDS, RELAY_CHUNK
+from proxy64.defaults import HUB_EMPTY_POLLS, HUB_POLL_ROUNDS, HUB_TIMER_COMPACT, RELAY_CHUNK
 from proxy64.net.context import ConnectionRecord
+from proxy64.net.resets import broken_outcome, reset_socket_on_close
 
 logger = logging.getLogger(__name__)
 
@@ -76,16 +77,21 @@ class Timer(Protocol):
 
 
 class TimerHandle:
-    """What call_at() returns: cancel() drops the timer, so the heap entry that stays
-    until its deadline no longer keeps the timer's object (a finished connection) alive."""
+    """What call_at() returns: cancel() drops the timer, so the heap entry no longer
+    keeps the timer's object (a finished connection) alive, and counts it in the hub,
+    which compacts its heap when cancelled entries are the majority (else every ended
+    connection's idle deadline would stay in the heap for the whole idle timeout)."""
 
-    __slots__ = ("timer",)
+    __slots__ = ("hub", "timer")
 
-    def __init__(self, timer: Timer) -> None:
+    def __init__(self, timer: Timer, hub: RelayHub) -> None:
         self.timer: Timer | None = timer
+        self.hub = hub
 
     def cancel(self) -> None:
-        self.timer = None
+        if self.timer is not None:
+            self.timer = None
+            self.hub.timer_cancelled()
 
 
 class TunnelOwner(Protocol):
@@ -155,6 +161,7 @@ class RelayHub:
         self._view = memoryview(self._buffer)
         self._watchers: dict[int, Watcher] = {}
         self._timers: list[tuple[float, int, TimerHandle]] = []  # heap of (deadline, seq, _)
+        self._cancelled = 0  # entries in _timers whose handle was cancelled
         self._sequence = itertools.count()  # ties in the heap never compare timers
         self._wait: trio.CancelScope | None = None  # bounds the wait by the first deadline
 
@@ -172,12 +179,23 @@ class RelayHub:
     def call_at(self, deadline: float, timer: Timer) -> TimerHandle:
         """Call timer.expired() once trio's clock reaches deadline (and again at the
         deadline it returns), until it returns None or the handle is cancelled."""
-        handle = TimerHandle(timer)
+        handle = TimerHandle(timer, self)
         heapq.heappush(self._timers, (deadline, next(self._sequence), handle))
         wait = self._wait
         if wait is not None and deadline < wait.deadline:
             wait.deadline = deadline
         return handle
+
+    def timer_cancelled(self) -> None:
+        """One more cancelled entry; past half of the heap (and HUB_TIMER_COMPACT), drop
+        them all in place: O(n) once per n/2 cancellations, so the heap stays within twice
+        the live timers whatever the connection rate."""
+        self._cancelled += 1
+        timers = self._timers
+        if self._cancelled > HUB_TIMER_COMPACT and 2 * self._cancelled > len(timers):
+            timers[:] = [entry for entry in timers if entry[2].timer is not None]
+            heapq.heapify(timers)
+            self._cancelled = 0
 
     def add(
         self,
@@ -281,6 +299,7 @@ class RelayHub:
             _, _, handle = heapq.heappop(timers)
             timer = handle.timer
             if timer is None:  # cancelled
+                self._cancelled -= 1
                 continue
             try:
                 again = timer.expired(now)
@@ -314,7 +333,7 @@ class RelayHub:
         except BlockingIOError:
             return
         except OSError as exc:
-            self._break(tunnel, from_client, exc)
+            self._break(tunnel, from_client, exc)  # the source broke
             return
         if size == 0:
             self._eof(tunnel, from_client, src)
@@ -325,7 +344,7 @@ class RelayHub:
         except BlockingIOError:
             written = 0
         except OSError as exc:
-            self._break(tunnel, from_client, exc)
+            self._break(tunnel, not from_client, exc)  # the destination broke
             return
         record = tunnel.record
         if from_client:
@@ -368,9 +387,10 @@ class RelayHub:
         except OSError as exc:
             self._break(tunnel, not from_client, exc)
 
-    def _break(self, tunnel: HubTunnel, from_client: bool, exc: OSError) -> None:
-        where = "client → remote" if from_client else "remote → client"
-        tunnel.broken = f"{where} broke: {exc or 'connection reset'}"
+    def _break(self, tunnel: HubTunnel, at_client: bool, exc: OSError) -> None:
+        """The client's side (at_client) or the remote's broke: the other is closed with RST."""
+        tunnel.broken = broken_outcome(at_client, exc)
+        reset_socket_on_close(tunnel.remote if at_client else tunnel.client)
         self._end(tunnel, Ending.DONE)
 
     def _end(self, tunnel: HubTunnel, ending: Ending) -> None:

@@ -1,8 +1,9 @@
 """The DNS64 resolver (RFC 6147 §5.1): AAAA first, synthesis from A, cached.
 
-I/O only: queries go to the upstream servers in order with dnspython's trio backend
-(UDP, then TCP when the reply has TC=1, RFC 7766 §5), failing over on timeout, network
-error, SERVFAIL, REFUSED, NOTIMP or FORMERR. The rules live in proxy64/proto/dns64.py.
+I/O only: queries go to the upstream servers in order (dns_exchange.py: UDP with answers
+matched as RFC 5452 §9.1 asks, then TCP when the reply has TC=1, RFC 7766 §5), failing
+over on timeout, refusal, malformed answers, SERVFAIL, REFUSED, NOTIMP or FORMERR.
+The rules live in proxy64/proto/dns64.py.
 No thread and no getaddrinfo: a query is a trio task.
 """
 
@@ -15,8 +16,6 @@ from dataclasses import dataclass
 from ipaddress import IPv6Address, ip_address
 from pathlib import Path
 
-import dns.asyncbackend
-import dns.asyncquery
 import dns.exception
 import dns.flags
 import dns.message
@@ -38,6 +37,7 @@ from proxy64.proto.dns64 import (
 from proxy64.proto.rfc6052 import Nat64Prefix
 
 from .dns_cache import Dns64Cache, cache_key
+from .dns_exchange import DnsExchangeError, exchange
 from .nat64_state import Nat64Choice, Nat64State
 
 log = logging.getLogger(__name__)
@@ -104,12 +104,9 @@ async def query_servers(
     with trio.move_on_after(lifetime):
         for server in servers:
             try:
-                response = await _exchange(query, server, per_try)
-            except dns.exception.Timeout:
-                problems.append(f"{server} timed out")
-                continue
-            except (OSError, dns.exception.DNSException, EOFError) as exc:
-                problems.append(f"{server}: {exc or type(exc).__name__}")
+                response = await exchange(query, server, per_try)
+            except DnsExchangeError as exc:
+                problems.append(str(exc))
                 continue
             if response.rcode() in _RETRY_NEXT:
                 problems.append(f"{server} answered {dns.rcode.to_text(response.rcode())}")
@@ -120,25 +117,7 @@ async def query_servers(
         return last_error_answer
     if len(problems) < len(servers):
         problems.append(f"gave up after {lifetime:g} s")
-    detail = "no DNS server answered: " + "; ".join(problems)
-    raise ResolutionError(qname.to_text(omit_final_dot=True), "TIMEOUT", detail)
-
-
-async def _exchange(
-    query: dns.message.Message, server: HostPort, per_try: float
-) -> dns.message.Message:
-    backend = dns.asyncbackend.get_backend("trio")
-    where = str(server.host)
-    response = await dns.asyncquery.udp(
-        query, where, timeout=per_try, port=server.port, ignore_unexpected=True, backend=backend
-    )
-    if response.flags & dns.flags.TC:
-        # RFC 7766 §5: a truncated UDP answer is asked again over TCP.
-        log.debug("TC=1 from %s for %s, retrying over TCP", server, query.question[0].name)
-        response = await dns.asyncquery.tcp(
-            query, where, timeout=per_try, port=server.port, backend=backend
-        )
-    return response
+    raise ResolutionError(qname.to_text(omit_final_dot=True), "TIMEOUT", "; ".join(problems))
 
 
 class _Pending:
@@ -253,7 +232,7 @@ class DNS64Resolver:
         a_response = await self._try(qname, dns.rdatatype.A, problems)
         answer = synthesize_from_a(a_response, qname, prefix, need, self.settings.mapped)
         if answer.outcome is Outcome.TIMEOUT and problems:
-            # Say which servers failed how: "no DNS server answered: 192.0.2.53:53 timed out".
+            # Say which servers failed how: "192.0.2.53:53 timed out after 2 s".
             answer = dataclasses.replace(answer, note=problems[-1])
         return answer
 

@@ -31,13 +31,21 @@ import trio
 
 from proxy64.defaults import SOCKS_HANDSHAKE_READ
 from proxy64.errors import Proxy64Error, RemoteProtocolError, SocksReply
+from proxy64.net.auth_gate import auth_hold
 from proxy64.net.context import ConnectionRecord, Dialed, ProxyContext
 from proxy64.net.dialer import PendingDial
 from proxy64.net.hub_front import HubConnection, HubFront, Stage, client_text
 from proxy64.net.listeners import Spawn
+from proxy64.net.outcomes import client_lost
 from proxy64.net.socks_server import Resume, handshake_timed_out, reply_bytes, serve_connection
 from proxy64.proto.socks5 import NEED_DATA, Command, Request
-from proxy64.proto.socks_dispatch import Closed, SocksMachine, handshake_step, machine_for
+from proxy64.proto.socks_dispatch import (
+    Closed,
+    Held,
+    SocksMachine,
+    handshake_step,
+    machine_for,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -79,7 +87,7 @@ class _Connection(HubConnection):
         except BlockingIOError:
             return
         except OSError as exc:
-            self._end(f"client connection lost: {exc or type(exc).__name__}")
+            self._end(client_lost(exc))
             return
         machine = self.machine
         if machine is None:
@@ -99,12 +107,13 @@ class _Connection(HubConnection):
             self.machine = machine
             self.record.front_end = machine.front_end
         machine.receive_data(data)
-        output, outcome = handshake_step(machine, self.front.ctx.credentials)
+        hold = auth_hold(self.front.ctx, self.client)
+        output, outcome = handshake_step(machine, self.front.ctx.credentials, hold)
         if outcome is NEED_DATA:
             if output:
                 self._write(output, Resume(machine, self.deadline))
             return
-        if isinstance(outcome, (Closed, RemoteProtocolError)):
+        if isinstance(outcome, (Closed, Held, RemoteProtocolError)):
             self._hand_off(Resume(machine, self.deadline, unsent=output, error=outcome))
             return
         self._request(machine, outcome, output)
@@ -117,7 +126,7 @@ class _Connection(HubConnection):
         except BlockingIOError:
             written = 0
         except OSError as exc:
-            self._end(f"client connection lost: {exc or type(exc).__name__}")
+            self._end(client_lost(exc))
             return False
         if written < len(data):
             self._hand_off(_replace(resume, unsent=data[written:]))
@@ -166,7 +175,7 @@ class _Connection(HubConnection):
             except BlockingIOError:
                 written = 0
             except OSError as exc:
-                self._end(f"client connection lost: {exc or type(exc).__name__}")
+                self._end(client_lost(exc))
                 return
             record.bytes_up += written
         self._enter_tunnel(remote.socket, record, early[written:])
@@ -186,7 +195,7 @@ class _Connection(HubConnection):
         front.spawn(serve_connection, stream, front.ctx, self.record, self.slot, resume)
 
     def _relay_lost(self, exc: BaseException) -> str:
-        return f"client connection lost: {exc or type(exc).__name__}"  # as socks_server
+        return client_lost(exc)  # as socks_server
 
 
 def _replace(resume: Resume, **changes: Any) -> Resume:

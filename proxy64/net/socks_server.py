@@ -31,15 +31,23 @@ import trio
 
 from proxy64.defaults import SOCKS_HANDSHAKE_READ, SOCKS_LINGER_BYTES, SOCKS_LINGER_TIME
 from proxy64.errors import Proxy64Error, RemoteProtocolError, SocksReply
+from proxy64.net.auth_gate import auth_hold
 from proxy64.net.context import ConnectionRecord, Dialed, IPAddress, ProxyContext
 from proxy64.net.dialer import PendingDial
 from proxy64.net.hub_front import borrow_slot, client_text
 from proxy64.net.listeners import Spawn
+from proxy64.net.outcomes import client_lost
 from proxy64.net.relay import close_stream, write_fd_all
 from proxy64.net.socks_udp import serve_udp_association
 from proxy64.proto.socks4 import Socks4Reply, Socks4Request
 from proxy64.proto.socks5 import NEED_DATA, Command, Reply, Request, Socks5Server
-from proxy64.proto.socks_dispatch import Closed, SocksMachine, handshake_step, machine_for
+from proxy64.proto.socks_dispatch import (
+    Closed,
+    Held,
+    SocksMachine,
+    handshake_step,
+    machine_for,
+)
 
 if TYPE_CHECKING:
     from proxy64.net.socks_front import SocksFront
@@ -47,6 +55,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 NO_BIND: tuple[IPAddress, int] = (IPv4Address(0), 0)
+RFC1929_FAILURE = bytes([0x01, 0x01])  # RFC 1929 §2: VER 1, a non-zero STATUS
 
 
 class _Closed(Exception):
@@ -63,7 +72,7 @@ class Resume:
     machine: SocksMachine | None  # None: the client has sent nothing yet
     deadline: float
     unsent: bytes = b""
-    error: RemoteProtocolError | Closed | None = None
+    error: RemoteProtocolError | Closed | Held | None = None
     request: Request | Socks4Request | None = None
     pending: PendingDial | None = None  # the dial started without waiting: finish it
     dialed: Dialed | None = None  # the dial is done: reply, early bytes, relay
@@ -85,7 +94,7 @@ class SocksClientHandler:
 
     async def __call__(self, stream: trio.SocketStream, ctx: ProxyContext) -> None:
         record = ConnectionRecord(front_end="socks5", client=peer_text(stream))
-        slot = borrow_slot(ctx, object())  # a new token: the connection's borrower
+        slot = borrow_slot(ctx, object(), record.client)  # a new token: the borrower
         await serve_connection(stream, ctx, record, slot, None)
 
     def open_front(self, ctx: ProxyContext, spawn: Spawn) -> SocksFront:
@@ -109,7 +118,7 @@ async def serve_connection(
         await _serve(stream, ctx, record, slot is not None, resume)
     except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
         if record.outcome == "open":
-            record.outcome = f"client connection lost: {exc or type(exc).__name__}"
+            record.outcome = client_lost(exc)
     except Exception as exc:
         logger.exception("SOCKS handler failed for %s (a bug in proxy64)", record.client)
         record.outcome = f"internal error: {exc!r}"
@@ -134,9 +143,8 @@ def handshake_timed_out(ctx: ProxyContext) -> RemoteProtocolError:
     )
 
 
-def too_many(ctx: ProxyContext) -> RemoteProtocolError:
-    message = f"too many connections (--max-connections {ctx.connection_slots.total_tokens})"
-    return RemoteProtocolError(message)
+def too_many(ctx: ProxyContext, client: str) -> RemoteProtocolError:
+    return RemoteProtocolError(ctx.connection_slots.refusal(client))
 
 
 async def _serve(
@@ -156,9 +164,11 @@ async def _serve(
             if resume is not None:
                 if resume.unsent:
                     await send_raw(stream, resume.unsent)
-                if isinstance(resume.error, Closed):
+                if isinstance(resume.error, Held):
+                    await send_held(stream, resume.error, deadline)
+                elif isinstance(resume.error, Closed):
                     raise _Closed(resume.error.reason)
-                if resume.error is not None:
+                elif resume.error is not None:
                     raise resume.error
             if request is None:
                 if machine is None:
@@ -168,7 +178,7 @@ async def _serve(
                     machine = machine_for(first[0], require_auth=ctx.credentials is not None)
                     record.front_end = machine.front_end
                     machine.receive_data(first)
-                request = await _handshake(stream, machine, ctx)
+                request = await _handshake(stream, machine, ctx, record.client, deadline)
     except _Closed as closed:
         record.outcome = str(closed)
         await _linger(stream)  # after a 0xFF method or an RFC 1929 failure status
@@ -184,7 +194,7 @@ async def _serve(
     if not udp:  # a UDP association records its first datagram's destination instead
         record.destination = request.destination
     if not have_slot:
-        refusal = too_many(ctx)
+        refusal = too_many(ctx, record.client)
         logger.warning("refusing %s: %s", record.client, refusal)
         await _refuse(stream, machine, record, refusal)
         return
@@ -198,13 +208,21 @@ async def _serve(
 
 
 async def _handshake(
-    stream: trio.SocketStream, machine: SocksMachine, ctx: ProxyContext
+    stream: trio.SocketStream,
+    machine: SocksMachine,
+    ctx: ProxyContext,
+    client: str,
+    deadline: float,
 ) -> Request | Socks4Request:
     """Until the request: each step's bytes sent in order, reading only when it needs."""
+    hold = auth_hold(ctx, client)
     while True:
-        output, outcome = handshake_step(machine, ctx.credentials)
+        output, outcome = handshake_step(machine, ctx.credentials, hold)
         if output:
             await send_raw(stream, output)
+        if isinstance(outcome, Held):
+            await send_held(stream, outcome, deadline)
+            continue
         if outcome is NEED_DATA:
             machine.receive_data(await receive_raw(stream))
             continue
@@ -254,6 +272,22 @@ async def _refuse(
     if machine is None:
         return
     await send_final(stream, machine.send_error(error))
+
+
+async def send_held(stream: trio.SocketStream, held: Held, deadline: float) -> None:
+    """An RFC 1929 answer held back (proto/auth_delay.py): wait, send it, and end the
+    connection when it is a failure. An answer due after the handshake deadline (many
+    attempts queued from one address) is a failure now, whatever the password."""
+    if trio.current_time() + held.seconds >= deadline:
+        await send_raw(stream, RFC1929_FAILURE)
+        raise _Closed(
+            "authentication not answered within the handshake time: answers to this "
+            "address are held back after repeated failures"
+        )
+    await trio.sleep(held.seconds)
+    await send_raw(stream, held.reply)
+    if held.closed is not None:
+        raise _Closed(held.closed.reason)
 
 
 async def send_final(stream: trio.SocketStream, data: bytes) -> None:

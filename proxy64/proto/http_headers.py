@@ -142,6 +142,27 @@ def keeps_alive(headers: Iterable[Header], http_version: bytes) -> bool:
     }
 
 
+# The largest Content-Length proxy64 passes on: what a signed 64-bit integer holds, the
+# limit of common HTTP implementations (RFC 9110 §8.6 asks recipients to anticipate large
+# values and to prevent parsing errors caused by integer overflow).
+MAX_CONTENT_LENGTH = 2**63 - 1
+
+
+def oversized_content_length(headers: Iterable[Header]) -> bytes | None:
+    """A Content-Length value larger than MAX_CONTENT_LENGTH (RFC 9110 §8.6), else None."""
+    for name, value in headers:
+        if name.lower() == b"content-length":
+            for part in value.split(b","):
+                text = part.strip()
+                significant = text.lstrip(b"0")
+                # more significant digits than 2**63 - 1 has (19), or a value above it
+                if text.isdigit() and (
+                    len(significant) > 19 or int(significant or b"0") > MAX_CONTENT_LENGTH
+                ):
+                    return text
+    return None
+
+
 def fixed_body_length(headers: Iterable[Header]) -> int | None:
     """The Content-Length of a message framed by it (RFC 9112 §6.3 rule 6), else None:
     None when Transfer-Encoding is present (it overrides Content-Length, §6.3 rule 3) or

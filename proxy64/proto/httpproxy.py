@@ -28,6 +28,7 @@ from proxy64.proto.http_headers import (
     Header,
     expects_continue,
     has_content,
+    oversized_content_length,
     upstream_request_headers,
 )
 
@@ -35,6 +36,9 @@ HTTP_DEFAULT_PORT = 80  # RFC 9110 §4.2.1
 # RFC 9110 §9.2.2 idempotent methods (PUT and DELETE too, but they usually carry content).
 IDEMPOTENT_METHODS = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"})
 PROXY_REALM = b'Basic realm="proxy64"'  # RFC 7617 §2, sent with 407
+
+# RFC 9112 §2.3: the HTTP/1 versions proxy64 speaks; CONNECT with any other is 505.
+HTTP1_VERSIONS = frozenset({b"1.0", b"1.1"})
 
 # RFC 3986 §3.2.2 reg-name, narrowed to what DNS can carry: letters, digits, '-', '_', '.'.
 _REG_NAME = re.compile(rb"^[A-Za-z0-9_](?:[A-Za-z0-9_.-]{0,251}[A-Za-z0-9_.])?$")
@@ -191,7 +195,19 @@ def classify(request: h11.Request, max_head: int = HTTP_MAX_HEAD) -> Target:
     if head_size(request) > max_head:
         # h11 bounds only an incomplete head; a head that arrived whole is checked here.
         raise _bad(f"the request head is larger than {max_head} bytes", 431)
+    version = request.http_version
+    if version not in HTTP1_VERSIONS and (request.method == b"CONNECT" or version[:2] != b"1."):
+        # RFC 9110 §15.6.6: a major version other than 1 over this text framing, or a
+        # tunnel asked in a version whose CONNECT proxy64 cannot know (HTTP/0.9 has none).
+        shown = version.decode("ascii", "replace")
+        raise _bad(f"HTTP/{shown} is not supported; send HTTP/1.1 (or HTTP/1.0)", 505)
     headers: list[Header] = list(request.headers.raw_items())
+    oversized = oversized_content_length(headers)
+    if oversized is not None:
+        raise _bad(
+            f"Content-Length {_shown(oversized[:40])} is larger than a 63-bit integer holds "
+            "(RFC 9110 §8.6)"
+        )
     names = {name.lower() for name, _ in headers}
     if b"transfer-encoding" in names and b"content-length" in names:
         # RFC 9112 §6.3: both framings at once "ought to be handled as an error" (smuggling).
@@ -293,6 +309,8 @@ REASONS = {
     502: b"Bad Gateway",
     503: b"Service Unavailable",
     504: b"Gateway Timeout",
+    505: b"HTTP Version Not Supported",
+    508: b"Loop Detected",
 }
 
 _TITLES = {
@@ -306,6 +324,8 @@ _TITLES = {
     502: "cannot reach the destination",
     503: "proxy busy",
     504: "destination timed out",
+    505: "HTTP version not supported",
+    508: "loop detected",
 }
 
 

@@ -11,7 +11,7 @@ end, so both send the same bytes and record the same outcome.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
@@ -60,6 +60,17 @@ def machine_for(first_byte: int, *, require_auth: bool) -> SocksMachine:
 
 
 @dataclass(frozen=True, slots=True)
+class Held:
+    """An RFC 1929 answer to hold for `seconds` (the address keeps failing, see
+    proto/auth_delay.py): send `reply` after the hold, then end with `closed` (a failure)
+    or go on with the handshake (None)."""
+
+    seconds: float
+    reply: bytes
+    closed: Closed | None
+
+
+@dataclass(frozen=True, slots=True)
 class Closed:
     """The handshake ended without a request (a refused method, failed authentication, the
     client closed): `reason` is the connection's outcome; the server lingers, then closes."""
@@ -67,16 +78,21 @@ class Closed:
     reason: str
 
 
-Outcome = Literal[Sentinel.NEED_DATA] | Request | Socks4Request | Closed | RemoteProtocolError
+Outcome = (
+    Literal[Sentinel.NEED_DATA] | Request | Socks4Request | Closed | Held | RemoteProtocolError
+)
+# How long to hold the answer to an authentication with this outcome (AuthGate.for_client).
+AuthHold = Callable[[bool], float]
 
 
 def handshake_step(
-    machine: SocksMachine, credentials: Mapping[str, str] | None
+    machine: SocksMachine, credentials: Mapping[str, str] | None, hold: AuthHold | None = None
 ) -> tuple[bytes, Outcome]:
     """Run the machine over what it has buffered: the bytes to send (in order) and where
     the handshake stands. NEED_DATA: feed more bytes, call again. A request: the caller
     dials and sends the reply. Closed / RemoteProtocolError: send the bytes, then (for an
-    error) machine.send_error(error), linger and close. Nothing here waits or raises a
+    error) machine.send_error(error), linger and close. Held: send the bytes, wait, send
+    its reply, then close (a failure) or call again. Nothing here waits or raises a
     peer's error: the bytes already owed (a method selection) are never lost."""
     out = b""
     try:
@@ -94,11 +110,16 @@ def handshake_step(
             elif isinstance(event, AuthRequest):
                 assert isinstance(machine, Socks5Server)
                 ok = credentials_match(credentials, event)
-                out += machine.send(AuthReply(ok))
-                if not ok:
-                    return out, Closed(
-                        f"authentication failed for user {event.username!r} (RFC 1929)"
-                    )
+                reply = machine.send(AuthReply(ok))
+                failed = None if ok else Closed(
+                    f"authentication failed for user {event.username!r} (RFC 1929)"
+                )  # fmt: skip
+                seconds = hold(ok) if hold is not None else 0.0
+                if seconds > 0:
+                    return out, Held(seconds, reply, failed)
+                out += reply
+                if failed is not None:
+                    return out, failed
             elif isinstance(event, ConnectionClosed):
                 if state is Socks5State.AUTH:
                     return out, Closed("client closed the connection before authenticating")

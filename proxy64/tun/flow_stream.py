@@ -11,13 +11,14 @@ always notice a cancellation before taking or giving a byte.
 
 from __future__ import annotations
 
+import errno
 from typing import Protocol
 
 import trio
 
 from proxy64.defaults import TUN_FAIR_SHARE, TUN_RECEIVE_MAX
 from proxy64.flow.build import TcpHeaders
-from proxy64.flow.tcp_flow import Action, TcpFlow
+from proxy64.flow.tcp_flow import RESET_BY_APP, Action, TcpFlow
 from proxy64.flow.wire import FlowKey
 
 
@@ -39,6 +40,7 @@ class TunTcpStream(trio.abc.HalfCloseableStream):
         self._receiving = False
         self.sends = 0  # send_all calls so far (the executor's cork bookkeeping)
         self._unyielded = 0  # bytes moved since this stream last yielded to the scheduler
+        self._reset_on_close = False  # the other side of the relay broke: close with RST
 
     def wake(self) -> None:
         self._lot.unpark_all()
@@ -72,7 +74,7 @@ class TunTcpStream(trio.abc.HalfCloseableStream):
                 if self._closed:
                     raise trio.ClosedResourceError("the TUN flow stream was closed")
             if flow.reset_reason is not None:
-                raise trio.BrokenResourceError(f"TUN flow {self.key}: {flow.reset_reason}")
+                raise self._broken(flow.reset_reason)
             # no max_bytes: everything queued up to TUN_RECEIVE_MAX, in one piece (one copy
             # either way: the join here, or the bytes() below) and one relay turn
             chunk, actions = flow.receive(max_bytes or TUN_RECEIVE_MAX, trio.current_time())
@@ -97,7 +99,7 @@ class TunTcpStream(trio.abc.HalfCloseableStream):
             flow = self.flow
             while view:
                 if flow.reset_reason is not None:
-                    raise trio.BrokenResourceError(f"TUN flow {self.key}: {flow.reset_reason}")
+                    raise self._broken(flow.reset_reason)
                 if not flow.can_send:
                     raise trio.ClosedResourceError("send_all after send_eof on a TUN flow")
                 if flow.send_space == 0:
@@ -128,13 +130,27 @@ class TunTcpStream(trio.abc.HalfCloseableStream):
         if self._closed:
             raise trio.ClosedResourceError("the TUN flow stream was closed")
         if self.flow.reset_reason is not None:
-            raise trio.BrokenResourceError(f"TUN flow {self.key}: {self.flow.reset_reason}")
+            raise self._broken(self.flow.reset_reason)
         self._run(self.flow.send_eof(trio.current_time()))
         await trio.lowlevel.checkpoint()
+
+    def _broken(self, reason: str) -> trio.BrokenResourceError:
+        error = trio.BrokenResourceError(f"TUN flow {self.key}: {reason}")
+        if reason == RESET_BY_APP:  # the app's RST, told apart from our own aborts
+            error.__cause__ = ConnectionResetError(errno.ECONNRESET, reason)
+        return error
+
+    def reset_on_close(self) -> None:
+        """Close with RST (RFC 9293 §3.10.4 ABORT), not FIN: the origin reset or broke."""
+        self._reset_on_close = True
 
     async def aclose(self) -> None:
         if not self._closed:
             self._closed = True
-            self._run(self.flow.close(trio.current_time()))
+            now = trio.current_time()
+            if self._reset_on_close:
+                self._run(self.flow.abort("the origin's side of the tunnel broke"))
+            else:
+                self._run(self.flow.close(now))
             self.wake()
         await trio.lowlevel.checkpoint()

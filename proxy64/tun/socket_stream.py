@@ -25,6 +25,7 @@ from collections.abc import Callable
 import trio
 
 from proxy64.defaults import RELAY_CHUNK, TUN_FAIR_SHARE, TUN_SOCKET_NOTSENT_LOWAT
+from proxy64.net.resets import reset_socket_on_close
 
 
 class TunSocketStream(trio.abc.HalfCloseableStream):
@@ -126,6 +127,10 @@ class TunSocketStream(trio.abc.HalfCloseableStream):
             if exc.errno != errno.ENOTCONN:  # the peer already reset: nothing to half-close
                 raise trio.BrokenResourceError(str(exc)) from exc
         await trio.lowlevel.cancel_shielded_checkpoint()
+
+    def reset_on_close(self) -> None:
+        """Close with RST, not FIN: the app reset its flow or it broke."""
+        reset_socket_on_close(self._sock)
 
     async def aclose(self) -> None:
         self._sock.close()

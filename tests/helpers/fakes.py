@@ -1,6 +1,7 @@
 """Generic stand-ins for the core's resolver, dialer, recorder and relay, for tests.
 
-FakeResolver answers the real Dialer from a table (never from a cache).
+FakeResolver answers the real Dialer from a table (never from a cache); CachedNameResolver
+answers CACHED from its cache and UNCACHED only after an await (both under NSP).
 
 FakeDialer really connects, but only to loopback: a literal 127.0.0.1 / ::1, or a name from
 its `names` table (so a test can ask for "origin.p64.test"). An unknown name raises the
@@ -25,6 +26,8 @@ from proxy64.destination import Destination, Reached
 from proxy64.errors import DialAttempt, DialCause, DialError, Proxy64Error, ResolutionError
 from proxy64.net.context import ConnectionRecord, Dialed, ProxyContext, UdpTarget
 from proxy64.net.resolver import Resolution, ResolvedAddress
+from proxy64.net.slots import ConnectionSlots
+from proxy64.proto.rfc6052 import Nat64Prefix
 
 IPAddress = IPv4Address | IPv6Address
 
@@ -47,6 +50,32 @@ class FakeResolver:
             raise ResolutionError(name, "NXDOMAIN")
         records = tuple(ResolvedAddress(IPv6Address(a), syn, 60) for a, syn in self.answers[name])
         return Resolution(name, (), records, False)
+
+
+NSP = Nat64Prefix.parse("2001:db8:64::/96")  # 127.0.0.1 embeds here, dialed as IPv4
+CACHED = "cached.p64.test"
+UNCACHED = "slow.p64.test"
+
+
+class CachedNameResolver:
+    """CACHED answers from the cache (resolve_cached); UNCACHED only after an await."""
+
+    def __init__(self) -> None:
+        self.resolved: list[str] = []
+
+    def _resolution(self, name: str) -> Resolution:
+        if name not in (CACHED, UNCACHED):
+            raise ResolutionError(name, "NXDOMAIN")
+        record = ResolvedAddress(NSP.embed(IPv4Address("127.0.0.1")), True, 60)
+        return Resolution(name, (), (record,), name == CACHED)
+
+    def resolve_cached(self, name: str) -> Resolution | None:
+        return self._resolution(name) if name == CACHED else None
+
+    async def resolve(self, name: str) -> Resolution:
+        self.resolved.append(name)
+        await trio.sleep(0.01)
+        return self._resolution(name)
 
 
 @dataclass
@@ -183,7 +212,7 @@ def make_context(
         credentials=credentials,
         handshake_timeout=handshake_timeout,
         idle_timeout=30.0,
-        connection_slots=trio.CapacityLimiter(max_connections),
+        connection_slots=ConnectionSlots(max_connections),
     )
 
 

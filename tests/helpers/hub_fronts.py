@@ -21,6 +21,7 @@ from proxy64.net.http_front import HttpFront
 from proxy64.net.http_server import handle_http_client
 from proxy64.net.relay import Relay
 from proxy64.net.resolver import Resolution, ResolvedAddress
+from proxy64.net.slots import ConnectionSlots
 from proxy64.proto.rfc6052 import Nat64Prefix
 from tests.helpers.fakes import ListRecorder
 
@@ -42,7 +43,7 @@ def context(
     *,
     handshake_timeout: float = 5.0,
     idle_timeout: float = 10.0,
-    slots: trio.CapacityLimiter | None = None,
+    slots: ConnectionSlots | None = None,
     credentials: dict[str, str] | None = None,
 ) -> ProxyContext:
     return ProxyContext(
@@ -52,7 +53,7 @@ def context(
         credentials=credentials,
         handshake_timeout=handshake_timeout,
         idle_timeout=idle_timeout,
-        connection_slots=slots or trio.CapacityLimiter(8),
+        connection_slots=slots or ConnectionSlots(8),
     )
 
 

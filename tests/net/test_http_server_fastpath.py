@@ -32,6 +32,7 @@ from proxy64.net.context import Dialed, ProxyContext
 from proxy64.net.dialer import Dialer, PendingDial
 from proxy64.net.http_server import handle_http_client
 from proxy64.net.http_upstream import Upstream
+from proxy64.net.slots import ConnectionSlots
 from proxy64.proto.httpproxy import TUNNEL_ESTABLISHED, tunnel_established
 from tests.helpers.fakes import ListRecorder, simple_relay
 from tests.helpers.hub_fronts import PREFIX, LoopbackResolver
@@ -63,7 +64,7 @@ def context(dialer: Dialer, recorder: ListRecorder) -> ProxyContext:
         credentials=None,
         handshake_timeout=5.0,
         idle_timeout=10.0,
-        connection_slots=trio.CapacityLimiter(8),
+        connection_slots=ConnectionSlots(8),
     )
 
 

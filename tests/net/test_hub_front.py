@@ -14,6 +14,7 @@ import trio
 
 from proxy64.net.http_front import HttpFront
 from proxy64.net.hub_front import SHUTDOWN_OUTCOME, borrow_slot
+from proxy64.net.slots import ConnectionSlots
 from tests.helpers.fakes import ListRecorder
 from tests.helpers.hub_fronts import ESTABLISHED, Client, context, start_origin
 
@@ -22,12 +23,12 @@ def test_borrow_slot_lends_the_token_until_the_limit() -> None:
     recorder = ListRecorder()
 
     async def main() -> None:
-        ctx = context(recorder, slots=trio.CapacityLimiter(1))
+        ctx = context(recorder, slots=ConnectionSlots(1))
         first, second = object(), object()
-        assert borrow_slot(ctx, first) is first
-        assert borrow_slot(ctx, second) is None  # all taken: the protocol refuses
+        assert borrow_slot(ctx, first, "127.0.0.1:1") is first
+        assert borrow_slot(ctx, second, "127.0.0.2:1") is None  # all taken: refused
         ctx.connection_slots.release_on_behalf_of(first)
-        assert borrow_slot(ctx, second) is second
+        assert borrow_slot(ctx, second, "127.0.0.2:1") is second
         assert ctx.connection_slots.borrowed_tokens == 1
 
     trio.run(main)
@@ -35,7 +36,7 @@ def test_borrow_slot_lends_the_token_until_the_limit() -> None:
 
 async def _promoted_tunnel(
     nursery: trio.Nursery, spawn: Callable[..., None], recorder: ListRecorder
-) -> tuple[HttpFront, Client, trio.CapacityLimiter]:
+) -> tuple[HttpFront, Client, ConnectionSlots]:
     """A CONNECT tunnel the hub carries, then promotes (past the splice threshold)."""
     port = await start_origin(nursery)
     ctx = context(recorder)

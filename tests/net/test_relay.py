@@ -299,8 +299,11 @@ async def test_reset_on_one_side_ends_the_tunnel() -> None:
             )
             app_remote.socket.close()
             await done.wait()
-            assert await receive_all(app_client) == b""
-    assert "broke" in rec.outcome
+            # RFC 9293 §3.10.4: the reset is passed on, not turned into a FIN
+            with pytest.raises(trio.BrokenResourceError) as info:
+                await receive_all(app_client)
+            assert isinstance(info.value.__cause__, ConnectionResetError)
+    assert rec.outcome == "origin reset the connection"
 
 
 @pytest.mark.parametrize("threshold", [None, 0, 1])

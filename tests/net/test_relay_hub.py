@@ -10,10 +10,10 @@ import random
 import pytest
 import trio
 
-from proxy64.defaults import RELAY_IDLE_SLACK
+from proxy64.defaults import HUB_TIMER_COMPACT, RELAY_IDLE_SLACK
 from proxy64.net.context import ConnectionRecord
 from proxy64.net.relay import relay
-from proxy64.net.relay_hub import current_hub
+from proxy64.net.relay_hub import RelayHub, current_hub
 from tests.helpers.fakes import blank_record as record
 from tests.helpers.streams import receive_all, tcp_pair
 
@@ -238,3 +238,34 @@ async def test_hub_timers_fire_in_order_repeat_and_stay_quiet_once_cancelled() -
     assert cancelled.fired == []
     assert len(repeating.fired) == 1
     assert handle.timer is None and again.timer is None
+
+
+class _Counting:
+    """A hub Timer that counts its calls and is then done."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def expired(self, now: float) -> float | None:
+        self.calls += 1
+        return None
+
+
+def test_cancelled_timers_do_not_accumulate_in_the_heap() -> None:
+    """Each ended connection cancels its idle deadline (minutes away): the heap is
+    compacted once cancelled entries are the majority, and live timers still fire."""
+    hub = RelayHub()
+    try:
+        live = [_Counting() for _ in range(100)]
+        for timer in live:
+            hub.call_at(300.0, timer)
+        for _ in range(20):  # 20 rounds of 1,000 connections that end at once
+            handles = [hub.call_at(300.0, _Counting()) for _ in range(1000)]
+            for handle in handles:
+                handle.cancel()
+            assert len(hub._timers) <= 2 * (100 + HUB_TIMER_COMPACT) + 1000
+        hub._fire_timers(301.0)
+        assert [t.calls for t in live] == [1] * 100
+        assert hub._timers == [] and hub._cancelled == 0
+    finally:
+        hub._epoll.close()

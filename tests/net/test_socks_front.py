@@ -26,45 +26,20 @@ import trio
 from proxy64.config import HostPort
 from proxy64.defaults import RELAY_IDLE_SLACK
 from proxy64.destination import Destination, Egress, Reached
-from proxy64.errors import ResolutionError
 from proxy64.net.context import ProxyContext
 from proxy64.net.dialer import Dialer
 from proxy64.net.listeners import ProxyServer, bind_listener, bound_address
 from proxy64.net.relay import Relay
-from proxy64.net.resolver import Resolution, ResolvedAddress
+from proxy64.net.slots import ConnectionSlots
 from proxy64.net.socks_front import SocksFront
 from proxy64.net.socks_server import handle_socks_client
-from proxy64.proto.rfc6052 import Nat64Prefix
-from tests.helpers.fakes import ListRecorder
+from tests.helpers.fakes import CACHED, NSP, UNCACHED, ListRecorder
+from tests.helpers.fakes import CachedNameResolver as Resolver
 from tests.helpers.origins import pattern_bytes, serve_tcp_echo, serve_tcp_hash
 from tests.helpers.socks5_client import NO_AUTH_GREETING, connect_request, socks5_handshake
 from tests.helpers.streams import receive_all, receive_exactly
 
-NSP = Nat64Prefix.parse("2001:db8:64::/96")  # 127.0.0.1 embeds here, dialed as IPv4
-CACHED = "cached.p64.test"
-UNCACHED = "slow.p64.test"
 NOAUTH = NO_AUTH_GREETING
-
-
-class Resolver:
-    """CACHED answers from the cache (resolve_cached); UNCACHED only after an await."""
-
-    def __init__(self) -> None:
-        self.resolved: list[str] = []
-
-    def _resolution(self, name: str) -> Resolution:
-        if name not in (CACHED, UNCACHED):
-            raise ResolutionError(name, "NXDOMAIN")
-        record = ResolvedAddress(NSP.embed(IPv4Address("127.0.0.1")), True, 60)
-        return Resolution(name, (), (record,), name == CACHED)
-
-    def resolve_cached(self, name: str) -> Resolution | None:
-        return self._resolution(name) if name == CACHED else None
-
-    async def resolve(self, name: str) -> Resolution:
-        self.resolved.append(name)
-        await trio.sleep(0.01)
-        return self._resolution(name)
 
 
 class Spawns(trio.abc.Instrument):
@@ -105,7 +80,7 @@ async def proxy(
         credentials=credentials,
         handshake_timeout=handshake_timeout,
         idle_timeout=idle_timeout,
-        connection_slots=trio.CapacityLimiter(max_connections),
+        connection_slots=ConnectionSlots(max_connections),
     )
     sock = bind_listener(HostPort(ip_address("127.0.0.1"), 0))
     port = bound_address(sock).port

@@ -12,80 +12,30 @@ from __future__ import annotations
 import hashlib
 import os
 import socket
-from collections.abc import Iterator
-from contextlib import contextmanager
 from ipaddress import IPv4Address
 from pathlib import Path
 
-import dns.message
-import dns.rcode
-import dns.rdatatype
-import dns.rrset
 import trio
 
-from tests.helpers.curl import clean_env, curl_async_text
+from tests.helpers.curl import curl_async_text
 from tests.helpers.origins import pattern_bytes, serve_http_hello, serve_tcp_hash, serve_udp_echo
-from tests.helpers.proxy_process import ProxyProcess, proxy_process
-from tests.helpers.socks5_client import connect_request, open_socks5
+from tests.helpers.proxy_process import proxy_process
+from tests.helpers.serve_e2e import (
+    CLEAN_ENV,
+    NAME,
+    serve_a_only_dns,
+    serve_embedded,
+    socks5,
+    wait_log,
+)
+from tests.helpers.socks5_client import connect_request
 from tests.helpers.streams import receive_exactly
-
-PREFIX = "2001:db8:64::/96"
-NAME = "origin.p64.test"
-CLEAN_ENV = clean_env()
-
-
-async def serve_a_only_dns(*, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
-    """UDP DNS on 127.0.0.1: NAME has A 127.0.0.1 and no AAAA; other names NXDOMAIN."""
-    with trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        await sock.bind(("127.0.0.1", 0))
-        task_status.started(sock.getsockname()[1])
-        while True:
-            data, client = await sock.recvfrom(4096)
-            query = dns.message.from_wire(data)
-            response = dns.message.make_response(query)
-            question = query.question[0]
-            if question.name.to_text().rstrip(".").lower() != NAME:
-                response.set_rcode(dns.rcode.NXDOMAIN)
-            elif question.rdtype == dns.rdatatype.A:
-                response.answer.append(
-                    dns.rrset.from_text(question.name, 60, "IN", "A", "127.0.0.1")
-                )
-            await sock.sendto(response.to_wire(), client)
-
-
-@contextmanager
-def serve(dns_port: int, *args: str) -> Iterator[ProxyProcess]:
-    with proxy_process(
-        "--egress", "embedded", "--nat64-prefix", PREFIX, "--http", "off",
-        "--dns", f"127.0.0.1:{dns_port}", *args, env=CLEAN_ENV,
-    ) as proxy:  # fmt: skip
-        assert proxy.socks is not None
-        yield proxy
-
-
-async def socks5(
-    proxy: ProxyProcess, request: bytes, **handshake: bytes
-) -> tuple[trio.SocketStream, bytes]:
-    assert proxy.socks is not None
-    return await open_socks5(proxy.socks, request, **handshake)
-
-
-async def wait_log(proxy: ProxyProcess, *needles: str) -> str:
-    """The proxy's log once it holds every needle (a record is logged when its handler
-    ends, just after the client saw the close); fails after about 5 s."""
-    for _ in range(100):
-        log = proxy.output()
-        if all(needle in log for needle in needles):
-            return log
-        await trio.sleep(0.05)
-    missing = [n for n in needles if n not in log]
-    raise AssertionError(f"log lacks {missing}:\n{log}")
 
 
 async def test_serve_curl_socks5_literal_and_hostname(nursery: trio.Nursery) -> None:
     origin = await nursery.start(serve_http_hello)
     dns_port = await nursery.start(serve_a_only_dns)
-    with serve(dns_port) as proxy:
+    with serve_embedded(dns_port, "--http", "off") as proxy:
         socks = f"{proxy.socks[0]}:{proxy.socks[1]}"  # type: ignore[index]
         code, out, err = await curl_async_text("--socks5", socks, f"http://127.0.0.1:{origin}/lit")
         assert (code, out) == (0, "hello /lit\n"), err
@@ -107,7 +57,7 @@ async def test_serve_sha256_both_ways_half_close(nursery: trio.Nursery) -> None:
     origin = await nursery.start(serve_tcp_hash, "127.0.0.1", download)
     dns_port = await nursery.start(serve_a_only_dns)
     upload = os.urandom(5 * 1024 * 1024 + 3)  # past the relay's splice threshold
-    with serve(dns_port) as proxy:
+    with serve_embedded(dns_port, "--http", "off") as proxy:
         with trio.fail_after(30):
             stream, reply = await socks5(proxy, connect_request(NAME, origin))
             assert reply[1] == 0
@@ -126,7 +76,7 @@ async def test_serve_replies_for_refused_and_well_known_prefix(nursery: trio.Nur
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         closed_port = sock.getsockname()[1]
-    with serve(dns_port) as proxy, trio.fail_after(15):
+    with serve_embedded(dns_port, "--http", "off") as proxy, trio.fail_after(15):
         _, reply = await socks5(proxy, connect_request("127.0.0.1", closed_port))
         assert reply[1] == 0x05  # connection refused
     with proxy_process(
@@ -144,7 +94,10 @@ async def test_serve_auth_file(nursery: trio.Nursery, tmp_path: Path) -> None:
     auth = tmp_path / "auth"
     auth.write_text("tester:pa55word\n")
     auth.chmod(0o600)
-    with serve(dns_port, "--auth-file", str(auth)) as proxy, trio.fail_after(15):
+    with (
+        serve_embedded(dns_port, "--http", "off", "--auth-file", str(auth)) as proxy,
+        trio.fail_after(15),
+    ):
         good = b"\x01\x06tester\x08pa55word"
         stream, reply = await socks5(
             proxy,
@@ -170,7 +123,7 @@ async def test_serve_auth_file(nursery: trio.Nursery, tmp_path: Path) -> None:
 async def test_serve_udp_associate_embedded(nursery: trio.Nursery) -> None:
     echo = await nursery.start(serve_udp_echo, "127.0.0.1")
     dns_port = await nursery.start(serve_a_only_dns)
-    with serve(dns_port) as proxy, trio.fail_after(15):
+    with serve_embedded(dns_port, "--http", "off") as proxy, trio.fail_after(15):
         control, reply = await socks5(proxy, b"\x05\x03\x00\x01" + bytes(6))
         assert reply[:4] == b"\x05\x00\x00\x01"
         relay = (str(IPv4Address(reply[4:8])), int.from_bytes(reply[8:10], "big"))

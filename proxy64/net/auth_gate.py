@@ -1,0 +1,84 @@
+"""The authentication delay (proxy64/proto/auth_delay.py) on trio's clock, for the front
+ends: `answer` tells how long to hold one answer and logs once per burst of failures;
+`checked_proxy_auth` is the HTTP Basic check with that hold applied."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING
+
+import trio
+
+from proxy64.errors import RemoteProtocolError
+from proxy64.net.slots import client_host
+from proxy64.proto.auth_delay import AuthDelay
+from proxy64.proto.http_headers import Header
+from proxy64.proto.httpproxy import check_proxy_auth
+
+if TYPE_CHECKING:
+    from proxy64.net.context import ProxyContext
+
+logger = logging.getLogger(__name__)
+
+
+class AuthGate:
+    """One per process: the policy, the clock and the burst log line."""
+
+    def __init__(self, policy: AuthDelay, clock: Callable[[], float] = trio.current_time) -> None:
+        self.policy = policy
+        self._clock = clock
+
+    def holding(self, client: str) -> bool:
+        """Whether client's ("host:port") answers are held now."""
+        return self.policy.holding(client_host(client), self._clock())
+
+    def answer(self, client: str, ok: bool) -> float:
+        """Seconds to hold the answer to client's authentication that just completed."""
+        held = self.policy.answer(client_host(client), ok, self._clock())
+        if held.burst_started:
+            logger.warning(
+                "authentication failed from %s: its further answers are held back, "
+                "%g s more per failure up to %g s, until it stops failing for %g s",
+                client_host(client),
+                self.policy.base,
+                self.policy.cap,
+                self.policy.forget_after,
+            )
+        return held.seconds
+
+    def for_client(self, client: str) -> Callable[[bool], float]:
+        """answer() bound to one client (what the SOCKS handshake step takes)."""
+        return lambda ok: self.answer(client, ok)
+
+
+def auth_hold(ctx: ProxyContext, client: str) -> Callable[[bool], float] | None:
+    """The SOCKS handshake step's hold for client's RFC 1929 answer (None: no gate)."""
+    return ctx.auth_gate.for_client(client) if ctx.auth_gate is not None else None
+
+
+def auth_held(ctx: ProxyContext, client: str) -> bool:
+    """Whether client's authentications must wait (then the task path answers them)."""
+    return ctx.auth_gate is not None and ctx.auth_gate.holding(client)
+
+
+async def checked_proxy_auth(
+    ctx: ProxyContext,
+    client: str,
+    headers: Sequence[Header],
+    credentials: Mapping[str, str] | None,
+) -> None:
+    """check_proxy_auth (RFC 7617), its answer held as the gate says; raises the 407."""
+    if credentials is None:
+        return
+    error: RemoteProtocolError | None = None
+    try:
+        check_proxy_auth(headers, credentials)
+    except RemoteProtocolError as exc:
+        error = exc
+    if ctx.auth_gate is not None:
+        hold = ctx.auth_gate.answer(client, error is None)
+        if hold > 0:
+            await trio.sleep(hold)
+    if error is not None:
+        raise error
