@@ -6,7 +6,8 @@ into every front end (never module globals). Start-up:
 2. choose the NAT64 prefix and egress ("auto": PREF64 from RAs, systemd-networkd,
    RFC 7050, in RFC 9872's order; proxy64/net/nat64_watch.py);
 3. print ONE line: where it listens, which prefix and egress and why;
-4. serve until SIGINT/SIGTERM: listeners close, live tunnels get shutdown_grace seconds.
+4. serve until SIGINT/SIGTERM: listeners close, live tunnels get shutdown_grace seconds;
+   SIGHUP re-reads the config and auth files (proxy64/reload.py).
    With "auto" a watcher follows the prefix meanwhile (one Nat64State shared by the
    resolver and the dialer).
 With --workers N (N > 1) this process becomes a supervisor (proxy64/net/supervisor.py):
@@ -18,7 +19,6 @@ SIGINT/SIGTERM.
 from __future__ import annotations
 
 import contextlib
-import functools
 import logging
 import math
 import os
@@ -27,6 +27,8 @@ import socket
 import sys
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -43,8 +45,9 @@ from proxy64.defaults import (
     WORKER_STOP_MARGIN,
 )
 from proxy64.errors import ConfigError
+from proxy64.logformat import json_line
 from proxy64.net.auth_gate import AuthGate
-from proxy64.net.context import ProxyContext
+from proxy64.net.context import DialerLike, ProxyContext
 from proxy64.net.dialer import Dialer, ResolverLike
 from proxy64.net.host_addresses import local_addresses
 from proxy64.net.http_server import handle_http_client
@@ -55,17 +58,21 @@ from proxy64.net.listeners import (
     bound_address,
     describe_bind_error,
 )
+from proxy64.net.metrics import MeteredDialer, Metrics, sample_gauges
+from proxy64.net.metrics_http import MetricsServer
+from proxy64.net.metrics_setup import open_process_metrics, open_supervisor_metrics
 from proxy64.net.nat64_state import Nat64Choice, Nat64State
 from proxy64.net.nat64_watch import Nat64Sources, first_choice, follow_nat64, rfc7050_lookup
 from proxy64.net.recorder import Recorder
 from proxy64.net.relay import Relay
-from proxy64.net.resolver import DNS64Resolver
+from proxy64.net.resolver import Dns64Observer, DNS64Resolver
 from proxy64.net.slots import ConnectionSlots
 from proxy64.net.socks_server import handle_socks_client
 from proxy64.net.supervisor import Spawned, Supervisor
 from proxy64.proto.auth_delay import AuthDelay
 from proxy64.proto.rfc6052 import Nat64Prefix
 from proxy64.proto.self_dial import OwnListeners
+from proxy64.reload import Reloader
 from proxy64.report import ReadinessReport
 from proxy64.serve_config import ServeSettings
 
@@ -76,6 +83,8 @@ EXIT_FAILURE = 1
 EXIT_CANNOT_RUN = 126
 EXIT_NOT_FOUND = 127
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+SERVE_SIGNALS = (*STOP_SIGNALS, signal.SIGHUP)  # SIGHUP: reload (proxy64/reload.py)
+Load = Callable[[], ServeSettings]  # settings from the same sources again (SIGHUP)
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,8 +132,14 @@ def bind(settings: ServeSettings, *, reuse_port: bool = False) -> Bound:
 # --- resolver and NAT64 choice ------------------------------------------------------------
 
 
-def build_resolver(settings: ServeSettings, prefix: Nat64Prefix | Nat64State) -> ResolverLike:
-    resolver: ResolverLike = DNS64Resolver(settings.resolver_settings(), prefix)
+def build_resolver(
+    settings: ServeSettings,
+    prefix: Nat64Prefix | Nat64State,
+    observer: Dns64Observer | None = None,
+) -> ResolverLike:
+    resolver: ResolverLike = DNS64Resolver(
+        settings.resolver_settings(), prefix, observer=observer
+    )
     return resolver
 
 
@@ -193,7 +208,9 @@ def report_follows(report: ReadinessReport, state: Nat64State) -> None:
     state.on_change(follow)
 
 
-def startup_line(bound: Bound, nat64: Nat64Choice, workers: int = 1) -> str:
+def startup_line(
+    bound: Bound, nat64: Nat64Choice, workers: int = 1, metrics: MetricsServer | None = None
+) -> str:
     socks = bound.socks_address
     http = bound.http_address
     line = (
@@ -202,7 +219,22 @@ def startup_line(bound: Bound, nat64: Nat64Choice, workers: int = 1) -> str:
     )
     if workers > 1:
         line += f"; {workers} workers"
+    if metrics is not None:
+        line += f"; metrics {metrics.url}"
     return line
+
+
+def announce(line: str, settings: ServeSettings, out: Any) -> None:
+    """The start-up line: as text, or with --log-format json as one JSON object."""
+    if settings.log_format == "json":
+        line = json_line(line, event="startup")
+    print(line, file=out, flush=True)
+
+
+def nat64_info(state: Nat64State) -> tuple[str, str, str]:
+    """prefix, source, egress in use now: proxy64_nat64_prefix_info's labels."""
+    choice = state.choice
+    return str(choice.prefix), choice.source, choice.egress.value
 
 
 # --- the parts ----------------------------------------------------------------------------
@@ -228,19 +260,28 @@ def build_context(
     settings: ServeSettings,
     nat64: Nat64Choice | Nat64State,
     recorder: Recorder,
+    metrics: Metrics | None = None,
+    credentials: dict[str, str] | None = None,
+    *,
     own: OwnListeners | None = None,
 ) -> ProxyContext:
-    """own: the listeners a dial must not reach (None: none known, as in tests)."""
+    """credentials: the dict to share (with the metrics endpoint and a Reloader, which
+    updates it in place); by default a copy of settings.credentials, None when empty.
+    own: the listeners a dial must not reach (None: none known, as in tests)."""
+    if credentials is None:
+        credentials = dict(settings.credentials) or None
     state = nat64 if isinstance(nat64, Nat64State) else Nat64State(nat64)
-    resolver = build_resolver(settings, state)
-    dialer = Dialer(
+    resolver = build_resolver(settings, state, metrics)
+    dialer: DialerLike = Dialer(
         resolver, state, connect_timeout=settings.connect_timeout, own_listeners=own
     )
+    if metrics is not None:
+        dialer = MeteredDialer(dialer, metrics, settings.connect_timeout)
     return ProxyContext(
         dialer=dialer,
         recorder=recorder,
         relay=Relay(idle_timeout=settings.idle_timeout),
-        credentials=dict(settings.credentials) or None,
+        credentials=credentials,
         handshake_timeout=settings.handshake_timeout,
         idle_timeout=settings.idle_timeout,
         connection_slots=ConnectionSlots(
@@ -251,14 +292,20 @@ def build_context(
 
 
 def make_server(
-    settings: ServeSettings, bound: Bound, nat64: Nat64Choice | Nat64State, recorder: Recorder
+    settings: ServeSettings,
+    bound: Bound,
+    nat64: Nat64Choice | Nat64State,
+    recorder: Recorder,
+    metrics: Metrics | None = None,
+    *,
+    credentials: dict[str, str] | None = None,
 ) -> ProxyServer:
     pairs: list[tuple[socket.socket, Handler]] = []
     if bound.socks is not None:
         pairs.append((bound.socks, handle_socks_client))
     if bound.http is not None:
         pairs.append((bound.http, handle_http_client))
-    ctx = build_context(settings, nat64, recorder, own_listeners(bound))
+    ctx = build_context(settings, nat64, recorder, metrics, credentials, own=own_listeners(bound))
     return ProxyServer(ctx, pairs, grace=settings.shutdown_grace)
 
 
@@ -271,20 +318,25 @@ async def serve_until_signal(
     heartbeat_fd: int | None = None,
     watch: Callable[..., Awaitable[None]] | None = None,
     *,
+    metrics: Metrics | None = None,
+    state: Nat64State | None = None,
+    on_reload: Callable[[], bool] | None = None,
     repeat_cuts_drain: bool = True,
 ) -> None:
-    """Serve until SIGINT/SIGTERM, then close the listeners and let live tunnels drain.
+    """Serve until SIGINT/SIGTERM, then close the listeners and let live tunnels drain;
+    SIGHUP calls on_reload (a Reloader's reload) and goes on. With metrics, the gauges
+    (and the prefix in `state`) are sampled meanwhile.
 
     A repeated stop signal while the tunnels drain cuts them at once when
     `repeat_cuts_drain` (a user pressing Ctrl-C again insists); otherwise it is the same
     request once more and is ignored. Wrap the trio.run that calls this in
-    repeated_stop_signals_ignored(): a signal that arrives after the last one read here
-    is handed back by trio when its receiver closes.
+    late_signals_ignored(): a signal that arrives after the last one read here is handed
+    back by trio when its receiver closes.
     """
-    with trio.open_signal_receiver(*STOP_SIGNALS) as signals:
+    with trio.open_signal_receiver(*SERVE_SIGNALS) as signals:
         # run_serve blocked them before printing the start-up line: a signal sent as soon
         # as that line appears was held until now and is delivered to this receiver.
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, SERVE_SIGNALS)
         beating = trio.CancelScope()
         listening = trio.CancelScope()
         async with trio.open_nursery() as nursery:
@@ -292,11 +344,18 @@ async def serve_until_signal(
             if watch is not None:
                 await nursery.start(_watch_until_cancelled, watch, watching)
             await nursery.start(_serve_then_cancel, server, listening)
+            sampler = trio.CancelScope()
+            if metrics is not None:
+                nursery.start_soon(_sample, metrics, server, state, sampler)
             if heartbeat_fd is not None:
                 nursery.start_soon(_heartbeat, heartbeat_fd, beating)
             with listening:
                 stopping = False
                 async for signum in signals:
+                    if signum == signal.SIGHUP:
+                        if on_reload is not None and not stopping:
+                            on_reload()
+                        continue
                     name = signal.Signals(signum).name
                     if not stopping:
                         stopping = True
@@ -306,6 +365,7 @@ async def serve_until_signal(
                         server.stop()
                         beating.cancel()  # the supervisor no longer watches
                         watching.cancel()  # no prefix change matters to a proxy shutting down
+                        sampler.cancel()
                     elif repeat_cuts_drain:
                         logger.info("%s again: closing every tunnel now", name)
                         nursery.cancel_scope.cancel()
@@ -313,6 +373,7 @@ async def serve_until_signal(
                         logger.debug("%s again: already stopping", name)
             watching.cancel()  # the server ended: nothing left to follow
             beating.cancel()
+            sampler.cancel()
 
 
 async def _serve_then_cancel(
@@ -327,27 +388,40 @@ async def _serve_then_cancel(
 
 
 @contextlib.contextmanager
-def repeated_stop_signals_ignored() -> Iterator[None]:
-    """SIGINT/SIGTERM do nothing around a trio.run of serve_until_signal, except through
+def late_signals_ignored() -> Iterator[None]:
+    """SIGINT/SIGTERM/SIGHUP do nothing around a trio.run of serve_until_signal, except through
     its receiver. When trio.open_signal_receiver closes, it raises again every signal it
     got but nobody read, with the handler that was there before it: a second Ctrl-C that
     came while the tunnels drained (a worker gets each Ctrl-C twice: from the terminal's
     process group and from its supervisor) would become a KeyboardInterrupt traceback or
-    a death by SIGTERM in a process that is stopping cleanly anyway.
+    a death by SIGTERM (or SIGHUP) in a process that is stopping cleanly anyway.
 
-    Enter it with the stop signals blocked: a signal held then stays pending (a handler,
+    Enter it with those signals blocked: a signal held then stays pending (a handler,
     unlike SIG_IGN, does not discard it) and reaches the receiver once it is up.
     """
 
     def already_stopping(signum: int, frame: object) -> None:
         logger.debug("%s: already stopping", signal.Signals(signum).name)
 
-    previous = {signum: signal.signal(signum, already_stopping) for signum in STOP_SIGNALS}
+    previous = {signum: signal.signal(signum, already_stopping) for signum in SERVE_SIGNALS}
     try:
         yield
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+
+
+async def _sample(
+    metrics: Metrics, server: ProxyServer, state: Nat64State | None, scope: trio.CancelScope
+) -> None:
+    """The gauges follow the connection slots in use (and the prefix) until `scope` ends."""
+    slots = server.ctx.connection_slots
+    with scope:
+        await sample_gauges(
+            metrics,
+            lambda: int(slots.borrowed_tokens),
+            nat64=None if state is None else partial(nat64_info, state),
+        )
 
 
 async def _watch_until_cancelled(
@@ -374,12 +448,19 @@ async def _heartbeat(fd: int, scope: trio.CancelScope) -> None:
             os.close(fd)
 
 
-def run_serve(settings: ServeSettings, *, out: Any = None) -> int:
+def run_serve(
+    settings: ServeSettings,
+    *,
+    out: Any = None,
+    load: Load | None = None,
+    config: Path | None = None,
+) -> int:
     """The whole `proxy64 serve`: bind, choose, print one line, serve (or supervise workers).
 
     The NAT64 choice (discovery included) is made once, here, before any fork: every
     worker, restarted ones too, starts from it (and follows changes on its own), and the
-    start-up line is printed once.
+    start-up line is printed once. `load` rebuilds the settings from their sources on
+    SIGHUP (`config`: the file, named in the error line of a failed reload).
     """
     out = out if out is not None else sys.stderr
     workers = settings.workers
@@ -387,13 +468,29 @@ def run_serve(settings: ServeSettings, *, out: Any = None) -> int:
     try:
         nat64 = trio.run(choose_nat64, settings)
         state = Nat64State(nat64)
-        server = make_server(settings, bound, state, Recorder())  # fails before "ready"
-        signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)  # until the receiver is up
         if workers > 1:
-            return supervise_workers(settings, bound, nat64, out)
-        print(startup_line(bound, nat64), file=out, flush=True)
-        with repeated_stop_signals_ignored():
-            trio.run(serve_until_signal, server, None, None, nat64_watcher(settings, state))
+            make_server(settings, bound, state, Recorder())  # fails before "ready"
+            signal.pthread_sigmask(signal.SIG_BLOCK, SERVE_SIGNALS)  # until the receiver is up
+            return supervise_workers(settings, bound, nat64, out, load=load, config=config)
+        credentials = dict(settings.credentials) or None  # shared; a reload updates it
+        reloader = Reloader(load, settings, credentials, config) if load else None
+        with open_process_metrics(settings.metrics, credentials) as (metrics, endpoint):
+            recorder = Recorder(metrics=metrics)
+            server = make_server(settings, bound, state, recorder, metrics, credentials=credentials)
+            signal.pthread_sigmask(signal.SIG_BLOCK, SERVE_SIGNALS)  # until the receiver is up
+            announce(startup_line(bound, nat64, metrics=endpoint), settings, out)
+            serve = partial(
+                serve_until_signal,
+                server,
+                None,
+                None,
+                nat64_watcher(settings, state),
+                metrics=metrics,
+                state=state,
+                on_reload=reloader.reload if reloader is not None else None,
+            )
+            with late_signals_ignored():
+                trio.run(serve)
         return EXIT_OK
     finally:
         bound.close()
@@ -452,28 +549,44 @@ def exit_alarm(seconds: float) -> Callable[[int], None]:
 
 
 def _worker(
-    settings: ServeSettings, mine: Bound, nat64: Nat64Choice, parent: int, heartbeat: int
+    settings: ServeSettings,
+    mine: Bound,
+    nat64: Nat64Choice,
+    parent: int,
+    heartbeat: int,
+    *,
+    load: Load | None,
 ) -> None:
     """In a forked worker: serve on its own sockets until SIGINT/SIGTERM; never returns."""
     code = EXIT_FAILURE
     try:
         _die_with_parent(parent)
-        # SIGCHLD back to normal; SIGINT/SIGTERM stay blocked until the receiver is up
-        signal.pthread_sigmask(signal.SIG_SETMASK, STOP_SIGNALS)
+        # SIGCHLD back to normal; SIGINT/SIGTERM/SIGHUP stay blocked until the receiver is up
+        signal.pthread_sigmask(signal.SIG_SETMASK, SERVE_SIGNALS)
         state = Nat64State(nat64)
-        server = make_server(settings, mine, state, Recorder())
+        # multiprocess mode, when --metrics is on, came with the fork (supervise_workers)
+        metrics = Metrics() if settings.metrics is not None else None
+        credentials = dict(settings.credentials) or None
+        reloader = Reloader(load, settings, credentials, quiet=True) if load else None
+        recorder = Recorder(metrics=metrics)
+        server = make_server(settings, mine, state, recorder, metrics, credentials=credentials)
         stop_within = settings.shutdown_grace + WORKER_STOP_MARGIN
         watch = nat64_watcher(settings, state)  # each worker follows the prefix itself
         # The supervisor ends a worker that takes too long (and a second Ctrl-C SIGKILLs it):
         # a repeated signal here is the same Ctrl-C, from the process group and the supervisor.
-        with repeated_stop_signals_ignored():
-            trio.run(
-                functools.partial(serve_until_signal, repeat_cuts_drain=False),
-                server,
-                exit_alarm(stop_within),
-                heartbeat,
-                watch,
-            )
+        serve = partial(
+            serve_until_signal,
+            server,
+            exit_alarm(stop_within),
+            heartbeat,
+            watch,
+            metrics=metrics,
+            state=state,
+            on_reload=reloader.reload if reloader is not None else None,
+            repeat_cuts_drain=False,
+        )
+        with late_signals_ignored():
+            trio.run(serve)
         code = EXIT_OK
     except BaseException:
         logger.exception("worker %d failed", os.getpid())
@@ -481,16 +594,68 @@ def _worker(
         os._exit(code)  # never run the supervisor's code after fork
 
 
-def supervise_workers(settings: ServeSettings, bound: Bound, nat64: Nat64Choice, out: Any) -> int:
+def supervise_workers(
+    settings: ServeSettings,
+    bound: Bound,
+    nat64: Nat64Choice,
+    out: Any,
+    *,
+    load: Load | None = None,
+    config: Path | None = None,
+) -> int:
     """Fork `workers` processes, each with its own SO_REUSEPORT listeners; keep them running.
 
     The supervisor keeps only non-listening reservations of the ports (reserve_ports); each
     worker's listening sockets are made just before its fork, so connections queue from then.
+    On SIGHUP it checks the files once and passes the signal on when they are good; a
+    worker forked later starts with the reloaded settings.
     """
-    line = startup_line(bound, nat64, settings.workers)
-    reservations = reserve_ports(bound)
+    credentials = dict(settings.credentials) or None  # the supervisor's /metrics
+    reloader = Reloader(load or (lambda: settings), settings, credentials, config)
+    running: list[Supervisor] = []  # /healthz may be asked before the supervisor exists
+    with open_supervisor_metrics(
+        settings.metrics, credentials, lambda: any(s.pids() for s in running)
+    ) as (endpoint, on_exit):
+        line = startup_line(bound, nat64, settings.workers, endpoint)
+        reservations = reserve_ports(bound)
+        supervisor = _supervisor(
+            lambda: reloader.settings,
+            bound,
+            nat64,
+            reservations=reservations,
+            endpoint=endpoint,
+            on_exit=on_exit,
+            load=load,
+        )
+        supervisor.on_reload = reloader.reload if load is not None else None
+        running.append(supervisor)
+        bound.close()  # a listening socket here would get connections nobody accepts
+        try:
+            supervisor.start()
+            announce(line, settings, out)  # every worker's listeners accept from now on
+            return supervisor.run()
+        finally:
+            for pid in supervisor.pids():  # only if run() did not finish: no worker outlives us
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            for reservation in reservations:
+                reservation.close()
+
+
+def _supervisor(
+    current: Callable[[], ServeSettings],
+    bound: Bound,
+    nat64: Nat64Choice,
+    *,
+    reservations: list[socket.socket],
+    endpoint: MetricsServer | None,
+    on_exit: Callable[[int, bool], None] | None,
+    load: Load | None,
+) -> Supervisor:
+    """The Supervisor whose spawn(slot) forks a worker with its own listeners, and the
+    settings in force at that moment (current(): reloaded ones after a SIGHUP)."""
+    settings = current()
     addresses = (bound.socks_address, bound.http_address)
-    bound.close()  # a listening socket here would get connections nobody accepts
     parent = os.getpid()
 
     def spawn(slot: int) -> Spawned:
@@ -511,11 +676,13 @@ def supervise_workers(settings: ServeSettings, bound: Bound, nat64: Nat64Choice,
             if pid == 0:
                 for reservation in reservations:
                     reservation.close()
+                if endpoint is not None:
+                    endpoint.close_in_child()
                 for other in supervisor.slots:  # the other workers' heartbeat read ends
                     if other.heartbeat is not None:
                         os.close(other.heartbeat)
                 os.close(beat_read)
-                _worker(settings, mine, nat64, parent, beat_write)
+                _worker(current(), mine, nat64, parent, beat_write, load=load)
         except BaseException:
             if beat_read >= 0:
                 os.close(beat_read)
@@ -531,17 +698,9 @@ def supervise_workers(settings: ServeSettings, bound: Bound, nat64: Nat64Choice,
         settings.workers,
         stop_timeout=settings.shutdown_grace + WORKER_STOP_MARGIN,
         timeout=settings.worker_timeout,
+        on_exit=on_exit,
     )
-    try:
-        supervisor.start()
-        print(line, file=out, flush=True)  # every worker's listeners accept from now on
-        return supervisor.run()
-    finally:
-        for pid in supervisor.pids():  # only if run() did not finish: no worker outlives us
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        for reservation in reservations:
-            reservation.close()
+    return supervisor
 
 
 def exit_status(returncode: int) -> int:
@@ -585,6 +744,9 @@ async def run_command(
     command: Sequence[str],
     environ: dict[str, str],
     watch: Callable[..., Awaitable[None]] | None = None,
+    *,
+    metrics: Metrics | None = None,
+    state: Nat64State | None = None,
 ) -> int:
     """Serve while `command` runs with the proxy variables set; its exit status back.
 
@@ -605,6 +767,9 @@ async def run_command(
             if watch is not None:
                 await nursery.start(_watch_until_cancelled, watch, watching)
             await nursery.start(server.run)
+            sampler = trio.CancelScope()
+            if metrics is not None:
+                nursery.start_soon(_sample, metrics, server, state, sampler)
             with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
                 async with trio.open_nursery() as waiting:
                     waiting.start_soon(_forward_signals, signals, process)
@@ -612,6 +777,7 @@ async def run_command(
                     waiting.cancel_scope.cancel()
             server.stop()  # the command is done: close listeners, let tunnels drain
             watching.cancel()
+            sampler.cancel()
     finally:
         if process.returncode is None:
             process.kill()
@@ -633,13 +799,18 @@ def run_with_command(
     bound = bind(settings)
     try:
         nat64 = trio.run(choose_nat64, settings)
-        recorder = Recorder(ReadinessReport(prefix=nat64.prefix.network))
-        state = Nat64State(nat64)
-        report_follows(recorder.report, state)
-        server = make_server(settings, bound, state, recorder)
-        print(startup_line(bound, nat64), file=sys.stderr, flush=True)
-        watch = nat64_watcher(settings, state)
-        status = trio.run(run_command, server, bound, command, environ, watch)
+        credentials = dict(settings.credentials) or None
+        with open_process_metrics(settings.metrics, credentials) as (metrics, endpoint):
+            recorder = Recorder(ReadinessReport(prefix=nat64.prefix.network), metrics=metrics)
+            state = Nat64State(nat64)
+            report_follows(recorder.report, state)
+            server = make_server(settings, bound, state, recorder, metrics, credentials=credentials)
+            announce(startup_line(bound, nat64, metrics=endpoint), settings, sys.stderr)
+            watch = nat64_watcher(settings, state)
+            run = partial(
+                run_command, server, bound, command, environ, watch, metrics=metrics, state=state
+            )
+            status = trio.run(run)
         return status, recorder.report
     finally:
         bound.close()

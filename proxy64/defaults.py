@@ -184,3 +184,13 @@ TUN_HEAP_MMAP_THRESHOLD = 4 * 1024 * 1024  # glibc M_MMAP_THRESHOLD (default 128
 TUN_SOCKET_READ_MAX = 1024 * 1024  # one read from a TUN flow's outbound socket, whole segments
 TUN_RECEIVE_MAX = 1024 * 1024  # what TunTcpStream.receive_some() returns at most, no max_bytes
 TUN_SOCKET_NOTSENT_LOWAT = 2 * 1024 * 1024  # TCP_NOTSENT_LOWAT of a TUN flow's socket
+
+# Prometheus metrics (--metrics)
+METRICS_SAMPLE_INTERVAL = 1.0  # seconds between copies of the live counts into the gauges
+# proxy64_dial_duration_seconds buckets: a loopback dial takes well under 1 ms, a NAT64 path
+# tens of ms, a name that needs DNS64 up to DNS_LIFETIME, a dial up to CONNECT_TIMEOUT
+METRICS_DIAL_BUCKETS = (
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+)  # fmt: skip
+METRICS_STALE_AFTER = 10.0  # /healthz answers 503 when the event loop has not sampled this long
+METRICS_REQUEST_TIMEOUT = 10.0  # seconds a metrics client may take to send its request

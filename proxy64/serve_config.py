@@ -48,6 +48,7 @@ AUTH_ENV = "PROXY64_AUTH"
 _LOOPBACK_SOCKS = HostPort(IPv4Address("127.0.0.1"), SOCKS_PORT)  # safe default: loopback
 _LOOPBACK_HTTP = HostPort(IPv4Address("127.0.0.1"), HTTP_PORT)
 LOG_LEVELS = ("debug", "info", "warning", "error")
+LOG_FORMATS = ("text", "json")
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +66,8 @@ class ServeSettings:
     max_client_connections: int = MAX_CLIENT_CONNECTIONS  # slots one client address may hold
     workers: int = 1
     log_level: str = "info"
+    log_format: str = "text"  # json: one object per line, for log shippers
+    metrics: HostPort | None = None  # the Prometheus endpoint (/metrics, /healthz); None: off
     idle_timeout: float = IDLE_TIMEOUT
     connect_timeout: float = CONNECT_TIMEOUT
     handshake_timeout: float = HANDSHAKE_TIMEOUT
@@ -181,6 +184,23 @@ def _log_level(value: object, option: str) -> str:
     return text
 
 
+def _log_format(value: object, option: str) -> str:
+    text = _text(value, option, " or ".join(LOG_FORMATS)).strip().lower()
+    if text not in LOG_FORMATS:
+        raise ConfigError(option, f"{value!r} is not one of {', '.join(LOG_FORMATS)}")
+    return text
+
+
+def parse_metrics_address(value: object, option: str = "--metrics") -> HostPort | None:
+    """HOST:PORT or [IPv6]:PORT of the metrics endpoint (port 0: a free port), or off."""
+    if value is None or isinstance(value, HostPort):
+        return value
+    text = _text(value, option, "HOST:PORT, [IPv6]:PORT or off")
+    if text.strip().lower() == "off":
+        return None
+    return parse_host_port(text, option)
+
+
 def _networks(value: object, option: str) -> tuple[IPv6Network, ...]:
     items = value if isinstance(value, list | tuple) else [value]
     return tuple(
@@ -205,6 +225,8 @@ PARSERS: dict[str, Callable[[Any, str], Any]] = {
     "max_client_connections": _count(1_000_000),
     "workers": _count(SERVE_MAX_WORKERS),
     "log_level": _log_level,
+    "log_format": _log_format,
+    "metrics": parse_metrics_address,
     "idle_timeout": _seconds,
     "connect_timeout": _seconds,
     "handshake_timeout": _seconds,
@@ -292,14 +314,20 @@ def build_settings(
 
 
 def check_safety(settings: ServeSettings) -> None:
-    """Safe default: a listener reachable from other hosts needs authentication."""
+    """Safe default: a listener reachable from other hosts needs authentication (the
+    metrics endpoint too: it asks for the same credentials)."""
     if settings.credentials or settings.allow_open:
         return
-    for option, listener in (("--socks", settings.socks), ("--http", settings.http)):
+    for option, listener in (
+        ("--socks", settings.socks),
+        ("--http", settings.http),
+        ("--metrics", settings.metrics),
+    ):
         if listener is not None and not listener.is_loopback:
+            could = "read its metrics" if option == "--metrics" else "use this proxy"
             raise ConfigError(
                 option,
                 f"refusing to listen on {listener} without authentication: anyone who can "
-                "reach it could use this proxy; add --auth-file FILE (or PROXY64_AUTH), or "
+                f"reach it could {could}; add --auth-file FILE (or PROXY64_AUTH), or "
                 "--allow-open if that is what you want",
             )

@@ -54,6 +54,8 @@ max_connections = 10
 max_client_connections = 5
 workers = 2
 log_level = "debug"
+log_format = "json"
+metrics = "[::1]:9464"
 idle_timeout = 30
 connect_timeout = 2.5
 handshake_timeout = 3
@@ -69,6 +71,8 @@ worker_timeout = 4
     assert [str(s) for s in settings.dns] == ["127.0.0.53:53", "[::1]:5353"]
     assert str(settings.nat64_prefix) == "2001:db8:64::/96"
     assert settings.egress is EgressChoice.EMBEDDED
+    assert settings.log_format == "json"
+    assert settings.metrics == HostPort(IPv6Address("::1"), 9464)
     assert settings.synthesize_all and settings.workers == 2
     assert settings.credentials == (("alice", "s3cret:with:colons"), ("bob", "pw"))
     assert (settings.idle_timeout, settings.connect_timeout) == (30.0, 2.5)

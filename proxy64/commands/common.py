@@ -19,8 +19,9 @@ from proxy64.config import (
 )
 from proxy64.defaults import EXIT_NOT_READY
 from proxy64.errors import ConfigError
+from proxy64.logformat import JsonFormatter, json_line
 from proxy64.readiness import LEVEL_HELP, Level
-from proxy64.readiness_render import FORMATS, RENDERERS, ReadinessResult, to_table
+from proxy64.readiness_render import FORMATS, RENDERERS, ReadinessResult, as_dict, to_table
 from proxy64.report import ReadinessReport
 
 T = TypeVar("T")
@@ -91,12 +92,36 @@ def add_log_options(parser: argparse.ArgumentParser, *, default: str = "info") -
         default=default,
         help=f"debug, info (one line per connection), warning or error (default: {default})",
     )
+    parser.add_argument(
+        "--log-format",
+        metavar="text|json",
+        choices=["text", "json"],
+        default="text",
+        help="text lines, or json: one object per line with the same fields, for log "
+        "shippers (default: text)",
+    )
 
 
-def setup_logging(level: str) -> None:
+def setup_logging(level: str, log_format: str = "text") -> None:
+    if log_format == "json":
+        handler = logging.StreamHandler()
+        handler.setFormatter(JsonFormatter())
+        logging.basicConfig(level=getattr(logging, level.upper()), handlers=[handler])
+        return
     logging.basicConfig(
         level=getattr(logging, level.upper()),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+def add_metrics_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--metrics",
+        metavar="ADDR|off",
+        help="serve Prometheus metrics at http://ADDR/metrics and a health check at "
+        "/healthz; HOST:PORT or [IPv6]:PORT (port 0: a free port). A non-loopback address "
+        "needs authentication (the proxy's credentials, HTTP Basic) or --allow-open "
+        "(default: off)",
     )
 
 
@@ -171,12 +196,19 @@ def finish_readiness(
     status: int,
     command: list[str],
     mode: str,
+    *,
+    log_format: str = "text",
 ) -> int:
-    """Print the table, write every --report file; the exit status of run / tun run."""
+    """Print the table (--log-format json: one object, the --report JSON's fields), write
+    every --report file; the exit status of run / tun run."""
     result = ReadinessResult.of(
         report, level=args.require, status=status, command=command, mode=mode
     )
-    sys.stderr.write(to_table(result))
+    if log_format == "json":
+        line = json_line("readiness report", event="report", **as_dict(result))
+        sys.stderr.write(line + "\n")
+    else:
+        sys.stderr.write(to_table(result))
     written = all(
         write_report(path, RENDERERS[path.suffix.lower()](result), mode) for path in args.report
     )

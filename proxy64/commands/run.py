@@ -51,4 +51,4 @@ def main(args: argparse.Namespace) -> int:
     if settings.workers > 1:
         raise ConfigError("--workers", "proxy64 run serves one command from one process")
     status, report = run_with_command(settings, command, dict(os.environ))
-    return finish_readiness(args, report, status, command, "run")
+    return finish_readiness(args, report, status, command, "run", log_format=settings.log_format)

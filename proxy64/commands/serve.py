@@ -12,7 +12,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from proxy64.commands.common import add_log_options, add_resolver_options, setup_logging
+from proxy64.commands.common import (
+    add_log_options,
+    add_metrics_option,
+    add_resolver_options,
+    setup_logging,
+)
 from proxy64.defaults import (
     CONNECT_TIMEOUT,
     IDLE_TIMEOUT,
@@ -95,6 +100,7 @@ def add_serve_options(
         f"(default: {CONNECT_TIMEOUT:g})",
     )
     add_log_options(parser, default=log_default)
+    add_metrics_option(parser)
     parser.add_argument(
         "--config",
         metavar="FILE",
@@ -103,7 +109,12 @@ def add_serve_options(
     )
     # "not given" must be visible, so the config file is overridden only by given options.
     parser.set_defaults(
-        dns=None, nat64_prefix=_UNSET, synthesize_all=None, dns64_exclude=None, log_level=None
+        dns=None,
+        nat64_prefix=_UNSET,
+        synthesize_all=None,
+        dns64_exclude=None,
+        log_level=None,
+        log_format=None,
     )
 
 
@@ -120,14 +131,24 @@ def cli_values(args: argparse.Namespace) -> dict[str, Any]:
     return given
 
 
+def load_settings(
+    args: argparse.Namespace,
+    environ: Mapping[str, str],
+    defaults: Mapping[str, Any] | None = None,
+) -> ServeSettings:
+    """The settings from the config file, the command line and the environment (at start
+    and again on SIGHUP: the files are read each time)."""
+    file_values = load_toml(Path(args.config)) if args.config else {}
+    return build_settings(file_values, cli_values(args), environ, defaults)
+
+
 def settings_from_args(
     args: argparse.Namespace,
     environ: Mapping[str, str],
     defaults: Mapping[str, Any] | None = None,
 ) -> ServeSettings:
-    file_values = load_toml(Path(args.config)) if args.config else {}
-    settings = build_settings(file_values, cli_values(args), environ, defaults)
-    setup_logging(settings.log_level)
+    settings = load_settings(args, environ, defaults)
+    setup_logging(settings.log_level, settings.log_format)
     return settings
 
 
@@ -136,7 +157,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "serve",
         help="run the SOCKS5 and HTTP proxy",
         description="Serve SOCKS5 and HTTP proxies that resolve names with DNS64 and reach "
-        "IPv4-only destinations through NAT64 (or the embedded egress).",
+        "IPv4-only destinations through NAT64 (or the embedded egress). SIGHUP re-reads "
+        "--config and --auth-file: new connections get the new users and log level, open "
+        "tunnels are untouched, a bad file keeps the previous settings.",
     )
     add_serve_options(parser)
     parser.set_defaults(func=main)
@@ -145,4 +168,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 def main(args: argparse.Namespace) -> int:
     from proxy64.app import run_serve
 
-    return run_serve(settings_from_args(args, os.environ))
+    environ = dict(os.environ)
+    settings = settings_from_args(args, environ)
+    config = Path(args.config) if args.config else None
+    return run_serve(settings, load=lambda: load_settings(args, environ), config=config)

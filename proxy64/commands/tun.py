@@ -16,6 +16,7 @@ import logging
 import os
 import signal
 import sys
+from functools import partial
 from ipaddress import IPv4Address, IPv6Address, IPv6Network
 
 import trio
@@ -28,7 +29,7 @@ from proxy64.commands.common import (
     finish_readiness,
     setup_logging,
 )
-from proxy64.config import parse_positive
+from proxy64.config import HostPort, parse_positive
 from proxy64.defaults import (
     CONNECT_TIMEOUT,
     EXIT_NOT_READY,
@@ -42,8 +43,16 @@ from proxy64.defaults import (
 )
 from proxy64.destination import EgressChoice
 from proxy64.errors import ConfigError
+from proxy64.logformat import json_line
+from proxy64.net.context import DialerLike
+from proxy64.net.metrics import TUN_FRONT_ENDS, MeteredDialer, Metrics, sample_gauges
+from proxy64.net.metrics_http import MetricsServer
+from proxy64.net.metrics_setup import open_process_metrics
+from proxy64.net.nat64_state import Nat64State
+from proxy64.net.recorder import Recorder
+from proxy64.net.resolver import DNS64Resolver
 from proxy64.report import ReadinessReport
-from proxy64.serve_config import ServeSettings
+from proxy64.serve_config import ServeSettings, parse_metrics_address
 from proxy64.tun.device import TunDevice, TunSetupError, has_vnet_header, open_tun
 
 EXIT_SETUP = 2
@@ -112,6 +121,25 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     # `tun run` shares a terminal with CMD: per-flow lines would mix with its output, so
     # it logs warnings only by default (like `proxy64 run`); `tun serve` is a service.
     add_log_options(parser, default="warning" if parser.prog.endswith(" run") else "info")
+    parser.add_argument(
+        "--metrics",
+        metavar="ADDR",
+        type=checked("--metrics", parse_tun_metrics),
+        help="serve Prometheus metrics at http://ADDR/metrics and a health check at "
+        "/healthz; a loopback HOST:PORT or [::1]:PORT (port 0: a free port; TUN mode has "
+        "no authentication) (default: off)",
+    )
+
+
+def parse_tun_metrics(text: str, option: str) -> HostPort | None:
+    address = parse_metrics_address(text, option)
+    if address is not None and not address.is_loopback:
+        raise ConfigError(
+            option,
+            f"refusing to serve metrics on {address}: TUN mode has no authentication, so "
+            "only a loopback address (127.0.0.1:PORT or [::1]:PORT) is accepted",
+        )
+    return address
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -195,23 +223,51 @@ async def _serve_device(
 ) -> None:
     from proxy64 import app
     from proxy64.net.dialer import Dialer
-    from proxy64.net.dns_server import DNS64Responder
-    from proxy64.net.nat64_state import Nat64State
-    from proxy64.net.recorder import Recorder
-    from proxy64.net.relay import Relay
-    from proxy64.net.resolver import DNS64Resolver
-    from proxy64.tun.stack import StackSettings, TunStack
-
     settings = _serve_settings(args)
     nat64 = await app.choose_nat64(settings)
     state = Nat64State(nat64)  # followed by the watcher with --nat64-prefix auto
-    # The same resolver answers the app's DNS on the TUN and resolves for the dialer.
-    resolver = DNS64Resolver(settings.resolver_settings(), state)
-    dialer = Dialer(resolver, state, connect_timeout=args.connect_timeout)
+    with open_process_metrics(args.metrics, None, TUN_FRONT_ENDS) as (metrics, endpoint):
+        # The same resolver answers the app's DNS on the TUN and resolves for the dialer.
+        resolver = DNS64Resolver(settings.resolver_settings(), state, observer=metrics)
+        dialer: DialerLike = Dialer(resolver, state, connect_timeout=args.connect_timeout)
+        if metrics is not None:
+            dialer = MeteredDialer(dialer, metrics, args.connect_timeout)
+        recorder = Recorder(ReadinessReport(prefix=nat64.prefix.network), metrics=metrics)
+        app.report_follows(recorder.report, state)
+        report.append(recorder.report)
+        await _serve_stack(
+            args,
+            device,
+            done,
+            state,
+            dialer=dialer,
+            recorder=recorder,
+            resolver=resolver,
+            metrics=metrics,
+            endpoint=endpoint,
+        )
+
+
+async def _serve_stack(
+    args: argparse.Namespace,
+    device: TunDevice,
+    done: trio.Event,
+    state: Nat64State,
+    *,
+    dialer: DialerLike,
+    recorder: Recorder,
+    resolver: DNS64Resolver,
+    metrics: Metrics | None,
+    endpoint: MetricsServer | None,
+) -> None:
+    from proxy64 import app
+    from proxy64.net.dns_server import DNS64Responder
+    from proxy64.net.relay import Relay
+    from proxy64.tun.stack import StackSettings, TunStack
+
+    settings = _serve_settings(args)
+    nat64 = state.choice
     responder = DNS64Responder(resolver)
-    recorder = Recorder(ReadinessReport(prefix=nat64.prefix.network))
-    app.report_follows(recorder.report, state)
-    report.append(recorder.report)
     stack = TunStack(
         device,
         dialer=dialer,
@@ -226,15 +282,24 @@ async def _serve_device(
             observe4=None if args.ipv4 else IPv4Address(TUN_HIDDEN_V4_GATEWAY),
         ),
     )
-    sys.stderr.write(
+    line = (
         f"proxy64 tun: NAT64 prefix {nat64.prefix} ({nat64.why}), egress "
-        f"{nat64.egress.value}, MTU {args.mtu}, DNS64 on [{TUN_GATEWAY}]:53\n"
+        f"{nat64.egress.value}, MTU {args.mtu}, DNS64 on [{TUN_GATEWAY}]:53"
     )
+    if endpoint is not None:
+        line += f"; metrics {endpoint.url}"
+    if args.log_format == "json":
+        line = json_line(line, event="startup")
+    sys.stderr.write(line + "\n")
     watch = app.nat64_watcher(settings, state)
     async with trio.open_nursery() as nursery:
         if watch is not None:
             await nursery.start(watch)
         await nursery.start(stack.serve)
+        if metrics is not None:
+            info = partial(app.nat64_info, state)
+            sample = partial(sample_gauges, metrics, lambda: len(stack.table), nat64=info)
+            nursery.start_soon(sample)
         await done.wait()
         nursery.cancel_scope.cancel()
     recorder.report.a_lookups.update(stack.names.a_lookups)
@@ -253,7 +318,7 @@ def _write_report(
 ) -> int:
     if not report:
         return status
-    return finish_readiness(args, report[0], status, command, mode)
+    return finish_readiness(args, report[0], status, command, mode, log_format=args.log_format)
 
 
 def main_run(args: argparse.Namespace) -> int:
@@ -264,7 +329,7 @@ def main_run(args: argparse.Namespace) -> int:
         command = command[1:]
     if not command:
         raise ConfigError("CMD", "no command given; usage: proxy64 tun run [options] -- CMD [ARGS]")
-    setup_logging(args.log_level)
+    setup_logging(args.log_level, args.log_format)
     report: list[ReadinessReport] = []
 
     async def serve(device: TunDevice, done: trio.Event) -> None:
@@ -280,7 +345,7 @@ def main_run(args: argparse.Namespace) -> int:
 
 
 def main_serve(args: argparse.Namespace) -> int:
-    setup_logging(args.log_level)
+    setup_logging(args.log_level, args.log_format)
     try:
         if args.device is not None:
             fd, name = open_tun(args.device)

@@ -67,6 +67,20 @@ class DialerLike(Protocol):
         ...
 
 
+class LiveTunnels:
+    """How many records are between reached_by() and the recorder's finish() right now:
+    the process's live tunnels, read by the metrics sampler. A process-wide count, as a
+    gauge is: every front end makes its records itself, and each ends in finish()."""
+
+    __slots__ = ("count",)
+
+    def __init__(self) -> None:
+        self.count = 0
+
+
+live_tunnels = LiveTunnels()
+
+
 @dataclass(slots=True)
 class ConnectionRecord:
     """One proxied connection, filled in as it progresses; logged once at the end."""
@@ -86,6 +100,8 @@ class ConnectionRecord:
 
     def reached_by(self, path: Dialed | UdpTarget) -> None:
         """What the dialer chose: the address dialed, how it was reached, the egress."""
+        if self.remote is None:
+            live_tunnels.count += 1  # the recorder's finish() takes it off
         self.remote, self.reached, self.egress = path.remote, path.reached, path.egress
 
 

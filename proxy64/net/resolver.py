@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from ipaddress import IPv6Address, ip_address
 from pathlib import Path
+from typing import Protocol
 
 import dns.exception
 import dns.flags
@@ -130,6 +131,12 @@ class _Pending:
         self.answer: Dns64Answer | None = None
 
 
+class Dns64Observer(Protocol):
+    def dns64_answered(self, answer: Dns64Answer, from_cache: bool) -> None:
+        """One answer given: from the cache, or from the upstream servers (metrics)."""
+        ...
+
+
 class DNS64Resolver:
     """RFC 6147 DNS64 with a TTL-honouring cache; built once, shared by every front end.
 
@@ -145,8 +152,10 @@ class DNS64Resolver:
         *,
         cache: Dns64Cache | None = None,
         clock: Callable[[], float] = trio.current_time,
+        observer: Dns64Observer | None = None,
     ) -> None:
         self.settings = settings
+        self.observer = observer
         self.nat64 = prefix if isinstance(prefix, Nat64State) else Nat64State.fixed(prefix)
         self.servers = settings.servers or servers_from_resolv_conf()
         self.cache = cache if cache is not None else Dns64Cache()
@@ -195,6 +204,8 @@ class DNS64Resolver:
         key = cache_key(qname)
         cached = self.cache.get(key, self._clock())
         if cached is not None:
+            if self.observer is not None:
+                self.observer.dns64_answered(cached, True)
             return cached, True
         generation = self.nat64.generation
         flight = (generation, key)
@@ -215,6 +226,8 @@ class DNS64Resolver:
             pending.done.set()
         if generation == self.nat64.generation:
             self.cache.put(answer, self._clock())
+        if self.observer is not None:
+            self.observer.dns64_answered(answer, False)
         if answer.outcome is not Outcome.ANSWER:
             log.debug("DNS64 %s: %s", qname, answer.outcome.value)
         return answer, False
@@ -251,7 +264,11 @@ class DNS64Resolver:
         ResolutionError for a cached failure, like resolve(). Never waits."""
         # A cached name is found by its text, without parsing it into a Name.
         cached = self.cache.get(name.strip().rstrip(".").lower(), self._clock())
-        return None if cached is None else _resolution(cached, from_cache=True)
+        if cached is None:
+            return None
+        if self.observer is not None:
+            self.observer.dns64_answered(cached, True)
+        return _resolution(cached, from_cache=True)
 
     async def resolve(self, name: str) -> Resolution:
         """Addresses to dial for name; raises ResolutionError with the DNS outcome."""

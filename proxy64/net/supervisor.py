@@ -2,7 +2,7 @@
 
 The supervisor is the process the user started. It never accepts a connection and never
 runs trio (a process forked from inside trio.run could not run trio again, and a restart
-is a fork): it waits for signals with sigtimedwait and does three things.
+is a fork): it waits for signals with sigtimedwait and does four things.
 - A worker that dies is forked again after a delay (RestartBackoff): the first delay is
   short, it doubles for every quick death in a row (a crash loop cannot spin) and falls
   back to the first one after a worker ran WORKER_HEALTHY_AFTER seconds. One log line each.
@@ -10,12 +10,15 @@ is a fork): it waits for signals with sigtimedwait and does three things.
   worker writes a byte to its heartbeat pipe every WORKER_HEARTBEAT seconds from its trio
   loop; silence for `timeout` seconds means the loop is stuck (or the process stopped),
   and with SO_REUSEPORT its share of new connections would wait forever.
+- SIGHUP: on_reload() checks the files once, here; when they are good the signal is
+  passed on to every worker by PID (each applies them itself), else nothing changes.
 - SIGINT/SIGTERM is passed on to every worker by PID; no worker is restarted after it.
   A worker still alive after `stop_timeout` gets SIGKILL by PID; a second signal sends
   SIGKILL at once. The supervisor returns when every worker has been reaped.
 - Its exit status is 0 when every worker running at the stop signal exited cleanly, else
   1 (a worker that died before, and was waiting for its restart, was logged then).
-How a worker is made (sockets, fork, what it runs) is the caller's `spawn(slot)`.
+How a worker is made (sockets, fork, what it runs) is the caller's `spawn(slot)`; what
+else happens when one exits (metrics) is the caller's `on_exit(pid, restarting)`.
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ from proxy64.defaults import (
 logger = logging.getLogger(__name__)
 
 STOP_SIGNALS = frozenset({signal.SIGINT, signal.SIGTERM})
-_WAITED = STOP_SIGNALS | {signal.SIGCHLD}
+_WAITED = STOP_SIGNALS | {signal.SIGCHLD, signal.SIGHUP}
 _IDLE_WAIT = 3600.0  # sigtimedwait bound when nothing is scheduled (signals wake it anyway)
 
 
@@ -107,6 +110,8 @@ class Supervisor:
     timeout: float = WORKER_TIMEOUT  # heartbeat silence that gets a worker killed
     backoff: RestartBackoff = field(default_factory=RestartBackoff)
     clock: Callable[[], float] = time.monotonic
+    on_exit: Callable[[int, bool], None] | None = None  # (pid, restarting) per reaped worker
+    on_reload: Callable[[], bool] | None = None  # SIGHUP: True passes it on to every worker
     slots: list[_Slot] = field(default_factory=list)
     stopping: bool = False
 
@@ -130,6 +135,10 @@ class Supervisor:
                 self._reap()
                 self._kill_silent()
                 self._restart_due()
+                continue
+            if info.si_signo == signal.SIGHUP:
+                if self.on_reload is not None and self.on_reload():
+                    self._signal_all(signal.SIGHUP)
                 continue
             logger.info(
                 "%s: stopping %d workers", signal.Signals(info.si_signo).name, len(self.pids())
@@ -201,6 +210,8 @@ class Supervisor:
                 continue
             slot.pid, slot.status = None, status
             self._close_heartbeat(slot)
+            if self.on_exit is not None:
+                self.on_exit(pid, not self.stopping)
             if self.stopping:
                 continue
             ran_for = self.clock() - slot.started

@@ -9,37 +9,17 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from tests.helpers import socks5_client
-from tests.helpers.aiohttp_origin import Origin, running_origin
+from tests.helpers.aiohttp_origin import Origin
 from tests.helpers.curl import curl, echo
-from tests.helpers.dnsservers import DnsProcess, start_nsd
+from tests.helpers.dnsservers import DnsProcess
 from tests.helpers.proxy_process import EMBEDDED, proxy_process, run_proxy64, start_proxy
-
-NSP = "2001:db8:64::/96"
-ZONE = """$TTL 60
-@        IN SOA ns.p64core.test. hostmaster.p64core.test. 1 3600 600 86400 60
-@        IN NS  ns.p64core.test.
-ns       IN A   127.0.0.1
-v4only   IN A   127.0.0.1
-v6only   IN AAAA ::1
-"""
-
-
-@pytest.fixture(scope="module")
-def origin() -> Iterator[Origin]:
-    with running_origin() as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def dns() -> Iterator[DnsProcess]:
-    with start_nsd({"p64core.test.": ZONE}) as server:
-        yield server
+from tests.helpers.proxy_process import EMBEDDED_PREFIX as NSP
 
 
 def test_startup_line_names_listeners_prefix_and_egress() -> None:

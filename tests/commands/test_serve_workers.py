@@ -21,12 +21,13 @@ import dns.rrset
 import pytest
 
 from tests.helpers import socks5_client
-from tests.helpers.aiohttp_origin import Origin, running_origin
+from tests.helpers.aiohttp_origin import Origin
 from tests.helpers.curl import curl, echo
 from tests.helpers.proxy_process import (
     EMBEDDED,
     STARTUP_RE,
     ProxyProcess,
+    children,
     proxy64_command,
     proxy_process,
 )
@@ -66,19 +67,6 @@ def no_worker_left_behind() -> Iterator[None]:
     for pid in left:
         os.kill(pid, signal.SIGKILL)
     assert not left, f"workers left behind: {sorted(left)}"
-
-
-@pytest.fixture(scope="module")
-def origin() -> Iterator[Origin]:
-    with running_origin() as server:
-        yield server
-
-
-def children(pid: int) -> set[int]:
-    out = subprocess.run(
-        ["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True, check=False
-    ).stdout
-    return {int(p) for p in out.split()}
 
 
 def listeners_of(port: int) -> str:

@@ -378,3 +378,15 @@ def zone_handler(
         return answer(query, rcode=dns.rcode.NXDOMAIN, authority=(SOA,))
 
     return handle
+
+
+# A zone for the proxy's end-to-end tests: a name with only an A record (synthesized under
+# the NAT64 prefix) and one with only an AAAA record (reached natively over ::1).
+CORE_ZONE_NAME = "p64core.test."
+CORE_ZONE = """$TTL 60
+@        IN SOA ns.p64core.test. hostmaster.p64core.test. 1 3600 600 86400 60
+@        IN NS  ns.p64core.test.
+ns       IN A   127.0.0.1
+v4only   IN A   127.0.0.1
+v6only   IN AAAA ::1
+"""

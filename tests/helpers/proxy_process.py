@@ -5,11 +5,14 @@
     # stopped by PID (SIGTERM, then SIGKILL after a timeout) even when the test fails
 
 Unless the args name --socks/--http themselves, both listen on 127.0.0.1 port 0 and the
-ports are read from the one start-up line. proxy.output() is stderr (logs) so far.
+ports are read from the one start-up line (with --log-format json, from its "message").
+proxy.output() is stderr (logs) so far.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import re
 import signal
@@ -27,7 +30,8 @@ STARTUP_RE = re.compile(
     r"NAT64 prefix (?P<prefix>\S+) \((?P<why>.*)\), egress (?P<egress>\w+)"
 )
 # the NAT64 step done by proxy64 itself, under a documentation prefix: no NAT64 needed
-EMBEDDED = ("--egress", "embedded", "--nat64-prefix", "2001:db8:64::/96")
+EMBEDDED_PREFIX = "2001:db8:64::/96"
+EMBEDDED = ("--egress", "embedded", "--nat64-prefix", EMBEDDED_PREFIX)
 START_TIMEOUT = 15.0  # includes RFC 7050 discovery for --nat64-prefix auto
 STOP_TIMEOUT = 10.0
 REPO = Path(__file__).resolve().parents[2]
@@ -125,7 +129,11 @@ def start_proxy(
     proxy = ProxyProcess(process, log_path)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        for line in proxy.output().splitlines():
+        for raw in proxy.output().splitlines():
+            line = raw
+            if raw.startswith("{"):  # --log-format json: the line is the message
+                with contextlib.suppress(ValueError):
+                    line = json.loads(raw).get("message", "")
             match = STARTUP_RE.match(line)
             if match:
                 proxy.startup_line = line
@@ -174,3 +182,11 @@ def run_proxy64(
         check=False,
         cwd=REPO,
     )
+
+
+def children(pid: int) -> set[int]:
+    """The PIDs whose parent is pid (a supervisor's workers)."""
+    out = subprocess.run(
+        ["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True, check=False
+    ).stdout
+    return {int(p) for p in out.split()}
