@@ -50,6 +50,7 @@ from proxy64.net.auth_gate import AuthGate
 from proxy64.net.context import DialerLike, ProxyContext
 from proxy64.net.dialer import Dialer, ResolverLike
 from proxy64.net.host_addresses import local_addresses
+from proxy64.net.host_info import HostInfo
 from proxy64.net.http_server import handle_http_client
 from proxy64.net.listeners import (
     Handler,
@@ -273,7 +274,12 @@ def build_context(
     state = nat64 if isinstance(nat64, Nat64State) else Nat64State(nat64)
     resolver = build_resolver(settings, state, metrics)
     dialer: DialerLike = Dialer(
-        resolver, state, connect_timeout=settings.connect_timeout, own_listeners=own
+        resolver,
+        state,
+        connect_timeout=settings.connect_timeout,
+        own_listeners=own,
+        policy=settings.destination_policy(),
+        host_info=HostInfo(),
     )
     if metrics is not None:
         dialer = MeteredDialer(dialer, metrics, settings.connect_timeout)

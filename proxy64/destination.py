@@ -18,7 +18,8 @@ class Reached(enum.Enum):
 
     NATIVE_IPV6 = "native-ipv6"  # an IPv6 literal or a native AAAA record
     DNS64 = "dns64-synthesized"  # synthesized from an A record (RFC 6147)
-    IPV4_LITERAL = "ipv4-literal-mapped"  # an IPv4 literal embedded in the prefix (RFC 6052)
+    IPV4_LITERAL = "ipv4-literal-mapped"  # an IPv4 literal (or hosts(5) entry) in the prefix
+    THIS_HOST = "this-host"  # loopback or localhost (RFC 6761 §6.3): dialed directly
 
 
 class Egress(enum.Enum):

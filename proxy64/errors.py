@@ -32,6 +32,9 @@ class Proxy64Error(Exception):
 
     socks_reply: SocksReply = SocksReply.GENERAL_FAILURE
     http_status: int = 502
+    # The readiness mark: the destination lies under 64:ff9b::/96 in a range a strict
+    # NAT64 refuses (RFC 6052 §3.1, tayga >= 0.9.4); set by the dialer.
+    strict_nat64_refuses: bool = False
 
 
 class ConfigError(Proxy64Error):
@@ -122,7 +125,8 @@ class ResolutionError(Proxy64Error):
 
 
 class AddressMappingError(Proxy64Error):
-    """RFC 6052 refuses the mapping (prefix length, u-octet, non-global IPv4 under 64:ff9b::/96)."""
+    """RFC 6052 refuses the mapping (prefix length, u-octet), or --strict-wkp refuses what a
+    strict NAT64 refuses under 64:ff9b::/96 (RFC 6052 §3.1)."""
 
     socks_reply = SocksReply.NOT_ALLOWED
     http_status = 403
@@ -150,15 +154,22 @@ _CAUSE_REPLY = {
 class DialAttempt:
     """One failed connection attempt: the address dialed and why it failed."""
 
-    __slots__ = ("address", "cause", "detail", "port")
+    __slots__ = ("address", "cause", "detail", "hint", "port")
 
     def __init__(
-        self, address: IPv4Address | IPv6Address, port: int, cause: DialCause, detail: str
+        self,
+        address: IPv4Address | IPv6Address,
+        port: int,
+        cause: DialCause,
+        detail: str,
+        *,
+        hint: str = "",
     ) -> None:
         self.address = address
         self.port = port
         self.cause = cause
         self.detail = detail
+        self.hint = hint  # the likely cause and the way out, when there is one
 
     def __repr__(self) -> str:
         return f"DialAttempt({self.address}, {self.port}, {self.cause.name}, {self.detail!r})"
@@ -167,8 +178,10 @@ class DialAttempt:
         host = f"[{self.address}]" if self.address.version == 6 else str(self.address)
         if self.cause is DialCause.OTHER and self.detail:
             # An unnamed cause (out of file descriptors, permission): the detail is the news.
-            return f"{host}:{self.port} failed: {self.detail}"
-        return f"{host}:{self.port} {self.cause.value}"
+            text = f"{host}:{self.port} failed: {self.detail}"
+        else:
+            text = f"{host}:{self.port} {self.cause.value}"
+        return f"{text}; {self.hint}" if self.hint else text
 
 
 class DialError(Proxy64Error):

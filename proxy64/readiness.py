@@ -25,32 +25,13 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from ipaddress import IPv4Address, IPv4Network, IPv6Network
+from ipaddress import IPv4Address, IPv6Network
 
 from proxy64.defaults import HAPPY_EYEBALLS_LEAD, WELL_KNOWN_PREFIX
-from proxy64.proto.rfc6052 import Nat64Prefix
+from proxy64.destination import Reached
+from proxy64.policy import LOOPBACK4
+from proxy64.proto.rfc6052 import Nat64Prefix, strict_nat64_refuses
 from proxy64.report import DestinationStats
-
-# RFC 6052 §3.1 as a strict translator (tayga >= 0.9.4, `wkpf-strict yes`) applies it
-# under the well-known prefix: RFC 1918, RFC 6598, the TEST-NETs, benchmarking.
-STRICT_NAT64_REFUSED = tuple(
-    IPv4Network(n)
-    for n in (
-        "10.0.0.0/8",
-        "100.64.0.0/10",
-        "172.16.0.0/12",
-        "192.0.2.0/24",
-        "192.168.0.0/16",
-        "198.18.0.0/15",
-        "198.51.100.0/24",
-        "203.0.113.0/24",
-    )
-)
-
-
-def strict_nat64_refuses(ipv4: IPv4Address) -> bool:
-    """True when a strict translator refuses ipv4 under 64:ff9b::/96."""
-    return any(ipv4 in net for net in STRICT_NAT64_REFUSED)
 
 
 class Verdict(enum.Enum):
@@ -113,10 +94,25 @@ def _embedded_ipv4(stats: DestinationStats, prefix: Nat64Prefix | None) -> list[
     return found
 
 
-def _strict_refused(stats: DestinationStats, prefix: Nat64Prefix | None) -> IPv4Address | None:
-    if prefix is None or prefix.network != WELL_KNOWN_PREFIX:
-        return None  # a network-specific prefix carries every IPv4 address
-    return next((a for a in _embedded_ipv4(stats, prefix) if strict_nat64_refuses(a)), None)
+def _strict_refused(stats: DestinationStats, prefix: Nat64Prefix | None) -> str | None:
+    """The IPv4 address a strict NAT64 refuses for this destination, or None. A dial that
+    failed leaves no address in the stats: the dialer's mark (strict_nat64_refuses) says
+    so then."""
+    found = None
+    if prefix is not None and prefix.network == WELL_KNOWN_PREFIX:
+        # (a network-specific prefix carries every IPv4 address)
+        embedded = _embedded_ipv4(stats, prefix)
+        found = next((a for a in embedded if strict_nat64_refuses(a)), None)
+    if found is not None:
+        return str(found)
+    return "its IPv4 address" if stats.strict_nat64_refuses else None
+
+
+def _this_host(stats: DestinationStats) -> bool:
+    """Dialed on this host's loopback (localhost, 127/8): any network has it."""
+    if stats.reached == {Reached.THIS_HOST.value}:
+        return True
+    return bool(stats.literals4) and all(a in LOOPBACK4 for a in stats.literals4)
 
 
 def _one_line(text: str) -> str:
@@ -219,6 +215,9 @@ def assess(
         return Assessment(stats.destination, Verdict.STRICT_REFUSED, reason, reached)
     if hidden:
         return _hidden_ipv4(stats, reached)
+    if _this_host(stats):
+        reason = f"this host (loopback, RFC 6761 §6.3): needs no network at all{tail}"
+        return Assessment(stats.destination, Verdict.NATIVE, reason, reached)
     if "ipv4-literal-mapped" in stats.reached or stats.kind == "ipv4":
         source = (
             "an IPv4 literal given to the proxy"

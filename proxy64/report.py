@@ -5,7 +5,9 @@ Aggregated per requested destination (name or literal, with port): how it was re
 connections, failures, bytes each way, the front ends that carried it and the addresses
 dialed (proxy64/readiness.py turns these into verdicts; proxy64/readiness_render.py
 renders the whole). Destinations reached through NAT64 are the app's IPv4-only
-dependencies: the summary counts them. Pure: fed with Observation values, no clock, no I/O.
+dependencies: the summary counts them. strict_nat64_refuses marks a destination the dialer
+found under 64:ff9b::/96 in a range a strict NAT64 refuses (RFC 6052 §3.1), dialed or not.
+Pure: fed with Observation values, no clock, no I/O.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ class Observation:
     remote: IPAddress | None = None  # the address dialed, None when no dial happened
     a_record_of: str | None = None  # tun: the name whose A record an AF_INET flow used
     span: tuple[float, float] | None = None  # monotonic start and end of the connection
+    strict_nat64_refuses: bool = False  # the dialer's mark (ConnectionRecord)
 
 
 @dataclass(slots=True)
@@ -55,6 +58,7 @@ class DestinationStats:
     literals4: set[IPv4Address] = field(default_factory=set)
     a_record_of: set[str] = field(default_factory=set)  # bounded: REPORT_MAX_ADDRESSES
     spans: list[tuple[float, float]] = field(default_factory=list)  # the first REPORT_MAX_SPANS
+    strict_nat64_refuses: bool = False  # any connection to it was marked so
 
     @property
     def ipv4_only(self) -> bool:
@@ -74,6 +78,7 @@ class DestinationStats:
             "front_ends": sorted(self.front_ends),
             "addresses": sorted(str(a) for a in self.remotes),
             "a_record_of": sorted(self.a_record_of),
+            "strict_nat64_refuses": self.strict_nat64_refuses,
         }
 
 
@@ -108,6 +113,7 @@ class ReadinessReport:
                 kind = obs.kind if key != OTHER else "mixed"
                 stats = self._stats[key] = DestinationStats(key, kind=kind)
         stats.connections += 1
+        stats.strict_nat64_refuses |= obs.strict_nat64_refuses
         if obs.front_end:
             stats.front_ends.add(obs.front_end)
         if obs.remote is not None and len(stats.remotes) < REPORT_MAX_ADDRESSES:

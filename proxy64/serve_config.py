@@ -42,6 +42,7 @@ from proxy64.defaults import (
 )
 from proxy64.destination import EgressChoice
 from proxy64.errors import ConfigError
+from proxy64.policy import DestinationPolicy
 from proxy64.proto.rfc6052 import Nat64Prefix
 
 AUTH_ENV = "PROXY64_AUTH"
@@ -62,6 +63,8 @@ class ServeSettings:
     dns64_exclude: tuple[IPv6Network, ...] = DNS64_EXCLUDED
     auth_file: Path | None = None
     allow_open: bool = False
+    allow_host_access: bool = False  # a non-loopback listener may reach this host, link-local
+    strict_wkp: bool = False  # refuse what a strict NAT64 refuses under 64:ff9b::/96
     max_connections: int = MAX_CONNECTIONS
     max_client_connections: int = MAX_CLIENT_CONNECTIONS  # slots one client address may hold
     workers: int = 1
@@ -86,6 +89,14 @@ class ServeSettings:
 
     def listeners(self) -> tuple[HostPort, ...]:
         return tuple(hp for hp in (self.socks, self.http) if hp is not None)
+
+    def destination_policy(self) -> DestinationPolicy:
+        """A listener beyond loopback does not open this host to its clients, unless
+        allow_host_access says so (proxy64/policy.py)."""
+        shared = any(not listener.is_loopback for listener in self.listeners())
+        return DestinationPolicy(
+            protect_host=shared and not self.allow_host_access, strict_wkp=self.strict_wkp
+        )
 
 
 # --- value parsers: (value from TOML or CLI, option name) -> typed value ------------------
@@ -221,6 +232,8 @@ PARSERS: dict[str, Callable[[Any, str], Any]] = {
     "dns64_exclude": _networks,
     "auth_file": _path,
     "allow_open": _bool,
+    "allow_host_access": _bool,
+    "strict_wkp": _bool,
     "max_connections": _count(1_000_000),
     "max_client_connections": _count(1_000_000),
     "workers": _count(SERVE_MAX_WORKERS),

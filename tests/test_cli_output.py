@@ -14,7 +14,7 @@ import pytest
 from tests.helpers.cli import run_cli
 
 RESOLVE_KEYS = {"qname", "chain", "prefix", "from_cache", "records"}
-RECORD_KEYS = {"address", "synthesized", "ttl", "kind"}
+RECORD_KEYS = {"address", "synthesized", "ttl", "kind", "strict_nat64_refuses"}
 
 
 def test_resolve_json_of_an_ipv4_literal_rfc6052_2_2(capsys: pytest.CaptureFixture[str]) -> None:
@@ -29,7 +29,7 @@ def test_resolve_json_of_an_ipv4_literal_rfc6052_2_2(capsys: pytest.CaptureFixtu
     assert set(record) == RECORD_KEYS
     # RFC 6052 §2.4 example: 192.0.2.33 under a /40
     assert record == {"address": "2001:db8:1c0:2:21::", "synthesized": True, "ttl": 0,
-                      "kind": "synthesized"}  # fmt: skip
+                      "kind": "synthesized", "strict_nat64_refuses": False}  # fmt: skip
 
 
 def test_resolve_table_columns_line_up(capsys: pytest.CaptureFixture[str]) -> None:
@@ -44,16 +44,27 @@ def test_resolve_table_columns_line_up(capsys: pytest.CaptureFixture[str]) -> No
     assert header.index("TTL") == row.rindex("0")
 
 
-def test_resolve_json_refusal_is_json_too_rfc6052_3_1(capsys: pytest.CaptureFixture[str]) -> None:
+def test_resolve_rfc6052_3_1_private_literal_is_embedded_and_marked(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Under the WKP a private IPv4 is embedded (the translator decides, RFC 6052 §3.1);
+    JSON and table say a strict NAT64 would refuse it."""
     code, out, err = run_cli(
         ["resolve", "10.1.2.3", "--nat64-prefix", "64:ff9b::/96", "--json"], capsys
     )
-    assert code == 1
-    data = json.loads(out)
-    assert data["error"] == "ADDRESS_MAPPING"
-    assert data["qname"] == "10.1.2.3" and data["prefix"] == "64:ff9b::/96"
-    assert "RFC 6052 §3.1" in data["message"]
-    assert err == f"proxy64 resolve: {data['message']}\n"
+    assert (code, err) == (0, "")
+    [record] = json.loads(out)["records"]
+    assert record["address"] == "64:ff9b::a01:203" and record["strict_nat64_refuses"] is True
+    code, out, err = run_cli(["resolve", "10.1.2.3", "--nat64-prefix", "64:ff9b::/96"], capsys)
+    assert code == 0
+    assert out.splitlines()[-1] == (
+        "note: a strict NAT64 (RFC 6052 §3.1, tayga >= 0.9.4) refuses 64:ff9b::a01:203 under "
+        "64:ff9b::/96; this network's NAT64 may carry it"
+    )
+    code, out, err = run_cli(
+        ["resolve", "100.128.0.1", "--nat64-prefix", "64:ff9b::/96", "--json"], capsys
+    )
+    assert json.loads(out)["records"][0]["strict_nat64_refuses"] is False
 
 
 def test_run_report_json_keys_and_table(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

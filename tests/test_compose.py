@@ -182,6 +182,7 @@ def test_zone_file_holds_the_topology_addresses() -> None:
     assert records(T.DUAL, "AAAA") == {str(T.ORIGIN6)}
     assert records(T.V6ONLY, "AAAA") == {str(T.ORIGIN6)}
     assert records(T.PRIVATE, "A") == {str(T.PRIVATE_ORIGIN4)}
+    assert records(T.SHARED, "A") == {str(T.SHARED_ORIGIN4)}
     assert records(T.MAPPED, "AAAA") == {f"::ffff:{T.ORIGIN4}"}
     assert records(f"ns.{T.ZONE}".rstrip("."), "AAAA") == {str(T.NSD6)}
     arpa = dns.zone.from_file(str(configs.ZONE_FILES[1]), origin="ipv4only.arpa.")

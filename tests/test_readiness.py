@@ -255,3 +255,30 @@ def test_levels_are_nested_and_every_verdict_has_a_reason(
 
 def _fields(obs: Observation) -> dict[str, object]:
     return {name: getattr(obs, name) for name in Observation.__dataclass_fields__}
+
+
+def test_this_host_is_native_whatever_the_network_rfc6761_6_3() -> None:
+    """localhost names and loopback literals need no network: native, never clat/nat64."""
+    report = ReadinessReport(prefix=WKP)
+    report.add(ok("localhost:8080", "this-host", "::1"))
+    report.add(ok("127.0.0.1:5432", "this-host", "127.0.0.1", kind="ipv4"))
+    report.add(ok("127.0.0.2:53", "ipv4-literal-mapped", "127.0.0.2", kind="ipv4"))  # embedded
+    got = verdicts(report)
+    for dest in ("localhost:8080", "127.0.0.1:5432", "127.0.0.2:53"):
+        assert got[dest][0] == "native-ipv6", got[dest]
+        assert got[dest][1].startswith("this host (loopback, RFC 6761 §6.3)")
+
+
+def test_dialers_mark_alone_gives_the_strict_verdict() -> None:
+    """A dial refused by the NAT64 leaves no address; the dialer's mark still tells."""
+    report = ReadinessReport(prefix=WKP)
+    report.add(
+        Observation(
+            "private.example:80", None, None, 0, 0, False, "network unreachable",
+            strict_nat64_refuses=True,
+        )
+    )  # fmt: skip
+    report.add(Observation("down.example:80", None, None, 0, 0, False, "network unreachable"))
+    got = verdicts(report)
+    assert got["private.example:80"][0] == "strict-nat64-refused"
+    assert got["down.example:80"][0] == "failed"

@@ -1,10 +1,12 @@
 """Readiness report: aggregation per destination, the text table and the JSON form."""
 
 import json
+from ipaddress import IPv6Network
 
 from hypothesis import given
 from hypothesis import strategies as st
 
+from proxy64.readiness import Verdict, assess_all
 from proxy64.readiness_render import ReadinessResult, human_bytes, to_json, to_table
 from proxy64.report import Observation, ReadinessReport
 
@@ -95,6 +97,7 @@ def test_json_round_trips() -> None:
         "bytes_up": 150,
         "bytes_down": 7048,
         "last_failure": "",
+        "strict_nat64_refuses": False,
         "front_ends": [],
         "addresses": [],
         "a_record_of": [],
@@ -131,3 +134,22 @@ def test_report_is_bounded() -> None:
     assert rows[-1].connections == 7
     report.add(Observation("host1.example:443", "native-ipv6", None, 1, 1, True))
     assert rows[1].connections == 2  # known destinations keep their own row
+
+
+def test_rfc6052_3_1_strict_nat64_mark_kept_per_destination() -> None:
+    """The dialer's mark survives aggregation (any connection marked marks the row), also
+    for a failed dial that left no address, and reaches the readiness verdict."""
+    report = ReadinessReport(prefix=IPv6Network("64:ff9b::/96"))
+    report.add(Observation("cgn.example:80", "dns64-synthesized", "nat64", 10, 20, True))
+    report.add(
+        Observation(
+            "cgn.example:80", None, None, 0, 0, False, "network unreachable",
+            strict_nat64_refuses=True,
+        )
+    )  # fmt: skip
+    report.add(Observation("8.8.8.8:53", "ipv4-literal-mapped", "nat64", 1, 1, True))
+    rows = [s.as_dict() for s in report.destinations()]
+    assert [r["strict_nat64_refuses"] for r in rows] == [True, False]
+    verdicts = assess_all(report.destinations(), IPv6Network("64:ff9b::/96"))
+    assert verdicts[0].verdict is Verdict.STRICT_REFUSED
+    assert "RFC 6052 §3.1" in verdicts[0].reason

@@ -11,7 +11,7 @@ import argparse
 import dataclasses
 import json
 import sys
-from ipaddress import IPv4Address, ip_address
+from ipaddress import IPv4Address, IPv6Address, ip_address
 from typing import Any
 
 import trio
@@ -21,7 +21,7 @@ from proxy64.config import ResolverSettings
 from proxy64.errors import AddressMappingError, ConfigError, ResolutionError
 from proxy64.net.nat64_watch import resolver_choice
 from proxy64.net.resolver import DNS64Resolver, Resolution, ResolvedAddress
-from proxy64.proto.rfc6052 import Nat64Prefix
+from proxy64.proto.rfc6052 import Nat64Prefix, strict_nat64_refuses
 
 from .dns_options import add_mapped_option, with_mapped
 
@@ -110,7 +110,12 @@ def as_dict(resolution: Resolution, prefix: str) -> dict[str, Any]:
         "prefix": prefix,
         "from_cache": resolution.from_cache,
         "records": [
-            {**dataclasses.asdict(r), "address": str(r.address), "kind": _kind(r.synthesized)}
+            {
+                **dataclasses.asdict(r),
+                "address": str(r.address),
+                "kind": _kind(r.synthesized),
+                "strict_nat64_refuses": _strict(r.address, prefix),
+            }
             for r in resolution.records
         ],
     }
@@ -128,7 +133,23 @@ def as_table(resolution: Resolution, prefix: str) -> str:
         f"{'ADDRESS':<{width}}  {'KIND':<11}  TTL",
     ]
     lines += [f"{address:<{width}}  {kind:<11}  {ttl}" for address, kind, ttl in rows]
+    lines += [
+        f"note: a strict NAT64 (RFC 6052 §3.1, tayga >= 0.9.4) refuses {r.address} under "
+        f"{prefix}; this network's NAT64 may carry it"
+        for r in resolution.records
+        if _strict(r.address, prefix)
+    ]
     return "\n".join(lines)
+
+
+def _strict(address: IPv6Address, prefix: str) -> bool:
+    """Whether a strict NAT64 refuses address: under 64:ff9b::/96 in a refused range."""
+    nat64 = Nat64Prefix.parse(prefix)
+    return (
+        nat64.is_well_known
+        and nat64.contains(address)
+        and strict_nat64_refuses(nat64.extract(address))
+    )
 
 
 def _kind(synthesized: bool) -> str:

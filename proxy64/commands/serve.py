@@ -69,6 +69,23 @@ def add_serve_options(
         help="allow a listener on a non-loopback address without authentication (default: refused)",
     )
     egress.add_argument(
+        "--allow-host-access",
+        action="store_const",
+        const=True,
+        help="let clients of a non-loopback listener reach this host (loopback, its own "
+        "addresses) and link-local destinations such as cloud metadata 169.254.169.254 "
+        "(default: refused with SOCKS reply 2 / HTTP 403; loopback listeners always may)",
+    )
+    egress.add_argument(
+        "--strict-wkp",
+        action="store_const",
+        const=True,
+        help="behave as a strict NAT64 under 64:ff9b::/96 (tayga's wkpf-strict): refuse "
+        "10/8, 100.64/10, 172.16/12, 192.168/16, 198.18/15 and the TEST-NETs before "
+        "dialing, to test an app against the strictest translator (default: off; the "
+        "NAT64 decides, and the readiness report marks what a strict one would refuse)",
+    )
+    egress.add_argument(
         "--max-connections",
         metavar="N",
         help=f"client connections handled at once, per process: with --workers N each "

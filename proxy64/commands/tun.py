@@ -97,6 +97,13 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
         "the embedded IPv4), or auto (PREF64, RFC 7050, else embedded) (default: auto)",
     )
     tun.add_argument(
+        "--strict-wkp",
+        action="store_true",
+        help="behave as a strict NAT64 under 64:ff9b::/96 (tayga's wkpf-strict): refuse "
+        "10/8, 100.64/10, 172.16/12, 192.168/16, 198.18/15 and the TEST-NETs before dialing "
+        "(default: off; the readiness report marks them)",
+    )
+    tun.add_argument(
         "--mtu",
         metavar="N",
         type=checked("--mtu", parse_mtu),
@@ -209,6 +216,7 @@ def _serve_settings(args: argparse.Namespace) -> ServeSettings:
         synthesize_all=args.synthesize_all,
         idle_timeout=args.idle_timeout,
         connect_timeout=args.connect_timeout,
+        strict_wkp=args.strict_wkp,
     )
     if args.dns64_exclude:
         settings = dataclasses.replace(settings, dns64_exclude=tuple(args.dns64_exclude))
@@ -223,13 +231,21 @@ async def _serve_device(
 ) -> None:
     from proxy64 import app
     from proxy64.net.dialer import Dialer
+    from proxy64.net.host_info import HostInfo
+
     settings = _serve_settings(args)
     nat64 = await app.choose_nat64(settings)
     state = Nat64State(nat64)  # followed by the watcher with --nat64-prefix auto
     with open_process_metrics(args.metrics, None, TUN_FRONT_ENDS) as (metrics, endpoint):
         # The same resolver answers the app's DNS on the TUN and resolves for the dialer.
         resolver = DNS64Resolver(settings.resolver_settings(), state, observer=metrics)
-        dialer: DialerLike = Dialer(resolver, state, connect_timeout=args.connect_timeout)
+        dialer: DialerLike = Dialer(
+            resolver,
+            state,
+            connect_timeout=args.connect_timeout,
+            policy=settings.destination_policy(),
+            host_info=HostInfo(),
+        )
         if metrics is not None:
             dialer = MeteredDialer(dialer, metrics, args.connect_timeout)
         recorder = Recorder(ReadinessReport(prefix=nat64.prefix.network), metrics=metrics)

@@ -33,6 +33,7 @@ class Dialed:
     local: tuple[IPAddress, int]  # the outbound socket's own address (SOCKS BND.ADDR)
     reached: Reached
     egress: Egress | None  # None: native IPv6, no NAT64 step
+    strict_nat64_refuses: bool = False  # a strict NAT64 would refuse it (RFC 6052 §3.1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +44,7 @@ class UdpTarget:
     remote: tuple[IPAddress, int]
     reached: Reached
     egress: Egress | None
+    strict_nat64_refuses: bool = False  # as Dialed's
 
 
 class DialerLike(Protocol):
@@ -95,6 +97,9 @@ class ConnectionRecord:
     bytes_down: int = 0  # destination → client
     started: float = field(default_factory=time.monotonic)
     outcome: str = "open"  # "ok", or the error sentence
+    # Under 64:ff9b::/96 in a range a strict NAT64 refuses (RFC 6052 §3.1, tayga >= 0.9.4):
+    # the readiness report marks it whether or not this network's NAT64 carried it.
+    strict_nat64_refuses: bool = False
     # tun: the name whose A record an AF_INET flow went to (from our DNS64's answers)
     a_record_of: str | None = None
 
@@ -103,6 +108,12 @@ class ConnectionRecord:
         if self.remote is None:
             live_tunnels.count += 1  # the recorder's finish() takes it off
         self.remote, self.reached, self.egress = path.remote, path.reached, path.egress
+        self.strict_nat64_refuses = path.strict_nat64_refuses
+
+    def failed(self, error: Exception) -> None:
+        """The dial failed: the error sentence is the outcome, its readiness mark kept."""
+        self.outcome = str(error)
+        self.strict_nat64_refuses = getattr(error, "strict_nat64_refuses", False)
 
 
 class RecorderLike(Protocol):

@@ -1,19 +1,31 @@
-"""The one dialer: Destination → resolver → NAT64 mapping → Happy Eyeballs v2 → Dialed.
+"""The one dialer: Destination → plan → destination policy → Happy Eyeballs v2 → Dialed.
 
-Used by every front end (SOCKS5, HTTP, TUN). Rules:
-- a name: the DNS64 resolver's IPv6 addresses (native → NATIVE_IPV6, synthesized → DNS64);
-- an IPv4 literal: embedded in the prefix (RFC 6052 §2.2; §3.1 refusal raised before any
-  dial), reached IPV4_LITERAL;
+Used by every front end (SOCKS5, HTTP, TUN). Planning:
+- loopback (127/8, ::1) and `localhost` / `*.localhost` (RFC 6761 §6.3) are this host:
+  dialed directly, never through the NAT64 (THIS_HOST for the names, and for 127/8 under
+  the nat64 egress; under the embedded egress proxy64 is the translator and dials 127/8
+  itself, recorded as the embedded egress; ::1 is native IPv6);
+- a name listed in /etc/hosts: its addresses, as the system resolver gives them before DNS
+  (an IPv4 entry is handled like an IPv4 literal);
+- another name: the DNS64 resolver's IPv6 addresses (native → NATIVE_IPV6, synthesized →
+  DNS64);
+- an IPv4 literal: embedded in the prefix (RFC 6052 §2.2), reached IPV4_LITERAL;
 - an IPv6 literal: as is; inside the prefix it is a NAT64 destination (IPV4_LITERAL).
-Egress: NAT64 dials the IPv6 address; EMBEDDED dials prefix.extract(address) over IPv4 (the
-NAT64 step done here); native IPv6 always dials IPv6 (egress None).
+Egress: NAT64 dials the IPv6 address and leaves to the network's translator whether a
+non-global IPv4 is carried (RFC 6052 §3.1); when it answers unreachable the error names
+that likely cause. EMBEDDED dials prefix.extract(address) over IPv4 (proxy64 is the
+translator and carries every address); native IPv6 always dials IPv6 (egress None).
+Every planned target then passes two checks, in the same place (targets() and
+targets_now()): the destination policy (_admit, proxy64/policy.py: this host and
+link-local refused behind a shared listener, --strict-wkp) and loop protection (_screen,
+proxy64/proto/self_dial.py: never proxy64's own listeners).
 Several targets race with RFC 8305 (plan in proxy64/proto/attempts.py): 250 ms stagger,
 first success wins, losers cancelled and their sockets closed, every failure kept for the
 DialError. One target connects directly, without a nursery (the lean common path).
 connect_now() is the same dial without waiting (for the front ends driven by the relay
-hub): the same planning, §3.1 refusal, egress choice and error mapping; it answers
-None when something must be awaited (a name not in the resolver's cache, a race), and a
-PendingDial when the one handshake is in flight (finish() waits for it).
+hub): the same planning, policy, egress choice and error mapping; it answers None when
+something must be awaited (a name not in the resolver's cache, a race), and a PendingDial
+when the one handshake is in flight (finish() waits for it).
 """
 
 from __future__ import annotations
@@ -31,11 +43,29 @@ import trio
 
 from proxy64.defaults import CONNECT_TIMEOUT, HAPPY_EYEBALLS_DELAY
 from proxy64.destination import Destination, Egress, Reached
-from proxy64.errors import AddressMappingError, DialAttempt, DialCause, DialError, LoopError
+from proxy64.errors import (
+    AddressMappingError,
+    DialAttempt,
+    DialCause,
+    DialError,
+    LoopError,
+    NotAllowedError,
+    Proxy64Error,
+)
 from proxy64.net.context import Dialed, UdpTarget
 from proxy64.net.nat64_state import Nat64State
+from proxy64.policy import (
+    LOOPBACK6,
+    DestinationPolicy,
+    Refusal,
+    RefusalKind,
+    is_localhost_name,
+    is_loopback,
+    nat64_refusal_hint,
+    screen,
+)
 from proxy64.proto.attempts import AttemptPlan, Target
-from proxy64.proto.rfc6052 import Nat64Prefix, is_global_ipv4
+from proxy64.proto.rfc6052 import Nat64Prefix, strict_nat64_refuses
 from proxy64.proto.self_dial import OwnListeners
 
 logger = logging.getLogger(__name__)
@@ -73,7 +103,21 @@ class ResolverLike(Protocol):
         ...
 
 
+class HostInfoLike(Protocol):
+    def lookup(self, name: str) -> tuple[IPv4Address | IPv6Address, ...]:
+        """The addresses /etc/hosts gives name; () when it lists none. Never waits."""
+        ...
+
+    def own_addresses(self) -> frozenset[IPv4Address | IPv6Address]:
+        """This host's own addresses. Never waits."""
+        ...
+
+
 SocketMaker = Callable[[int, int, int], trio.socket.SocketType]
+_LOCALHOST4 = IPv4Address("127.0.0.1")
+# What a translator's ICMPv6 refusal becomes: unreachable (RFC 4443 §3.1 codes 0, 3) or
+# administratively prohibited (code 1, EACCES on Linux).
+_TRANSLATOR_REFUSAL = (errno.ENETUNREACH, errno.EHOSTUNREACH, errno.EACCES)
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +150,8 @@ class Dialer:
         connect_timeout: float = CONNECT_TIMEOUT,
         socket_factory: SocketMaker | None = None,
         own_listeners: OwnListeners | None = None,
+        policy: DestinationPolicy | None = None,
+        host_info: HostInfoLike | None = None,
     ) -> None:
         """prefix: a fixed prefix (with its egress), or the Nat64State the watcher
         updates, whose egress is used (egress must then be None)."""
@@ -120,6 +166,8 @@ class Dialer:
             self.nat64 = Nat64State.fixed(prefix, egress or Egress.NAT64)
         self.happy_eyeballs_delay = happy_eyeballs_delay
         self.connect_timeout = connect_timeout
+        self.policy = policy if policy is not None else DestinationPolicy()
+        self.host_info = host_info
         self._socket: SocketMaker = socket_factory or trio.socket.socket
         self._raw = socket_factory is None  # real sockets: the leaner connect below
 
@@ -132,79 +180,128 @@ class Dialer:
     def egress(self) -> Egress:
         return self.nat64.egress
 
-    @property
-    def _well_known(self) -> bool:
-        return self.nat64.prefix.is_well_known
-
     # --- planning: destination → targets -------------------------------------------------
 
     def _target(self, address: IPv6Address, port: int, reached: Reached) -> Target:
-        if not self.prefix.contains(address):
+        """An IPv6 address to reach: native, this host's loopback, or through the NAT64."""
+        prefix = self.prefix
+        if not prefix.contains(address):
             return Target(address, port, reached, None)
-        if self.egress is Egress.NAT64:
-            return Target(address, port, reached, Egress.NAT64)
-        ipv4 = self.prefix.extract(address)
-        if self._well_known and not is_global_ipv4(ipv4):
-            # What a NAT64 does under 64:ff9b::/96 (RFC 6052 §3.1): refuse, don't translate.
-            raise AddressMappingError(
-                f"{self.prefix} cannot carry {ipv4}: it is not a global IPv4 address "
-                "(RFC 6052 §3.1); use a network-specific prefix or 64:ff9b:1::/48 "
-                "(RFC 8215) with --nat64-prefix"
-            )
-        return Target(ipv4, port, reached, Egress.EMBEDDED)
+        ipv4 = prefix.extract(address)
+        if self.egress is Egress.EMBEDDED:
+            return Target(ipv4, port, reached, Egress.EMBEDDED)
+        if is_loopback(ipv4):
+            # 127/8 is this host's: a NAT64 would reach its own loopback, never ours.
+            return Target(ipv4, port, Reached.THIS_HOST, None)
+        return Target(address, port, reached, Egress.NAT64)
 
-    def _literal_targets(self, destination: Destination) -> list[Target] | None:
-        """The target of an address literal; None for a name (it needs the resolver)."""
-        host = destination.host
-        port = destination.port
-        if isinstance(host, IPv4Address):
-            if self.egress is Egress.EMBEDDED:
-                if self._well_known:
-                    self.prefix.embed(host)  # only for the RFC 6052 §3.1 refusal
-                return [Target(host, port, Reached.IPV4_LITERAL, Egress.EMBEDDED)]
-            mapped = self.prefix.embed(host)  # RFC 6052 §3.1 refusal raised here
-            return [Target(mapped, port, Reached.IPV4_LITERAL, Egress.NAT64)]
+    def _address_target(self, host: IPv4Address | IPv6Address, port: int) -> Target:
+        """An address literal (or a hosts(5) entry, handled the same way)."""
         if isinstance(host, IPv6Address):
-            if self.prefix.contains(host):
-                return [self._target(host, port, Reached.IPV4_LITERAL)]
-            return [Target(host, port, Reached.NATIVE_IPV6, None)]
+            inside = self.prefix.contains(host)
+            return self._target(host, port, Reached.IPV4_LITERAL if inside else Reached.NATIVE_IPV6)
+        if self.egress is Egress.EMBEDDED:
+            return Target(host, port, Reached.IPV4_LITERAL, Egress.EMBEDDED)
+        if is_loopback(host):
+            return Target(host, port, Reached.THIS_HOST, None)  # never through the NAT64
+        return Target(self.prefix.embed(host), port, Reached.IPV4_LITERAL, Egress.NAT64)
+
+    def _known_targets(self, destination: Destination) -> list[Target] | None:
+        """Targets found without DNS (a literal, localhost, a hosts(5) name); None for a
+        name the resolver must answer."""
+        host, port = destination.host, destination.port
+        if not isinstance(host, str):
+            return [self._address_target(host, port)]
+        if is_localhost_name(host):
+            # RFC 6761 §6.3: resolved to loopback without asking DNS.
+            return [
+                Target(LOOPBACK6, port, Reached.THIS_HOST, None),
+                Target(_LOCALHOST4, port, Reached.THIS_HOST, None),
+            ]
+        if self.host_info is not None:
+            listed = self.host_info.lookup(host)
+            if listed:
+                return [self._address_target(address, port) for address in listed]
         return None
 
     def _name_targets(self, resolution: ResolutionLike, port: int) -> list[Target]:
-        out: list[Target] = []
-        refusal: AddressMappingError | None = None
-        for record in resolution.records:
-            reached = Reached.DNS64 if record.synthesized else Reached.NATIVE_IPV6
-            try:
-                out.append(self._target(record.address, port, reached))
-            except AddressMappingError as exc:
-                refusal = exc  # skip it; refuse only when no usable address is left
-        if not out and refusal is not None:
-            raise refusal
-        return out
+        return [
+            self._target(
+                record.address, port, Reached.DNS64 if record.synthesized else Reached.NATIVE_IPV6
+            )
+            for record in resolution.records
+        ]
+
+    def _ipv4_behind(self, target: Target) -> IPv4Address | None:
+        """The IPv4 address a target reaches: dialed itself, or embedded in the prefix."""
+        address = target.address
+        if isinstance(address, IPv4Address):
+            return address
+        if target.egress is Egress.NAT64 and self.prefix.contains(address):
+            return self.prefix.extract(address)
+        return None  # native IPv6, or planned under a prefix that has changed since
+
+    def _admit(self, destination: Destination, targets: list[Target]) -> list[Target]:
+        """The destination policy (proxy64/policy.py) on every planned target: the one
+        place where SOCKS, HTTP and TUN dials are checked. A refused target is dropped;
+        when none is left, the first refusal is raised."""
+        policy = self.policy
+        if not (policy.protect_host or policy.strict_wkp):
+            return targets
+        own = (
+            self.host_info.own_addresses()
+            if policy.protect_host and self.host_info is not None
+            else frozenset()
+        )
+        admitted: list[Target] = []
+        refusal: Refusal | None = None
+        for target in targets:
+            found = screen(
+                target.address,
+                self._ipv4_behind(target),
+                policy=policy,
+                well_known=self.prefix.is_well_known,
+                prefix=str(self.prefix),
+                own_addresses=own,
+            )
+            if found is None:
+                admitted.append(target)
+            elif refusal is None:
+                refusal = found
+        if admitted or refusal is None:
+            return admitted
+        logger.debug("refused %s: %s", destination, refusal.message)
+        raise _refusal_error(destination, refusal)
+
+    def _strict_refuses(self, target: Target) -> bool:
+        """Whether a strict NAT64 would refuse this target (the readiness report's mark)."""
+        if target.egress is None or not self.prefix.is_well_known:
+            return False
+        ipv4 = self._ipv4_behind(target)
+        return ipv4 is not None and strict_nat64_refuses(ipv4)
 
     async def targets(self, destination: Destination) -> list[Target]:
-        literal = self._literal_targets(destination)
-        if literal is not None:
-            return self._screen(destination, literal)
-        assert isinstance(destination.host, str)
-        resolution = await self.resolver.resolve(destination.host)
-        return self._screen(destination, self._name_targets(resolution, destination.port))
+        targets = self._known_targets(destination)
+        if targets is None:
+            assert isinstance(destination.host, str)
+            resolution = await self.resolver.resolve(destination.host)
+            targets = self._name_targets(resolution, destination.port)
+        return self._screen(destination, self._admit(destination, targets))
 
     def targets_now(self, destination: Destination) -> list[Target] | None:
         """targets() without waiting: None when a name's answer is not in the cache."""
-        literal = self._literal_targets(destination)
-        if literal is not None:
-            return self._screen(destination, literal)
-        assert isinstance(destination.host, str)
-        resolution = self.resolver.resolve_cached(destination.host)
-        if resolution is None:
-            return None
-        return self._screen(destination, self._name_targets(resolution, destination.port))
+        targets = self._known_targets(destination)
+        if targets is None:
+            assert isinstance(destination.host, str)
+            resolution = self.resolver.resolve_cached(destination.host)
+            if resolution is None:
+                return None
+            targets = self._name_targets(resolution, destination.port)
+        return self._screen(destination, self._admit(destination, targets))
 
     def _screen(self, destination: Destination, targets: list[Target]) -> list[Target]:
-        """The one place every planned target passes before a dial: the targets that do
-        not reach proxy64's own listeners; LoopError when that leaves none."""
+        """Loop protection, after _admit() on every planned target before a dial: the
+        targets that do not reach proxy64's own listeners; LoopError when none is left."""
         if not self.own.by_port.get(targets[0].port if targets else -1):
             return targets  # no listener on this port: the common case, one dict lookup
         kept: list[Target] = []
@@ -230,7 +327,13 @@ class Dialer:
         if not targets:
             raise DialError(str(destination), ())
         first = targets[0]
-        return UdpTarget(destination, (first.address, first.port), first.reached, first.egress)
+        return UdpTarget(
+            destination,
+            (first.address, first.port),
+            first.reached,
+            first.egress,
+            strict_nat64_refuses=self._strict_refuses(first),
+        )
 
     # --- connecting -------------------------------------------------------------------------
 
@@ -242,11 +345,14 @@ class Dialer:
                 destination,
                 ", ".join(f"{t.address} ({t.reached.value})" for t in targets) or "no address",
             )
-        if len(targets) == 1:
-            return await self._connect_one(destination, targets[0])
-        if not targets:
-            raise DialError(str(destination), ())
-        return await self._race(destination, targets)
+        try:
+            if len(targets) == 1:
+                return await self._connect_one(destination, targets[0])
+            if not targets:
+                raise DialError(str(destination), ())
+            return await self._race(destination, targets)
+        except DialError as exc:
+            raise self._marked(exc, targets) from None
 
     async def _connect_one(self, destination: Destination, target: Target) -> Dialed:
         failures: list[DialAttempt] = []
@@ -273,7 +379,7 @@ class Dialer:
                 return PendingDial(destination, target, raw, deadline)
             return self._dialed(destination, target, trio.socket.from_stdlib_socket(raw))
         except OSError as exc:
-            raise self._failed(destination, target, exc, []) from None
+            raise self._marked(self._failed(destination, target, exc, []), targets) from None
 
     async def finish(self, pending: PendingDial) -> Dialed:
         """Wait for a PendingDial's handshake; its errors are connect()'s."""
@@ -287,12 +393,12 @@ class Dialer:
                 return self._dialed(destination, target, trio.socket.from_stdlib_socket(raw))
         except OSError as exc:
             raw.close()
-            raise self._failed(destination, target, exc, []) from None
+            raise self._marked(self._failed(destination, target, exc, []), [target]) from None
         except BaseException:
             raw.close()
             raise
         raw.close()
-        raise DialError(str(destination), [_timed_out(target)])
+        raise self._marked(DialError(str(destination), [_timed_out(target)]), [target])
 
     async def _attempt(
         self, destination: Destination, target: Target, failures: list[DialAttempt]
@@ -313,8 +419,9 @@ class Dialer:
         except OSError as exc:
             raise self._failed(destination, target, exc, failures) from None
 
-    @staticmethod
-    def _dialed(destination: Destination, target: Target, sock: trio.socket.SocketType) -> Dialed:
+    def _dialed(
+        self, destination: Destination, target: Target, sock: trio.socket.SocketType
+    ) -> Dialed:
         try:
             local = sock.getsockname()
             stream = trio.SocketStream(sock)  # sets TCP_NODELAY
@@ -328,18 +435,33 @@ class Dialer:
             local=(_ip(local[0]), int(local[1])),
             reached=target.reached,
             egress=target.egress,
+            strict_nat64_refuses=self._strict_refuses(target),
         )
 
-    @staticmethod
     def _failed(
-        destination: Destination, target: Target, exc: OSError, failures: list[DialAttempt]
+        self, destination: Destination, target: Target, exc: OSError, failures: list[DialAttempt]
     ) -> DialError:
         """The one mapping of a failed attempt to its DialError (cause → reply code)."""
         if exc.errno in _NO_SOCKET:
             logger.warning("cannot create a socket to dial %s: %s", destination, exc)
-        failures.append(DialAttempt(target.address, target.port, cause_of(exc), str(exc)))
+        hint = ""
+        if target.egress is Egress.NAT64 and exc.errno in _TRANSLATOR_REFUSAL:
+            # The reply code stays the errno's; the message names the translator's policy
+            # when the address is one a strict NAT64 refuses (RFC 6052 §3.1).
+            ipv4 = self._ipv4_behind(target)
+            if ipv4 is not None:
+                prefix = self.prefix
+                found = nat64_refusal_hint(ipv4, str(prefix), well_known=prefix.is_well_known)
+                hint = found or ""
+        attempt = DialAttempt(target.address, target.port, cause_of(exc), str(exc), hint=hint)
+        failures.append(attempt)
         logger.debug("connect %s:%s failed: %s", target.address, target.port, exc)
         return DialError(str(destination), failures)
+
+    def _marked(self, error: DialError, targets: Sequence[Target]) -> DialError:
+        """The readiness mark on a failed dial: would a strict NAT64 refuse it?"""
+        error.strict_nat64_refuses = any(self._strict_refuses(t) for t in targets)
+        return error
 
     async def _race(self, destination: Destination, targets: Sequence[Target]) -> Dialed:
         """RFC 8305 §5: staggered attempts; the first success wins, the rest are cancelled."""
@@ -436,6 +558,16 @@ async def _open_raw(family: int, address: tuple[str, int]) -> trio.socket.Socket
         raw.close()
         raise
     return trio.socket.from_stdlib_socket(raw)
+
+
+def _refusal_error(destination: Destination, refusal: Refusal) -> Proxy64Error:
+    """A policy refusal as its error: SOCKS 0x02 (not allowed by ruleset), HTTP 403."""
+    message = f"refused {destination}: {refusal.message}"
+    if refusal.kind is RefusalKind.STRICT_WKP:
+        error: Proxy64Error = AddressMappingError(message)
+        error.strict_nat64_refuses = True
+        return error
+    return NotAllowedError(message)
 
 
 def _timed_out(target: Target) -> DialAttempt:

@@ -23,7 +23,6 @@ from proxy64.defaults import (
     IPV4ONLY_ARPA,
     PROBE_TIMEOUT,
 )
-from proxy64.errors import AddressMappingError
 from proxy64.proto.dns64 import follow_chain
 from proxy64.proto.rfc6052 import Nat64Prefix
 from proxy64.proto.rfc7050 import derive_prefixes
@@ -84,10 +83,7 @@ async def probe_prefix(
     """Dial target's IPv4 embedded in prefix over TCP; None on success, else why it failed."""
     if not isinstance(target.host, IPv4Address):
         return f"probe target {target} must be an IPv4 address"
-    try:
-        address = prefix.embed(target.host)
-    except AddressMappingError as exc:
-        return str(exc)
+    address = prefix.embed(target.host)
     with trio.move_on_after(timeout), trio.socket.socket(trio.socket.AF_INET6) as sock:
         try:
             await sock.connect((str(address), target.port))

@@ -354,6 +354,7 @@ class _ClientSession:
                     dialed = await self.ctx.dialer.connect(destination)
         except Proxy64Error as exc:
             status, message = exc.http_status, str(exc)
+            record.strict_nat64_refuses = exc.strict_nat64_refuses
         except trio.TooSlowError:
             status, message = 504, f"cannot connect to {destination}: timed out"
         else:

@@ -96,5 +96,6 @@ class Recorder:
                     remote=record.remote[0] if record.remote is not None else None,
                     a_record_of=record.a_record_of,
                     span=(record.started, now),
+                    strict_nat64_refuses=record.strict_nat64_refuses,
                 )
             )

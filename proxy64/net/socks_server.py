@@ -336,7 +336,7 @@ async def _connect(
         else:
             dialed = await ctx.dialer.connect(request.destination)
     except Proxy64Error as exc:
-        record.outcome = str(exc)
+        record.failed(exc)
         await send_final(stream, reply_bytes(machine, exc.socks_reply, NO_BIND))
         return
     except OSError as exc:  # the dialer should have typed it; still answer the client

@@ -8,10 +8,10 @@ touches a socket or a clock; every outcome is a Dns64Answer value.
 Invariants: synthesized records carry the owner name of the A RRset and the CNAME/DNAME
 chain of the A response (RFC 6147 §5.1.5, §5.1.7); the TTL follows §5.1.7; AAAA inside the
 exclusion set count as absent (§5.1.4); NXDOMAIN is never synthesized (§5.1.2); any
-other failure of the AAAA query falls through to A (§5.1.3). Under the well-known prefix
-an A record with a non-global IPv4 address is not synthesized (RFC 6052 §3.1) — a
-deliberate difference from Unbound and BIND, which synthesize it for the translator to
-refuse.
+other failure of the AAAA query falls through to A (§5.1.3). Every A record is
+synthesized under every prefix, non-global IPv4 under 64:ff9b::/96 included, as BIND and
+Unbound do: RFC 6052 §3.1 leaves the refusal to the translator, and translators differ
+(tayga 0.9.2 carries 100.64/10, AWS's NAT gateway carries RFC 1918).
 """
 
 from __future__ import annotations
@@ -34,11 +34,8 @@ from dns.rdtypes.IN.AAAA import AAAA
 from proxy64.defaults import (
     DNS64_MAX_CHAIN,
     DNS64_RDATA_CACHE,
-    IPV4ONLY_ADDRESSES,
-    IPV4ONLY_ARPA,
     SYNTHESIZED_TTL_WITHOUT_SOA,
 )
-from proxy64.errors import AddressMappingError
 from proxy64.proto.rfc6052 import Nat64Prefix
 
 
@@ -110,9 +107,6 @@ class NeedA:
         """synthesize_all: AAAA was not asked, so A alone decides (no SOA: §5.1.7 600 s)."""
         return cls(None, _negative(qname, Outcome.SERVFAIL, None))
 
-
-_IPV4ONLY_NAME = dns.name.from_text(IPV4ONLY_ARPA)
-_WKAS = frozenset(IPv4Address(a) for a in IPV4ONLY_ADDRESSES)  # RFC 7050 §2.2
 
 def negative_ttl(response: dns.message.Message) -> tuple[int | None, dns.rrset.RRset | None]:
     """RFC 2308 §5: a negative answer lives min(SOA TTL, SOA MINIMUM) seconds."""
@@ -215,20 +209,14 @@ def synthesize_addresses(
 ) -> tuple[IPv6Address, ...]:
     """RFC 6147 §5.1.6 (data for synthesis, "mapped") + §5.1.7 + RFC 6052 §2.2: embed each A.
 
-    Under 64:ff9b::/96 a non-global IPv4 address is skipped (RFC 6052 §3.1), except the
-    well-known addresses of ipv4only.arpa: RFC 7050 §2.2 defines them so that a DNS64
-    synthesizes them under the prefix it uses, the well-known one included.
+    No address is filtered by its value: non-global IPv4 is the translator's to refuse
+    (RFC 6052 §3.1). Only a --dns64-mapped list (BIND's "mapped") narrows the set.
     """
     out = []
-    discovery_name = a_rrset.name == _IPV4ONLY_NAME
     for rdata in a_rrset:
         ipv4 = IPv4Address(rdata.address)
-        if not is_mapped(ipv4, mapped):
-            continue
-        try:
-            out.append(prefix.embed(ipv4, check_global=not (discovery_name and ipv4 in _WKAS)))
-        except AddressMappingError:
-            continue  # RFC 6052 §3.1: not global under the well-known prefix
+        if is_mapped(ipv4, mapped):
+            out.append(prefix.embed(ipv4))
     return tuple(out)
 
 
@@ -311,11 +299,7 @@ def synthesize_from_a(
             negative = _negative(qname, Outcome.NODATA, response, chain, owner)
         if rrset is not None:
             skipped = ", ".join(rdata.address for rdata in rrset)
-            why = (
-                "not inside the --dns64-mapped ranges or not global IPv4 (RFC 6052 §3.1)"
-                if mapped
-                else "not global IPv4, which RFC 6052 §3.1 forbids under the well-known prefix"
-            )
+            why = "not inside the --dns64-mapped ranges"
             negative = dataclasses.replace(negative, note=f"A records {skipped} are {why}")
         return negative  # nothing to synthesize: answer as the AAAA query did (NODATA)
     return Dns64Answer(

@@ -81,8 +81,20 @@ def fill_dns64(reply: dns.message.Message, answer: Dns64Answer) -> None:
         reply.authority.append(answer.soa)  # RFC 2308 §3: negative answers carry the SOA
 
 
+# Upstream RCODEs a recursive server passes on; any other (REFUSED, NOTIMP, FORMERR,
+# SERVFAIL) says the upstream could not answer, which the client hears as SERVFAIL, as from
+# BIND and Unbound: the upstream's REFUSED is about us, not about the client's question.
+_PASSED_RCODES = (dns.rcode.NOERROR, dns.rcode.NXDOMAIN, dns.rcode.YXDOMAIN)
+
+
 def fill_passthrough(reply: dns.message.Message, upstream: dns.message.Message) -> None:
-    """Copy an upstream answer's RCODE and sections (EDNS and TSIG stay our own)."""
+    """Copy an upstream answer's RCODE and sections (EDNS and TSIG stay our own); an
+    upstream error becomes SERVFAIL with empty sections. Every record type, SVCB and
+    HTTPS included, is copied unchanged: RFC 9460 §7.4 forbids a DNS64 to synthesize
+    from their ipv4hint."""
+    if upstream.rcode() not in _PASSED_RCODES:
+        reply.set_rcode(dns.rcode.SERVFAIL)
+        return
     reply.set_rcode(upstream.rcode())
     reply.answer.extend(upstream.answer)
     reply.authority.extend(upstream.authority)

@@ -4,9 +4,12 @@ A Nat64Prefix is one of the six lengths of RFC 6052 §2.2 (/32 /40 /48 /56 /64 /
 64–71 (the "u" octet) are always zero, and so are the suffix bits after the embedded
 IPv4 address. embed() and extract() are exact inverses for every length.
 
-The well-known prefix 64:ff9b::/96 must not carry non-global IPv4 (RFC 6052 §3.1); the
-set of non-global ranges is taken from the RFC 6890 special-purpose registry and the
-RFC 5735 §3 list that §3.1 names, because `ipaddress.is_global` does not match either.
+embed() maps every IPv4 address under every prefix, as the DNS64 servers BIND and Unbound
+do: RFC 6052 §3.1 asks the translator, not the address arithmetic, to refuse non-global
+IPv4 under the well-known prefix 64:ff9b::/96, and translators differ in what they refuse.
+is_global_ipv4() (the RFC 6890 registry plus the RFC 5735 §3 ranges that §3.1 names, since
+`ipaddress.is_global` matches neither) explains such a refusal; strict_nat64_refuses() is
+the set a strict translator (tayga >= 0.9.4, `wkpf-strict yes`) refuses.
 """
 
 from __future__ import annotations
@@ -48,11 +51,35 @@ GLOBAL_EXCEPTIONS = (
 )
 
 
+# What a strict translator refuses under the well-known prefix (RFC 6052 §3.1 as tayga
+# >= 0.9.4 applies it with `wkpf-strict yes`, its default): RFC 1918, RFC 6598, the three
+# TEST-NETs and the benchmarking range. tayga 0.9.2 refuses the same minus 100.64.0.0/10.
+STRICT_NAT64_REFUSED = tuple(
+    IPv4Network(n)
+    for n in (
+        "10.0.0.0/8",  # RFC 1918
+        "100.64.0.0/10",  # RFC 6598 shared address space
+        "172.16.0.0/12",  # RFC 1918
+        "192.0.2.0/24",  # RFC 5737 TEST-NET-1
+        "192.168.0.0/16",  # RFC 1918
+        "198.18.0.0/15",  # RFC 2544 benchmarking
+        "198.51.100.0/24",  # RFC 5737 TEST-NET-2
+        "203.0.113.0/24",  # RFC 5737 TEST-NET-3
+    )
+)
+
+
 def is_global_ipv4(address: IPv4Address) -> bool:
     """True where the RFC 6890 registry (and RFC 5735 §3) call the address global."""
     if any(address in net for net in GLOBAL_EXCEPTIONS):
         return True
     return not any(address in net for net in NON_GLOBAL_IPV4)
+
+
+def strict_nat64_refuses(ipv4: IPv4Address) -> bool:
+    """True when a strict translator refuses ipv4 under 64:ff9b::/96 (RFC 6052 §3.1 as
+    tayga >= 0.9.4 applies it); a network-specific prefix carries it everywhere."""
+    return any(ipv4 in net for net in STRICT_NAT64_REFUSED)
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,18 +150,12 @@ class Nat64Prefix:
             return False
         return self.length == 96 or address.packed[_U_OCTET] == 0
 
-    def embed(self, ipv4: IPv4Address, *, check_global: bool = True) -> IPv6Address:
+    def embed(self, ipv4: IPv4Address) -> IPv6Address:
         """RFC 6052 §2.2: place the 32 IPv4 bits after the prefix, skipping the u octet.
 
-        With the well-known prefix a non-global IPv4 address is refused (§3.1), unless
-        check_global is False (a DNS64 with an explicit "mapped" policy may decide so).
+        Every IPv4 address is embedded, under the well-known prefix too: whether a
+        non-global one is translated is the translator's decision (RFC 6052 §3.1).
         """
-        if check_global and self.is_well_known and not is_global_ipv4(ipv4):
-            raise AddressMappingError(
-                f"{self.network} cannot carry {ipv4}: it is not a global IPv4 address "
-                "(RFC 6052 §3.1); use a network-specific prefix or 64:ff9b:1::/48 "
-                "(RFC 8215) with --nat64-prefix"
-            )
         out = bytearray(self.network.network_address.packed)
         for index, octet in zip(_ipv4_positions(self.length), ipv4.packed, strict=True):
             out[index] = octet

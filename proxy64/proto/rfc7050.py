@@ -63,7 +63,7 @@ def _unambiguous(
     confirmed = [
         prefix
         for prefix, wka in candidates
-        if any(prefix.embed(other, check_global=False) in present for other in WKAS if other != wka)
+        if any(prefix.embed(other) in present for other in WKAS if other != wka)
     ]
     if len(confirmed) == 1:
         return confirmed[0]

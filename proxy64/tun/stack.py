@@ -233,7 +233,8 @@ class TunStack(UdpEchoStack):
         except (Proxy64Error, trio.TooSlowError, OSError) as exc:
             refusal = Refusal.ADDRESS_UNREACHABLE if isinstance(exc, trio.TooSlowError) else (
                 refusal_of(exc))  # fmt: skip
-            record.outcome = str(exc) or "timed out"
+            record.failed(exc)
+            record.outcome = record.outcome or "timed out"
             if refusal is Refusal.RESET:
                 self.table.reject("tcp-reset")  # the others are counted with their ICMP
             self.execute(key, flow, flow.handle(DialFailed(refusal, record.outcome),

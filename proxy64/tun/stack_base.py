@@ -25,7 +25,7 @@ from proxy64.defaults import (
     TUN_UDP_IDLE,
 )
 from proxy64.destination import Destination, Reached
-from proxy64.errors import AddressMappingError, DialCause, DialError
+from proxy64.errors import AddressMappingError, DialCause, DialError, NotAllowedError
 from proxy64.flow import build
 from proxy64.flow.names import NameMemory
 from proxy64.flow.table import FlowTable
@@ -75,7 +75,7 @@ class StackSettings:
 def refusal_of(exc: BaseException) -> Refusal:
     if isinstance(exc, DialError):
         return _REFUSAL[exc.cause]
-    if isinstance(exc, AddressMappingError):
+    if isinstance(exc, AddressMappingError | NotAllowedError):
         return Refusal.PROHIBITED
     return Refusal.ADDRESS_UNREACHABLE
 

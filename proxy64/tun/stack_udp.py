@@ -91,7 +91,7 @@ class UdpEchoStack(StackBase):
                 self.udp_socks[key] = sock
                 sock.connect((str(host), port))
             except (Proxy64Error, OSError) as exc:
-                record.outcome = str(exc)
+                record.failed(exc)
                 self._udp_execute(key, flow, flow.failed(str(exc)), first)
                 self.recorder.finish(record)
                 return

@@ -82,7 +82,13 @@ def test_resolve_json_native_and_synthesized(nsd: DnsProcess) -> None:
     result = json.loads(done.stdout)
     assert result["qname"] == "both.dns64.test" and result["chain"] == []
     assert result["records"] == [
-        {"address": "2001:db8:1::2", "synthesized": False, "ttl": 1800, "kind": "native"}
+        {
+            "address": "2001:db8:1::2",
+            "synthesized": False,
+            "ttl": 1800,
+            "kind": "native",
+            "strict_nat64_refuses": False,
+        }
     ]
     forced = proxy64(
         "resolve",
@@ -96,7 +102,13 @@ def test_resolve_json_native_and_synthesized(nsd: DnsProcess) -> None:
     )
     records = json.loads(forced.stdout)["records"]
     assert records == [
-        {"address": "2001:db8:101:203:5::", "synthesized": True, "ttl": 600, "kind": "synthesized"}
+        {
+            "address": "2001:db8:101:203:5::",
+            "synthesized": True,
+            "ttl": 600,
+            "kind": "synthesized",
+            "strict_nat64_refuses": False,
+        }
     ]
 
 
@@ -117,9 +129,11 @@ def test_resolve_failure_exit_1(nsd: DnsProcess) -> None:
         "--nat64-prefix",
         "64:ff9b::/96",
     )
-    assert private.returncode == 1
-    assert json.loads(private.stdout)["error"] == "NODATA"
-    assert "RFC 6052 §3.1" in private.stderr
+    # RFC 6052 §3.1 is the translator's rule: the DNS64 synthesizes it, as BIND does, and
+    # marks it as what a strict NAT64 refuses.
+    assert private.returncode == 0, private.stderr
+    [record] = json.loads(private.stdout)["records"]
+    assert record["address"] == "64:ff9b::a01:203" and record["strict_nat64_refuses"] is True
 
 
 def test_resolve_auto_without_dns64_falls_back_to_wkp(nsd: DnsProcess) -> None:
@@ -305,9 +319,16 @@ def test_resolve_ip_literals_need_no_dns() -> None:
     v4 = proxy64("resolve", "192.0.2.33", "--dns", dead, "--nat64-prefix", NSP, "--json")
     assert v4.returncode == 0, v4.stderr
     assert json.loads(v4.stdout)["records"] == [
-        {"address": "2001:db8:1c0:2:21::", "synthesized": True, "ttl": 0, "kind": "synthesized"}
+        {
+            "address": "2001:db8:1c0:2:21::",
+            "synthesized": True,
+            "ttl": 0,
+            "kind": "synthesized",
+            "strict_nat64_refuses": False,
+        }
     ]
     v6 = proxy64("resolve", "[2001:db8::1]", "--dns", dead, "--nat64-prefix", NSP, "--json")
     assert json.loads(v6.stdout)["records"][0]["address"] == "2001:db8::1"
-    refused = proxy64("resolve", "10.1.2.3", "--dns", dead, "--nat64-prefix", "64:ff9b::/96")
-    assert refused.returncode == 1 and "RFC 6052 §3.1" in refused.stderr
+    private = proxy64("resolve", "10.1.2.3", "--dns", dead, "--nat64-prefix", "64:ff9b::/96")
+    assert private.returncode == 0 and "64:ff9b::a01:203" in private.stdout
+    assert "a strict NAT64 (RFC 6052 §3.1" in private.stdout

@@ -77,16 +77,22 @@ def test_ipv6_origin_reached_natively(origin: Origin, dns: DnsProcess) -> None:
     assert "ipv4-literal-mapped" not in log and "dns64-synthesized" not in log
 
 
-def test_wkp_refuses_loopback_ipv4_with_a_clear_answer(origin: Origin) -> None:
-    with proxy_process("--egress", "embedded") as proxy:  # 64:ff9b::/96 cannot carry 127/8
+def test_strict_wkp_refuses_private_ipv4_with_a_clear_answer(origin: Origin) -> None:
+    """Under 64:ff9b::/96 the embedded egress carries loopback; --strict-wkp refuses what a
+    strict NAT64 refuses (RFC 6052 §3.1) before dialing, SOCKS reply 2 and HTTP 403."""
+    with proxy_process("--egress", "embedded") as proxy:
+        echo(curl("-x", proxy.http_url, origin.url4("/echo")))
+    with proxy_process("--egress", "embedded", "--strict-wkp") as proxy:
         result = curl(
-            "-x", proxy.http_url, "-o", "/dev/null", "-w", "%{http_code}", origin.url4("/echo")
+            "-x", proxy.http_url, "-o", "/dev/null", "-w", "%{http_code}", "http://10.1.2.3/"
         )
         assert result.stdout == "403"
-        socks = curl("-x", proxy.socks_url, origin.url4("/echo"))
-        assert socks.returncode != 0
+        socks = curl("-x", proxy.socks_url, "http://192.168.7.7/")
+        assert socks.returncode == 97 and "(2)" in socks.stderr, socks.stderr
         time.sleep(0.2)
-        assert "RFC 6052 §3.1" in proxy.output()
+        assert "--strict-wkp: a strict NAT64 refuses 192.168.7.7 under 64:ff9b::/96" in (
+            proxy.output()
+        )
 
 
 def test_non_loopback_listener_without_auth_is_refused() -> None:
@@ -114,14 +120,26 @@ def test_non_loopback_listener_with_auth_starts(tmp_path: Path, origin: Origin) 
     ) as proxy:
         assert proxy.socks is not None and proxy.socks[0] == "0.0.0.0"
         port = proxy.socks[1]
+        # a shared proxy does not open its own host to its clients (SOCKS reply 2)
         good = curl("-x", f"socks5h://alice:Secret-Pw@127.0.0.1:{port}", origin.url4("/echo"))
-        assert echo(good)["path_qs"] == "/echo"
+        assert good.returncode == 97 and "(2)" in good.stderr, good.stderr
+        time.sleep(0.2)
+        assert "is this host" in proxy.output() and "--allow-host-access" in proxy.output()
         bad = curl("-x", f"socks5h://alice:wrong@127.0.0.1:{port}", origin.url4("/echo"))
         assert bad.returncode != 0
         none = curl("-x", f"socks5h://127.0.0.1:{port}", origin.url4("/echo"))
         assert none.returncode != 0
         time.sleep(0.2)
         assert "Secret-Pw" not in proxy.output() and "wrong" not in proxy.output()
+    with proxy_process(
+        "--socks", "0.0.0.0:0", "--http", "off", "--auth-file", str(users), *EMBEDDED,
+        "--allow-host-access",
+    ) as proxy:  # fmt: skip
+        assert proxy.socks is not None
+        good = curl(
+            "-x", f"socks5h://alice:Secret-Pw@127.0.0.1:{proxy.socks[1]}", origin.url4("/echo")
+        )
+        assert echo(good)["path_qs"] == "/echo"
 
 
 def test_max_connections_refuses_beyond_the_limit(origin: Origin) -> None:

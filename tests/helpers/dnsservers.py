@@ -3,6 +3,8 @@
 - start_nsd(zones, ...): an authoritative NSD serving the given zone texts.
 - start_unbound_dns64(prefix, upstream, ...): Unbound as a DNS64 (`module-config: "dns64
   iterator"`) that forwards everything to `upstream` (your NSD) and never asks the root.
+- start_bind_dns64(prefix, upstream, ...): BIND's named as a DNS64 (`dns64 PREFIX { };`),
+  forwarding only to `upstream`, in the foreground (`named -g`).
 - FakeUpstream: an in-process trio DNS server (UDP + TCP) answering with a handler
   function, for failover, truncation and timeout tests.
 
@@ -224,6 +226,57 @@ remote-control:
     return _start(
         "unbound",
         [tool_path("unbound"), "-d", "-c", str(config)],
+        host,
+        port,
+        workdir,
+        probe_zone,
+    )
+
+
+def start_bind_dns64(
+    prefix: str,
+    upstream: HostPort,
+    *,
+    host: str | None = None,
+    port: int | None = None,
+    probe_zone: str = ".",
+) -> DnsProcess:
+    """BIND 9 as DNS64 with prefix, forwarding only to upstream (no root servers, no
+    validation, no built-in empty zones that would answer for test names itself).
+
+    named binds only the addresses it finds on interfaces, so it listens on 127.0.0.1
+    (on a free port) rather than on one of the other 127/8 addresses lo routes."""
+    require_tool("named")
+    host = host or "127.0.0.1"
+    port = port or free_port(host)
+    workdir = Path(tempfile.mkdtemp(prefix="p64-dns-bind-"))
+    config = workdir / "named.conf"
+    config.write_text(
+        f"""options {{
+    directory "{workdir}";
+    pid-file "{workdir}/named.pid";
+    session-keyfile "{workdir}/session.key";
+    managed-keys-directory "{workdir}";
+    listen-on port {port} {{ {host}; }};
+    listen-on-v6 {{ none; }};
+    recursion yes;
+    allow-query {{ any; }};
+    allow-recursion {{ any; }};
+    forward only;
+    forwarders {{ {upstream.host} port {upstream.port}; }};
+    dnssec-validation no;
+    empty-zones-enable no;
+    qname-minimization off;
+    edns-udp-size 1232;
+    max-udp-size 1232;
+    dns64 {prefix} {{ }};
+}};
+controls {{ }};
+"""
+    )
+    return _start(
+        "named",
+        [tool_path("named"), "-g", "-n", "1", "-c", str(config)],
         host,
         port,
         workdir,

@@ -22,6 +22,7 @@ from proxy64.net.http_server import handle_http_client
 from proxy64.net.relay import Relay
 from proxy64.net.resolver import Resolution, ResolvedAddress
 from proxy64.net.slots import ConnectionSlots
+from proxy64.policy import DestinationPolicy
 from proxy64.proto.rfc6052 import Nat64Prefix
 from tests.helpers.fakes import ListRecorder
 
@@ -47,7 +48,14 @@ def context(
     credentials: dict[str, str] | None = None,
 ) -> ProxyContext:
     return ProxyContext(
-        dialer=Dialer(LoopbackResolver(), PREFIX, Egress.NAT64, connect_timeout=5.0),
+        # strict: 10.1.2.3 is refused before any dial, never sent out
+        dialer=Dialer(
+            LoopbackResolver(),
+            PREFIX,
+            Egress.NAT64,
+            connect_timeout=5.0,
+            policy=DestinationPolicy(strict_wkp=True),
+        ),
         recorder=recorder,
         relay=Relay(idle_timeout=idle_timeout, splice_threshold=256 * 1024),
         credentials=credentials,

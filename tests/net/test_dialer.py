@@ -5,7 +5,6 @@ from __future__ import annotations
 import errno
 import os
 import socket
-from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv6Address, ip_address
 from typing import Any
 
@@ -15,7 +14,6 @@ import trio.testing
 
 from proxy64.destination import Destination, Egress, Reached
 from proxy64.errors import (
-    AddressMappingError,
     DialCause,
     DialError,
     ResolutionError,
@@ -23,72 +21,12 @@ from proxy64.errors import (
 )
 from proxy64.net.dialer import Dialer
 from proxy64.proto.rfc6052 import Nat64Prefix
+from tests.helpers.fake_net import FakeNet, Outcome
 from tests.helpers.fakes import FakeResolver
 from tests.helpers.streams import closed_port
 
 WKP = Nat64Prefix.parse("64:ff9b::/96")
 NSP = Nat64Prefix.parse("2001:db8:64::/96")
-
-
-@dataclass
-class Outcome:
-    delay: float
-    error: int | None = None  # errno, or None: the connect succeeds
-
-
-@dataclass
-class FakeNet:
-    """Fake sockets: connect() sleeps `delay` (mock clock) then succeeds or fails."""
-
-    outcomes: dict[str, Outcome]
-    started: list[tuple[float, str]] = field(default_factory=list)
-    sockets: list[FakeSocket] = field(default_factory=list)
-
-    def socket(self, family: int, type_: int, proto: int) -> FakeSocket:
-        sock = FakeSocket(self, family)
-        self.sockets.append(sock)
-        return sock
-
-
-class FakeSocket(trio.socket.SocketType):
-    def __init__(self, net: FakeNet, family: int) -> None:
-        self.net = net
-        self._family = family
-        self.closed = False
-        self.connected_to: str | None = None
-
-    @property
-    def family(self) -> Any:
-        return self._family
-
-    @property
-    def type(self) -> Any:
-        return socket.SOCK_STREAM
-
-    @property
-    def proto(self) -> int:
-        return 0
-
-    def setsockopt(self, *args: Any) -> None:
-        pass
-
-    async def connect(self, address: Any) -> None:
-        host = address[0]
-        self.net.started.append((trio.current_time(), host))
-        outcome = self.net.outcomes[host]
-        await trio.sleep(outcome.delay)
-        if outcome.error is not None:
-            raise OSError(outcome.error, os.strerror(outcome.error))
-        self.connected_to = host
-
-    def getsockname(self) -> Any:
-        return ("::1", 40000, 0, 0) if self._family == socket.AF_INET6 else ("127.0.0.1", 40000)
-
-    def close(self) -> None:
-        self.closed = True
-
-    def fileno(self) -> int:
-        return -1
 
 
 def dialer(
@@ -147,31 +85,49 @@ async def test_native_ipv6_stays_ipv6_in_embedded_mode(mock_clock: Any) -> None:
     assert dialed.reached is Reached.DNS64 and dialed.egress is Egress.EMBEDDED
 
 
-async def test_rfc6052_3_1_wkp_refuses_loopback_literal_before_any_dial(mock_clock: Any) -> None:
-    net = FakeNet({})
-    for egress in Egress:
-        d = dialer(net, prefix=WKP, egress=egress)
-        with pytest.raises(AddressMappingError) as info:
-            await d.connect(Destination(IPv4Address("127.0.0.1"), 80))
-        assert "--nat64-prefix" in str(info.value)  # the way out is named
-        assert info.value.socks_reply is SocksReply.NOT_ALLOWED
-        assert info.value.http_status == 403
-    assert net.sockets == []
+@pytest.mark.parametrize("egress", list(Egress))
+async def test_loopback_is_this_host_dialed_directly(mock_clock: Any, egress: Egress) -> None:
+    """127/8 and ::1 are this host: dialed directly, never embedded and sent to the NAT64
+    (which would reach its own loopback, not ours). Under the embedded egress proxy64 is
+    the translator, so 127/8 is its IPv4 dial; ::1 is native IPv6 either way."""
+    net = FakeNet({"127.0.0.1": Outcome(0.01), "127.1.2.3": Outcome(0.01), "::1": Outcome(0.01)})
+    d = dialer(net, prefix=WKP, egress=egress)
+    for host in ("127.0.0.1", "127.1.2.3", "64:ff9b::7f00:1"):
+        dialed = await d.connect(Destination(ip_address(host), 80))
+        expected = IPv4Address("127.0.0.1") if host.startswith("64:") else ip_address(host)
+        assert dialed.remote == (expected, 80)
+        if egress is Egress.NAT64:
+            assert dialed.reached is Reached.THIS_HOST and dialed.egress is None
+        else:
+            assert dialed.reached is Reached.IPV4_LITERAL and dialed.egress is Egress.EMBEDDED
+    dialed = await d.connect(Destination(IPv6Address("::1"), 80))
+    assert dialed.remote == (IPv6Address("::1"), 80) and dialed.egress is None
+    assert all(not host.startswith("64:") for _, host in net.started)
 
 
-async def test_wkp_embedded_refuses_synthesized_private_address(mock_clock: Any) -> None:
-    net = FakeNet({"93.184.216.34": Outcome(0.01)})  # fake: nothing is sent
-    resolver = FakeResolver(
-        {
-            "private.example": [("64:ff9b::a00:1", True)],
-            "mixed.example": [("64:ff9b::a00:1", True), ("64:ff9b::5db8:d822", True)],
-        }
-    )
+async def test_wkp_embedded_egress_translates_every_destination(mock_clock: Any) -> None:
+    """Under the embedded egress proxy64 is the translator and carries non-global IPv4 too
+    (RFC 6052 §3.1 is the translator's choice; --strict-wkp makes it strict)."""
+    net = FakeNet({"10.0.0.1": Outcome(0.01), "100.64.0.1": Outcome(0.01)})
+    resolver = FakeResolver({"private.example": [("64:ff9b::a00:1", True)]})
     d = dialer(net, resolver, prefix=WKP, egress=Egress.EMBEDDED)
-    with pytest.raises(AddressMappingError):
-        await d.connect(Destination("private.example", 80))
-    dialed = await d.connect(Destination("mixed.example", 80))  # the global one is used
-    assert dialed.remote == (IPv4Address("93.184.216.34"), 80)
+    dialed = await d.connect(Destination("private.example", 80))
+    assert dialed.remote == (IPv4Address("10.0.0.1"), 80) and dialed.egress is Egress.EMBEDDED
+    assert dialed.strict_nat64_refuses  # the readiness mark
+    dialed = await d.connect(Destination(IPv4Address("100.64.0.1"), 80))
+    assert dialed.remote == (IPv4Address("100.64.0.1"), 80)
+    assert dialed.reached is Reached.IPV4_LITERAL and dialed.strict_nat64_refuses
+
+
+async def test_wkp_nat64_egress_dials_what_was_asked(mock_clock: Any) -> None:
+    """Under the nat64 egress a non-global IPv4 is embedded and dialed: the network's
+    translator decides (tayga 0.9.2 carries 100.64/10, AWS carries RFC 1918)."""
+    net = FakeNet({"64:ff9b::a00:1": Outcome(0.01), "64:ff9b::a9fe:a9fe": Outcome(0.01)})
+    d = dialer(net, prefix=WKP)
+    for ipv4, strict in (("10.0.0.1", True), ("169.254.169.254", False)):
+        dialed = await d.connect(Destination(IPv4Address(ipv4), 80))
+        assert dialed.remote == (WKP.embed(IPv4Address(ipv4)), 80)
+        assert dialed.egress is Egress.NAT64 and dialed.strict_nat64_refuses is strict
 
 
 async def test_rfc8305_5_second_attempt_at_250ms_first_success_wins(mock_clock: Any) -> None:

@@ -1,5 +1,5 @@
 """Dialer.connect_now()/finish(): connect() without waiting, by the same rules (planning,
-RFC 6052 §3.1 refusal, egress, error mapping) — or None when it would have to wait."""
+destination policy, egress, error mapping) — or None when it would have to wait."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from proxy64.destination import Destination, Egress, Reached
 from proxy64.errors import AddressMappingError, DialCause, DialError, ResolutionError
 from proxy64.net.dialer import Dialer, PendingDial
 from proxy64.net.resolver import DNS64Resolver, Resolution, ResolvedAddress
+from proxy64.policy import DestinationPolicy
 from proxy64.proto.dns64 import Dns64Answer, Outcome
 from proxy64.proto.rfc6052 import Nat64Prefix
 from tests.helpers.fakes import FakeResolver
@@ -54,10 +55,11 @@ async def test_ipv6_literal_connects_inside_connect_now() -> None:
         await accepted.aclose()
 
 
-async def test_rfc6052_3_1_refusal_is_raised_without_any_dial() -> None:
-    dialer = Dialer(FakeResolver({}), WKP, Egress.NAT64)
-    with pytest.raises(AddressMappingError, match=r"RFC 6052 §3\.1"):
-        dialer.connect_now(Destination(IPv4Address("127.0.0.1"), 80))
+async def test_strict_wkp_refusal_is_raised_without_any_dial() -> None:
+    policy = DestinationPolicy(strict_wkp=True)
+    dialer = Dialer(FakeResolver({}), WKP, Egress.NAT64, policy=policy)
+    with pytest.raises(AddressMappingError, match=r"--strict-wkp.*RFC 6052 §3\.1"):
+        dialer.connect_now(Destination(IPv4Address("10.1.2.3"), 80))
 
 
 async def test_uncached_name_answers_none_and_asks_nobody() -> None:

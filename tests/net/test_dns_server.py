@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from ipaddress import IPv4Address, ip_address
+from typing import Literal
 
 import dns.asyncbackend
 import dns.asyncquery
@@ -254,3 +255,79 @@ async def test_unknown_edns_version_gets_badvers_and_other_opcodes_notimp(
     notify = dns.message.make_query("example.", "SOA")
     notify.set_opcode(dns.opcode.NOTIFY)
     assert (await ask(responder, notify)).rcode() == dns.rcode.NOTIMP
+
+
+# --- upstream failures reach the client as SERVFAIL (as from BIND and Unbound) ----------
+
+
+class GarbageUpstream(FakeUpstream):
+    """Answers every query with bytes that are not a DNS message for it."""
+
+    async def _reply(self, wire: bytes, transport: Literal["udp", "tcp"]) -> bytes | None:
+        return wire[:2] + b"\x81\x80 not a dns message"
+
+
+async def _refuse(query: dns.message.Message, _: str) -> dns.message.Message:
+    return answer(query, rcode=dns.rcode.REFUSED)
+
+
+async def _silent(query: dns.message.Message, _: str) -> None:
+    return None
+
+
+@pytest.mark.parametrize("upstream_kind", ["refused", "timeout", "garbage"])
+@pytest.mark.parametrize(
+    ("qname", "rdtype"),
+    [
+        ("www.example.", "AAAA"),  # the DNS64 path
+        ("t.example.", "TXT"),  # pass-through
+        ("svc.example.", "HTTPS"),  # pass-through (RFC 9460)
+        ("4.3.2.1.in-addr.arpa.", "PTR"),  # pass-through
+        ("4.0.3.0.2.0.1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.1.0.0.8.b.d.0.1.0.0.2.ip6.arpa.", "PTR"),
+    ],
+)
+async def test_upstream_failure_is_servfail_never_refused(
+    upstream_kind: str, qname: str, rdtype: str
+) -> None:
+    """An upstream that refuses us, stays silent or answers garbage: the client gets
+    SERVFAIL (its question is fine; our upstream failed), with empty sections, in time."""
+    upstream: FakeUpstream
+    if upstream_kind == "garbage":
+        upstream = GarbageUpstream(_refuse)
+    else:
+        upstream = FakeUpstream(_refuse if upstream_kind == "refused" else _silent)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(upstream.serve)
+        settings_ = ResolverSettings(
+            servers=(upstream.address,), prefix=NSP, timeout=0.3, lifetime=1.0
+        )
+        responder = DNS64Responder(DNS64Resolver(settings_, NSP))
+        with trio.fail_after(5):
+            reply = await ask(responder, dns.message.make_query(qname, rdtype))
+        nursery.cancel_scope.cancel()
+    assert reply.rcode() == dns.rcode.SERVFAIL
+    assert not reply.answer and not reply.authority
+    assert upstream.seen or upstream_kind == "garbage"
+
+
+async def test_rfc9460_https_record_passes_unchanged_without_synthesis() -> None:
+    """RFC 9460 §7.4: a DNS64 must not synthesize from ipv4hint; the HTTPS RRset is passed
+    as the upstream gave it, and an AAAA query for the name is synthesized from A only."""
+    zone = {
+        **SERVER_ZONE,
+        ("svc.example.", "HTTPS"): ['svc.example. 60 IN HTTPS 1 . alpn="h2" ipv4hint=192.0.2.9'],
+        ("svc.example.", "A"): ["svc.example. 60 IN A 1.2.3.9"],
+    }
+    async with trio.open_nursery() as nursery:
+        upstream = FakeUpstream(zone_handler(zone))
+        await nursery.start(upstream.serve)
+        settings_ = ResolverSettings(servers=(upstream.address,), prefix=NSP, timeout=1.0)
+        responder = DNS64Responder(DNS64Resolver(settings_, NSP))
+        https = await ask(responder, dns.message.make_query("svc.example.", "HTTPS"))
+        aaaa = await ask(responder, dns.message.make_query("svc.example.", "AAAA"))
+        nursery.cancel_scope.cancel()
+    [rrset] = https.answer
+    assert rrset.rdtype == dns.rdatatype.HTTPS
+    assert rrset[0].to_text() == '1 . alpn="h2" ipv4hint="192.0.2.9"'
+    [synthesized] = aaaa.answer
+    assert [r.address for r in synthesized] == [str(NSP.embed(IPv4Address("1.2.3.9")))]

@@ -78,14 +78,20 @@ def test_serve_refused_port_is_502_with_reason(proxy: ProxyProcess) -> None:
     assert b"connection refused" in body
 
 
-def test_serve_with_well_known_prefix_refuses_loopback_ipv4_403(origin: Origin) -> None:
-    # RFC 6052 §3.1: 64:ff9b::/96 must not carry non-global IPv4 such as 127.0.0.1.
+def test_serve_with_well_known_prefix_reaches_loopback_and_strict_refuses_403(
+    origin: Origin,
+) -> None:
+    """Loopback is this host: reached directly under 64:ff9b::/96 too. --strict-wkp refuses
+    what a strict NAT64 refuses (RFC 6052 §3.1) before any dial: 403 naming the option."""
     args = ("--egress", "embedded", "--nat64-prefix", "64:ff9b::/96", "--socks", "off")
     with proxy_process(*args, env=clean_env()) as wkp:
-        refused = curl_bytes("-x", wkp.http_url, "-w", "\n%{http_code}", origin.url4("/echo"))
+        reached = curl_bytes("-x", wkp.http_url, "-w", "\n%{http_code}", origin.url4("/echo"))
+    assert reached.stdout.rpartition(b"\n")[2] == b"200", reached
+    with proxy_process(*args, "--strict-wkp", env=clean_env()) as strict:
+        refused = curl_bytes("-x", strict.http_url, "-w", "\n%{http_code}", "http://10.1.2.3/")
     body, _, code = refused.stdout.rpartition(b"\n")
     assert code == b"403", refused
-    assert b"6052" in body
+    assert b"--strict-wkp" in body and b"RFC 6052" in body
 
 
 def test_serve_auth_file_407_then_accepted(origin: Origin, tmp_path: Path) -> None:

@@ -199,10 +199,10 @@ async def test_the_dialer_embeds_in_the_prefix_of_the_moment() -> None:
     resolver = DNS64Resolver(ResolverSettings(servers=DNS, prefix=None), state)
     dialer = Dialer(resolver, state)
     literal = Destination(IPv4Address("192.0.2.1"), 80)
-    assert dialer._literal_targets(literal)[0].address == IPv6Address("2001:db8:a::c000:201")  # type: ignore[index]
+    assert dialer.targets_now(literal)[0].address == IPv6Address("2001:db8:a::c000:201")  # type: ignore[index]
     state.update(Nat64Choice(B, Egress.NAT64, "RFC 7050 via x"))
     assert dialer.prefix == B and resolver.prefix == B
-    assert dialer._literal_targets(literal)[0].address == IPv6Address("2001:db8:b::c000:201")  # type: ignore[index]
+    assert dialer.targets_now(literal)[0].address == IPv6Address("2001:db8:b::c000:201")  # type: ignore[index]
     with pytest.raises(TypeError):
         Dialer(resolver, state, Egress.NAT64)
 

@@ -1,10 +1,15 @@
-"""Differential tests: proxy64's DNS64 against Unbound as DNS64, both in front of a real NSD.
+"""Differential tests: proxy64's DNS64 against Unbound and BIND as DNS64, all in front of a
+real NSD.
 
 NSD serves tests/data/dns/dns64.test.zone on loopback; for the well-known prefix and a
 network-specific prefix of each RFC 6052 length, one Unbound (`module-config: "dns64
-iterator"`) forwards to it. proxy64's resolver asks NSD directly. Where RFC 6147 is clear
-and Unbound follows it, the answers must match exactly; where Unbound deviates, the test
-asserts the RFC and its docstring says so.
+iterator"`) forwards to it; for the well-known prefix and a /64, one BIND (`dns64 PREFIX
+{ };`). proxy64's resolver asks NSD directly. Where RFC 6147 is clear and Unbound follows
+it, the answers must match exactly; where Unbound deviates, the test asserts the RFC and
+its docstring says so. BIND follows RFC 6147 in everything asked here, so proxy64's
+answers (resolver and `proxy64 dns64` server) must equal BIND's, non-global IPv4 under
+the well-known prefix included: neither filters by address (RFC 6052 §3.1 is the
+translator's rule).
 """
 
 from __future__ import annotations
@@ -26,7 +31,12 @@ from proxy64.errors import ResolutionError
 from proxy64.net.dns_server import DNS64Responder
 from proxy64.net.resolver import DNS64Resolver, Resolution
 from proxy64.proto.rfc6052 import Nat64Prefix
-from tests.helpers.dnsservers import DnsProcess, start_nsd, start_unbound_dns64
+from tests.helpers.dnsservers import (
+    DnsProcess,
+    start_bind_dns64,
+    start_nsd,
+    start_unbound_dns64,
+)
 
 DATA = Path(__file__).parent.parent / "data" / "dns"
 ZONE = "dns64.test."
@@ -166,27 +176,100 @@ async def test_rfc6147_5_1_4_v4mapped_aaaa_is_excluded(
     assert addresses(await unbound_aaaa(server, "v4mapped")) == {IPv6Address("::ffff:1.2.3.7")}
 
 
-async def test_rfc6052_3_1_private_a_under_wkp(
-    nsd: DnsProcess, unbound: tuple[str, DnsProcess]
+NON_GLOBAL = ["private", "mixed", "shared", "loopback", "linklocal", "zero"]
+
+
+@pytest.mark.parametrize("name", NON_GLOBAL)
+async def test_rfc6052_3_1_non_global_a_synthesized_like_unbound(
+    nsd: DnsProcess, unbound: tuple[str, DnsProcess], name: str
 ) -> None:
-    """RFC 6052 §3.1: 64:ff9b::/96 must not carry non-global IPv4; proxy64 does not synthesize
-    them (Unbound and BIND do, and leave the refusal to the translator). Network-specific
-    prefixes carry every IPv4 address, and there proxy64 and Unbound agree.
-    """
+    """RFC 6052 §3.1 is the translator's rule: under every prefix, the well-known one
+    included, 10/8, 100.64/10, 127/8, 169.254/16 and 0.0.0.0 are synthesized, as Unbound
+    and BIND do."""
     prefix, server = unbound
+    mine = {r.address for r in (await ours(nsd, prefix, name)).records}
+    assert mine == addresses(await unbound_aaaa(server, name)) and mine
+
+
+# --- BIND: the same questions, the same answers -------------------------------------------
+
+BIND_PREFIXES = ("64:ff9b::/96", "2001:db8:122:344::/64")
+BIND_NAMES = [*NON_GLOBAL, "a-only", "a-short", "both", "alias2", "v4mapped", "svc"]
+
+
+@pytest.fixture(scope="module", params=BIND_PREFIXES)
+def bind(request: pytest.FixtureRequest, nsd: DnsProcess) -> Iterator[tuple[str, DnsProcess]]:
+    with start_bind_dns64(request.param, nsd.address, probe_zone=ZONE) as server:
+        yield request.param, server
+
+
+async def ask_tcp(host: str, port: int, name: str, rdtype: str) -> dns.message.Message:
+    query = dns.message.make_query(name, rdtype, use_edns=0, payload=1232)
+    with trio.fail_after(5):
+        return await dns.asyncquery.tcp(query, host, port=port, backend=TRIO)
+
+
+def answer_set(reply: dns.message.Message) -> set[tuple[str, str, str]]:
+    """(owner, type, rdata) of the answer section: what a client reads, TTL aside."""
+    return {
+        (rrset.name.to_text(), dns.rdatatype.to_text(rrset.rdtype), rdata.to_text())
+        for rrset in reply.answer
+        for rdata in rrset
+    }
+
+
+async def our_server_reply(
+    nsd: DnsProcess, prefix: str, name: str, rdtype: str
+) -> dns.message.Message:
+    """The `proxy64 dns64` server's reply (DNS64Responder, the code behind the command)."""
     p = Nat64Prefix.parse(prefix)
-    theirs_mixed = addresses(await unbound_aaaa(server, "mixed"))
-    mine_mixed = {r.address for r in (await ours(nsd, prefix, "mixed")).records}
-    if p.is_well_known:
-        assert mine_mixed == {p.embed(IPv4Address("1.2.3.6"))}
-        assert p.embed(IPv4Address("10.1.2.4"), check_global=False) in theirs_mixed
-        with pytest.raises(ResolutionError) as info:
-            await ours(nsd, prefix, "private")
-        assert info.value.reason == "NODATA" and "10.1.2.3" in str(info.value)
-    else:
-        assert mine_mixed == theirs_mixed
-        mine = await ours(nsd, prefix, "private")
-        assert {r.address for r in mine.records} == addresses(await unbound_aaaa(server, "private"))
+    responder = DNS64Responder(DNS64Resolver(ResolverSettings(servers=(nsd.address,), prefix=p), p))
+    query = dns.message.make_query(name, rdtype, use_edns=0, payload=1232)
+    with trio.fail_after(10):
+        wire = await responder.respond(query.to_wire(), transport="tcp")
+    assert wire is not None
+    return dns.message.from_wire(wire)
+
+
+@pytest.mark.parametrize("name", BIND_NAMES)
+async def test_aaaa_answers_equal_bind(
+    nsd: DnsProcess, bind: tuple[str, DnsProcess], name: str
+) -> None:
+    """Same rcode, same owner/type/rdata (CNAME chain and synthesized AAAA) and the same
+    TTL (BIND also takes min(A TTL, negative SOA TTL), RFC 6147 §5.1.7) for the resolver
+    and the DNS64 server. One deviation of BIND's: for v4mapped the excluded AAAA answer
+    carries no SOA, where §5.1.7 says min(A TTL, 600); BIND copies the A TTL (3600)."""
+    prefix, server = bind
+    qname = name + "." + ZONE
+    theirs = await ask_tcp(server.host, server.port, qname, "AAAA")
+    mine = await our_server_reply(nsd, prefix, qname, "AAAA")
+    assert mine.rcode() == theirs.rcode() == dns.rcode.NOERROR
+    assert answer_set(mine) == answer_set(theirs) and addresses(theirs)
+    for ours_rrset in mine.answer:
+        their_rrset = theirs.find_rrset(
+            theirs.answer, ours_rrset.name, ours_rrset.rdclass, ours_rrset.rdtype
+        )
+        if name == "v4mapped" and ours_rrset.rdtype == dns.rdatatype.AAAA:
+            assert (ours_rrset.ttl, their_rrset.ttl) == (600, 3600)  # BIND deviates
+            continue
+        assert fresh(their_rrset.ttl, ours_rrset.ttl), (ours_rrset, their_rrset)
+    resolved = await ours(nsd, prefix, name)
+    assert {r.address for r in resolved.records} == addresses(theirs)
+
+
+async def test_rfc9460_https_passes_unchanged_like_bind(
+    nsd: DnsProcess, bind: tuple[str, DnsProcess]
+) -> None:
+    """RFC 9460 §7.4: the HTTPS record (ipv4hint included) passes through untouched, and
+    no AAAA is made from its ipv4hint."""
+    prefix, server = bind
+    qname = "svc." + ZONE
+    theirs = await ask_tcp(server.host, server.port, qname, "HTTPS")
+    mine = await our_server_reply(nsd, prefix, qname, "HTTPS")
+    assert answer_set(mine) == answer_set(theirs)
+    [(_, rdtype, rdata)] = answer_set(mine)
+    assert rdtype == "HTTPS" and rdata == '1 . alpn="h2" ipv4hint="192.0.2.1"'
+    assert not addresses(mine)
 
 
 @pytest.mark.parametrize(

@@ -84,8 +84,14 @@ async def test_serve_replies_for_refused_and_well_known_prefix(nursery: trio.Nur
         "--dns", f"127.0.0.1:{dns_port}", env=CLEAN_ENV,
     ) as wkp, trio.fail_after(15):  # fmt: skip
         _, reply = await socks5(wkp, connect_request("127.0.0.1", closed_port))
-        assert reply[1] == 0x02  # RFC 6052 §3.1: not allowed under 64:ff9b::/96
-        await wait_log(wkp, "6052")
+        assert reply[1] == 0x05  # the embedded egress carries every address: refused port
+    with proxy_process(
+        "--egress", "embedded", "--nat64-prefix", "64:ff9b::/96", "--http", "off",
+        "--dns", f"127.0.0.1:{dns_port}", "--strict-wkp", env=CLEAN_ENV,
+    ) as strict, trio.fail_after(15):  # fmt: skip
+        _, reply = await socks5(strict, connect_request("10.1.2.3", 80))
+        assert reply[1] == 0x02  # --strict-wkp: not allowed by ruleset, before any dial
+        await wait_log(strict, "--strict-wkp", "RFC 6052 §3.1")
 
 
 async def test_serve_auth_file(nursery: trio.Nursery, tmp_path: Path) -> None:

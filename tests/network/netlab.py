@@ -205,7 +205,8 @@ class Netlab:
         self.ip(g, "addr", "add", f"{T.GATEWAY4}/{T.ORIGIN_NET4.prefixlen}", "dev", "or0")
         self.ip(g, "link", "set", "cl0", "up")
         self.ip(g, "link", "set", "or0", "up")
-        self.ip(g, "route", "add", f"{T.PRIVATE_ORIGIN4}/32", "via", str(T.ORIGIN4))
+        for extra in (T.PRIVATE_ORIGIN4, T.SHARED_ORIGIN4):
+            self.ip(g, "route", "add", f"{extra}/32", "via", str(T.ORIGIN4))
 
         # origin: IPv4 only (RFC 4213 not here: IPv6 off), routes the pool back via tayga
         self.sysctl(
@@ -215,7 +216,8 @@ class Netlab:
             "net.ipv6.conf.lo.disable_ipv6=1",
         )
         self.ip(o, "addr", "add", f"{T.ORIGIN4}/{T.ORIGIN_NET4.prefixlen}", "dev", "gw0")
-        self.ip(o, "addr", "add", f"{T.PRIVATE_ORIGIN4}/32", "dev", "gw0")
+        for extra in (T.PRIVATE_ORIGIN4, T.SHARED_ORIGIN4):
+            self.ip(o, "addr", "add", f"{extra}/32", "dev", "gw0")
         self.ip(o, "link", "set", "gw0", "up")
         # the route back to tayga's pool is added by docker/origin/entrypoint.sh
 

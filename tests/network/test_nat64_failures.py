@@ -1,6 +1,7 @@
 """Failures through the NAT64 network, each with its SOCKS5 reply code (RFC 1928 §6), its
 HTTP status and a sentence naming the cause: a refused port, a prefix nobody translates,
-non-global IPv4 under the well-known prefix (RFC 6052 §3.1), a DNS server that is down.
+a DNS server that is down. Non-global IPv4 under the well-known prefix (RFC 6052 §3.1,
+refused by tayga, or by proxy64 with --strict-wkp): test_wkp_translator_decides.py.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ import time
 
 import pytest
 
-from proxy64.errors import AddressMappingError, Proxy64Error, ResolutionError, SocksReply
+from proxy64.errors import ResolutionError, SocksReply
 from tests.helpers import socks5_client
 from tests.helpers.proxy_process import ProxyProcess
 from tests.network import topology as T
@@ -52,43 +53,6 @@ def test_prefix_without_a_nat64_is_socks_reply_3(netlab: Netlab) -> None:
         answer = proxy_answer(netlab, proxy, "http-connect", f"{T.V4ONLY}:{T.HTTP_PORT}")
         assert answer.startswith("HTTP/1.1 502 "), answer
         assert "network unreachable" in answer
-
-
-def expected_private_refusal(target: str) -> Proxy64Error:
-    """What refusing PRIVATE_ORIGIN4 under the well-known prefix looks like (RFC 6052 §3.1).
-
-    An IPv4 literal cannot be embedded: AddressMappingError (SOCKS 2, HTTP 403). A name
-    whose only A records are non-global has no usable address: the resolver's NODATA,
-    with the §3.1 reason in the detail (SOCKS 4, HTTP 502). Either way before dialing.
-    """
-    if target == str(T.PRIVATE_ORIGIN4):
-        return AddressMappingError("non-global IPv4 under the well-known prefix")
-    return ResolutionError(target, "NODATA")
-
-
-PRIVATE_TARGETS = [T.PRIVATE, str(T.PRIVATE_ORIGIN4)]
-
-
-@pytest.mark.parametrize("target", PRIVATE_TARGETS)
-def test_rfc6052_3_1_private_ipv4_under_well_known_prefix_socks(
-    netlab: Netlab, wkp: ProxyProcess, target: str
-) -> None:
-    with socks_socket(netlab, wkp) as sock, pytest.raises(socks5_client.Socks5Failure) as info:
-        socks5_client.connect(sock, target, T.HTTP_PORT)
-    assert info.value.reply == expected_private_refusal(target).socks_reply
-    assert "unreachable" not in wkp.output().split(target)[-1]  # not tayga's ENETUNREACH
-
-
-@pytest.mark.parametrize("front_end", ["http-connect", "http-forward"])
-@pytest.mark.parametrize("target", PRIVATE_TARGETS)
-def test_rfc6052_3_1_private_ipv4_under_well_known_prefix_http(
-    netlab: Netlab, wkp: ProxyProcess, target: str, front_end: str
-) -> None:
-    answer = proxy_answer(netlab, wkp, front_end, f"{target}:{T.HTTP_PORT}")
-    status = expected_private_refusal(target).http_status
-    assert answer.startswith(f"HTTP/1.1 {status} "), answer
-    assert "RFC 6052 §3.1" in answer, answer
-    assert "unreachable" not in answer  # refused before dialing, not by tayga
 
 
 def test_dns_server_down_is_a_clear_dns_error_not_a_hang(netlab: Netlab) -> None:

@@ -21,7 +21,7 @@ ALL_PREFIXES = [T.WELL_KNOWN_PREFIX, *T.NETWORK_SPECIFIC_PREFIXES.values()]
 
 def embed(prefix: IPv6Network, ipv4: IPv4Address | str) -> str:
     """The RFC 6052 address, without proxy64's §3.1 check: tayga is what is tested here."""
-    return str(Nat64Prefix.from_network(prefix).embed(IPv4Address(ipv4), check_global=False))
+    return str(Nat64Prefix.from_network(prefix).embed(IPv4Address(ipv4)))
 
 
 def addresses(lab: Netlab, netns: str, family: str) -> list[str]:

@@ -8,10 +8,13 @@ without root. The picture is in docs/nat64-network.md ("How it reaches IPv4"):
                                  --veth--  origin (IPv4 only: HTTP, UDP echo)
 
 Why these addresses: under the well-known prefix tayga (and RFC 6052 §3.1) refuse
-RFC 1918, TEST-NET and 198.18/15 destinations, so the origin needs a global-looking IPv4
-address. 100.200.0.0/16 lies outside 100.64.0.0/10 (RFC 6598) and is global by the
+RFC 1918, TEST-NET and 198.18/15 destinations, so the main origin needs a global-looking
+IPv4 address. 100.200.0.0/16 lies outside 100.64.0.0/10 (RFC 6598) and is global by the
 RFC 6890 registry; no packet can leave because every veth end sits in a namespace the
-tests create. PRIVATE_ORIGIN4 (RFC 1918) is there to be refused on purpose.
+tests create. The origin also answers on two addresses real networks use for IPv4
+services: PRIVATE_ORIGIN4 (RFC 1918), which Debian's tayga 0.9.2 refuses under the
+well-known prefix, and SHARED_ORIGIN4 (RFC 6598), which it translates (tayga >= 0.9.4
+with wkpf-strict would refuse both).
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ ORIGIN_NET4 = IPv4Network("100.200.0.0/24")
 GATEWAY4 = IPv4Address("100.200.0.1")
 ORIGIN4 = IPv4Address("100.200.0.10")
 PRIVATE_ORIGIN4 = IPv4Address("10.64.0.10")  # also on the origin; RFC 1918
+SHARED_ORIGIN4 = IPv4Address("100.64.0.10")  # also on the origin; RFC 6598 shared space
 
 # --- tayga ---------------------------------------------------------------------------
 TAYGA_IPV4 = IPv4Address("100.201.0.1")  # tayga's own IPv4 (ICMP errors come from it)
@@ -63,6 +67,7 @@ CNAME_CHAIN = "alias.nat64.test"  # CNAME alias2 -> CNAME v4only
 DUAL = "dual.nat64.test"  # A ORIGIN4 and AAAA ORIGIN6 (native)
 V6ONLY = "v6only.nat64.test"  # AAAA ORIGIN6 only
 PRIVATE = "private.nat64.test"  # A PRIVATE_ORIGIN4
+SHARED = "shared.nat64.test"  # A SHARED_ORIGIN4
 MAPPED = "mapped.nat64.test"  # AAAA ::ffff:ORIGIN4 and A ORIGIN4 (RFC 6147 §5.1.4)
 MULTI = "multi.nat64.test"  # two A records
 TXTONLY = "txtonly.nat64.test"  # TXT only: NODATA for A and AAAA

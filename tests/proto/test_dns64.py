@@ -9,6 +9,7 @@ import dns.message
 import dns.name
 import dns.rcode
 import dns.rdatatype
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -30,7 +31,7 @@ from proxy64.proto.dns64_reply import (
     render,
     udp_limit,
 )
-from proxy64.proto.rfc6052 import Nat64Prefix, is_global_ipv4
+from proxy64.proto.rfc6052 import Nat64Prefix
 from tests.helpers.dnsservers import answer
 
 WKP = Nat64Prefix.parse("64:ff9b::/96")
@@ -139,15 +140,21 @@ def test_cname_loop_stops() -> None:
     assert rrset is None
 
 
-def test_rfc6052_3_1_non_global_not_synthesized_under_wkp() -> None:
+@pytest.mark.parametrize(
+    "ipv4", ["10.1.2.3", "100.64.0.1", "127.0.0.1", "169.254.169.254", "0.0.0.0", "192.168.1.1"]
+)
+def test_rfc6052_3_1_non_global_synthesized_under_wkp_like_bind(ipv4: str) -> None:
+    """Every A record is synthesized under every prefix, as BIND and Unbound do: RFC 6052
+    §3.1 leaves the refusal of non-global IPv4 to the translator."""
     step = need_a(classify_aaaa(answer(query(), authority=(SOA,)), Q, ()))
-    a = answer(query("A"), "www.example. 60 IN A 10.1.2.3", "www.example. 60 IN A 1.2.3.4")
-    assert synthesize_from_a(a, Q, WKP, step).addresses == (IPv6Address("64:ff9b::102:304"),)
-    only_private = answer(query("A"), "www.example. 60 IN A 10.1.2.3")
-    result = synthesize_from_a(only_private, Q, WKP, step)
-    assert result.outcome is Outcome.NODATA and "10.1.2.3" in result.note
-    # a network-specific prefix carries every IPv4 address
-    assert synthesize_from_a(only_private, Q, NSP, step).outcome is Outcome.ANSWER
+    a = answer(query("A"), f"www.example. 60 IN A {ipv4}", "www.example. 60 IN A 1.2.3.4")
+    result = synthesize_from_a(a, Q, WKP, step)
+    assert result.outcome is Outcome.ANSWER
+    assert set(result.addresses) == {WKP.embed(IPv4Address(ipv4)), IPv6Address("64:ff9b::102:304")}
+    only_private = answer(query("A"), f"www.example. 60 IN A {ipv4}")
+    for prefix in (WKP, NSP):
+        alone = synthesize_from_a(only_private, Q, prefix, step)
+        assert alone.addresses == (prefix.embed(IPv4Address(ipv4)),)
 
 
 def test_rfc7050_2_2_ipv4only_arpa_is_synthesized_under_wkp() -> None:
@@ -165,10 +172,10 @@ def test_rfc7050_2_2_ipv4only_arpa_is_synthesized_under_wkp() -> None:
         IPv6Address("64:ff9b::c000:aa"),
         IPv6Address("64:ff9b::c000:ab"),
     )
-    # The exception is for that name only: the same addresses elsewhere stay refused.
+    # No name is special: the same addresses elsewhere are synthesized too.
     other = answer(query("A"), "www.example. 60 IN A 192.0.0.170")
     plain = need_a(classify_aaaa(answer(query(), authority=(SOA,)), Q, ()))
-    assert synthesize_from_a(other, Q, WKP, plain).outcome is Outcome.NODATA
+    assert synthesize_from_a(other, Q, WKP, plain).outcome is Outcome.ANSWER
 
 
 def test_rfc6147_5_1_6_mapped_limits_what_is_synthesized() -> None:
@@ -266,16 +273,12 @@ PREFIXES = [WKP, NSP, *(Nat64Prefix.parse(p) for p in ("2001:db8::/32", "2001:db
     ),
     st.sampled_from(PREFIXES),
 )
-def test_synthesis_embeds_exactly_the_allowed_a_records(
+def test_synthesis_embeds_every_a_record(
     a_addresses: list[IPv4Address], prefix: Nat64Prefix
 ) -> None:
     records = [f"www.example. 60 IN A {a}" for a in a_addresses]
     step = need_a(classify_aaaa(answer(query(), authority=(SOA,)), Q, DNS64_EXCLUDED))
     result = synthesize_from_a(answer(query("A"), *records), Q, prefix, step)
-    allowed = {a for a in a_addresses if not prefix.is_well_known or is_global_ipv4(a)}
-    if allowed:
-        assert result.outcome is Outcome.ANSWER
-        assert {prefix.extract(a) for a in result.addresses} == allowed
-        assert all(prefix.contains(a) for a in result.addresses)
-    else:
-        assert result.outcome is Outcome.NODATA and not result.addresses
+    assert result.outcome is Outcome.ANSWER
+    assert {prefix.extract(a) for a in result.addresses} == set(a_addresses)
+    assert all(prefix.contains(a) for a in result.addresses)

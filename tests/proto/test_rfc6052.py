@@ -7,7 +7,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from proxy64.errors import AddressMappingError
-from proxy64.proto.rfc6052 import PREFIX_LENGTHS, Nat64Prefix, is_global_ipv4
+from proxy64.proto.rfc6052 import (
+    PREFIX_LENGTHS,
+    Nat64Prefix,
+    is_global_ipv4,
+    strict_nat64_refuses,
+)
 
 # RFC 6052 §2.4, table 1: 192.0.2.33 under each example prefix.
 RFC6052_2_4 = [
@@ -31,7 +36,7 @@ def test_rfc6052_2_4_examples(prefix: str, expected: str) -> None:
 def test_rfc6052_2_4_well_known_example() -> None:
     wkp = Nat64Prefix.parse("64:ff9b::/96")
     assert wkp.is_well_known
-    assert wkp.embed(IPv4Address("192.0.2.33"), check_global=False) == IPv6Address(
+    assert wkp.embed(IPv4Address("192.0.2.33")) == IPv6Address(
         "64:ff9b::192.0.2.33"
     )
 
@@ -60,11 +65,12 @@ def test_prefix_with_host_bits_is_refused() -> None:
              "198.18.0.1", "198.51.100.7", "203.0.113.9", "0.0.0.0", "224.0.0.1", "255.255.255.255",
              "169.254.1.1", "192.0.0.170"]
 )
-def test_rfc6052_3_1_well_known_prefix_refuses_non_global(ipv4: str) -> None:
+def test_rfc6052_3_1_well_known_prefix_embeds_non_global(ipv4: str) -> None:
+    """RFC 6052 §3.1 is the translator's rule: the arithmetic embeds every address, as
+    the DNS64 servers BIND and Unbound do; is_global_ipv4 still says which are not global."""
     wkp = Nat64Prefix.parse("64:ff9b::/96")
-    with pytest.raises(AddressMappingError, match=r"RFC 6052 §3.1.*64:ff9b:1::/48"):
-        wkp.embed(IPv4Address(ipv4))
-    # A network-specific prefix and the RFC 8215 local-use prefix may carry them.
+    assert wkp.extract(wkp.embed(IPv4Address(ipv4))) == IPv4Address(ipv4)
+    assert not is_global_ipv4(IPv4Address(ipv4))
     assert Nat64Prefix.parse("2001:db8:64::/96").embed(IPv4Address(ipv4))
     local = Nat64Prefix.parse("64:ff9b:1::/48")
     assert local.is_local_use
@@ -95,7 +101,7 @@ def _prefix_text(length: int, raw: int) -> str:
 @given(prefixes, st.integers(min_value=0, max_value=2**32 - 1))
 def test_embed_extract_round_trip_every_length(prefix: Nat64Prefix, raw: int) -> None:
     ipv4 = IPv4Address(raw)
-    embedded = prefix.embed(ipv4, check_global=False)
+    embedded = prefix.embed(ipv4)
     assert prefix.contains(embedded)
     assert embedded in prefix.network
     assert prefix.extract(embedded) == ipv4
@@ -109,3 +115,30 @@ def test_embed_extract_round_trip_every_length(prefix: Nat64Prefix, raw: int) ->
 def test_extract_outside_prefix_is_refused() -> None:
     with pytest.raises(AddressMappingError, match="not inside"):
         Nat64Prefix.parse("64:ff9b::/96").extract(IPv6Address("2001:db8::1"))
+
+
+# tayga >= 0.9.4's wkpf-strict set (RFC 6052 §3.1 as a strict translator applies it).
+STRICT_REFUSED = ["10.0.0.1", "10.255.255.255", "100.64.0.1", "100.127.255.254", "172.16.0.1",
+                  "172.31.255.1", "192.0.2.1", "192.168.0.1", "198.18.0.1", "198.19.255.1",
+                  "198.51.100.1", "203.0.113.1"]  # fmt: skip
+# Not in it: global addresses, and non-global ones a strict tayga still handles otherwise.
+STRICT_CARRIED = ["8.8.8.8", "100.63.255.255", "100.128.0.1", "172.32.0.1", "192.0.3.1",
+                  "198.20.0.1", "127.0.0.1", "169.254.169.254", "192.0.0.170"]  # fmt: skip
+
+
+@pytest.mark.parametrize("ipv4", STRICT_REFUSED)
+def test_rfc6052_3_1_strict_nat64_refuses(ipv4: str) -> None:
+    assert strict_nat64_refuses(IPv4Address(ipv4))
+    assert not is_global_ipv4(IPv4Address(ipv4))  # the strict set is all non-global
+
+
+@pytest.mark.parametrize("ipv4", STRICT_CARRIED)
+def test_rfc6052_3_1_strict_nat64_carries(ipv4: str) -> None:
+    assert not strict_nat64_refuses(IPv4Address(ipv4))
+
+
+@given(st.integers(min_value=0, max_value=(1 << 32) - 1).map(IPv4Address))
+def test_strict_set_is_inside_the_non_global_set(ipv4: IPv4Address) -> None:
+    """Whatever a strict NAT64 refuses, RFC 6052 §3.1 calls non-global."""
+    if strict_nat64_refuses(ipv4):
+        assert not is_global_ipv4(ipv4)

@@ -27,7 +27,7 @@ def test_rfc7050_64_prefix_skips_u_octet() -> None:
 def test_rfc7050_several_prefixes_all_returned_in_order() -> None:
     a = Nat64Prefix.parse("2001:db8:100::/40")
     b = Nat64Prefix.parse("64:ff9b::/96")
-    answer = [a.embed(WKA170), b.embed(WKA170, check_global=False), a.embed(WKA171)]
+    answer = [a.embed(WKA170), b.embed(WKA170), a.embed(WKA171)]
     assert derive_prefixes(answer) == [a, b]
 
 
@@ -42,10 +42,10 @@ def test_rfc7050_ambiguous_address_resolved_by_the_other_wka() -> None:
     RFC 7050 §3: the WKA appears at two positions; the 171 address decides for /96.
     """
     prefix = Nat64Prefix(IPv6Network("2001:db8:0:c0:0:aa::/96"))
-    ambiguous = prefix.embed(WKA170, check_global=False)
+    ambiguous = prefix.embed(WKA170)
     assert len(wka_positions(ambiguous)) == 2
     assert derive_prefixes([ambiguous]) == []  # ambiguous alone: ignored
-    assert derive_prefixes([ambiguous, prefix.embed(WKA171, check_global=False)]) == [prefix]
+    assert derive_prefixes([ambiguous, prefix.embed(WKA171)]) == [prefix]
 
 
 @st.composite
@@ -60,7 +60,7 @@ def prefixes(draw: st.DrawFn) -> Nat64Prefix:
 
 @given(prefixes())
 def test_rfc7050_both_wkas_give_back_the_prefix(prefix: Nat64Prefix) -> None:
-    answer = [prefix.embed(w, check_global=False) for w in WKAS]
+    answer = [prefix.embed(w) for w in WKAS]
     assert derive_prefixes(answer) == [prefix]
 
 

@@ -1,0 +1,134 @@
+"""Which destinations a connection may reach: the one policy the dialer applies to every
+target it planned, so SOCKS, HTTP and TUN share it. Pure: addresses and flags in, a
+Refusal (or None) out; no socket, no clock.
+
+- Loopback (127.0.0.0/8, ::1) and the names `localhost` / `*.localhost` (RFC 6761 §6.3)
+  are this host: the dialer dials them directly, never through the NAT64.
+- protect_host (a listener beyond loopback, no --allow-host-access): this host (loopback,
+  its own addresses) and link-local destinations (169.254.0.0/16 with the cloud metadata
+  address 169.254.169.254, fe80::/10, fd00:ec2::254) are refused: a shared proxy does not
+  open its own host, or the host's metadata service, to its clients.
+- strict_wkp: what a strict NAT64 refuses under 64:ff9b::/96 (RFC 6052 §3.1 as tayga >=
+  0.9.4 applies it) is refused before dialing, to test an app against the strictest
+  translator it may meet.
+Every check sees the address dialed and, when the target is inside the NAT64 prefix (or
+dialed over IPv4 by the embedded egress), the IPv4 address behind it.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Set
+from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
+
+from proxy64.proto.rfc6052 import is_global_ipv4, strict_nat64_refuses
+
+IPAddress = IPv4Address | IPv6Address
+
+LOOPBACK4 = IPv4Network("127.0.0.0/8")  # RFC 1122 §3.2.1.3
+LOOPBACK6 = IPv6Address("::1")  # RFC 4291 §2.5.3
+LINK_LOCAL4 = IPv4Network("169.254.0.0/16")  # RFC 3927; cloud metadata 169.254.169.254
+LINK_LOCAL6 = IPv6Network("fe80::/10")  # RFC 4291 §2.5.6
+CLOUD_METADATA6 = IPv6Address("fd00:ec2::254")  # AWS's IPv6 instance metadata service
+LOCALHOST = "localhost"  # RFC 6761 §6.3
+
+
+class RefusalKind(enum.Enum):
+    THIS_HOST = "this-host"
+    LINK_LOCAL = "link-local"
+    STRICT_WKP = "strict-wkp"
+
+
+@dataclass(frozen=True, slots=True)
+class DestinationPolicy:
+    """The flags of the policy, fixed at start-up."""
+
+    protect_host: bool = False  # refuse this host and link-local destinations
+    strict_wkp: bool = False  # behave as a strict NAT64 under the well-known prefix
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    kind: RefusalKind
+    address: IPAddress  # the address that decided
+    message: str  # one sentence: why, and the way out
+
+
+def is_localhost_name(name: str) -> bool:
+    """RFC 6761 §6.3: `localhost` and every name under it are this host's loopback."""
+    label = name.rstrip(".").lower()
+    return label == LOCALHOST or label.endswith("." + LOCALHOST)
+
+
+def is_loopback(address: IPAddress) -> bool:
+    if isinstance(address, IPv4Address):
+        return address in LOOPBACK4
+    mapped = address.ipv4_mapped
+    return address == LOOPBACK6 or (mapped is not None and mapped in LOOPBACK4)
+
+
+def is_link_local(address: IPAddress) -> bool:
+    if isinstance(address, IPv4Address):
+        return address in LINK_LOCAL4
+    mapped = address.ipv4_mapped
+    if mapped is not None:
+        return mapped in LINK_LOCAL4
+    return address in LINK_LOCAL6 or address == CLOUD_METADATA6
+
+
+def screen(
+    dialed: IPAddress,
+    ipv4: IPv4Address | None,
+    *,
+    policy: DestinationPolicy,
+    well_known: bool,
+    prefix: str,
+    own_addresses: Set[IPAddress] = frozenset(),
+) -> Refusal | None:
+    """The verdict on one target: None to dial it, or why not.
+
+    dialed is the address the socket connects to; ipv4 the IPv4 address behind it (the
+    embedded one inside the NAT64 prefix, or dialed itself over IPv4), None for native
+    IPv6. own_addresses are this host's addresses (only read with protect_host).
+    """
+    if policy.protect_host:
+        for address in (dialed, ipv4):
+            if address is None:
+                continue
+            if is_loopback(address) or address in own_addresses:
+                return Refusal(
+                    RefusalKind.THIS_HOST,
+                    address,
+                    f"{address} is this host, and a proxy listening beyond loopback does not "
+                    "open its own host to its clients; --allow-host-access allows it",
+                )
+            if is_link_local(address):
+                return Refusal(
+                    RefusalKind.LINK_LOCAL,
+                    address,
+                    f"{address} is link-local (where cloud metadata such as 169.254.169.254 "
+                    "answers), and a proxy listening beyond loopback does not reach it for "
+                    "its clients; --allow-host-access allows it",
+                )
+    if policy.strict_wkp and well_known and ipv4 is not None and strict_nat64_refuses(ipv4):
+        return Refusal(
+            RefusalKind.STRICT_WKP,
+            ipv4,
+            f"--strict-wkp: a strict NAT64 refuses {ipv4} under {prefix} (RFC 6052 §3.1, "
+            "as tayga >= 0.9.4 does by default); use the network's specific prefix with "
+            "--nat64-prefix",
+        )
+    return None
+
+
+def nat64_refusal_hint(ipv4: IPv4Address, prefix: str, *, well_known: bool) -> str | None:
+    """The likely cause when the NAT64 answered unreachable for ipv4, or None when the
+    address gives no reason to suspect the translator's policy."""
+    if not well_known or is_global_ipv4(ipv4):
+        return None
+    return (
+        f"the NAT64 likely refuses {ipv4} under {prefix}: strict translators (RFC 6052 §3.1, "
+        "tayga >= 0.9.4) do not carry non-global IPv4 under the well-known prefix; use the "
+        "network's specific prefix with --nat64-prefix"
+    )
