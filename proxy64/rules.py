@@ -79,6 +79,17 @@ class Rule:
             words.append("any")
         return " ".join(words)
 
+    def line(self) -> str:
+        """The conditions in the one-line syntax of --allow/--deny (parses back to self)."""
+        fields = []
+        if self.dest is not None:
+            fields.append(f"dest={self.dest.value if isinstance(self.dest, Place) else self.dest}")
+        if self.ports:
+            fields.append("ports=" + ",".join(_port_text(low, high) for low, high in self.ports))
+        if self.client is not None:
+            fields.append(f"client={self.client}")
+        return " ".join(fields) or "dest=any"
+
     def matches_name(self, name: str | None) -> bool | None:
         """Whether dest holds for a requested name: None when dest is about addresses."""
         dest = self.dest
