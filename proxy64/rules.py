@@ -154,6 +154,22 @@ class AccessRules:
     def needs_client(self) -> bool:
         return any(rule.client is not None for rule in self.rules)
 
+    def before_resolution(
+        self, *, name: str, port: int, client: IPAddress | None
+    ) -> tuple[bool, Match | None]:
+        """(decided, match) for a name before it is resolved: decided when every rule
+        before the deciding one is ruled out by its name, ports or client alone, so the
+        addresses cannot change the answer (a denied name is never asked of DNS)."""
+        for number, rule in enumerate(self.rules, start=1):
+            if not _holds_apart_from_dest(rule, port, client):
+                continue
+            by_name = rule.matches_name(name)
+            if by_name is None:
+                return False, None  # an address rule: the answer waits for the addresses
+            if by_name:
+                return True, Match(number, rule)
+        return True, None
+
     def first_match(
         self,
         *,
@@ -169,11 +185,7 @@ class AccessRules:
         addresses (dialed, the IPv4 behind it, its IPv6 form); client: None when unknown
         (a rule with a client condition then does not match)."""
         for number, rule in enumerate(self.rules, start=1):
-            if rule.ports and not any(low <= port <= high for low, high in rule.ports):
-                continue
-            if rule.client is not None and (
-                client is None or client.version != rule.client.version or client not in rule.client
-            ):
+            if not _holds_apart_from_dest(rule, port, client):
                 continue
             by_name = rule.matches_name(name)
             if by_name is False:
@@ -182,6 +194,15 @@ class AccessRules:
                 continue
             return Match(number, rule)
         return None
+
+
+def _holds_apart_from_dest(rule: Rule, port: int, client: IPAddress | None) -> bool:
+    """Whether a rule's ports and client conditions hold (dest aside)."""
+    if rule.ports and not any(low <= port <= high for low, high in rule.ports):
+        return False
+    if rule.client is None:
+        return True
+    return client is not None and client.version == rule.client.version and client in rule.client
 
 
 # --- parsing ---------------------------------------------------------------------------------

@@ -301,3 +301,29 @@ def test_no_built_in_rules_on_loopback() -> None:
 )
 def test_client_address_from_the_record_text(text: str, address: str | None) -> None:
     assert client_address(text) == (ip_address(address) if address else None)
+
+
+@pytest.mark.parametrize(
+    ("ruleset", "name", "port", "client", "expected"),
+    [
+        (SET_A, "x.corp.example", 443, None, (False, None)),  # rule 1 needs the addresses
+        (SET_A, "x.corp.example", 80, None, (False, None)),  # rule 2 needs them too
+        (rules("deny ports=22", "deny .corp.example"), "corp.example", 443, None, (True, 2)),
+        (rules("deny .corp.example", "deny 10.0.0.0/8"), "a.corp.example", 443, None, (True, 1)),
+        (rules("allow www.example", "deny any"), "www.example", 80, None, (True, 1)),
+        (rules("allow www.example", "deny any"), "ads.example", 80, None, (True, 2)),
+        (rules("deny client=192.0.2.0/24"), "www.example", 80, "192.0.2.1", (True, 1)),
+        (rules("deny client=192.0.2.0/24"), "www.example", 80, "198.51.100.1", (True, None)),
+    ],
+)
+def test_before_resolution_decides_only_what_addresses_cannot_change(
+    ruleset: AccessRules,
+    name: str,
+    port: int,
+    client: str | None,
+    expected: tuple[bool, int | None],
+) -> None:
+    decided, match = ruleset.before_resolution(
+        name=name, port=port, client=ip_address(client) if client else None
+    )
+    assert (decided, match.number if match else None) == expected

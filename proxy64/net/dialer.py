@@ -344,10 +344,24 @@ class Dialer:
         ipv4 = self._ipv4_behind(target)
         return ipv4 is not None and strict_nat64_refuses(ipv4)
 
+    def _admit_name(self, name: str, destination: Destination, client: str) -> None:
+        """The access rules on a name before it is resolved: a name its rules deny is
+        never asked of DNS (when an address rule comes first, _admit decides later)."""
+        access = self.live.access
+        if not access.rules:
+            return
+        who = client_address(client) if client and access.needs_client else None
+        decided, match = access.before_resolution(name=name, port=destination.port, client=who)
+        if decided and match is not None and match.rule.action is Action.DENY:
+            error = self._denied(destination, match, None)
+            logger.debug("%s", error)
+            raise error
+
     async def targets(self, destination: Destination, client: str = "") -> list[Target]:
         targets = self._known_targets(destination)
         if targets is None:
             assert isinstance(destination.host, str)
+            self._admit_name(destination.host, destination, client)
             resolution = await self.resolver.resolve(destination.host)
             targets = self._name_targets(resolution, destination.port)
         return self._screen(destination, self._admit(destination, targets, client))
@@ -357,6 +371,7 @@ class Dialer:
         targets = self._known_targets(destination)
         if targets is None:
             assert isinstance(destination.host, str)
+            self._admit_name(destination.host, destination, client)
             resolution = self.resolver.resolve_cached(destination.host)
             if resolution is None:
                 return None

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from proxy64.destination import Destination, Egress
-from proxy64.errors import DeniedByRuleError, SocksReply
+from proxy64.errors import DeniedByRuleError, ResolutionError, SocksReply
 from proxy64.policy import DestinationPolicy
 from proxy64.rules import Action, PolicyInForce, parse_rule_line
 from tests.net.test_dialer import WKP, FakeNet, FakeResolver, Outcome
@@ -141,3 +141,19 @@ def test_targets_now_applies_the_rules_without_waiting() -> None:
         d.targets_now(Destination(IPv4Address("10.0.0.1"), 80))
     (target,) = d.targets_now(Destination(IPv4Address("10.0.0.1"), 81)) or []
     assert target.address == IPv6Address("64:ff9b::a00:1")
+
+
+async def test_a_denied_name_is_never_asked_of_dns(autojump_clock: Any) -> None:
+    resolver = FakeResolver({"ads.example": [("2001:db8::ad", False)]})
+    d = make(FakeNet({}), resolver, policy=policy("deny ports=22", "deny .ads.example"))
+    with pytest.raises(DeniedByRuleError) as info:
+        await d.connect(Destination("x.ads.example", 443))
+    assert "denied by rule 2 (deny dest .ads.example, --deny)" in str(info.value)
+    with pytest.raises(DeniedByRuleError):
+        d.targets_now(Destination("ads.example", 443))
+    assert resolver.asked == []
+    # an address rule before it: the addresses are needed, so DNS is asked first
+    d = make(FakeNet({}), resolver, policy=policy("allow 2001:db8::/32", "deny .ads.example"))
+    with pytest.raises(ResolutionError):  # NXDOMAIN: resolution decided, not a rule
+        await d.connect(Destination("x.ads.example", 443))
+    assert resolver.asked == ["x.ads.example"]
