@@ -185,7 +185,7 @@ def test_every_rule_parses_back_from_its_line(
 
 # --- evaluation ----------------------------------------------------------------------------------
 
-OWN = frozenset({IPv4Address("192.0.2.2"), IPv6Address("2001:db8::2")})
+OWN: frozenset[IPAddress] = frozenset({IPv4Address("192.0.2.2"), IPv6Address("2001:db8::2")})
 SET_A = rules(
     "allow 10.1.0.0/16 ports=443",
     "deny 10.0.0.0/8",
