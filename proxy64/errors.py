@@ -89,7 +89,7 @@ class DeniedByRuleError(NotAllowedError):
     def __init__(self, destination: str, rule: str, address: str | None, hint: str = "") -> None:
         self.destination = destination
         self.rule = rule
-        at = f" at {address}" if address is not None and address != destination else ""
+        at = f" at {address}" if address is not None else ""  # the address that matched
         super().__init__(f"refused {destination}{at}: denied by {rule}{hint}")
 
     def reply_text(self) -> str:

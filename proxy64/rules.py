@@ -129,6 +129,7 @@ class Match:
 
     number: int
     rule: Rule
+    address: IPAddress | None = None  # the address an address rule matched
 
     def describe(self) -> str:
         """'rule 3 (deny dest 10.0.0.0/8, --deny)': the log line's name for it."""
@@ -190,8 +191,11 @@ class AccessRules:
             by_name = rule.matches_name(name)
             if by_name is False:
                 continue
-            if by_name is None and not any(rule.matches_address(a, own) for a in addresses):
-                continue
+            if by_name is None:
+                matched = next((a for a in addresses if rule.matches_address(a, own)), None)
+                if matched is None:
+                    continue
+                return Match(number, rule, matched)
             return Match(number, rule)
         return None
 

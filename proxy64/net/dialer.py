@@ -298,7 +298,7 @@ class Dialer:
                     name=name, addresses=addresses, port=target.port, client=who, own=own
                 )
                 if match is not None and match.rule.action is Action.DENY:
-                    refusal = refusal or self._denied(destination, match, addresses[-1])
+                    refusal = refusal or self._denied(destination, match, match.address)
                     continue
             found = (
                 screen(
@@ -330,12 +330,8 @@ class Dialer:
                 f": a proxy listening beyond loopback does not open {what} to its clients; "
                 "an allow rule before it (or --allow-host-access) does"
             )
-        return DeniedByRuleError(
-            str(destination),
-            match.describe(),
-            str(address) if address is not None else None,
-            hint,
-        )
+        shown = None if address is None or address == destination.host else str(address)
+        return DeniedByRuleError(str(destination), match.describe(), shown, hint)
 
     def _strict_refuses(self, target: Target) -> bool:
         """Whether a strict NAT64 would refuse this target (the readiness report's mark)."""
