@@ -61,7 +61,7 @@ def add_rule_options(parser: argparse.ArgumentParser) -> None:
             action="append",
             metavar="RULE",
             type=checked(option, partial(parse_rule_line, action=action)),
-            help=f"{action.value} the requests RULE matches (repeatable)",
+            help=f"{action.value} the requests RULE matches (repeatable; default: no rules)",
         )
 
 
