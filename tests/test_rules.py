@@ -327,3 +327,26 @@ def test_before_resolution_decides_only_what_addresses_cannot_change(
         name=name, port=port, client=ip_address(client) if client else None
     )
     assert (decided, match.number if match else None) == expected
+
+
+_TABLE_VALUES = st.one_of(
+    st.text(max_size=20),
+    st.integers(-5, 70000),
+    st.booleans(),
+    st.none(),
+    st.lists(st.text(max_size=5), max_size=2),
+)
+
+
+@given(
+    st.dictionaries(
+        st.sampled_from(["action", "dest", "ports", "client", "port", "x"]), _TABLE_VALUES
+    )
+)
+def test_fuzz_rule_table_only_config_error(table: dict[str, object]) -> None:
+    try:
+        rule = parse_rule_table(table, "p.toml line 1")
+    except ConfigError as exc:
+        assert exc.option == "p.toml line 1" and "\n" not in exc.problem
+    else:
+        assert rule.action.value == table["action"].strip().lower()  # type: ignore[union-attr]

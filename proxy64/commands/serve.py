@@ -179,8 +179,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="run the SOCKS5 and HTTP proxy",
         description="Serve SOCKS5 and HTTP proxies that resolve names with DNS64 and reach "
         "IPv4-only destinations through NAT64 (or the embedded egress). SIGHUP re-reads "
-        "--config and --auth-file: new connections get the new users and log level, open "
-        "tunnels are untouched, a bad file keeps the previous settings.",
+        "--config and --auth-file: new connections get the new users, access rules and log "
+        "level, open tunnels are untouched, a bad file keeps the previous settings.",
     )
     add_serve_options(parser)
     parser.set_defaults(func=main)

@@ -132,3 +132,21 @@ def test_sighup_changes_the_rules_under_a_running_tunnel(origin: Origin, tmp_pat
         assert socks(proxy, origin.url4("/echo"), *alice).returncode == 0
         finish_download(download, target)  # the tunnel outlived the three reloads
         assert proxy.process.poll() is None
+
+
+def test_sighup_with_workers_gives_every_worker_the_new_rules(
+    origin: Origin, tmp_path: Path
+) -> None:
+    config = tmp_path / "proxy64.toml"
+    config.write_text("", encoding="utf-8")
+    with proxy_process(*EMBEDDED, "--config", str(config), "--workers", "2") as proxy:
+        url = origin.url4("/echo")
+        assert all(socks(proxy, url).returncode == 0 for _ in range(4))
+        config.write_text(
+            f'[[rule]]\naction = "deny"\nports = "{origin.port4}"\n', encoding="utf-8"
+        )
+        os.kill(proxy.pid, signal.SIGHUP)
+        assert wait_for_log(proxy, "SIGHUP: settings reloaded (1 access rule)")
+        time.sleep(1.0)  # the supervisor passes SIGHUP on to the workers
+        for _ in range(6):  # several connections: every worker answers some
+            assert_socks_refused(socks(proxy, url))
