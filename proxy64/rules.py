@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Iterable, Mapping, Sequence, Set
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address, ip_network
 
 from proxy64.errors import ConfigError
@@ -142,18 +142,18 @@ class AccessRules:
     protected. Precomputed flags keep the no-rule dial path to one test."""
 
     rules: tuple[Rule, ...] = ()
+    needs_own_addresses: bool = field(init=False)  # a this-host rule: read the addresses
+    needs_client: bool = field(init=False)  # a client rule: parse the client's address
+
+    def __post_init__(self) -> None:
+        object.__setattr__(
+            self, "needs_own_addresses", any(r.dest is Place.THIS_HOST for r in self.rules)
+        )
+        object.__setattr__(self, "needs_client", any(r.client is not None for r in self.rules))
 
     @classmethod
     def build(cls, user: Iterable[Rule], *, protect_host: bool) -> AccessRules:
         return cls(tuple(user) + (BUILT_IN if protect_host else ()))
-
-    @property
-    def needs_own_addresses(self) -> bool:
-        return any(rule.dest is Place.THIS_HOST for rule in self.rules)
-
-    @property
-    def needs_client(self) -> bool:
-        return any(rule.client is not None for rule in self.rules)
 
     def before_resolution(
         self, *, name: str, port: int, client: IPAddress | None

@@ -325,7 +325,11 @@ class Dialer:
     ) -> DeniedByRuleError:
         hint = ""
         if match.rule.origin == "built-in":
-            what = "this host" if match.rule.dest is Place.THIS_HOST else "link-local"
+            what = (
+                "this host"
+                if match.rule.dest is Place.THIS_HOST
+                else "link-local addresses (cloud metadata)"
+            )
             hint = (
                 f": a proxy listening beyond loopback does not open {what} to its clients; "
                 "an allow rule before it (or --allow-host-access) does"
