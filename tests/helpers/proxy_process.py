@@ -96,8 +96,10 @@ def start_proxy(
     env: Mapping[str, str] | None = None,
     timeout: float = START_TIMEOUT,
     command: str = "serve",
+    wrapper: Sequence[str] = (),
 ) -> ProxyProcess:
-    """Start the proxy and wait for its start-up line; raises AssertionError if none."""
+    """Start the proxy and wait for its start-up line; raises AssertionError if none.
+    wrapper: a command that execs the proxy (`ip netns exec NS`), so its PID is the proxy's."""
     argv = list(args)
     if "--socks" not in argv:
         argv += ["--socks", "127.0.0.1:0"]
@@ -108,7 +110,7 @@ def start_proxy(
     full_env = dict(os.environ if env is None else env)
     full_env.setdefault("PYTHONUNBUFFERED", "1")
     process = subprocess.Popen(
-        [*proxy64_command(command), *argv],
+        [*wrapper, *proxy64_command(command), *argv],
         stdin=subprocess.DEVNULL,
         stdout=handle,
         stderr=handle,
@@ -148,9 +150,10 @@ def proxy_process(
     *args: str,
     env: Mapping[str, str] | None = None,
     timeout: float = START_TIMEOUT,
+    wrapper: Sequence[str] = (),
 ) -> Iterator[ProxyProcess]:
     """Context manager: start_proxy(), then stop by PID and remove the log, always."""
-    proxy = start_proxy(*args, env=env, timeout=timeout)
+    proxy = start_proxy(*args, env=env, timeout=timeout, wrapper=wrapper)
     try:
         yield proxy
     finally:
