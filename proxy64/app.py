@@ -75,6 +75,7 @@ from proxy64.proto.rfc6052 import Nat64Prefix
 from proxy64.proto.self_dial import OwnListeners
 from proxy64.reload import Reloader
 from proxy64.report import ReadinessReport
+from proxy64.rules import PolicyInForce
 from proxy64.serve_config import ServeSettings
 
 logger = logging.getLogger(__name__)
@@ -265,10 +266,13 @@ def build_context(
     credentials: dict[str, str] | None = None,
     *,
     own: OwnListeners | None = None,
+    policy: PolicyInForce | None = None,
 ) -> ProxyContext:
     """credentials: the dict to share (with the metrics endpoint and a Reloader, which
     updates it in place); by default a copy of settings.credentials, None when empty.
-    own: the listeners a dial must not reach (None: none known, as in tests)."""
+    own: the listeners a dial must not reach (None: none known, as in tests).
+    policy: the destination policy to share with a Reloader, which replaces its rules;
+    by default the settings' own."""
     if credentials is None:
         credentials = dict(settings.credentials) or None
     state = nat64 if isinstance(nat64, Nat64State) else Nat64State(nat64)
@@ -278,7 +282,7 @@ def build_context(
         state,
         connect_timeout=settings.connect_timeout,
         own_listeners=own,
-        policy=settings.destination_policy(),
+        policy=policy if policy is not None else PolicyInForce(settings.destination_policy()),
         host_info=HostInfo(),
     )
     if metrics is not None:
@@ -305,13 +309,16 @@ def make_server(
     metrics: Metrics | None = None,
     *,
     credentials: dict[str, str] | None = None,
+    policy: PolicyInForce | None = None,
 ) -> ProxyServer:
     pairs: list[tuple[socket.socket, Handler]] = []
     if bound.socks is not None:
         pairs.append((bound.socks, handle_socks_client))
     if bound.http is not None:
         pairs.append((bound.http, handle_http_client))
-    ctx = build_context(settings, nat64, recorder, metrics, credentials, own=own_listeners(bound))
+    ctx = build_context(
+        settings, nat64, recorder, metrics, credentials, own=own_listeners(bound), policy=policy
+    )
     return ProxyServer(ctx, pairs, grace=settings.shutdown_grace)
 
 
@@ -479,10 +486,13 @@ def run_serve(
             signal.pthread_sigmask(signal.SIG_BLOCK, SERVE_SIGNALS)  # until the receiver is up
             return supervise_workers(settings, bound, nat64, out, load=load, config=config)
         credentials = dict(settings.credentials) or None  # shared; a reload updates it
-        reloader = Reloader(load, settings, credentials, config) if load else None
+        policy = PolicyInForce(settings.destination_policy())  # and replaces its rules
+        reloader = Reloader(load, settings, credentials, config, policy=policy) if load else None
         with open_process_metrics(settings.metrics, credentials) as (metrics, endpoint):
             recorder = Recorder(metrics=metrics)
-            server = make_server(settings, bound, state, recorder, metrics, credentials=credentials)
+            server = make_server(
+                settings, bound, state, recorder, metrics, credentials=credentials, policy=policy
+            )
             signal.pthread_sigmask(signal.SIG_BLOCK, SERVE_SIGNALS)  # until the receiver is up
             announce(startup_line(bound, nat64, metrics=endpoint), settings, out)
             serve = partial(
@@ -573,9 +583,14 @@ def _worker(
         # multiprocess mode, when --metrics is on, came with the fork (supervise_workers)
         metrics = Metrics() if settings.metrics is not None else None
         credentials = dict(settings.credentials) or None
-        reloader = Reloader(load, settings, credentials, quiet=True) if load else None
+        policy = PolicyInForce(settings.destination_policy())
+        reloader = (
+            Reloader(load, settings, credentials, quiet=True, policy=policy) if load else None
+        )
         recorder = Recorder(metrics=metrics)
-        server = make_server(settings, mine, state, recorder, metrics, credentials=credentials)
+        server = make_server(
+            settings, mine, state, recorder, metrics, credentials=credentials, policy=policy
+        )
         stop_within = settings.shutdown_grace + WORKER_STOP_MARGIN
         watch = nat64_watcher(settings, state)  # each worker follows the prefix itself
         # The supervisor ends a worker that takes too long (and a second Ctrl-C SIGKILLs it):

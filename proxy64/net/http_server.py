@@ -346,24 +346,29 @@ class _ClientSession:
             done, self.dial = self.dial, None  # a dial the hub-driven front end made
             if isinstance(done, Proxy64Error):
                 raise done
-            dialed = done if done is not None else self.ctx.dialer.connect_now(destination)
+            dialed = (
+                done
+                if done is not None
+                else self.ctx.dialer.connect_now(destination, self.client)
+            )
             if isinstance(dialed, PendingDial):
                 dialed = await self.ctx.dialer.finish(dialed)
             elif dialed is None:
                 with trio.fail_after(CONNECT_TIMEOUT + HTTP_DIAL_GRACE):
-                    dialed = await self.ctx.dialer.connect(destination)
+                    dialed = await self.ctx.dialer.connect(destination, self.client)
         except Proxy64Error as exc:
-            status, message = exc.http_status, str(exc)
+            status, message, told = exc.http_status, str(exc), exc.reply_text()
             record.strict_nat64_refuses = exc.strict_nat64_refuses
         except trio.TooSlowError:
             status, message = 504, f"cannot connect to {destination}: timed out"
+            told = message
         else:
             record.reached_by(dialed)
             return dialed
         logger.debug("http %s: %s", self.client, message)  # the recorder logs the outcome
         record.outcome = message
         self.ctx.recorder.finish(record)
-        await self.send_error(status, message)
+        await self.send_error(status, told)  # the log names a denying rule, the reply not
         return None
 
     async def _tunnel(self, target: ConnectTarget, http_version: bytes) -> None:

@@ -334,7 +334,7 @@ async def _connect(
         elif resume is not None and resume.pending is not None:
             dialed = await ctx.dialer.finish(resume.pending)
         else:
-            dialed = await ctx.dialer.connect(request.destination)
+            dialed = await ctx.dialer.connect(request.destination, record.client)
     except Proxy64Error as exc:
         record.failed(exc)
         await send_final(stream, reply_bytes(machine, exc.socks_reply, NO_BIND))

@@ -124,7 +124,8 @@ def test_non_loopback_listener_with_auth_starts(tmp_path: Path, origin: Origin) 
         good = curl("-x", f"socks5h://alice:Secret-Pw@127.0.0.1:{port}", origin.url4("/echo"))
         assert good.returncode == 97 and "(2)" in good.stderr, good.stderr
         time.sleep(0.2)
-        assert "is this host" in proxy.output() and "--allow-host-access" in proxy.output()
+        assert "denied by rule 1 (deny dest this-host, built-in)" in proxy.output()
+        assert "--allow-host-access" in proxy.output()
         bad = curl("-x", f"socks5h://alice:wrong@127.0.0.1:{port}", origin.url4("/echo"))
         assert bad.returncode != 0
         none = curl("-x", f"socks5h://127.0.0.1:{port}", origin.url4("/echo"))

@@ -8,9 +8,19 @@ from __future__ import annotations
 import os
 import socket
 from dataclasses import dataclass, field
+from ipaddress import IPv4Address, IPv6Address, ip_address
 from typing import Any
 
 import trio
+
+from proxy64.destination import Egress
+from proxy64.net.dialer import Dialer
+from proxy64.policy import DestinationPolicy
+from proxy64.proto.rfc6052 import Nat64Prefix
+from tests.helpers.fakes import FakeResolver
+
+WKP = Nat64Prefix.parse("64:ff9b::/96")
+IPAddress = IPv4Address | IPv6Address
 
 
 @dataclass
@@ -72,3 +82,40 @@ class FakeSocket(trio.socket.SocketType):
 
     def fileno(self) -> int:
         return -1
+
+
+class FakeHostInfo:
+    """/etc/hosts and this host's own addresses, as the dialer's host_info asks for them."""
+
+    def __init__(self, hosts: dict[str, list[str]], own: list[str] = ()) -> None:  # type: ignore[assignment]
+        self.hosts = {k: tuple(ip_address(a) for a in v) for k, v in hosts.items()}
+        self.own = frozenset(ip_address(a) for a in own)
+        self.looked_up: list[str] = []
+
+    def lookup(self, name: str) -> tuple[IPAddress, ...]:
+        self.looked_up.append(name)
+        return self.hosts.get(name, ())
+
+    def own_addresses(self) -> frozenset[IPAddress]:
+        return self.own
+
+
+def make_dialer(
+    net: FakeNet,
+    resolver: FakeResolver | None = None,
+    *,
+    prefix: Any = WKP,
+    egress: Egress = Egress.NAT64,
+    policy: DestinationPolicy | None = None,
+    hosts: FakeHostInfo | None = None,
+) -> Dialer:
+    """The real Dialer over FakeNet's sockets (under the well-known prefix by default)."""
+    return Dialer(
+        resolver or FakeResolver({}),
+        prefix,
+        egress,
+        connect_timeout=10.0,
+        socket_factory=net.socket,
+        policy=policy,
+        host_info=hosts,
+    )

@@ -106,14 +106,14 @@ class FakeDialer:
             return Reached.NATIVE_IPV6 if address.version == 6 else Reached.DNS64
         return Reached.NATIVE_IPV6 if address.version == 6 else Reached.IPV4_LITERAL
 
-    def connect_now(self, destination: Destination) -> None:
+    def connect_now(self, destination: Destination, client: str = "") -> None:
         """The fake always dials through connect() (as the real one for an uncached name)."""
         return None
 
     async def finish(self, pending: object) -> Dialed:
         raise AssertionError("FakeDialer.connect_now never returns a PendingDial")
 
-    async def connect(self, destination: Destination) -> Dialed:
+    async def connect(self, destination: Destination, client: str = "") -> Dialed:
         self.dialed.append(destination)
         if isinstance(destination.host, str) and destination.host in self.hang:
             await trio.sleep_forever()
@@ -133,7 +133,7 @@ class FakeDialer:
             egress=None,
         )
 
-    async def udp_target(self, destination: Destination) -> UdpTarget:
+    async def udp_target(self, destination: Destination, client: str = "") -> UdpTarget:
         self.udp_asked.append(destination)
         address = self._address(destination)
         return UdpTarget(

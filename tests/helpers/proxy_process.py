@@ -158,9 +158,10 @@ def proxy_process(
     *args: str,
     env: Mapping[str, str] | None = None,
     timeout: float = START_TIMEOUT,
+    wrapper: Sequence[str] = (),
 ) -> Iterator[ProxyProcess]:
     """Context manager: start_proxy(), then stop by PID and remove the log, always."""
-    proxy = start_proxy(*args, env=env, timeout=timeout)
+    proxy = start_proxy(*args, env=env, timeout=timeout, wrapper=wrapper)
     try:
         yield proxy
     finally:
@@ -190,3 +191,24 @@ def children(pid: int) -> set[int]:
         ["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True, check=False
     ).stdout
     return {int(p) for p in out.split()}
+
+
+def socks_url_as(proxy: ProxyProcess, user: str, password: str) -> str:
+    """The SOCKS5 URL with these credentials in it (curl -x)."""
+    return proxy.socks_url.replace("socks5h://", f"socks5h://{user}:{password}@")
+
+
+def http_url_as(proxy: ProxyProcess, user: str, password: str) -> str:
+    """The HTTP proxy URL with these credentials in it (curl -x)."""
+    return proxy.http_url.replace("http://", f"http://{user}:{password}@")
+
+
+def wait_for_log(proxy: ProxyProcess, text: str, count: int = 1, timeout: float = 10) -> list[str]:
+    """The log lines holding text once there are `count` of them, or what there is after
+    `timeout` seconds (the caller asserts)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        lines = [line for line in proxy.output().splitlines() if text in line]
+        if len(lines) >= count or time.monotonic() > deadline:
+            return lines
+        time.sleep(0.05)

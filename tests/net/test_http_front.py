@@ -328,10 +328,10 @@ class EchoDialer(Dialer):
         super().__init__(LoopbackResolver(), PREFIX, Egress.NAT64, connect_timeout=5.0)
         self.port = port
 
-    def connect_now(self, destination: Destination) -> Any:
+    def connect_now(self, destination: Destination, client: str = "") -> Any:
         return super().connect_now(Destination(IPv6Address("::1"), self.port))
 
-    async def connect(self, destination: Destination) -> Any:
+    async def connect(self, destination: Destination, client: str = "") -> Any:
         return await super().connect(Destination(IPv6Address("::1"), self.port))
 
 

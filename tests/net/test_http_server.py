@@ -770,7 +770,7 @@ async def test_close_delimited_origin_body_rechunked_for_client(nursery: trio.Nu
 class RefusingDialer(FakeDialer):
     """Every dial is refused, so fuzzed requests never reach a real socket."""
 
-    async def connect(self, destination: Destination) -> Dialed:
+    async def connect(self, destination: Destination, client: str = "") -> Dialed:
         self.dialed.append(destination)
         attempt = DialAttempt(IPv4Address("127.0.0.1"), destination.port, DialCause.REFUSED, "")
         raise DialError(str(destination), [attempt])

@@ -47,13 +47,15 @@ class CountingDialer(Dialer):
         super().__init__(LoopbackResolver(), PREFIX, Egress.NAT64, connect_timeout=5.0)
         self.calls: list[str] = []
 
-    def connect_now(self, destination: Destination) -> Dialed | PendingDial | None:
+    def connect_now(
+        self, destination: Destination, client: str = ""
+    ) -> Dialed | PendingDial | None:
         self.calls.append("connect_now")
-        return super().connect_now(destination)
+        return super().connect_now(destination, client)
 
-    async def connect(self, destination: Destination) -> Dialed:
+    async def connect(self, destination: Destination, client: str = "") -> Dialed:
         self.calls.append("connect")
-        return await super().connect(destination)
+        return await super().connect(destination, client)
 
 
 def context(dialer: Dialer, recorder: ListRecorder) -> ProxyContext:
