@@ -96,10 +96,10 @@ def via_socks(netns: str, proxy: ProxyProcess, url: str) -> subprocess.Completed
     return in_netns(netns, "-o", "/dev/null", "-x", socks, url)
 
 
-def via_http(netns: str, proxy: ProxyProcess, url: str) -> subprocess.CompletedProcess[str]:
+def via_http(netns: str, proxy: ProxyProcess, *url: str) -> subprocess.CompletedProcess[str]:
     assert proxy.http is not None
     http = f"http://alice:Secret-Pw@[{ADDRESS}]:{proxy.http[1]}"
-    return in_netns(netns, "-w", "%{http_code}", "-x", http, url)
+    return in_netns(netns, "-w", "%{http_code}", "-x", http, *url)
 
 
 LOOPBACK = f"http://127.0.0.1:{ORIGIN_PORT}/"
@@ -140,3 +140,71 @@ def test_an_allow_rule_opens_one_port_of_this_host(netns: str, tmp_path: Path) -
         assert via_socks(netns, proxy, LOOPBACK).returncode == 0
         own = via_socks(netns, proxy, OWN)  # no rule in the way: the origin is on 127.0.0.1
         assert own.returncode == 97 and "(5)" in own.stderr, own.stderr  # connection refused
+
+
+@pytest.fixture(scope="module")
+def ipv6_loopback_origin(netns: str) -> Iterator[str]:
+    """An HTTP origin on [::1] in the namespace, and a hosts(5) name for it (ip netns exec
+    bind-mounts /etc/netns/NAME/hosts over /etc/hosts for what it runs, proxy64 included)."""
+    hosts_dir = Path("/etc/netns") / netns
+    hosts_dir.mkdir(parents=True, exist_ok=True)
+    (hosts_dir / "hosts").write_text("127.0.0.1 localhost\n::1 localhost\n::1 loopy.test\n")
+    origin = subprocess.Popen(
+        [tool_path("ip"), "netns", "exec", netns, sys.executable, "-m", "http.server",
+         "--bind", "::1", str(ORIGIN_PORT + 1)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        url = f"http://[::1]:{ORIGIN_PORT + 1}/"
+        deadline = time.monotonic() + 10
+        while in_netns(netns, "-o", "/dev/null", url).returncode:
+            assert time.monotonic() < deadline, "the [::1] origin in the namespace did not start"
+            time.sleep(0.1)
+        yield url
+    finally:
+        origin.kill()
+        origin.wait(10)
+        (hosts_dir / "hosts").unlink(missing_ok=True)
+        hosts_dir.rmdir()
+
+
+@pytest.mark.parametrize("prefix", ["64:ff9b::/96", "2001:db8:64::/96"])
+def test_every_route_to_ipv6_loopback_is_refused(
+    netns: str, ipv6_loopback_origin: str, tmp_path: Path, prefix: str
+) -> None:
+    """[::1] by literal, by a name that resolves to it (hosts file), localhost (RFC 6761
+    §6.3) and 127.0.0.1 embedded in the prefix: refused through SOCKS5, HTTP forwarding
+    and CONNECT alike, under the well-known and a network-specific prefix."""
+    users = tmp_path / "users"
+    users.write_text(USERS)
+    port = ORIGIN_PORT + 1
+    embedded_loopback = "[64:ff9b::7f00:1]" if prefix.startswith("64:") else "[2001:db8:64::7f00:1]"
+    urls = [
+        ipv6_loopback_origin,
+        f"http://loopy.test:{port}/",
+        f"http://localhost:{port}/",
+        f"http://{embedded_loopback}:{ORIGIN_PORT}/",
+    ]
+    with proxy_process(
+        "--egress", "embedded", "--nat64-prefix", prefix,
+        "--socks", f"[{ADDRESS}]:0", "--http", f"[{ADDRESS}]:0",
+        "--auth-file", str(users), "--log-level", "info",
+        wrapper=(tool_path("ip"), "netns", "exec", netns),
+    ) as proxy:  # fmt: skip
+        for url in urls:
+            result = via_socks(netns, proxy, url)
+            assert result.returncode == 97 and "(2)" in result.stderr, (url, result.stderr)
+            forwarded = via_http(netns, proxy, url)
+            assert forwarded.stdout.endswith("403"), (url, forwarded.stdout, forwarded.stderr)
+            tunnel = via_http(netns, proxy, "-p", url)
+            assert tunnel.returncode == 56 and "403" in tunnel.stderr, (url, tunnel.stderr)
+    with proxy_process(
+        "--egress", "embedded", "--nat64-prefix", prefix,
+        "--socks", f"[{ADDRESS}]:0", "--http", f"[{ADDRESS}]:0",
+        "--auth-file", str(users), "--allow-host-access",
+        wrapper=(tool_path("ip"), "netns", "exec", netns),
+    ) as proxy:  # fmt: skip
+        # the route exists: what refused it above was the built-in rule
+        assert via_socks(netns, proxy, ipv6_loopback_origin).returncode == 0
+        assert via_http(netns, proxy, f"http://loopy.test:{port}/").stdout.endswith("200")
