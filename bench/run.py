@@ -624,7 +624,7 @@ def measure_workers(
 CORES = os.cpu_count() or 1
 
 
-# --- profiling the per-connection path (bench/PROFILE.md) ---------------------------------
+# --- profiling the per-connection path (docs/performance-design.md) -----------------------
 
 
 def profile_serve(args: argparse.Namespace) -> int:

@@ -25,7 +25,7 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -334,37 +334,94 @@ async def serve_until_signal(
     metrics: Metrics | None = None,
     state: Nat64State | None = None,
     on_reload: Callable[[], bool] | None = None,
+    repeat_cuts_drain: bool = True,
 ) -> None:
-    """Serve until SIGINT/SIGTERM; SIGHUP calls on_reload (a Reloader's reload) and goes
-    on. With metrics, the gauges (and the prefix in `state`) are sampled meanwhile."""
+    """Serve until SIGINT/SIGTERM, then close the listeners and let live tunnels drain;
+    SIGHUP calls on_reload (a Reloader's reload) and goes on. With metrics, the gauges
+    (and the prefix in `state`) are sampled meanwhile.
+
+    A repeated stop signal while the tunnels drain cuts them at once when
+    `repeat_cuts_drain` (a user pressing Ctrl-C again insists); otherwise it is the same
+    request once more and is ignored. Wrap the trio.run that calls this in
+    late_signals_ignored(): a signal that arrives after the last one read here is handed
+    back by trio when its receiver closes.
+    """
     with trio.open_signal_receiver(*SERVE_SIGNALS) as signals:
         # run_serve blocked them before printing the start-up line: a signal sent as soon
         # as that line appears was held until now and is delivered to this receiver.
         signal.pthread_sigmask(signal.SIG_UNBLOCK, SERVE_SIGNALS)
         beating = trio.CancelScope()
+        listening = trio.CancelScope()
         async with trio.open_nursery() as nursery:
             watching = trio.CancelScope()
             if watch is not None:
                 await nursery.start(_watch_until_cancelled, watch, watching)
-            await nursery.start(server.run)
+            await nursery.start(_serve_then_cancel, server, listening)
             sampler = trio.CancelScope()
             if metrics is not None:
                 nursery.start_soon(_sample, metrics, server, state, sampler)
             if heartbeat_fd is not None:
                 nursery.start_soon(_heartbeat, heartbeat_fd, beating)
-            async for signum in signals:
-                if signum == signal.SIGHUP:
-                    if on_reload is not None:
-                        on_reload()
-                    continue
-                logger.info("%s: closing listeners", signal.Signals(signum).name)
-                if on_signal is not None:
-                    on_signal(signum)
-                server.stop()
-                beating.cancel()  # the supervisor no longer watches
-                watching.cancel()  # no prefix change matters to a proxy shutting down
-                sampler.cancel()
-                break
+            with listening:
+                stopping = False
+                async for signum in signals:
+                    if signum == signal.SIGHUP:
+                        if on_reload is not None and not stopping:
+                            on_reload()
+                        continue
+                    name = signal.Signals(signum).name
+                    if not stopping:
+                        stopping = True
+                        logger.info("%s: closing listeners", name)
+                        if on_signal is not None:
+                            on_signal(signum)
+                        server.stop()
+                        beating.cancel()  # the supervisor no longer watches
+                        watching.cancel()  # no prefix change matters to a proxy shutting down
+                        sampler.cancel()
+                    elif repeat_cuts_drain:
+                        logger.info("%s again: closing every tunnel now", name)
+                        nursery.cancel_scope.cancel()
+                    else:
+                        logger.debug("%s again: already stopping", name)
+            watching.cancel()  # the server ended: nothing left to follow
+            beating.cancel()
+            sampler.cancel()
+
+
+async def _serve_then_cancel(
+    server: ProxyServer,
+    done: trio.CancelScope,
+    *,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """server.run, then cancel `done` (the signal loop): the drain is over."""
+    await server.run(task_status=task_status)
+    done.cancel()
+
+
+@contextlib.contextmanager
+def late_signals_ignored() -> Iterator[None]:
+    """SIGINT/SIGTERM/SIGHUP do nothing around a trio.run of serve_until_signal, except through
+    its receiver. When trio.open_signal_receiver closes, it raises again every signal it
+    got but nobody read, with the handler that was there before it: a second Ctrl-C that
+    came while the tunnels drained (a worker gets each Ctrl-C twice: from the terminal's
+    process group and from its supervisor) would become a KeyboardInterrupt traceback or
+    a death by SIGTERM (or SIGHUP) in a process that is stopping cleanly anyway.
+
+    Enter it with those signals blocked: a signal held then stays pending (a handler,
+    unlike SIG_IGN, does not discard it) and reaches the receiver once it is up.
+    """
+
+    def already_stopping(signum: int, frame: object) -> None:
+        logger.debug("%s: already stopping", signal.Signals(signum).name)
+
+    previous = {signum: signal.signal(signum, already_stopping) for signum in SERVE_SIGNALS}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 async def _sample(
@@ -448,7 +505,8 @@ def run_serve(
                 state=state,
                 on_reload=reloader.reload if reloader is not None else None,
             )
-            trio.run(serve)
+            with late_signals_ignored():
+                trio.run(serve)
         return EXIT_OK
     finally:
         bound.close()
@@ -535,6 +593,8 @@ def _worker(
         )
         stop_within = settings.shutdown_grace + WORKER_STOP_MARGIN
         watch = nat64_watcher(settings, state)  # each worker follows the prefix itself
+        # The supervisor ends a worker that takes too long (and a second Ctrl-C SIGKILLs it):
+        # a repeated signal here is the same Ctrl-C, from the process group and the supervisor.
         serve = partial(
             serve_until_signal,
             server,
@@ -544,8 +604,10 @@ def _worker(
             metrics=metrics,
             state=state,
             on_reload=reloader.reload if reloader is not None else None,
+            repeat_cuts_drain=False,
         )
-        trio.run(serve)
+        with late_signals_ignored():
+            trio.run(serve)
         code = EXIT_OK
     except BaseException:
         logger.exception("worker %d failed", os.getpid())

@@ -25,7 +25,7 @@ client's address (`client`, as the front end's records write it).
 Several targets race with RFC 8305 (plan in proxy64/proto/attempts.py): 250 ms stagger,
 first success wins, losers cancelled and their sockets closed, every failure kept for the
 DialError. One target connects directly, without a nursery (the lean common path).
-connect_now() is the same dial without waiting (for the SOCKS front end driven by the relay
+connect_now() is the same dial without waiting (for the front ends driven by the relay
 hub): the same planning, policy, egress choice and error mapping; it answers None when
 something must be awaited (a name not in the resolver's cache, a race), and a PendingDial
 when the one handshake is in flight (finish() waits for it).

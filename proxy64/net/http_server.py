@@ -8,7 +8,7 @@
 # bytes after a CONNECT head (h11 trailing_data) reach the destination first.
 # RFC 9110 §9.3.6 (CONNECT), RFC 9112 §3.2 (request targets), §9.3 (persistence), §9.6
 # (lingering close), RFC 9110 §10.1.1 (100-continue answered by the proxy).
-# Lean per-connection path (issue 7): on a real socket the client's fd is read and written
+# Lean per-connection path: on a real socket the client's fd is read and written
 # directly, waiting only when a call would block; streams are closed synchronously.
 # Bodies of known length (Content-Length, RFC 9112 §6.3) of HTTP_RAW_BODY_MIN or more still
 # to come bypass h11: h11 parses the heads, http_upstream.move_body() moves exactly the
@@ -142,7 +142,8 @@ class _ClientSession:
                     data = b""
                 if data is not None:
                     break
-                # the wait is outside the except block (bench/PROFILE.md R7)
+                # wait outside the except block: inside it the BlockingIOError and its
+                # traceback would stay alive for as long as the wait lasts
                 if deadline == math.inf:
                     await trio.lowlevel.wait_readable(fd)
                 else:
@@ -337,7 +338,7 @@ class _ClientSession:
     async def _dial(self, destination: Destination, record: ConnectionRecord) -> Dialed | None:
         """Dial, or answer the error (and finish the record) and return None.
 
-        The dialer's connect_now() first (issue 7): a loopback/local handshake completes
+        The dialer's connect_now() first: a loopback/local handshake completes
         inside connect(2), so the dial costs no await and no cancel scope; one still in
         flight is finished by the dialer under its own deadline. connect() otherwise (a
         name not cached, several addresses to race)."""
@@ -517,7 +518,7 @@ class _ClientSession:
         self, target: ForwardTarget, upstream: Upstream, idle: float, head: bytes
     ) -> bool:
         """Move a Content-Length request body outside h11 when it is large, or when all of
-        it is already here (head and body in one write, no h11 events, issue 7); False:
+        it is already here (head and body in one write, no h11 events); False:
         h11 carries it. `head` is the encoded request head, written with the first body
         bytes."""
         if self.conn.their_state is not h11.SEND_BODY:
@@ -561,7 +562,7 @@ class _ClientSession:
     ) -> bool:
         """Move a Content-Length response body outside h11 when it is large, or when all of
         it is already here (a small response: head and body in one write, no h11 Data or
-        EndOfMessage on either machine, issue 7); False: h11 carries it. The encoded
+        EndOfMessage on either machine); False: h11 carries it. The encoded
         response head waiting in `out` is written with the first body bytes."""
         headers = response.headers.raw_items()
         length = response_body_length(target.request.method, response.status_code, headers)

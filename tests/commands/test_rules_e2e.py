@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.commands.test_reload import finish_download, start_download, wait_for_log
-from tests.commands.test_serve import curl
 from tests.helpers.aiohttp_origin import Origin, running_origin
-from tests.helpers.proxy_process import ProxyProcess, proxy_process
+from tests.helpers.curl import curl
+from tests.helpers.downloads import finish_download, start_download
+from tests.helpers.proxy_process import ProxyProcess, proxy_process, wait_for_log
 
 EMBEDDED = ("--egress", "embedded", "--nat64-prefix", "2001:db8:64::/96")
 REFUSED = "is not allowed by this proxy's access rules"

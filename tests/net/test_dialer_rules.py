@@ -14,8 +14,9 @@ from proxy64.destination import Destination, Egress
 from proxy64.errors import DeniedByRuleError, ResolutionError, SocksReply
 from proxy64.policy import DestinationPolicy
 from proxy64.rules import Action, PolicyInForce, parse_rule_line
-from tests.net.test_dialer import WKP, FakeNet, FakeResolver, Outcome
-from tests.net.test_dialer_policy import FakeHostInfo, make
+from tests.helpers.fake_net import WKP, FakeHostInfo, FakeNet, Outcome
+from tests.helpers.fake_net import make_dialer as make
+from tests.helpers.fakes import FakeResolver
 
 
 def policy(*lines: str, protect_host: bool = False) -> DestinationPolicy:
