@@ -694,8 +694,8 @@ What proxy64 costs an app, measured beside direct loopback and four other proxie
 (`bench/`, see bench/README.md for the method). This page is generated from
 `bench/results/latest.json` by `python bench/report.py bench/results/latest.json --docs
 docs/performance.md`; the full tables are in `bench/results/latest.md` and a chart in
-`bench/results/latest.png`. Where the per-connection CPU goes and what to change next:
-`bench/PROFILE.md`.
+`bench/results/latest.png`. Which optimisation applies where, and how to reproduce each
+figure: docs/performance-design.md.
 """
 
 DOCS_READING = """## Reading these numbers
@@ -709,7 +709,8 @@ DOCS_READING = """## Reading these numbers
   copy per byte, a proxy at least two more. proxy64's SOCKS5/CONNECT tunnels move bulk
   with splice(2) after the first 256 KiB; plain HTTP forwarding goes through h11.
 - "proxy CPU per connection" includes the kernel work for accept, connect and two sockets
-  (~170–190 µs here for every proxy, see PROFILE.md §1); the C proxies are near that floor.
+  (~170–190 µs here for every proxy, see docs/performance-design.md); the C proxies are
+  near that floor.
 - `serve --workers 2` on 2 cores shares them with the load generator and the origin:
   the workers section says, with the arithmetic, whether the proxy or the machine was
   the limit, how evenly SO_REUSEPORT spread the connections and what the workers would

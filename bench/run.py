@@ -662,7 +662,7 @@ def measure_workers(
 CORES = os.cpu_count() or 1
 
 
-# --- profiling the per-connection path (bench/PROFILE.md) ---------------------------------
+# --- profiling the per-connection path (docs/performance-design.md) -----------------------
 
 
 def profile_serve(

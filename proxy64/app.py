@@ -26,7 +26,7 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -75,6 +75,7 @@ from proxy64.net.slots import ConnectionSlots
 from proxy64.net.socks_front import SocksFront
 from proxy64.net.socks_server import handle_socks_client
 from proxy64.net.supervisor import Spawned, Supervisor
+from proxy64.policy import PolicyInForce
 from proxy64.proto.auth_delay import AuthDelay
 from proxy64.proto.rfc6052 import Nat64Prefix
 from proxy64.proto.self_dial import OwnListeners
@@ -269,8 +270,11 @@ def build_parts(
     metrics: Metrics | None = None,
     *,
     own: OwnListeners | None = None,
+    policy: PolicyInForce | None = None,
 ) -> Parts:
-    """own: the listeners a dial must not reach (None: none known, as in tests)."""
+    """own: the listeners a dial must not reach (None: none known, as in tests).
+    policy: the destination policy to share with a Reloader, which replaces its rules;
+    by default the settings' own."""
     state = nat64 if isinstance(nat64, Nat64State) else Nat64State(nat64)
     resolver = DNS64Resolver(settings.resolver_settings(), state, observer=metrics)
     dialer: DialerLike = Dialer(
@@ -278,7 +282,7 @@ def build_parts(
         state,
         connect_timeout=settings.connect_timeout,
         own_listeners=own,
-        policy=settings.destination_policy(),
+        policy=policy if policy is not None else PolicyInForce(settings.destination_policy()),
         host_info=HostInfo(),
     )
     if metrics is not None:
@@ -321,6 +325,7 @@ def make_server(
     metrics: Metrics | None = None,
     *,
     credentials: dict[str, str] | None = None,
+    policy: PolicyInForce | None = None,
 ) -> ProxyServer:
     """The proxy server of one process: its parts, its context, and each listener with its
     task-path handler and its hub-driven front end."""
@@ -329,7 +334,7 @@ def make_server(
         listening.append(Listening(bound.socks, handle_socks_client, SocksFront))
     if bound.http is not None:
         listening.append(Listening(bound.http, handle_http_client, HttpFront))
-    parts = build_parts(settings, nat64, metrics, own=own_listeners(bound))
+    parts = build_parts(settings, nat64, metrics, own=own_listeners(bound), policy=policy)
     ctx = build_context(settings, parts, recorder, credentials)
     return ProxyServer(ctx, listening, grace=settings.shutdown_grace)
 
@@ -346,37 +351,94 @@ async def serve_until_signal(
     metrics: Metrics | None = None,
     state: Nat64State | None = None,
     on_reload: Callable[[], bool] | None = None,
+    repeat_cuts_drain: bool = True,
 ) -> None:
-    """Serve until SIGINT/SIGTERM; SIGHUP calls on_reload (a Reloader's reload) and goes
-    on. With metrics, the gauges (and the prefix in `state`) are sampled meanwhile."""
+    """Serve until SIGINT/SIGTERM, then close the listeners and let live tunnels drain;
+    SIGHUP calls on_reload (a Reloader's reload) and goes on. With metrics, the gauges
+    (and the prefix in `state`) are sampled meanwhile.
+
+    A repeated stop signal while the tunnels drain cuts them at once when
+    `repeat_cuts_drain` (a user pressing Ctrl-C again insists); otherwise it is the same
+    request once more and is ignored. Wrap the trio.run that calls this in
+    late_signals_ignored(): a signal that arrives after the last one read here is handed
+    back by trio when its receiver closes.
+    """
     with trio.open_signal_receiver(*SERVE_SIGNALS) as signals:
         # run_serve blocked them before printing the start-up line: a signal sent as soon
         # as that line appears was held until now and is delivered to this receiver.
         signal.pthread_sigmask(signal.SIG_UNBLOCK, SERVE_SIGNALS)
         beating = trio.CancelScope()
+        listening = trio.CancelScope()
         async with trio.open_nursery() as nursery:
             watching = trio.CancelScope()
             if watch is not None:
                 await nursery.start(_watch_until_cancelled, watch, watching)
-            await nursery.start(server.run)
+            await nursery.start(_serve_then_cancel, server, listening)
             sampler = trio.CancelScope()
             if metrics is not None:
                 nursery.start_soon(_sample, metrics, server, state, sampler)
             if heartbeat_fd is not None:
                 nursery.start_soon(_heartbeat, heartbeat_fd, beating)
-            async for signum in signals:
-                if signum == signal.SIGHUP:
-                    if on_reload is not None:
-                        on_reload()
-                    continue
-                logger.info("%s: closing listeners", signal.Signals(signum).name)
-                if on_signal is not None:
-                    on_signal(signum)
-                server.stop()
-                beating.cancel()  # the supervisor no longer watches
-                watching.cancel()  # no prefix change matters to a proxy shutting down
-                sampler.cancel()
-                break
+            with listening:
+                stopping = False
+                async for signum in signals:
+                    if signum == signal.SIGHUP:
+                        if on_reload is not None and not stopping:
+                            on_reload()
+                        continue
+                    name = signal.Signals(signum).name
+                    if not stopping:
+                        stopping = True
+                        logger.info("%s: closing listeners", name)
+                        if on_signal is not None:
+                            on_signal(signum)
+                        server.stop()
+                        beating.cancel()  # the supervisor no longer watches
+                        watching.cancel()  # no prefix change matters to a proxy shutting down
+                        sampler.cancel()
+                    elif repeat_cuts_drain:
+                        logger.info("%s again: closing every tunnel now", name)
+                        nursery.cancel_scope.cancel()
+                    else:
+                        logger.debug("%s again: already stopping", name)
+            watching.cancel()  # the server ended: nothing left to follow
+            beating.cancel()
+            sampler.cancel()
+
+
+async def _serve_then_cancel(
+    server: ProxyServer,
+    done: trio.CancelScope,
+    *,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """server.run, then cancel `done` (the signal loop): the drain is over."""
+    await server.run(task_status=task_status)
+    done.cancel()
+
+
+@contextlib.contextmanager
+def late_signals_ignored() -> Iterator[None]:
+    """SIGINT/SIGTERM/SIGHUP do nothing around a trio.run of serve_until_signal, except through
+    its receiver. When trio.open_signal_receiver closes, it raises again every signal it
+    got but nobody read, with the handler that was there before it: a second Ctrl-C that
+    came while the tunnels drained (a worker gets each Ctrl-C twice: from the terminal's
+    process group and from its supervisor) would become a KeyboardInterrupt traceback or
+    a death by SIGTERM (or SIGHUP) in a process that is stopping cleanly anyway.
+
+    Enter it with those signals blocked: a signal held then stays pending (a handler,
+    unlike SIG_IGN, does not discard it) and reaches the receiver once it is up.
+    """
+
+    def already_stopping(signum: int, frame: object) -> None:
+        logger.debug("%s: already stopping", signal.Signals(signum).name)
+
+    previous = {signum: signal.signal(signum, already_stopping) for signum in SERVE_SIGNALS}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 async def _sample(
@@ -441,10 +503,13 @@ def run_serve(
             signal.pthread_sigmask(signal.SIG_BLOCK, SERVE_SIGNALS)  # until the receiver is up
             return supervise_workers(settings, bound, nat64, out, load=load, config=config)
         credentials = dict(settings.credentials) or None  # shared; a reload updates it
-        reloader = Reloader(load, settings, credentials, config) if load else None
+        policy = PolicyInForce(settings.destination_policy())  # and replaces its rules
+        reloader = Reloader(load, settings, credentials, config, policy=policy) if load else None
         with open_process_metrics(settings.metrics, credentials) as (metrics, endpoint):
             recorder = Recorder(metrics=metrics)
-            server = make_server(settings, bound, state, recorder, metrics, credentials=credentials)
+            server = make_server(
+                settings, bound, state, recorder, metrics, credentials=credentials, policy=policy
+            )
             signal.pthread_sigmask(signal.SIG_BLOCK, SERVE_SIGNALS)  # until the receiver is up
             announce(startup_line(bound, nat64, metrics=endpoint), settings, out)
             serve = partial(
@@ -457,7 +522,8 @@ def run_serve(
                 state=state,
                 on_reload=reloader.reload if reloader is not None else None,
             )
-            trio.run(serve)
+            with late_signals_ignored():
+                trio.run(serve)
         return EXIT_OK
     finally:
         bound.close()
@@ -534,11 +600,18 @@ def _worker(
         # multiprocess mode, when --metrics is on, came with the fork (supervise_workers)
         metrics = Metrics() if settings.metrics is not None else None
         credentials = dict(settings.credentials) or None
-        reloader = Reloader(load, settings, credentials, quiet=True) if load else None
+        policy = PolicyInForce(settings.destination_policy())
+        reloader = (
+            Reloader(load, settings, credentials, quiet=True, policy=policy) if load else None
+        )
         recorder = Recorder(metrics=metrics)
-        server = make_server(settings, mine, state, recorder, metrics, credentials=credentials)
+        server = make_server(
+            settings, mine, state, recorder, metrics, credentials=credentials, policy=policy
+        )
         stop_within = settings.shutdown_grace + WORKER_STOP_MARGIN
         watch = nat64_watcher(settings, state)  # each worker follows the prefix itself
+        # The supervisor ends a worker that takes too long (and a second Ctrl-C SIGKILLs it):
+        # a repeated signal here is the same Ctrl-C, from the process group and the supervisor.
         serve = partial(
             serve_until_signal,
             server,
@@ -548,8 +621,10 @@ def _worker(
             metrics=metrics,
             state=state,
             on_reload=reloader.reload if reloader is not None else None,
+            repeat_cuts_drain=False,
         )
-        trio.run(serve)
+        with late_signals_ignored():
+            trio.run(serve)
         code = EXIT_OK
     except BaseException:
         logger.exception("worker %d failed", os.getpid())

@@ -53,7 +53,7 @@ SPLICE_THRESHOLD = 256 * 1024  # bytes a direction carries before it moves to sp
 UDP_ASSOCIATION_IDLE = 120.0
 UDP_MAX_DATAGRAM = 65_535
 
-# --- DNS64 resolver, cache and server (issue 2) ----------------------------------------
+# --- DNS64 resolver, cache and server ---------------------------------------------------
 DNS64_MAX_CHAIN = 16  # CNAME/DNAME links followed before giving up (loop guard)
 DNS_POSITIVE_TTL_MAX = 86_400  # cap on positive caching (RFC 2181 §8 allows far more)
 DNS_UDP_PAYLOAD_WITHOUT_EDNS = 512  # RFC 1035 §4.2.1; larger needs EDNS0 (RFC 6891 §6.2.5)
@@ -173,9 +173,9 @@ WORKER_STOP_MARGIN = 5.0  # after SIGINT/SIGTERM: shutdown_grace + this, then SI
 WORKER_HEARTBEAT = 1.0  # seconds between a worker's heartbeats to the supervisor
 WORKER_TIMEOUT = 10.0  # a worker silent this long (hung, stopped) is killed and restarted
 
-# --- Hub-driven front of a connection (issue 7; proxy64/net/relay_hub.py, socks_front.py) ----
+# --- Hub-driven front of a connection (proxy64/net/relay_hub.py, hub_front.py) -----------
 HUB_POLL_ROUNDS = 16  # epoll polls without waiting per wake-up of the hub, at the most
-HUB_EMPTY_POLLS = 2  # ... stopping after this many found nothing (A/B: c1 867 -> 700 µs)
+HUB_EMPTY_POLLS = 2  # ... stopping after this many found nothing (an empty poll: a wasted syscall)
 HUB_TIMER_COMPACT = 256  # cancelled hub timers tolerated before the heap may be compacted
 
 # --- TUN stack heap (proxy64/tun/heap.py): freed memory kept for reuse at bulk speed ---

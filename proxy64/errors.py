@@ -36,6 +36,11 @@ class Proxy64Error(Exception):
     # NAT64 refuses (RFC 6052 §3.1, tayga >= 0.9.4); set by the dialer.
     strict_nat64_refuses: bool = False
 
+    def reply_text(self) -> str:
+        """What the client is told (an HTTP body): the message, unless it says more than a
+        client should learn (the access rules)."""
+        return str(self)
+
 
 class ConfigError(Proxy64Error):
     """A bad option or config value. The message names the option and the accepted forms."""
@@ -74,6 +79,21 @@ class NotAllowedError(Proxy64Error):
 
     socks_reply = SocksReply.NOT_ALLOWED
     http_status = 403
+
+
+class DeniedByRuleError(NotAllowedError):
+    """An access rule denies the destination (proxy64/rules.py): SOCKS 0x02 (not allowed
+    by ruleset), HTTP 403. The message, which the log line carries, names the rule; the
+    reply says only that the rules refuse it (a client learns nothing of the rules)."""
+
+    def __init__(self, destination: str, rule: str, address: str | None, hint: str = "") -> None:
+        self.destination = destination
+        self.rule = rule
+        at = f" at {address}" if address is not None else ""  # the address that matched
+        super().__init__(f"refused {destination}{at}: denied by {rule}{hint}")
+
+    def reply_text(self) -> str:
+        return f"{self.destination} is not allowed by this proxy's access rules"
 
 
 class LoopError(NotAllowedError):

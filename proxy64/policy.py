@@ -6,8 +6,10 @@ Refusal (or None) out; no socket, no clock.
   are this host: the dialer dials them directly, never through the NAT64.
 - protect_host (a listener beyond loopback, no --allow-host-access): this host (loopback,
   its own addresses) and link-local destinations (169.254.0.0/16 with the cloud metadata
-  address 169.254.169.254, fe80::/10, fd00:ec2::254) are refused: a shared proxy does not
-  open its own host, or the host's metadata service, to its clients.
+  address 169.254.169.254, fe80::/10, fd00:ec2::254) are denied by built-in access rules
+  placed after the user's (proxy64/rules.py): a shared proxy does not open its own host,
+  or the host's metadata service, to its clients unless an allow rule says so.
+- rules: the user's access rules, in order (proxy64/rules.py), first match wins.
 - strict_wkp: what a strict NAT64 refuses under 64:ff9b::/96 (RFC 6052 §3.1 as tayga >=
   0.9.4 applies it) is refused before dialing, to test an app against the strictest
   translator it may meet.
@@ -18,34 +20,54 @@ dialed over IPv4 by the embedded egress), the IPv4 address behind it.
 from __future__ import annotations
 
 import enum
-from collections.abc import Set
 from dataclasses import dataclass
-from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
+from ipaddress import IPv4Address
 
+from proxy64.places import (
+    CLOUD_METADATA6,
+    LINK_LOCAL4,
+    LINK_LOCAL6,
+    LOCALHOST,
+    LOOPBACK4,
+    LOOPBACK6,
+    IPAddress,
+    is_link_local,
+    is_localhost_name,
+    is_loopback,
+)
 from proxy64.proto.rfc6052 import is_global_ipv4, strict_nat64_refuses
+from proxy64.rules import AccessRules, Rule
 
-IPAddress = IPv4Address | IPv6Address
-
-LOOPBACK4 = IPv4Network("127.0.0.0/8")  # RFC 1122 §3.2.1.3
-LOOPBACK6 = IPv6Address("::1")  # RFC 4291 §2.5.3
-LINK_LOCAL4 = IPv4Network("169.254.0.0/16")  # RFC 3927; cloud metadata 169.254.169.254
-LINK_LOCAL6 = IPv6Network("fe80::/10")  # RFC 4291 §2.5.6
-CLOUD_METADATA6 = IPv6Address("fd00:ec2::254")  # AWS's IPv6 instance metadata service
-LOCALHOST = "localhost"  # RFC 6761 §6.3
+__all__ = [
+    "CLOUD_METADATA6",
+    "LINK_LOCAL4",
+    "LINK_LOCAL6",
+    "LOCALHOST",
+    "LOOPBACK4",
+    "LOOPBACK6",
+    "DestinationPolicy",
+    "PolicyInForce",
+    "Refusal",
+    "RefusalKind",
+    "is_link_local",
+    "is_localhost_name",
+    "is_loopback",
+    "nat64_refusal_hint",
+    "screen",
+]
 
 
 class RefusalKind(enum.Enum):
-    THIS_HOST = "this-host"
-    LINK_LOCAL = "link-local"
     STRICT_WKP = "strict-wkp"
 
 
 @dataclass(frozen=True, slots=True)
 class DestinationPolicy:
-    """The flags of the policy, fixed at start-up."""
+    """The policy: flags fixed at start-up, rules replaced by a reload."""
 
-    protect_host: bool = False  # refuse this host and link-local destinations
+    protect_host: bool = False  # deny this host and link-local destinations (built-in rules)
     strict_wkp: bool = False  # behave as a strict NAT64 under the well-known prefix
+    rules: tuple[Rule, ...] = ()  # the user's access rules, in order
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,62 +77,16 @@ class Refusal:
     message: str  # one sentence: why, and the way out
 
 
-def is_localhost_name(name: str) -> bool:
-    """RFC 6761 §6.3: `localhost` and every name under it are this host's loopback."""
-    label = name.rstrip(".").lower()
-    return label == LOCALHOST or label.endswith("." + LOCALHOST)
-
-
-def is_loopback(address: IPAddress) -> bool:
-    if isinstance(address, IPv4Address):
-        return address in LOOPBACK4
-    mapped = address.ipv4_mapped
-    return address == LOOPBACK6 or (mapped is not None and mapped in LOOPBACK4)
-
-
-def is_link_local(address: IPAddress) -> bool:
-    if isinstance(address, IPv4Address):
-        return address in LINK_LOCAL4
-    mapped = address.ipv4_mapped
-    if mapped is not None:
-        return mapped in LINK_LOCAL4
-    return address in LINK_LOCAL6 or address == CLOUD_METADATA6
-
-
 def screen(
-    dialed: IPAddress,
     ipv4: IPv4Address | None,
     *,
     policy: DestinationPolicy,
     well_known: bool,
     prefix: str,
-    own_addresses: Set[IPAddress] = frozenset(),
 ) -> Refusal | None:
-    """The verdict on one target: None to dial it, or why not.
-
-    dialed is the address the socket connects to; ipv4 the IPv4 address behind it (the
-    embedded one inside the NAT64 prefix, or dialed itself over IPv4), None for native
-    IPv6. own_addresses are this host's addresses (only read with protect_host).
-    """
-    if policy.protect_host:
-        for address in (dialed, ipv4):
-            if address is None:
-                continue
-            if is_loopback(address) or address in own_addresses:
-                return Refusal(
-                    RefusalKind.THIS_HOST,
-                    address,
-                    f"{address} is this host, and a proxy listening beyond loopback does not "
-                    "open its own host to its clients; --allow-host-access allows it",
-                )
-            if is_link_local(address):
-                return Refusal(
-                    RefusalKind.LINK_LOCAL,
-                    address,
-                    f"{address} is link-local (where cloud metadata such as 169.254.169.254 "
-                    "answers), and a proxy listening beyond loopback does not reach it for "
-                    "its clients; --allow-host-access allows it",
-                )
+    """--strict-wkp on one target: None to dial it, or why not. ipv4 is the IPv4 address
+    behind the target (embedded in the NAT64 prefix, or dialed itself over IPv4), None for
+    native IPv6. The access rules (this host, link-local) are proxy64/rules.py's."""
     if policy.strict_wkp and well_known and ipv4 is not None and strict_nat64_refuses(ipv4):
         return Refusal(
             RefusalKind.STRICT_WKP,
@@ -132,3 +108,18 @@ def nat64_refusal_hint(ipv4: IPv4Address, prefix: str, *, well_known: bool) -> s
         "tayga >= 0.9.4) do not carry non-global IPv4 under the well-known prefix; use the "
         "network's specific prefix with --nat64-prefix"
     )
+
+
+class PolicyInForce:
+    """The destination policy now, with its rules ready to evaluate: the dialer reads it
+    at every dial, a reload replaces it (new dials use the new rules; a tunnel already
+    dialed is not looked at again)."""
+
+    __slots__ = ("access", "policy")
+
+    def __init__(self, policy: DestinationPolicy) -> None:
+        self.set(policy)
+
+    def set(self, policy: DestinationPolicy) -> None:
+        self.policy = policy
+        self.access = AccessRules.build(policy.rules, protect_host=policy.protect_host)

@@ -2,7 +2,9 @@
 
 What a reload changes: the users and passwords (the one credentials dict every front end
 reads at each handshake, and the metrics endpoint too, is updated in place, so a tunnel
-that is open stays open and the next handshake sees the new users) and the log level.
+that is open stays open and the next handshake sees the new users), the access rules
+(the PolicyInForce the dialer reads at each dial gets the new ones: a tunnel already
+dialed is not judged again) and the log level.
 What it cannot change is reported and left as it is, in force until the next start:
 listeners, workers, the NAT64 prefix and egress, the metrics address, limits and
 timeouts (they are built into sockets, processes and objects at start-up), and turning
@@ -19,11 +21,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 from proxy64.errors import ConfigError
+from proxy64.policy import PolicyInForce
 from proxy64.serve_config import ServeSettings
 
 logger = logging.getLogger(__name__)
 
-RELOADED = ("credentials", "log_level")
+RELOADED = ("credentials", "log_level", "rules")
 
 
 def changed_keys(old: ServeSettings, new: ServeSettings) -> list[str]:
@@ -51,8 +54,10 @@ class Reloader:
 
     `load` builds fresh settings from the same sources as at start-up (config file,
     command line, environment); `credentials` is the dict the front ends read (None:
-    no authentication, which a reload cannot turn on). `quiet`: a worker's success and
-    warnings are debug lines, the supervisor has logged them once already."""
+    no authentication, which a reload cannot turn on); `policy` the dialer's policy in
+    force, whose rules a reload replaces (None: the rules are only checked, as the
+    supervisor of workers does). `quiet`: a worker's success and warnings are debug
+    lines, the supervisor has logged them once already."""
 
     def __init__(
         self,
@@ -62,12 +67,14 @@ class Reloader:
         config: Path | None = None,
         *,
         quiet: bool = False,
+        policy: PolicyInForce | None = None,
     ) -> None:
         self.load = load
         self._told = logging.DEBUG if quiet else logging.INFO  # workers: the supervisor tells
         self.settings = settings
         self.credentials = credentials
         self.config = config
+        self.policy = policy
 
     def reload(self) -> bool:
         """Re-read and apply; False (one error line, nothing changed) when a file is bad."""
@@ -88,6 +95,12 @@ class Reloader:
         if self.credentials is not None:
             self.credentials.clear()
             self.credentials.update(new.credentials)
+        kept = dataclasses.replace(
+            old, credentials=new.credentials, log_level=new.log_level, rules=new.rules
+        )
+        if self.policy is not None:
+            # listeners and --allow-host-access stay as started: the built-in rules too
+            self.policy.set(kept.destination_policy())
         logging.getLogger().setLevel(new.log_level.upper())
         for key in changed_keys(old, new):
             logger.log(
@@ -95,13 +108,13 @@ class Reloader:
                 "SIGHUP: %s changed; it takes effect at the next start",
                 key,
             )
-        self.settings = dataclasses.replace(
-            old, credentials=new.credentials, log_level=new.log_level
-        )
-        users = len(new.credentials)
+        self.settings = kept
+        users, rules = len(new.credentials), len(new.rules)
+        counts = [f"{users} user{'s' if users != 1 else ''}"] if users else []
+        counts += [f"{rules} access rule{'s' if rules != 1 else ''}"] if rules else []
         logger.log(
             self._told,
             "SIGHUP: settings reloaded%s",
-            f" ({users} user{'s' if users != 1 else ''})" if users else "",
+            f" ({', '.join(counts)})" if counts else "",
         )
         return True

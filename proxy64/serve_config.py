@@ -1,16 +1,20 @@
 """Settings of `proxy64 serve` and `proxy64 run`: a frozen ServeSettings from TOML + CLI.
 
 Sources, lowest to highest precedence: the defaults below, the TOML config file (stdlib
-tomllib, the CLI option names with underscores), the command line. Every bad key or value
-raises ConfigError naming the key (or option) and the accepted forms, so the CLI prints one
-line and exits 2. Credentials come from an auth file (`user:password` lines) or the
-PROXY64_AUTH environment variable; they never appear in an error message.
-No trio, no sockets: reading two small files is the only I/O.
+tomllib, the CLI option names with underscores), the command line. Access rules are the
+exception: they add up rather than override, the command line's (--allow/--deny, in
+their order) before the file's ([[rule]] tables, in theirs), so with first-match-wins a
+command-line rule takes precedence over a file rule for the requests both match.
+Every bad key or value raises ConfigError naming the key (or option) and the accepted
+forms, so the CLI prints one line and exits 2. Credentials come from an auth file
+(`user:password` lines) or the PROXY64_AUTH environment variable; they never appear in
+an error message. No trio, no sockets: reading two small files is the only I/O.
 """
 
 from __future__ import annotations
 
 import math
+import re
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
@@ -44,6 +48,7 @@ from proxy64.destination import EgressChoice
 from proxy64.errors import ConfigError
 from proxy64.policy import DestinationPolicy
 from proxy64.proto.rfc6052 import Nat64Prefix
+from proxy64.rules import Rule, parse_rule_table
 
 AUTH_ENV = "PROXY64_AUTH"
 _LOOPBACK_SOCKS = HostPort(IPv4Address("127.0.0.1"), SOCKS_PORT)  # safe default: loopback
@@ -76,6 +81,7 @@ class ServeSettings:
     handshake_timeout: float = HANDSHAKE_TIMEOUT
     shutdown_grace: float = SHUTDOWN_GRACE
     worker_timeout: float = WORKER_TIMEOUT  # --workers: a worker silent this long is killed
+    rules: tuple[Rule, ...] = ()  # access rules: the command line's, then the file's
     # username → password, as (user, password) pairs; empty: no authentication
     credentials: tuple[tuple[str, str], ...] = field(default=(), repr=False)
 
@@ -95,7 +101,9 @@ class ServeSettings:
         allow_host_access says so (proxy64/policy.py)."""
         shared = any(not listener.is_loopback for listener in self.listeners())
         return DestinationPolicy(
-            protect_host=shared and not self.allow_host_access, strict_wkp=self.strict_wkp
+            protect_host=shared and not self.allow_host_access,
+            strict_wkp=self.strict_wkp,
+            rules=self.rules,
         )
 
 
@@ -247,28 +255,55 @@ PARSERS: dict[str, Callable[[Any, str], Any]] = {
     "worker_timeout": _seconds,
 }
 CONFIG_KEYS = tuple(PARSERS)
+RULE_KEY = "rule"  # [[rule]] tables: read by load_toml with their line numbers
+_RULE_HEADER = re.compile(r"^[ \t]*\[\[[ \t]*rule[ \t]*\]\]", re.MULTILINE)
 
 
 def load_toml(path: Path) -> dict[str, Any]:
     """Read a TOML config file; unknown keys and bad values raise ConfigError."""
     option = f"--config {path}"
     try:
-        with path.open("rb") as handle:
-            data = tomllib.load(handle)
+        text = path.read_bytes().decode("utf-8")
+        data = tomllib.loads(text)
     except OSError as exc:
         raise ConfigError(option, f"cannot read the file: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(option, f"not valid TOML: not UTF-8 ({exc.reason})") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(option, f"not valid TOML: {exc}") from None
     values: dict[str, Any] = {}
     for key, value in data.items():
+        if key == RULE_KEY:
+            values["rules"] = load_rules(value, path, text)
+            continue
         if key not in PARSERS:
             raise ConfigError(
-                f"config key {key!r}", f"unknown key; accepted keys: {', '.join(CONFIG_KEYS)}"
+                f"config key {key!r}",
+                f"unknown key; accepted keys: {', '.join(CONFIG_KEYS)}, [[{RULE_KEY}]]",
             )
         values[key] = PARSERS[key](value, f"config key {key!r}")
     if isinstance(values.get("auth_file"), Path) and not values["auth_file"].is_absolute():
         values["auth_file"] = path.parent / values["auth_file"]  # relative to the config file
     return values
+
+
+def load_rules(value: object, path: Path, text: str) -> tuple[Rule, ...]:
+    """The [[rule]] tables of a config file, each named by its line (found by its
+    header: tomllib gives no positions) so an error and a log line can point at it."""
+    option = f"--config {path}"
+    if not isinstance(value, list):
+        raise ConfigError(option, "rule must be an array of tables: write [[rule]] headers")
+    lines = [text.count("\n", 0, m.start()) + 1 for m in _RULE_HEADER.finditer(text)]
+    rules: list[Rule] = []
+    for index, table in enumerate(value):
+        # an inline array (rule = [{...}]) has no headers: its tables are named by index
+        line = lines[index] if len(lines) == len(value) else None
+        where = f"line {line}" if line is not None else f"rule {index + 1}"
+        try:
+            rules.append(parse_rule_table(table, f"{path} {where}"))
+        except ConfigError as exc:
+            raise ConfigError(option, f"{where}: [[rule]]: {exc.problem}") from None
+    return tuple(rules)
 
 
 def parse_credentials(text: str, option: str) -> tuple[tuple[str, str], ...]:
@@ -303,7 +338,10 @@ def build_settings(
         merged[key] = PARSERS[key](value, f"default {key}")
     merged.update(file_values)
     for key, value in cli_values.items():
+        if key == "rules":
+            continue  # added up below, not overridden
         merged[key] = PARSERS[key](value, "--" + key.replace("_", "-"))
+    merged["rules"] = tuple(cli_values.get("rules", ())) + tuple(file_values.get("rules", ()))
     credentials: tuple[tuple[str, str], ...] = ()
     auth_file = merged.get("auth_file")
     if isinstance(auth_file, Path):

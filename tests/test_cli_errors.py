@@ -14,9 +14,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from proxy64.cli import _command_parser, build_parser, main
+from proxy64.cli import _command_parser, build_parser
 from proxy64.errors import ConfigError
 from proxy64.serve_config import build_settings, load_toml
+from tests.helpers.cli import run_cli
 
 # (argv, the one line the user reads; {tmp} is replaced by the test's directory)
 CASES: list[tuple[list[str], str]] = [
@@ -251,15 +252,6 @@ def tmp(tmp_path: Path) -> Path:
     for name, text in FILES.items():
         (tmp_path / name).write_text(text)
     return tmp_path
-
-
-def run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    try:
-        code = main(argv)
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.mark.parametrize(("argv", "expected"), CASES, ids=[" ".join(a) for a, _ in CASES])

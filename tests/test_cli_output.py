@@ -11,19 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from proxy64.cli import main
+from tests.helpers.cli import run_cli
 
 RESOLVE_KEYS = {"qname", "chain", "prefix", "from_cache", "records"}
 RECORD_KEYS = {"address", "synthesized", "ttl", "kind", "strict_nat64_refuses"}
-
-
-def run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    try:
-        code = main(argv)
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_resolve_json_of_an_ipv4_literal_rfc6052_2_2(capsys: pytest.CaptureFixture[str]) -> None:

@@ -8,8 +8,6 @@ import json
 from html.parser import HTMLParser
 from ipaddress import IPv4Address, IPv6Address, IPv6Network
 from pathlib import Path
-from typing import Any
-from xml.etree import ElementTree as ET
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -18,11 +16,9 @@ from hypothesis import strategies as st
 from proxy64.readiness import Level
 from proxy64.readiness_render import ReadinessResult, to_json, to_junit, to_markdown
 from proxy64.report import Observation, ReadinessReport
+from tests.helpers.report_formats import validate_json, validate_junit
 from tests.helpers.requirements import require_module
 
-REPO = Path(__file__).resolve().parent.parent
-SCHEMA = REPO / "docs" / "report.schema.json"
-JUNIT_XSD = Path(__file__).parent / "data" / "junit" / "junit-10.xsd"
 WKP = IPv6Network("64:ff9b::/96")
 
 
@@ -40,15 +36,6 @@ def sample(level: Level | None, status: int = 0) -> ReadinessResult:
     return ReadinessResult.of(
         report, level=level, status=status, command=["curl", "-f", "http://x/|y"], mode="run"
     )
-
-
-def validate_json(data: dict[str, Any]) -> None:
-    require_module("jsonschema", "validates the JSON report against its schema")
-    import jsonschema
-
-    schema = json.loads(SCHEMA.read_text())
-    jsonschema.Draft202012Validator.check_schema(schema)
-    jsonschema.validate(data, schema, cls=jsonschema.Draft202012Validator)
 
 
 @pytest.mark.parametrize("level", [None, *Level])
@@ -163,14 +150,6 @@ def test_markdown_table_survives_any_destination_and_failure_text(
     assert [row[0] for row in table[1:]] == [f"{name}:1" for name, _ in rows]  # as written
     expected = [" ".join(f.split()) or "no connection succeeded" for _, f in rows]
     assert [row[2] for row in table[1:]] == expected
-
-
-def validate_junit(text: str) -> ET.Element:
-    require_module("xmlschema", "validates the JUnit report against the published XSD")
-    import xmlschema
-
-    xmlschema.XMLSchema(str(JUNIT_XSD)).validate(text)
-    return ET.fromstring(text)
 
 
 @pytest.mark.parametrize("level", [None, *Level])

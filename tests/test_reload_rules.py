@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from ipaddress import ip_address
 from pathlib import Path
 
 import pytest
@@ -73,3 +74,32 @@ def test_a_good_reload_updates_the_shared_dict_in_place() -> None:
     assert reloader.reload() is True
     assert shared == {"bob": "two", "carol": "3"}
     assert reloader.settings.credentials == fresh.credentials
+
+
+def test_a_reload_replaces_the_access_rules_and_keeps_the_built_ins() -> None:
+    from proxy64.config import HostPort
+    from proxy64.policy import PolicyInForce
+    from proxy64.rules import Action, parse_rule_line
+
+    deny = parse_rule_line("10.0.0.0/8", "--deny", Action.DENY)
+    shared_socks = HostPort(ip_address("::"), 1080)
+    settings = ServeSettings(socks=shared_socks, credentials=(("alice", "one"),))
+    live = PolicyInForce(settings.destination_policy())
+    assert [str(r) for r in live.access.rules] == ["deny dest this-host", "deny dest link-local"]
+    fresh = dataclasses.replace(settings, rules=(deny,))
+    reloader = Reloader(lambda: fresh, settings, {"alice": "one"}, policy=live)
+    assert changed_keys(settings, fresh) == []  # rules are applied, not postponed
+    assert reloader.reload() is True
+    assert [str(r) for r in live.access.rules] == [
+        "deny dest 10.0.0.0/8",
+        "deny dest this-host",
+        "deny dest link-local",
+    ]
+    assert reloader.settings.rules == (deny,)
+
+    def broken() -> ServeSettings:
+        raise ConfigError(f"--config {CONFIG}", "line 4: [[rule]]: ports '0' is not PORT")
+
+    reloader.load = broken
+    assert reloader.reload() is False
+    assert live.access.rules[0] is deny  # the old rules stay in force

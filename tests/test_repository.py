@@ -1,4 +1,5 @@
-"""The repository holds sources, tests, docs and test data only.
+"""The repository holds sources, tests, docs and test data only, laid out so that a part
+can move without breaking another.
 
 `.gitignore` is a promise: a tracked path that it names (a virtualenv, caches, profile dumps)
 is generated on some machine and does not belong in a clone.
@@ -6,6 +7,7 @@ is generated on some machine and does not belong in a clone.
 
 from __future__ import annotations
 
+import ast
 import subprocess
 from pathlib import Path
 
@@ -50,3 +52,22 @@ def test_no_virtualenv_or_bytecode_is_tracked() -> None:
         or p.endswith((".pyc", ".prof"))
     ]
     assert generated == [], f"generated files are tracked: {generated[:5]}"
+
+
+def test_test_modules_share_helpers_only_through_tests_helpers() -> None:
+    """A helper two test modules need lives in tests/helpers/ (or a package's own harness
+    module), so moving or deleting one test module never breaks another."""
+    importing = []
+    for path in sorted((ROOT / "tests").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = (
+                [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else [alias.name for alias in node.names]
+                if isinstance(node, ast.Import)
+                else []
+            )
+            for name in names:
+                if name.startswith("tests.") and name.rpartition(".")[2].startswith("test_"):
+                    importing.append(f"{path.relative_to(ROOT)} imports {name}")
+    assert importing == []

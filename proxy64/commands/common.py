@@ -8,6 +8,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import TypeVar
 
@@ -23,6 +24,7 @@ from proxy64.logformat import JsonFormatter, json_line
 from proxy64.readiness import LEVEL_HELP, Level
 from proxy64.readiness_render import FORMATS, RENDERERS, ReadinessResult, as_dict, to_table
 from proxy64.report import ReadinessReport
+from proxy64.rules import Action, parse_rule_line
 
 T = TypeVar("T")
 
@@ -38,6 +40,29 @@ def checked(option: str, parse: Callable[[str, str], T]) -> Callable[[str], T]:
 
     convert.__name__ = option.lstrip("-")  # argparse names the type in messages
     return convert
+
+
+def add_rule_options(parser: argparse.ArgumentParser) -> None:
+    """--allow RULE / --deny RULE, repeatable, kept in the order given (one list)."""
+    group = parser.add_argument_group(
+        "access rules",
+        "first match wins, no match allows; these come before the config file's [[rule]] "
+        "tables, and both before the built-in rules that deny this host and link-local "
+        "behind a non-loopback listener. RULE: space-separated fields [dest=]ADDRESS|CIDR|"
+        "NAME|.SUFFIX|this-host|link-local|any, ports=PORT|LOW-HIGH[,...], "
+        "client=ADDRESS|CIDR, e.g. '10.0.0.0/8 ports=1-1024' or '.example.com "
+        "client=192.0.2.0/24'",
+    )
+    for action in Action:
+        option = f"--{action.value}"
+        group.add_argument(
+            option,
+            dest="rules",
+            action="append",
+            metavar="RULE",
+            type=checked(option, partial(parse_rule_line, action=action)),
+            help=f"{action.value} the requests RULE matches (repeatable; default: no rules)",
+        )
 
 
 def add_resolver_options(parser: argparse.ArgumentParser, *, default_prefix: str = "auto") -> None:

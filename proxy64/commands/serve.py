@@ -16,6 +16,7 @@ from proxy64.commands.common import (
     add_log_options,
     add_metrics_option,
     add_resolver_options,
+    add_rule_options,
     setup_logging,
 )
 from proxy64.defaults import (
@@ -116,6 +117,7 @@ def add_serve_options(
         help=f"give up dialing a destination (all addresses) after this long "
         f"(default: {CONNECT_TIMEOUT:g})",
     )
+    add_rule_options(parser)
     add_log_options(parser, default=log_default)
     add_metrics_option(parser)
     parser.add_argument(
@@ -145,6 +147,8 @@ def cli_values(args: argparse.Namespace) -> dict[str, Any]:
                 given[key] = value  # None here means "auto" was given
         elif value is not None and value != []:
             given[key] = value
+    if getattr(args, "rules", None):
+        given["rules"] = tuple(args.rules)  # --allow/--deny, in the order given
     return given
 
 
@@ -175,8 +179,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="run the SOCKS5 and HTTP proxy",
         description="Serve SOCKS5 and HTTP proxies that resolve names with DNS64 and reach "
         "IPv4-only destinations through NAT64 (or the embedded egress). SIGHUP re-reads "
-        "--config and --auth-file: new connections get the new users and log level, open "
-        "tunnels are untouched, a bad file keeps the previous settings.",
+        "--config and --auth-file: new connections get the new users, access rules and log "
+        "level, open tunnels are untouched, a bad file keeps the previous settings.",
     )
     add_serve_options(parser)
     parser.set_defaults(func=main)

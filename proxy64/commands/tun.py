@@ -26,6 +26,7 @@ from proxy64.commands.common import (
     add_log_options,
     add_readiness_options,
     add_resolver_options,
+    add_rule_options,
     checked,
     finish_readiness,
     setup_logging,
@@ -126,6 +127,7 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
         default=CONNECT_TIMEOUT,
         help=f"give up dialing after this long (default: {CONNECT_TIMEOUT:g})",
     )
+    add_rule_options(parser)
     add_readiness_options(parser)
     # `tun run` shares a terminal with CMD: per-flow lines would mix with its output, so
     # it logs warnings only by default (like `proxy64 run`); `tun serve` is a service.
@@ -219,6 +221,7 @@ def _serve_settings(args: argparse.Namespace) -> ServeSettings:
         idle_timeout=args.idle_timeout,
         connect_timeout=args.connect_timeout,
         strict_wkp=args.strict_wkp,
+        rules=tuple(args.rules or ()),
     )
     if args.dns64_exclude:
         settings = dataclasses.replace(settings, dns64_exclude=tuple(args.dns64_exclude))

@@ -58,12 +58,16 @@ class PendingDial:
 
 
 class DialerLike(Protocol):
-    async def connect(self, destination: Destination) -> Dialed:
+    async def connect(self, destination: Destination, client: str = "") -> Dialed:
         """Resolve and connect (Happy Eyeballs). Raises ResolutionError,
-        AddressMappingError or DialError, each carrying its SOCKS reply / HTTP status."""
+        AddressMappingError, NotAllowedError or DialError, each carrying its SOCKS reply /
+        HTTP status. client: the client's `host:port` as records write it, for the access
+        rules' client conditions ("" when unknown)."""
         ...
 
-    def connect_now(self, destination: Destination) -> Dialed | PendingDial | None:
+    def connect_now(
+        self, destination: Destination, client: str = ""
+    ) -> Dialed | PendingDial | None:
         """connect() without waiting: Dialed when the handshake completed inside
         connect(2) (loopback, local peers), a PendingDial to finish() when it is in flight,
         None when connect() must be awaited (a name not cached, several addresses to race).
@@ -83,7 +87,7 @@ class DialerLike(Protocol):
         """Close a PendingDial whose deadline passed; the timeout error finish() raises."""
         ...
 
-    async def udp_target(self, destination: Destination) -> UdpTarget:
+    async def udp_target(self, destination: Destination, client: str = "") -> UdpTarget:
         """Resolve a UDP destination by the same rules as connect(); no socket opened."""
         ...
 

@@ -16,13 +16,16 @@ non-global IPv4 is carried (RFC 6052 §3.1); when it answers unreachable the err
 that likely cause. EMBEDDED dials prefix.extract(address) over IPv4 (proxy64 is the
 translator and carries every address); native IPv6 always dials IPv6 (egress None).
 Every planned target then passes two checks, in the same place (targets() and
-targets_now()): the destination policy (_admit, proxy64/policy.py: this host and
-link-local refused behind a shared listener, --strict-wkp) and loop protection (_screen,
-proxy64/proto/self_dial.py: never proxy64's own listeners).
+targets_now()): the destination policy (_admit: the access rules of proxy64/rules.py,
+with this host and link-local denied by built-in rules behind a shared listener, then
+--strict-wkp of proxy64/policy.py) and loop protection (_screen,
+proxy64/proto/self_dial.py: never proxy64's own listeners). The rules see the requested
+name, each target's addresses (the IPv4 behind a NAT64 target too), the port and the
+client's address (`client`, as the front end's records write it).
 Several targets race with RFC 8305 (plan in proxy64/proto/attempts.py): 250 ms stagger,
 first success wins, losers cancelled and their sockets closed, every failure kept for the
 DialError. One target connects directly, without a nursery (the lean common path).
-connect_now() is the same dial without waiting (for the SOCKS front end driven by the relay
+connect_now() is the same dial without waiting (for the front ends driven by the relay
 hub): the same planning, policy, egress choice and error mapping; it answers None when
 something must be awaited (a name not in the resolver's cache, a race), and a PendingDial
 when the one handshake is in flight (finish() waits for it).
@@ -43,11 +46,11 @@ from proxy64.defaults import CONNECT_TIMEOUT, HAPPY_EYEBALLS_DELAY
 from proxy64.destination import Destination, Egress, Reached
 from proxy64.errors import (
     AddressMappingError,
+    DeniedByRuleError,
     DialAttempt,
     DialCause,
     DialError,
     LoopError,
-    NotAllowedError,
     Proxy64Error,
 )
 from proxy64.net.dial_types import (
@@ -62,6 +65,7 @@ from proxy64.net.nat64_state import Nat64State
 from proxy64.policy import (
     LOOPBACK6,
     DestinationPolicy,
+    PolicyInForce,
     Refusal,
     RefusalKind,
     is_localhost_name,
@@ -72,6 +76,7 @@ from proxy64.policy import (
 from proxy64.proto.attempts import AttemptPlan, Target
 from proxy64.proto.rfc6052 import Nat64Prefix, strict_nat64_refuses
 from proxy64.proto.self_dial import OwnListeners
+from proxy64.rules import Action, Match, Place, client_address
 
 logger = logging.getLogger(__name__)
 
@@ -112,7 +117,7 @@ class Dialer:
         connect_timeout: float = CONNECT_TIMEOUT,
         socket_factory: SocketMaker | None = None,
         own_listeners: OwnListeners | None = None,
-        policy: DestinationPolicy | None = None,
+        policy: DestinationPolicy | PolicyInForce | None = None,
         host_info: HostInfoLike | None = None,
     ) -> None:
         """prefix: a fixed prefix (with its egress), or the Nat64State the watcher
@@ -128,10 +133,19 @@ class Dialer:
             self.nat64 = Nat64State.fixed(prefix, egress or Egress.NAT64)
         self.happy_eyeballs_delay = happy_eyeballs_delay
         self.connect_timeout = connect_timeout
-        self.policy = policy if policy is not None else DestinationPolicy()
+        # the policy in force: a reload replaces what it holds (proxy64/reload.py)
+        self.live = (
+            policy
+            if isinstance(policy, PolicyInForce)
+            else PolicyInForce(policy if policy is not None else DestinationPolicy())
+        )
         self.host_info = host_info
         self._socket: SocketMaker = socket_factory or trio.socket.socket
         self._raw = socket_factory is None  # real sockets: the leaner connect below
+
+    @property
+    def policy(self) -> DestinationPolicy:
+        return self.live.policy
 
     @property
     def prefix(self) -> Nat64Prefix:
@@ -203,37 +217,88 @@ class Dialer:
             return self.prefix.extract(address)
         return None  # native IPv6, or planned under a prefix that has changed since
 
-    def _admit(self, destination: Destination, targets: list[Target]) -> list[Target]:
-        """The destination policy (proxy64/policy.py) on every planned target: the one
-        place where SOCKS, HTTP and TUN dials are checked. A refused target is dropped;
-        when none is left, the first refusal is raised."""
-        policy = self.policy
-        if not (policy.protect_host or policy.strict_wkp):
+    def _rule_addresses(self, target: Target) -> tuple[IPv4Address | IPv6Address, ...]:
+        """What an address rule is checked against: the address dialed, the IPv4 behind
+        a NAT64 target, the IPv6 form of an embedded-egress IPv4, an IPv4-mapped IPv6's
+        IPv4 (so one rule in either family holds whatever egress is in use)."""
+        address = target.address
+        if isinstance(address, IPv4Address):
+            if target.egress is Egress.EMBEDDED:
+                return (address, self.prefix.embed(address))
+            return (address,)
+        ipv4 = self._ipv4_behind(target) or address.ipv4_mapped
+        return (address,) if ipv4 is None else (address, ipv4)
+
+    def _admit(
+        self, destination: Destination, targets: list[Target], client: str
+    ) -> list[Target]:
+        """The destination policy on every planned target: the one place where SOCKS,
+        HTTP and TUN dials are checked. The access rules first (a denied target is
+        dropped), then --strict-wkp; when no target is left, the first refusal is raised."""
+        live = self.live
+        access, strict = live.access, live.policy.strict_wkp
+        if not (access.rules or strict):
             return targets
+        name = destination.host if isinstance(destination.host, str) else None
         own = (
             self.host_info.own_addresses()
-            if policy.protect_host and self.host_info is not None
+            if access.needs_own_addresses and self.host_info is not None
             else frozenset()
         )
+        who = client_address(client) if client and access.needs_client else None
+        if not targets and access.rules:  # a name with no address: its name rules decide
+            match = access.first_match(
+                name=name, addresses=(), port=destination.port, client=who, own=own
+            )
+            if match is not None and match.rule.action is Action.DENY:
+                raise self._denied(destination, match, None)
         admitted: list[Target] = []
-        refusal: Refusal | None = None
+        refusal: Proxy64Error | None = None
         for target in targets:
-            found = screen(
-                target.address,
-                self._ipv4_behind(target),
-                policy=policy,
-                well_known=self.prefix.is_well_known,
-                prefix=str(self.prefix),
-                own_addresses=own,
+            if access.rules:
+                addresses = self._rule_addresses(target)
+                match = access.first_match(
+                    name=name, addresses=addresses, port=target.port, client=who, own=own
+                )
+                if match is not None and match.rule.action is Action.DENY:
+                    refusal = refusal or self._denied(destination, match, match.address)
+                    continue
+            found = (
+                screen(
+                    self._ipv4_behind(target),
+                    policy=live.policy,
+                    well_known=self.prefix.is_well_known,
+                    prefix=str(self.prefix),
+                )
+                if strict
+                else None
             )
             if found is None:
                 admitted.append(target)
             elif refusal is None:
-                refusal = found
+                refusal = _refusal_error(destination, found)
         if admitted or refusal is None:
             return admitted
-        logger.debug("refused %s: %s", destination, refusal.message)
-        raise _refusal_error(destination, refusal)
+        logger.debug("%s", refusal)
+        raise refusal
+
+    @staticmethod
+    def _denied(
+        destination: Destination, match: Match, address: IPv4Address | IPv6Address | None
+    ) -> DeniedByRuleError:
+        hint = ""
+        if match.rule.origin == "built-in":
+            what = (
+                "this host"
+                if match.rule.dest is Place.THIS_HOST
+                else "link-local addresses (cloud metadata)"
+            )
+            hint = (
+                f": a proxy listening beyond loopback does not open {what} to its clients; "
+                "an allow rule before it (or --allow-host-access) does"
+            )
+        shown = None if address is None or address == destination.host else str(address)
+        return DeniedByRuleError(str(destination), match.describe(), shown, hint)
 
     def _strict_refuses(self, target: Target) -> bool:
         """Whether a strict NAT64 would refuse this target (the readiness report's mark)."""
@@ -242,24 +307,39 @@ class Dialer:
         ipv4 = self._ipv4_behind(target)
         return ipv4 is not None and strict_nat64_refuses(ipv4)
 
-    async def targets(self, destination: Destination) -> list[Target]:
+    def _admit_name(self, name: str, destination: Destination, client: str) -> None:
+        """The access rules on a name before it is resolved: a name its rules deny is
+        never asked of DNS (when an address rule comes first, _admit decides later)."""
+        access = self.live.access
+        if not access.rules:
+            return
+        who = client_address(client) if client and access.needs_client else None
+        decided, match = access.before_resolution(name=name, port=destination.port, client=who)
+        if decided and match is not None and match.rule.action is Action.DENY:
+            error = self._denied(destination, match, None)
+            logger.debug("%s", error)
+            raise error
+
+    async def targets(self, destination: Destination, client: str = "") -> list[Target]:
         targets = self._known_targets(destination)
         if targets is None:
             assert isinstance(destination.host, str)
+            self._admit_name(destination.host, destination, client)
             resolution = await self.resolver.resolve(destination.host)
             targets = self._name_targets(resolution, destination.port)
-        return self._screen(destination, self._admit(destination, targets))
+        return self._screen(destination, self._admit(destination, targets, client))
 
-    def targets_now(self, destination: Destination) -> list[Target] | None:
+    def targets_now(self, destination: Destination, client: str = "") -> list[Target] | None:
         """targets() without waiting: None when a name's answer is not in the cache."""
         targets = self._known_targets(destination)
         if targets is None:
             assert isinstance(destination.host, str)
+            self._admit_name(destination.host, destination, client)
             resolution = self.resolver.resolve_cached(destination.host)
             if resolution is None:
                 return None
             targets = self._name_targets(resolution, destination.port)
-        return self._screen(destination, self._admit(destination, targets))
+        return self._screen(destination, self._admit(destination, targets, client))
 
     def _screen(self, destination: Destination, targets: list[Target]) -> list[Target]:
         """Loop protection, after _admit() on every planned target before a dial: the
@@ -284,8 +364,8 @@ class Dialer:
             raise LoopError(str(destination), listener)
         return kept
 
-    async def udp_target(self, destination: Destination) -> UdpTarget:
-        targets = await self.targets(destination)
+    async def udp_target(self, destination: Destination, client: str = "") -> UdpTarget:
+        targets = await self.targets(destination, client)
         if not targets:
             raise DialError(str(destination), ())
         first = targets[0]
@@ -299,8 +379,8 @@ class Dialer:
 
     # --- connecting -------------------------------------------------------------------------
 
-    async def connect(self, destination: Destination) -> Dialed:
-        targets = await self.targets(destination)
+    async def connect(self, destination: Destination, client: str = "") -> Dialed:
+        targets = await self.targets(destination, client)
         if logger.isEnabledFor(logging.DEBUG):
             logger.debug(
                 "dial %s: %s",
@@ -322,14 +402,16 @@ class Dialer:
             return await self._attempt(destination, target, failures)
         raise DialError(str(destination), failures or [_timed_out(target)])
 
-    def connect_now(self, destination: Destination) -> Dialed | PendingDial | None:
+    def connect_now(
+        self, destination: Destination, client: str = ""
+    ) -> Dialed | PendingDial | None:
         """connect() without waiting: Dialed when the handshake completed inside connect()
         (loopback and other local peers), PendingDial when it is in flight (await
         finish()), None when connect() must be used (a name not in the resolver's cache,
         several targets to race, a socket factory). Raises what connect() raises."""
         if not self._raw:
             return None
-        targets = self.targets_now(destination)
+        targets = self.targets_now(destination, client)
         if targets is None or len(targets) != 1:
             return None
         target = targets[0]
@@ -544,13 +626,12 @@ async def _open_raw(family: int, address: tuple[str, int]) -> trio.socket.Socket
 
 
 def _refusal_error(destination: Destination, refusal: Refusal) -> Proxy64Error:
-    """A policy refusal as its error: SOCKS 0x02 (not allowed by ruleset), HTTP 403."""
+    """A --strict-wkp refusal as its error: what a strict NAT64's refusal would be."""
     message = f"refused {destination}: {refusal.message}"
-    if refusal.kind is RefusalKind.STRICT_WKP:
-        error: Proxy64Error = AddressMappingError(message)
-        error.strict_nat64_refuses = True
-        return error
-    return NotAllowedError(message)
+    assert refusal.kind is RefusalKind.STRICT_WKP
+    error: Proxy64Error = AddressMappingError(message)
+    error.strict_nat64_refuses = True
+    return error
 
 
 def _timed_out(target: Target) -> DialAttempt:

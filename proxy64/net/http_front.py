@@ -121,7 +121,7 @@ class _Connection(HubConnection):
             self._hand_off(resume)
             return
         try:
-            dial: Dialed | PendingDial | None = front.connect_now(target.destination)
+            dial: Dialed | PendingDial | None = front.connect_now(target.destination, self.client)
         except Proxy64Error as exc:
             self._hand_off(Resume(conn, request=request, dial=exc))
             return

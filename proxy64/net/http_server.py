@@ -8,7 +8,7 @@
 # bytes after a CONNECT head (h11 trailing_data) reach the destination first.
 # RFC 9110 §9.3.6 (CONNECT), RFC 9112 §3.2 (request targets), §9.3 (persistence), §9.6
 # (lingering close), RFC 9110 §10.1.1 (100-continue answered by the proxy).
-# Lean per-connection path (issue 7): on a real socket the client's fd is read and written
+# Lean per-connection path: on a real socket the client's fd is read and written
 # directly, waiting only when a call would block; streams are closed synchronously.
 # Bodies of known length (Content-Length, RFC 9112 §6.3) of HTTP_RAW_BODY_MIN or more still
 # to come bypass h11: h11 parses the heads, http_upstream.move_body() moves exactly the
@@ -136,7 +136,8 @@ class _ClientSession:
                     data = b""
                 if data is not None:
                     break
-                # the wait is outside the except block (bench/PROFILE.md R7)
+                # wait outside the except block: inside it the BlockingIOError and its
+                # traceback would stay alive for as long as the wait lasts
                 if deadline == math.inf:
                     await trio.lowlevel.wait_readable(fd)
                 else:
@@ -331,7 +332,7 @@ class _ClientSession:
     async def _dial(self, destination: Destination, record: ConnectionRecord) -> Dialed | None:
         """Dial, or answer the error (and finish the record) and return None.
 
-        The dialer's connect_now() first (issue 7): a loopback/local handshake completes
+        The dialer's connect_now() first: a loopback/local handshake completes
         inside connect(2), so the dial costs no await and no cancel scope; one still in
         flight is finished by the dialer under its own deadline. connect() otherwise (a
         name not cached, several addresses to race)."""
@@ -339,24 +340,29 @@ class _ClientSession:
             done, self.dial = self.dial, None  # a dial the hub-driven front end made
             if isinstance(done, Proxy64Error):
                 raise done
-            dialed = done if done is not None else self.ctx.dialer.connect_now(destination)
+            dialed = (
+                done
+                if done is not None
+                else self.ctx.dialer.connect_now(destination, self.client)
+            )
             if isinstance(dialed, PendingDial):
                 dialed = await self.ctx.dialer.finish(dialed)
             elif dialed is None:
                 with trio.fail_after(self.ctx.connect_timeout + HTTP_DIAL_GRACE):
-                    dialed = await self.ctx.dialer.connect(destination)
+                    dialed = await self.ctx.dialer.connect(destination, self.client)
         except Proxy64Error as exc:
-            status, message = exc.http_status, str(exc)
+            status, message, told = exc.http_status, str(exc), exc.reply_text()
             record.strict_nat64_refuses = exc.strict_nat64_refuses
         except trio.TooSlowError:
             status, message = 504, f"cannot connect to {destination}: timed out"
+            told = message
         else:
             record.reached_by(dialed)
             return dialed
         logger.debug("http %s: %s", self.client, message)  # the recorder logs the outcome
         record.outcome = message
         self.ctx.recorder.finish(record)
-        await self.send_error(status, message)
+        await self.send_error(status, told)  # the log names a denying rule, the reply not
         return None
 
     async def _tunnel(self, target: ConnectTarget, http_version: bytes) -> None:
@@ -506,7 +512,7 @@ class _ClientSession:
         self, target: ForwardTarget, upstream: Upstream, idle: float, head: bytes
     ) -> bool:
         """Move a Content-Length request body outside h11 when it is large, or when all of
-        it is already here (head and body in one write, no h11 events, issue 7); False:
+        it is already here (head and body in one write, no h11 events); False:
         h11 carries it. `head` is the encoded request head, written with the first body
         bytes."""
         if self.conn.their_state is not h11.SEND_BODY:
@@ -550,7 +556,7 @@ class _ClientSession:
     ) -> bool:
         """Move a Content-Length response body outside h11 when it is large, or when all of
         it is already here (a small response: head and body in one write, no h11 Data or
-        EndOfMessage on either machine, issue 7); False: h11 carries it. The encoded
+        EndOfMessage on either machine); False: h11 carries it. The encoded
         response head waiting in `out` is written with the first body bytes."""
         headers = response.headers.raw_items()
         length = response_body_length(target.request.method, response.status_code, headers)

@@ -6,7 +6,7 @@
 # status to answer (502, or 504 when the origin stays silent) and whether it is "stale": a
 # reused connection the origin closed while it sat idle, which RFC 9110 §9.2.2 lets the
 # proxy retry for idempotent requests.
-# Lean path (issue 7): a real socket is read/written on its fd, waiting (and entering the
+# Lean path: a real socket is read/written on its fd, waiting (and entering the
 # idle timeout scope) only when a call would block; closed synchronously.
 # Bodies of known length (Content-Length, RFC 9112 §6.3 rule 6) bypass h11: move_body()
 # copies exactly that many bytes between the two streams, with splice(2) between two
@@ -255,7 +255,7 @@ async def _read_at_most(src: trio.abc.Stream, fd: int, most: int, idle: float) -
                     break
                 except BlockingIOError:
                     pass
-                with trio.fail_after(idle):  # wait outside the except (PROFILE.md R7)
+                with trio.fail_after(idle):  # outside the except: no exception kept alive
                     await trio.lowlevel.wait_readable(fd)
     except trio.TooSlowError:
         raise BodyCut(f"sent nothing for {idle:g} s", reading=True) from None

@@ -1,5 +1,5 @@
 """The one mechanism of the front ends the relay hub drives: no trio task for a connection
-that need not wait (issue 7). The SOCKS (socks_front.py) and HTTP CONNECT (http_front.py)
+that need not wait. The SOCKS (socks_front.py) and HTTP CONNECT (http_front.py)
 front ends are this module plus what is theirs: feeding their sans-I/O machine, the reply,
 what a Resume holds and how the task path is entered.
 

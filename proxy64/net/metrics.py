@@ -234,20 +234,22 @@ class MeteredDialer:
     def __getattr__(self, name: str) -> object:
         return getattr(self._inner, name)  # resolver, prefix, egress, targets... as before
 
-    async def connect(self, destination: Destination) -> Dialed:
+    async def connect(self, destination: Destination, client: str = "") -> Dialed:
         started = trio.current_time()
         try:
-            dialed = await self._inner.connect(destination)
+            dialed = await self._inner.connect(destination, client)
         except Exception:
             self._observe("failed").observe(trio.current_time() - started)
             raise
         self._observe("connected").observe(trio.current_time() - started)
         return dialed
 
-    def connect_now(self, destination: Destination) -> Dialed | PendingDial | None:
+    def connect_now(
+        self, destination: Destination, client: str = ""
+    ) -> Dialed | PendingDial | None:
         started = trio.current_time()
         try:
-            answer = self._inner.connect_now(destination)
+            answer = self._inner.connect_now(destination, client)
         except Exception:
             self._observe("failed").observe(trio.current_time() - started)
             raise
@@ -279,8 +281,8 @@ class MeteredDialer:
         self._observe("failed").observe(self.connect_timeout)  # the whole allowance
         return self._inner.abandon(pending)
 
-    async def udp_target(self, destination: Destination) -> UdpTarget:
-        return await self._inner.udp_target(destination)
+    async def udp_target(self, destination: Destination, client: str = "") -> UdpTarget:
+        return await self._inner.udp_target(destination, client)
 
 
 class BuildInfo(Collector):

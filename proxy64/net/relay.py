@@ -199,7 +199,8 @@ async def write_fd_all(fd: int, data: bytes) -> None:
             continue
         except BlockingIOError:
             pass
-        await trio.lowlevel.wait_writable(fd)  # outside the except (bench/PROFILE.md R7)
+        # outside the except: the BlockingIOError and its traceback are not kept alive
+        await trio.lowlevel.wait_writable(fd)
 
 
 class _Tunnel:
@@ -263,8 +264,8 @@ class _Tunnel:
         else:
             self.record.bytes_down += amount
         # Any byte resets the idle clock, but the scope's deadline is pushed at most once
-        # per `slack` seconds (setting it costs ~5 µs in trio's deadline heap; a chunk
-        # costs a float compare): the tunnel closes idle to idle + slack after its last byte.
+        # per `slack` seconds (setting it reorders trio's deadline heap; a chunk costs
+        # a float compare): the tunnel closes idle to idle + slack after its last byte.
         now = trio.current_time()
         if now + self.idle > self.scope.deadline:
             self.scope.deadline = now + self.idle + self.slack

@@ -20,7 +20,7 @@ Invariants:
 - The hub never raises into its owner's nursery: an unexpected error ends only the
   tunnel it happened on (logged).
 
-The same loop drives the front of a connection (issue 7): a front end registers a
+The same loop drives the front of a connection: a front end registers a
 Watcher for a client fd (`watch`) and gets `readable(now)` calls from this task, and a
 Writer for a socket whose connect(2) is in flight (`watch_writable`); timers
 (`call_at`: a heap, the earliest deadline bounds the wait on the epoll fd) carry the

@@ -146,7 +146,9 @@ class _Connection(HubConnection):
             return
         self.record.destination = request.destination
         try:
-            result: Dialed | PendingDial | None = front.connect_now(request.destination)
+            result: Dialed | PendingDial | None = front.connect_now(
+                request.destination, self.client
+            )
         except Proxy64Error as exc:
             self._hand_off(_replace(resume, dial_error=exc))
             return

@@ -12,7 +12,7 @@ Invariants:
   a timeout after ctx.handshake_timeout.
 - Over --max-connections the client still gets an answer it can show: the handshake runs
   (bounded by the handshake timeout) and the request is refused with 0x01 / 0x5B.
-- The per-connection path is lean (issue 7): handshake bytes are read and written on the
+- The per-connection path is lean: handshake bytes are read and written on the
   client's raw fd, waiting (a trip through trio's scheduler) only when a call would block;
   sockets are closed synchronously, once. The relay reads the same fd: nothing is buffered
   in a SocketStream, so no byte is lost between the handshake and the relay.
@@ -319,7 +319,7 @@ async def _connect(
         elif resume is not None and resume.pending is not None:
             dialed = await ctx.dialer.finish(resume.pending)
         else:
-            dialed = await ctx.dialer.connect(request.destination)
+            dialed = await ctx.dialer.connect(request.destination, record.client)
     except Proxy64Error as exc:
         record.failed(exc)
         await send_final(stream, reply_bytes(machine, exc.socks_reply, NO_BIND))

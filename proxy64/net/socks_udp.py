@@ -132,7 +132,7 @@ class _Association:
     async def _target(self, destination: Destination) -> UdpTarget:
         target = self.targets.get(destination)
         if target is None:
-            target = await self.ctx.dialer.udp_target(destination)
+            target = await self.ctx.dialer.udp_target(destination, self.record.client)
             if len(self.targets) >= UDP_TARGET_CACHE:
                 self.targets.pop(next(iter(self.targets)))
             self.targets[destination] = target

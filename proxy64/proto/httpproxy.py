@@ -86,7 +86,7 @@ def _bad(message: str, status: int = 400) -> RemoteProtocolError:
 def parse_authority(authority: bytes, default_port: int | None) -> Destination:
     """host[:port] or [IPv6][:port] (RFC 3986 §3.2) → Destination; port required if no default.
 
-    The host is parsed once, straight into what it becomes (issue 7): the Destination is
+    The host is parsed once, straight into what it becomes: the Destination is
     the one Destination.from_text() gives for the same text (a test checks it)."""
     if b"@" in authority:
         # RFC 9110 §4.2.4: userinfo in an http URI is deprecated; treat it as an error.
@@ -173,8 +173,9 @@ def _established(http_version: bytes) -> bytes:
 
 # RFC 9110 §9.3.6: any 2xx to a CONNECT opens the tunnel; no framing headers in it.
 TUNNEL_ESTABLISHED = h11.Response(status_code=200, headers=[], reason=b"Connection Established")
-# h11's own encoding of that answer, made once per version at import (issue 7: h11's send()
-# is ~15 µs per CONNECT for bytes that never change). HTTP/1.0 gets "Connection: close".
+# h11's own encoding of that answer, made once per version at import: the bytes never
+# change, and h11's send() would build them again for every CONNECT. HTTP/1.0 gets
+# "Connection: close".
 _ESTABLISHED = {version: _established(version) for version in (b"1.0", b"1.1")}
 
 

@@ -84,6 +84,31 @@ def check_rootless() -> None:
         raise TunSetupError(ROOTLESS_FIX)
 
 
+def cannot_start_child(exc: OSError) -> str:
+    """Why the sandbox process could not be started (exec of the interpreter failed)."""
+    return (
+        f"cannot start the sandbox process {sys.executable!r}: {exc.strerror}; the user "
+        f"running proxy64 (uid {os.geteuid()}) must be able to execute that Python "
+        "interpreter and read every directory on its path"
+    )
+
+
+def child_died_silently(returncode: int | None) -> str:
+    """Why the sandbox process ended without a word over the socket: it never ran
+    child.py's code (the interpreter could not import proxy64, or a signal killed it)."""
+    if returncode is None:
+        how = "stopped answering"
+    elif returncode < 0:
+        how = f"was killed by {signal.Signals(-returncode).name}"
+    else:
+        how = f"exited with status {returncode}"
+    return (
+        f"the sandbox process ({sys.executable} -m proxy64.tun.child, uid {os.geteuid()}) "
+        f"{how} before creating its TUN device; Python's own message, if any, is above "
+        "(proxy64's source must be readable by this user)"
+    )
+
+
 def resolv_conf_text(settings: SandboxSettings) -> str:
     lines = ["# written by proxy64 tun run: the DNS64 responder on the TUN", ""]
     lines[1] = f"nameserver {settings.gateway6}"
@@ -125,14 +150,21 @@ async def run_in_namespace(
         argv += ["--", *cmd]
         # Started from this (trio's) thread, not a worker thread: the child's
         # PR_SET_PDEATHSIG fires when the thread that forked it ends (prctl(2)).
-        process = subprocess.Popen(argv, pass_fds=(child.fileno(),), stdout=stdout)  # noqa: ASYNC220
+        try:
+            process = subprocess.Popen(argv, pass_fds=(child.fileno(),), stdout=stdout)  # noqa: ASYNC220
+        except OSError as exc:
+            raise TunSetupError(cannot_start_child(exc)) from None
         child.close()
         with trio.fail_after(SETUP_TIMEOUT):
             await trio.lowlevel.wait_readable(parent)
             message, fds, _flags, _addr = socket.recv_fds(parent, 4096, 1)
         if not fds:
             text = message.decode(errors="replace").removeprefix("error: ").strip()
-            raise TunSetupError(text or "the sandbox exited before creating its TUN device")
+            if not text:
+                with trio.move_on_after(SETUP_TIMEOUT):
+                    await _wait(process)  # the socket closed: the child is exiting
+                text = child_died_silently(process.returncode)
+            raise TunSetupError(text)
         device = TunDevice(fds[0], settings.mtu, vnet=True)  # child.py opens it with vnet
         # The child bind-mounted the file already (the mount keeps it alive): remove the
         # name now, so not even a SIGKILL of proxy64 leaves a file behind.

@@ -42,9 +42,9 @@ class TunSocketStream(trio.abc.HalfCloseableStream):
         self._stream = stream
         self._read_size = read_size if callable(read_size) else (lambda: max(1, read_size))
         self._sock = stream.socket
-        # trio sets socket.TCP_NOTSENT_LOWAT to 16 KiB: a 1 MiB relay turn then went out in ~5
-        # writes and waits; with room for two turns unsent it is one write (the kernel's
-        # send buffer limit still bounds what is queued)
+        # trio sets socket.TCP_NOTSENT_LOWAT to 16 KiB, which splits a 1 MiB relay turn into
+        # several writes and waits; with room for two turns unsent it is one write (the
+        # kernel's send buffer limit still bounds what is queued)
         with contextlib.suppress(OSError):
             stream.socket.setsockopt(
                 socket.IPPROTO_TCP, socket.TCP_NOTSENT_LOWAT, TUN_SOCKET_NOTSENT_LOWAT

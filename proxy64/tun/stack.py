@@ -229,7 +229,7 @@ class TunStack(UdpEchoStack):
             return
         try:
             with trio.fail_after(self.settings.connect_timeout + 1):
-                dialed = await self.dialer.connect(destination)
+                dialed = await self.dialer.connect(destination, key.app_text)
         except (Proxy64Error, trio.TooSlowError, OSError) as exc:
             refusal = Refusal.ADDRESS_UNREACHABLE if isinstance(exc, trio.TooSlowError) else (
                 refusal_of(exc))  # fmt: skip

@@ -84,7 +84,7 @@ class UdpEchoStack(StackBase):
         with trio.CancelScope() as scope:
             self.udp_scopes[key] = scope
             try:
-                target = await self.dialer.udp_target(destination)
+                target = await self.dialer.udp_target(destination, key.app_text)
                 host, port = target.remote
                 family = socket.AF_INET6 if host.version == 6 else socket.AF_INET
                 sock = socket.socket(family, socket.SOCK_DGRAM | socket.SOCK_NONBLOCK)

@@ -6,38 +6,15 @@ from __future__ import annotations
 
 import hashlib
 import os
-import struct
 from pathlib import Path
 
 import trio
 
 from bench import peers
+from tests.helpers.socks5_client import connect_request, open_socks5
+from tests.helpers.streams import receive_all
 
 MiB = 1024 * 1024
-
-
-async def receive_all(stream: trio.SocketStream) -> bytes:
-    chunks = []
-    while chunk := await stream.receive_some(MiB):
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-async def receive_exactly(stream: trio.SocketStream, size: int) -> bytes:
-    data = b""
-    while len(data) < size:
-        chunk = await stream.receive_some(size - len(data))
-        assert chunk, f"closed after {data!r}"
-        data += chunk
-    return data
-
-
-async def socks5(port: int, request: bytes) -> tuple[trio.SocketStream, bytes]:
-    stream = await trio.open_tcp_stream("127.0.0.1", port)
-    await stream.send_all(b"\x05\x01\x00")
-    assert await receive_exactly(stream, 2) == b"\x05\x00"
-    await stream.send_all(request)
-    return stream, await receive_exactly(stream, 10)
 
 
 async def test_sha256_both_ways_with_half_close_and_literals_only(tmp_path: Path) -> None:
@@ -50,9 +27,9 @@ async def test_sha256_both_ways_with_half_close_and_literals_only(tmp_path: Path
         origin_port = listeners[0].socket.getsockname()[1]
         with trio.fail_after(30):
             async with listeners[0]:
-                request = b"\x05\x01\x00\x01" + bytes([127, 0, 0, 1])
-                client, reply = await socks5(
-                    server.ports["socks5"], request + struct.pack("!H", origin_port)
+                client, reply = await open_socks5(
+                    ("127.0.0.1", server.ports["socks5"]),
+                    connect_request("127.0.0.1", origin_port),
                 )
                 assert reply[:2] == b"\x05\x00"
                 remote = await listeners[0].accept()
@@ -73,10 +50,8 @@ async def test_sha256_both_ways_with_half_close_and_literals_only(tmp_path: Path
             await client.aclose()
             await remote.aclose()
 
-            name = b"example.org"
-            refused, reply = await socks5(
-                server.ports["socks5"],
-                b"\x05\x01\x00\x03" + bytes([len(name)]) + name + struct.pack("!H", 80),
+            refused, reply = await open_socks5(
+                ("127.0.0.1", server.ports["socks5"]), connect_request("example.org", 80)
             )
             assert reply[:2] == b"\x05\x08"  # RFC 1928 §6: address type not supported
             await refused.aclose()

@@ -9,28 +9,19 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
 from typing import Any
 
-import pytest
-
 from proxy64.config import HostPort
-from tests.commands.test_serve import EMBEDDED, curl
-from tests.helpers.aiohttp_origin import Origin, running_origin
+from tests.helpers.aiohttp_origin import Origin
+from tests.helpers.curl import curl
 from tests.helpers.dnsservers import start_nsd
-from tests.helpers.proxy_process import proxy_process, run_proxy64
+from tests.helpers.proxy_process import EMBEDDED, proxy_process, run_proxy64
 from tests.helpers.requirements import require_root, require_tool, tool_path
 
 CONNECTION_FIELDS = {
     "front_end", "client", "destination", "dialed", "reached", "egress",
     "bytes_up", "bytes_down", "duration", "outcome",
 }  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def origin() -> Iterator[Origin]:
-    with running_origin() as server:
-        yield server
 
 
 def parse_lines(text: str) -> list[dict[str, Any]]:

@@ -14,17 +14,16 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from urllib.parse import urlsplit
 
 import pytest
 
-from tests.commands.test_serve import NSP, ZONE, curl
-from tests.commands.test_serve_workers import children
-from tests.helpers.aiohttp_origin import Origin, running_origin
-from tests.helpers.dnsservers import DnsProcess, start_nsd
+from tests.helpers.aiohttp_origin import Origin
+from tests.helpers.curl import curl
+from tests.helpers.dnsservers import DnsProcess
 from tests.helpers.prometheus import Prometheus, running_prometheus
-from tests.helpers.proxy_process import ProxyProcess, proxy_process, run_proxy64
+from tests.helpers.proxy_process import EMBEDDED_PREFIX as NSP
+from tests.helpers.proxy_process import ProxyProcess, children, proxy_process, run_proxy64
 from tests.helpers.requirements import require_module, require_tool
 
 NAME = "v4only.p64core.test"
@@ -33,18 +32,6 @@ ALLOWED_LABELS = {
     "front_end", "outcome", "direction", "reached", "egress", "le",
     "prefix", "source", "version", "python",
 }  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def origin() -> Iterator[Origin]:
-    with running_origin() as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def dns() -> Iterator[DnsProcess]:
-    with start_nsd({"p64core.test.": ZONE}) as server:
-        yield server
 
 
 def metrics_url(proxy: ProxyProcess) -> str:

@@ -5,81 +5,34 @@ problem; with --workers 2 the supervisor checks the files once and passes the re
 
 from __future__ import annotations
 
-import hashlib
 import os
 import signal
-import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
-from tests.commands.test_serve import curl
-from tests.commands.test_serve_workers import children
-from tests.helpers.aiohttp_origin import Origin, pattern_bytes, running_origin
-from tests.helpers.proxy_process import ProxyProcess, proxy_process
-from tests.helpers.requirements import require_tool, tool_path
-
-EMBEDDED = ("--egress", "embedded", "--nat64-prefix", "2001:db8:64::/96")
-SIZE = 64 * 1024 * 1024
-SEED = 13
-
-
-@pytest.fixture(scope="module")
-def origin() -> Iterator[Origin]:
-    with running_origin() as server:
-        yield server
-
-
-def socks_url(proxy: ProxyProcess, user: str, password: str) -> str:
-    return proxy.socks_url.replace("socks5h://", f"socks5h://{user}:{password}@")
-
-
-def http_url(proxy: ProxyProcess, user: str, password: str) -> str:
-    return proxy.http_url.replace("http://", f"http://{user}:{password}@")
+from tests.helpers.aiohttp_origin import Origin
+from tests.helpers.curl import curl
+from tests.helpers.downloads import finish_download, start_download
+from tests.helpers.proxy_process import (
+    EMBEDDED,
+    ProxyProcess,
+    children,
+    http_url_as,
+    proxy_process,
+    socks_url_as,
+    wait_for_log,
+)
 
 
 def works(proxy: ProxyProcess, origin: Origin, user: str, password: str) -> bool:
     """SOCKS5 and HTTP both let this user through (several connections: every worker)."""
     results = []
     for _ in range(3):
-        for url in (socks_url(proxy, user, password), http_url(proxy, user, password)):
+        for url in (socks_url_as(proxy, user, password), http_url_as(proxy, user, password)):
             done = curl("-o", "/dev/null", "-f", "-x", url, origin.url4("/bytes/100"))
             results.append(done.returncode == 0)
     assert len(set(results)) == 1, f"workers disagree about {user}: {results}"
     return results[0]
-
-
-def wait_for_log(proxy: ProxyProcess, text: str, count: int = 1, timeout: float = 10) -> list[str]:
-    deadline = time.monotonic() + timeout
-    while True:
-        lines = [line for line in proxy.output().splitlines() if text in line]
-        if len(lines) >= count or time.monotonic() > deadline:
-            return lines
-        time.sleep(0.05)
-
-
-def expected_digest() -> str:
-    return hashlib.sha256(pattern_bytes(SIZE, SEED)).hexdigest()
-
-
-def start_download(proxy: ProxyProcess, origin: Origin, target: Path) -> subprocess.Popen[bytes]:
-    """A 64 MiB download as alice, slowed to about 4 s so SIGHUPs land in the middle."""
-    require_tool("curl")
-    return subprocess.Popen(
-        [tool_path("curl"), "-sS", "-f", "--noproxy", "", "--limit-rate", "16M",
-         "-x", socks_url(proxy, "alice", "one"), "-o", str(target),
-         origin.url4(f"/bytes/{SIZE}?seed={SEED}")],
-        stderr=subprocess.PIPE,
-    )  # fmt: skip
-
-
-def finish_download(download: subprocess.Popen[bytes], target: Path) -> None:
-    _, err = download.communicate(timeout=60)
-    assert download.returncode == 0, err
-    digest = hashlib.sha256(target.read_bytes()).hexdigest()
-    assert digest == expected_digest()
 
 
 def test_sighup_swaps_the_auth_file_without_cutting_a_tunnel(

@@ -4,22 +4,15 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.helpers.aiohttp_origin import Origin, running_origin
+from tests.helpers.aiohttp_origin import Origin
 from tests.helpers.proxy_process import run_proxy64
 from tests.helpers.requirements import require_tool, tool_path
 
 EMBEDDED = ["--egress", "embedded", "--nat64-prefix", "2001:db8:64::/96"]
-
-
-@pytest.fixture(scope="module")
-def origin() -> Iterator[Origin]:
-    with running_origin() as server:
-        yield server
 
 
 def test_curl_through_run_and_the_report(origin: Origin, tmp_path: Path) -> None:

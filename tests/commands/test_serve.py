@@ -4,58 +4,22 @@ the safe default, one-line errors and a clean SIGTERM."""
 
 from __future__ import annotations
 
-import json
+import os
 import signal
+import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from tests.helpers.aiohttp_origin import Origin, running_origin
-from tests.helpers.dnsservers import DnsProcess, start_nsd
-from tests.helpers.proxy_process import proxy_process, run_proxy64, start_proxy
-from tests.helpers.requirements import require_tool, tool_path
-
-NSP = "2001:db8:64::/96"
-EMBEDDED = ("--egress", "embedded", "--nat64-prefix", NSP)
-ZONE = """$TTL 60
-@        IN SOA ns.p64core.test. hostmaster.p64core.test. 1 3600 600 86400 60
-@        IN NS  ns.p64core.test.
-ns       IN A   127.0.0.1
-v4only   IN A   127.0.0.1
-v6only   IN AAAA ::1
-"""
-
-
-@pytest.fixture(scope="module")
-def origin() -> Iterator[Origin]:
-    with running_origin() as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def dns() -> Iterator[DnsProcess]:
-    with start_nsd({"p64core.test.": ZONE}) as server:
-        yield server
-
-
-def curl(*args: str, timeout: float = 20) -> subprocess.CompletedProcess[str]:
-    require_tool("curl")
-    return subprocess.run(
-        [tool_path("curl"), "-sS", "--max-time", "10", "--noproxy", "", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-
-
-def echo(result: subprocess.CompletedProcess[str]) -> dict[str, object]:
-    assert result.returncode == 0, result.stderr
-    data: dict[str, object] = json.loads(result.stdout)
-    return data
+from tests.helpers import socks5_client
+from tests.helpers.aiohttp_origin import Origin
+from tests.helpers.curl import curl, echo
+from tests.helpers.dnsservers import DnsProcess
+from tests.helpers.proxy_process import EMBEDDED, proxy_process, run_proxy64, start_proxy
+from tests.helpers.proxy_process import EMBEDDED_PREFIX as NSP
 
 
 def test_startup_line_names_listeners_prefix_and_egress() -> None:
@@ -160,7 +124,8 @@ def test_non_loopback_listener_with_auth_starts(tmp_path: Path, origin: Origin) 
         good = curl("-x", f"socks5h://alice:Secret-Pw@127.0.0.1:{port}", origin.url4("/echo"))
         assert good.returncode == 97 and "(2)" in good.stderr, good.stderr
         time.sleep(0.2)
-        assert "is this host" in proxy.output() and "--allow-host-access" in proxy.output()
+        assert "denied by rule 1 (deny dest this-host, built-in)" in proxy.output()
+        assert "--allow-host-access" in proxy.output()
         bad = curl("-x", f"socks5h://alice:wrong@127.0.0.1:{port}", origin.url4("/echo"))
         assert bad.returncode != 0
         none = curl("-x", f"socks5h://127.0.0.1:{port}", origin.url4("/echo"))
@@ -274,6 +239,13 @@ def test_workers_share_the_listeners(origin: Origin) -> None:
         assert subprocess.run(["kill", "-0", pid], capture_output=True, check=False).returncode
 
 
+def wait_until(predicate: Callable[[], bool], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"not within {timeout} s"
+        time.sleep(0.02)
+
+
 def test_sigterm_right_after_the_startup_line_exits_cleanly() -> None:
     for _ in range(3):
         proxy = start_proxy(*EMBEDDED)
@@ -282,3 +254,26 @@ def test_sigterm_right_after_the_startup_line_exits_cleanly() -> None:
         finally:
             proxy.stop(signal.SIGKILL)
             proxy.log_path.unlink(missing_ok=True)
+
+
+def test_a_second_stop_signal_closes_draining_tunnels_at_once(tmp_path: Path) -> None:
+    """The first SIGINT closes the listener and leaves a live tunnel its shutdown_grace
+    (30 s here); a second one (Ctrl-C pressed again) closes it now: exit 0, no traceback."""
+    config = tmp_path / "p.toml"
+    config.write_text("shutdown_grace = 30\n")
+    origin = socket.create_server(("127.0.0.1", 0))  # never accepts: the tunnel stays open
+    with origin, proxy_process(*EMBEDDED, "--http", "off", "--config", str(config)) as proxy:
+        assert proxy.socks is not None
+        with socket.create_connection(proxy.socks, timeout=10) as tunnel:
+            socks5_client.connect(tunnel, "127.0.0.1", origin.getsockname()[1])
+            os.kill(proxy.pid, signal.SIGINT)
+            wait_until(lambda: "SIGINT: closing listeners" in proxy.output(), 10.0)
+            time.sleep(0.3)
+            assert proxy.process.poll() is None, "the tunnel was not given its grace"
+            started = time.monotonic()
+            assert proxy.stop(signal.SIGINT) == 0
+            assert time.monotonic() - started < 5
+            assert tunnel.recv(1) == b""  # closed by the proxy
+        log = proxy.output()
+        assert "SIGINT again: closing every tunnel now" in log
+        assert "Traceback" not in log

@@ -20,9 +20,17 @@ import dns.rdatatype
 import dns.rrset
 import pytest
 
-from tests.commands.test_serve import EMBEDDED, curl, echo
-from tests.helpers.aiohttp_origin import Origin, running_origin
-from tests.helpers.proxy_process import ProxyProcess, proxy_process
+from tests.helpers import socks5_client
+from tests.helpers.aiohttp_origin import Origin
+from tests.helpers.curl import curl, echo
+from tests.helpers.proxy_process import (
+    EMBEDDED,
+    STARTUP_RE,
+    ProxyProcess,
+    children,
+    proxy64_command,
+    proxy_process,
+)
 from tests.helpers.requirements import require_tool, tool_path
 
 RESTART_RE = re.compile(
@@ -59,19 +67,6 @@ def no_worker_left_behind() -> Iterator[None]:
     for pid in left:
         os.kill(pid, signal.SIGKILL)
     assert not left, f"workers left behind: {sorted(left)}"
-
-
-@pytest.fixture(scope="module")
-def origin() -> Iterator[Origin]:
-    with running_origin() as server:
-        yield server
-
-
-def children(pid: int) -> set[int]:
-    out = subprocess.run(
-        ["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True, check=False
-    ).stdout
-    return {int(p) for p in out.split()}
 
 
 def listeners_of(port: int) -> str:
@@ -291,14 +286,32 @@ def test_sigterm_right_after_the_startup_line_stops_every_worker() -> None:
         assert not any(alive(pid) for pid in workers)
 
 
-def test_ctrl_c_to_the_whole_process_group_stops_cleanly() -> None:
-    """A terminal's Ctrl-C sends SIGINT to the supervisor and every worker at once; the
-    supervisor passes it on as well: every worker still stops cleanly, exit status 0."""
-    from tests.helpers.proxy_process import STARTUP_RE, proxy64_command
+def tunnel_owners(port: int) -> set[int]:
+    """PIDs of the processes holding an established TCP connection on this local port."""
+    require_tool("ss")
+    lines = subprocess.run(
+        [tool_path("ss"), "-Htnp", "state", "established", f"sport = :{port}"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=10,
+    ).stdout
+    return {int(pid) for pid in re.findall(r"pid=(\d+),", lines)}
 
+
+def test_ctrl_c_to_the_whole_process_group_stops_cleanly(tmp_path: Path) -> None:
+    """A terminal's Ctrl-C sends SIGINT to the supervisor and every worker at once; the
+    supervisor passes it on as well, so each worker gets SIGINT twice. The order that
+    matters is made certain here: each worker has taken the terminal's copy (its
+    listener is closed) and is still draining an open tunnel (shutdown_grace) when the
+    supervisor's copy arrives. Every worker still stops cleanly, exit status 0."""
+    config = tmp_path / "p.toml"
+    config.write_text("shutdown_grace = 30\n")
     argv = [*proxy64_command(), *EMBEDDED, "--socks", "127.0.0.1:0", "--http", "off"]
+    origin = socket.create_server(("127.0.0.1", 0), backlog=64)  # never accepts: no reply
+    tunnels: list[socket.socket] = []
     log = subprocess.Popen(
-        [*argv, "--workers", "2"],
+        [*argv, "--workers", "2", "--config", str(config)],
         cwd=Path(__file__).resolve().parents[2],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
@@ -309,15 +322,37 @@ def test_ctrl_c_to_the_whole_process_group_stops_cleanly() -> None:
     try:
         assert log.stderr is not None
         line = log.stderr.readline()
-        assert STARTUP_RE.match(line), line
+        match = STARTUP_RE.match(line)
+        assert match, line
+        socks_port = int(match["socks"].rpartition(":")[2])
         workers = children(log.pid)
         assert len(workers) == 2
-        os.killpg(log.pid, signal.SIGINT)
+        # SO_REUSEPORT spreads connections by their ports: open tunnels until each worker
+        # holds one (the chance that 32 all land on one worker is 2**-31)
+        for _ in range(32):
+            tunnel = socket.create_connection(("127.0.0.1", socks_port), timeout=10)
+            tunnels.append(tunnel)
+            socks5_client.connect(tunnel, "127.0.0.1", origin.getsockname()[1])
+            if tunnel_owners(socks_port) >= workers:
+                break
+        assert tunnel_owners(socks_port) >= workers, "a worker without a tunnel"
+        for pid in workers:  # the terminal's copy reaches the workers first...
+            os.kill(pid, signal.SIGINT)
+        wait_for(lambda: not listeners_of(socks_port), 10.0, "every worker closed its listener")
+        os.kill(log.pid, signal.SIGINT)  # ...then the supervisor's, which passes it on
+        time.sleep(0.5)
+        assert all(alive(pid) for pid in workers), "a worker did not wait for its tunnels"
+        origin.close()  # resets every tunnel's origin side: the drain ends
+        for tunnel in tunnels:
+            tunnel.close()
         _, errors = log.communicate(timeout=20)
         assert log.returncode == 0, errors
         assert "Traceback" not in errors
         assert not any(alive(pid) for pid in workers)
     finally:
+        origin.close()
+        for tunnel in tunnels:
+            tunnel.close()
         if log.poll() is None:
             os.killpg(log.pid, signal.SIGKILL)
             log.wait(10)

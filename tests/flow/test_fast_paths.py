@@ -9,7 +9,6 @@ fill_size must keep every segment within one queued chunk.
 from __future__ import annotations
 
 import struct
-from ipaddress import IPv4Address, IPv6Address
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -20,16 +19,7 @@ from proxy64.flow.tcp_flow import DialSucceeded, SegmentArrived, TcpFlow, TcpSet
 from proxy64.flow.wire import TCP, Decoder, FlowKey, Malformed, TcpIn, decode
 from proxy64.packet import build_tcp
 from proxy64.packet.checksum import fold, sum_words
-
-APP6 = IPv6Address("fd64::2")
-REMOTE6 = IPv6Address("2001:db8:64::7f00:1")
-APP4 = IPv4Address("10.64.0.2")
-REMOTE4 = IPv4Address("192.0.2.7")
-
-
-def app_tcp(seg: Segment, src=APP6, dst=REMOTE6, sport=40000, dport=80) -> bytes:
-    """A packet as the app writes it (the builders build the other direction)."""
-    return build.tcp_packet(FlowKey(TCP, (dst, dport), (src, sport)), seg)
+from tests.helpers.app_packets import APP4, APP6, REMOTE4, REMOTE6, app_tcp
 
 
 def same(a: object, b: object) -> bool:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import struct
-from ipaddress import IPv4Address, IPv6Address
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -23,17 +22,7 @@ from proxy64.flow.wire import (
     decode,
 )
 from proxy64.packet import build_echo, build_tcp, build_udp
-
-APP6 = IPv6Address("fd64::2")
-REMOTE6 = IPv6Address("2001:db8:64::7f00:1")
-GW6 = IPv6Address("fd64::1")
-APP4 = IPv4Address("10.64.0.2")
-REMOTE4 = IPv4Address("192.0.2.7")
-
-
-def app_tcp(seg: Segment, src=APP6, dst=REMOTE6, sport=40000, dport=80) -> bytes:
-    """A packet as the app would write it (the reverse direction of the builders)."""
-    return build.tcp_packet(FlowKey(TCP, (dst, dport), (src, sport)), seg)
+from tests.helpers.app_packets import APP4, APP6, GW6, REMOTE4, REMOTE6, app_tcp
 
 
 def test_tcp_syn_options_roundtrip():

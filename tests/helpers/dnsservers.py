@@ -397,3 +397,49 @@ def answer(
             )
             rrset.add(rdata, int(ttl))
     return reply
+
+
+# --- a zone for FakeUpstream -----------------------------------------------------------------
+
+SOA = "example. 3600 IN SOA ns.example. host.example. 1 3600 600 86400 300"
+ZONE = {
+    ("www.example.", "A"): ["www.example. 120 IN A 1.2.3.4"],
+    ("v6.example.", "AAAA"): ["v6.example. 100 IN AAAA 2001:db8::6"],
+}
+
+
+def zone_handler(
+    zone: dict[tuple[str, str], list[str]] = ZONE,
+    *,
+    drop: Callable[[str, str, str], bool] = lambda name, rdtype, transport: False,
+    rcode_for: Callable[[str, str], dns.rcode.Rcode | None] = lambda name, rdtype: None,
+) -> Handler:
+    """Answers from zone; NXDOMAIN for names not in it at all; drop() means no answer."""
+
+    async def handle(query: dns.message.Message, transport: str) -> dns.message.Message | None:
+        question = query.question[0]
+        name, rdtype = question.name.to_text(), dns.rdatatype.to_text(question.rdtype)
+        if drop(name, rdtype, transport):
+            return None
+        forced = rcode_for(name, rdtype)
+        if forced is not None:
+            return answer(query, rcode=forced)
+        if (name, rdtype) in zone:
+            return answer(query, *zone[(name, rdtype)])
+        if any(n == name for n, _ in zone):
+            return answer(query, authority=(SOA,))  # NODATA
+        return answer(query, rcode=dns.rcode.NXDOMAIN, authority=(SOA,))
+
+    return handle
+
+
+# A zone for the proxy's end-to-end tests: a name with only an A record (synthesized under
+# the NAT64 prefix) and one with only an AAAA record (reached natively over ::1).
+CORE_ZONE_NAME = "p64core.test."
+CORE_ZONE = """$TTL 60
+@        IN SOA ns.p64core.test. hostmaster.p64core.test. 1 3600 600 86400 60
+@        IN NS  ns.p64core.test.
+ns       IN A   127.0.0.1
+v4only   IN A   127.0.0.1
+v6only   IN AAAA ::1
+"""

@@ -1,4 +1,7 @@
-"""Generic stand-ins for the core's dialer, recorder and relay, for front-end tests.
+"""Generic stand-ins for the core's resolver, dialer, recorder and relay, for tests.
+
+FakeResolver answers the real Dialer from a table (never from a cache); CachedNameResolver
+answers CACHED from its cache and UNCACHED only after an await (both under NSP).
 
 FakeDialer really connects, but only to loopback: a literal 127.0.0.1 / ::1, or a name from
 its `names` table (so a test can ask for "origin.p64.test"). An unknown name raises the
@@ -23,9 +26,57 @@ from proxy64.destination import Destination, Reached
 from proxy64.errors import DialAttempt, DialCause, DialError, Proxy64Error, ResolutionError
 from proxy64.net.context import ConnectionRecord, ProxyContext
 from proxy64.net.dial_types import Dialed, UdpTarget
+from proxy64.net.resolver import Resolution, ResolvedAddress
 from proxy64.net.slots import ConnectionSlots
+from proxy64.proto.rfc6052 import Nat64Prefix
 
 IPAddress = IPv4Address | IPv6Address
+
+
+class FakeResolver:
+    """A resolver for the real Dialer: `answers` maps a name to (IPv6 address, synthesized)
+    pairs; any other name is NXDOMAIN; nothing is cached (connect_now() gives way)."""
+
+    def __init__(self, answers: dict[str, list[tuple[str, bool]]]) -> None:
+        self.answers = answers
+        self.asked: list[str] = []
+
+    def resolve_cached(self, name: str) -> None:
+        return None  # nothing cached: connect_now() gives way to connect()
+
+    async def resolve(self, name: str) -> Resolution:
+        self.asked.append(name)
+        await trio.lowlevel.checkpoint()
+        if name not in self.answers:
+            raise ResolutionError(name, "NXDOMAIN")
+        records = tuple(ResolvedAddress(IPv6Address(a), syn, 60) for a, syn in self.answers[name])
+        return Resolution(name, (), records, False)
+
+
+NSP = Nat64Prefix.parse("2001:db8:64::/96")  # 127.0.0.1 embeds here, dialed as IPv4
+CACHED = "cached.p64.test"
+UNCACHED = "slow.p64.test"
+
+
+class CachedNameResolver:
+    """CACHED answers from the cache (resolve_cached); UNCACHED only after an await."""
+
+    def __init__(self) -> None:
+        self.resolved: list[str] = []
+
+    def _resolution(self, name: str) -> Resolution:
+        if name not in (CACHED, UNCACHED):
+            raise ResolutionError(name, "NXDOMAIN")
+        record = ResolvedAddress(NSP.embed(IPv4Address("127.0.0.1")), True, 60)
+        return Resolution(name, (), (record,), name == CACHED)
+
+    def resolve_cached(self, name: str) -> Resolution | None:
+        return self._resolution(name) if name == CACHED else None
+
+    async def resolve(self, name: str) -> Resolution:
+        self.resolved.append(name)
+        await trio.sleep(0.01)
+        return self._resolution(name)
 
 
 @dataclass
@@ -56,14 +107,14 @@ class FakeDialer:
             return Reached.NATIVE_IPV6 if address.version == 6 else Reached.DNS64
         return Reached.NATIVE_IPV6 if address.version == 6 else Reached.IPV4_LITERAL
 
-    def connect_now(self, destination: Destination) -> None:
+    def connect_now(self, destination: Destination, client: str = "") -> None:
         """The fake always dials through connect() (as the real one for an uncached name)."""
         return None
 
     async def finish(self, pending: object) -> Dialed:
         raise AssertionError("FakeDialer.connect_now never returns a PendingDial")
 
-    async def connect(self, destination: Destination) -> Dialed:
+    async def connect(self, destination: Destination, client: str = "") -> Dialed:
         self.dialed.append(destination)
         if isinstance(destination.host, str) and destination.host in self.hang:
             await trio.sleep_forever()
@@ -83,7 +134,7 @@ class FakeDialer:
             egress=None,
         )
 
-    async def udp_target(self, destination: Destination) -> UdpTarget:
+    async def udp_target(self, destination: Destination, client: str = "") -> UdpTarget:
         self.udp_asked.append(destination)
         address = self._address(destination)
         return UdpTarget(
@@ -180,3 +231,8 @@ async def serve_handler(
     listeners = await nursery.start(partial(trio.serve_tcp, handle, 0, host=host))
     port: int = listeners[0].socket.getsockname()[1]
     return port
+
+
+def blank_record() -> ConnectionRecord:
+    """A record for a relay driven directly, without a front end."""
+    return ConnectionRecord(front_end="test", client="127.0.0.1:1")

@@ -29,8 +29,12 @@ STARTUP_RE = re.compile(
     r"^proxy64: SOCKS5 (?P<socks>\S+|off), HTTP (?P<http>\S+|off); "
     r"NAT64 prefix (?P<prefix>\S+) \((?P<why>.*)\), egress (?P<egress>\w+)"
 )
-START_TIMEOUT = 15.0
+# the NAT64 step done by proxy64 itself, under a documentation prefix: no NAT64 needed
+EMBEDDED_PREFIX = "2001:db8:64::/96"
+EMBEDDED = ("--egress", "embedded", "--nat64-prefix", EMBEDDED_PREFIX)
+START_TIMEOUT = 15.0  # includes RFC 7050 discovery for --nat64-prefix auto
 STOP_TIMEOUT = 10.0
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _host_port(text: str) -> tuple[str, int] | None:
@@ -96,24 +100,30 @@ def start_proxy(
     env: Mapping[str, str] | None = None,
     timeout: float = START_TIMEOUT,
     command: str = "serve",
+    wrapper: Sequence[str] = (),
+    log_dir: Path | None = None,
+    where: str = "",
 ) -> ProxyProcess:
-    """Start the proxy and wait for its start-up line; raises AssertionError if none."""
+    """Start the proxy and wait for its start-up line; raises AssertionError if none.
+
+    `wrapper` runs it through another command that execs it (`ip netns exec NS`), so
+    the PID is still proxy64's; `where` names that place in the error."""
     argv = list(args)
     if "--socks" not in argv:
         argv += ["--socks", "127.0.0.1:0"]
     if "--http" not in argv:
         argv += ["--http", "127.0.0.1:0"]
-    handle, name = tempfile.mkstemp(prefix="proxy64-", suffix=".log")
+    handle, name = tempfile.mkstemp(prefix="proxy64-", suffix=".log", dir=log_dir)
     log_path = Path(name)
     full_env = dict(os.environ if env is None else env)
     full_env.setdefault("PYTHONUNBUFFERED", "1")
     process = subprocess.Popen(
-        [*proxy64_command(command), *argv],
+        [*wrapper, *proxy64_command(command), *argv],
         stdin=subprocess.DEVNULL,
         stdout=handle,
         stderr=handle,
         env=full_env,
-        cwd=Path(__file__).resolve().parents[2],
+        cwd=REPO,
     )
     os.close(handle)
     proxy = ProxyProcess(process, log_path)
@@ -138,7 +148,7 @@ def start_proxy(
         time.sleep(0.05)
     proxy.stop(signal.SIGKILL)
     raise AssertionError(
-        f"proxy64 {command} {' '.join(argv)} gave no start-up line "
+        f"proxy64 {command} {' '.join(argv)}{where} gave no start-up line "
         f"(exit {process.returncode}):\n{proxy.output()}"
     )
 
@@ -148,9 +158,10 @@ def proxy_process(
     *args: str,
     env: Mapping[str, str] | None = None,
     timeout: float = START_TIMEOUT,
+    wrapper: Sequence[str] = (),
 ) -> Iterator[ProxyProcess]:
     """Context manager: start_proxy(), then stop by PID and remove the log, always."""
-    proxy = start_proxy(*args, env=env, timeout=timeout)
+    proxy = start_proxy(*args, env=env, timeout=timeout, wrapper=wrapper)
     try:
         yield proxy
     finally:
@@ -170,4 +181,34 @@ def run_proxy64(
         env=dict(os.environ if env is None else env),
         stdin=subprocess.DEVNULL,
         check=False,
+        cwd=REPO,
     )
+
+
+def children(pid: int) -> set[int]:
+    """The PIDs whose parent is pid (a supervisor's workers)."""
+    out = subprocess.run(
+        ["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True, check=False
+    ).stdout
+    return {int(p) for p in out.split()}
+
+
+def socks_url_as(proxy: ProxyProcess, user: str, password: str) -> str:
+    """The SOCKS5 URL with these credentials in it (curl -x)."""
+    return proxy.socks_url.replace("socks5h://", f"socks5h://{user}:{password}@")
+
+
+def http_url_as(proxy: ProxyProcess, user: str, password: str) -> str:
+    """The HTTP proxy URL with these credentials in it (curl -x)."""
+    return proxy.http_url.replace("http://", f"http://{user}:{password}@")
+
+
+def wait_for_log(proxy: ProxyProcess, text: str, count: int = 1, timeout: float = 10) -> list[str]:
+    """The log lines holding text once there are `count` of them, or what there is after
+    `timeout` seconds (the caller asserts)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        lines = [line for line in proxy.output().splitlines() if text in line]
+        if len(lines) >= count or time.monotonic() > deadline:
+            return lines
+        time.sleep(0.05)

@@ -29,8 +29,8 @@ from proxy64.net.slots import ConnectionSlots
 from proxy64.net.socks_front import SocksFront
 from proxy64.net.socks_server import handle_socks_client
 from proxy64.proto.auth_delay import AuthDelay
-from tests.helpers.fakes import ListRecorder
-from tests.net.test_socks_front import NSP, Resolver
+from tests.helpers.fakes import NSP, ListRecorder
+from tests.helpers.fakes import CachedNameResolver as Resolver
 
 BASE, CAP = 0.02, 0.05
 USERS = {"alice": "right"}

@@ -5,7 +5,6 @@ from __future__ import annotations
 import errno
 import os
 import socket
-from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv6Address, ip_address
 from typing import Any
 
@@ -21,89 +20,13 @@ from proxy64.errors import (
     SocksReply,
 )
 from proxy64.net.dialer import Dialer
-from proxy64.net.resolver import Resolution, ResolvedAddress
 from proxy64.proto.rfc6052 import Nat64Prefix
+from tests.helpers.fake_net import FakeNet, Outcome
+from tests.helpers.fakes import FakeResolver
+from tests.helpers.streams import closed_port
 
 WKP = Nat64Prefix.parse("64:ff9b::/96")
 NSP = Nat64Prefix.parse("2001:db8:64::/96")
-
-
-class FakeResolver:
-    def __init__(self, answers: dict[str, list[tuple[str, bool]]]) -> None:
-        self.answers = answers
-        self.asked: list[str] = []
-
-    def resolve_cached(self, name: str) -> None:
-        return None  # nothing cached: connect_now() gives way to connect()
-
-    async def resolve(self, name: str) -> Resolution:
-        self.asked.append(name)
-        await trio.lowlevel.checkpoint()
-        if name not in self.answers:
-            raise ResolutionError(name, "NXDOMAIN")
-        records = tuple(ResolvedAddress(IPv6Address(a), syn, 60) for a, syn in self.answers[name])
-        return Resolution(name, (), records, False)
-
-
-@dataclass
-class Outcome:
-    delay: float
-    error: int | None = None  # errno, or None: the connect succeeds
-
-
-@dataclass
-class FakeNet:
-    """Fake sockets: connect() sleeps `delay` (mock clock) then succeeds or fails."""
-
-    outcomes: dict[str, Outcome]
-    started: list[tuple[float, str]] = field(default_factory=list)
-    sockets: list[FakeSocket] = field(default_factory=list)
-
-    def socket(self, family: int, type_: int, proto: int) -> FakeSocket:
-        sock = FakeSocket(self, family)
-        self.sockets.append(sock)
-        return sock
-
-
-class FakeSocket(trio.socket.SocketType):
-    def __init__(self, net: FakeNet, family: int) -> None:
-        self.net = net
-        self._family = family
-        self.closed = False
-        self.connected_to: str | None = None
-
-    @property
-    def family(self) -> Any:
-        return self._family
-
-    @property
-    def type(self) -> Any:
-        return socket.SOCK_STREAM
-
-    @property
-    def proto(self) -> int:
-        return 0
-
-    def setsockopt(self, *args: Any) -> None:
-        pass
-
-    async def connect(self, address: Any) -> None:
-        host = address[0]
-        self.net.started.append((trio.current_time(), host))
-        outcome = self.net.outcomes[host]
-        await trio.sleep(outcome.delay)
-        if outcome.error is not None:
-            raise OSError(outcome.error, os.strerror(outcome.error))
-        self.connected_to = host
-
-    def getsockname(self) -> Any:
-        return ("::1", 40000, 0, 0) if self._family == socket.AF_INET6 else ("127.0.0.1", 40000)
-
-    def close(self) -> None:
-        self.closed = True
-
-    def fileno(self) -> int:
-        return -1
 
 
 def dialer(
@@ -327,14 +250,8 @@ def mock_clock() -> trio.testing.MockClock:
 # --- real loopback ---------------------------------------------------------------------------
 
 
-def _closed_port(family: int, host: str) -> int:
-    with socket.socket(family, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])  # nothing listens there after close
-
-
 async def test_real_refused_port_gives_refused() -> None:
-    port = _closed_port(socket.AF_INET, "127.0.0.1")
+    port = closed_port("127.0.0.1")
     d = Dialer(FakeResolver({}), NSP, Egress.EMBEDDED, connect_timeout=5.0)
     with trio.fail_after(10), pytest.raises(DialError) as info:
         await d.connect(Destination(IPv4Address("127.0.0.1"), port))

@@ -19,7 +19,11 @@ from proxy64.net.resolver import DNS64Resolver, Resolution, ResolvedAddress
 from proxy64.policy import DestinationPolicy
 from proxy64.proto.dns64 import Dns64Answer, Outcome
 from proxy64.proto.rfc6052 import Nat64Prefix
-from tests.net.test_dialer import NSP, WKP, FakeResolver, _closed_port
+from tests.helpers.fakes import FakeResolver
+from tests.helpers.streams import closed_port
+
+WKP = Nat64Prefix.parse("64:ff9b::/96")
+NSP = Nat64Prefix.parse("2001:db8:64::/96")
 
 
 def dns64_resolver(answers: dict[str, Outcome]) -> DNS64Resolver:
@@ -95,7 +99,7 @@ async def test_several_targets_are_left_to_the_race() -> None:
 
 
 async def test_refused_port_maps_like_connect() -> None:
-    port = _closed_port(socket.AF_INET, "127.0.0.1")
+    port = closed_port("127.0.0.1")
     dialer = Dialer(FakeResolver({}), Nat64Prefix.parse("2001:db8:64::/96"), Egress.EMBEDDED)
     with trio.fail_after(5), pytest.raises(DialError) as info:
         result = dialer.connect_now(Destination(IPv4Address("127.0.0.1"), port))

@@ -5,7 +5,7 @@ and /etc/hosts before DNS, this host and link-local refused behind a shared list
 from __future__ import annotations
 
 import errno
-from ipaddress import IPv4Address, IPv6Address, ip_address
+from ipaddress import IPv4Address, IPv6Address
 from typing import Any
 
 import pytest
@@ -19,45 +19,15 @@ from proxy64.errors import (
     SocksReply,
 )
 from proxy64.net.context import ConnectionRecord
-from proxy64.net.dialer import Dialer
 from proxy64.policy import DestinationPolicy
-from tests.net.test_dialer import NSP, WKP, FakeNet, FakeResolver, Outcome
+from proxy64.proto.rfc6052 import Nat64Prefix
+from tests.helpers.fake_net import FakeHostInfo, FakeNet, Outcome
+from tests.helpers.fake_net import make_dialer as make
+from tests.helpers.fakes import FakeResolver
 
-IPAddress = IPv4Address | IPv6Address
+WKP = Nat64Prefix.parse("64:ff9b::/96")
+NSP = Nat64Prefix.parse("2001:db8:64::/96")
 
-
-class FakeHostInfo:
-    def __init__(self, hosts: dict[str, list[str]], own: list[str] = ()) -> None:  # type: ignore[assignment]
-        self.hosts = {k: tuple(ip_address(a) for a in v) for k, v in hosts.items()}
-        self.own = frozenset(ip_address(a) for a in own)
-        self.looked_up: list[str] = []
-
-    def lookup(self, name: str) -> tuple[IPAddress, ...]:
-        self.looked_up.append(name)
-        return self.hosts.get(name, ())
-
-    def own_addresses(self) -> frozenset[IPAddress]:
-        return self.own
-
-
-def make(
-    net: FakeNet,
-    resolver: FakeResolver | None = None,
-    *,
-    prefix: Any = WKP,
-    egress: Egress = Egress.NAT64,
-    policy: DestinationPolicy | None = None,
-    hosts: FakeHostInfo | None = None,
-) -> Dialer:
-    return Dialer(
-        resolver or FakeResolver({}),
-        prefix,
-        egress,
-        connect_timeout=10.0,
-        socket_factory=net.socket,
-        policy=policy,
-        host_info=hosts,
-    )
 
 
 @pytest.mark.parametrize("name", ["localhost", "app.localhost", "LOCALHOST."])

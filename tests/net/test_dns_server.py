@@ -25,8 +25,7 @@ from proxy64.config import HostPort, ResolverSettings
 from proxy64.net.dns_server import DNS64Responder, serve_dns64
 from proxy64.net.resolver import DNS64Resolver
 from proxy64.proto.rfc6052 import Nat64Prefix
-from tests.helpers.dnsservers import FakeUpstream, answer
-from tests.net.test_resolver import ZONE, zone_handler
+from tests.helpers.dnsservers import ZONE, FakeUpstream, answer, zone_handler
 
 NSP = Nat64Prefix.parse("2001:db8:100::/40")
 TRIO = dns.asyncbackend.get_backend("trio")

@@ -1,4 +1,4 @@
-"""Bodies of known length forwarded outside h11 (issue 7): exact bytes, exact counts,
+"""Bodies of known length forwarded outside h11: exact bytes, exact counts,
 keep-alive across such cycles (RFC 9112 §9.3), pipelined requests after a body, and the
 failures in the middle of a body, on real sockets (splice) and on a memory stream (copy).
 

@@ -26,9 +26,9 @@ class SlowDialer(FakeDialer):
 
     delay: float = 0.0
 
-    async def connect(self, destination: Destination) -> Dialed:
+    async def connect(self, destination: Destination, client: str = "") -> Dialed:
         await trio.sleep(self.delay)
-        return await super().connect(destination)
+        return await super().connect(destination, client)
 
 
 async def echo(stream: trio.SocketStream) -> None:

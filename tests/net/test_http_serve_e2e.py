@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import secrets
 import socket
-import subprocess
 import time
 from collections.abc import Iterator
 from functools import partial
@@ -22,26 +20,11 @@ import pytest
 import trio
 
 from tests.helpers.aiohttp_origin import Origin, running_origin
+from tests.helpers.curl import clean_env, curl_bytes
 from tests.helpers.origins import pattern_bytes, serve_tcp_hash
 from tests.helpers.proxy_process import ProxyProcess, proxy_process
-from tests.helpers.requirements import require_tool
 
 EMBEDDED = ("--egress", "embedded", "--nat64-prefix", "2001:db8:64::/96", "--socks", "off")
-
-
-def clean_env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
-
-
-def curl(*args: str) -> subprocess.CompletedProcess[bytes]:
-    require_tool("curl")
-    return subprocess.run(
-        ["curl", "-sS", "--max-time", "20", *args],
-        capture_output=True,
-        env=clean_env(),
-        timeout=30,
-        check=False,
-    )
 
 
 @pytest.fixture(scope="module")
@@ -59,19 +42,21 @@ def proxy() -> Iterator[ProxyProcess]:
 def test_serve_forwards_get_and_binary_post(
     proxy: ProxyProcess, origin: Origin, tmp_path: Path
 ) -> None:
-    got = curl("-x", proxy.http_url, origin.url4("/echo?x=1"))
+    got = curl_bytes("-x", proxy.http_url, origin.url4("/echo?x=1"))
     assert got.returncode == 0, got.stderr
     echo = json.loads(got.stdout)
     assert echo["peer"][0] == "127.0.0.1" and echo["path_qs"] == "/echo?x=1"
     assert ["Via", "1.1 proxy64"] in echo["headers"]
     body = secrets.token_bytes(2 * 1024 * 1024)
     (tmp_path / "b").write_bytes(body)
-    posted = curl("-x", proxy.http_url, "--data-binary", f"@{tmp_path / 'b'}", origin.url4("/echo"))
+    posted = curl_bytes(
+        "-x", proxy.http_url, "--data-binary", f"@{tmp_path / 'b'}", origin.url4("/echo")
+    )
     assert json.loads(posted.stdout)["sha256"] == hashlib.sha256(body).hexdigest()
 
 
 def test_serve_connect_tunnel(proxy: ProxyProcess, origin: Origin) -> None:
-    tunnelled = curl("-p", "-x", proxy.http_url, "--data-binary", "abc", origin.url4("/echo"))
+    tunnelled = curl_bytes("-p", "-x", proxy.http_url, "--data-binary", "abc", origin.url4("/echo"))
     assert tunnelled.returncode == 0, tunnelled.stderr
     assert json.loads(tunnelled.stdout)["sha256"] == hashlib.sha256(b"abc").hexdigest()
     # The real recorder logs one line per connection, with the embedded egress.
@@ -87,7 +72,7 @@ def test_serve_refused_port_is_502_with_reason(proxy: ProxyProcess) -> None:
     with socket.socket() as sock:  # a port nobody listens on
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    refused = curl("-x", proxy.http_url, "-w", "\n%{http_code}", f"http://127.0.0.1:{port}/")
+    refused = curl_bytes("-x", proxy.http_url, "-w", "\n%{http_code}", f"http://127.0.0.1:{port}/")
     body, _, code = refused.stdout.rpartition(b"\n")
     assert code == b"502"
     assert b"connection refused" in body
@@ -100,10 +85,10 @@ def test_serve_with_well_known_prefix_reaches_loopback_and_strict_refuses_403(
     what a strict NAT64 refuses (RFC 6052 §3.1) before any dial: 403 naming the option."""
     args = ("--egress", "embedded", "--nat64-prefix", "64:ff9b::/96", "--socks", "off")
     with proxy_process(*args, env=clean_env()) as wkp:
-        reached = curl("-x", wkp.http_url, "-w", "\n%{http_code}", origin.url4("/echo"))
+        reached = curl_bytes("-x", wkp.http_url, "-w", "\n%{http_code}", origin.url4("/echo"))
     assert reached.stdout.rpartition(b"\n")[2] == b"200", reached
     with proxy_process(*args, "--strict-wkp", env=clean_env()) as strict:
-        refused = curl("-x", strict.http_url, "-w", "\n%{http_code}", "http://10.1.2.3/")
+        refused = curl_bytes("-x", strict.http_url, "-w", "\n%{http_code}", "http://10.1.2.3/")
     body, _, code = refused.stdout.rpartition(b"\n")
     assert code == b"403", refused
     assert b"--strict-wkp" in body and b"RFC 6052" in body
@@ -117,8 +102,8 @@ def test_serve_auth_file_407_then_accepted(origin: Origin, tmp_path: Path) -> No
     conf = tmp_path / "curl.conf"  # curl reads the credentials from a file, not argv
     conf.write_text(f'proxy-user = "tester:{password}"\n')
     with proxy_process(*EMBEDDED, "--auth-file", str(auth), env=clean_env()) as authed:
-        missing = curl("-x", authed.http_url, "-i", origin.url4("/echo"))
-        accepted = curl("-K", str(conf), "-x", authed.http_url, origin.url4("/echo"))
+        missing = curl_bytes("-x", authed.http_url, "-i", origin.url4("/echo"))
+        accepted = curl_bytes("-K", str(conf), "-x", authed.http_url, origin.url4("/echo"))
     assert missing.stdout.startswith(b"HTTP/1.1 407 ")
     assert b'Proxy-Authenticate: Basic realm="proxy64"' in missing.stdout
     assert accepted.returncode == 0, accepted.stderr

@@ -30,9 +30,10 @@ from proxy64.net.context import ConnectionRecord, ProxyContext
 from proxy64.net.dial_types import Dialed
 from proxy64.net.http_server import handle_http_client
 from tests.helpers.aiohttp_origin import Origin, pattern_bytes, running_origin
+from tests.helpers.curl import clean_env, curl_async
 from tests.helpers.fakes import FakeDialer, ListRecorder
 from tests.helpers.fakes import make_context as fakes_context
-from tests.helpers.requirements import require_tool
+from tests.helpers.streams import closed_port
 
 MB = 1024 * 1024
 
@@ -86,24 +87,6 @@ async def start_proxy(nursery: trio.Nursery, ctx: ProxyContext) -> int:
     return int(listeners[0].socket.getsockname()[1])
 
 
-def clean_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
-    env.update(extra)
-    return env
-
-
-async def curl(*args: str, env: dict[str, str] | None = None) -> trio.CompletedProcess[bytes]:
-    require_tool("curl")
-    with trio.fail_after(30):
-        return await trio.run_process(
-            ["curl", "-sS", "--max-time", "20", *args],
-            capture_stdout=True,
-            capture_stderr=True,
-            check=False,
-            env=env or clean_env(),
-        )
-
-
 def echo_of(result: trio.CompletedProcess[bytes]) -> dict[str, object]:
     assert result.returncode == 0, result.stderr
     parsed: dict[str, object] = json.loads(result.stdout)
@@ -133,7 +116,7 @@ async def test_curl_get_ipv4_and_ipv6_origins(nursery: trio.Nursery, origin: Ori
     port = await start_proxy(nursery, ctx)
     proxy = f"http://127.0.0.1:{port}"
     for url, family in ((origin.url4("/echo?a=1"), "127.0.0.1"), (origin.url6("/echo"), "::1")):
-        echo = echo_of(await curl("-x", proxy, "-H", "Proxy-Connection: keep-alive", url))
+        echo = echo_of(await curl_async("-x", proxy, "-H", "Proxy-Connection: keep-alive", url))
         assert echo["method"] == "GET"
         assert echo["peer"][0] == family  # type: ignore[index]
         names = header_names(echo)
@@ -147,12 +130,12 @@ async def test_curl_get_ipv4_and_ipv6_origins(nursery: trio.Nursery, origin: Ori
 async def test_curl_head_204_304(nursery: trio.Nursery, origin: Origin) -> None:
     ctx, _ = make_context()
     proxy = f"http://127.0.0.1:{await start_proxy(nursery, ctx)}"
-    head = await curl("-x", proxy, "-I", origin.url4("/bytes/12345"))
+    head = await curl_async("-x", proxy, "-I", origin.url4("/bytes/12345"))
     assert head.returncode == 0, head.stderr
     assert head.stdout.startswith(b"HTTP/1.1 200")
     assert b"Content-Length: 12345" in head.stdout
     for code in ("204", "304"):
-        result = await curl(
+        result = await curl_async(
             "-x",
             proxy,
             "-o",
@@ -178,7 +161,7 @@ async def test_curl_uploads_random_binary_bodies(
         "put": ["-T", str(path)],
         "chunked": ["-H", "Transfer-Encoding: chunked", "--data-binary", f"@{path}"],
     }[how]
-    echo = echo_of(await curl("-x", proxy, *args, origin.url4("/echo")))
+    echo = echo_of(await curl_async("-x", proxy, *args, origin.url4("/echo")))
     assert echo["sha256"] == hashlib.sha256(body).hexdigest()
     assert echo["length"] == len(body)
     assert echo["method"] == ("PUT" if how == "put" else "POST")
@@ -195,7 +178,7 @@ async def test_big_responses_streamed_intact(
     ctx, _ = make_context()
     proxy = f"http://127.0.0.1:{await start_proxy(nursery, ctx)}"
     size = 8 * MB + 3
-    result = await curl("-x", proxy, origin.url6(f"/{kind}/{size}?seed=5"))
+    result = await curl_async("-x", proxy, origin.url6(f"/{kind}/{size}?seed=5"))
     assert result.returncode == 0, result.stderr
     assert hashlib.sha256(result.stdout).digest() == hashlib.sha256(pattern_bytes(size, 5)).digest()
 
@@ -206,7 +189,7 @@ async def test_keep_alive_reuses_one_upstream_and_replaces_it_on_host_change(
     ctx, recorder = make_context()
     proxy = f"http://127.0.0.1:{await start_proxy(nursery, ctx)}"
     before = origin.connection_count()
-    result = await curl(
+    result = await curl_async(
         "-x",
         proxy,
         "-w",
@@ -233,7 +216,9 @@ async def test_curl_proxytunnel_connect_via_env(nursery: trio.Nursery, origin: O
     ctx, recorder = make_context()
     port = await start_proxy(nursery, ctx)
     env = clean_env(http_proxy=f"http://127.0.0.1:{port}")
-    echo = echo_of(await curl("-p", "--data-binary", "tunnelled", origin.url4("/echo"), env=env))
+    echo = echo_of(
+        await curl_async("-p", "--data-binary", "tunnelled", origin.url4("/echo"), env=env)
+    )
     assert echo["sha256"] == hashlib.sha256(b"tunnelled").hexdigest()
     assert "via" not in header_names(echo)  # a tunnel carries bytes, it does not rewrite
     (record,) = await records_of(recorder, 1)
@@ -251,7 +236,7 @@ async def test_https_proxy_env_uses_connect(nursery: trio.Nursery, origin: Origi
     ctx, recorder = make_context()
     port = await start_proxy(nursery, ctx)
     env = clean_env(HTTPS_PROXY=f"http://127.0.0.1:{port}")
-    result = await curl("-v", f"https://127.0.0.1:{origin.port4}/echo", env=env)
+    result = await curl_async("-v", f"https://127.0.0.1:{origin.port4}/echo", env=env)
     assert b"CONNECT tunnel established, response 200" in result.stderr
     assert result.returncode != 0  # TLS handshake against a plain-HTTP origin
     (record,) = await records_of(recorder, 1)
@@ -334,14 +319,6 @@ async def test_aiohttp_trust_env_http_proxy(
 # --- errors from dialing ------------------------------------------------------------------
 
 
-async def closed_port() -> int:
-    sock = trio.socket.socket()
-    await sock.bind(("127.0.0.1", 0))
-    port: int = sock.getsockname()[1]
-    sock.close()
-    return port
-
-
 @pytest.mark.parametrize(
     ("host", "status", "said"),
     [
@@ -358,14 +335,14 @@ async def test_dial_errors_become_their_status(
     ctx, recorder = make_context(failing_dialer())
     proxy = f"http://127.0.0.1:{await start_proxy(nursery, ctx)}"
     if host == "REFUSED":
-        host = f"127.0.0.1:{await closed_port()}"
+        host = f"127.0.0.1:{closed_port()}"
     if method == "GET":
-        result = await curl("-x", proxy, "-w", "\n%{http_code}", f"http://{host}/x")
+        result = await curl_async("-x", proxy, "-w", "\n%{http_code}", f"http://{host}/x")
         body, _, code = result.stdout.rpartition(b"\n")
         assert int(code) == status
         assert said in body.decode()
     else:
-        result = await curl("-p", "-x", proxy, f"http://{host}/x")
+        result = await curl_async("-p", "-x", proxy, f"http://{host}/x")
         assert f"CONNECT tunnel failed, response {status}" in result.stderr.decode()
     (record,) = await records_of(recorder, 1)
     assert said in record.outcome
@@ -377,10 +354,10 @@ async def test_upstream_dropping_before_answer_is_502_and_mid_body_closes(
 ) -> None:
     ctx, recorder = make_context()
     proxy = f"http://127.0.0.1:{await start_proxy(nursery, ctx)}"
-    dropped = await curl("-x", proxy, "-w", "\n%{http_code}", origin.url4("/drop"))
+    dropped = await curl_async("-x", proxy, "-w", "\n%{http_code}", origin.url4("/drop"))
     assert dropped.stdout.endswith(b"\n502"), dropped.stdout
     assert b"closed the connection before answering" in dropped.stdout
-    cut = await curl("-x", proxy, "-o", "/dev/null", origin.url4("/cut/200000"))
+    cut = await curl_async("-x", proxy, "-o", "/dev/null", origin.url4("/cut/200000"))
     # CURLE_RECV_ERROR: the cut response ends in a reset, never in a fake success
     assert cut.returncode == 56, cut.stderr
     assert b"reset" in cut.stderr.lower(), cut.stderr
@@ -506,12 +483,12 @@ async def test_407_flow_with_curl_proxy_user_from_file(
     password = secrets.token_urlsafe(12)
     ctx, recorder = make_context(credentials={"user1": password})
     proxy = f"http://127.0.0.1:{await start_proxy(nursery, ctx)}"
-    missing = await curl("-x", proxy, "-i", origin.url4("/echo"))
+    missing = await curl_async("-x", proxy, "-i", origin.url4("/echo"))
     assert missing.stdout.startswith(b"HTTP/1.1 407 Proxy Authentication Required")
     assert b'Proxy-Authenticate: Basic realm="proxy64"' in missing.stdout
     config = tmp_path / "curl.conf"  # credentials in a file, never on the command line
     config.write_text('proxy-user = "user1:wrong"\n')
-    wrong = await curl(
+    wrong = await curl_async(
         "-K",
         str(config),
         "-x",
@@ -524,9 +501,9 @@ async def test_407_flow_with_curl_proxy_user_from_file(
     )
     assert wrong.stdout == b"407"
     config.write_text(f'proxy-user = "user1:{password}"\n')
-    echo = echo_of(await curl("-K", str(config), "-x", proxy, origin.url4("/echo")))
+    echo = echo_of(await curl_async("-K", str(config), "-x", proxy, origin.url4("/echo")))
     assert "proxy-authorization" not in header_names(echo)  # never leaks to the origin
-    tunnel = echo_of(await curl("-K", str(config), "-p", "-x", proxy, origin.url4("/echo")))
+    tunnel = echo_of(await curl_async("-K", str(config), "-p", "-x", proxy, origin.url4("/echo")))
     assert tunnel["method"] == "GET"
     records = await records_of(recorder, 4)
     refusals = [r for r in records if r.destination is None]
@@ -651,7 +628,7 @@ async def test_http10_client_gets_close_delimited_body(
     ctx, _ = make_context()
     proxy = f"http://127.0.0.1:{await start_proxy(nursery, ctx)}"
     size = 300_000
-    result = await curl("-0", "-i", "-x", proxy, origin.url4(f"/chunked/{size}?seed=2"))
+    result = await curl_async("-0", "-i", "-x", proxy, origin.url4(f"/chunked/{size}?seed=2"))
     assert result.returncode == 0, result.stderr
     head, _, body = result.stdout.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 200")
@@ -776,7 +753,7 @@ async def test_close_delimited_origin_body_rechunked_for_client(nursery: trio.Nu
         partial(trio.serve_tcp, partial(http10_origin, body=body), 0, host="127.0.0.1")
     )
     url = f"http://127.0.0.1:{listeners[0].socket.getsockname()[1]}/old"
-    result = await curl("-x", proxy, "-D", "-", url, url)  # twice: a new upstream each time
+    result = await curl_async("-x", proxy, "-D", "-", url, url)  # twice: a new upstream each time
     assert result.returncode == 0, result.stderr
     answers = result.stdout.split(b"HTTP/1.1 200 OK\r\n")[1:]
     assert len(answers) == 2
@@ -794,7 +771,7 @@ async def test_close_delimited_origin_body_rechunked_for_client(nursery: trio.Nu
 class RefusingDialer(FakeDialer):
     """Every dial is refused, so fuzzed requests never reach a real socket."""
 
-    async def connect(self, destination: Destination) -> Dialed:
+    async def connect(self, destination: Destination, client: str = "") -> Dialed:
         self.dialed.append(destination)
         attempt = DialAttempt(IPv4Address("127.0.0.1"), destination.port, DialCause.REFUSED, "")
         raise DialError(str(destination), [attempt])
@@ -886,7 +863,7 @@ async def test_rfc9112_6_3_origin_with_both_framings_forwarded_by_chunked(
         partial(trio.serve_tcp, both_framings_origin, 0, host="127.0.0.1")
     )
     url = f"http://127.0.0.1:{listeners[0].socket.getsockname()[1]}/"
-    result = await curl("-x", proxy, "-D", "-", url)
+    result = await curl_async("-x", proxy, "-D", "-", url)
     assert result.returncode == 0, result.stderr
     head, _, body = result.stdout.partition(b"\r\n\r\n")
     assert body == b"0123456789"

@@ -13,27 +13,9 @@ import trio.testing
 
 from proxy64.defaults import HTTP_SPLICE_BODY_MIN
 from proxy64.net.http_upstream import BodyCut, move_body
+from tests.helpers.streams import receive_exactly, tcp_pair
 
 MiB = 1024 * 1024
-
-
-async def tcp_pair() -> tuple[trio.SocketStream, trio.SocketStream]:
-    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
-    port = listeners[0].socket.getsockname()[1]
-    async with listeners[0]:
-        outside = await trio.open_tcp_stream("127.0.0.1", port)
-        inside = await listeners[0].accept()
-    return outside, inside
-
-
-async def receive_exactly(stream: trio.abc.ReceiveStream, size: int) -> bytes:
-    chunks, got = [], 0
-    while got < size:
-        chunk = await stream.receive_some(min(size - got, MiB))
-        assert chunk, f"EOF after {got} of {size} bytes"
-        chunks.append(chunk)
-        got += len(chunk)
-    return b"".join(chunks)
 
 
 class Counted:

@@ -26,7 +26,8 @@ from proxy64.net.hub_front import Stage
 from proxy64.net.metrics import MeteredDialer, Metrics
 from proxy64.proto.rfc6052 import Nat64Prefix
 from tests.helpers.fakes import ListRecorder
-from tests.net.test_http_front import ESTABLISHED, Client, context, one_record, open_front
+from tests.helpers.hub_fronts import ESTABLISHED, Client, context, open_front
+from tests.net.test_http_front import one_record
 from tests.net.test_metrics import samples
 from tests.net.test_socks_front import (
     NOAUTH,

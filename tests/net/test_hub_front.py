@@ -16,7 +16,7 @@ from proxy64.net.http_front import HttpFront
 from proxy64.net.hub_front import SHUTDOWN_OUTCOME, borrow_slot
 from proxy64.net.slots import ConnectionSlots
 from tests.helpers.fakes import ListRecorder
-from tests.net.test_http_front import ESTABLISHED, Client, context, front_of, start_origin
+from tests.helpers.hub_fronts import ESTABLISHED, Client, context, front_of, start_origin
 
 
 def test_borrow_slot_lends_the_token_until_the_limit() -> None:

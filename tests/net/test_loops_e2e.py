@@ -10,35 +10,22 @@ from __future__ import annotations
 import hashlib
 import os
 import socket
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import pytest
 import trio
 
 from tests.helpers.origins import serve_tcp_hash
-from tests.helpers.proxy_process import ProxyProcess, proxy_process
-from tests.net.test_socks_serve_e2e import (
-    CLEAN_ENV,
+from tests.helpers.proxy_process import ProxyProcess
+from tests.helpers.serve_e2e import (
     NAME,
     PREFIX,
-    name,
-    receive_exactly,
     serve_a_only_dns,
-    socks5_connect,
-    v4,
+    serve_embedded,
+    socks5,
     wait_log,
 )
-
-
-@contextmanager
-def serve(dns_port: int, *args: str) -> Iterator[ProxyProcess]:
-    with proxy_process(
-        "--egress", "embedded", "--nat64-prefix", PREFIX,
-        "--dns", f"127.0.0.1:{dns_port}", *args, env=CLEAN_ENV,
-    ) as proxy:  # fmt: skip
-        assert proxy.socks is not None and proxy.http is not None
-        yield proxy
+from tests.helpers.socks5_client import connect_request
+from tests.helpers.streams import receive_exactly
 
 
 def v6(address: str, port: int) -> bytes:
@@ -47,7 +34,7 @@ def v6(address: str, port: int) -> bytes:
 
 
 async def socks_reply(proxy: ProxyProcess, request: bytes) -> int:
-    stream, reply = await socks5_connect(proxy, request)
+    stream, reply = await socks5(proxy, request)
     await stream.aclose()
     return reply[1]
 
@@ -65,14 +52,16 @@ async def http_answer(proxy: ProxyProcess, head: str) -> bytes:
 
 async def test_socks5_dials_to_our_listeners_are_refused_0x02(nursery: trio.Nursery) -> None:
     dns_port = await nursery.start(serve_a_only_dns)
-    with serve(dns_port) as proxy, trio.fail_after(20):
+    with serve_embedded(dns_port) as proxy, trio.fail_after(20):
         assert proxy.socks is not None and proxy.http is not None
         socks_port, http_port = proxy.socks[1], proxy.http[1]
         embedded = PREFIX.replace("::/96", "::7f00:1")  # 127.0.0.1 in the prefix
         for request in (
-            v4(socks_port),  # by literal
-            v4(http_port),  # the other listener
-            name(NAME, socks_port),  # by name (A 127.0.0.1, synthesized, embedded egress)
+            connect_request("127.0.0.1", socks_port),  # by literal
+            connect_request("127.0.0.1", http_port),  # the other listener
+            connect_request(
+                NAME, socks_port
+            ),  # by name (A 127.0.0.1, synthesized, embedded egress)
             v6(embedded, socks_port),  # through the embedded egress
             b"\x05\x01\x00\x01" + bytes(4) + socks_port.to_bytes(2, "big"),  # 0.0.0.0
         ):
@@ -82,7 +71,7 @@ async def test_socks5_dials_to_our_listeners_are_refused_0x02(nursery: trio.Nurs
 
 async def test_http_dials_to_our_listeners_are_508(nursery: trio.Nursery) -> None:
     dns_port = await nursery.start(serve_a_only_dns)
-    with serve(dns_port) as proxy, trio.fail_after(20):
+    with serve_embedded(dns_port) as proxy, trio.fail_after(20):
         assert proxy.socks is not None and proxy.http is not None
         socks_port, http_port = proxy.socks[1], proxy.http[1]
         for head in (
@@ -97,7 +86,10 @@ async def test_http_dials_to_our_listeners_are_508(nursery: trio.Nursery) -> Non
 
 async def test_ipv6_loopback_listener_refused_at_v6_literal(nursery: trio.Nursery) -> None:
     dns_port = await nursery.start(serve_a_only_dns)
-    with serve(dns_port, "--socks", "[::1]:0", "--http", "[::1]:0") as proxy, trio.fail_after(20):
+    with (
+        serve_embedded(dns_port, "--socks", "[::1]:0", "--http", "[::1]:0") as proxy,
+        trio.fail_after(20),
+    ):
         assert proxy.socks is not None and proxy.http is not None
         assert await socks_reply(proxy, v6("::1", proxy.socks[1])) == 0x02
         assert await socks_reply(proxy, v6("::", proxy.http[1])) == 0x02
@@ -109,7 +101,7 @@ async def test_ipv6_loopback_listener_refused_at_v6_literal(nursery: trio.Nurser
 
 async def echo_hash_through(proxy: ProxyProcess, origin: int) -> None:
     """A full exchange through the proxy (the other client that must keep working)."""
-    stream, reply = await socks5_connect(proxy, v4(origin))
+    stream, reply = await socks5(proxy, connect_request("127.0.0.1", origin))
     assert reply[1] == 0
     upload = os.urandom(10_000)
     async with stream:
@@ -126,10 +118,10 @@ async def test_self_chain_in_one_write_stops_at_depth_1(nursery: trio.Nursery) -
     the first dial is refused, nothing deeper is ever read, other clients are served."""
     origin = await nursery.start(serve_tcp_hash, "127.0.0.1", 100)
     dns_port = await nursery.start(serve_a_only_dns)
-    with serve(dns_port) as proxy, trio.fail_after(30):
+    with serve_embedded(dns_port) as proxy, trio.fail_after(30):
         assert proxy.socks is not None and proxy.http is not None
         socks_port, http_port = proxy.socks[1], proxy.http[1]
-        level = b"\x05\x01\x00" + v4(socks_port)
+        level = b"\x05\x01\x00" + connect_request("127.0.0.1", socks_port)
         stream = await trio.open_tcp_stream(*proxy.socks)
         async with stream:
             await stream.send_all(level * 200)
@@ -155,7 +147,7 @@ async def open_idle_tunnel(proxy: ProxyProcess, origin: int, source: str) -> tri
     await sock.bind((source, 0))
     await sock.connect(proxy.socks)
     stream = trio.SocketStream(sock)
-    await stream.send_all(b"\x05\x01\x00" + v4(origin))
+    await stream.send_all(b"\x05\x01\x00" + connect_request("127.0.0.1", origin))
     assert await receive_exactly(stream, 2) == b"\x05\x00"
     return stream
 
@@ -166,7 +158,10 @@ async def test_max_client_connections_holds_one_address_only(
 ) -> None:
     origin = await nursery.start(serve_tcp_hash, "127.0.0.1", 100)
     dns_port = await nursery.start(serve_a_only_dns)
-    with serve(dns_port, "--max-client-connections", str(budget)) as proxy, trio.fail_after(30):
+    with (
+        serve_embedded(dns_port, "--max-client-connections", str(budget)) as proxy,
+        trio.fail_after(30),
+    ):
         held = [await open_idle_tunnel(proxy, origin, "127.0.0.1") for _ in range(budget)]
         for stream in held:
             assert (await receive_exactly(stream, 10))[1] == 0x00

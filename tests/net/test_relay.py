@@ -16,19 +16,9 @@ from proxy64.defaults import RELAY_IDLE_SLACK
 from proxy64.net import splice as splice_module
 from proxy64.net.context import ConnectionRecord
 from proxy64.net.relay import Relay, relay
+from tests.helpers.fakes import blank_record as record
 from tests.helpers.hub import running_hub, start_hub
-
-
-def record() -> ConnectionRecord:
-    return ConnectionRecord(front_end="test", client="127.0.0.1:1")
-
-
-async def receive_all(stream: trio.abc.ReceiveStream) -> bytes:
-    chunks = []
-    while chunk := await stream.receive_some(65536):
-        chunks.append(chunk)
-    return b"".join(chunks)
-
+from tests.helpers.streams import pipe_fds, receive_all, tcp_pair
 
 # --- copy path over memory streams --------------------------------------------------------------
 
@@ -130,15 +120,6 @@ async def test_relay_class_is_relay_like() -> None:
 
 
 # --- real sockets: splice and copy ----------------------------------------------------------------
-
-
-async def tcp_pair() -> tuple[trio.SocketStream, trio.SocketStream]:
-    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
-    port = listeners[0].socket.getsockname()[1]
-    async with listeners[0]:
-        outside = await trio.open_tcp_stream("127.0.0.1", port)
-        inside = await listeners[0].accept()
-    return outside, inside
 
 
 @asynccontextmanager
@@ -272,17 +253,6 @@ async def test_sha256_both_directions_with_half_close(
         assert counter.calls == 0
     else:
         assert counter.calls >= 2  # both directions moved to splice(2)
-
-
-def pipe_fds() -> int:
-    count = 0
-    for name in os.listdir("/proc/self/fd"):
-        try:
-            if os.readlink(f"/proc/self/fd/{name}").startswith("pipe:"):
-                count += 1
-        except OSError:
-            pass
-    return count
 
 
 async def test_idle_tunnel_holds_no_pipes() -> None:

@@ -15,6 +15,7 @@ import pytest
 import trio
 
 from tests.helpers.proxy_process import proxy_process
+from tests.helpers.socks5_client import connect_request, open_socks5
 
 BLOCK = 1024 * 1024
 BLOCKS = 1024  # 1 GiB
@@ -46,18 +47,6 @@ async def receive_digest(stream: trio.SocketStream) -> tuple[bytes, int]:
     return digest.digest(), total
 
 
-async def socks5_connect(proxy: tuple[str, int], port: int) -> trio.SocketStream:
-    stream = await trio.open_tcp_stream(*proxy)
-    await stream.send_all(b"\x05\x01\x00")  # RFC 1928 §3: no authentication
-    assert await stream.receive_some(2) == b"\x05\x00"
-    await stream.send_all(b"\x05\x01\x00\x01" + bytes([127, 0, 0, 1]) + struct.pack(">H", port))
-    reply = b""
-    while len(reply) < 10:
-        reply += await stream.receive_some(10 - len(reply))
-    assert reply[:2] == b"\x05\x00", reply  # RFC 1928 §6: succeeded
-    return stream
-
-
 @pytest.mark.slow
 async def test_one_gib_each_way_through_socks5_with_half_close() -> None:
     up_seed, down_seed = os.urandom(BLOCK), os.urandom(BLOCK)
@@ -78,7 +67,11 @@ async def test_one_gib_each_way_through_socks5_with_half_close() -> None:
                         results["up"] = await receive_digest(server)
 
                 async def client() -> None:
-                    stream = await socks5_connect(proxy.socks, port)  # type: ignore[arg-type]
+                    assert proxy.socks is not None
+                    stream, reply = await open_socks5(
+                        proxy.socks, connect_request("127.0.0.1", port)
+                    )
+                    assert reply[1] == 0, reply  # RFC 1928 §6: succeeded
                     async with stream, trio.open_nursery() as inner:
                         inner.start_soon(send_blocks, stream, up_seed)
                         results["down"] = await receive_digest(stream)

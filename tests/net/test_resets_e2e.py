@@ -8,34 +8,21 @@ from __future__ import annotations
 
 import socket
 import struct
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import pytest
 import trio
 
 from tests.helpers.origins import pattern_bytes
-from tests.helpers.proxy_process import ProxyProcess, proxy_process
-from tests.net.test_socks_serve_e2e import (
-    CLEAN_ENV,
-    PREFIX,
-    receive_exactly,
+from tests.helpers.serve_e2e import (
     serve_a_only_dns,
-    socks5_connect,
-    v4,
+    serve_embedded,
+    socks5,
     wait_log,
 )
+from tests.helpers.socks5_client import connect_request
+from tests.helpers.streams import receive_exactly
 
 LINGER_ABORT = struct.pack("ii", 1, 0)
-
-
-@contextmanager
-def serve(dns_port: int) -> Iterator[ProxyProcess]:
-    with proxy_process(
-        "--egress", "embedded", "--nat64-prefix", PREFIX,
-        "--dns", f"127.0.0.1:{dns_port}", env=CLEAN_ENV,
-    ) as proxy:  # fmt: skip
-        yield proxy
 
 
 def rst_close(stream: trio.SocketStream) -> None:
@@ -95,8 +82,8 @@ async def read_until_error(stream: trio.SocketStream) -> tuple[int, BaseExceptio
 async def test_socks5_origin_reset_reaches_client(nursery: trio.Nursery, size: int) -> None:
     origin = await nursery.start(serve_then_reset, b"", size)
     dns_port = await nursery.start(serve_a_only_dns)
-    with serve(dns_port) as proxy, trio.fail_after(20):
-        stream, reply = await socks5_connect(proxy, v4(origin))
+    with serve_embedded(dns_port) as proxy, trio.fail_after(20):
+        stream, reply = await socks5(proxy, connect_request("127.0.0.1", origin))
         assert reply[1] == 0
         got, error = await read_until_error(stream)
         assert isinstance(error, ConnectionResetError), (got, error)
@@ -108,7 +95,7 @@ async def test_socks5_origin_reset_reaches_client(nursery: trio.Nursery, size: i
 async def test_connect_origin_reset_reaches_client(nursery: trio.Nursery, size: int) -> None:
     origin = await nursery.start(serve_then_reset, b"", size)
     dns_port = await nursery.start(serve_a_only_dns)
-    with serve(dns_port) as proxy, trio.fail_after(20):
+    with serve_embedded(dns_port) as proxy, trio.fail_after(20):
         assert proxy.http is not None
         stream = await trio.open_tcp_stream(*proxy.http)
         authority = f"127.0.0.1:{origin}"
@@ -126,7 +113,7 @@ async def test_http_forwarding_cut_body_resets_client(nursery: trio.Nursery) -> 
     head = b"HTTP/1.1 200 OK\r\nContent-Length: 1048576\r\n\r\n"
     origin = await nursery.start(serve_then_reset, head, 65_536)
     dns_port = await nursery.start(serve_a_only_dns)
-    with serve(dns_port) as proxy, trio.fail_after(20):
+    with serve_embedded(dns_port) as proxy, trio.fail_after(20):
         assert proxy.http is not None
         stream = await trio.open_tcp_stream(*proxy.http)
         await stream.send_all(
@@ -151,8 +138,8 @@ async def test_socks5_client_reset_reaches_origin(nursery: trio.Nursery) -> None
     origin = listeners[0].socket.getsockname()[1]
     nursery.start_soon(trio.serve_listeners, origin_handler, listeners)
     dns_port = await nursery.start(serve_a_only_dns)
-    with serve(dns_port) as proxy, trio.fail_after(20):
-        stream, reply = await socks5_connect(proxy, v4(origin))
+    with serve_embedded(dns_port) as proxy, trio.fail_after(20):
+        stream, reply = await socks5(proxy, connect_request("127.0.0.1", origin))
         assert reply[1] == 0
         assert await receive_exactly(stream, 5) == b"ready"
         await stream.send_all(b"some bytes")

@@ -4,7 +4,7 @@ cache expiry, negative caching and the cache bound. Time runs on trio's MockCloc
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from ipaddress import IPv4Address, IPv6Address
 from pathlib import Path
 
@@ -20,39 +20,9 @@ from proxy64.errors import ResolutionError
 from proxy64.net.dns_cache import Dns64Cache
 from proxy64.net.resolver import DNS64Resolver, servers_from_resolv_conf
 from proxy64.proto.rfc6052 import Nat64Prefix
-from tests.helpers.dnsservers import FakeUpstream, Handler, answer
+from tests.helpers.dnsservers import SOA, FakeUpstream, Handler, answer, zone_handler
 
 NSP = Nat64Prefix.parse("2001:db8:100::/40")
-SOA = "example. 3600 IN SOA ns.example. host.example. 1 3600 600 86400 300"
-ZONE = {
-    ("www.example.", "A"): ["www.example. 120 IN A 1.2.3.4"],
-    ("v6.example.", "AAAA"): ["v6.example. 100 IN AAAA 2001:db8::6"],
-}
-
-
-def zone_handler(
-    zone: dict[tuple[str, str], list[str]] = ZONE,
-    *,
-    drop: Callable[[str, str, str], bool] = lambda name, rdtype, transport: False,
-    rcode_for: Callable[[str, str], dns.rcode.Rcode | None] = lambda name, rdtype: None,
-) -> Handler:
-    """Answers from zone; NXDOMAIN for names not in it at all; drop() means no answer."""
-
-    async def handle(query: dns.message.Message, transport: str) -> dns.message.Message | None:
-        question = query.question[0]
-        name, rdtype = question.name.to_text(), dns.rdatatype.to_text(question.rdtype)
-        if drop(name, rdtype, transport):
-            return None
-        forced = rcode_for(name, rdtype)
-        if forced is not None:
-            return answer(query, rcode=forced)
-        if (name, rdtype) in zone:
-            return answer(query, *zone[(name, rdtype)])
-        if any(n == name for n, _ in zone):
-            return answer(query, authority=(SOA,))  # NODATA
-        return answer(query, rcode=dns.rcode.NXDOMAIN, authority=(SOA,))
-
-    return handle
 
 
 async def start(nursery: trio.Nursery, handler: Handler) -> FakeUpstream:

@@ -21,6 +21,7 @@ from python_socks.async_.trio import Proxy as TrioProxy
 
 from proxy64.destination import Destination
 from proxy64.net.socks_server import handle_socks_client
+from tests.helpers.curl import curl_async_text
 from tests.helpers.fakes import FakeDialer, ListRecorder, make_context, serve_handler
 from tests.helpers.origins import serve_http_hello, serve_tcp_echo
 from tests.helpers.requirements import require_tool, tool_path
@@ -46,11 +47,6 @@ async def run(command: Sequence[str]) -> tuple[int, str, str]:
     return done.returncode, done.stdout.decode(), done.stderr.decode()
 
 
-async def curl(*args: str) -> tuple[int, str, str]:
-    require_tool("curl")
-    return await run([tool_path("curl"), "-sS", "--max-time", "10", *args])
-
-
 @pytest.mark.parametrize(
     ("option", "host", "expected"),
     [
@@ -65,7 +61,9 @@ async def test_curl(nursery: trio.Nursery, option: str, host: str, expected: Des
     origin_host = "::1" if host == "[::1]" else "127.0.0.1"
     origin = await nursery.start(serve_http_hello, origin_host)
     port, dialer, recorder = await start(nursery)
-    code, out, err = await curl(option, f"127.0.0.1:{port}", f"http://{host}:{origin}/path")
+    code, out, err = await curl_async_text(
+        option, f"127.0.0.1:{port}", f"http://{host}:{origin}/path"
+    )
     assert (code, out) == (0, "hello /path\n"), err
     assert dialer.dialed == [Destination(expected.host, origin)]
     with trio.fail_after(5):
@@ -78,14 +76,14 @@ async def test_curl_with_password(nursery: trio.Nursery) -> None:
     origin = await nursery.start(serve_http_hello)
     port, _, recorder = await start(nursery, credentials={"alice": "s3cret"})
     url = f"http://origin.p64.test:{origin}/auth"
-    code, out, err = await curl("-x", f"socks5h://alice:s3cret@127.0.0.1:{port}", url)
+    code, out, err = await curl_async_text("-x", f"socks5h://alice:s3cret@127.0.0.1:{port}", url)
     assert (code, out) == (0, "hello /auth\n"), err
-    code, out, err = await curl("-x", f"socks5h://alice:nope@127.0.0.1:{port}", url)
+    code, out, err = await curl_async_text("-x", f"socks5h://alice:nope@127.0.0.1:{port}", url)
     assert code != 0 and out == ""
     assert "rejected by the SOCKS5 server (1 1)" in err, err  # RFC 1929 status 1
-    code, out, err = await curl("-x", f"socks5h://127.0.0.1:{port}", url)
+    code, out, err = await curl_async_text("-x", f"socks5h://127.0.0.1:{port}", url)
     assert code != 0 and out == ""
-    code, out, err = await curl("--socks4a", f"127.0.0.1:{port}", url)
+    code, out, err = await curl_async_text("--socks4a", f"127.0.0.1:{port}", url)
     assert code != 0 and out == ""
     with trio.fail_after(5):
         records = await recorder.wait_for(4)
@@ -94,7 +92,9 @@ async def test_curl_with_password(nursery: trio.Nursery) -> None:
 
 async def test_curl_sees_host_unreachable_for_nxdomain(nursery: trio.Nursery) -> None:
     port, _, _ = await start(nursery)
-    code, _, err = await curl("--socks5-hostname", f"127.0.0.1:{port}", "http://nx.p64.test/")
+    code, _, err = await curl_async_text(
+        "--socks5-hostname", f"127.0.0.1:{port}", "http://nx.p64.test/"
+    )
     assert code == 97, err  # CURLE_PROXY
     assert "(4)" in err or "unreachable" in err.lower(), err
 

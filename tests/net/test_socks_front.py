@@ -24,47 +24,24 @@ import pytest
 import trio
 
 from proxy64.config import HostPort
+from proxy64.defaults import RELAY_IDLE_SLACK
 from proxy64.destination import Destination, Egress, Reached
-from proxy64.errors import ResolutionError
 from proxy64.net.context import ProxyContext
 from proxy64.net.dialer import Dialer
 from proxy64.net.listeners import Listening, ProxyServer, bind_listener, bound_address
 from proxy64.net.relay import Relay
 from proxy64.net.relay_hub import RelayHub
-from proxy64.net.resolver import Resolution, ResolvedAddress
 from proxy64.net.slots import ConnectionSlots
 from proxy64.net.socks_front import SocksFront
 from proxy64.net.socks_server import handle_socks_client
-from proxy64.proto.rfc6052 import Nat64Prefix
-from tests.helpers.fakes import ListRecorder
+from tests.helpers.fakes import CACHED, NSP, UNCACHED, ListRecorder
+from tests.helpers.fakes import CachedNameResolver as Resolver
 from tests.helpers.hub import running_hub
 from tests.helpers.origins import pattern_bytes, serve_tcp_echo, serve_tcp_hash
+from tests.helpers.socks5_client import NO_AUTH_GREETING, connect_request, socks5_handshake
+from tests.helpers.streams import receive_all, receive_exactly
 
-NSP = Nat64Prefix.parse("2001:db8:64::/96")  # 127.0.0.1 embeds here, dialed as IPv4
-CACHED = "cached.p64.test"
-UNCACHED = "slow.p64.test"
-NOAUTH = b"\x05\x01\x00"
-
-
-class Resolver:
-    """CACHED answers from the cache (resolve_cached); UNCACHED only after an await."""
-
-    def __init__(self) -> None:
-        self.resolved: list[str] = []
-
-    def _resolution(self, name: str) -> Resolution:
-        if name not in (CACHED, UNCACHED):
-            raise ResolutionError(name, "NXDOMAIN")
-        record = ResolvedAddress(NSP.embed(IPv4Address("127.0.0.1")), True, 60)
-        return Resolution(name, (), (record,), name == CACHED)
-
-    def resolve_cached(self, name: str) -> Resolution | None:
-        return self._resolution(name) if name == CACHED else None
-
-    async def resolve(self, name: str) -> Resolution:
-        self.resolved.append(name)
-        await trio.sleep(0.01)
-        return self._resolution(name)
+NOAUTH = NO_AUTH_GREETING
 
 
 class Spawns(trio.abc.Instrument):
@@ -127,37 +104,9 @@ async def connect(port: int) -> trio.socket.SocketType:
     return sock
 
 
-async def receive_exactly(sock: trio.socket.SocketType, n: int) -> bytes:
-    data = b""
-    while len(data) < n:
-        chunk = await sock.recv(n - len(data))
-        if not chunk:
-            break
-        data += chunk
-    return data
-
-
-async def receive_all(sock: trio.socket.SocketType) -> bytes:
-    data = b""
-    while chunk := await sock.recv(65536):
-        data += chunk
-    return data
-
-
-def connect_v4(port: int) -> bytes:
-    return b"\x05\x01\x00\x01" + IPv4Address("127.0.0.1").packed + port.to_bytes(2, "big")
-
-
-def connect_name(name: str, port: int) -> bytes:
-    return b"\x05\x01\x00\x03" + bytes([len(name)]) + name.encode() + port.to_bytes(2, "big")
-
-
 async def socks5(port: int, request: bytes) -> trio.socket.SocketType:
     client = await connect(port)
-    await client.send(NOAUTH)
-    assert await receive_exactly(client, 2) == b"\x05\x00"
-    await client.send(request)
-    reply = await receive_exactly(client, 10)
+    reply = await socks5_handshake(client, request)
     assert reply[:4] == b"\x05\x00\x00\x01", reply
     return client
 
@@ -179,7 +128,7 @@ async def test_rfc1928_ipv4_literal_is_served_without_any_proxy64_task(
         async with proxy() as p:
             trio.lowlevel.add_instrument(spawns)
             try:
-                client = await socks5(p.port, connect_v4(echo))
+                client = await socks5(p.port, connect_request("127.0.0.1", echo))
                 with client:
                     await echo_once(client, b"ping")
                     client.shutdown(socket.SHUT_WR)
@@ -203,7 +152,7 @@ async def test_cached_name_is_served_without_any_proxy64_task(nursery: trio.Nurs
         async with proxy() as p:
             trio.lowlevel.add_instrument(spawns)
             try:
-                client = await socks5(p.port, connect_name(CACHED, echo))
+                client = await socks5(p.port, connect_request(CACHED, echo))
                 with client:
                     await echo_once(client, b"hello")
                 (record,) = await p.recorder.wait_for(1)
@@ -225,7 +174,7 @@ async def test_uncached_name_falls_back_to_the_task_path_and_works(
         async with proxy() as p:
             trio.lowlevel.add_instrument(spawns)
             try:
-                client = await socks5(p.port, connect_name(UNCACHED, echo))
+                client = await socks5(p.port, connect_request(UNCACHED, echo))
                 with client:
                     await echo_once(client, b"over a task")
                 (record,) = await p.recorder.wait_for(1)
@@ -244,7 +193,7 @@ async def test_unknown_name_gets_the_task_paths_reply(nursery: trio.Nursery) -> 
         async with proxy() as p:
             client = await connect(p.port)
             with client:
-                await client.send(NOAUTH + connect_name("nowhere.p64.test", 80))
+                await client.send(NOAUTH + connect_request("nowhere.p64.test", 80))
                 assert await receive_all(client) == b"\x05\x00" + bytes(
                     [5, 4, 0, 1, 0, 0, 0, 0, 0, 0]
                 )  # RFC 1928 §6: host unreachable
@@ -276,7 +225,7 @@ async def test_bulk_tunnel_is_promoted_and_keeps_every_byte(nursery: trio.Nurser
     blob = pattern_bytes(5 * 1024 * 1024, seed=7)
     with trio.fail_after(60):
         async with proxy() as p:
-            client = await socks5(p.port, connect_v4(port))
+            client = await socks5(p.port, connect_request("127.0.0.1", port))
             with client:
                 view = memoryview(blob)
                 while view:
@@ -293,9 +242,12 @@ async def test_bulk_tunnel_is_promoted_and_keeps_every_byte(nursery: trio.Nurser
 # --- time limits ----------------------------------------------------------------------------
 
 
-async def test_slowloris_greeting_times_out_with_the_task_paths_reply() -> None:
-    with trio.fail_after(10):
-        async with proxy(handshake_timeout=0.3) as p:
+async def test_slowloris_greeting_times_out_with_the_task_paths_reply(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    """On trio's mock clock: both clients are cut at the handshake deadline itself."""
+    with trio.fail_after(600):
+        async with proxy(handshake_timeout=30) as p:
             silent = await connect(p.port)
             partial = await connect(p.port)
             with silent, partial:
@@ -303,25 +255,29 @@ async def test_slowloris_greeting_times_out_with_the_task_paths_reply() -> None:
                 started = trio.current_time()
                 assert await receive_all(partial) == b"\x05\xff"  # RFC 1928 §3
                 assert await receive_all(silent) == b""
-                assert 0.25 <= trio.current_time() - started < 3
+                assert trio.current_time() - started == pytest.approx(30, abs=1)
             records = await p.recorder.wait_for(2)
-    assert [r.outcome for r in records] == ["SOCKS handshake not finished within 0.3 s"] * 2
+    assert [r.outcome for r in records] == ["SOCKS handshake not finished within 30 s"] * 2
 
 
-async def test_idle_owned_tunnel_is_closed_after_idle_timeout(nursery: trio.Nursery) -> None:
+async def test_idle_owned_tunnel_is_closed_after_idle_timeout(
+    nursery: trio.Nursery, autojump_clock: trio.abc.Clock
+) -> None:
+    """On trio's mock clock: activity every 200 s keeps a 300 s idle timeout away; after
+    the last byte the hub closes the tunnel 300 s later (its timers run on trio's clock)."""
     echo = await nursery.start(serve_tcp_echo)
-    with trio.fail_after(10):
-        async with proxy(idle_timeout=0.4) as p:
-            client = await socks5(p.port, connect_v4(echo))
+    with trio.fail_after(3600):
+        async with proxy(idle_timeout=300) as p:
+            client = await socks5(p.port, connect_request("127.0.0.1", echo))
             with client:
                 for _ in range(3):  # activity pushes the deadline
-                    await trio.sleep(0.2)
+                    await trio.sleep(200)
                     await echo_once(client, b"x")
                 started = trio.current_time()
                 assert await receive_all(client) == b""
-                assert 0.3 <= trio.current_time() - started < 3
+                assert 300 <= trio.current_time() - started <= 300 + RELAY_IDLE_SLACK + 1
             (record,) = await p.recorder.wait_for(1)
-    assert record.outcome == "idle for 0.4 s, closed"
+    assert record.outcome == "idle for 300 s, closed"
     assert record.bytes_up == 3
 
 
@@ -338,7 +294,7 @@ async def test_garbage_greeting_is_closed_and_the_server_keeps_serving(
             with bad:
                 await bad.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
                 assert await receive_all(bad) == b""  # not SOCKS: no bytes back
-            good = await socks5(p.port, connect_v4(echo))
+            good = await socks5(p.port, connect_request("127.0.0.1", echo))
             with good:
                 await echo_once(good, b"still serving")
             records = await p.recorder.wait_for(2)
@@ -371,7 +327,9 @@ async def test_rfc1929_success_on_the_fast_path_and_failure(nursery: trio.Nurser
         async with proxy(credentials=creds) as p:
             ok = await connect(p.port)
             with ok:
-                await ok.send(b"\x05\x01\x02" + auth(b"alice", b"s3cret") + connect_v4(echo))
+                await ok.send(
+                    b"\x05\x01\x02" + auth(b"alice", b"s3cret") + connect_request("127.0.0.1", echo)
+                )
                 assert await receive_exactly(ok, 4) == b"\x05\x02\x01\x00"
                 assert (await receive_exactly(ok, 10))[:2] == b"\x05\x00"
                 await echo_once(ok, b"in")
@@ -389,11 +347,11 @@ async def test_max_connections_refuses_with_0x01(nursery: trio.Nursery) -> None:
     echo = await nursery.start(serve_tcp_echo)
     with trio.fail_after(10):
         async with proxy(max_connections=1) as p:
-            first = await socks5(p.port, connect_v4(echo))
+            first = await socks5(p.port, connect_request("127.0.0.1", echo))
             with first:
                 second = await connect(p.port)
                 with second:
-                    await second.send(NOAUTH + connect_v4(echo))
+                    await second.send(NOAUTH + connect_request("127.0.0.1", echo))
                     reply = await receive_all(second)
                 assert reply[:2] == b"\x05\x00" and reply[2:4] == b"\x05\x01"
                 await echo_once(first, b"first still works")
@@ -406,7 +364,7 @@ async def test_shutdown_ends_open_owned_tunnels_after_grace(nursery: trio.Nurser
     echo = await nursery.start(serve_tcp_echo)
     with trio.fail_after(10):
         async with proxy(grace=0.3) as p:
-            tunnel = await socks5(p.port, connect_v4(echo))
+            tunnel = await socks5(p.port, connect_request("127.0.0.1", echo))
             handshaking = await connect(p.port)
             await handshaking.send(b"\x05")
             await echo_once(tunnel, b"open")
@@ -491,7 +449,9 @@ async def test_a_bug_in_a_hub_callback_ends_only_that_connection(
             with bad:
                 await bad.send(NOAUTH)
                 assert await receive_all(bad) == b""
-            good = await socks5(p.port, connect_v4(echo))  # the one slot came back
+            good = await socks5(
+                p.port, connect_request("127.0.0.1", echo)
+            )  # the one slot came back
             with good:
                 await echo_once(good, b"fine")
             records = await p.recorder.wait_for(2)
@@ -517,7 +477,7 @@ async def test_a_connection_that_left_is_not_kept_by_its_pending_timer(
                 del held
                 await client.send(NOAUTH[2:])
                 assert await receive_exactly(client, 2) == b"\x05\x00"
-                await client.send(connect_v4(echo))
+                await client.send(connect_request("127.0.0.1", echo))
                 assert (await receive_exactly(client, 10))[:2] == b"\x05\x00"
                 await echo_once(client, b"ping")
             await p.recorder.wait_for(1)

@@ -12,123 +12,42 @@ from __future__ import annotations
 import hashlib
 import os
 import socket
-from collections.abc import Iterator
-from contextlib import contextmanager
 from ipaddress import IPv4Address
 from pathlib import Path
 
-import dns.message
-import dns.rcode
-import dns.rdatatype
-import dns.rrset
 import trio
 
+from tests.helpers.curl import curl_async_text
 from tests.helpers.origins import pattern_bytes, serve_http_hello, serve_tcp_hash, serve_udp_echo
-from tests.helpers.proxy_process import ProxyProcess, proxy_process
-from tests.helpers.requirements import require_tool, tool_path
-
-PREFIX = "2001:db8:64::/96"
-NAME = "origin.p64.test"
-CLEAN_ENV = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
-
-
-async def serve_a_only_dns(*, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
-    """UDP DNS on 127.0.0.1: NAME has A 127.0.0.1 and no AAAA; other names NXDOMAIN."""
-    with trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        await sock.bind(("127.0.0.1", 0))
-        task_status.started(sock.getsockname()[1])
-        while True:
-            data, client = await sock.recvfrom(4096)
-            query = dns.message.from_wire(data)
-            response = dns.message.make_response(query)
-            question = query.question[0]
-            if question.name.to_text().rstrip(".").lower() != NAME:
-                response.set_rcode(dns.rcode.NXDOMAIN)
-            elif question.rdtype == dns.rdatatype.A:
-                response.answer.append(
-                    dns.rrset.from_text(question.name, 60, "IN", "A", "127.0.0.1")
-                )
-            await sock.sendto(response.to_wire(), client)
-
-
-@contextmanager
-def serve(dns_port: int, *args: str) -> Iterator[ProxyProcess]:
-    with proxy_process(
-        "--egress", "embedded", "--nat64-prefix", PREFIX, "--http", "off",
-        "--dns", f"127.0.0.1:{dns_port}", *args, env=CLEAN_ENV,
-    ) as proxy:  # fmt: skip
-        assert proxy.socks is not None
-        yield proxy
-
-
-async def receive_exactly(stream: trio.SocketStream, n: int) -> bytes:
-    data = b""
-    while len(data) < n:
-        chunk = await stream.receive_some(n - len(data))
-        assert chunk, f"closed after {data!r}"
-        data += chunk
-    return data
-
-
-async def socks5_connect(
-    proxy: ProxyProcess, request: bytes, auth: bytes | None = None
-) -> tuple[trio.SocketStream, bytes]:
-    assert proxy.socks is not None
-    stream = await trio.open_tcp_stream(*proxy.socks)
-    if auth is None:
-        await stream.send_all(b"\x05\x01\x00")
-        assert await receive_exactly(stream, 2) == b"\x05\x00"
-    else:
-        await stream.send_all(b"\x05\x01\x02" + auth)
-        assert await receive_exactly(stream, 4) == b"\x05\x02\x01\x00"
-    await stream.send_all(request)
-    head = await receive_exactly(stream, 4)
-    rest = await receive_exactly(stream, {1: 6, 4: 18}[head[3]])
-    return stream, head + rest
-
-
-async def wait_log(proxy: ProxyProcess, *needles: str) -> str:
-    """The proxy's log once it holds every needle (a record is logged when its handler
-    ends, just after the client saw the close); fails after about 5 s."""
-    for _ in range(100):
-        log = proxy.output()
-        if all(needle in log for needle in needles):
-            return log
-        await trio.sleep(0.05)
-    missing = [n for n in needles if n not in log]
-    raise AssertionError(f"log lacks {missing}:\n{log}")
-
-
-def v4(port: int) -> bytes:
-    return b"\x05\x01\x00\x01" + IPv4Address("127.0.0.1").packed + port.to_bytes(2, "big")
-
-
-def name(host: str, port: int) -> bytes:
-    return b"\x05\x01\x00\x03" + bytes([len(host)]) + host.encode() + port.to_bytes(2, "big")
-
-
-async def curl(*args: str) -> tuple[int, str, str]:
-    require_tool("curl")
-    with trio.fail_after(30):
-        done = await trio.run_process(
-            [tool_path("curl"), "-sS", "--max-time", "20", *args],
-            capture_stdout=True, capture_stderr=True, check=False, env=CLEAN_ENV,
-        )  # fmt: skip
-    return done.returncode, done.stdout.decode(), done.stderr.decode()
+from tests.helpers.proxy_process import proxy_process
+from tests.helpers.serve_e2e import (
+    CLEAN_ENV,
+    NAME,
+    serve_a_only_dns,
+    serve_embedded,
+    socks5,
+    wait_log,
+)
+from tests.helpers.socks5_client import connect_request
+from tests.helpers.streams import receive_exactly
 
 
 async def test_serve_curl_socks5_literal_and_hostname(nursery: trio.Nursery) -> None:
     origin = await nursery.start(serve_http_hello)
     dns_port = await nursery.start(serve_a_only_dns)
-    with serve(dns_port) as proxy:
+    with serve_embedded(dns_port, "--http", "off") as proxy:
         socks = f"{proxy.socks[0]}:{proxy.socks[1]}"  # type: ignore[index]
-        code, out, err = await curl("--socks5", socks, f"http://127.0.0.1:{origin}/lit")
+        code, out, err = await curl_async_text("--socks5", socks, f"http://127.0.0.1:{origin}/lit")
         assert (code, out) == (0, "hello /lit\n"), err
-        code, out, err = await curl("--socks5-hostname", socks, f"http://{NAME}:{origin}/name")
+        code, out, err = await curl_async_text(
+            "--socks5-hostname", socks, f"http://{NAME}:{origin}/name"
+        )
         assert (code, out) == (0, "hello /name\n"), err
-        code, out, err = await curl("--socks4a", socks, f"http://{NAME}:{origin}/four")
+        code, out, err = await curl_async_text("--socks4a", socks, f"http://{NAME}:{origin}/four")
         assert (code, out) == (0, "hello /four\n"), err
-        code, _, err = await curl("--socks5-hostname", socks, f"http://nx.{NAME}:{origin}/")
+        code, _, err = await curl_async_text(
+            "--socks5-hostname", socks, f"http://nx.{NAME}:{origin}/"
+        )
         assert code == 97, err
         await wait_log(proxy, "ipv4-literal-mapped", "dns64-synthesized", "embedded", "NXDOMAIN")
 
@@ -138,9 +57,9 @@ async def test_serve_sha256_both_ways_half_close(nursery: trio.Nursery) -> None:
     origin = await nursery.start(serve_tcp_hash, "127.0.0.1", download)
     dns_port = await nursery.start(serve_a_only_dns)
     upload = os.urandom(5 * 1024 * 1024 + 3)  # past the relay's splice threshold
-    with serve(dns_port) as proxy:
+    with serve_embedded(dns_port, "--http", "off") as proxy:
         with trio.fail_after(30):
-            stream, reply = await socks5_connect(proxy, name(NAME, origin))
+            stream, reply = await socks5(proxy, connect_request(NAME, origin))
             assert reply[1] == 0
             async with stream:
                 await stream.send_all(upload)
@@ -157,20 +76,20 @@ async def test_serve_replies_for_refused_and_well_known_prefix(nursery: trio.Nur
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         closed_port = sock.getsockname()[1]
-    with serve(dns_port) as proxy, trio.fail_after(15):
-        _, reply = await socks5_connect(proxy, v4(closed_port))
+    with serve_embedded(dns_port, "--http", "off") as proxy, trio.fail_after(15):
+        _, reply = await socks5(proxy, connect_request("127.0.0.1", closed_port))
         assert reply[1] == 0x05  # connection refused
     with proxy_process(
         "--egress", "embedded", "--nat64-prefix", "64:ff9b::/96", "--http", "off",
         "--dns", f"127.0.0.1:{dns_port}", env=CLEAN_ENV,
     ) as wkp, trio.fail_after(15):  # fmt: skip
-        _, reply = await socks5_connect(wkp, v4(closed_port))
+        _, reply = await socks5(wkp, connect_request("127.0.0.1", closed_port))
         assert reply[1] == 0x05  # the embedded egress carries every address: refused port
     with proxy_process(
         "--egress", "embedded", "--nat64-prefix", "64:ff9b::/96", "--http", "off",
         "--dns", f"127.0.0.1:{dns_port}", "--strict-wkp", env=CLEAN_ENV,
     ) as strict, trio.fail_after(15):  # fmt: skip
-        _, reply = await socks5_connect(strict, b"\x05\x01\x00\x01" + bytes([10, 1, 2, 3, 0, 80]))
+        _, reply = await socks5(strict, connect_request("10.1.2.3", 80))
         assert reply[1] == 0x02  # --strict-wkp: not allowed by ruleset, before any dial
         await wait_log(strict, "--strict-wkp", "RFC 6052 §3.1")
 
@@ -181,9 +100,17 @@ async def test_serve_auth_file(nursery: trio.Nursery, tmp_path: Path) -> None:
     auth = tmp_path / "auth"
     auth.write_text("tester:pa55word\n")
     auth.chmod(0o600)
-    with serve(dns_port, "--auth-file", str(auth)) as proxy, trio.fail_after(15):
+    with (
+        serve_embedded(dns_port, "--http", "off", "--auth-file", str(auth)) as proxy,
+        trio.fail_after(15),
+    ):
         good = b"\x01\x06tester\x08pa55word"
-        stream, reply = await socks5_connect(proxy, v4(origin), auth=good)
+        stream, reply = await socks5(
+            proxy,
+            connect_request("127.0.0.1", origin),
+            greeting=b"\x05\x01\x02" + good,
+            greeting_reply=b"\x05\x02\x01\x00",
+        )
         assert reply[1] == 0
         await stream.aclose()
         assert proxy.socks is not None
@@ -202,8 +129,8 @@ async def test_serve_auth_file(nursery: trio.Nursery, tmp_path: Path) -> None:
 async def test_serve_udp_associate_embedded(nursery: trio.Nursery) -> None:
     echo = await nursery.start(serve_udp_echo, "127.0.0.1")
     dns_port = await nursery.start(serve_a_only_dns)
-    with serve(dns_port) as proxy, trio.fail_after(15):
-        control, reply = await socks5_connect(proxy, b"\x05\x03\x00\x01" + bytes(6))
+    with serve_embedded(dns_port, "--http", "off") as proxy, trio.fail_after(15):
+        control, reply = await socks5(proxy, b"\x05\x03\x00\x01" + bytes(6))
         assert reply[:4] == b"\x05\x00\x00\x01"
         relay = (str(IPv4Address(reply[4:8])), int.from_bytes(reply[8:10], "big"))
         with trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:

@@ -25,9 +25,11 @@ from proxy64.net.context import ProxyContext
 from proxy64.net.socks_server import handle_socks_client
 from tests.helpers.fakes import FakeDialer, ListRecorder, make_context, serve_handler
 from tests.helpers.origins import pattern_bytes, serve_tcp_echo, serve_tcp_hash
+from tests.helpers.socks5_client import NO_AUTH_GREETING, connect_request, open_socks5
+from tests.helpers.streams import receive_all, receive_exactly
 
 NAMES = {"origin.p64.test": IPv4Address("127.0.0.1"), "origin6.p64.test": IPv6Address("::1")}
-NOAUTH = b"\x05\x01\x00"
+NOAUTH = NO_AUTH_GREETING
 
 
 @dataclass
@@ -46,44 +48,10 @@ async def start_proxy(nursery: trio.Nursery, **options: object) -> Proxy:
     return Proxy(port, dialer, recorder, ctx)
 
 
-def connect_v4(port: int, host: str = "127.0.0.1") -> bytes:
-    return b"\x05\x01\x00\x01" + IPv4Address(host).packed + port.to_bytes(2, "big")
-
-
-def connect_name(name: str, port: int) -> bytes:
-    return b"\x05\x01\x00\x03" + bytes([len(name)]) + name.encode() + port.to_bytes(2, "big")
-
-
-async def receive_exactly(stream: trio.SocketStream, n: int) -> bytes:
-    data = b""
-    while len(data) < n:
-        chunk = await stream.receive_some(n - len(data))
-        if not chunk:
-            break
-        data += chunk
-    return data
-
-
-async def receive_all(stream: trio.SocketStream) -> bytes:
-    data = b""
-    while chunk := await stream.receive_some(65536):
-        data += chunk
-    return data
-
-
-async def socks5(
-    port: int, request: bytes, greeting: bytes = NOAUTH
-) -> tuple[trio.SocketStream, bytes]:
-    """Greeting + request; returns the stream and the reply's first 10 bytes (IPv4 BND)."""
-    stream = await trio.open_tcp_stream("127.0.0.1", port)
-    await stream.send_all(greeting)
-    assert await receive_exactly(stream, 2) == b"\x05\x00"
-    await stream.send_all(request)
-    return stream, await receive_exactly(stream, 10)
-
-
 async def assert_good_client_works(proxy: Proxy, echo_port: int) -> None:
-    stream, reply = await socks5(proxy.port, connect_v4(echo_port))
+    stream, reply = await open_socks5(
+        ("127.0.0.1", proxy.port), connect_request("127.0.0.1", echo_port)
+    )
     async with stream:
         assert reply[:2] == b"\x05\x00"
         await stream.send_all(b"still serving")
@@ -97,7 +65,9 @@ async def test_rfc1928_connect_ipv4_literal(nursery: trio.Nursery) -> None:
     echo = await nursery.start(serve_tcp_echo)
     proxy = await start_proxy(nursery)
     with trio.fail_after(5):
-        stream, reply = await socks5(proxy.port, connect_v4(echo))
+        stream, reply = await open_socks5(
+            ("127.0.0.1", proxy.port), connect_request("127.0.0.1", echo)
+        )
         async with stream:
             assert reply[:4] == b"\x05\x00\x00\x01"
             assert reply[4:8] == IPv4Address("127.0.0.1").packed  # BND.ADDR: outbound socket
@@ -120,7 +90,7 @@ async def test_connect_by_name_reaches_ipv6_origin(nursery: trio.Nursery) -> Non
     with trio.fail_after(5):
         stream = await trio.open_tcp_stream("127.0.0.1", proxy.port)
         async with stream:
-            await stream.send_all(NOAUTH + connect_name("Origin6.P64.test.", echo) + b"early")
+            await stream.send_all(NOAUTH + connect_request("Origin6.P64.test.", echo) + b"early")
             assert await receive_exactly(stream, 2) == b"\x05\x00"
             reply = await receive_exactly(stream, 22)  # ATYP 4: BND.ADDR is ::1
             assert reply[:4] == b"\x05\x00\x00\x04"
@@ -136,7 +106,9 @@ async def test_integrity_sha256_both_ways_with_half_close(nursery: trio.Nursery)
     origin = await nursery.start(serve_tcp_hash, "127.0.0.1", download)
     proxy = await start_proxy(nursery)
     with trio.fail_after(20):
-        stream, reply = await socks5(proxy.port, connect_name("origin.p64.test", origin))
+        stream, reply = await open_socks5(
+            ("127.0.0.1", proxy.port), connect_request("origin.p64.test", origin)
+        )
         assert reply[1] == 0
         async with stream:
             await stream.send_all(upload)
@@ -154,7 +126,7 @@ async def test_integrity_echo_concurrent(nursery: trio.Nursery) -> None:
     proxy = await start_proxy(nursery)
     received = bytearray()
     with trio.fail_after(20):
-        stream, _ = await socks5(proxy.port, connect_v4(echo))
+        stream, _ = await open_socks5(("127.0.0.1", proxy.port), connect_request("127.0.0.1", echo))
         async with stream:
 
             async def sender() -> None:
@@ -207,7 +179,7 @@ async def test_rfc1928_6_dial_errors_get_their_reply(
     proxy = await start_proxy(nursery)
     proxy.dialer.failures[name] = error
     with trio.fail_after(5):
-        stream, reply = await socks5(proxy.port, connect_name(name, 443))
+        stream, reply = await open_socks5(("127.0.0.1", proxy.port), connect_request(name, 443))
         async with stream:
             assert reply == bytes([5, code, 0, 1]) + bytes(6)
             assert await stream.receive_some(10) == b""  # then closed
@@ -223,9 +195,13 @@ async def test_unknown_name_and_closed_port(nursery: trio.Nursery) -> None:
     closed_port = closed.getsockname()[1]
     closed.close()  # nothing listens there now: connection refused
     with trio.fail_after(5):
-        _, reply = await socks5(proxy.port, connect_name("unknown.p64.test", 80))
+        _, reply = await open_socks5(
+            ("127.0.0.1", proxy.port), connect_request("unknown.p64.test", 80)
+        )
         assert reply[1] == 0x04
-        _, reply = await socks5(proxy.port, connect_v4(closed_port))
+        _, reply = await open_socks5(
+            ("127.0.0.1", proxy.port), connect_request("127.0.0.1", closed_port)
+        )
         assert reply[1] == 0x05
         records = await proxy.recorder.wait_for(2)
     assert any("NXDOMAIN" in r.outcome for r in records)
@@ -249,7 +225,7 @@ async def test_bad_requests_over_a_real_socket(
     echo = await nursery.start(serve_tcp_echo)
     proxy = await start_proxy(nursery)
     with trio.fail_after(5):
-        stream, reply = await socks5(proxy.port, request_bytes)
+        stream, reply = await open_socks5(("127.0.0.1", proxy.port), request_bytes)
         async with stream:
             assert reply == bytes([5, code, 0, 1]) + bytes(6)
             assert await stream.receive_some(10) == b""
@@ -327,9 +303,13 @@ async def test_max_connections_refused_with_general_failure(nursery: trio.Nurser
     echo = await nursery.start(serve_tcp_echo)
     proxy = await start_proxy(nursery, max_connections=1)
     with trio.fail_after(5):
-        first, reply = await socks5(proxy.port, connect_v4(echo))
+        first, reply = await open_socks5(
+            ("127.0.0.1", proxy.port), connect_request("127.0.0.1", echo)
+        )
         assert reply[1] == 0
-        second, reply = await socks5(proxy.port, connect_v4(echo))
+        second, reply = await open_socks5(
+            ("127.0.0.1", proxy.port), connect_request("127.0.0.1", echo)
+        )
         assert reply == b"\x05\x01\x00\x01" + bytes(6)
         await second.aclose()
         await first.aclose()
@@ -348,7 +328,7 @@ async def test_rfc1929_username_password(nursery: trio.Nursery) -> None:
         ok = await trio.open_tcp_stream("127.0.0.1", proxy.port)
         await ok.send_all(b"\x05\x02\x00\x02")
         assert await receive_exactly(ok, 2) == b"\x05\x02"
-        await ok.send_all(b"\x01\x05alice\x06s3cret" + connect_v4(echo))
+        await ok.send_all(b"\x01\x05alice\x06s3cret" + connect_request("127.0.0.1", echo))
         assert await receive_exactly(ok, 2) == b"\x01\x00"
         assert (await receive_exactly(ok, 10))[1] == 0
         await ok.aclose()
@@ -405,7 +385,7 @@ async def test_socks4_and_4a_on_the_same_port(nursery: trio.Nursery) -> None:
 @pytest.mark.parametrize(
     "messages",
     [
-        [NOAUTH, connect_name("origin.p64.test", 0)],  # port patched below
+        [NOAUTH, connect_request("origin.p64.test", 0)],  # port patched below
         [b"\x04\x01\x00\x00\x00\x00\x00\x01user\x00origin.p64.test\x00"],
     ],
     ids=["socks5", "socks4a"],

@@ -14,6 +14,7 @@ from proxy64.net.socks_udp import serve_udp_association
 from proxy64.proto.socks5 import Method, MethodSelection, Request, Socks5Server
 from tests.helpers.fakes import FakeDialer, ListRecorder, make_context, serve_handler
 from tests.helpers.origins import serve_udp_echo
+from tests.helpers.streams import receive_exactly
 
 NAMES = {"origin.p64.test": IPv4Address("127.0.0.1"), "origin6.p64.test": IPv6Address("::1")}
 QUIET = 0.3  # seconds a dropped datagram is given to (not) come back
@@ -27,15 +28,6 @@ def header(host: IPv4Address | IPv6Address | str, port: int, frag: int = 0) -> b
     else:
         address = b"\x03" + bytes([len(host)]) + host.encode()
     return b"\x00\x00" + bytes([frag]) + address + port.to_bytes(2, "big")
-
-
-async def receive_exactly(stream: trio.SocketStream, n: int) -> bytes:
-    data = b""
-    while len(data) < n:
-        chunk = await stream.receive_some(n - len(data))
-        assert chunk, f"closed after {data!r}"
-        data += chunk
-    return data
 
 
 async def associate(

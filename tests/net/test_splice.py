@@ -13,51 +13,15 @@ import trio
 from proxy64.defaults import SPLICE_NOTSENT_LOWAT
 from proxy64.net import splice as splice_module
 from proxy64.net.splice import SpliceBroken, SpliceEnd, Stall, splice_direction
+from tests.helpers.streams import pipe_fds, receive_all, receive_exactly, tcp_pair
 
 pytestmark = pytest.mark.skipif(not splice_module.HAVE_SPLICE, reason="os.splice is Linux-only")
 
 MiB = 1024 * 1024
 
 
-async def tcp_pair() -> tuple[trio.SocketStream, trio.SocketStream]:
-    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
-    port = listeners[0].socket.getsockname()[1]
-    async with listeners[0]:
-        outside = await trio.open_tcp_stream("127.0.0.1", port)
-        inside = await listeners[0].accept()
-    return outside, inside
-
-
-async def receive_exactly(stream: trio.SocketStream, size: int) -> bytes:
-    chunks, got = [], 0
-    while got < size:
-        chunk = await stream.receive_some(min(size - got, 1 << 20))
-        assert chunk, f"EOF after {got} of {size} bytes"
-        chunks.append(chunk)
-        got += len(chunk)
-    return b"".join(chunks)
-
-
-async def receive_all(stream: trio.SocketStream) -> bytes:
-    chunks = []
-    while chunk := await stream.receive_some(1 << 20):
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
 def lowat(stream: trio.SocketStream) -> int:
     return int(stream.socket.getsockopt(socket.IPPROTO_TCP, socket.TCP_NOTSENT_LOWAT))
-
-
-def pipe_fds() -> int:
-    count = 0
-    for name in os.listdir("/proc/self/fd"):
-        try:
-            if os.readlink(f"/proc/self/fd/{name}").startswith("pipe:"):
-                count += 1
-        except OSError:
-            pass
-    return count
 
 
 class Counts:

@@ -8,8 +8,8 @@ from __future__ import annotations
 import socket
 from ipaddress import ip_address
 
+from tests.helpers import socks5_client
 from tests.helpers.proxy_process import ProxyProcess
-from tests.network import socks5_client
 from tests.network import topology as T
 from tests.network.netlab import Netlab
 from tests.network.netns import socket_in

@@ -15,8 +15,8 @@ from ipaddress import IPv6Network, ip_address
 
 import pytest
 
+from tests.helpers import socks5_client
 from tests.helpers.proxy_process import ProxyProcess
-from tests.network import socks5_client
 from tests.network import topology as T
 from tests.network.clients import (
     FRONT_ENDS,

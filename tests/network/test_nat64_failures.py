@@ -11,8 +11,8 @@ import time
 import pytest
 
 from proxy64.errors import ResolutionError, SocksReply
+from tests.helpers import socks5_client
 from tests.helpers.proxy_process import ProxyProcess
-from tests.network import socks5_client
 from tests.network import topology as T
 from tests.network.clients import (
     NSD,

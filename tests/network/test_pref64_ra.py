@@ -34,9 +34,9 @@ import pytest
 
 from tests.helpers.proxy_process import STARTUP_RE, ProxyProcess
 from tests.helpers.requirements import require_module, require_root, require_tool
+from tests.helpers.socks5_client import Socks5Failure, connect
 from tests.network.configs import REPO
 from tests.network.netns import socket_in
-from tests.network.socks5_client import Socks5Failure, connect
 
 pytestmark = pytest.mark.network
 

@@ -22,12 +22,12 @@ from pathlib import Path
 import pytest
 
 from proxy64.defaults import EXIT_NOT_READY
+from tests.helpers.report_formats import validate_json, validate_junit
 from tests.helpers.requirements import require_tool, tool_path
 from tests.network import topology as T
 from tests.network.clients import NSD
 from tests.network.netlab import Netlab
 from tests.network.proxy import run_proxy64_in
-from tests.test_readiness_formats import validate_json, validate_junit
 
 pytestmark = pytest.mark.network
 

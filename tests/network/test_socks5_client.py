@@ -1,4 +1,4 @@
-"""The tests' own SOCKS5 client (tests/network/socks5_client.py) judges proxy64's replies,
+"""The tests' own SOCKS5 client (tests/helpers/socks5_client.py) judges proxy64's replies,
 so it is checked first, without root: its RFC 1928 §7 datagrams round-trip, and proxy64's
 own codec (proxy64.proto.socks5_udp) reads what it writes and writes what it reads.
 """
@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from proxy64.destination import Destination
 from proxy64.proto.socks5_udp import UdpDatagram, build_udp_datagram, parse_udp_datagram
-from tests.network import socks5_client
+from tests.helpers import socks5_client
 
 LABEL = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789", min_size=1, max_size=20)
 HOSTS = st.one_of(

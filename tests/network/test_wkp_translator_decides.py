@@ -18,9 +18,9 @@ from collections.abc import Iterator
 import pytest
 
 from proxy64.errors import SocksReply
+from tests.helpers import socks5_client
 from tests.helpers.proxy_process import ProxyProcess
 from tests.helpers.requirements import require_tool, tool_path
-from tests.network import socks5_client
 from tests.network import topology as T
 from tests.network.clients import (
     FRONT_ENDS,

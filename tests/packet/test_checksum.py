@@ -6,7 +6,7 @@ from __future__ import annotations
 import random
 from ipaddress import ip_address
 
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from proxy64.packet import (
@@ -85,8 +85,7 @@ def test_rfc1624_incremental_matches_recompute(data: bytes, draw: st.DataObject)
     new_field = draw.draw(st.binary(min_size=width, max_size=width))
     old = internet_checksum(data)
     changed = data[:at] + new_field + data[at + width :]
-    if not any(changed):
-        return
+    assume(any(changed))  # an all-zero buffer has no incremental form to check
     assert update_checksum(old, data[at : at + width], new_field) == internet_checksum(changed)
 
 

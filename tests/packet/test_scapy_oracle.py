@@ -6,7 +6,7 @@ from __future__ import annotations
 from ipaddress import IPv4Address, IPv6Address
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from proxy64.errors import PacketError
@@ -156,8 +156,7 @@ def test_rfc8200_ipv6_fields_and_extension_walk_match_scapy(built: Built) -> Non
 @given(ip_packets(), st.data())
 def test_one_flipped_bit_is_detected(built: Built, data: st.DataObject) -> None:
     # The Internet checksum detects every single-bit error in the data it covers.
-    if "other" in built.expect:
-        return
+    assume("other" not in built.expect)
     packet = parse_ip(built.data)
     start = packet.upper_offset
     bit = data.draw(st.integers(0, (len(built.data) - start) * 8 - 1))

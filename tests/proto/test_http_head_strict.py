@@ -13,14 +13,7 @@ from hypothesis import strategies as st
 from proxy64.errors import RemoteProtocolError
 from proxy64.proto.http_headers import MAX_CONTENT_LENGTH, oversized_content_length
 from proxy64.proto.httpproxy import ConnectTarget, ForwardTarget, classify, error_response
-
-
-def head(raw: bytes) -> h11.Request:
-    conn = h11.Connection(h11.SERVER)
-    conn.receive_data(raw)
-    event = conn.next_event()
-    assert isinstance(event, h11.Request), event
-    return event
+from tests.helpers.http_heads import head
 
 
 def post_with_length(value: str) -> h11.Request:

@@ -28,15 +28,7 @@ from proxy64.proto.httpproxy import (
     error_response,
     head_size,
 )
-
-
-def head(raw: bytes) -> h11.Request:
-    """Parse a request head with h11, as the server does."""
-    conn = h11.Connection(h11.SERVER)
-    conn.receive_data(raw)
-    event = conn.next_event()
-    assert isinstance(event, h11.Request), event
-    return event
+from tests.helpers.http_heads import head
 
 
 def request(method: str, target: str, *headers: tuple[str, str]) -> h11.Request:

@@ -1,4 +1,4 @@
-"""parse_authority() parses each host once (issue 7); it must give exactly the Destination
+"""parse_authority() parses each host once; it must give exactly the Destination
 the text-based path gives (Destination.from_text, then ::ffff:a.b.c.d as IPv4), and the
 same refusals. The oracle below is that path, written out as the test's reference."""
 

@@ -30,6 +30,7 @@ from proxy64.net.dns_server import DNS64Responder
 from proxy64.net.recorder import Recorder
 from proxy64.net.relay import Relay
 from proxy64.net.resolver import DNS64Resolver
+from proxy64.policy import DestinationPolicy
 from proxy64.proto.rfc6052 import Nat64Prefix
 from proxy64.tun.namespace import SandboxSettings, run_in_namespace
 from proxy64.tun.stack import StackSettings, TunStack
@@ -74,9 +75,10 @@ async def run_sandboxed(
     mtu: int = TUN_MTU,
     ipv4: bool = False,
     limit: float = RUN_TIMEOUT,
+    policy: DestinationPolicy | None = None,
 ) -> SandboxRun:
     resolver = DNS64Resolver(ResolverSettings(servers=(dns,), prefix=PREFIX), PREFIX)
-    dialer = Dialer(resolver, PREFIX, Egress.EMBEDDED, connect_timeout=5)
+    dialer = Dialer(resolver, PREFIX, Egress.EMBEDDED, connect_timeout=5, policy=policy)
     recorder = Recorder()
     state: dict[str, object] = {}
     fds_before = fd_count()

@@ -10,10 +10,12 @@ import stat
 import subprocess
 import sys
 import time
+import traceback
 from pathlib import Path
 
 import pytest
 
+from proxy64.cli import main as cli_main
 from proxy64.config import HostPort
 from proxy64.tun.device import TUN_PATH
 from tests.helpers.requirements import require_root, require_tool
@@ -110,8 +112,10 @@ def _as_nobody(argv: list[str]) -> tuple[int, str]:
             from proxy64.cli import main
 
             code = main(argv)
-            sys.stderr.flush()
+        except BaseException:
+            traceback.print_exc()  # the test shows why, not only "status 99"
         finally:
+            sys.stderr.flush()
             os._exit(code)
     os.close(write)
     with os.fdopen(read) as pipe:
@@ -141,9 +145,66 @@ def test_rootless_success_path() -> None:
             f"{TUN_PATH} is mode {mode:o} on this machine, so no unprivileged user can open "
             "it; the rootless success path needs mode 0666 (see docs/tun.md)"
         )
+    # tun run starts its sandbox as `sys.executable -m proxy64.tun.child`: nobody must be
+    # able to run this interpreter and import proxy64 from here (not so when Python or the
+    # source tree lives under a directory only root may enter, such as /root)
+    try:
+        premise = subprocess.run(
+            [sys.executable, "-c", "import proxy64.tun.child"],
+            user=NOBODY,
+            group=NOBODY,
+            extra_groups=[],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        why = (premise.stderr.strip().splitlines() or [f"status {premise.returncode}"])[-1]
+    except OSError as exc:
+        premise, why = None, f"{exc.filename}: {exc.strerror}"
+    if premise is None or premise.returncode != 0:
+        pytest.skip(
+            f"user nobody cannot run {sys.executable} -c 'import proxy64.tun.child' from "
+            f"{os.getcwd()} ({why}), and the rootless sandbox is that interpreter run as "
+            "that user"
+        )
     code, text = _as_nobody(["tun", "run", "--nat64-prefix", "2001:db8:64::/96", "--",
                              "ip", "-6", "addr"])  # fmt: skip
     assert code == 0, text
+
+
+def test_sandbox_interpreter_that_cannot_be_executed_is_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The sandbox is `sys.executable -m proxy64.tun.child`; when exec fails (here: a file
+    without an execute bit, which not even root may run) the error names the file."""
+    require_root()  # else check_rootless may stop it first, on a mode-0600 /dev/net/tun
+    interpreter = tmp_path / "python3"
+    interpreter.write_text("")
+    interpreter.chmod(0o644)
+    monkeypatch.setattr(sys, "executable", str(interpreter))
+    assert cli_main(["tun", "run", "--nat64-prefix", "2001:db8:64::/96", "--", "true"]) == 2
+    err = capsys.readouterr().err
+    assert f"cannot start the sandbox process {str(interpreter)!r}: Permission denied" in err
+    assert "must be able to execute that Python interpreter" in err
+
+
+def test_sandbox_that_dies_before_its_first_word_says_how(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A sandbox process that exits before child.py runs (an interpreter that cannot
+    import proxy64 as that user) is reported with its status, not as an empty error."""
+    require_root()
+    interpreter = tmp_path / "python3"
+    interpreter.write_text('#!/bin/sh\necho "No module named proxy64" >&2\nexit 1\n')
+    interpreter.chmod(0o755)
+    monkeypatch.setattr(sys, "executable", str(interpreter))
+    assert cli_main(["tun", "run", "--nat64-prefix", "2001:db8:64::/96", "--", "true"]) == 2
+    err = capsys.readouterr().err
+    assert (
+        f"the sandbox process ({interpreter} -m proxy64.tun.child, uid 0) exited with "
+        "status 1 before creating its TUN device" in err
+    )
 
 
 def comm(pid: int) -> str:

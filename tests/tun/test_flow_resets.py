@@ -15,7 +15,7 @@ from proxy64.net.context import ConnectionRecord
 from proxy64.net.relay import relay
 from proxy64.tun.flow_stream import TunTcpStream
 from proxy64.tun.socket_stream import TunSocketStream
-from tests.tun.test_flow_stream import KEY, Recorder, established
+from tests.helpers.flow_streams import KEY, Recorder, established
 
 
 async def tcp_pair() -> tuple[trio.SocketStream, trio.SocketStream]:

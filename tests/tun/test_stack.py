@@ -73,14 +73,14 @@ class ScriptedDialer:
     def __init__(self) -> None:
         self.real = Dialer(_NoNames(), PREFIX, Egress.EMBEDDED, connect_timeout=3)
 
-    async def connect(self, destination: Destination) -> Dialed:
+    async def connect(self, destination: Destination, client: str = "") -> Dialed:
         host = destination.host
         if isinstance(host, IPv6Address) and PREFIX.contains(host):
             return await self.real.connect(destination)
         attempt = DialAttempt(FAR, destination.port, DialCause.NETWORK_UNREACHABLE, "no route")
         raise DialError(str(destination), [attempt])
 
-    async def udp_target(self, destination: Destination) -> UdpTarget:
+    async def udp_target(self, destination: Destination, client: str = "") -> UdpTarget:
         return await self.real.udp_target(destination)
 
 

@@ -1,6 +1,9 @@
-"""A small blocking SOCKS5 client (RFC 1928) for the network tests: CONNECT to read the exact
-reply code, UDP ASSOCIATE with the §7 datagram header. Written for these tests, not for
-production; every socket operation has a timeout so a bug fails instead of hanging.
+"""The tests' SOCKS5 client (RFC 1928), written for tests, not for production.
+
+Blocking (the network tests): CONNECT to read the exact reply code, UDP ASSOCIATE with the
+§7 datagram header; every socket operation has a timeout so a bug fails instead of hanging.
+trio (the front-end tests): socks5_handshake() on a stream or a trio socket the test
+connected, open_socks5() to connect and do it in one call.
 """
 
 from __future__ import annotations
@@ -9,7 +12,12 @@ import socket
 import struct
 from ipaddress import IPv4Address, IPv6Address, ip_address
 
+import trio
+
+from tests.helpers.streams import Readable, receive_exactly, send_all
+
 TIMEOUT = 8.0
+NO_AUTH_GREETING = b"\x05\x01\x00"  # RFC 1928 §3: one method, no authentication
 VERSION = 5
 NO_AUTH = 0
 CMD_CONNECT = 1
@@ -98,3 +106,47 @@ def parse_udp_datagram(data: bytes) -> tuple[str, int, bytes]:
     assert data[:2] == b"\x00\x00" and data[2] == 0, "RSV and FRAG must be zero"
     host, port, used = decode_address(data[3:])
     return host, port, data[3 + used :]
+
+
+# --- trio ------------------------------------------------------------------------------------
+
+
+def connect_request(host: str, port: int) -> bytes:
+    """RFC 1928 §4: CONNECT to host (an IPv4/IPv6 literal or a name) and port."""
+    return bytes([VERSION, CMD_CONNECT, 0]) + encode_address(host, port)
+
+
+async def read_reply(source: Readable) -> bytes:
+    """One whole RFC 1928 §6 reply: VER REP RSV ATYP BND.ADDR BND.PORT."""
+    head = await receive_exactly(source, 4)
+    if head[3] == ATYP_DOMAIN:
+        size = await receive_exactly(source, 1)
+        return head + size + await receive_exactly(source, size[0] + 2)
+    return head + await receive_exactly(source, {ATYP_IPV4: 4, ATYP_IPV6: 16}[head[3]] + 2)
+
+
+async def socks5_handshake(
+    conn: Readable,
+    request: bytes,
+    *,
+    greeting: bytes = NO_AUTH_GREETING,
+    greeting_reply: bytes = bytes([VERSION, NO_AUTH]),
+) -> bytes:
+    """Greeting (with RFC 1929 sub-negotiation bytes when the test includes them),
+    `greeting_reply` expected back, then the request; the whole reply."""
+    await send_all(conn, greeting)
+    assert await receive_exactly(conn, len(greeting_reply)) == greeting_reply
+    await send_all(conn, request)
+    return await read_reply(conn)
+
+
+async def open_socks5(
+    address: tuple[str, int], request: bytes, **handshake: bytes
+) -> tuple[trio.SocketStream, bytes]:
+    """Connect to the proxy and do socks5_handshake(); the stream and the reply."""
+    stream = await trio.open_tcp_stream(*address)
+    try:
+        return stream, await socks5_handshake(stream, request, **handshake)
+    except BaseException:
+        stream.socket.close()
+        raise
