@@ -27,17 +27,9 @@ from proxy64.net.metrics import MeteredDialer, Metrics
 from proxy64.proto.rfc6052 import Nat64Prefix
 from tests.helpers.fakes import ListRecorder
 from tests.helpers.hub_fronts import ESTABLISHED, Client, context, open_front
-from tests.net.test_http_front import one_record
-from tests.net.test_metrics import samples
-from tests.net.test_socks_front import (
-    NOAUTH,
-    Spawns,
-    connect,
-    echo_once,
-    proxy,
-    receive_all,
-    receive_exactly,
-)
+from tests.helpers.metric_samples import samples
+from tests.helpers.socks_fronts import NOAUTH, Spawns, connect, echo_once, proxy
+from tests.helpers.streams import receive_all, receive_exactly
 
 
 class Backlogged:
@@ -149,7 +141,7 @@ async def test_http_connect_in_flight_completes_in_the_hub_without_a_task(
             client.sock.shutdown(socket.SHUT_WR)
             assert await client.read_to_eof() == b""
         client.close()
-        record = await one_record(recorder)
+        (record,) = await recorder.wait_for(1)
     assert (record.front_end, record.outcome) == ("http-connect", "ok")
     assert (record.bytes_up, record.bytes_down) == (4, 4)
     assert front.served == 1 and front.handed_off == 0 and front.live == 0
