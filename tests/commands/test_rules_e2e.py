@@ -110,10 +110,13 @@ def test_sighup_changes_the_rules_under_a_running_tunnel(origin: Origin, tmp_pat
         download = start_download(proxy, origin, target)
         time.sleep(1.0)
         assert download.poll() is None, "the download must still be running at the SIGHUP"
+        # one SIGHUP changes the rules and the auth file together
+        users.write_text("alice:one\nbob:two\n", encoding="utf-8")
         config.write_text('auth_file = "users"\n' + deny, encoding="utf-8")
         os.kill(proxy.pid, signal.SIGHUP)
-        assert wait_for_log(proxy, "SIGHUP: settings reloaded (1 user, 1 access rule)")
+        assert wait_for_log(proxy, "SIGHUP: settings reloaded (2 users, 1 access rule)")
         assert download.poll() is None
+        assert_socks_refused(socks(proxy, origin.url4("/echo"), "-U", "bob:two"))  # bob: known
         assert_socks_refused(socks(proxy, origin.url4("/echo"), *alice))  # new connections
         assert_http_refused(http(proxy, origin.url4("/echo"), "--proxy-user", "alice:one"))
         # a broken rule: one line naming the file and the line; the deny stays in force

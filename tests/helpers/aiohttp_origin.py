@@ -28,8 +28,14 @@ from aiohttp import web
 CHUNK = 64 * 1024
 
 
+_PATTERN_CHUNK = 64 * 1024 * 1024  # randbytes() takes at most 2**31 - 1 bits at once
+
+
 def pattern_bytes(n: int, seed: int) -> bytes:
-    return random.Random(seed).randbytes(n)
+    generator = random.Random(seed)
+    return b"".join(
+        generator.randbytes(min(_PATTERN_CHUNK, n - at)) for at in range(0, n, _PATTERN_CHUNK)
+    )
 
 
 class Origin:

@@ -1,5 +1,5 @@
 """A long download through the proxy that something must not cut (a reload, a rule
-change): 64 MiB of the aiohttp origin's pattern as user alice, slowed to about 4 s, then
+change): 256 MiB of the aiohttp origin's pattern as user alice, slowed to about 4 s, then
 checked byte for byte (sha256)."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from tests.helpers.aiohttp_origin import Origin, pattern_bytes
 from tests.helpers.proxy_process import ProxyProcess, socks_url_as
 from tests.helpers.requirements import require_tool, tool_path
 
-SIZE = 64 * 1024 * 1024
+SIZE = 256 * 1024 * 1024
 SEED = 13
 
 
@@ -21,10 +21,10 @@ def expected_digest() -> str:
 
 
 def start_download(proxy: ProxyProcess, origin: Origin, target: Path) -> subprocess.Popen[bytes]:
-    """A 64 MiB download as alice, slowed to about 4 s so SIGHUPs land in the middle."""
+    """A 256 MiB download as alice, slowed to about 4 s so SIGHUPs land in the middle."""
     require_tool("curl")
     return subprocess.Popen(
-        [tool_path("curl"), "-sS", "-f", "--noproxy", "", "--limit-rate", "16M",
+        [tool_path("curl"), "-sS", "-f", "--noproxy", "", "--limit-rate", "64M",
          "-x", socks_url_as(proxy, "alice", "one"), "-o", str(target),
          origin.url4(f"/bytes/{SIZE}?seed={SEED}")],
         stderr=subprocess.PIPE,
