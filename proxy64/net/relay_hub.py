@@ -190,9 +190,10 @@ class RelayHub:
         self._writers[fd] = writer
 
     def unwatch(self, fd: int) -> None:
-        """Stop watching fd (before it is closed, or handed to a tunnel); idempotent."""
+        """Stop watching fd (before it is closed, or handed to a tunnel); idempotent, and
+        harmless once the hub has stopped (see remove)."""
         if self._watchers.pop(fd, None) is not None or self._writers.pop(fd, None) is not None:
-            with contextlib.suppress(OSError):
+            with contextlib.suppress(OSError, ValueError):
                 self._epoll.unregister(fd)
 
     def call_at(self, deadline: float, timer: Timer) -> TimerHandle:
@@ -257,12 +258,17 @@ class RelayHub:
         return tunnel
 
     def remove(self, tunnel: HubTunnel) -> None:
-        """Unregister the tunnel's fds (before they are closed); idempotent."""
+        """Unregister the tunnel's fds (before they are closed); idempotent.
+
+        Also once the hub has stopped: a shutdown that cancels the server cancels the hub
+        and the connections' drain together, so a connection may end after run() closed
+        the epoll set (ValueError), with nothing left to unregister."""
         for fd in (tunnel.client_fd, tunnel.remote_fd):
             entry = self._fds.get(fd)
             if entry is not None and entry[0] is tunnel:
                 del self._fds[fd]
-                with contextlib.suppress(OSError):  # the fd may be closed already
+                # OSError: the fd may be closed already; ValueError: the hub has stopped
+                with contextlib.suppress(OSError, ValueError):
                     self._epoll.unregister(fd)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:

@@ -291,3 +291,26 @@ def test_cancelled_timers_do_not_accumulate_in_the_heap() -> None:
         assert hub._timers == [] and hub._cancelled == 0
     finally:
         hub._epoll.close()
+
+
+async def test_a_connection_may_leave_a_hub_that_has_stopped() -> None:
+    """A shutdown cancels the hub and the connections' drain together: a tunnel or a
+    watched fd removed after run() closed the epoll set is not an error."""
+    app_client, client_side = await tcp_pair()
+    remote_side, app_remote = await tcp_pair()
+    hub = RelayHub()
+    async with trio.open_nursery() as nursery:
+        await nursery.start(hub.run)
+        tunnel = hub.add(client_side.socket, remote_side.socket, record(), None)
+        hub.watch(app_client.socket.fileno(), _NeverReadable())
+        nursery.cancel_scope.cancel()
+    assert hub._epoll.closed  # the premise: the hub has stopped
+    hub.remove(tunnel)
+    hub.unwatch(app_client.socket.fileno())
+    for stream in (app_client, client_side, remote_side, app_remote):
+        await stream.aclose()
+
+
+class _NeverReadable:
+    def readable(self, now: float) -> None:
+        raise AssertionError("never called")
