@@ -28,6 +28,11 @@ from pathlib import Path
 from bench.loadgen import Target
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+PIN_CPU: int | None = None  # every server pinned to this CPU (the veth topology: 0)
+DANTE_EXTERNAL = "lo"  # the interface dante dials from
+# `proxy64-base`: proxy64 from another tree (a directory holding a `proxy64` package, e.g.
+# `git archive COMMIT proxy64 | tar -x -C DIR`), measured in the same run as this one
+BASELINE: Path | None = None
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -129,8 +134,10 @@ class Server:
     def start(self, timeout: float = 15.0) -> None:
         argv = self.build(self)
         log = open(self.workdir / f"{self.name}.log", "ab")  # noqa: SIM115 (closed in stop)
+        cpu = PIN_CPU
         self.proc = subprocess.Popen(
             argv,
+            preexec_fn=None if cpu is None else lambda: os.sched_setaffinity(0, {cpu}),  # noqa: PLW1509
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=log,
@@ -185,7 +192,7 @@ def _dante(server: Server) -> list[str]:
     conf.write_text(
         f"""logoutput: stderr
 internal: 127.0.0.1 port = {server.ports["socks5"]}
-external: lo
+external: {DANTE_EXTERNAL}
 clientmethod: none
 socksmethod: none
 user.privileged: root
@@ -223,10 +230,13 @@ PROXY64_MAX_CONNECTIONS = 12000
 
 
 def _proxy64(server: Server) -> list[str]:
+    if server.name == "proxy64-base":
+        assert BASELINE is not None
+        launch = [sys.executable, str(REPO / "bench" / "tree_main.py"), str(BASELINE)]
+    else:
+        launch = [sys.executable, "-m", "proxy64"]
     argv = [
-        sys.executable,
-        "-m",
-        "proxy64",
+        *launch,
         "serve",
         "--socks",
         f"127.0.0.1:{server.ports['socks5']}",
@@ -261,6 +271,8 @@ def _reference(server: Server) -> list[str]:
 def _available(name: str) -> bool:
     if name == "reference":
         return True
+    if name == "proxy64-base":
+        return BASELINE is not None and (BASELINE / "proxy64" / "__main__.py").exists()
     if name == "proxy64":
         try:
             import proxy64.commands.serve  # noqa: F401
@@ -274,6 +286,7 @@ def _available(name: str) -> bool:
 SERVERS: dict[str, tuple[tuple[str, ...], Callable[[Server], list[str]], bool]] = {
     # name: (kinds, argv builder, one port serves every kind)
     "proxy64": (("socks5", "connect", "http"), _proxy64, False),
+    "proxy64-base": (("socks5", "connect", "http"), _proxy64, False),
     "microsocks": (("socks5",), _microsocks, True),
     "dante": (("socks5",), _dante, True),
     "tinyproxy": (("connect", "http"), _tinyproxy, True),

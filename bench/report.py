@@ -83,7 +83,7 @@ def summarize(raw: dict[str, dict[str, list[float]]], kinds: dict[str, str]) -> 
                 for other, m in summary.items()
                 if key in m
                 and kinds[other] == kinds[label]
-                and other.split("/")[0] not in ("proxy64", "direct", server)
+                and other.split("/")[0] not in ("proxy64", "proxy64-base", "direct", server)
                 and m[key]["median"] > 0
             ]
             if peers:
@@ -352,7 +352,7 @@ def markdown(result: dict[str, Any]) -> str:
         lines += table(["target"] + [f"{c:,} tunnels" for c in counts], rows)
     vs_rows = []
     for label in labels:
-        if not label.startswith("proxy64/"):
+        if not label.startswith(("proxy64/", "proxy64-base/")):
             continue
         for key in [
             "dl1_MBps",

@@ -29,7 +29,7 @@ from typing import Any
 BENCH_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH_DIR.parent))  # so `python bench/run.py` finds the bench package
 
-from bench import loadgen, peers, report  # noqa: E402
+from bench import loadgen, peers, report, topology  # noqa: E402
 from bench.loadgen import Origin, Target  # noqa: E402
 
 ALL_SERVERS = ["proxy64", "microsocks", "dante", "tinyproxy", "pproxy"]
@@ -93,6 +93,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--capacity", type=int, help="idle tunnels proxy64 must hold (full: 8000)")
     p.add_argument("--op-time-limit", type=float, help="seconds any one measurement may take")
     p.add_argument("--origin-host", default="::1", help="origin address the proxies dial")
+    p.add_argument(
+        "--topology",
+        choices=["loopback", "veth"],
+        default="loopback",
+        help="loopback: origin on --origin-host; veth: origin in another namespace behind a "
+        "veth with RPS on the other CPU, proxies pinned to CPU 0 (root; see bench/topology.py)",
+    )
+    p.add_argument(
+        "--baseline",
+        type=Path,
+        help="a directory holding another proxy64 package (git archive COMMIT proxy64 | tar -x "
+        "-C DIR): measured as `proxy64-base` beside this tree's (add it to --servers)",
+    )
+    p.add_argument("--inside-veth", help=argparse.SUPPRESS)  # ORIGIN_NS,ADDRESS,CLIENT_IF
     p.add_argument("--out-dir", type=Path, default=BENCH_DIR / "results")
     p.add_argument("--stem", default="latest", help="output file name stem")
     p.add_argument(
@@ -162,16 +176,11 @@ def loadavg() -> str:
 
 
 class Origins:
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, netns: str | None = None, listen: str | None = None) -> None:
+        where = ["ip", "netns", "exec", netns] if netns else []
+        addresses = ["--listen", listen] if listen else ["--listen", "::1", "--listen", "127.0.0.1"]
         self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                str(BENCH_DIR / "origins.py"),
-                "--listen",
-                "::1",
-                "--listen",
-                "127.0.0.1",
-            ],
+            [*where, sys.executable, str(BENCH_DIR / "origins.py"), *addresses],
             stdout=subprocess.PIPE,
             stderr=open(workdir / "origin.log", "wb"),  # noqa: SIM115
             start_new_session=True,
@@ -351,10 +360,32 @@ def _short(data: Any) -> str:
     return str(data)[:400]
 
 
+def run_in_veth(args: argparse.Namespace, argv: list[str] | None) -> int:
+    """Build the veth topology, run this harness again inside its client namespace."""
+    if os.geteuid() != 0:
+        sys.stderr.write("--topology veth needs root (network namespaces, veth, RPS)\n")
+        return 1
+    given = list(argv if argv is not None else sys.argv[1:])
+    with topology.veth_topology() as veth:
+        inside = f"{veth.origin_ns},{veth.origin_address},{veth.client_if}"
+        command = ["ip", "netns", "exec", veth.client_ns, sys.executable, __file__, *given]
+        return subprocess.run([*command, "--inside-veth", inside], check=False).returncode
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.baseline is not None:
+        peers.BASELINE = args.baseline.resolve()
+    if args.topology == "veth" and not args.inside_veth:
+        return run_in_veth(args, argv)
+    origin_ns = origin_listen = None
+    if args.inside_veth:
+        origin_ns, origin_listen, client_if = args.inside_veth.split(",")
+        args.origin_host = origin_listen
+        peers.PIN_CPU = topology.PROXY_CPU
+        peers.DANTE_EXTERNAL = client_if
     if args.profile:
-        return profile_serve(args)
+        return profile_serve(args, origin_ns, origin_listen)
     started = datetime.now(UTC)
     meta = machine() | {
         "started": started.strftime("%Y-%m-%d %H:%M:%S UTC"),
@@ -365,8 +396,11 @@ def main(argv: list[str] | None = None) -> int:
         "conns_c1": args.conns_c1,
         "conns_c64": args.conns_c64,
         "origin_host": args.origin_host,
+        "topology": args.topology,
+        "proxy_cpu": peers.PIN_CPU,
         "loadavg_start": loadavg(),
         "commit": git_commit(),
+        "baseline": str(args.baseline) if args.baseline else None,
         "command": "python bench/run.py " + shlex.join(argv if argv is not None else sys.argv[1:]),
     }
     tests = set(args.tests.split(","))
@@ -385,10 +419,14 @@ def main(argv: list[str] | None = None) -> int:
     servers = {name: peers.make_server(name, workdir) for name in have}
     targets: list[tuple[Target, peers.Server | None]] = [(Target("direct", "direct"), None)]
     labels: list[str] = ["direct"]
-    origins = Origins(workdir)
+    origins = Origins(workdir, origin_ns, origin_listen)
     origin = Origin(args.origin_host, origins.port)
     try:
+        census = 200
+        done = topology.connect_census(origin.host, origin.port, census)
+        meta["connects_completed_in_syscall"] = f"{done} of {census}"
         log(f"origin on port {origins.port}; servers {have}; workdir {workdir}")
+        log(f"{done} of {census} connects to the origin completed inside connect(2)")
         if "idle" in tests:
             counts = [int(c) for c in str(args.idle).split(",") if c]
             for server in servers.values():
@@ -627,7 +665,9 @@ CORES = os.cpu_count() or 1
 # --- profiling the per-connection path (docs/performance-design.md) -----------------------
 
 
-def profile_serve(args: argparse.Namespace) -> int:
+def profile_serve(
+    args: argparse.Namespace, origin_ns: str | None = None, origin_listen: str | None = None
+) -> int:
     """Drive SOCKS5/CONNECT connections through one proxy64 under cProfile or py-spy.
 
     cProfile: the serve process runs under `python -m cProfile -o FILE`, stops on SIGTERM
@@ -641,7 +681,8 @@ def profile_serve(args: argparse.Namespace) -> int:
     out_dir: Path = args.out_dir
     out_dir.mkdir(parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix="proxy64-profile-"))
-    server = peers.make_server("proxy64", workdir)
+    name = "proxy64-base" if args.baseline is not None else "proxy64"
+    server = peers.make_server(name, workdir)
     prof_path = workdir / "serve.prof"
     base = server.build
     if tool == "cprofile":
@@ -651,7 +692,7 @@ def profile_serve(args: argparse.Namespace) -> int:
             return [argv[0], "-m", "cProfile", "-o", str(prof_path), *argv[1:]]
 
         server.build = build
-    origins = Origins(workdir)
+    origins = Origins(workdir, origin_ns, origin_listen)
     origin = Origin(args.origin_host, origins.port)
     spy: subprocess.Popen[bytes] | None = None
     raw_path = workdir / "pyspy.txt"
@@ -694,7 +735,8 @@ def profile_serve(args: argparse.Namespace) -> int:
         server.stop()
         origins.stop()
     lines = [
-        f"# proxy64 serve, {kind}, {res.done} connections at 64 in flight, tool {tool}",
+        f"# {name} serve, {kind}, {res.done} connections at 64 in flight, tool {tool}, "
+        f"topology {args.topology}",
         f"# proxy CPU per connection during the run: {per_conn:.0f} µs "
         f"(profiler overhead included)",
         "",
@@ -709,7 +751,8 @@ def profile_serve(args: argparse.Namespace) -> int:
             lines += [f"## sorted by {order}", buf.getvalue()]
     else:
         lines += summarize_collapsed(raw_path.read_text(), res.done)
-    path = out_dir / f"profile-{tool}-{kind}.txt"
+    stem = "" if args.stem == "latest" else f"-{args.stem}"
+    path = out_dir / f"profile-{tool}-{kind}{stem}.txt"
     path.write_text("\n".join(lines) + "\n")
     log(f"wrote {path}")
     return 0

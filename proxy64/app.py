@@ -1,7 +1,8 @@
-"""Composition root: settings → resolver, dialer, relay, recorder → ProxyContext → listeners.
+"""Composition root: settings → resolver, dialer, relay hub, relay → ProxyContext → listeners.
 
-The only place where the parts meet: one resolver and one dialer, built here and injected
-into every front end (never module globals). Start-up:
+The only place where the parts meet: one resolver, one dialer and one relay hub, built
+here (build_parts) and injected into every front end and into `tun run`/`tun serve`
+(never module globals); the listeners' front ends are chosen here too. Start-up:
 1. bind the listeners (stdlib sockets, so --workers can fork after binding);
 2. choose the NAT64 prefix and egress ("auto": PREF64 from RAs, systemd-networkd,
    RFC 7050, in RFC 9872's order; proxy64/net/nat64_watch.py);
@@ -47,13 +48,15 @@ from proxy64.defaults import (
 from proxy64.errors import ConfigError
 from proxy64.logformat import json_line
 from proxy64.net.auth_gate import AuthGate
-from proxy64.net.context import DialerLike, ProxyContext
-from proxy64.net.dialer import Dialer, ResolverLike
+from proxy64.net.context import ProxyContext
+from proxy64.net.dial_types import DialerLike
+from proxy64.net.dialer import Dialer
 from proxy64.net.host_addresses import local_addresses
 from proxy64.net.host_info import HostInfo
+from proxy64.net.http_front import HttpFront
 from proxy64.net.http_server import handle_http_client
 from proxy64.net.listeners import (
-    Handler,
+    Listening,
     ProxyServer,
     bind_listener,
     bound_address,
@@ -66,16 +69,18 @@ from proxy64.net.nat64_state import Nat64Choice, Nat64State
 from proxy64.net.nat64_watch import Nat64Sources, first_choice, follow_nat64, rfc7050_lookup
 from proxy64.net.recorder import Recorder
 from proxy64.net.relay import Relay
-from proxy64.net.resolver import Dns64Observer, DNS64Resolver
+from proxy64.net.relay_hub import RelayHub
+from proxy64.net.resolver import DNS64Resolver
 from proxy64.net.slots import ConnectionSlots
+from proxy64.net.socks_front import SocksFront
 from proxy64.net.socks_server import handle_socks_client
 from proxy64.net.supervisor import Spawned, Supervisor
+from proxy64.policy import PolicyInForce
 from proxy64.proto.auth_delay import AuthDelay
 from proxy64.proto.rfc6052 import Nat64Prefix
 from proxy64.proto.self_dial import OwnListeners
 from proxy64.reload import Reloader
 from proxy64.report import ReadinessReport
-from proxy64.rules import PolicyInForce
 from proxy64.serve_config import ServeSettings
 
 logger = logging.getLogger(__name__)
@@ -132,17 +137,6 @@ def bind(settings: ServeSettings, *, reuse_port: bool = False) -> Bound:
 
 
 # --- resolver and NAT64 choice ------------------------------------------------------------
-
-
-def build_resolver(
-    settings: ServeSettings,
-    prefix: Nat64Prefix | Nat64State,
-    observer: Dns64Observer | None = None,
-) -> ResolverLike:
-    resolver: ResolverLike = DNS64Resolver(
-        settings.resolver_settings(), prefix, observer=observer
-    )
-    return resolver
 
 
 async def choose_nat64(
@@ -258,25 +252,31 @@ def own_listeners(bound: Bound) -> OwnListeners:
     return OwnListeners.of(((a.host, a.port) for a in addresses), local_addresses())
 
 
-def build_context(
+@dataclass(frozen=True, slots=True)
+class Parts:
+    """What every front end shares, built once per serving process: one resolver (it also
+    answers the TUN's DNS), one dialer over it, one relay hub (its owner runs it: the
+    proxy server, or `tun`), one relay that moves tunnels through it."""
+
+    resolver: DNS64Resolver
+    dialer: DialerLike
+    hub: RelayHub
+    relay: Relay
+
+
+def build_parts(
     settings: ServeSettings,
     nat64: Nat64Choice | Nat64State,
-    recorder: Recorder,
     metrics: Metrics | None = None,
-    credentials: dict[str, str] | None = None,
     *,
     own: OwnListeners | None = None,
     policy: PolicyInForce | None = None,
-) -> ProxyContext:
-    """credentials: the dict to share (with the metrics endpoint and a Reloader, which
-    updates it in place); by default a copy of settings.credentials, None when empty.
-    own: the listeners a dial must not reach (None: none known, as in tests).
+) -> Parts:
+    """own: the listeners a dial must not reach (None: none known, as in tests).
     policy: the destination policy to share with a Reloader, which replaces its rules;
     by default the settings' own."""
-    if credentials is None:
-        credentials = dict(settings.credentials) or None
     state = nat64 if isinstance(nat64, Nat64State) else Nat64State(nat64)
-    resolver = build_resolver(settings, state, metrics)
+    resolver = DNS64Resolver(settings.resolver_settings(), state, observer=metrics)
     dialer: DialerLike = Dialer(
         resolver,
         state,
@@ -287,10 +287,24 @@ def build_context(
     )
     if metrics is not None:
         dialer = MeteredDialer(dialer, metrics, settings.connect_timeout)
+    hub = RelayHub()
+    return Parts(resolver, dialer, hub, Relay(idle_timeout=settings.idle_timeout, hub=hub))
+
+
+def build_context(
+    settings: ServeSettings,
+    parts: Parts,
+    recorder: Recorder,
+    credentials: dict[str, str] | None = None,
+) -> ProxyContext:
+    """credentials: the dict to share (with the metrics endpoint and a Reloader, which
+    updates it in place); by default a copy of settings.credentials, None when empty."""
+    if credentials is None:
+        credentials = dict(settings.credentials) or None
     return ProxyContext(
-        dialer=dialer,
+        dialer=parts.dialer,
         recorder=recorder,
-        relay=Relay(idle_timeout=settings.idle_timeout),
+        relay=parts.relay,
         credentials=credentials,
         handshake_timeout=settings.handshake_timeout,
         idle_timeout=settings.idle_timeout,
@@ -298,6 +312,8 @@ def build_context(
             settings.max_connections, settings.max_client_connections
         ),
         auth_gate=AuthGate(auth_delay()) if settings.credentials else None,
+        connect_timeout=settings.connect_timeout,
+        hub=parts.hub,
     )
 
 
@@ -311,15 +327,16 @@ def make_server(
     credentials: dict[str, str] | None = None,
     policy: PolicyInForce | None = None,
 ) -> ProxyServer:
-    pairs: list[tuple[socket.socket, Handler]] = []
+    """The proxy server of one process: its parts, its context, and each listener with its
+    task-path handler and its hub-driven front end."""
+    listening: list[Listening] = []
     if bound.socks is not None:
-        pairs.append((bound.socks, handle_socks_client))
+        listening.append(Listening(bound.socks, handle_socks_client, SocksFront))
     if bound.http is not None:
-        pairs.append((bound.http, handle_http_client))
-    ctx = build_context(
-        settings, nat64, recorder, metrics, credentials, own=own_listeners(bound), policy=policy
-    )
-    return ProxyServer(ctx, pairs, grace=settings.shutdown_grace)
+        listening.append(Listening(bound.http, handle_http_client, HttpFront))
+    parts = build_parts(settings, nat64, metrics, own=own_listeners(bound), policy=policy)
+    ctx = build_context(settings, parts, recorder, credentials)
+    return ProxyServer(ctx, listening, grace=settings.shutdown_grace)
 
 
 # --- `proxy64 serve` ------------------------------------------------------------------------

@@ -72,7 +72,7 @@ DNS64_RDATA_CACHE = 4096  # address sets whose AAAA rdata the DNS64 server keeps
 HTTP_KEEPALIVE_TIMEOUT = 60.0  # a client may sit idle this long between requests (and < idle)
 HTTP_LINGER_TIME = 2.0  # after an error answer: drain the client this long before closing
 HTTP_LINGER_BYTES = 256 * 1024  # ... or this many bytes (RFC 9112 §9.6 "lingering close")
-HTTP_DIAL_GRACE = 5.0  # on top of CONNECT_TIMEOUT: a dialer that never returns gets a 504
+HTTP_DIAL_GRACE = 5.0  # on top of --connect-timeout: a dialer that never returns gets a 504
 HTTP_BODY_CHUNK = 256 * 1024  # one receive when forwarding: fewer h11 events, ~1.8x MB/s vs 64K
 
 # --- SOCKS front end (proxy64/proto/socks*.py, proxy64/net/socks_*.py) ---------------------

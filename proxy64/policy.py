@@ -21,22 +21,40 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
-from typing import TYPE_CHECKING
+from ipaddress import IPv4Address
 
+from proxy64.places import (
+    CLOUD_METADATA6,
+    LINK_LOCAL4,
+    LINK_LOCAL6,
+    LOCALHOST,
+    LOOPBACK4,
+    LOOPBACK6,
+    IPAddress,
+    is_link_local,
+    is_localhost_name,
+    is_loopback,
+)
 from proxy64.proto.rfc6052 import is_global_ipv4, strict_nat64_refuses
+from proxy64.rules import AccessRules, Rule
 
-if TYPE_CHECKING:  # rules.py uses this module's address tests
-    from proxy64.rules import Rule
-
-IPAddress = IPv4Address | IPv6Address
-
-LOOPBACK4 = IPv4Network("127.0.0.0/8")  # RFC 1122 §3.2.1.3
-LOOPBACK6 = IPv6Address("::1")  # RFC 4291 §2.5.3
-LINK_LOCAL4 = IPv4Network("169.254.0.0/16")  # RFC 3927; cloud metadata 169.254.169.254
-LINK_LOCAL6 = IPv6Network("fe80::/10")  # RFC 4291 §2.5.6
-CLOUD_METADATA6 = IPv6Address("fd00:ec2::254")  # AWS's IPv6 instance metadata service
-LOCALHOST = "localhost"  # RFC 6761 §6.3
+__all__ = [
+    "CLOUD_METADATA6",
+    "LINK_LOCAL4",
+    "LINK_LOCAL6",
+    "LOCALHOST",
+    "LOOPBACK4",
+    "LOOPBACK6",
+    "DestinationPolicy",
+    "PolicyInForce",
+    "Refusal",
+    "RefusalKind",
+    "is_link_local",
+    "is_localhost_name",
+    "is_loopback",
+    "nat64_refusal_hint",
+    "screen",
+]
 
 
 class RefusalKind(enum.Enum):
@@ -57,28 +75,6 @@ class Refusal:
     kind: RefusalKind
     address: IPAddress  # the address that decided
     message: str  # one sentence: why, and the way out
-
-
-def is_localhost_name(name: str) -> bool:
-    """RFC 6761 §6.3: `localhost` and every name under it are this host's loopback."""
-    label = name.rstrip(".").lower()
-    return label == LOCALHOST or label.endswith("." + LOCALHOST)
-
-
-def is_loopback(address: IPAddress) -> bool:
-    if isinstance(address, IPv4Address):
-        return address in LOOPBACK4
-    mapped = address.ipv4_mapped
-    return address == LOOPBACK6 or (mapped is not None and mapped in LOOPBACK4)
-
-
-def is_link_local(address: IPAddress) -> bool:
-    if isinstance(address, IPv4Address):
-        return address in LINK_LOCAL4
-    mapped = address.ipv4_mapped
-    if mapped is not None:
-        return mapped in LINK_LOCAL4
-    return address in LINK_LOCAL6 or address == CLOUD_METADATA6
 
 
 def screen(
@@ -112,3 +108,18 @@ def nat64_refusal_hint(ipv4: IPv4Address, prefix: str, *, well_known: bool) -> s
         "tayga >= 0.9.4) do not carry non-global IPv4 under the well-known prefix; use the "
         "network's specific prefix with --nat64-prefix"
     )
+
+
+class PolicyInForce:
+    """The destination policy now, with its rules ready to evaluate: the dialer reads it
+    at every dial, a reload replaces it (new dials use the new rules; a tunnel already
+    dialed is not looked at again)."""
+
+    __slots__ = ("access", "policy")
+
+    def __init__(self, policy: DestinationPolicy) -> None:
+        self.set(policy)
+
+    def set(self, policy: DestinationPolicy) -> None:
+        self.policy = policy
+        self.access = AccessRules.build(policy.rules, protect_host=policy.protect_host)

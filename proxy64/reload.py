@@ -21,7 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from proxy64.errors import ConfigError
-from proxy64.rules import PolicyInForce
+from proxy64.policy import PolicyInForce
 from proxy64.serve_config import ServeSettings
 
 logger = logging.getLogger(__name__)

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address, ip_network
 
 from proxy64.errors import ConfigError
-from proxy64.policy import DestinationPolicy, is_link_local, is_localhost_name, is_loopback
+from proxy64.places import is_link_local, is_localhost_name, is_loopback
 
 IPAddress = IPv4Address | IPv6Address
 IPNetwork = IPv4Network | IPv6Network
@@ -346,18 +346,3 @@ def client_address(text: str) -> IPAddress | None:
         return ip_address(host.split("%", 1)[0])
     except ValueError:
         return None
-
-
-class PolicyInForce:
-    """The destination policy now, with its rules ready to evaluate: the dialer reads it
-    at every dial, a reload replaces it (new dials use the new rules; a tunnel already
-    dialed is not looked at again)."""
-
-    __slots__ = ("access", "policy")
-
-    def __init__(self, policy: DestinationPolicy) -> None:
-        self.set(policy)
-
-    def set(self, policy: DestinationPolicy) -> None:
-        self.policy = policy
-        self.access = AccessRules.build(policy.rules, protect_host=policy.protect_host)

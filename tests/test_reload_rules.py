@@ -78,7 +78,8 @@ def test_a_good_reload_updates_the_shared_dict_in_place() -> None:
 
 def test_a_reload_replaces_the_access_rules_and_keeps_the_built_ins() -> None:
     from proxy64.config import HostPort
-    from proxy64.rules import Action, PolicyInForce, parse_rule_line
+    from proxy64.policy import PolicyInForce
+    from proxy64.rules import Action, parse_rule_line
 
     deny = parse_rule_line("10.0.0.0/8", "--deny", Action.DENY)
     shared_socks = HostPort(ip_address("::"), 1080)

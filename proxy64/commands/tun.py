@@ -18,6 +18,7 @@ import signal
 import sys
 from functools import partial
 from ipaddress import IPv4Address, IPv6Address, IPv6Network
+from typing import TYPE_CHECKING
 
 import trio
 
@@ -45,16 +46,17 @@ from proxy64.defaults import (
 from proxy64.destination import EgressChoice
 from proxy64.errors import ConfigError
 from proxy64.logformat import json_line
-from proxy64.net.context import DialerLike
-from proxy64.net.metrics import TUN_FRONT_ENDS, MeteredDialer, Metrics, sample_gauges
+from proxy64.net.metrics import TUN_FRONT_ENDS, Metrics, sample_gauges
 from proxy64.net.metrics_http import MetricsServer
 from proxy64.net.metrics_setup import open_process_metrics
 from proxy64.net.nat64_state import Nat64State
 from proxy64.net.recorder import Recorder
-from proxy64.net.resolver import DNS64Resolver
 from proxy64.report import ReadinessReport
 from proxy64.serve_config import ServeSettings, parse_metrics_address
 from proxy64.tun.device import TunDevice, TunSetupError, has_vnet_header, open_tun
+
+if TYPE_CHECKING:  # built by the composition root, which this module calls at run time
+    from proxy64.app import Parts
 
 EXIT_SETUP = 2
 logger = logging.getLogger(__name__)
@@ -233,24 +235,14 @@ async def _serve_device(
     report: list[ReadinessReport],
 ) -> None:
     from proxy64 import app
-    from proxy64.net.dialer import Dialer
-    from proxy64.net.host_info import HostInfo
 
     settings = _serve_settings(args)
     nat64 = await app.choose_nat64(settings)
     state = Nat64State(nat64)  # followed by the watcher with --nat64-prefix auto
     with open_process_metrics(args.metrics, None, TUN_FRONT_ENDS) as (metrics, endpoint):
-        # The same resolver answers the app's DNS on the TUN and resolves for the dialer.
-        resolver = DNS64Resolver(settings.resolver_settings(), state, observer=metrics)
-        dialer: DialerLike = Dialer(
-            resolver,
-            state,
-            connect_timeout=args.connect_timeout,
-            policy=settings.destination_policy(),
-            host_info=HostInfo(),
-        )
-        if metrics is not None:
-            dialer = MeteredDialer(dialer, metrics, args.connect_timeout)
+        # The composition root's parts, as `serve`'s: the same resolver answers the app's
+        # DNS on the TUN and resolves for the dialer.
+        parts = app.build_parts(settings, state, metrics)
         recorder = Recorder(ReadinessReport(prefix=nat64.prefix.network), metrics=metrics)
         app.report_follows(recorder.report, state)
         report.append(recorder.report)
@@ -259,9 +251,8 @@ async def _serve_device(
             device,
             done,
             state,
-            dialer=dialer,
+            parts=parts,
             recorder=recorder,
-            resolver=resolver,
             metrics=metrics,
             endpoint=endpoint,
         )
@@ -273,25 +264,23 @@ async def _serve_stack(
     done: trio.Event,
     state: Nat64State,
     *,
-    dialer: DialerLike,
+    parts: Parts,
     recorder: Recorder,
-    resolver: DNS64Resolver,
     metrics: Metrics | None,
     endpoint: MetricsServer | None,
 ) -> None:
     from proxy64 import app
     from proxy64.net.dns_server import DNS64Responder
-    from proxy64.net.relay import Relay
     from proxy64.tun.stack import StackSettings, TunStack
 
     settings = _serve_settings(args)
     nat64 = state.choice
-    responder = DNS64Responder(resolver)
+    responder = DNS64Responder(parts.resolver)
     stack = TunStack(
         device,
-        dialer=dialer,
+        dialer=parts.dialer,
         recorder=recorder,
-        relay=Relay(idle_timeout=args.idle_timeout),
+        relay=parts.relay,
         responder=responder,
         settings=StackSettings(
             gateway6=IPv6Address(TUN_GATEWAY),
@@ -312,6 +301,7 @@ async def _serve_stack(
     sys.stderr.write(line + "\n")
     watch = app.nat64_watcher(settings, state)
     async with trio.open_nursery() as nursery:
+        await nursery.start(parts.hub.run)
         if watch is not None:
             await nursery.start(watch)
         await nursery.start(stack.serve)

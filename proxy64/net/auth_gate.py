@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import trio
 
@@ -15,9 +15,6 @@ from proxy64.net.slots import client_host
 from proxy64.proto.auth_delay import AuthDelay
 from proxy64.proto.http_headers import Header
 from proxy64.proto.httpproxy import check_proxy_auth
-
-if TYPE_CHECKING:
-    from proxy64.net.context import ProxyContext
 
 logger = logging.getLogger(__name__)
 
@@ -52,18 +49,25 @@ class AuthGate:
         return lambda ok: self.answer(client, ok)
 
 
-def auth_hold(ctx: ProxyContext, client: str) -> Callable[[bool], float] | None:
+class Gated(Protocol):
+    """What the helpers below read of a front end's context (ProxyContext has it)."""
+
+    @property
+    def auth_gate(self) -> AuthGate | None: ...
+
+
+def auth_hold(ctx: Gated, client: str) -> Callable[[bool], float] | None:
     """The SOCKS handshake step's hold for client's RFC 1929 answer (None: no gate)."""
     return ctx.auth_gate.for_client(client) if ctx.auth_gate is not None else None
 
 
-def auth_held(ctx: ProxyContext, client: str) -> bool:
+def auth_held(ctx: Gated, client: str) -> bool:
     """Whether client's authentications must wait (then the task path answers them)."""
     return ctx.auth_gate is not None and ctx.auth_gate.holding(client)
 
 
 async def checked_proxy_auth(
-    ctx: ProxyContext,
+    ctx: Gated,
     client: str,
     headers: Sequence[Header],
     credentials: Mapping[str, str] | None,

@@ -38,9 +38,7 @@ import logging
 import os
 import socket
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address
-from typing import Protocol
 
 import trio
 
@@ -55,11 +53,19 @@ from proxy64.errors import (
     LoopError,
     Proxy64Error,
 )
-from proxy64.net.context import Dialed, UdpTarget
+from proxy64.net.dial_types import (
+    Dialed,
+    HostInfoLike,
+    PendingDial,
+    ResolutionLike,
+    ResolverLike,
+    UdpTarget,
+)
 from proxy64.net.nat64_state import Nat64State
 from proxy64.policy import (
     LOOPBACK6,
     DestinationPolicy,
+    PolicyInForce,
     Refusal,
     RefusalKind,
     is_localhost_name,
@@ -70,7 +76,7 @@ from proxy64.policy import (
 from proxy64.proto.attempts import AttemptPlan, Target
 from proxy64.proto.rfc6052 import Nat64Prefix, strict_nat64_refuses
 from proxy64.proto.self_dial import OwnListeners
-from proxy64.rules import Action, Match, Place, PolicyInForce, client_address
+from proxy64.rules import Action, Match, Place, client_address
 
 logger = logging.getLogger(__name__)
 
@@ -84,54 +90,11 @@ _ERRNO_CAUSE = {
 }
 
 
-class ResolvedLike(Protocol):
-    @property
-    def address(self) -> IPv6Address: ...
-    @property
-    def synthesized(self) -> bool: ...
-
-
-class ResolutionLike(Protocol):
-    @property
-    def records(self) -> Sequence[ResolvedLike]: ...
-
-
-class ResolverLike(Protocol):
-    async def resolve(self, name: str) -> ResolutionLike:
-        """IPv6 addresses for a name (DNS64); raises ResolutionError."""
-        ...
-
-    def resolve_cached(self, name: str) -> ResolutionLike | None:
-        """resolve()'s answer when cached (a cached failure raises), None otherwise;
-        never waits."""
-        ...
-
-
-class HostInfoLike(Protocol):
-    def lookup(self, name: str) -> tuple[IPv4Address | IPv6Address, ...]:
-        """The addresses /etc/hosts gives name; () when it lists none. Never waits."""
-        ...
-
-    def own_addresses(self) -> frozenset[IPv4Address | IPv6Address]:
-        """This host's own addresses. Never waits."""
-        ...
-
-
 SocketMaker = Callable[[int, int, int], trio.socket.SocketType]
 _LOCALHOST4 = IPv4Address("127.0.0.1")
 # What a translator's ICMPv6 refusal becomes: unreachable (RFC 4443 §3.1 codes 0, 3) or
 # administratively prohibited (code 1, EACCES on Linux).
 _TRANSLATOR_REFUSAL = (errno.ENETUNREACH, errno.EHOSTUNREACH, errno.EACCES)
-
-
-@dataclass(frozen=True, slots=True)
-class PendingDial:
-    """connect_now()'s answer when the one handshake is still in flight: finish() it."""
-
-    destination: Destination
-    target: Target
-    sock: socket.socket  # non-blocking, connect() started
-    deadline: float  # trio time: connect_timeout after the dial started
 
 
 _NO_SOCKET = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
@@ -480,6 +443,27 @@ class Dialer:
             raise
         raw.close()
         raise self._marked(DialError(str(destination), [_timed_out(target)]), [target])
+
+    def finish_now(self, pending: PendingDial) -> Dialed:
+        """finish() for a PendingDial whose socket is writable (the handshake is over,
+        one way or the other): its Dialed, or connect()'s error (the socket closed)."""
+        raw = pending.sock
+        try:
+            err = raw.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            if err:
+                raise OSError(err, os.strerror(err))
+            sock = trio.socket.from_stdlib_socket(raw)
+            return self._dialed(pending.destination, pending.target, sock)
+        except OSError as exc:
+            raw.close()
+            error = self._failed(pending.destination, pending.target, exc, [])
+            raise self._marked(error, [pending.target]) from None
+
+    def abandon(self, pending: PendingDial) -> DialError:
+        """A PendingDial whose deadline passed: the socket closed, finish()'s timeout error."""
+        pending.sock.close()
+        error = DialError(str(pending.destination), [_timed_out(pending.target)])
+        return self._marked(error, [pending.target])
 
     async def _attempt(
         self, destination: Destination, target: Target, failures: list[DialAttempt]

@@ -30,8 +30,8 @@ import trio
 from proxy64.defaults import HTTP_BODY_CHUNK
 from proxy64.errors import Proxy64Error, RemoteProtocolError
 from proxy64.net.auth_gate import auth_held
-from proxy64.net.context import ConnectionRecord, Dialed, ProxyContext
-from proxy64.net.dialer import PendingDial
+from proxy64.net.context import ConnectionRecord, ProxyContext
+from proxy64.net.dial_types import Dialed, PendingDial
 from proxy64.net.http_server import Resume, new_machine, serve_http_connection
 from proxy64.net.hub_front import HubConnection, HubFront, Stage, client_text
 from proxy64.net.listeners import Spawn
@@ -51,13 +51,15 @@ class HttpFront(HubFront["_Connection"]):
 class _Connection(HubConnection):
     """One HTTP client while no task holds it."""
 
-    __slots__ = ("conn",)
+    __slots__ = ("conn", "request", "target")
 
     front: HttpFront
     bug_outcome = "internal error in the HTTP front end (a bug in proxy64)"
 
     def __init__(self, front: HttpFront, sock: socket.socket, address: Any) -> None:
         self.conn = new_machine()
+        self.request: h11.Request | None = None  # a CONNECT whose dial is in flight
+        self.target: ConnectTarget | None = None
         # as http_server's _peer_name; the record is made once the tunnel is dialed
         super().__init__(front, sock, client_text(address, "unknown"), None)
 
@@ -123,10 +125,21 @@ class _Connection(HubConnection):
         except Proxy64Error as exc:
             self._hand_off(Resume(conn, request=request, dial=exc))
             return
-        if not isinstance(dial, Dialed):  # in flight, or must be awaited (a name, a race)
-            self._hand_off(Resume(conn, request=request, dial=dial))
+        if isinstance(dial, PendingDial):  # a real network: the hub waits for it
+            self.request, self.target = request, target
+            self._dial_in_hub(dial)
+            return
+        if dial is None:  # it must be awaited (a name not cached, a race): a task
+            self._hand_off(Resume(conn, request=request))
             return
         self._established(request, target, dial)
+
+    def _dial_done(self, dialed: Dialed) -> None:
+        assert self.request is not None and self.target is not None
+        self._established(self.request, self.target, dialed)
+
+    def _dial_failed(self, error: Proxy64Error) -> None:
+        self._hand_off(Resume(self.conn, request=self.request, dial=error))
 
     def _established(self, request: h11.Request, target: ConnectTarget, dialed: Dialed) -> None:
         self.dialed = dialed

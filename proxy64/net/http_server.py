@@ -22,15 +22,12 @@ import logging
 import math
 import os
 import re
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import h11
 import trio
 
 from proxy64.defaults import (
-    CONNECT_TIMEOUT,
     HTTP_BODY_CHUNK,
     HTTP_DIAL_GRACE,
     HTTP_KEEPALIVE_TIMEOUT,
@@ -42,8 +39,8 @@ from proxy64.defaults import (
 from proxy64.destination import Destination
 from proxy64.errors import Proxy64Error, RemoteProtocolError
 from proxy64.net.auth_gate import checked_proxy_auth
-from proxy64.net.context import ConnectionRecord, Dialed, ProxyContext
-from proxy64.net.dialer import PendingDial
+from proxy64.net.context import ConnectionRecord, ProxyContext
+from proxy64.net.dial_types import Dialed, PendingDial
 from proxy64.net.http_upstream import BodyCut, Next, Upstream, UpstreamFailed, move_body
 from proxy64.net.hub_front import borrow_slot, client_text
 from proxy64.net.outcomes import aborted, client_ended
@@ -64,9 +61,6 @@ from proxy64.proto.httpproxy import (
     error_response,
     tunnel_established,
 )
-
-if TYPE_CHECKING:
-    from proxy64.net.http_front import HttpFront
 
 logger = logging.getLogger(__name__)
 
@@ -354,7 +348,7 @@ class _ClientSession:
             if isinstance(dialed, PendingDial):
                 dialed = await self.ctx.dialer.finish(dialed)
             elif dialed is None:
-                with trio.fail_after(CONNECT_TIMEOUT + HTTP_DIAL_GRACE):
+                with trio.fail_after(self.ctx.connect_timeout + HTTP_DIAL_GRACE):
                     dialed = await self.ctx.dialer.connect(destination, self.client)
         except Proxy64Error as exc:
             status, message, told = exc.http_status, str(exc), exc.reply_text()
@@ -669,24 +663,13 @@ def _printable(text: str | bytes) -> str:
     return text.encode("unicode_escape").decode("ascii")[:200]
 
 
-class HttpClientHandler:
-    """`handle_http_client(stream, ctx)`: one client connection on the task path, until
-    it closes. The listener (net/listeners.py) asks open_front() for the hub-driven front
-    end instead, which serves a CONNECT without a task when it can and resumes everything
-    else here (http_front.py)."""
-
-    async def __call__(self, stream: trio.SocketStream, ctx: ProxyContext) -> None:
-        client = _peer_name(stream)
-        slot = borrow_slot(ctx, object(), client)  # a new token: the connection's borrower
-        await serve_http_connection(stream, ctx, client, slot, None)
-
-    def open_front(self, ctx: ProxyContext, spawn: Callable[..., None]) -> HttpFront:
-        from proxy64.net.http_front import HttpFront  # it builds on this module
-
-        return HttpFront(ctx, spawn)
-
-
-handle_http_client = HttpClientHandler()
+async def handle_http_client(stream: trio.SocketStream, ctx: ProxyContext) -> None:
+    """One client connection on the task path, until it closes. A listener with the
+    hub-driven front end (http_front.py, wired by app.py) serves a CONNECT without a task
+    when it can and resumes everything else here."""
+    client = _peer_name(stream)
+    slot = borrow_slot(ctx, object(), client)  # a new token: the connection's borrower
+    await serve_http_connection(stream, ctx, client, slot, None)
 
 
 async def serve_http_connection(

@@ -22,7 +22,8 @@ import h11
 import trio
 
 from proxy64.defaults import HTTP_BODY_CHUNK, HTTP_MAX_HEAD, HTTP_SPLICE_BODY_MIN
-from proxy64.net.context import ConnectionRecord, Dialed, ProxyContext
+from proxy64.net.context import ConnectionRecord, ProxyContext
+from proxy64.net.dial_types import Dialed
 from proxy64.net.relay import close_stream, write_fd_all
 from proxy64.net.splice import HAVE_SPLICE, SpliceBroken, Stall, splice_direction
 from proxy64.proto.http_headers import oversized_content_length

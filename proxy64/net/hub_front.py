@@ -28,10 +28,12 @@ from typing import Any, ClassVar, Generic, TypeVar
 
 import trio
 
-from proxy64.net.context import ConnectionRecord, Dialed, ProxyContext
+from proxy64.errors import Proxy64Error
+from proxy64.net.context import ConnectionRecord, ProxyContext
+from proxy64.net.dial_types import Dialed, PendingDial
 from proxy64.net.listeners import Spawn
 from proxy64.net.relay import Relay, relay
-from proxy64.net.relay_hub import AnySocket, Ending, HubTunnel, TimerHandle, current_hub
+from proxy64.net.relay_hub import AnySocket, Ending, HubTunnel, TimerHandle
 from proxy64.net.splice import HAVE_SPLICE
 
 SHUTDOWN_OUTCOME = "cancelled (proxy64 is shutting down)"
@@ -55,6 +57,7 @@ def client_text(address: Any, unknown: str) -> str:
 
 class Stage(enum.Enum):
     HANDSHAKE = "handshake"  # the hub watches the client fd (SOCKS handshake, HTTP head)
+    DIALING = "dialing"  # the hub watches the remote fd until its connect(2) completes
     TUNNEL = "tunnel"  # an owned hub tunnel
     GONE = "gone"  # ended, or handed to a task
 
@@ -75,13 +78,16 @@ class HubFront(Generic[C]):
     ) -> None:
         self.ctx = ctx
         self.spawn = spawn
-        self.hub = current_hub()
+        assert ctx.hub is not None, "a hub-driven front end needs the context's relay hub"
+        self.hub = ctx.hub
         self.connections: set[C] = set()
         self.connect_now = ctx.dialer.connect_now
         self.name = name  # "SOCKS", "HTTP": for log lines
         self.logger = log  # the protocol module's: log lines keep their logger name
         self._connection = connection
         settings = ctx.relay if isinstance(ctx.relay, Relay) else None
+        if settings is not None and settings.hub is not self.hub:
+            settings = None  # relay() would not use this hub either
         threshold = settings.splice_threshold if settings is not None else None
         # The hub carries the tunnel only where relay() would start it in the hub too.
         self.relay_settings = settings if threshold != 0 else None
@@ -133,6 +139,7 @@ class HubConnection:
         "dialed",
         "fd",
         "front",
+        "pending",
         "record",
         "slot",
         "sock",
@@ -157,6 +164,7 @@ class HubConnection:
         self.client = client
         self.record = record  # None: no record line unless the protocol makes one
         self.dialed: Dialed | None = None
+        self.pending: PendingDial | None = None  # the dial in flight (Stage.DIALING)
         self.tunnel: HubTunnel | None = None
         self.stage = Stage.HANDSHAKE
         ctx = front.ctx
@@ -181,6 +189,14 @@ class HubConnection:
         """The outcome when a promoted tunnel's relay() broke."""
         raise NotImplementedError
 
+    def _dial_done(self, dialed: Dialed) -> None:
+        """The dial _dial_in_hub() waited for connected: reply and tunnel."""
+        raise NotImplementedError
+
+    def _dial_failed(self, error: Proxy64Error) -> None:
+        """The dial _dial_in_hub() waited for failed or timed out: refuse."""
+        raise NotImplementedError
+
     def _begin(self) -> None:
         """Read what is there already (the greeting or head often is); still in the
         handshake after that, the hub watches the fd and the deadline."""
@@ -189,6 +205,37 @@ class HubConnection:
             hub = self.front.hub
             hub.watch(self.fd, self)
             self.timer = hub.call_at(self.deadline, self)
+
+    def _dial_in_hub(self, pending: PendingDial) -> None:
+        """Wait in the hub, not in a task, for a connect(2) in flight (every dial on a real
+        network): the remote fd is watched for writability until the dial's deadline.
+        Meanwhile the client's fd is not read (what it sends waits in the kernel, for the
+        tunnel); the handshake is over, so its deadline no longer applies."""
+        hub = self.front.hub
+        hub.unwatch(self.fd)
+        self.pending = pending
+        self.stage = Stage.DIALING
+        hub.watch_writable(pending.sock.fileno(), self)
+        if self.timer is not None:
+            self.timer.cancel()
+        self.timer = hub.call_at(pending.deadline, self)
+
+    def _take_pending(self) -> PendingDial | None:
+        pending, self.pending = self.pending, None
+        if pending is not None:
+            self.front.hub.unwatch(pending.sock.fileno())
+        return pending
+
+    def _connected(self) -> None:
+        pending = self._take_pending()
+        if pending is None or self.stage is not Stage.DIALING:
+            return
+        try:
+            dialed = self.front.ctx.dialer.finish_now(pending)
+        except Proxy64Error as exc:
+            self._dial_failed(exc)
+            return
+        self._dial_done(dialed)
 
     # --- hub callbacks: a bug ends this connection only ------------------------------------
 
@@ -204,6 +251,12 @@ class HubConnection:
         except Exception as exc:
             self._bug(exc)
             return None
+
+    def writable(self, now: float) -> None:
+        try:
+            self._connected()
+        except Exception as exc:
+            self._bug(exc)
 
     def tunnel_ended(self, tunnel: HubTunnel) -> None:
         try:
@@ -237,6 +290,15 @@ class HubConnection:
                 return self.deadline
             self._timed_out()
             return None
+        if self.stage is Stage.DIALING:
+            pending = self.pending
+            if pending is None:
+                return None
+            if now < pending.deadline:
+                return pending.deadline
+            self._take_pending()
+            self._dial_failed(self.front.ctx.dialer.abandon(pending))
+            return None
         if self.stage is Stage.TUNNEL and self.tunnel is not None:
             settings = self.front.relay_settings
             assert settings is not None
@@ -268,6 +330,10 @@ class HubConnection:
     def _leave(self) -> None:
         if self.stage is Stage.HANDSHAKE:
             self.front.hub.unwatch(self.fd)
+        elif self.stage is Stage.DIALING:
+            pending = self._take_pending()
+            if pending is not None:  # ended while dialing (shutdown): never leak it
+                pending.sock.close()
         elif self.stage is Stage.TUNNEL and self.tunnel is not None:
             self.front.hub.remove(self.tunnel)
         self.stage = Stage.GONE
@@ -343,6 +409,7 @@ async def _continue(connection: HubConnection, tunnel: HubTunnel) -> None:
             splice_threshold=settings.splice_threshold,
             splice_release_after=settings.splice_release_after,
             promoted=tunnel,
+            hub=front.hub,
         )
         if record.outcome == "open":
             record.outcome = "ok"

@@ -8,11 +8,14 @@ cancelling them. A handler's unexpected exception is logged and ends only its co
 The accept loop is our own (not trio.serve_listeners): one layer and one close fewer per
 connection, with the same retry on ECONNABORTED and back-off on EMFILE/ENFILE/ENOMEM.
 
-A handler may also offer a hub-driven front end (`open_front(ctx, spawn)` → Front, issue
-7): each accepted socket is then given to Front.accepted() synchronously, with no task;
-the front end starts a task through `spawn` only for a connection that must wait. At
-shutdown each Front's drain() runs in the connections nursery, so its connections get
-the same grace as task-held ones and are ended when it runs out.
+A listener may also have a hub-driven front end (a FrontOpener, `opener(ctx, spawn)` →
+Front, chosen by app.py): each accepted socket is then given to Front.accepted()
+synchronously, with no task; the front end starts a task through `spawn` only for a
+connection that must wait. It needs the relay hub the context carries (ctx.hub); without
+one the listener accepts into tasks. At shutdown each Front's drain() runs in the
+connections nursery, so its connections get the same grace as task-held ones and are
+ended when it runs out. The server runs the relay hub around its connections, so the hub
+outlives every tunnel it carries.
 """
 
 from __future__ import annotations
@@ -23,13 +26,13 @@ import os
 import socket
 from collections.abc import Awaitable, Callable, Sequence
 from ipaddress import ip_address
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import trio
 
 from proxy64.config import HostPort
 from proxy64.net.context import ProxyContext
-from proxy64.net.relay_hub import current_hub
+from proxy64.net.relay_hub import RelayHub
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +60,18 @@ class Front(Protocol):
     async def drain(self) -> None:
         """Return once it holds no connection; when cancelled, end them all."""
         ...
+
+
+FrontOpener = Callable[[ProxyContext, Spawn], Front]
+
+
+class Listening(NamedTuple):
+    """A bound listening socket, its task-path handler and, optionally, its hub-driven
+    front end (used when the context carries a relay hub)."""
+
+    sock: socket.socket
+    handler: Handler
+    front: FrontOpener | None = None
 
 
 def bind_listener(address: HostPort, *, reuse_port: bool = False) -> socket.socket:
@@ -99,13 +114,13 @@ class ProxyServer:
     def __init__(
         self,
         ctx: ProxyContext,
-        sockets: Sequence[tuple[socket.socket, Handler]],
+        sockets: Sequence[Listening | tuple[socket.socket, Handler]],
         *,
         grace: float,
     ) -> None:
         self.ctx = ctx
         self.grace = grace
-        self._sockets = list(sockets)
+        self._sockets = [Listening(*entry) for entry in sockets]
         self._accepting = trio.CancelScope()
         self.live = 0  # connections being handled by a task now
         self.fronts: list[Front] = []  # hub-driven front ends (their own live counts)
@@ -115,39 +130,47 @@ class ProxyServer:
         self._accepting.cancel()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        listeners = [
-            (trio.socket.from_stdlib_socket(sock), handler) for sock, handler in self._sockets
-        ]
+        listeners = [trio.socket.from_stdlib_socket(entry.sock) for entry in self._sockets]
+        hub = self.ctx.hub
         try:
-            async with trio.open_nursery() as connections:
-
-                def spawn(async_fn: Callable[..., Awaitable[None]], *args: object) -> None:
-                    connections.start_soon(self._run_spawned, async_fn, *args)
-
-                with self._accepting:
-                    async with trio.open_nursery() as accepting:
-                        for sock, handler in self._sockets:
-                            opener = getattr(handler, "open_front", None)
-                            front: Front | None = None
-                            if opener is not None:
-                                front = opener(self.ctx, spawn)
-                                self.fronts.append(front)
-                            accepting.start_soon(
-                                self._accept_loop, sock, handler, connections, front
-                            )
-                        task_status.started()
-                        await trio.sleep_forever()
-                for listener, _ in listeners:
-                    listener.close()
-                live = self.live + sum(front.live for front in self.fronts)
-                if live:
-                    logger.info("closing: %d tunnels have %g s to finish", live, self.grace)
-                for front in self.fronts:
-                    connections.start_soon(front.drain)
-                connections.cancel_scope.deadline = trio.current_time() + self.grace
+            async with trio.open_nursery() as hub_nursery:
+                if hub is not None:
+                    await hub_nursery.start(hub.run)
+                await self._serve(hub, listeners, task_status)
+                hub_nursery.cancel_scope.cancel()  # every tunnel it carried has ended
         finally:
-            for listener, _ in listeners:
+            for listener in listeners:
                 listener.close()
+
+    async def _serve(
+        self,
+        hub: RelayHub | None,
+        listeners: list[trio.socket.SocketType],
+        task_status: trio.TaskStatus[None],
+    ) -> None:
+        async with trio.open_nursery() as connections:
+
+            def spawn(async_fn: Callable[..., Awaitable[None]], *args: object) -> None:
+                connections.start_soon(self._run_spawned, async_fn, *args)
+
+            with self._accepting:
+                async with trio.open_nursery() as accepting:
+                    for sock, handler, opener in self._sockets:
+                        front: Front | None = None
+                        if opener is not None and hub is not None:
+                            front = opener(self.ctx, spawn)
+                            self.fronts.append(front)
+                        accepting.start_soon(self._accept_loop, sock, handler, connections, front)
+                    task_status.started()
+                    await trio.sleep_forever()
+            for listener in listeners:
+                listener.close()
+            live = self.live + sum(front.live for front in self.fronts)
+            if live:
+                logger.info("closing: %d tunnels have %g s to finish", live, self.grace)
+            for front in self.fronts:
+                connections.start_soon(front.drain)
+            connections.cancel_scope.deadline = trio.current_time() + self.grace
 
     async def _accept_loop(
         self,
@@ -174,7 +197,8 @@ class ProxyServer:
                 connections.start_soon(self._handle, trio.SocketStream(sock), handler)
         fd = listener.fileno()  # the non-blocking stdlib socket run() wrapped for closing
         if front is not None:
-            await _accept_in_hub(listener, front)
+            assert self.ctx.hub is not None  # fronts are opened only with a hub
+            await _accept_in_hub(self.ctx.hub, listener, front)
             return
         batch = 0
         while True:
@@ -243,10 +267,9 @@ class _HubAcceptor:
             self.front.accepted(raw, address)
 
 
-async def _accept_in_hub(listener: socket.socket, front: Front) -> None:
+async def _accept_in_hub(hub: RelayHub, listener: socket.socket, front: Front) -> None:
     """Accept through the hub until cancelled; a failed accept() is handled here (retry,
     back-off on EMFILE/ENFILE/ENOMEM) while the hub does not watch the listener."""
-    hub = current_hub()
     fd = listener.fileno()
     acceptor = _HubAcceptor(listener, front)
     hub.watch(fd, acceptor)

@@ -35,8 +35,9 @@ from proxy64.defaults import (
     METRICS_STALE_AFTER,
 )
 from proxy64.destination import Destination
-from proxy64.net.context import ConnectionRecord, Dialed, DialerLike, UdpTarget, live_tunnels
-from proxy64.net.dialer import PendingDial
+from proxy64.errors import DialError
+from proxy64.net.context import ConnectionRecord, live_tunnels
+from proxy64.net.dial_types import Dialed, DialerLike, PendingDial, UdpTarget
 from proxy64.proto.dns64 import Dns64Answer, Outcome
 
 # The outcome label of proxy64_connections_total: where the connection's life ended.
@@ -220,7 +221,8 @@ class MeteredDialer:
 
     connect() is timed around the call; connect_now()'s immediate answers are timed
     around it; a PendingDial is timed from its start (its deadline less the connect
-    timeout) to finish()'s answer."""
+    timeout) to finish()'s answer, finish_now()'s (the relay hub waited for it) or
+    abandon() (its deadline passed)."""
 
     __slots__ = ("_inner", "_observe", "connect_timeout")
 
@@ -264,6 +266,20 @@ class MeteredDialer:
             raise
         self._observe("connected").observe(trio.current_time() - started)
         return dialed
+
+    def finish_now(self, pending: PendingDial) -> Dialed:
+        started = pending.deadline - self.connect_timeout
+        try:
+            dialed = self._inner.finish_now(pending)
+        except Exception:
+            self._observe("failed").observe(trio.current_time() - started)
+            raise
+        self._observe("connected").observe(trio.current_time() - started)
+        return dialed
+
+    def abandon(self, pending: PendingDial) -> DialError:
+        self._observe("failed").observe(self.connect_timeout)  # the whole allowance
+        return self._inner.abandon(pending)
 
     async def udp_target(self, destination: Destination, client: str = "") -> UdpTarget:
         return await self._inner.udp_target(destination, client)

@@ -7,7 +7,7 @@ Invariants:
 - Idle timeout: when no byte moved either way for idle_timeout, the tunnel is closed (on
   the task path within min(RELAY_IDLE_SLACK, idle_timeout / 16) after that).
 - Between two trio.SocketStreams (splice_threshold not 0) the tunnel starts in the relay
-  hub (proxy64/net/relay_hub.py): one task per run moves every such tunnel's small
+  hub (proxy64/net/relay_hub.py) the Relay was given: one task moves every such tunnel's small
   traffic and this task only parks. The hub hands the tunnel back ("promoted") at the
   splice threshold or when a write would block, with the unwritten tail and which
   directions already ended; the task-based path below continues from exactly there.
@@ -40,7 +40,7 @@ from proxy64.defaults import (
     SPLICE_THRESHOLD,
 )
 from proxy64.net.context import ConnectionRecord
-from proxy64.net.relay_hub import Ending, HubTunnel, current_hub, wait_for
+from proxy64.net.relay_hub import Ending, HubTunnel, RelayHub, wait_for
 from proxy64.net.resets import broken_outcome, reset_on_close
 from proxy64.net.splice import HAVE_SPLICE, SpliceBroken, SpliceEnd, splice_direction
 
@@ -54,7 +54,7 @@ FAIR_SHARE = 4 * RELAY_CHUNK
 class Relay:
     """A configured relay (RelayLike): app.py builds one and puts it in the ProxyContext."""
 
-    __slots__ = ("idle_timeout", "splice_release_after", "splice_threshold")
+    __slots__ = ("hub", "idle_timeout", "splice_release_after", "splice_threshold")
 
     def __init__(
         self,
@@ -62,7 +62,9 @@ class Relay:
         idle_timeout: float = IDLE_TIMEOUT,
         splice_threshold: int | None = SPLICE_THRESHOLD,
         splice_release_after: float = SPLICE_RELEASE_AFTER,
+        hub: RelayHub | None = None,
     ) -> None:
+        self.hub = hub  # None: every tunnel relayed by its own task
         self.idle_timeout = idle_timeout
         self.splice_threshold = splice_threshold
         self.splice_release_after = splice_release_after
@@ -81,6 +83,7 @@ class Relay:
             idle_timeout=self.idle_timeout,
             splice_threshold=self.splice_threshold,
             splice_release_after=self.splice_release_after,
+            hub=self.hub,
         )
 
 
@@ -93,17 +96,20 @@ async def relay(
     splice_threshold: int | None = SPLICE_THRESHOLD,
     splice_release_after: float = SPLICE_RELEASE_AFTER,
     promoted: HubTunnel | None = None,
+    hub: RelayHub | None = None,
 ) -> None:
     """Relay until both directions reach EOF, a side breaks, or the tunnel idles out.
 
     splice_threshold None disables splice(2); 0 splices from the first byte.
+    hub: the running relay hub that carries small traffic between two sockets (None:
+    this task relays everything).
     promoted: a tunnel the hub drove with no task waiting (the hub-driven front end) and
     has just promoted: continue on the task path from its tails and EOFs.
     """
     sockets = isinstance(client, trio.SocketStream) and isinstance(remote, trio.SocketStream)
     if not (HAVE_SPLICE and splice_threshold is not None and sockets):
         splice_threshold = None
-    use_hub = sockets and splice_threshold != 0
+    use_hub = hub is not None and sockets and splice_threshold != 0
     pending_up = pending_down = b""
     eof_up = eof_down = False
     if promoted is not None:  # hand-off point from an owned hub tunnel (socks_front.py)
@@ -114,8 +120,8 @@ async def relay(
             if use_hub and promoted is None:
                 assert isinstance(client, trio.SocketStream)
                 assert isinstance(remote, trio.SocketStream)
+                assert hub is not None
                 # Small traffic: the hub moves it, this task parks (proxy64/net/relay_hub.py)
-                hub = current_hub()
                 hubbed = hub.add(
                     client.socket,
                     remote.socket,

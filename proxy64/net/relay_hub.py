@@ -1,4 +1,4 @@
-"""The relay hub: one task per trio run drives every socket-to-socket tunnel's small traffic.
+"""The relay hub: one task drives every socket-to-socket tunnel's small traffic.
 
 Why: a task per direction costs a spawn, a nursery and a scheduler trip per wait, per
 tunnel; an idle tunnel holds their frames. The hub registers both fds of each tunnel in
@@ -17,11 +17,12 @@ Invariants:
   path continues from exactly there. No byte is lost or reordered.
 - EOF from one side becomes shutdown(SHUT_WR) on the other (RFC 9293 §3.6 half-close);
   the tunnel ends when both directions reached EOF, or a side breaks (reset).
-- The hub never raises into trio's system nursery: an unexpected error ends only the
+- The hub never raises into its owner's nursery: an unexpected error ends only the
   tunnel it happened on (logged).
 
 The same loop drives the front of a connection: a front end registers a
-Watcher for a client fd (`watch`) and gets `readable(now)` calls from this task; timers
+Watcher for a client fd (`watch`) and gets `readable(now)` calls from this task, and a
+Writer for a socket whose connect(2) is in flight (`watch_writable`); timers
 (`call_at`: a heap, the earliest deadline bounds the wait on the epoll fd) carry the
 handshake and idle timeouts of connections no task waits for. A tunnel may have an owner
 instead of a waiting task: the hub tells the owner when it ends or is promoted, and
@@ -47,7 +48,7 @@ from typing import Protocol
 import trio
 
 from proxy64.defaults import HUB_EMPTY_POLLS, HUB_POLL_ROUNDS, HUB_TIMER_COMPACT, RELAY_CHUNK
-from proxy64.net.context import ConnectionRecord
+from proxy64.net.record import ConnectionRecord
 from proxy64.net.resets import broken_outcome, reset_socket_on_close
 
 logger = logging.getLogger(__name__)
@@ -67,6 +68,15 @@ class Watcher(Protocol):
 
     def readable(self, now: float) -> None:
         """Called from the hub's task when the fd is readable; must not raise or wait."""
+        ...
+
+
+class Writer(Protocol):
+    """A front end's connection waiting for an fd to become writable (EPOLLOUT): a
+    non-blocking connect(2) in flight completes, or fails, when its socket is."""
+
+    def writable(self, now: float) -> None:
+        """Called from the hub's task when the fd is writable; must not raise or wait."""
         ...
 
 
@@ -152,7 +162,9 @@ class HubTunnel:
 
 
 class RelayHub:
-    """Owns one epoll set; `run` is a trio system task started on first use."""
+    """Owns one epoll set. Built once by the composition root (app.py) and handed down;
+    its owner runs `run` (the proxy server, around all its connections) once, and it
+    serves until cancelled: every tunnel and watcher must be gone by then."""
 
     def __init__(self) -> None:
         self._epoll = select.epoll()
@@ -160,6 +172,7 @@ class RelayHub:
         self._buffer = bytearray(RELAY_CHUNK)
         self._view = memoryview(self._buffer)
         self._watchers: dict[int, Watcher] = {}
+        self._writers: dict[int, Writer] = {}
         self._timers: list[tuple[float, int, TimerHandle]] = []  # heap of (deadline, seq, _)
         self._cancelled = 0  # entries in _timers whose handle was cancelled
         self._sequence = itertools.count()  # ties in the heap never compare timers
@@ -170,10 +183,17 @@ class RelayHub:
         self._epoll.register(fd, select.EPOLLIN)
         self._watchers[fd] = watcher
 
+    def watch_writable(self, fd: int, writer: Writer) -> None:
+        """Call writer.writable() once fd is writable (and again while it is), until
+        unwatch(fd)."""
+        self._epoll.register(fd, select.EPOLLOUT)
+        self._writers[fd] = writer
+
     def unwatch(self, fd: int) -> None:
-        """Stop watching fd (before it is closed, or handed to a tunnel); idempotent."""
-        if self._watchers.pop(fd, None) is not None:
-            with contextlib.suppress(OSError):
+        """Stop watching fd (before it is closed, or handed to a tunnel); idempotent, and
+        harmless once the hub has stopped (see remove)."""
+        if self._watchers.pop(fd, None) is not None or self._writers.pop(fd, None) is not None:
+            with contextlib.suppress(OSError, ValueError):
                 self._epoll.unregister(fd)
 
     def call_at(self, deadline: float, timer: Timer) -> TimerHandle:
@@ -238,16 +258,22 @@ class RelayHub:
         return tunnel
 
     def remove(self, tunnel: HubTunnel) -> None:
-        """Unregister the tunnel's fds (before they are closed); idempotent."""
+        """Unregister the tunnel's fds (before they are closed); idempotent.
+
+        Also once the hub has stopped: a shutdown that cancels the server cancels the hub
+        and the connections' drain together, so a connection may end after run() closed
+        the epoll set (ValueError), with nothing left to unregister."""
         for fd in (tunnel.client_fd, tunnel.remote_fd):
             entry = self._fds.get(fd)
             if entry is not None and entry[0] is tunnel:
                 del self._fds[fd]
-                with contextlib.suppress(OSError):  # the fd may be closed already
+                # OSError: the fd may be closed already; ValueError: the hub has stopped
+                with contextlib.suppress(OSError, ValueError):
                     self._epoll.unregister(fd)
 
-    async def run(self) -> None:
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         epoll_fd = self._epoll.fileno()
+        task_status.started()
         try:
             while True:
                 first = self._timers[0][0] if self._timers else math.inf
@@ -281,6 +307,14 @@ class RelayHub:
                             watcher.readable(now)
                         except Exception:  # a bug: never let it stop the hub
                             logger.exception("relay hub: a front-end watcher failed")
+                            self.unwatch(fd)
+                        continue
+                    writer = self._writers.get(fd)
+                    if writer is not None:
+                        try:
+                            writer.writable(now)
+                        except Exception:  # a bug: never let it stop the hub
+                            logger.exception("relay hub: a front-end writer failed")
                             self.unwatch(fd)
                     continue
                 tunnel, from_client = entry
@@ -401,20 +435,6 @@ class RelayHub:
             trio.lowlevel.reschedule(waiter)
         elif tunnel.owner is not None:
             tunnel.owner.tunnel_ended(tunnel)
-
-
-_HUB: trio.lowlevel.RunVar[RelayHub] = trio.lowlevel.RunVar("proxy64_relay_hub")
-
-
-def current_hub() -> RelayHub:
-    """This trio run's hub, started as a system task on first use."""
-    try:
-        return _HUB.get()
-    except LookupError:
-        hub = RelayHub()
-        _HUB.set(hub)
-        trio.lowlevel.spawn_system_task(hub.run, name="proxy64 relay hub")
-        return hub
 
 
 async def wait_for(tunnel: HubTunnel, idle_timeout: float) -> bool:

@@ -23,6 +23,7 @@ Invariants (besides hub_front.py's):
 from __future__ import annotations
 
 import logging
+import math
 import os
 import socket
 from typing import Any
@@ -32,12 +33,13 @@ import trio
 from proxy64.defaults import SOCKS_HANDSHAKE_READ
 from proxy64.errors import Proxy64Error, RemoteProtocolError, SocksReply
 from proxy64.net.auth_gate import auth_hold
-from proxy64.net.context import ConnectionRecord, Dialed, ProxyContext
-from proxy64.net.dialer import PendingDial
+from proxy64.net.context import ConnectionRecord, ProxyContext
+from proxy64.net.dial_types import Dialed, PendingDial
 from proxy64.net.hub_front import HubConnection, HubFront, Stage, client_text
 from proxy64.net.listeners import Spawn
 from proxy64.net.outcomes import client_lost
 from proxy64.net.socks_server import Resume, handshake_timed_out, reply_bytes, serve_connection
+from proxy64.proto.socks4 import Socks4Request
 from proxy64.proto.socks5 import NEED_DATA, Command, Request
 from proxy64.proto.socks_dispatch import (
     Closed,
@@ -61,13 +63,14 @@ class SocksFront(HubFront["_Connection"]):
 class _Connection(HubConnection):
     """One SOCKS client while no task holds it."""
 
-    __slots__ = ("machine",)
+    __slots__ = ("machine", "request")
 
     front: SocksFront
     record: ConnectionRecord  # made at once: every SOCKS connection has its line
 
     def __init__(self, front: SocksFront, sock: socket.socket, address: Any) -> None:
         self.machine: SocksMachine | None = None
+        self.request: Request | Socks4Request | None = None  # while its dial is in flight
         text = client_text(address, "?")
         super().__init__(front, sock, text, ConnectionRecord(front_end="socks5", client=text))
 
@@ -135,6 +138,7 @@ class _Connection(HubConnection):
 
     def _request(self, machine: SocksMachine, request: Any, output: bytes) -> None:
         front = self.front
+        handed_off = front.handed_off
         resume = Resume(machine, self.deadline, unsent=output, request=request)
         udp = isinstance(request, Request) and request.command is Command.UDP_ASSOCIATE
         if udp or self.slot is None:
@@ -150,10 +154,17 @@ class _Connection(HubConnection):
             return
         if result is None:  # a name to resolve, a race: the task path's connect()
             self._hand_off(resume)
-        elif isinstance(result, PendingDial):  # a real network: wait for the handshake
-            self._hand_off(_replace(resume, pending=result))
         elif front.relay_settings is None:  # a relay the hub cannot carry
-            self._hand_off(_replace(resume, dialed=result))
+            field = "pending" if isinstance(result, PendingDial) else "dialed"
+            self._hand_off(_replace(resume, **{field: result}))
+        elif isinstance(result, PendingDial):  # a real network: the hub waits for it
+            # what the handshake owes the client goes now, not after the dial
+            if output and not self._write(output, _replace(resume, pending=result)):
+                if self.stage is Stage.GONE and self.front.handed_off == handed_off:
+                    result.sock.close()  # ended here (the client is gone): not handed on
+                return
+            self.request = request
+            self._dial_in_hub(result)
         else:
             self._established(machine, request, result, output)
 
@@ -190,6 +201,15 @@ class _Connection(HubConnection):
             self._end(str(error))
         else:
             self._hand_off(Resume(self.machine, self.deadline, error=error))
+
+    def _dial_done(self, dialed: Dialed) -> None:
+        assert self.machine is not None and self.request is not None
+        self._established(self.machine, self.request, dialed, b"")
+
+    def _dial_failed(self, error: Proxy64Error) -> None:
+        # the handshake is over: no deadline on the task path's refusal but its linger's
+        resume = Resume(self.machine, math.inf, request=self.request, dial_error=error)
+        self._hand_off(resume)
 
     def _hand_off(self, resume: Resume) -> None:
         """Continue on the task path with what was consumed (the connection leaves here)."""

@@ -25,17 +25,15 @@ import logging
 import os
 from dataclasses import dataclass
 from ipaddress import IPv4Address
-from typing import TYPE_CHECKING
 
 import trio
 
 from proxy64.defaults import SOCKS_HANDSHAKE_READ, SOCKS_LINGER_BYTES, SOCKS_LINGER_TIME
 from proxy64.errors import Proxy64Error, RemoteProtocolError, SocksReply
 from proxy64.net.auth_gate import auth_hold
-from proxy64.net.context import ConnectionRecord, Dialed, IPAddress, ProxyContext
-from proxy64.net.dialer import PendingDial
+from proxy64.net.context import ConnectionRecord, ProxyContext
+from proxy64.net.dial_types import Dialed, IPAddress, PendingDial
 from proxy64.net.hub_front import borrow_slot, client_text
-from proxy64.net.listeners import Spawn
 from proxy64.net.outcomes import client_lost
 from proxy64.net.relay import close_stream, write_fd_all
 from proxy64.net.socks_udp import serve_udp_association
@@ -48,9 +46,6 @@ from proxy64.proto.socks_dispatch import (
     handshake_step,
     machine_for,
 )
-
-if TYPE_CHECKING:
-    from proxy64.net.socks_front import SocksFront
 
 logger = logging.getLogger(__name__)
 
@@ -87,23 +82,13 @@ def peer_text(stream: trio.SocketStream) -> str:
         return "?"
 
 
-class SocksClientHandler:
-    """`handle_socks_client(stream, ctx)`: one connection on the task path. The listener
-    (net/listeners.py) asks open_front() for the hub-driven front end instead, which
-    serves what it can without a task and resumes the rest here (socks_front.py)."""
-
-    async def __call__(self, stream: trio.SocketStream, ctx: ProxyContext) -> None:
-        record = ConnectionRecord(front_end="socks5", client=peer_text(stream))
-        slot = borrow_slot(ctx, object(), record.client)  # a new token: the borrower
-        await serve_connection(stream, ctx, record, slot, None)
-
-    def open_front(self, ctx: ProxyContext, spawn: Spawn) -> SocksFront:
-        from proxy64.net.socks_front import SocksFront  # it builds on this module
-
-        return SocksFront(ctx, spawn)
-
-
-handle_socks_client = SocksClientHandler()
+async def handle_socks_client(stream: trio.SocketStream, ctx: ProxyContext) -> None:
+    """One connection on the task path. A listener with the hub-driven front end
+    (socks_front.py, wired by app.py) serves what it can without a task and resumes the
+    rest here."""
+    record = ConnectionRecord(front_end="socks5", client=peer_text(stream))
+    slot = borrow_slot(ctx, object(), record.client)  # a new token: the borrower
+    await serve_connection(stream, ctx, record, slot, None)
 
 
 async def serve_connection(

@@ -25,7 +25,8 @@ import trio
 from proxy64.defaults import UDP_ASSOCIATION_IDLE, UDP_MAX_DATAGRAM, UDP_TARGET_CACHE
 from proxy64.destination import Destination
 from proxy64.errors import Proxy64Error, RemoteProtocolError, SocksReply
-from proxy64.net.context import ConnectionRecord, IPAddress, ProxyContext, UdpTarget
+from proxy64.net.context import ConnectionRecord, ProxyContext
+from proxy64.net.dial_types import IPAddress, UdpTarget
 from proxy64.proto.socks5 import Reply, Socks5Server
 from proxy64.proto.socks5_udp import UdpDropped, build_udp_datagram, parse_udp_datagram
 

@@ -31,7 +31,8 @@ from proxy64.flow.names import NameMemory
 from proxy64.flow.table import FlowTable
 from proxy64.flow.tcp_flow import Refusal, TcpFlow
 from proxy64.flow.wire import TCP, Decoder, FlowKey
-from proxy64.net.context import ConnectionRecord, DialerLike, RecorderLike, RelayLike
+from proxy64.net.context import ConnectionRecord, RecorderLike, RelayLike
+from proxy64.net.dial_types import DialerLike
 from proxy64.tun import echo as echo_mod
 from proxy64.tun.device import TunDevice
 from proxy64.tun.flow_stream import TunTcpStream

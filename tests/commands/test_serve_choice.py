@@ -14,6 +14,7 @@ from proxy64.app import (
     Bound,
     Nat64Choice,
     build_context,
+    build_parts,
     choose_nat64,
     exit_status,
     proxy_environment,
@@ -30,6 +31,12 @@ from proxy64.serve_config import ServeSettings
 NSP = Nat64Prefix.parse("2001:db8:64::/96")
 FOUND = Nat64Prefix.parse("2001:db8:aa::/96")
 DNS = (HostPort(IPv4Address("127.0.0.53"), 53),)
+
+
+def context() -> ProxyContext:
+    settings = ServeSettings()
+    parts = build_parts(settings, Nat64Choice(NSP, Egress.NAT64, "given"))
+    return build_context(settings, parts, Recorder())
 
 
 def discovering(found: list[Nat64Prefix]) -> Any:
@@ -137,7 +144,7 @@ async def test_stop_closes_listener_and_lets_live_tunnels_finish() -> None:
 
     sock = bind_listener(HostPort(IPv4Address("127.0.0.1"), 0))
     port = sock.getsockname()[1]
-    ctx = build_context(ServeSettings(), Nat64Choice(NSP, Egress.NAT64, "given"), Recorder())
+    ctx = context()
     server = ProxyServer(ctx, [(sock, handler)], grace=5.0)
     with trio.fail_after(10):
         async with trio.open_nursery() as nursery:
@@ -163,7 +170,7 @@ async def test_grace_expiry_cancels_stuck_tunnels() -> None:
 
     sock = bind_listener(HostPort(IPv4Address("127.0.0.1"), 0))
     port = sock.getsockname()[1]
-    ctx = build_context(ServeSettings(), Nat64Choice(NSP, Egress.NAT64, "given"), Recorder())
+    ctx = context()
     server = ProxyServer(ctx, [(sock, handler)], grace=0.2)
     with trio.fail_after(10):
         async with trio.open_nursery() as nursery:
@@ -212,7 +219,7 @@ async def test_accept_loop_backs_off_on_emfile_and_retries_aborted() -> None:
     async def handler(stream: trio.SocketStream, ctx: ProxyContext) -> None:
         handled.set()
 
-    ctx = build_context(ServeSettings(), Nat64Choice(NSP, Egress.NAT64, "given"), Recorder())
+    ctx = context()
     server = ProxyServer(ctx, [], grace=1.0)
     listener = FlakyListener()
     with trio.fail_after(5):

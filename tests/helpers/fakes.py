@@ -24,7 +24,8 @@ import trio
 
 from proxy64.destination import Destination, Reached
 from proxy64.errors import DialAttempt, DialCause, DialError, Proxy64Error, ResolutionError
-from proxy64.net.context import ConnectionRecord, Dialed, ProxyContext, UdpTarget
+from proxy64.net.context import ConnectionRecord, ProxyContext
+from proxy64.net.dial_types import Dialed, UdpTarget
 from proxy64.net.resolver import Resolution, ResolvedAddress
 from proxy64.net.slots import ConnectionSlots
 from proxy64.proto.rfc6052 import Nat64Prefix

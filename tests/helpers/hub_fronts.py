@@ -7,6 +7,7 @@ accepted socket is handed to a front as the listener hands it (accepted(sock, ad
 from __future__ import annotations
 
 import socket
+import weakref
 from collections.abc import Callable
 from functools import partial
 from ipaddress import IPv6Address
@@ -18,8 +19,8 @@ from proxy64.destination import Egress
 from proxy64.net.context import ProxyContext
 from proxy64.net.dialer import Dialer
 from proxy64.net.http_front import HttpFront
-from proxy64.net.http_server import handle_http_client
 from proxy64.net.relay import Relay
+from proxy64.net.relay_hub import RelayHub
 from proxy64.net.resolver import Resolution, ResolvedAddress
 from proxy64.net.slots import ConnectionSlots
 from proxy64.policy import DestinationPolicy
@@ -47,6 +48,7 @@ def context(
     slots: ConnectionSlots | None = None,
     credentials: dict[str, str] | None = None,
 ) -> ProxyContext:
+    hub = RelayHub()  # run by front_of() in the test's nursery, as the server runs it
     return ProxyContext(
         # strict: 10.1.2.3 is refused before any dial, never sent out
         dialer=Dialer(
@@ -57,19 +59,33 @@ def context(
             policy=DestinationPolicy(strict_wkp=True),
         ),
         recorder=recorder,
-        relay=Relay(idle_timeout=idle_timeout, splice_threshold=256 * 1024),
+        relay=Relay(idle_timeout=idle_timeout, splice_threshold=256 * 1024, hub=hub),
         credentials=credentials,
         handshake_timeout=handshake_timeout,
         idle_timeout=idle_timeout,
         connection_slots=slots or ConnectionSlots(8),
+        hub=hub,
     )
+
+
+_RUNNING: weakref.WeakSet[RelayHub] = weakref.WeakSet()
+
+
+def front_of(ctx: ProxyContext, nursery: trio.Nursery, spawn: Callable[..., None]) -> HttpFront:
+    """The HTTP front end over ctx, its relay hub running in nursery (started once)."""
+    hub = ctx.hub
+    assert hub is not None
+    if hub not in _RUNNING:
+        _RUNNING.add(hub)
+        nursery.start_soon(hub.run)
+    return HttpFront(ctx, spawn)
 
 
 def open_front(ctx: ProxyContext, nursery: trio.Nursery) -> HttpFront:
     def spawn(async_fn: Callable[..., Any], *args: object) -> None:
         nursery.start_soon(async_fn, *args)
 
-    return handle_http_client.open_front(ctx, spawn)
+    return front_of(ctx, nursery, spawn)
 
 
 async def echo_origin(stream: trio.SocketStream) -> None:

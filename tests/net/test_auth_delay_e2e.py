@@ -20,10 +20,13 @@ from proxy64.destination import Egress
 from proxy64.net.auth_gate import AuthGate
 from proxy64.net.context import ProxyContext
 from proxy64.net.dialer import Dialer
+from proxy64.net.http_front import HttpFront
 from proxy64.net.http_server import handle_http_client
-from proxy64.net.listeners import ProxyServer, bind_listener, bound_address
+from proxy64.net.listeners import Listening, ProxyServer, bind_listener, bound_address
 from proxy64.net.relay import Relay
+from proxy64.net.relay_hub import RelayHub
 from proxy64.net.slots import ConnectionSlots
+from proxy64.net.socks_front import SocksFront
 from proxy64.net.socks_server import handle_socks_client
 from proxy64.proto.auth_delay import AuthDelay
 from tests.helpers.fakes import NSP, ListRecorder
@@ -37,19 +40,25 @@ USERS = {"alice": "right"}
 async def proxy(
     handshake_timeout: float = 10.0, base: float = BASE, cap: float = CAP
 ) -> AsyncIterator[tuple[int, int]]:
+    hub = RelayHub()  # the server runs it; the front ends as app.py wires them
     ctx = ProxyContext(
         dialer=Dialer(Resolver(), NSP, Egress.EMBEDDED),
         recorder=ListRecorder(),
-        relay=Relay(),
+        relay=Relay(hub=hub),
         credentials=dict(USERS),
         handshake_timeout=handshake_timeout,
         idle_timeout=30.0,
         connection_slots=ConnectionSlots(200),
         auth_gate=AuthGate(AuthDelay(base=base, cap=cap, forget_after=30.0)),
+        hub=hub,
     )
     socks = bind_listener(HostPort(ip_address("127.0.0.1"), 0))
     http = bind_listener(HostPort(ip_address("127.0.0.1"), 0))
-    server = ProxyServer(ctx, [(socks, handle_socks_client), (http, handle_http_client)], grace=1)
+    listening = [
+        Listening(socks, handle_socks_client, SocksFront),
+        Listening(http, handle_http_client, HttpFront),
+    ]
+    server = ProxyServer(ctx, listening, grace=1)
     async with trio.open_nursery() as nursery:
         await nursery.start(server.run)
         yield bound_address(socks).port, bound_address(http).port

@@ -13,7 +13,8 @@ import trio
 from proxy64.config import HostPort, ResolverSettings
 from proxy64.destination import Destination, Egress, Reached
 from proxy64.errors import AddressMappingError, DialCause, DialError, ResolutionError
-from proxy64.net.dialer import Dialer, PendingDial
+from proxy64.net.dial_types import PendingDial
+from proxy64.net.dialer import Dialer
 from proxy64.net.resolver import DNS64Resolver, Resolution, ResolvedAddress
 from proxy64.policy import DestinationPolicy
 from proxy64.proto.dns64 import Dns64Answer, Outcome

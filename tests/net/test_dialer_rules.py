@@ -12,8 +12,8 @@ import pytest
 
 from proxy64.destination import Destination, Egress
 from proxy64.errors import DeniedByRuleError, ResolutionError, SocksReply
-from proxy64.policy import DestinationPolicy
-from proxy64.rules import Action, PolicyInForce, parse_rule_line
+from proxy64.policy import DestinationPolicy, PolicyInForce
+from proxy64.rules import Action, parse_rule_line
 from tests.helpers.fake_net import WKP, FakeHostInfo, FakeNet, Outcome
 from tests.helpers.fake_net import make_dialer as make
 from tests.helpers.fakes import FakeResolver

@@ -26,7 +26,8 @@ from hypothesis import strategies as st
 
 from proxy64.destination import Destination, Reached
 from proxy64.errors import AddressMappingError, DialAttempt, DialCause, DialError, ResolutionError
-from proxy64.net.context import ConnectionRecord, Dialed, ProxyContext
+from proxy64.net.context import ConnectionRecord, ProxyContext
+from proxy64.net.dial_types import Dialed
 from proxy64.net.http_server import handle_http_client
 from tests.helpers.aiohttp_origin import Origin, pattern_bytes, running_origin
 from tests.helpers.curl import clean_env, curl_async

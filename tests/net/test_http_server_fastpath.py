@@ -28,8 +28,9 @@ import trio.testing
 
 import proxy64
 from proxy64.destination import Destination, Egress, Reached
-from proxy64.net.context import Dialed, ProxyContext
-from proxy64.net.dialer import Dialer, PendingDial
+from proxy64.net.context import ProxyContext
+from proxy64.net.dial_types import Dialed, PendingDial
+from proxy64.net.dialer import Dialer
 from proxy64.net.http_server import handle_http_client
 from proxy64.net.http_upstream import Upstream
 from proxy64.net.slots import ConnectionSlots

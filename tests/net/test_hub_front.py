@@ -16,7 +16,7 @@ from proxy64.net.http_front import HttpFront
 from proxy64.net.hub_front import SHUTDOWN_OUTCOME, borrow_slot
 from proxy64.net.slots import ConnectionSlots
 from tests.helpers.fakes import ListRecorder
-from tests.helpers.hub_fronts import ESTABLISHED, Client, context, start_origin
+from tests.helpers.hub_fronts import ESTABLISHED, Client, context, front_of, start_origin
 
 
 def test_borrow_slot_lends_the_token_until_the_limit() -> None:
@@ -40,7 +40,7 @@ async def _promoted_tunnel(
     """A CONNECT tunnel the hub carries, then promotes (past the splice threshold)."""
     port = await start_origin(nursery)
     ctx = context(recorder)
-    front = HttpFront(ctx, spawn)
+    front = front_of(ctx, nursery, spawn)
     client = Client(front)
     client.send(f"CONNECT [::1]:{port} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
     await trio.sleep(0.01)

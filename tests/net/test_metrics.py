@@ -17,13 +17,13 @@ import pytest
 import trio
 from hypothesis import given
 from hypothesis import strategies as st
-from prometheus_client.parser import text_string_to_metric_families
 
 from proxy64.config import HostPort
 from proxy64.destination import Destination, Egress, Reached
 from proxy64.errors import ConfigError, ResolutionError
 from proxy64.logformat import JsonFormatter
-from proxy64.net.context import ConnectionRecord, Dialed, live_tunnels
+from proxy64.net.context import ConnectionRecord, live_tunnels
+from proxy64.net.dial_types import Dialed
 from proxy64.net.metrics import (
     BuildInfo,
     MeteredDialer,
@@ -36,6 +36,7 @@ from proxy64.net.recorder import Recorder
 from proxy64.proto.dns64 import Dns64Answer, Outcome
 from proxy64.serve_config import parse_metrics_address
 from tests.helpers.fakes import FakeDialer
+from tests.helpers.metric_samples import samples
 
 QNAME = dns.name.from_text("example.test.")
 
@@ -82,16 +83,6 @@ def answer(outcome: Outcome, synthesized: bool = False) -> Dns64Answer:
 )
 def test_dns64_outcome_labels(outcome: Outcome, synthesized: bool, label: str) -> None:
     assert dns64_outcome(answer(outcome, synthesized)) == label
-
-
-def samples(metrics: Metrics) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    from prometheus_client import generate_latest
-
-    out = {}
-    for family in text_string_to_metric_families(generate_latest(metrics.registry).decode()):
-        for sample in family.samples:
-            out[sample.name, tuple(sorted(sample.labels.items()))] = sample.value
-    return out
 
 
 def test_recorder_feeds_the_counters_and_the_live_tunnel_count() -> None:

@@ -17,6 +17,7 @@ from proxy64.net import splice as splice_module
 from proxy64.net.context import ConnectionRecord
 from proxy64.net.relay import Relay, relay
 from tests.helpers.fakes import blank_record as record
+from tests.helpers.hub import running_hub, start_hub
 from tests.helpers.streams import pipe_fds, receive_all, tcp_pair
 
 # --- copy path over memory streams --------------------------------------------------------------
@@ -128,11 +129,12 @@ async def relayed(**options: Any) -> AsyncIterator[tuple[Any, Any, ConnectionRec
     rec = record()
     done = trio.Event()
 
-    async def run() -> None:
-        await relay(client_side, remote_side, rec, **options)
-        done.set()
+    async with running_hub() as hub, trio.open_nursery() as nursery:
 
-    async with trio.open_nursery() as nursery:
+        async def run() -> None:
+            await relay(client_side, remote_side, rec, hub=hub, **options)
+            done.set()
+
         nursery.start_soon(run)
         try:
             yield app_client, app_remote, rec, done
@@ -314,11 +316,13 @@ async def test_relayed_pair_passes_check_half_closeable_stream(
     if threshold is not None and not splice_module.HAVE_SPLICE:
         pytest.skip("os.splice is Linux-only")
 
+    hub = await start_hub(nursery)
+
     async def maker() -> tuple[trio.SocketStream, trio.SocketStream]:
         app_client, client_side = await tcp_pair()
         remote_side, app_remote = await tcp_pair()
         nursery.start_soon(
-            lambda: relay(client_side, remote_side, record(), splice_threshold=threshold)
+            lambda: relay(client_side, remote_side, record(), splice_threshold=threshold, hub=hub)
         )
         return app_client, app_remote
 

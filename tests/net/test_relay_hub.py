@@ -13,35 +13,42 @@ import trio
 from proxy64.defaults import HUB_TIMER_COMPACT, RELAY_IDLE_SLACK
 from proxy64.net.context import ConnectionRecord
 from proxy64.net.relay import relay
-from proxy64.net.relay_hub import RelayHub, current_hub
+from proxy64.net.relay_hub import RelayHub
 from tests.helpers.fakes import blank_record as record
+from tests.helpers.hub import start_hub
 from tests.helpers.streams import receive_all, tcp_pair
 
 
 async def test_idle_socket_tunnel_is_closed_after_idle_timeout(
-    autojump_clock: trio.abc.Clock,
+    autojump_clock: trio.abc.Clock, nursery: trio.Nursery
 ) -> None:
     """On trio's mock clock: the relay closes at the idle timeout (plus at most
     RELAY_IDLE_SLACK), not at a wall-clock time this machine's load could move."""
+    hub = await start_hub(nursery)
     app_client, client_side = await tcp_pair()
     remote_side, app_remote = await tcp_pair()
     rec = record()
     with trio.fail_after(600):
         started = trio.current_time()
-        await relay(client_side, remote_side, rec, idle_timeout=300)
+        await relay(client_side, remote_side, rec, idle_timeout=300, hub=hub)
         assert 300 <= trio.current_time() - started <= 300 + RELAY_IDLE_SLACK
         assert await receive_all(app_client) == b""  # closed by the relay
         assert await receive_all(app_remote) == b""
     assert rec.outcome == "idle for 300 s, closed"
 
 
-async def test_traffic_pushes_the_idle_deadline(autojump_clock: trio.abc.Clock) -> None:
+async def test_traffic_pushes_the_idle_deadline(
+    autojump_clock: trio.abc.Clock, nursery: trio.Nursery
+) -> None:
+    hub = await start_hub(nursery)
     app_client, client_side = await tcp_pair()
     remote_side, app_remote = await tcp_pair()
     rec = record()
     with trio.fail_after(3600):
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(lambda: relay(client_side, remote_side, rec, idle_timeout=300))
+            nursery.start_soon(
+                lambda: relay(client_side, remote_side, rec, idle_timeout=300, hub=hub)
+            )
             for i in range(6):  # 6 x 200 s: longer than the idle timeout, never idle
                 await trio.sleep(200)
                 await app_client.send_all(b"%d" % i)
@@ -53,9 +60,10 @@ async def test_traffic_pushes_the_idle_deadline(autojump_clock: trio.abc.Clock) 
     assert (rec.bytes_up, rec.bytes_down) == (6, 0)
 
 
-async def test_full_destination_hands_over_without_losing_bytes() -> None:
+async def test_full_destination_hands_over_without_losing_bytes(nursery: trio.Nursery) -> None:
     """The remote app reads nothing at first: the hub's write blocks, the task path takes
     the unwritten tail and the rest; every byte arrives once, in order (no splice)."""
+    hub = await start_hub(nursery)
     app_client, client_side = await tcp_pair()
     remote_side, app_remote = await tcp_pair()
     rec = record()
@@ -63,7 +71,9 @@ async def test_full_destination_hands_over_without_losing_bytes() -> None:
     got = {}
     with trio.fail_after(60):
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(lambda: relay(client_side, remote_side, rec, splice_threshold=None))
+            nursery.start_soon(
+                lambda: relay(client_side, remote_side, rec, splice_threshold=None, hub=hub)
+            )
 
             async def send() -> None:
                 await app_client.send_all(blob)
@@ -79,9 +89,8 @@ async def test_full_destination_hands_over_without_losing_bytes() -> None:
     assert rec.outcome == "ok"
 
 
-async def test_many_tunnels_share_one_hub_and_keep_their_bytes_apart() -> None:
-    hub = current_hub()
-    assert current_hub() is hub
+async def test_many_tunnels_share_one_hub_and_keep_their_bytes_apart(nursery: trio.Nursery) -> None:
+    hub = await start_hub(nursery)
     results: dict[int, bytes] = {}
     records = {}
 
@@ -91,7 +100,7 @@ async def test_many_tunnels_share_one_hub_and_keep_their_bytes_apart() -> None:
         rec = records[i] = record()
         message = b"tunnel %d " % i * (i + 1)
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(relay, client_side, remote_side, rec)
+            nursery.start_soon(lambda: relay(client_side, remote_side, rec, hub=hub))
             await app_client.send_all(message)
             await app_client.send_eof()  # half-close: the answer still flows back
             echoed = await receive_all(app_remote)
@@ -110,12 +119,16 @@ async def test_many_tunnels_share_one_hub_and_keep_their_bytes_apart() -> None:
         assert results[i] == message[::-1]
         assert (records[i].bytes_up, records[i].bytes_down) == (len(message), len(message))
         assert records[i].outcome == "ok"
+    assert hub._fds == {}  # every tunnel of the one hub has left it
 
 
 @pytest.mark.parametrize("threshold", [None, 1000])
-async def test_mixed_sizes_and_half_close_orders_keep_every_byte(threshold: int | None) -> None:
+async def test_mixed_sizes_and_half_close_orders_keep_every_byte(
+    threshold: int | None, nursery: trio.Nursery
+) -> None:
     """Tunnels that stay in the hub, are promoted mid-stream (1000: at the first bigger
     chunk) or fill a slow reader, with either side half-closing first: sha256 both ways."""
+    hub = await start_hub(nursery)
     rng = random.Random(7)
     plans = [
         (rng.randrange(0, 300_000), rng.randrange(0, 300_000), rng.random() < 0.5)
@@ -143,7 +156,7 @@ async def test_mixed_sizes_and_half_close_orders_keep_every_byte(threshold: int 
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(
-                lambda: relay(client_side, remote_side, rec, splice_threshold=threshold)
+                lambda: relay(client_side, remote_side, rec, splice_threshold=threshold, hub=hub)
             )
             nursery.start_soon(side, app_client, up, "down", 0 if client_first else 0.05)
             nursery.start_soon(side, app_remote, down, "up", 0.05 if client_first else 0)
@@ -163,11 +176,13 @@ async def test_mixed_sizes_and_half_close_orders_keep_every_byte(threshold: int 
         assert rec.outcome == "ok"
 
 
-async def test_quiet_promoted_tunnel_goes_back_to_the_hub_and_still_works() -> None:
+async def test_quiet_promoted_tunnel_goes_back_to_the_hub_and_still_works(
+    nursery: trio.Nursery,
+) -> None:
     """Bulk promotes a tunnel to the task/splice path; once both directions are quiet it
     returns to the hub (no task path frames held while idle); later bulk promotes it
     again; every byte arrives in order and the counts are exact."""
-    hub = current_hub()
+    hub = await start_hub(nursery)
     app_client, client_side = await tcp_pair()
     remote_side, app_remote = await tcp_pair()
     rec = record()
@@ -186,7 +201,12 @@ async def test_quiet_promoted_tunnel_goes_back_to_the_hub_and_still_works() -> N
         async with trio.open_nursery() as nursery:
             nursery.start_soon(
                 lambda: relay(
-                    client_side, remote_side, rec, splice_threshold=4096, splice_release_after=0.1
+                    client_side,
+                    remote_side,
+                    rec,
+                    splice_threshold=4096,
+                    splice_release_after=0.1,
+                    hub=hub,
                 )
             )
             await trio.sleep(0.05)
@@ -218,8 +238,10 @@ class _Timer:
         return self.again.pop(0) if self.again else None
 
 
-async def test_hub_timers_fire_in_order_repeat_and_stay_quiet_once_cancelled() -> None:
-    hub = current_hub()
+async def test_hub_timers_fire_in_order_repeat_and_stay_quiet_once_cancelled(
+    nursery: trio.Nursery,
+) -> None:
+    hub = await start_hub(nursery)
     start = trio.current_time()
     first, second, cancelled = _Timer([start + 0.15]), _Timer([]), _Timer([])
     hub.call_at(start + 0.05, first)  # fires, asks again at +0.15, then is done
@@ -269,3 +291,26 @@ def test_cancelled_timers_do_not_accumulate_in_the_heap() -> None:
         assert hub._timers == [] and hub._cancelled == 0
     finally:
         hub._epoll.close()
+
+
+async def test_a_connection_may_leave_a_hub_that_has_stopped() -> None:
+    """A shutdown cancels the hub and the connections' drain together: a tunnel or a
+    watched fd removed after run() closed the epoll set is not an error."""
+    app_client, client_side = await tcp_pair()
+    remote_side, app_remote = await tcp_pair()
+    hub = RelayHub()
+    async with trio.open_nursery() as nursery:
+        await nursery.start(hub.run)
+        tunnel = hub.add(client_side.socket, remote_side.socket, record(), None)
+        hub.watch(app_client.socket.fileno(), _NeverReadable())
+        nursery.cancel_scope.cancel()
+    assert hub._epoll.closed  # the premise: the hub has stopped
+    hub.remove(tunnel)
+    hub.unwatch(app_client.socket.fileno())
+    for stream in (app_client, client_side, remote_side, app_remote):
+        await stream.aclose()
+
+
+class _NeverReadable:
+    def readable(self, now: float) -> None:
+        raise AssertionError("never called")

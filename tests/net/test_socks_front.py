@@ -14,9 +14,6 @@ import gc
 import hashlib
 import socket
 import weakref
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from ipaddress import IPv4Address, ip_address
 from typing import Any
 
@@ -26,77 +23,13 @@ import trio
 from proxy64.config import HostPort
 from proxy64.defaults import RELAY_IDLE_SLACK
 from proxy64.destination import Destination, Egress, Reached
-from proxy64.net.context import ProxyContext
-from proxy64.net.dialer import Dialer
-from proxy64.net.listeners import ProxyServer, bind_listener, bound_address
-from proxy64.net.relay import Relay
-from proxy64.net.slots import ConnectionSlots
-from proxy64.net.socks_front import SocksFront
-from proxy64.net.socks_server import handle_socks_client
-from tests.helpers.fakes import CACHED, NSP, UNCACHED, ListRecorder
-from tests.helpers.fakes import CachedNameResolver as Resolver
+from proxy64.net.listeners import bind_listener, bound_address
+from tests.helpers.fakes import CACHED, UNCACHED
+from tests.helpers.hub import running_hub
 from tests.helpers.origins import pattern_bytes, serve_tcp_echo, serve_tcp_hash
-from tests.helpers.socks5_client import NO_AUTH_GREETING, connect_request, socks5_handshake
+from tests.helpers.socks5_client import connect_request, socks5_handshake
+from tests.helpers.socks_fronts import NOAUTH, Spawns, connect, echo_once, proxy
 from tests.helpers.streams import receive_all, receive_exactly
-
-NOAUTH = NO_AUTH_GREETING
-
-
-class Spawns(trio.abc.Instrument):
-    def __init__(self) -> None:
-        self.names: list[str] = []
-
-    def task_spawned(self, task: trio.lowlevel.Task) -> None:
-        self.names.append(task.name)
-
-    def proxy64(self) -> list[str]:
-        return [n for n in self.names if n.startswith("proxy64.")]
-
-
-@dataclass
-class Proxy:
-    port: int
-    server: ProxyServer
-    front: SocksFront
-    recorder: ListRecorder
-    resolver: Resolver
-
-
-@asynccontextmanager
-async def proxy(
-    *,
-    handshake_timeout: float = 5.0,
-    idle_timeout: float = 30.0,
-    max_connections: int = 100,
-    credentials: dict[str, str] | None = None,
-    grace: float = 5.0,
-) -> AsyncIterator[Proxy]:
-    resolver = Resolver()
-    recorder = ListRecorder()
-    ctx = ProxyContext(
-        dialer=Dialer(resolver, NSP, Egress.EMBEDDED),
-        recorder=recorder,
-        relay=Relay(idle_timeout=idle_timeout),
-        credentials=credentials,
-        handshake_timeout=handshake_timeout,
-        idle_timeout=idle_timeout,
-        connection_slots=ConnectionSlots(max_connections),
-    )
-    sock = bind_listener(HostPort(ip_address("127.0.0.1"), 0))
-    port = bound_address(sock).port
-    server = ProxyServer(ctx, [(sock, handle_socks_client)], grace=grace)
-    async with trio.open_nursery() as nursery:
-        await nursery.start(server.run)
-        front = server.fronts[0]
-        assert isinstance(front, SocksFront)
-        yield Proxy(port, server, front, recorder, resolver)
-        server.stop()
-
-
-async def connect(port: int) -> trio.socket.SocketType:
-    sock = trio.socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    await sock.connect(("127.0.0.1", port))
-    return sock
 
 
 async def socks5(port: int, request: bytes) -> trio.socket.SocketType:
@@ -104,11 +37,6 @@ async def socks5(port: int, request: bytes) -> trio.socket.SocketType:
     reply = await socks5_handshake(client, request)
     assert reply[:4] == b"\x05\x00\x00\x01", reply
     return client
-
-
-async def echo_once(client: trio.socket.SocketType, data: bytes) -> None:
-    await client.send(data)
-    assert await receive_exactly(client, len(data)) == data
 
 
 # --- served without a task ----------------------------------------------------------------
@@ -413,8 +341,8 @@ async def test_failed_accept_backs_off_then_accepting_resumes() -> None:
     listener = bind_listener(HostPort(ip_address("127.0.0.1"), 0))
     flaky = FlakyListener(listener)
     with listener, trio.fail_after(10):
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(_accept_in_hub, flaky, Front())  # type: ignore[arg-type]
+        async with running_hub() as hub, trio.open_nursery() as nursery:
+            nursery.start_soon(_accept_in_hub, hub, flaky, Front())  # type: ignore[arg-type]
             client = await connect(bound_address(listener).port)
             await got_one.wait()  # EMFILE first: ACCEPT_BACKOFF (0.1 s), then the client
             client.close()

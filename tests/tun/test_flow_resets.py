@@ -8,9 +8,10 @@ import struct
 
 import trio
 
+from proxy64.destination import Destination
 from proxy64.flow.segment import ACK, PSH, RST, Segment
 from proxy64.flow.tcp_flow import SegmentArrived
-from proxy64.net.context import ConnectionRecord, Destination
+from proxy64.net.context import ConnectionRecord
 from proxy64.net.relay import relay
 from proxy64.tun.flow_stream import TunTcpStream
 from proxy64.tun.socket_stream import TunSocketStream

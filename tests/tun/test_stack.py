@@ -20,7 +20,8 @@ from proxy64.destination import Destination, Egress
 from proxy64.errors import DialAttempt, DialCause, DialError
 from proxy64.flow.segment import ACK, FIN, PSH, RST, SYN
 from proxy64.flow.wire import EchoIn, Ignored, Malformed, TcpIn, UdpIn, decode
-from proxy64.net.context import ConnectionRecord, Dialed, UdpTarget
+from proxy64.net.context import ConnectionRecord
+from proxy64.net.dial_types import Dialed, UdpTarget
 from proxy64.net.dialer import Dialer
 from proxy64.net.relay import Relay
 from proxy64.packet import build_echo, build_tcp, build_udp
