@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import glob
+import importlib
 import json
 import os
+import pkgutil
 import signal
 import stat
 import subprocess
@@ -15,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+import proxy64
 from proxy64.cli import main as cli_main
 from proxy64.config import HostPort
 from proxy64.tun.device import TUN_PATH
@@ -106,6 +109,11 @@ def _as_nobody(argv: list[str]) -> tuple[int, str]:
         try:
             os.dup2(write, 2)
             sys.stderr = os.fdopen(2, "w", closefd=False)
+            # nobody may not read the interpreter's library (it can live under /root):
+            # every proxy64 module, and what it imports, is loaded while still root.
+            for module in pkgutil.walk_packages(proxy64.__path__, "proxy64."):
+                if not module.name.endswith(".__main__"):
+                    importlib.import_module(module.name)
             os.setgroups([])
             os.setgid(NOBODY)
             os.setuid(NOBODY)
