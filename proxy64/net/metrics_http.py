@@ -22,6 +22,7 @@ import binascii
 import hmac
 import os
 import shutil
+import signal
 import socket
 import tempfile
 import threading
@@ -145,10 +146,15 @@ class MetricsServer:
         return self._server.socket.fileno()
 
     def start(self) -> None:
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, name="proxy64-metrics", daemon=True
-        )
+        self._thread = threading.Thread(target=self._serve, name="proxy64-metrics", daemon=True)
         self._thread.start()
+
+    def _serve(self) -> None:
+        # A signal sent to the process goes to any thread that does not block it: the
+        # supervisor waits for SIGCHLD and the stop signals with sigtimedwait(), which
+        # never sees one this thread took (and discarded), so this thread blocks them all.
+        signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
+        self._server.serve_forever()
 
     def close(self) -> None:
         if self._thread is not None:

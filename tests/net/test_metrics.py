@@ -8,8 +8,11 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import signal
+import threading
 from functools import partial
 from ipaddress import IPv4Address, IPv6Address
+from pathlib import Path
 from typing import Any
 
 import dns.name
@@ -17,6 +20,7 @@ import pytest
 import trio
 from hypothesis import given
 from hypothesis import strategies as st
+from prometheus_client import CollectorRegistry
 
 from proxy64.config import HostPort
 from proxy64.destination import Destination, Egress, Reached
@@ -31,7 +35,7 @@ from proxy64.net.metrics import (
     connection_outcome,
     dns64_outcome,
 )
-from proxy64.net.metrics_http import _authorized, metrics_app
+from proxy64.net.metrics_http import MetricsServer, _authorized, metrics_app
 from proxy64.net.recorder import Recorder
 from proxy64.proto.dns64 import Dns64Answer, Outcome
 from proxy64.serve_config import parse_metrics_address
@@ -273,3 +277,27 @@ def test_alive_follows_the_event_loop_samples() -> None:
     app = metrics_app(lambda: metrics.registry, None, metrics.alive)
     metrics.sampled_at -= METRICS_STALE_AFTER + 1
     assert call(app, "/healthz")[:2] == ("503 Service Unavailable", b"not serving\n")
+
+
+def _blocked_signals(native_id: int) -> set[int]:
+    status = Path(f"/proc/self/task/{native_id}/status").read_text(encoding="ascii")
+    for line in status.splitlines():
+        if line.startswith("SigBlk:"):
+            mask = int(line.split()[1], 16)
+            return {bit + 1 for bit in range(64) if mask >> bit & 1}
+    raise AssertionError("no SigBlk line")
+
+
+def test_the_endpoint_thread_takes_no_process_signal() -> None:
+    """The supervisor waits for SIGCHLD and the stop signals with sigtimedwait(); a signal
+    the endpoint's thread took instead would be lost and the stop would wait its timeout."""
+    server = MetricsServer(HostPort(IPv4Address("127.0.0.1"), 0), CollectorRegistry)
+    server.start()
+    try:
+        thread = next(t for t in threading.enumerate() if t.name == "proxy64-metrics")
+        assert thread.native_id is not None
+        blocked = _blocked_signals(thread.native_id)
+    finally:
+        server.close()
+    wanted = {signal.SIGCHLD, signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
+    assert wanted <= blocked, f"not blocked: {wanted - blocked}"
