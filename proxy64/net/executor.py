@@ -35,6 +35,7 @@ import socket
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from select import EPOLLIN, EPOLLOUT
 from typing import Any, Protocol
 
@@ -108,6 +109,21 @@ class AwaitHelper(Protocol):
         ...
 
 
+class DialedHelper(Protocol):
+    def __call__(
+        self,
+        command: Any,
+        client: trio.SocketStream,
+        record: ConnectionRecord | None,
+        ctx: ProxyContext,
+        *,
+        dialed: Dialed,
+    ) -> Awaitable[Event | None]:
+        """An `AwaitHelper` that works on the connection's dialed stream (the last
+        `Dial` that was `Connected`: HTTP forwarding's upstream)."""
+        ...
+
+
 @dataclass(frozen=True)
 class Served:
     """What a protocol gives the executor: its name for log lines, its logger, the
@@ -120,6 +136,7 @@ class Served:
     read_size: int
     helpers: Mapping[type[Await], AwaitHelper] = field(default_factory=dict)
     bug_outcome: str = "internal error: {exc!r}"
+    dialed_helpers: Mapping[type[Await], DialedHelper] = field(default_factory=dict)
 
     def opener(self) -> FrontOpener:
         """The listeners.FrontOpener for this protocol (what app.py puts in Listening)."""
@@ -234,7 +251,7 @@ class Executor:
         self.registered = 0  # EPOLLIN, EPOLLOUT or 0: how the hub watches self.fd
         self.timer: TimerHandle | None = None
         self.timer_at = math.inf
-        self.turn = 0  # +1 on each interruption: a task from an earlier turn feeds nothing
+        self.turn = 0  # +1 on each interruption and task: only the latest task holds it
         self.drained = self.linger_bytes = 0
         self.aborting = False
         ctx = front.ctx
@@ -267,6 +284,7 @@ class Executor:
                 self._close(command)
             elif isinstance(command, Finish):
                 self._finish(command.outcome)
+                self._drop_dialed()  # a dialed stream ends with its record (HTTP upstream)
             elif isinstance(command, Await):
                 self._await(command)
             else:
@@ -415,6 +433,11 @@ class Executor:
             self.front.hub.unwatch(pending.sock.fileno())
         return pending
 
+    def _drop_dialed(self) -> None:
+        dialed, self.dialed = self.dialed, None
+        if dialed is not None:
+            _close(dialed)
+
     def _connected(self, dialed: Dialed) -> None:
         self.dialed = dialed
         if self.record is not None:
@@ -515,7 +538,11 @@ class Executor:
     # --- a protocol's own awaited step -------------------------------------------------------
 
     def _await(self, command: Await) -> None:
-        helper = self.front.served.helpers[type(command)]
+        served = self.front.served
+        helper: AwaitHelper | None = served.helpers.get(type(command))
+        if helper is None:  # a step on the dialed stream
+            assert self.dialed is not None, f"{command!r} before a Connected dial"
+            helper = partial(served.dialed_helpers[type(command)], dialed=self.dialed)
         self._want(0)
         self._spawn(self._helper_task, helper, command)
 
@@ -538,7 +565,9 @@ class Executor:
     # --- tasks -------------------------------------------------------------------------------
 
     def _spawn(self, async_fn: Callable[..., Awaitable[None]], *args: object) -> None:
+        """Hand the connection to a new task (its turn: an earlier task stops holding it)."""
         self.wait = Wait.TASK
+        self.turn += 1
         self.front.spawn(self._task, self.turn, async_fn, *args)
 
     async def _task(

@@ -18,15 +18,15 @@ de-chunking), RFC 9112 §9.3 (what tells whether either side persists).
 
 from __future__ import annotations
 
+import logging
 import math
 import os
-import socket
 
 import h11
 import trio
 
 from proxy64.defaults import HTTP_BODY_CHUNK, HTTP_RAW_BODY_MIN
-from proxy64.net.context import ConnectionRecord
+from proxy64.net.context import ConnectionRecord, ProxyContext
 from proxy64.net.dial_types import Dialed
 from proxy64.net.http_upstream import BodyCut, Next, Upstream, UpstreamFailed, move_body
 from proxy64.net.outcomes import client_ended
@@ -41,71 +41,73 @@ from proxy64.proto.http_headers import (
 from proxy64.proto.httpproxy import ForwardTarget
 from proxy64.proto.session import ClientLost
 
+logger = logging.getLogger(__name__)
+
 
 class _ClientGone(Exception):
     """The client closed or broke its connection: nothing more can be said to it."""
 
 
-class Forwarder:
-    """The HTTP part of one client connection's executor: the upstream's h11 client
-    machine, kept while the executor holds the same dialed stream (keep-alive)."""
-
-    __slots__ = ("_stream", "idle", "sock", "upstream")
-
-    def __init__(self, sock: socket.socket, idle: float) -> None:
-        self.sock = sock  # the client's (non-blocking) socket
-        self.idle = idle
-        self.upstream: Upstream | None = None
-        self._stream: trio.SocketStream | None = None  # for move_body, made when needed
-
-    async def forward(
-        self, command: Forward, dialed: Dialed, record: ConnectionRecord
-    ) -> Exchanged | OriginFailed | ClientLost:
-        """Run one exchange on dialed (the record it fills) and say how it went."""
-        upstream = self.upstream
-        if upstream is None or upstream.dialed is not dialed:
-            upstream = self.upstream = Upstream(dialed, record)
+async def forward(
+    command: Forward,
+    client: trio.SocketStream,
+    record: ConnectionRecord | None,
+    ctx: ProxyContext,
+    *,
+    dialed: Dialed,
+) -> Exchanged | OriginFailed | ClientLost:
+    """The executor's helper for `Forward` (a `DialedHelper`): one exchange on dialed,
+    the upstream the executor holds, whose record it fills; and how it went."""
+    assert record is not None, "Forward without the upstream's record"
+    upstream = Upstream(dialed, record, command.upstream, command.sent)
+    exchange = _Exchange(client, ctx.idle_timeout, command.conn, command.target, upstream)
+    try:
         try:
-            try:
-                done = await _Exchange(self, command.conn, command.target, upstream).run()
-            except h11.LocalProtocolError as exc:
-                # h11 refused to pass on what the origin sent (e.g. a body longer than
-                # its Content-Length): the origin's fault, reported as such.
-                raise UpstreamFailed(
-                    f"{upstream.destination} sent a response that cannot be forwarded ({exc})"
-                ) from None
-        except UpstreamFailed as exc:
-            self.upstream = None
-            return OriginFailed(str(exc), exc.http_status, exc.stale, upstream.responded)
-        except (_ClientGone, h11.RemoteProtocolError, trio.TooSlowError) as exc:
-            self.upstream = None
-            return ClientLost(client_ended(exc))
-        after, outside = done
-        reusable = upstream.end_cycle()
-        if not reusable:
-            self.upstream = None
-        return Exchanged(reusable, after, outside)
-
-    def stream(self) -> trio.SocketStream:
-        """The client's socket as a trio stream (move_body's splice needs one)."""
-        if self._stream is None:
-            self._stream = trio.SocketStream(trio.socket.from_stdlib_socket(self.sock))
-        return self._stream
+            done = await exchange.run()
+        except h11.LocalProtocolError as exc:
+            # h11 refused to pass on what the origin sent (e.g. a body longer than its
+            # Content-Length): the origin's fault, reported as such.
+            raise UpstreamFailed(
+                f"{upstream.destination} sent a response that cannot be forwarded ({exc})"
+            ) from None
+    except UpstreamFailed as exc:
+        logger.debug("http %s: %s", record.client, exc)  # the recorder logs the outcome
+        return OriginFailed(str(exc), exc.http_status, exc.stale, upstream.responded)
+    except (_ClientGone, h11.RemoteProtocolError, trio.TooSlowError) as exc:
+        return ClientLost(client_ended(exc))
+    after, outside = done
+    reusable = upstream.end_cycle()
+    return Exchanged(upstream.conn if reusable else None, after, outside)
 
 
 class _Exchange:
     """One request and its response."""
 
-    __slots__ = ("after_request", "conn", "fd", "forwarder", "response_outside", "target", "up")
+    __slots__ = (
+        "after_request",
+        "client",
+        "conn",
+        "fd",
+        "idle",
+        "response_outside",
+        "target",
+        "up",
+    )
 
     def __init__(
-        self, forwarder: Forwarder, conn: h11.Connection, target: ForwardTarget, up: Upstream
+        self,
+        client: trio.SocketStream,
+        idle: float,
+        conn: h11.Connection,
+        target: ForwardTarget,
+        up: Upstream,
     ) -> None:
-        self.forwarder = forwarder
+        self.client = client
+        self.idle = idle
         self.conn = conn
         self.target = target
         self.up = up
-        self.fd = forwarder.sock.fileno()
+        self.fd = client.socket.fileno()
         # the request body went outside h11: the bytes after it (and whether it closed)
         self.after_request: tuple[bytes, bool] | None = None
         self.response_outside = False
@@ -149,7 +151,7 @@ class _Exchange:
 
     async def run(self) -> tuple[tuple[bytes, bool] | None, bool]:
         """Forward the request and the response; (after_request, response_outside)."""
-        up, idle = self.up, self.forwarder.idle
+        up, idle = self.up, self.idle
         up.requests += 1
         head = up.conn.send(self.target.request) or b""
         if not await self._request_body_outside(head):
@@ -210,12 +212,12 @@ class _Exchange:
             return True
         try:
             await move_body(
-                self.forwarder.stream(),
+                self.client,
                 up.dialed.stream,
                 buffered[:length],
                 length,
                 prefix=head,
-                idle=self.forwarder.idle,
+                idle=self.idle,
                 counted_read=_uncounted,
                 counted_written=up.count_up,
             )
@@ -251,11 +253,11 @@ class _Exchange:
         try:
             await move_body(
                 up.dialed.stream,
-                self.forwarder.stream(),
+                self.client,
                 buffered[:length],
                 length,
                 prefix=out.take(),
-                idle=self.forwarder.idle,
+                idle=self.idle,
                 counted_read=up.count_down,
                 counted_written=_uncounted,
             )
@@ -280,7 +282,7 @@ class _Exchange:
             if event is h11.NEED_DATA:  # a timeout scope only when a read must wait
                 if out.size:
                     await up.write(out.take())
-                event = await self._client_event(trio.current_time() + self.forwarder.idle)
+                event = await self._client_event(trio.current_time() + self.idle)
             if isinstance(event, h11.Data):
                 out.add(up.conn.send(h11.Data(data=event.data)))
                 if out.size >= HTTP_BODY_CHUNK:

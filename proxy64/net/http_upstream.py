@@ -1,6 +1,6 @@
 # One kept-alive connection from the HTTP proxy to an origin: its own h11 client machine,
 # the ConnectionRecord it fills (bytes counted on the wire) and the failures it reports.
-# Used by proxy64.net.http_server only.
+# Used by proxy64.net.http_exchange only.
 #
 # Invariant: every failure of the origin's side is an UpstreamFailed carrying the HTTP
 # status to answer (502, or 504 when the origin stays silent) and whether it is "stale": a
@@ -21,11 +21,12 @@ from collections.abc import Callable
 import h11
 import trio
 
-from proxy64.defaults import HTTP_BODY_CHUNK, HTTP_MAX_HEAD, HTTP_SPLICE_BODY_MIN
+from proxy64.defaults import HTTP_BODY_CHUNK, HTTP_SPLICE_BODY_MIN
 from proxy64.net.context import ConnectionRecord, ProxyContext
 from proxy64.net.dial_types import Dialed
 from proxy64.net.relay import close_stream, write_fd_all
 from proxy64.net.splice import HAVE_SPLICE, SpliceBroken, Stall, splice_direction
+from proxy64.proto.http_forward import upstream_machine
 from proxy64.proto.http_headers import oversized_content_length
 
 logger = logging.getLogger(__name__)
@@ -45,13 +46,15 @@ class UpstreamFailed(Exception):
 class Upstream:
     """One connection to an origin, with its own h11 client machine and record."""
 
-    def __init__(self, dialed: Dialed, record: ConnectionRecord) -> None:
+    def __init__(
+        self, dialed: Dialed, record: ConnectionRecord, conn: h11.Connection, requests: int = 0
+    ) -> None:
         self.dialed = dialed
         self.destination = dialed.destination
         self.record = record
-        self.conn = h11.Connection(h11.CLIENT, max_incomplete_event_size=HTTP_MAX_HEAD)
+        self.conn = conn  # the session machine's (proto/http_forward.upstream_machine)
         self.responded = False  # a response head arrived for the current request
-        self.requests = 0  # requests sent on this connection, the current one included
+        self.requests = requests  # requests sent on this connection, the current one included
         # This cycle's request body went outside h11 (the machine then stays in SEND_BODY).
         self.sent_outside = False
         # This cycle's response body went outside h11: whether the connection may persist
@@ -81,7 +84,7 @@ class Upstream:
             keep = self.received_outside
         self.sent_outside, self.received_outside = False, None
         if keep:
-            self.conn = h11.Connection(h11.CLIENT, max_incomplete_event_size=HTTP_MAX_HEAD)
+            self.conn = upstream_machine()
         return keep
 
     def failed(self, problem: str, http_status: int = 502) -> UpstreamFailed:

@@ -44,7 +44,7 @@ from proxy64.proto.http_client_conn import (
     next_machine,
     printable,
 )
-from proxy64.proto.http_forward import Exchanged, Forward, OriginFailed
+from proxy64.proto.http_forward import Exchanged, Forward, OriginFailed, upstream_machine
 from proxy64.proto.httpproxy import (
     TUNNEL_ESTABLISHED,
     ConnectTarget,
@@ -63,6 +63,7 @@ from proxy64.proto.session import (
     DataReceived,
     Dial,
     DialFailed,
+    Event,
     Finish,
     Receive,
     Record,
@@ -71,8 +72,8 @@ from proxy64.proto.session import (
     Tick,
 )
 
-HttpEvent = DataReceived | Tick | Connected | DialFailed | ClientLost | Exchanged | OriginFailed
-HttpCommand = Command | Forward
+HttpEvent = Event  # with HTTP's Awaited: Exchanged, OriginFailed (proto/http_forward.py)
+HttpCommand = Command  # with HTTP's Await: Forward
 
 
 class State(enum.Enum):
@@ -125,7 +126,10 @@ class HttpSession:
         self.record_open = False  # a Record given and not finished yet
         # a terminal command given, and the Send before it failed: the outcome to close with
         self.lost_outcome = ""
-        self.reusable = False
+        # the held upstream's h11 machine while it is idle and reusable (None: busy, or
+        # not reusable), and the requests it carried
+        self.upstream_conn: h11.Connection | None = None
+        self.upstream_sent = 0
         self.attempt = 0  # of the current forwarded request (a stale retry is the 2nd)
         self._handlers: dict[State, Callable[[HttpEvent, float], list[HttpCommand]]] = {
             State.HEAD: self._on_head,
@@ -291,7 +295,8 @@ class HttpSession:
             self.deadline = math.inf
             if self.state is State.CONNECT_DIAL:
                 return self._established()
-            self.upstream, self.reusable = self.destination, True
+            self.upstream, self.upstream_sent = self.destination, 0
+            self.upstream_conn = upstream_machine()
             return self._forward()
         if isinstance(event, DialFailed):
             error = event.error
@@ -314,7 +319,7 @@ class HttpSession:
         """Reuse the held upstream if it goes to the same origin and is idle, else end it
         and dial a new one."""
         if self.upstream is not None:
-            if self.upstream == target.destination and self.reusable:
+            if self.upstream == target.destination and self.upstream_conn is not None:
                 return self._forward()
             self.upstream = None
         ended = self._finish("ok")
@@ -331,8 +336,9 @@ class HttpSession:
             # RFC 9110 §10.1.1: the proxy answers 100 itself; the origin's 1xx are dropped
             informational = h11.InformationalResponse(status_code=100, headers=[])
             commands.append(Send(self.conn.send(informational) or b""))
-        self.reusable = False  # busy until the exchange says otherwise
-        commands.append(Forward(target, self.conn))
+        upstream, self.upstream_conn = self.upstream_conn, None  # lent to the exchange
+        assert upstream is not None
+        commands.append(Forward(target, self.conn, upstream, self.upstream_sent))
         return commands
 
     def _on_forwarding(self, event: HttpEvent, now: float) -> list[HttpCommand]:
@@ -340,8 +346,9 @@ class HttpSession:
         assert isinstance(target, ForwardTarget)
         if isinstance(event, Exchanged):
             ended: list[HttpCommand] = []
-            if event.reusable:
-                self.reusable = True
+            self.upstream_sent += 1
+            if event.upstream is not None:
+                self.upstream_conn = event.upstream
             else:
                 self.upstream = None
                 ended = self._finish("ok")

@@ -23,7 +23,7 @@ from proxy64.defaults import (
 )
 from proxy64.destination import Destination
 from proxy64.errors import DialAttempt, DialCause, DialError, NotAllowedError
-from proxy64.proto.http_forward import Exchanged, Forward, OriginFailed
+from proxy64.proto.http_forward import Exchanged, Forward, OriginFailed, upstream_machine
 from proxy64.proto.http_session import HttpCommand, HttpEvent, HttpSession, SessionError, State
 from proxy64.proto.session import (
     ClientLost,
@@ -46,6 +46,7 @@ ORIGIN = Destination("origin.test", 80)
 OTHER = Destination("other.test", 80)
 TUNNEL = Destination("tunnel.test", 443)
 ESTABLISHED = b"HTTP/1.1 200 Connection Established\r\n\r\n"
+REUSE = upstream_machine()  # an origin's machine ready for the next request
 LINGER = Close("", linger=True, linger_time=HTTP_LINGER_TIME, linger_bytes=HTTP_LINGER_BYTES)
 
 
@@ -308,12 +309,13 @@ def test_keep_alive_reuses_one_upstream_and_replaces_it_on_host_change() -> None
     assert isinstance(forward, Forward) and forward.target.destination == ORIGIN
     assert forward.target.request.target == b"/x"
     respond(forward)
-    assert s.handle(Exchanged(reusable=True), 1.0) == [Receive()]
+    assert s.handle(Exchanged(REUSE), 1.0) == [Receive()]
     assert s.state is State.KEEP_ALIVE and s.deadline == 1.0 + HTTP_KEEPALIVE_TIMEOUT
     again = s.handle(DataReceived(get()), 2.0)  # same origin: no dial
     assert len(again) == 1 and isinstance(again[0], Forward)
+    assert again[0].upstream is REUSE and again[0].sent == 1 and forward.sent == 0
     respond(again[0])
-    s.handle(Exchanged(reusable=True), 2.0)
+    s.handle(Exchanged(REUSE), 2.0)
     assert s.handle(DataReceived(get(b"other.test")), 3.0) == [
         Finish("ok"),
         Record("http", OTHER),
@@ -325,7 +327,7 @@ def test_an_upstream_that_cannot_be_reused_ends_and_is_dialed_again() -> None:
     s = session()
     s.start(0.0)
     respond(forwarding(s, get()))
-    assert s.handle(Exchanged(reusable=False), 0.0) == [Finish("ok"), Receive()]
+    assert s.handle(Exchanged(None), 0.0) == [Finish("ok"), Receive()]
     assert s.handle(DataReceived(get()), 0.0) == [Record("http", ORIGIN), Dial(ORIGIN)]
 
 
@@ -333,7 +335,7 @@ def test_keep_alive_idle_closes_and_ends_the_upstream_ok() -> None:
     s = session(idle_timeout=5.0)
     s.start(0.0)
     respond(forwarding(s, get()))
-    s.handle(Exchanged(reusable=True), 1.0)
+    s.handle(Exchanged(REUSE), 1.0)
     assert s.deadline == 6.0  # min(HTTP_KEEPALIVE_TIMEOUT, idle)
     assert s.handle(Tick(), 6.0) == [Close("ok")]
 
@@ -342,7 +344,7 @@ def test_http10_request_without_keep_alive_closes_after_its_response() -> None:
     s = session()
     s.start(0.0)
     respond(forwarding(s, get(version=b"1.0")))
-    assert s.handle(Exchanged(reusable=True), 0.0) == [Close("ok")]
+    assert s.handle(Exchanged(REUSE), 0.0) == [Close("ok")]
 
 
 def test_pipelined_requests_answered_in_order() -> None:
@@ -350,7 +352,7 @@ def test_pipelined_requests_answered_in_order() -> None:
     s.start(0.0)
     first = forwarding(s, get() + get(b"other.test"))
     respond(first)
-    assert s.handle(Exchanged(reusable=True), 0.0) == [
+    assert s.handle(Exchanged(REUSE), 0.0) == [
         Finish("ok"),
         Record("http", OTHER),
         Dial(OTHER),
@@ -364,7 +366,7 @@ def test_rfc9110_9_2_2_stale_upstream_retried_once_for_idempotent(
     s = session()
     s.start(0.0)
     respond(forwarding(s, get()))
-    s.handle(Exchanged(reusable=True), 0.0)
+    s.handle(Exchanged(REUSE), 0.0)
     request = get().replace(b"GET", method)
     if method == b"POST":
         request = request.replace(b"\r\n\r\n", b"\r\nContent-Length: 0\r\n\r\n")
@@ -426,13 +428,13 @@ def test_rfc9112_9_3_next_cycle_after_a_body_outside_h11() -> None:
     # SEND_BODY; it answers, and the bytes after the body are the next request
     forward.conn.send(h11.Response(status_code=204, headers=[]))
     forward.conn.send(h11.EndOfMessage())
-    commands = s.handle(Exchanged(reusable=True, after_request=(get(), False)), 0.0)
+    commands = s.handle(Exchanged(REUSE, after_request=(get(), False)), 0.0)
     assert isinstance(commands[0], Forward) and commands[0].conn is not forward.conn
     s2 = session()
     s2.start(0.0)
     forward = forwarding(s2, get(extra=b"Connection: close\r\n"))
     respond(forward)
-    assert s2.handle(Exchanged(reusable=True, response_outside=True), 0.0) == [Close("ok")]
+    assert s2.handle(Exchanged(REUSE, response_outside=True), 0.0) == [Close("ok")]
 
 
 def test_max_forwards_0_answered_locally_then_keep_alive() -> None:
@@ -450,7 +452,7 @@ def test_a_held_upstream_ends_before_a_refusal_line() -> None:
     s = session()
     s.start(0.0)
     respond(forwarding(s, get()))
-    s.handle(Exchanged(reusable=True), 0.0)
+    s.handle(Exchanged(REUSE), 0.0)
     commands = s.handle(DataReceived(b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n"), 0.0)
     assert commands[:3] == [Finish("ok"), Record("http"), commands[2]]
     assert isinstance(commands[2], Finish) and commands[2].outcome.startswith("refused GET /x")
@@ -522,7 +524,7 @@ def drive(s: HttpSession, chunks: list[bytes], choices: list[int]) -> list[HttpC
                 conn = last.conn
                 try:
                     respond(last)
-                    event = Exchanged(reusable=choice % 2 == 0)
+                    event = Exchanged(upstream_machine() if choice % 2 == 0 else None)
                 except (AssertionError, h11.ProtocolError):
                     event = ClientLost("client closed the connection before the exchange")
                 del conn
