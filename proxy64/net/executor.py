@@ -234,7 +234,7 @@ class Executor:
         self.registered = 0  # EPOLLIN, EPOLLOUT or 0: how the hub watches self.fd
         self.timer: TimerHandle | None = None
         self.timer_at = math.inf
-        self.turn = 0  # +1 on each interruption: a task from an earlier turn feeds nothing
+        self.turn = 0  # +1 on each interruption and task: only the latest task holds it
         self.drained = self.linger_bytes = 0
         self.aborting = False
         ctx = front.ctx
@@ -538,7 +538,9 @@ class Executor:
     # --- tasks -------------------------------------------------------------------------------
 
     def _spawn(self, async_fn: Callable[..., Awaitable[None]], *args: object) -> None:
+        """Hand the connection to a new task (its turn: an earlier task stops holding it)."""
         self.wait = Wait.TASK
+        self.turn += 1
         self.front.spawn(self._task, self.turn, async_fn, *args)
 
     async def _task(
