@@ -7,7 +7,7 @@ from __future__ import annotations
 import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from ipaddress import ip_address
 
 import trio
@@ -82,6 +82,19 @@ async def proxy(
         assert isinstance(front, ExecutorFront)
         yield Proxy(port, server, front, recorder, resolver)
         server.stop()
+
+
+async def serve_socks(
+    nursery: trio.Nursery, ctx: ProxyContext, host: str = "127.0.0.1"
+) -> tuple[int, ProxyContext]:
+    """The SOCKS listener as app.py wires it, over ctx (given a relay hub if it has none:
+    the server runs it), in nursery until it is cancelled: its port and the context."""
+    if ctx.hub is None:
+        ctx = replace(ctx, hub=RelayHub())
+    sock = bind_listener(HostPort(ip_address(host), 0))
+    server = ProxyServer(ctx, [Listening(sock, None, SOCKS.opener())], grace=1.0)
+    await nursery.start(server.run)
+    return bound_address(sock).port, ctx
 
 
 async def connect(port: int) -> trio.socket.SocketType:
