@@ -99,6 +99,29 @@ class HttpSession:
     """One client connection. `refusal`: why no connection slot was free (then 503);
     `auth_answer(ok)`: seconds to hold the answer to an authentication (the auth gate)."""
 
+    __slots__ = (
+        "__weakref__",
+        "attempt",
+        "auth_answer",
+        "conn",
+        "connect_timeout",
+        "credentials",
+        "deadline",
+        "destination",
+        "handshake_timeout",
+        "held",
+        "idle_timeout",
+        "lost_outcome",
+        "record_open",
+        "refusal",
+        "request",
+        "state",
+        "target",
+        "upstream",
+        "upstream_conn",
+        "upstream_sent",
+    )
+
     def __init__(
         self,
         *,
@@ -131,17 +154,6 @@ class HttpSession:
         self.upstream_conn: h11.Connection | None = None
         self.upstream_sent = 0
         self.attempt = 0  # of the current forwarded request (a stale retry is the 2nd)
-        self._handlers: dict[State, Callable[[HttpEvent, float], list[HttpCommand]]] = {
-            State.HEAD: self._on_head,
-            State.KEEP_ALIVE: self._on_keep_alive,
-            State.AUTH_HOLD: self._on_auth_hold,
-            State.CONNECT_BODY: self._on_connect_body,
-            State.CONNECT_DIAL: self._on_dial,
-            State.FORWARD_DIAL: self._on_dial,
-            State.FORWARDING: self._on_forwarding,
-            State.LOCAL_ANSWER: self._on_local_answer,
-            State.CLOSED: self._on_closed,
-        }
 
     # --- the executor's entry points --------------------------------------------------------
 
@@ -154,7 +166,7 @@ class HttpSession:
     def handle(self, event: HttpEvent, now: float) -> list[HttpCommand]:
         if isinstance(event, Tick) and now < self.deadline:
             return []  # early: nothing is due yet
-        return self._handlers[self.state](event, now)
+        return _HANDLERS[self.state](self, event, now)
 
     # --- reading a request head -------------------------------------------------------------
 
@@ -466,3 +478,17 @@ class HttpSession:
         self.record_open = False
         self._terminal(outcome)
         return [Close(outcome)]
+
+
+# One handler per state (the state's events in, its commands out).
+_HANDLERS: dict[State, Callable[[HttpSession, Event, float], list[Command]]] = {
+    State.HEAD: HttpSession._on_head,
+    State.KEEP_ALIVE: HttpSession._on_keep_alive,
+    State.AUTH_HOLD: HttpSession._on_auth_hold,
+    State.CONNECT_BODY: HttpSession._on_connect_body,
+    State.CONNECT_DIAL: HttpSession._on_dial,
+    State.FORWARD_DIAL: HttpSession._on_dial,
+    State.FORWARDING: HttpSession._on_forwarding,
+    State.LOCAL_ANSWER: HttpSession._on_local_answer,
+    State.CLOSED: HttpSession._on_closed,
+}
