@@ -1,7 +1,7 @@
-"""The one mechanism of the front ends the relay hub drives: no trio task for a connection
-that need not wait. The SOCKS (socks_front.py) and HTTP CONNECT (http_front.py)
-front ends are this module plus what is theirs: feeding their sans-I/O machine, the reply,
-what a Resume holds and how the task path is entered.
+"""The hub-driven connection life of the HTTP CONNECT front end (http_front.py), until
+HTTP is served by the one executor (net/executor.py) as SOCKS is: no trio task for a
+connection that need not wait; http_front.py adds feeding its sans-I/O machine, the
+reply, what a Resume holds and how the task path is entered.
 
 An accepted client is a Watcher in the relay hub's epoll set (proxy64/net/relay_hub.py).
 Its life, the same for every protocol: a --max-connections slot borrowed on its behalf;
