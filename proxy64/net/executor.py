@@ -223,6 +223,7 @@ class Executor:
         "record",
         "registered",
         "scope",
+        "sent",
         "slot",
         "sock",
         "stream",
@@ -231,6 +232,7 @@ class Executor:
         "tunnel",
         "turn",
         "wait",
+        "wanted",
     )
 
     def __init__(self, front: ExecutorFront, sock: socket.socket, address: Any) -> None:
@@ -249,8 +251,10 @@ class Executor:
         self.queue: deque[Command] = deque()
         self.wait = Wait.NOTHING
         self.registered = 0  # EPOLLIN, EPOLLOUT or 0: how the hub watches self.fd
+        self.sent = False  # a Send since the last read
         self.timer: TimerHandle | None = None
-        self.timer_at = math.inf
+        self.timer_at = math.inf  # when the hub calls the timer
+        self.wanted = math.inf  # when the executor wants it called
         self.turn = 0  # +1 on each interruption and task: only the latest task holds it
         self.drained = self.linger_bytes = 0
         self.aborting = False
@@ -331,6 +335,7 @@ class Executor:
         self.registered = mode
 
     def _send(self, data: bytes) -> None:
+        self.sent = True
         try:
             written = os.write(self.fd, data)
         except BlockingIOError:
@@ -347,10 +352,11 @@ class Executor:
         self._event(ClientLost(client_lost(exc)), interrupting=True)
 
     def _receive(self) -> None:
-        if self.registered != EPOLLIN:  # the first read: the bytes are often there already
-            if self._read():
-                return
-            self._want(EPOLLIN)
+        # Bytes that came before anything was sent are often there already (a greeting
+        # with the connection); after a Send the client has to answer it first.
+        if not self.sent and self._read():
+            return
+        self._want(EPOLLIN)
         self.wait = Wait.READ
 
     def _read(self) -> bool:
@@ -364,6 +370,7 @@ class Executor:
             self._lost(exc)
             return True
         self.wait = Wait.NOTHING
+        self.sent = False
         self._event(DataReceived(data))
         return True
 
@@ -388,7 +395,6 @@ class Executor:
     # --- the dial ----------------------------------------------------------------------------
 
     def _dial(self, destination: Destination) -> None:
-        self._want(0)  # what the client sends meanwhile waits in the kernel, for the tunnel
         try:
             result = self.front.ctx.dialer.connect_now(destination, self.client)
         except Proxy64Error as exc:
@@ -398,8 +404,10 @@ class Executor:
             self._dial_failed(Proxy64Error(f"cannot connect to {destination}: {exc}"))
             return
         if result is None:  # a name to resolve, a race: a task awaits the dialer
+            self._want(0)  # what the client sends meanwhile waits in the kernel, for the tunnel
             self._spawn(self._dial_task, destination)
         elif isinstance(result, PendingDial):  # in flight: the hub waits for writability
+            self._want(0)
             self.pending = result
             self.wait = Wait.DIAL
             self.front.hub.watch_writable(result.sock.fileno(), self)
@@ -643,7 +651,9 @@ class Executor:
             pending.sock.close()
         if self.tunnel is not None:
             hub.remove(self.tunnel)
-        self._arm(math.inf)
+        if self.timer is not None:  # else the heap entry keeps this connection alive
+            self.timer.cancel()
+            self.timer = None
         dialed, self.dialed = self.dialed, None
         if dialed is not None:
             _close(dialed)
@@ -709,7 +719,14 @@ class Executor:
 
     def expired(self, now: float) -> float | None:
         try:
-            self.timer, self.timer_at = None, math.inf  # this handle is spent
+            wanted = self.wanted
+            if now < wanted:  # set earlier than wanted now
+                if wanted == math.inf:
+                    self.timer = None
+                    return None
+                self.timer_at = wanted
+                return wanted  # again, the same handle
+            self.timer, self.wanted = None, math.inf  # this handle is spent
             self._expired(now)
         except Exception as exc:
             self.bug(exc)
@@ -720,12 +737,8 @@ class Executor:
         if wait is Wait.LINGER:
             self._end("closed")
         elif wait is Wait.DIAL:
-            pending = self.pending
+            pending = self._take_pending()
             assert pending is not None
-            if now < pending.deadline:
-                self._arm(pending.deadline)
-                return
-            self._take_pending()
             self.wait = Wait.NOTHING
             self._dial_failed(self.front.ctx.dialer.abandon(pending))
             self._proceed()
@@ -738,21 +751,24 @@ class Executor:
             elif tunnel.ending is Ending.DONE:
                 self._end(f"idle for {settings.idle_timeout:g} s, closed")
         elif wait is not Wait.GONE:
-            if now < self.machine.deadline:
+            if now < self.machine.deadline:  # the machine moved it after it was armed
                 self._arm(self.machine.deadline)
                 return
             self._event(Tick(), interrupting=True)
             self._proceed()
 
     def _arm(self, deadline: float) -> None:
-        """The one hub timer at deadline (math.inf: none)."""
-        if deadline == self.timer_at:
-            return
+        """The one hub timer, wanted at deadline (math.inf: none). A timer already set
+        earlier is kept: when it fires it is set again for what is wanted then, so a
+        deadline moved later costs no heap operation now."""
+        self.wanted = deadline
         if self.timer is not None:
+            if self.timer_at <= deadline:
+                return
             self.timer.cancel()
             self.timer = None
-        self.timer_at = deadline
         if deadline != math.inf:
+            self.timer_at = deadline
             self.timer = self.front.hub.call_at(deadline, self)
 
 

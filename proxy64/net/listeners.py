@@ -46,7 +46,7 @@ Spawn = Callable[..., None]  # spawn(async_fn, *args): a task in the server's nu
 
 
 class Front(Protocol):
-    """A front end driven without a task per connection (e.g. socks_front.SocksFront)."""
+    """A front end driven without a task per connection (e.g. executor.ExecutorFront)."""
 
     @property
     def live(self) -> int:

@@ -146,14 +146,6 @@ class SocksSession:
         self.outcome: str | None = None  # decided: a refusal being written
         self._handshake_deadline = math.inf
         self._held: Held | None = None
-        self._handlers: dict[Phase, Callable[[Event, float], list[Command]]] = {
-            Phase.FIRST_BYTE: self._first_byte,
-            Phase.HANDSHAKE: self._handshake,
-            Phase.HELD: self._holding,
-            Phase.DIALING: self._dialing,
-            Phase.REPLYING: self._ending,
-            Phase.REFUSING: self._ending,
-        }
 
     # --- the SessionMachine API ---------------------------------------------------------
 
@@ -162,10 +154,10 @@ class SocksSession:
         return [Record("socks5"), Receive()]
 
     def handle(self, event: Event, now: float) -> list[Command]:
-        handler = self._handlers.get(self.phase)
+        handler = _HANDLERS.get(self.phase)
         if handler is None:
             raise LocalProtocolError(f"SOCKS session: {event!r} in phase {self.phase.name}")
-        return handler(event, now)
+        return handler(self, event, now)
 
     # --- one handler per phase ------------------------------------------------------------
 
@@ -319,3 +311,14 @@ class SocksSession:
 
     def _unexpected(self, event: Event) -> LocalProtocolError:
         return LocalProtocolError(f"SOCKS session: {event!r} in phase {self.phase.name}")
+
+
+# One handler per phase (DONE has none: nothing is fed after the terminal command).
+_HANDLERS: dict[Phase, Callable[[SocksSession, Event, float], list[Command]]] = {
+    Phase.FIRST_BYTE: SocksSession._first_byte,
+    Phase.HANDSHAKE: SocksSession._handshake,
+    Phase.HELD: SocksSession._holding,
+    Phase.DIALING: SocksSession._dialing,
+    Phase.REPLYING: SocksSession._ending,
+    Phase.REFUSING: SocksSession._ending,
+}
