@@ -168,7 +168,8 @@ def test_the_dialer_interface_stands_apart() -> None:
     assert not {target for target in interface if target.startswith("proxy64.net.")}
     for implementation in IMPLEMENTATIONS:
         users = {name for name, targets in graph.items() if implementation in targets}
-        assert users <= COMPOSITION_ROOTS | IMPLEMENTATIONS, f"{implementation} used outside app.py: {users}"
+        allowed = COMPOSITION_ROOTS | IMPLEMENTATIONS
+        assert users <= allowed, f"{implementation} used outside app.py: {users}"
 
 
 def test_no_run_scoped_hub_lookup() -> None:
