@@ -45,8 +45,8 @@ from proxy64.proto.http_client_conn import (
     printable,
 )
 from proxy64.proto.http_forward import Exchanged, Forward, OriginFailed, upstream_machine
+from proxy64.proto.http_headers import has_content
 from proxy64.proto.httpproxy import (
-    TUNNEL_ESTABLISHED,
     ConnectTarget,
     ForwardTarget,
     LocalAnswer,
@@ -250,6 +250,12 @@ class HttpSession:
         target = self.target
         if isinstance(target, ConnectTarget):
             self.state, self.deadline = State.CONNECT_BODY, now + self.handshake_timeout
+            request = self.request
+            assert request is not None
+            if not has_content(request.headers.raw_items()):
+                # No body: h11's end of message and pause need not be asked for (its
+                # machine is not used after the 200, only its buffer: the early bytes).
+                return self._dial_tunnel(target, now)
             return self._connect_body(now)
         if isinstance(target, LocalAnswer):
             self.state, self.deadline = State.LOCAL_ANSWER, now + self.idle_timeout
@@ -279,6 +285,9 @@ class HttpSession:
             return self._close("ok")  # the client broke its body: just close
         target = self.target
         assert isinstance(target, ConnectTarget)
+        return self._dial_tunnel(target, now)
+
+    def _dial_tunnel(self, target: ConnectTarget, now: float) -> list[HttpCommand]:
         self.state, self.upstream = State.CONNECT_DIAL, None
         ended = self._finish("ok")  # a held upstream is not needed by a tunnel
         record = self._record("http-connect", target.destination)
@@ -287,9 +296,9 @@ class HttpSession:
     def _established(self) -> list[HttpCommand]:
         """The 200 (h11's own bytes), then the tunnel with what the client sent early."""
         assert self.request is not None
+        # classify() lets a CONNECT through in HTTP/1.0 and 1.1 only: both encoded once
         reply = tunnel_established(self.request.http_version)
-        if reply is None:
-            reply = self.conn.send(TUNNEL_ESTABLISHED) or b""
+        assert reply is not None
         self._terminal("client closed before the tunnel started")
         self.record_open = False  # the relay ends it
         return [Send(reply), Relay(early=self.conn.trailing_data[0])]
