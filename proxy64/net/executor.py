@@ -14,7 +14,9 @@ Invariants:
 - Commands are carried out in order; a Send that would block waits for writability
   before the next command. A Tick or ClientLost answered with commands replaces what is
   still queued (proto/session.py).
-- The fd is watched for at most one direction, and only while the executor waits on it
+- The client's fd is watched for at most one direction. A watch for writability lasts
+  only while a Send waits; a watch for reading may outlive its Receive (the tunnel takes
+  it over without epoll_ctl) and ends at the first readiness nobody waits for
   (level-triggered readiness would otherwise call back forever).
 - Each connection ends once (_end): sockets closed, the --max-connections slot released,
   the open record finished with its outcome; a task that holds the connection ends it
@@ -201,6 +203,7 @@ class Executor:
         "front",
         "linger_bytes",
         "machine",
+        "now",
         "pending",
         "queue",
         "record",
@@ -241,13 +244,15 @@ class Executor:
         self.turn = 0  # +1 on each interruption and task: only the latest task holds it
         self.drained = self.linger_bytes = 0
         self.aborting = False
+        self.now = 0.0  # the hub's (trio's) clock at the callback or task step under way
         ctx = front.ctx
         self.slot = borrow_slot(ctx, self, self.client)
         front.connections.add(self)
         self.machine = front.served.sessions(ctx, self.client, self.slot is not None)
 
     def start(self) -> None:
-        self.queue.extend(self.machine.start(trio.current_time()))
+        self.now = trio.current_time()
+        self.queue.extend(self.machine.start(self.now))
         self._arm(self.machine.deadline)
         self._proceed()
 
@@ -275,18 +280,22 @@ class Executor:
                 self._await(command)
             else:
                 raise TypeError(f"not a session command: {command!r}")
-        if self.wait is Wait.NOTHING:
-            self._want(0)  # only the machine's deadline is awaited now
+        if self.wait is Wait.NOTHING and self.registered == EPOLLOUT:
+            self._want(0)  # only the machine's deadline is awaited now (see _keep_reading)
 
     def _event(self, event: Event, *, interrupting: bool = False) -> None:
         """Feed the machine; what it answers is queued (or replaces the queue)."""
-        commands = self.machine.handle(event, trio.current_time())
+        machine = self.machine
+        commands = machine.handle(event, self.now)
         if interrupting and commands:
             self._interrupt()
             self.queue.clear()
         self.queue.extend(commands)
-        if self.wait in (Wait.NOTHING, Wait.READ, Wait.WRITE, Wait.TASK):
-            self._arm(self.machine.deadline)
+        deadline = machine.deadline
+        if deadline != self.wanted:
+            wait = self.wait  # the waits the machine's deadline times (others have their own)
+            if wait is Wait.NOTHING or wait is Wait.READ or wait is Wait.WRITE or wait is Wait.TASK:
+                self._arm(deadline)
 
     def _interrupt(self) -> None:
         """Stop waiting for what the executor waited for (the machine changed its mind)."""
@@ -298,6 +307,14 @@ class Executor:
                 pending.sock.close()
         elif wait is Wait.TASK and self.scope is not None:
             self.scope.cancel()
+
+    def _keep_reading(self) -> None:
+        """While the executor waits for something else, a client fd watched for reading
+        stays so (the tunnel takes the registration over without epoll_ctl); should the
+        client send or close meanwhile, readable() stops watching it then. A watch for
+        writability ends now (writable() would take it for the dial's)."""
+        if self.registered == EPOLLOUT:
+            self._want(0)
 
     def _want(self, mode: int) -> None:
         """Watch the client's fd for mode (EPOLLIN, EPOLLOUT, 0: not at all)."""
@@ -386,10 +403,10 @@ class Executor:
             self._dial_failed(Proxy64Error(f"cannot connect to {destination}: {exc}"))
             return
         if result is None:  # a name to resolve, a race: a task awaits the dialer
-            self._want(0)  # what the client sends meanwhile waits in the kernel, for the tunnel
+            self._keep_reading()
             self._spawn(self._dial_task, destination)
         elif isinstance(result, PendingDial):  # in flight: the hub waits for writability
-            self._want(0)
+            self._keep_reading()
             self.pending = result
             self.wait = Wait.DIAL
             self.front.hub.watch_writable(result.sock.fileno(), self)
@@ -410,6 +427,7 @@ class Executor:
             if error is None:
                 _close(dialed)
             return
+        self.now = trio.current_time()
         self.wait = Wait.NOTHING
         if error is not None:
             self._dial_failed(error)
@@ -439,9 +457,9 @@ class Executor:
     def _relay(self, early: bytes) -> None:
         dialed, front = self.dialed, self.front
         assert dialed is not None, "Relay before a Connected dial"
-        self._arm(math.inf)
         remote = dialed.stream
         if front.relay_settings is None or not isinstance(remote, trio.SocketStream):
+            self._arm(math.inf)
             self._want(0)
             self._spawn(self._relay_task, early, None)  # a relay the hub cannot carry
             return
@@ -539,6 +557,7 @@ class Executor:
         if event is None:
             self._end("ok")
             return
+        self.now = trio.current_time()
         self.wait = Wait.NOTHING
         self._event(event)
         self._proceed()
@@ -594,7 +613,7 @@ class Executor:
             self.wait = Wait.LINGER
             self.drained, self.linger_bytes = 0, command.linger_bytes
             self._want(EPOLLIN)
-            self._arm(trio.current_time() + command.linger_time)
+            self._arm(self.now + command.linger_time)
             return
         self._end(command.outcome)
 
@@ -619,8 +638,10 @@ class Executor:
         if self.registered:
             hub.unwatch(self.fd)
             self.registered = 0
-        pending = self._take_pending()
+        pending = self.pending
         if pending is not None:  # ended while dialing (shutdown): never leak it
+            self.pending = None
+            hub.unwatch(pending.sock.fileno())
             pending.sock.close()
         if self.tunnel is not None:
             hub.remove(self.tunnel)
@@ -662,16 +683,21 @@ class Executor:
     # --- hub callbacks (never raise) ---------------------------------------------------------
 
     def readable(self, now: float) -> None:
+        self.now = now
         try:
-            if self.wait is Wait.READ:
+            wait = self.wait
+            if wait is Wait.READ:
                 if self._read():
                     self._proceed()
-            elif self.wait is Wait.LINGER:
+            elif wait is Wait.LINGER:
                 self._linger()
+            else:  # bytes (or EOF) for later: they wait in the kernel (see _keep_reading)
+                self._want(0)
         except Exception as exc:
             self.bug(exc)
 
     def writable(self, now: float) -> None:
+        self.now = now
         try:
             if self.wait is Wait.WRITE:
                 self.wait = Wait.NOTHING
@@ -691,6 +717,7 @@ class Executor:
             self.bug(exc)
 
     def expired(self, now: float) -> float | None:
+        self.now = now
         try:
             wanted = self.wanted
             if now < wanted:  # set earlier than wanted now
