@@ -12,7 +12,7 @@ machines' (socks5.py, socks4.py); the handshake policy is socks_dispatch.handsha
 
 Invariants:
 - Exactly one terminal command (Relay, Close, Associate) per connection; after it only a
-  Tick or ClientLost (a refusal still being written) is answered, with a Close.
+  Tick or ClientLost (a reply or refusal still being written) is answered, with a Close.
 - A refusal is written, then the connection lingers (half-close, drain ≤
   SOCKS_LINGER_BYTES for SOCKS_LINGER_TIME) so the client reads it instead of an RST;
   a refusal that cannot be written within SOCKS_LINGER_TIME is dropped and closed.
@@ -62,6 +62,10 @@ from proxy64.proto.socks_dispatch import (
 
 NO_BIND: Address = (IPv4Address(0), 0)
 RFC1929_FAILURE = bytes([0x01, 0x01])  # RFC 1929 §2: VER 1, a non-zero STATUS
+
+# Commands without a varying field: one value each (they are immutable).
+RECEIVE = Receive()
+OPEN_RECORD = Record("socks5")  # every connection of the listener has its line from the start
 
 NOTHING_SENT = "client closed the connection without sending anything"
 HELD_TOO_LONG = (
@@ -151,10 +155,10 @@ class SocksSession:
 
     def start(self, now: float) -> list[Command]:
         self._handshake_deadline = self.deadline = now + self.handshake_timeout
-        return [Record("socks5"), Receive()]
+        return [OPEN_RECORD, RECEIVE]
 
     def handle(self, event: Event, now: float) -> list[Command]:
-        handler = _HANDLERS.get(self.phase)
+        handler = _HANDLERS.get(self.phase._value_)
         if handler is None:
             raise LocalProtocolError(f"SOCKS session: {event!r} in phase {self.phase.name}")
         return handler(self, event, now)
@@ -217,9 +221,8 @@ class SocksSession:
         if isinstance(event, Connected):
             reply = reply_bytes(machine, SocksReply.SUCCEEDED, event.local)
             early = machine.trailing_data()  # optimistic clients send data with the request
+            # a reply of at most 22 bytes to a client that read all we sent: it never waits
             self.phase = Phase.REPLYING
-            self.outcome = handshake_timeout_error(self.handshake_timeout).args[0]
-            self.deadline = now + SOCKS_LINGER_TIME  # the bound on writing the reply
             return [Send(reply), Relay(early)]
         if isinstance(event, DialFailed):
             error = event.error
@@ -231,16 +234,24 @@ class SocksSession:
             return []  # the dialer bounds the dial
         raise self._unexpected(event)
 
-    def _ending(self, event: Event, now: float) -> list[Command]:
-        """A terminal command is given; its Send may still wait for the client."""
+    def _replying(self, event: Event, now: float) -> list[Command]:
+        """The success reply and Relay are given; the client may vanish before the reply
+        is written."""
+        if isinstance(event, ClientLost):
+            return self._close(event.reason)
+        if isinstance(event, Tick):
+            return []
+        raise self._unexpected(event)
+
+    def _refusing(self, event: Event, now: float) -> list[Command]:
+        """A refusal and its Close are given; its Send may still wait for the client."""
         assert self.outcome is not None
         if isinstance(event, Tick):
             if now < self.deadline:
                 return []
             return self._close(self.outcome)  # not written within its bound: drop it
         if isinstance(event, ClientLost):
-            outcome = event.reason if self.phase is Phase.REPLYING else self.outcome
-            return self._close(outcome)
+            return self._close(self.outcome)
         raise self._unexpected(event)
 
     # --- the handshake ------------------------------------------------------------------
@@ -251,7 +262,7 @@ class SocksSession:
         output, outcome = handshake_step(machine, self.credentials, self.hold)
         commands: list[Command] = [Send(output)] if output else []
         if outcome is NEED_DATA:
-            commands.append(Receive())
+            commands.append(RECEIVE)
         elif isinstance(outcome, Held):
             if now + outcome.seconds >= self._handshake_deadline:
                 commands.append(Send(RFC1929_FAILURE))
@@ -314,11 +325,12 @@ class SocksSession:
 
 
 # One handler per phase (DONE has none: nothing is fed after the terminal command).
-_HANDLERS: dict[Phase, Callable[[SocksSession, Event, float], list[Command]]] = {
-    Phase.FIRST_BYTE: SocksSession._first_byte,
-    Phase.HANDSHAKE: SocksSession._handshake,
-    Phase.HELD: SocksSession._holding,
-    Phase.DIALING: SocksSession._dialing,
-    Phase.REPLYING: SocksSession._ending,
-    Phase.REFUSING: SocksSession._ending,
+# Keyed by the phase's value: a str hashes in C, an Enum member in Python.
+_HANDLERS: dict[str, Callable[[SocksSession, Event, float], list[Command]]] = {
+    Phase.FIRST_BYTE.value: SocksSession._first_byte,
+    Phase.HANDSHAKE.value: SocksSession._handshake,
+    Phase.HELD.value: SocksSession._holding,
+    Phase.DIALING.value: SocksSession._dialing,
+    Phase.REPLYING.value: SocksSession._replying,
+    Phase.REFUSING.value: SocksSession._refusing,
 }

@@ -51,10 +51,9 @@ from proxy64.proto.session import (
 )
 from tests.helpers.fakes import NSP, UNCACHED, ListRecorder
 from tests.helpers.fakes import CachedNameResolver as Resolver
-from tests.helpers.origins import serve_tcp_echo
+from tests.helpers.origins import backlogged, serve_tcp_echo
 from tests.helpers.socks_fronts import Spawns, connect, echo_once
 from tests.helpers.streams import receive_all, receive_exactly
-from tests.net.test_hub_dial import backlogged
 
 Rule = Callable[["Scripted", Event, float], list[Command]]
 

@@ -13,8 +13,6 @@ it lets the dial complete.
 from __future__ import annotations
 
 import socket
-from collections.abc import Iterator
-from contextlib import contextmanager
 from ipaddress import IPv6Address
 
 import trio
@@ -29,42 +27,9 @@ from proxy64.proto.rfc6052 import Nat64Prefix
 from tests.helpers.fakes import ListRecorder
 from tests.helpers.hub_fronts import ESTABLISHED, Client, context, open_front
 from tests.helpers.metric_samples import samples
+from tests.helpers.origins import backlogged
 from tests.helpers.socks_fronts import NOAUTH, Spawns, connect, echo_once, proxy
 from tests.helpers.streams import receive_all, receive_exactly
-
-
-class Backlogged:
-    """A listener on ::1 whose accept queue is full until make_room()."""
-
-    def __init__(self) -> None:
-        self.listener = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
-        self.listener.bind(("::1", 0))
-        self.listener.listen(0)
-        self.port = self.listener.getsockname()[1]
-        self.filler = socket.create_connection(("::1", self.port))  # fills the queue
-
-    async def serve_echo(self) -> None:
-        """Accept (the filler first: closed) and echo on the next connection until EOF."""
-        listener = trio.socket.from_stdlib_socket(self.listener)
-        filler, _ = await listener.accept()
-        filler.close()
-        conn, _ = await listener.accept()
-        with conn:
-            while data := await conn.recv(65536):
-                await conn.send(data)
-
-    def close(self) -> None:
-        self.filler.close()
-        self.listener.close()
-
-
-@contextmanager
-def backlogged() -> Iterator[Backlogged]:
-    origin = Backlogged()
-    try:
-        yield origin
-    finally:
-        origin.close()
 
 
 def connect_v6(port: int) -> bytes:
