@@ -21,7 +21,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -90,6 +90,24 @@ def tree_cpu_seconds(root: int) -> float:
         if pid == root:
             ticks += int(fields[13]) + int(fields[14])  # cutime, cstime: reaped workers
     return ticks / CLK_TCK
+
+
+@contextlib.contextmanager
+def pinned(roots: list[int], cpu: int) -> Iterator[None]:
+    """Run the process trees of `roots` (0: this process) on one CPU, then put back each
+    process's own CPU set. A process that ended meanwhile is skipped."""
+    saved: dict[int, set[int]] = {}
+    try:
+        for root in roots:
+            for pid in tree_pids(root) if root else [0]:
+                with contextlib.suppress(OSError):
+                    saved[pid] = os.sched_getaffinity(pid)
+                    os.sched_setaffinity(pid, {cpu})
+        yield
+    finally:
+        for pid, cpus in saved.items():
+            with contextlib.suppress(OSError):
+                os.sched_setaffinity(pid, cpus)
 
 
 def tree_rss_kib(root: int) -> int:

@@ -34,6 +34,8 @@ METRICS: dict[str, tuple[str, str, bool]] = {
     "loadgen_cpu_us_per_conn": ("load generator CPU per connection", "µs", False),
     "ttfb_p50_us": ("time to first byte p50", "µs", False),
     "ttfb_p99_us": ("time to first byte p99", "µs", False),
+    "echo_p50_us": ("echo round trip p50, inside one tunnel", "µs", False),
+    "echo_p99_us": ("echo round trip p99, inside one tunnel", "µs", False),
 }
 
 
@@ -113,6 +115,16 @@ COST_NOTES = [
     "first byte of the origin's HTTP response, per connection at 1 in flight, taken with "
     "time.perf_counter in the generator; the overhead columns are the target's median minus "
     "direct's median in the same run.",
+]
+
+
+ECHO_NOTES = [
+    "How this is measured: one tunnel per target and round, opened and warmed by one "
+    "exchange; then `--echo-trips` keep-alive `GET /1` requests, each sent only after the "
+    "previous response was read whole (blocking socket, TCP_NODELAY); p50/p99 over the "
+    "trips of a round, median (min–max) over rounds · ratio to direct, where the same "
+    "requests go straight to the origin (the floor). `http` targets forward each request "
+    "(proxy64 keeps the client connection alive between them).",
 ]
 
 
@@ -328,6 +340,16 @@ def markdown(result: dict[str, Any]) -> str:
         rows,
     )
     lines += ["", *COST_NOTES]
+    echo_keys = ["echo_p50_us", "echo_p99_us"]
+    echo_rows = [
+        [f"`{label}`"] + [cell(summary.get(label, {}).get(k), ratio="vs_direct") for k in echo_keys]
+        for label in labels
+        if any(k in summary.get(label, {}) for k in echo_keys)
+    ]
+    if echo_rows:
+        lines += ["", "## Echo: one small request/response inside an established tunnel (µs)", ""]
+        lines += table(["target", "round trip p50", "round trip p99"], echo_rows)
+        lines += ["", *ECHO_NOTES]
     idle = result.get("idle", {})
     if idle:
         counts = sorted({int(c) for per in idle.values() for c in per})
@@ -362,6 +384,7 @@ def markdown(result: dict[str, Any]) -> str:
             "c64_conn_s",
             "cpu_us_per_conn",
             "ttfb_p50_us",
+            "echo_p50_us",
         ]:
             e = summary.get(label, {}).get(key)
             if e and e.get("vs_best_peer") is not None:

@@ -41,6 +41,7 @@ FULL = {
     "bulk_rounds": 2,
     "conns_c1": 400,
     "conns_c64": 2000,
+    "echo_trips": 2000,
     "idle": "1000,5000",
     "capacity": 8000,
     "op_time_limit": 60.0,
@@ -53,6 +54,7 @@ QUICK = {
     "bulk_rounds": 1,
     "conns_c1": 40,
     "conns_c64": 200,
+    "echo_trips": 200,
     "idle": "100",
     "capacity": 0,
     "op_time_limit": 20.0,
@@ -75,7 +77,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--require", default="", help="comma list of servers that must run (else fail)")
     p.add_argument(
         "--tests",
-        default="idle,conn,bulk,workers,capacity,scripts",
+        default="idle,conn,echo,bulk,workers,capacity,scripts",
         help="phases to run (scaling: an old name of workers)",
     )
     p.add_argument(
@@ -89,6 +91,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--bulk-size", type=int, help="bytes per bulk measurement (full: 1 GiB)")
     p.add_argument("--conns-c1", type=int, help="connections at concurrency 1 (full: 400)")
     p.add_argument("--conns-c64", type=int, help="connections at concurrency 64 (full: 2000)")
+    p.add_argument("--echo-trips", type=int, help="round trips per echo measurement (full: 2000)")
     p.add_argument("--idle", help="idle tunnel counts, comma list (full: 1000,5000)")
     p.add_argument("--capacity", type=int, help="idle tunnels proxy64 must hold (full: 8000)")
     p.add_argument("--op-time-limit", type=float, help="seconds any one measurement may take")
@@ -247,6 +250,33 @@ def measure_conns(
         )
 
 
+def measure_echo(
+    rec: Recorder,
+    target: Target,
+    origin: Origin,
+    server: peers.Server | None,
+    origin_pid: int,
+    args: argparse.Namespace,
+) -> None:
+    """Round trips of a small request/response inside one established tunnel.
+
+    The harness, the origin and the proxy run on one CPU meanwhile: a round trip is two
+    wake-ups of the proxy, and a wake-up across CPUs costs several times one on the same
+    CPU, so unpinned the figure follows where the scheduler put each process (one proxy64
+    process measured twice its own figure on one port as on the other in one run)."""
+    roots = [0, origin_pid] + ([server.pid] if server else [])
+    try:
+        with peers.pinned(roots, peers.PIN_CPU or 0):
+            trips = loadgen.echo(target, origin, args.echo_trips, args.op_time_limit)
+    except (OSError, loadgen.LoadError) as exc:
+        rec.error(target.label, "echo", f"{type(exc).__name__}: {exc}")
+        return
+    p50 = report.percentile(trips, 50) * 1e6
+    rec.add(target.label, "echo_p50_us", p50)
+    rec.add(target.label, "echo_p99_us", report.percentile(trips, 99) * 1e6)
+    log(f"  {target.label:18} echo {p50:8.1f} µs per round trip")
+
+
 def measure_bulk(
     rec: Recorder,
     target: Target,
@@ -395,6 +425,7 @@ def main(argv: list[str] | None = None) -> int:
         "bulk_size": args.bulk_size,
         "conns_c1": args.conns_c1,
         "conns_c64": args.conns_c64,
+        "echo_trips": args.echo_trips,
         "origin_host": args.origin_host,
         "topology": args.topology,
         "proxy_cpu": peers.PIN_CPU,
@@ -452,7 +483,8 @@ def main(argv: list[str] | None = None) -> int:
         targets += [(t, s) for s in started_ok.values() for t in s.targets()]
         labels = [t.label for t, _ in targets]
         rounds = max(
-            args.rounds if "conn" in tests else 0, args.bulk_rounds if "bulk" in tests else 0
+            args.rounds if tests & {"conn", "echo"} else 0,
+            args.bulk_rounds if "bulk" in tests else 0,
         )
         for r in range(rounds):
             order = targets[r % len(targets) :] + targets[: r % len(targets)]
@@ -460,6 +492,8 @@ def main(argv: list[str] | None = None) -> int:
             for target, serving in order:
                 if "conn" in tests and r < args.rounds:
                     measure_conns(rec, target, origin, serving, args)
+                if "echo" in tests and r < args.rounds:
+                    measure_echo(rec, target, origin, serving, origins.proc.pid, args)
                 if "bulk" in tests and r < args.bulk_rounds:
                     measure_bulk(rec, target, origin, serving, args)
         for server in started_ok.values():
