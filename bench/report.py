@@ -279,6 +279,11 @@ def markdown(result: dict[str, Any]) -> str:
         f"Machine: {meta['nproc']} CPU ({meta['cpu_model']}), kernel {meta['kernel']}, "
         f"Python {meta['python']}; load average at start {meta['loadavg_start']}, "
         f"at end {meta['loadavg_end']} (the machine is shared with other engineers' tests).",
+        *(
+            [f"Every process of the run on CPU {','.join(map(str, meta['cpus']))} (`--cpus`)."]
+            if meta.get("cpus")
+            else []
+        ),
         f"Command: `{meta['command'].strip()}` at commit {meta.get('commit', 'unknown')}. "
         f"Origin: bench/origins.py on [{meta['origin_host']}]; "
         "every proxy dials it by IPv6 literal.",

@@ -97,6 +97,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--op-time-limit", type=float, help="seconds any one measurement may take")
     p.add_argument("--origin-host", default="::1", help="origin address the proxies dial")
     p.add_argument(
+        "--cpus",
+        type=cpu_list,
+        help="run the harness, the origin and every proxy on these CPUs (comma list; `0`: all "
+        "on one CPU, where the proxy competes with the endpoints for every cycle)",
+    )
+    p.add_argument(
         "--topology",
         choices=["loopback", "veth"],
         default="loopback",
@@ -124,6 +130,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         if getattr(args, key) is None:
             setattr(args, key, value)
     return args
+
+
+def cpu_list(text: str) -> set[int]:
+    """--cpus: a comma list of CPU numbers this machine has."""
+    try:
+        cpus = {int(part) for part in text.split(",") if part.strip()}
+    except ValueError:
+        cpus = set()
+    have = os.sched_getaffinity(0)
+    if not cpus or not cpus <= have:
+        raise argparse.ArgumentTypeError(
+            f"expected a comma list of CPU numbers among {','.join(map(str, sorted(have)))}"
+        )
+    return cpus
 
 
 def log(msg: str) -> None:
@@ -406,6 +426,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.baseline is not None:
         peers.BASELINE = args.baseline.resolve()
+    if args.cpus:  # inherited by the origin, the proxies and the load processes
+        os.sched_setaffinity(0, args.cpus)
     if args.topology == "veth" and not args.inside_veth:
         return run_in_veth(args, argv)
     origin_ns = origin_listen = None
@@ -429,6 +451,7 @@ def main(argv: list[str] | None = None) -> int:
         "origin_host": args.origin_host,
         "topology": args.topology,
         "proxy_cpu": peers.PIN_CPU,
+        "cpus": sorted(args.cpus) if args.cpus else None,
         "loadavg_start": loadavg(),
         "commit": git_commit(),
         "baseline": str(args.baseline) if args.baseline else None,
