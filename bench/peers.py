@@ -137,6 +137,7 @@ class Server:
     workdir: Path
     ports: dict[str, int] = field(default_factory=dict)
     proc: subprocess.Popen[bytes] | None = None
+    last_pid: int = 0  # the PID of the latest start, kept after stop()
 
     @property
     def pid(self) -> int:
@@ -163,6 +164,7 @@ class Server:
             cwd=self.workdir,
         )
         log.close()
+        self.last_pid = self.proc.pid
         deadline = time.monotonic() + timeout
         for port in set(self.ports.values()):
             while True:

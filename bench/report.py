@@ -377,6 +377,29 @@ def markdown(result: dict[str, Any]) -> str:
                 )
             rows.append(row)
         lines += table(["target"] + [f"{c:,} tunnels" for c in counts], rows)
+    gc_rows = [
+        [f"`{name}`"]
+        + [
+            f"{g[gen]['collections']:.0f} · {g[gen]['total_ms']:,.0f} · {g[gen]['max_ms']:,.1f}"
+            for gen in ("0", "1", "2")
+        ]
+        + [f"{g['2']['collected']:,.0f}"]
+        for name, g in result.get("extra", {}).get("gc", {}).items()
+    ]
+    if gc_rows:
+        lines += [
+            "",
+            "## Garbage-collector pauses in the proxy over the run (`--gc-stats`)",
+            "",
+            "Cells: collections · ms in all · longest ms, per generation. A generation-2 "
+            "collection walks the whole heap and stalls every connection in flight; objects "
+            "that die in reference cycles wait for one.",
+            "",
+        ]
+        lines += table(
+            ["server", "generation 0", "generation 1", "generation 2", "objects freed by gen 2"],
+            gc_rows,
+        )
     vs_rows = []
     for label in labels:
         if not label.startswith(("proxy64/", "proxy64-base/")):

@@ -22,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,7 @@ from typing import Any
 BENCH_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH_DIR.parent))  # so `python bench/run.py` finds the bench package
 
-from bench import loadgen, peers, report, topology  # noqa: E402
+from bench import gc_pauses, loadgen, peers, report, topology  # noqa: E402
 from bench.loadgen import Origin, Target  # noqa: E402
 
 ALL_SERVERS = ["proxy64", "microsocks", "dante", "tinyproxy", "pproxy"]
@@ -116,6 +117,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "-C DIR): measured as `proxy64-base` beside this tree's (add it to --servers)",
     )
     p.add_argument("--inside-veth", help=argparse.SUPPRESS)  # ORIGIN_NS,ADDRESS,CLIENT_IF
+    p.add_argument(
+        "--gc-stats",
+        action="store_true",
+        help="start proxy64 (and proxy64-base) through bench/gc_pauses.py and report their "
+        "garbage-collector pauses over the run",
+    )
     p.add_argument("--out-dir", type=Path, default=BENCH_DIR / "results")
     p.add_argument("--stem", default="latest", help="output file name stem")
     p.add_argument(
@@ -268,6 +275,25 @@ def measure_conns(
             f"  {target.label:18} c{conc:<2} {res.done / res.elapsed:8.0f} conn/s"
             + (f"  {(cpu1 - cpu0) / res.done * 1e6:6.0f} µs proxy CPU/conn" if server else "")
         )
+
+
+def with_gc_pauses(build: Callable[[peers.Server], list[str]]) -> Callable[..., list[str]]:
+    """A server's argv started through bench/gc_pauses.py (same interpreter, same args)."""
+
+    def build_gc(server: peers.Server) -> list[str]:
+        argv = build(server)
+        return [argv[0], str(BENCH_DIR / "gc_pauses.py"), *argv[1:]]
+
+    return build_gc
+
+
+def gc_pids(started: dict[str, peers.Server], gc_dir: Path) -> dict[str, int]:
+    """Which stopped server wrote which gc_pauses file (the file is named by its PID)."""
+    return {
+        name: server.last_pid
+        for name, server in started.items()
+        if server.last_pid and (gc_dir / f"gc-{server.last_pid}.json").exists()
+    }
 
 
 def measure_echo(
@@ -496,6 +522,12 @@ def main(argv: list[str] | None = None) -> int:
                         idle.setdefault(target.label, {})[str(count)] = out
                         kib = out.get("kib_per_tunnel") or 0.0
                         log(f"  {target.label:18} idle {count}: {kib:.1f} KiB/tunnel")
+        gc_dir = Path(tempfile.mkdtemp(prefix="gc-", dir=workdir)) if args.gc_stats else None
+        if gc_dir is not None:
+            os.environ["P64_BENCH_GC"] = str(gc_dir)
+            for name in ("proxy64", "proxy64-base"):
+                if name in servers:
+                    servers[name].build = with_gc_pauses(servers[name].build)
         started_ok: dict[str, peers.Server] = {}
         for name, server in servers.items():
             try:
@@ -521,6 +553,11 @@ def main(argv: list[str] | None = None) -> int:
                     measure_bulk(rec, target, origin, serving, args)
         for server in started_ok.values():
             server.stop()
+        if gc_dir is not None:
+            extra["gc"] = {
+                name: gc_pauses.summary(json.loads((gc_dir / f"gc-{pid}.json").read_text()))
+                for name, pid in gc_pids(started_ok, gc_dir).items()
+            }
         if "proxy64" in servers and "capacity" in tests and args.capacity:
             server = servers["proxy64"]
             target = next(t for t in server.targets() if t.kind == "socks5")

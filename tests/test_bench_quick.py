@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import loadgen, peers, report
+from bench import gc_pauses, loadgen, peers, report
 from tests.helpers.requirements import IN_CI
 
 REPO = Path(__file__).resolve().parent.parent
@@ -29,6 +29,7 @@ def test_quick_run_measures_direct_and_proxy64(tmp_path: Path) -> None:
         "--quick",
         "--tests",
         "idle,conn,echo,bulk",
+        "--gc-stats",
         "--out-dir",
         str(tmp_path),
     ]
@@ -71,6 +72,10 @@ def test_quick_run_measures_direct_and_proxy64(tmp_path: Path) -> None:
         assert idle["kib_per_tunnel"] is not None
     assert any(goal["goal"].startswith("proxy64/socks5") for goal in result["goals"])
     assert "## Echo: one small request/response inside an established tunnel" in markdown
+    gc = result["extra"]["gc"]["proxy64"]  # bench/gc_pauses.py wrote it at serve's exit
+    assert set(gc) == {"0", "1", "2"}
+    assert gc["0"]["collections"] > 0  # start-up alone allocates enough for some
+    assert "## Garbage-collector pauses in the proxy" in markdown
 
 
 def test_percentile_and_ratios_against_direct_and_best_peer() -> None:
@@ -149,3 +154,15 @@ def test_pinned_runs_on_one_cpu_and_puts_each_process_back() -> None:
     finally:
         child.kill()
         child.wait()
+
+
+def test_gc_pauses_summary_per_generation() -> None:
+    collections = [[0, 0.001, 5], [0, 0.002, 0], [2, 0.020, 300], [1, 0.004, 7]]
+    summary = gc_pauses.summary(collections)
+    assert summary["0"] == pytest.approx(
+        {"collections": 2, "total_ms": 3.0, "max_ms": 2.0, "collected": 5}
+    )
+    assert summary["1"]["collections"] == 1 and summary["1"]["collected"] == 7
+    assert summary["2"] == pytest.approx(
+        {"collections": 1, "total_ms": 20.0, "max_ms": 20.0, "collected": 300}
+    )
