@@ -25,6 +25,7 @@ IPV4ONLY_ADDRESSES = ("192.0.0.170", "192.0.0.171")  # RFC 7050 §2.2 well-known
 DNS_TIMEOUT = 2.0  # seconds per server and try
 DNS_LIFETIME = 5.0  # seconds for a whole lookup across servers
 DNS_CACHE_ENTRIES = 10_000
+DNS_PREFIX_CHANGE_RETRIES = 3  # lookups of one name while the NAT64 prefix keeps changing
 DNS_NEGATIVE_TTL_MAX = 900  # cap on negative caching (RFC 2308 §5 suggests 1–3 h max)
 DNS_EDNS_PAYLOAD = 1232  # DNS flag day 2020 recommendation
 

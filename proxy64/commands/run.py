@@ -40,7 +40,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def main(args: argparse.Namespace) -> int:
-    from proxy64.app import run_with_command
+    from proxy64.run_main import run_with_command
 
     command = list(args.cmd)
     if command and command[0] == "--":

@@ -187,7 +187,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def main(args: argparse.Namespace) -> int:
-    from proxy64.app import run_serve
+    from proxy64.serve_main import run_serve
 
     environ = dict(os.environ)
     settings = settings_from_args(args, environ)

@@ -26,7 +26,7 @@ import dns.rdatatype
 import trio
 
 from proxy64.config import HostPort, ResolverSettings
-from proxy64.defaults import DNS_EDNS_PAYLOAD, DNS_PORT
+from proxy64.defaults import DNS_EDNS_PAYLOAD, DNS_PORT, DNS_PREFIX_CHANGE_RETRIES
 from proxy64.errors import ResolutionError
 from proxy64.proto.dns64 import (
     Dns64Answer,
@@ -200,7 +200,19 @@ class DNS64Resolver:
 
         Concurrent lookups of one name share a single upstream exchange (a page opening
         many connections to one host asks DNS once).
+
+        An answer synthesized while the NAT64 prefix changed is under a prefix no longer
+        in use (its addresses would be dialed as native IPv6): it is asked again, under
+        the new prefix, up to DNS_PREFIX_CHANGE_RETRIES times.
         """
+        for _ in range(DNS_PREFIX_CHANGE_RETRIES):
+            generation = self.nat64.generation
+            answer, from_cache = await self._lookup(qname)
+            if not answer.synthesized or generation == self.nat64.generation:
+                break
+        return answer, from_cache
+
+    async def _lookup(self, qname: dns.name.Name) -> tuple[Dns64Answer, bool]:
         key = cache_key(qname)
         cached = self.cache.get(key, self._clock())
         if cached is not None:

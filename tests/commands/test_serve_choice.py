@@ -16,8 +16,6 @@ from proxy64.app import (
     build_context,
     build_parts,
     choose_nat64,
-    exit_status,
-    proxy_environment,
     startup_line,
 )
 from proxy64.config import HostPort
@@ -26,6 +24,7 @@ from proxy64.net.context import ProxyContext
 from proxy64.net.listeners import ProxyServer, bind_listener
 from proxy64.net.recorder import Recorder
 from proxy64.proto.rfc6052 import Nat64Prefix
+from proxy64.run_main import exit_status, proxy_environment
 from proxy64.serve_config import ServeSettings
 
 NSP = Nat64Prefix.parse("2001:db8:64::/96")

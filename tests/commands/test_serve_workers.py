@@ -398,7 +398,8 @@ def test_a_hung_worker_is_killed_and_replaced(tmp_path: Path, origin: Origin) ->
 
 STUCK_WORKER = """
 import signal, trio
-from proxy64.app import exit_alarm, serve_until_signal
+from proxy64.serving import serve_until_signal
+from proxy64.workers import exit_alarm
 
 class Stuck:  # a server whose shutdown never ends (what a bug could do)
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED):

@@ -20,7 +20,7 @@ from proxy64.destination import Destination, Egress, EgressChoice
 from proxy64.net.dialer import Dialer
 from proxy64.net.nat64_state import Nat64Choice, Nat64State
 from proxy64.net.nat64_watch import Nat64Sources, follow_nat64, watch_nat64
-from proxy64.net.resolver import DNS64Resolver
+from proxy64.net.resolver import DNS64Resolver, Resolution
 from proxy64.proto.pref64 import Announcement, Pref64
 from proxy64.proto.rfc6052 import Nat64Prefix
 from tests.helpers.dnsservers import FakeUpstream, answer
@@ -242,14 +242,18 @@ async def test_rfc6147_5_1_7_the_cache_never_serves_the_old_prefix(a_only: FakeU
     assert [r.address for r in after.records] == [IPv6Address("2001:db8:b::c000:207")]
 
 
-async def test_an_answer_synthesized_during_a_change_is_not_cached(a_only: FakeUpstream) -> None:
+async def test_an_answer_synthesized_during_a_change_is_cached_only_under_the_new_prefix(
+    a_only: FakeUpstream,
+) -> None:
     state = Nat64State(Nat64Choice(A, Egress.NAT64, "given"))
     resolver = DNS64Resolver(ResolverSettings(servers=(a_only.address,), prefix=None), state)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(resolver.resolve, "slow1.example.test")
         await trio.sleep(0.1)  # the lookup is in flight with prefix A, its A answer late
         state.update(Nat64Choice(B, Egress.NAT64, "PREF64 from RA on eth0"))
-    assert resolver.resolve_cached("slow1.example.test") is None
+    cached = resolver.resolve_cached("slow1.example.test")
+    assert cached is not None
+    assert [r.address for r in cached.records] == [IPv6Address("2001:db8:b::c000:207")]
 
 
 async def test_a_lookup_after_a_change_does_not_join_one_from_before(
@@ -263,6 +267,31 @@ async def test_a_lookup_after_a_change_does_not_join_one_from_before(
         state.update(Nat64Choice(B, Egress.NAT64, "PREF64 from RA on eth0"))
         late = await resolver.resolve("slow2.example.test")
     assert [r.address for r in late.records] == [IPv6Address("2001:db8:b::c000:207")]
+
+
+async def test_an_answer_synthesized_during_a_change_is_asked_again_under_the_new_prefix(
+    a_only: FakeUpstream,
+) -> None:
+    """The caller whose lookup was in flight gets the new prefix's addresses: the old
+    prefix's would be dialed as native IPv6 (the dialer no longer sees them as NAT64)."""
+    state = Nat64State(Nat64Choice(A, Egress.NAT64, "given"))
+    resolver = DNS64Resolver(ResolverSettings(servers=(a_only.address,), prefix=None), state)
+    dialer = Dialer(resolver, state)
+    got: list[Resolution] = []
+
+    async def resolve() -> None:
+        got.append(await resolver.resolve("slow4.example.test"))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(resolve)
+        await trio.sleep(0.1)  # the lookup is in flight with prefix A, its A answer late
+        state.update(Nat64Choice(B, Egress.NAT64, "PREF64 from RA on eth0"))
+    assert [r.address for r in got[0].records] == [IPv6Address("2001:db8:b::c000:207")]
+    assert all(r.synthesized for r in got[0].records)
+    targets = await dialer.targets(Destination("slow4.example.test", 80))
+    assert [(t.address, t.egress) for t in targets] == [
+        (IPv6Address("2001:db8:b::c000:207"), Egress.NAT64)
+    ]
 
 
 async def test_rfc7050_rediscovery_against_a_dns64_whose_prefix_changes() -> None:
