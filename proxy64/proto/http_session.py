@@ -161,7 +161,7 @@ class HttpSession:
         if self.refusal is not None:
             return self._answer_error(503, f"{self.refusal}; try again later")
         self.deadline = now + self.handshake_timeout
-        return self._read_head(now)
+        return [Receive()]  # nothing has arrived yet: h11 would only say NEED_DATA
 
     def handle(self, event: HttpEvent, now: float) -> list[HttpCommand]:
         if isinstance(event, Tick) and now < self.deadline:
