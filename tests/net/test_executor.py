@@ -290,9 +290,12 @@ async def test_dial_in_flight_is_watched_in_the_hub(nursery: trio.Nursery) -> No
                 await trio.sleep(0.1)
                 (held,) = h.front.connections
                 assert held.wait is Wait.DIAL  # the premise: connect(2) in flight
+                await client.send(b"+meanwhile")  # waits in the kernel for the tunnel
+                await trio.sleep(0.05)
+                assert held.wait is Wait.DIAL and held.registered == 0  # watch ended
                 nursery.start_soon(origin.serve_echo)
                 assert await receive_exactly(client, 7) == b"ok ::1\n"
-                assert await receive_exactly(client, 5) == b"early"
+                assert await receive_exactly(client, 15) == b"early+meanwhile"
             (record,) = await h.recorder.wait_for(1)
             trio.lowlevel.remove_instrument(spawns)
     assert spawns.proxy64() == []
