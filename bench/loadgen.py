@@ -397,6 +397,37 @@ def upload(sock: socket.socket, target: Target, origin: Origin, size: int, deadl
     return size
 
 
+def echo(target: Target, origin: Origin, trips: int, time_limit: float) -> list[float]:
+    """Seconds per round trip of `trips` ping-pongs inside one established tunnel.
+
+    Each trip: one keep-alive `GET /1` written in one send, then blocking reads until the
+    whole response is here; the next request goes out only after it. The tunnel (and the
+    first exchange, which may still run on a set-up path) is not timed: what remains is
+    what a tunnel adds to a round trip of an interactive protocol.
+    """
+    request = request_head(target, origin, "GET", "/1")
+    with open_tunnel(target, origin, time_limit) as sock:
+        deadline = time.perf_counter() + time_limit
+        times: list[float] = []
+        for trip in range(trips + 1):
+            start = time.perf_counter()
+            sock.sendall(request)
+            buf = b""
+            while (used := read_http_response(buf)) is None:
+                chunk = sock.recv(4096)
+                if not chunk:
+                    raise LoadError(f"echo: closed after {trip} round trips")
+                buf += chunk
+            end = time.perf_counter()
+            if used != len(buf):
+                raise LoadError("echo: bytes after the response")
+            if trip:  # the first exchange warms the tunnel
+                times.append(end - start)
+            if end > deadline:
+                raise LoadError(f"echo over its time limit after {trip} round trips")
+    return times
+
+
 @dataclass(frozen=True)
 class BulkResult:
     nbytes: int

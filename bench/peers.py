@@ -21,7 +21,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -92,6 +92,24 @@ def tree_cpu_seconds(root: int) -> float:
     return ticks / CLK_TCK
 
 
+@contextlib.contextmanager
+def pinned(roots: list[int], cpu: int) -> Iterator[None]:
+    """Run the process trees of `roots` (0: this process) on one CPU, then put back each
+    process's own CPU set. A process that ended meanwhile is skipped."""
+    saved: dict[int, set[int]] = {}
+    try:
+        for root in roots:
+            for pid in tree_pids(root) if root else [0]:
+                with contextlib.suppress(OSError):
+                    saved[pid] = os.sched_getaffinity(pid)
+                    os.sched_setaffinity(pid, {cpu})
+        yield
+    finally:
+        for pid, cpus in saved.items():
+            with contextlib.suppress(OSError):
+                os.sched_setaffinity(pid, cpus)
+
+
 def tree_rss_kib(root: int) -> int:
     total = 0
     for pid in tree_pids(root):
@@ -119,6 +137,7 @@ class Server:
     workdir: Path
     ports: dict[str, int] = field(default_factory=dict)
     proc: subprocess.Popen[bytes] | None = None
+    last_pid: int = 0  # the PID of the latest start, kept after stop()
 
     @property
     def pid(self) -> int:
@@ -145,6 +164,7 @@ class Server:
             cwd=self.workdir,
         )
         log.close()
+        self.last_pid = self.proc.pid
         deadline = time.monotonic() + timeout
         for port in set(self.ports.values()):
             while True:

@@ -34,6 +34,8 @@ METRICS: dict[str, tuple[str, str, bool]] = {
     "loadgen_cpu_us_per_conn": ("load generator CPU per connection", "µs", False),
     "ttfb_p50_us": ("time to first byte p50", "µs", False),
     "ttfb_p99_us": ("time to first byte p99", "µs", False),
+    "echo_p50_us": ("echo round trip p50, inside one tunnel", "µs", False),
+    "echo_p99_us": ("echo round trip p99, inside one tunnel", "µs", False),
 }
 
 
@@ -113,6 +115,16 @@ COST_NOTES = [
     "first byte of the origin's HTTP response, per connection at 1 in flight, taken with "
     "time.perf_counter in the generator; the overhead columns are the target's median minus "
     "direct's median in the same run.",
+]
+
+
+ECHO_NOTES = [
+    "How this is measured: one tunnel per target and round, opened and warmed by one "
+    "exchange; then `--echo-trips` keep-alive `GET /1` requests, each sent only after the "
+    "previous response was read whole (blocking socket, TCP_NODELAY); p50/p99 over the "
+    "trips of a round, median (min–max) over rounds · ratio to direct, where the same "
+    "requests go straight to the origin (the floor). `http` targets forward each request "
+    "(proxy64 keeps the client connection alive between them).",
 ]
 
 
@@ -267,6 +279,11 @@ def markdown(result: dict[str, Any]) -> str:
         f"Machine: {meta['nproc']} CPU ({meta['cpu_model']}), kernel {meta['kernel']}, "
         f"Python {meta['python']}; load average at start {meta['loadavg_start']}, "
         f"at end {meta['loadavg_end']} (the machine is shared with other engineers' tests).",
+        *(
+            [f"Every process of the run on CPU {','.join(map(str, meta['cpus']))} (`--cpus`)."]
+            if meta.get("cpus")
+            else []
+        ),
         f"Command: `{meta['command'].strip()}` at commit {meta.get('commit', 'unknown')}. "
         f"Origin: bench/origins.py on [{meta['origin_host']}]; "
         "every proxy dials it by IPv6 literal.",
@@ -328,6 +345,16 @@ def markdown(result: dict[str, Any]) -> str:
         rows,
     )
     lines += ["", *COST_NOTES]
+    echo_keys = ["echo_p50_us", "echo_p99_us"]
+    echo_rows = [
+        [f"`{label}`"] + [cell(summary.get(label, {}).get(k), ratio="vs_direct") for k in echo_keys]
+        for label in labels
+        if any(k in summary.get(label, {}) for k in echo_keys)
+    ]
+    if echo_rows:
+        lines += ["", "## Echo: one small request/response inside an established tunnel (µs)", ""]
+        lines += table(["target", "round trip p50", "round trip p99"], echo_rows)
+        lines += ["", *ECHO_NOTES]
     idle = result.get("idle", {})
     if idle:
         counts = sorted({int(c) for per in idle.values() for c in per})
@@ -350,6 +377,29 @@ def markdown(result: dict[str, Any]) -> str:
                 )
             rows.append(row)
         lines += table(["target"] + [f"{c:,} tunnels" for c in counts], rows)
+    gc_rows = [
+        [f"`{name}`"]
+        + [
+            f"{g[gen]['collections']:.0f} · {g[gen]['total_ms']:,.0f} · {g[gen]['max_ms']:,.1f}"
+            for gen in ("0", "1", "2")
+        ]
+        + [f"{g['2']['collected']:,.0f}"]
+        for name, g in result.get("extra", {}).get("gc", {}).items()
+    ]
+    if gc_rows:
+        lines += [
+            "",
+            "## Garbage-collector pauses in the proxy over the run (`--gc-stats`)",
+            "",
+            "Cells: collections · ms in all · longest ms, per generation. A generation-2 "
+            "collection walks the whole heap and stalls every connection in flight; objects "
+            "that die in reference cycles wait for one.",
+            "",
+        ]
+        lines += table(
+            ["server", "generation 0", "generation 1", "generation 2", "objects freed by gen 2"],
+            gc_rows,
+        )
     vs_rows = []
     for label in labels:
         if not label.startswith(("proxy64/", "proxy64-base/")):
@@ -362,6 +412,7 @@ def markdown(result: dict[str, Any]) -> str:
             "c64_conn_s",
             "cpu_us_per_conn",
             "ttfb_p50_us",
+            "echo_p50_us",
         ]:
             e = summary.get(label, {}).get(key)
             if e and e.get("vs_best_peer") is not None:

@@ -22,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,7 @@ from typing import Any
 BENCH_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH_DIR.parent))  # so `python bench/run.py` finds the bench package
 
-from bench import loadgen, peers, report, topology  # noqa: E402
+from bench import gc_pauses, loadgen, peers, report, topology  # noqa: E402
 from bench.loadgen import Origin, Target  # noqa: E402
 
 ALL_SERVERS = ["proxy64", "microsocks", "dante", "tinyproxy", "pproxy"]
@@ -41,6 +42,7 @@ FULL = {
     "bulk_rounds": 2,
     "conns_c1": 400,
     "conns_c64": 2000,
+    "echo_trips": 2000,
     "idle": "1000,5000",
     "capacity": 8000,
     "op_time_limit": 60.0,
@@ -53,6 +55,7 @@ QUICK = {
     "bulk_rounds": 1,
     "conns_c1": 40,
     "conns_c64": 200,
+    "echo_trips": 200,
     "idle": "100",
     "capacity": 0,
     "op_time_limit": 20.0,
@@ -75,7 +78,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--require", default="", help="comma list of servers that must run (else fail)")
     p.add_argument(
         "--tests",
-        default="idle,conn,bulk,workers,capacity,scripts",
+        default="idle,conn,echo,bulk,workers,capacity,scripts",
         help="phases to run (scaling: an old name of workers)",
     )
     p.add_argument(
@@ -89,10 +92,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--bulk-size", type=int, help="bytes per bulk measurement (full: 1 GiB)")
     p.add_argument("--conns-c1", type=int, help="connections at concurrency 1 (full: 400)")
     p.add_argument("--conns-c64", type=int, help="connections at concurrency 64 (full: 2000)")
+    p.add_argument("--echo-trips", type=int, help="round trips per echo measurement (full: 2000)")
     p.add_argument("--idle", help="idle tunnel counts, comma list (full: 1000,5000)")
     p.add_argument("--capacity", type=int, help="idle tunnels proxy64 must hold (full: 8000)")
     p.add_argument("--op-time-limit", type=float, help="seconds any one measurement may take")
     p.add_argument("--origin-host", default="::1", help="origin address the proxies dial")
+    p.add_argument(
+        "--cpus",
+        type=cpu_list,
+        help="run the harness, the origin and every proxy on these CPUs (comma list; `0`: all "
+        "on one CPU, where the proxy competes with the endpoints for every cycle)",
+    )
     p.add_argument(
         "--topology",
         choices=["loopback", "veth"],
@@ -107,6 +117,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "-C DIR): measured as `proxy64-base` beside this tree's (add it to --servers)",
     )
     p.add_argument("--inside-veth", help=argparse.SUPPRESS)  # ORIGIN_NS,ADDRESS,CLIENT_IF
+    p.add_argument(
+        "--gc-stats",
+        action="store_true",
+        help="start proxy64 (and proxy64-base) through bench/gc_pauses.py and report their "
+        "garbage-collector pauses over the run",
+    )
     p.add_argument("--out-dir", type=Path, default=BENCH_DIR / "results")
     p.add_argument("--stem", default="latest", help="output file name stem")
     p.add_argument(
@@ -121,6 +137,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         if getattr(args, key) is None:
             setattr(args, key, value)
     return args
+
+
+def cpu_list(text: str) -> set[int]:
+    """--cpus: a comma list of CPU numbers this machine has."""
+    try:
+        cpus = {int(part) for part in text.split(",") if part.strip()}
+    except ValueError:
+        cpus = set()
+    have = os.sched_getaffinity(0)
+    if not cpus or not cpus <= have:
+        raise argparse.ArgumentTypeError(
+            f"expected a comma list of CPU numbers among {','.join(map(str, sorted(have)))}"
+        )
+    return cpus
 
 
 def log(msg: str) -> None:
@@ -245,6 +275,52 @@ def measure_conns(
             f"  {target.label:18} c{conc:<2} {res.done / res.elapsed:8.0f} conn/s"
             + (f"  {(cpu1 - cpu0) / res.done * 1e6:6.0f} µs proxy CPU/conn" if server else "")
         )
+
+
+def with_gc_pauses(build: Callable[[peers.Server], list[str]]) -> Callable[..., list[str]]:
+    """A server's argv started through bench/gc_pauses.py (same interpreter, same args)."""
+
+    def build_gc(server: peers.Server) -> list[str]:
+        argv = build(server)
+        return [argv[0], str(BENCH_DIR / "gc_pauses.py"), *argv[1:]]
+
+    return build_gc
+
+
+def gc_pids(started: dict[str, peers.Server], gc_dir: Path) -> dict[str, int]:
+    """Which stopped server wrote which gc_pauses file (the file is named by its PID)."""
+    return {
+        name: server.last_pid
+        for name, server in started.items()
+        if server.last_pid and (gc_dir / f"gc-{server.last_pid}.json").exists()
+    }
+
+
+def measure_echo(
+    rec: Recorder,
+    target: Target,
+    origin: Origin,
+    server: peers.Server | None,
+    origin_pid: int,
+    args: argparse.Namespace,
+) -> None:
+    """Round trips of a small request/response inside one established tunnel.
+
+    The harness, the origin and the proxy run on one CPU meanwhile: a round trip is two
+    wake-ups of the proxy, and a wake-up across CPUs costs several times one on the same
+    CPU, so unpinned the figure follows where the scheduler put each process (one proxy64
+    process measured twice its own figure on one port as on the other in one run)."""
+    roots = [0, origin_pid] + ([server.pid] if server else [])
+    try:
+        with peers.pinned(roots, peers.PIN_CPU or 0):
+            trips = loadgen.echo(target, origin, args.echo_trips, args.op_time_limit)
+    except (OSError, loadgen.LoadError) as exc:
+        rec.error(target.label, "echo", f"{type(exc).__name__}: {exc}")
+        return
+    p50 = report.percentile(trips, 50) * 1e6
+    rec.add(target.label, "echo_p50_us", p50)
+    rec.add(target.label, "echo_p99_us", report.percentile(trips, 99) * 1e6)
+    log(f"  {target.label:18} echo {p50:8.1f} µs per round trip")
 
 
 def measure_bulk(
@@ -376,6 +452,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.baseline is not None:
         peers.BASELINE = args.baseline.resolve()
+    if args.cpus:  # inherited by the origin, the proxies and the load processes
+        os.sched_setaffinity(0, args.cpus)
     if args.topology == "veth" and not args.inside_veth:
         return run_in_veth(args, argv)
     origin_ns = origin_listen = None
@@ -395,9 +473,11 @@ def main(argv: list[str] | None = None) -> int:
         "bulk_size": args.bulk_size,
         "conns_c1": args.conns_c1,
         "conns_c64": args.conns_c64,
+        "echo_trips": args.echo_trips,
         "origin_host": args.origin_host,
         "topology": args.topology,
         "proxy_cpu": peers.PIN_CPU,
+        "cpus": sorted(args.cpus) if args.cpus else None,
         "loadavg_start": loadavg(),
         "commit": git_commit(),
         "baseline": str(args.baseline) if args.baseline else None,
@@ -442,6 +522,12 @@ def main(argv: list[str] | None = None) -> int:
                         idle.setdefault(target.label, {})[str(count)] = out
                         kib = out.get("kib_per_tunnel") or 0.0
                         log(f"  {target.label:18} idle {count}: {kib:.1f} KiB/tunnel")
+        gc_dir = Path(tempfile.mkdtemp(prefix="gc-", dir=workdir)) if args.gc_stats else None
+        if gc_dir is not None:
+            os.environ["P64_BENCH_GC"] = str(gc_dir)
+            for name in ("proxy64", "proxy64-base"):
+                if name in servers:
+                    servers[name].build = with_gc_pauses(servers[name].build)
         started_ok: dict[str, peers.Server] = {}
         for name, server in servers.items():
             try:
@@ -452,7 +538,8 @@ def main(argv: list[str] | None = None) -> int:
         targets += [(t, s) for s in started_ok.values() for t in s.targets()]
         labels = [t.label for t, _ in targets]
         rounds = max(
-            args.rounds if "conn" in tests else 0, args.bulk_rounds if "bulk" in tests else 0
+            args.rounds if tests & {"conn", "echo"} else 0,
+            args.bulk_rounds if "bulk" in tests else 0,
         )
         for r in range(rounds):
             order = targets[r % len(targets) :] + targets[: r % len(targets)]
@@ -460,10 +547,17 @@ def main(argv: list[str] | None = None) -> int:
             for target, serving in order:
                 if "conn" in tests and r < args.rounds:
                     measure_conns(rec, target, origin, serving, args)
+                if "echo" in tests and r < args.rounds:
+                    measure_echo(rec, target, origin, serving, origins.proc.pid, args)
                 if "bulk" in tests and r < args.bulk_rounds:
                     measure_bulk(rec, target, origin, serving, args)
         for server in started_ok.values():
             server.stop()
+        if gc_dir is not None:
+            extra["gc"] = {
+                name: gc_pauses.summary(json.loads((gc_dir / f"gc-{pid}.json").read_text()))
+                for name, pid in gc_pids(started_ok, gc_dir).items()
+            }
         if "proxy64" in servers and "capacity" in tests and args.capacity:
             server = servers["proxy64"]
             target = next(t for t in server.targets() if t.kind == "socks5")

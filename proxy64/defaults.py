@@ -156,8 +156,9 @@ HTTP_SPLICE_BODY_MIN = 256 * 1024
 TUN_FAIR_SHARE = 1024 * 1024  # bytes a TUN flow's stream moves before it yields to others
 
 # --- Bulk relay: splice(2) loop (proxy64/net/splice.py) -----------------------------------
-SPLICE_PIPE_SIZE = 1024 * 1024  # F_SETPIPE_SZ; the kernel keeps 64 KiB above pipe-max-size
-RELAY_SPLICE_CHUNK = 256 * 1024  # one socket→pipe splice(2): 4 per pipe, src and dst take turns
+# F_SETPIPE_SZ (the kernel keeps 64 KiB above pipe-max-size); one socket→pipe splice(2)
+# asks for the pipe's room, so up to this much per call
+SPLICE_PIPE_SIZE = 1024 * 1024
 SPLICE_YIELD_EVERY = 4 * 1024 * 1024  # bytes a splicing direction moves between checkpoints
 # dst's TCP_NOTSENT_LOWAT while a direction splices (trio's 16 KiB is put back after): the
 # unsent bytes the kernel may queue; loopback's send buffer autotunes up to 4 MiB here.

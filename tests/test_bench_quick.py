@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import loadgen, report
+from bench import gc_pauses, loadgen, peers, report
 from tests.helpers.requirements import IN_CI
 
 REPO = Path(__file__).resolve().parent.parent
@@ -28,7 +28,8 @@ def test_quick_run_measures_direct_and_proxy64(tmp_path: Path) -> None:
         str(REPO / "bench" / "run.py"),
         "--quick",
         "--tests",
-        "idle,conn,bulk",
+        "idle,conn,echo,bulk",
+        "--gc-stats",
         "--out-dir",
         str(tmp_path),
     ]
@@ -47,6 +48,7 @@ def test_quick_run_measures_direct_and_proxy64(tmp_path: Path) -> None:
     for key in ("dl1_MBps", "ul1_MBps", "dl8_MBps", "ul8_MBps", "c1_conn_s", "c64_conn_s"):
         assert summary["direct"][key]["median"] > 0, key
     assert summary["direct"]["ttfb_p50_us"]["median"] > 0
+    assert summary["direct"]["echo_p50_us"]["median"] > 0
 
     proxied = [label for label in result["labels"] if label != "direct"]
     if "proxy64" in result["extra"]["missing_servers"]:
@@ -60,12 +62,20 @@ def test_quick_run_measures_direct_and_proxy64(tmp_path: Path) -> None:
         assert metrics["dl1_MBps"]["median"] > 0, result["errors"].get(label)
         assert metrics["ul1_MBps"]["median"] > 0, result["errors"].get(label)
         assert metrics["dl1_MBps"]["vs_direct"] > 0
+        # a round trip through a tunnel (or a forwarded keep-alive request) costs more
+        # than straight to the origin
+        assert metrics["echo_p50_us"]["vs_direct"] > 1, result["errors"].get(label)
         assert f"`{label}`" in markdown
     for label in ("proxy64/socks5", "proxy64/connect"):
         idle = result["idle"][label]["100"]
         assert idle["opened"] == 100, idle
         assert idle["kib_per_tunnel"] is not None
     assert any(goal["goal"].startswith("proxy64/socks5") for goal in result["goals"])
+    assert "## Echo: one small request/response inside an established tunnel" in markdown
+    gc = result["extra"]["gc"]["proxy64"]  # bench/gc_pauses.py wrote it at serve's exit
+    assert set(gc) == {"0", "1", "2"}
+    assert gc["0"]["collections"] > 0  # start-up alone allocates enough for some
+    assert "## Garbage-collector pauses in the proxy" in markdown
 
 
 def test_percentile_and_ratios_against_direct_and_best_peer() -> None:
@@ -124,9 +134,35 @@ def test_socks5_request_encodes_the_origin_address() -> None:
 
 
 def test_proc_sampling_sees_this_process() -> None:
-    from bench import peers
-
     pid = os.getpid()
     assert pid in peers.tree_pids(pid)
     assert peers.tree_rss_kib(pid) > 1000
     assert peers.tree_cpu_seconds(pid) > 0
+
+
+def test_pinned_runs_on_one_cpu_and_puts_each_process_back() -> None:
+    before = os.sched_getaffinity(0)
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        child_before = os.sched_getaffinity(child.pid)
+        cpu = min(before)
+        with peers.pinned([0, child.pid], cpu):
+            assert os.sched_getaffinity(0) == {cpu}
+            assert os.sched_getaffinity(child.pid) == {cpu}
+        assert os.sched_getaffinity(0) == before
+        assert os.sched_getaffinity(child.pid) == child_before
+    finally:
+        child.kill()
+        child.wait()
+
+
+def test_gc_pauses_summary_per_generation() -> None:
+    collections = [[0, 0.001, 5], [0, 0.002, 0], [2, 0.020, 300], [1, 0.004, 7]]
+    summary = gc_pauses.summary(collections)
+    assert summary["0"] == pytest.approx(
+        {"collections": 2, "total_ms": 3.0, "max_ms": 2.0, "collected": 5}
+    )
+    assert summary["1"]["collections"] == 1 and summary["1"]["collected"] == 7
+    assert summary["2"] == pytest.approx(
+        {"collections": 1, "total_ms": 20.0, "max_ms": 20.0, "collected": 300}
+    )

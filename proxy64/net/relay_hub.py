@@ -369,6 +369,7 @@ class RelayHub:
         if now < deadline:
             return deadline
         tunnel.ending = Ending.DONE
+        tunnel.owner = None  # see _end
         self.remove(tunnel)
         return None
 
@@ -450,7 +451,12 @@ class RelayHub:
         if waiter is not None:
             trio.lowlevel.reschedule(waiter)
         elif tunnel.owner is not None:
-            tunnel.owner.tunnel_ended(tunnel)
+            # The owner holds the tunnel: dropping the link back leaves no cycle, so an
+            # ended connection is freed by reference counting at once instead of waiting,
+            # with everything it holds, for a full collection of the cyclic GC (whose
+            # pauses grow with the whole heap and stall every connection at once).
+            owner, tunnel.owner = tunnel.owner, None
+            owner.tunnel_ended(tunnel)
 
 
 async def wait_for(tunnel: HubTunnel, idle_timeout: float) -> bool:

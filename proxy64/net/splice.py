@@ -15,9 +15,13 @@ Invariants:
   runs and put back after: with 16 KiB every pipe→socket splice stopped at 16 KiB of unsent
   data whenever the receiver lagged, and the proxy paid for many more, smaller sends (upload
   proxy CPU 0.6 → 0.35 s/GiB). It only bounds queueing; it never holds bytes back.
-Shape: take up to RELAY_SPLICE_CHUNK from src into the 1 MiB pipe, then drain the pipe
-to dst without waiting; wait only when src is dry (readable) or when the pipe holds bytes
-dst will not take (writable); yield to other tasks every SPLICE_YIELD_EVERY bytes.
+Shape: take from src as much as the pipe has room for (SPLICE_PIPE_SIZE, or what the
+kernel granted), then drain the pipe to dst without waiting; wait only when src is dry
+(readable) or when the pipe holds bytes dst will not take (writable); yield to other
+tasks every SPLICE_YIELD_EVERY bytes. One splice-in per pipeful, not a fixed smaller
+chunk: each splice(2) call costs the same entry, socket lock and ACK bookkeeping whatever
+it moves, and on a CPU shared with the endpoints the extra calls and the preemptions they
+invite cost more than the bytes (docs/performance-design.md, "Bulk").
 """
 
 from __future__ import annotations
@@ -33,7 +37,6 @@ from collections.abc import Callable
 import trio
 
 from proxy64.defaults import (
-    RELAY_SPLICE_CHUNK,
     SPLICE_NOTSENT_LOWAT,
     SPLICE_PIPE_SIZE,
     SPLICE_YIELD_EVERY,
@@ -42,6 +45,7 @@ from proxy64.defaults import (
 SPLICE_FLAGS = getattr(os, "SPLICE_F_MOVE", 1) | getattr(os, "SPLICE_F_NONBLOCK", 2)
 HAVE_SPLICE = hasattr(os, "splice")
 _F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
+_F_GETPIPE_SZ = getattr(fcntl, "F_GETPIPE_SZ", 1032)
 
 
 class SpliceEnd(enum.Enum):
@@ -71,14 +75,17 @@ class SpliceBroken(trio.BrokenResourceError):
 
 
 class Pipe:
-    """A non-blocking pipe pair, closed exactly once."""
+    """A non-blocking pipe pair, closed exactly once; `size`: the bytes it holds at most
+    (SPLICE_PIPE_SIZE, or the kernel's default where pipe-max-size is lower)."""
 
-    __slots__ = ("read_fd", "write_fd")
+    __slots__ = ("read_fd", "size", "write_fd")
 
     def __init__(self) -> None:
         self.read_fd, self.write_fd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        with contextlib.suppress(OSError):  # keep 64 KiB when pipe-max-size is lower
-            fcntl.fcntl(self.write_fd, _F_SETPIPE_SZ, SPLICE_PIPE_SIZE)
+        try:  # the size granted, rounded up to whole pages
+            self.size = int(fcntl.fcntl(self.write_fd, _F_SETPIPE_SZ, SPLICE_PIPE_SIZE))
+        except OSError:  # pipe-max-size is lower: the default (64 KiB) stays
+            self.size = int(fcntl.fcntl(self.write_fd, _F_GETPIPE_SZ))
 
     def close(self) -> None:
         if self.read_fd >= 0:
@@ -115,12 +122,14 @@ async def splice_direction(
             # Fill then drain, each until it would block: one wait per EAGAIN, not one
             # per chunk, and src keeps flowing into the pipe while dst is slow.
             src_dry = left == 0
-            if not src_dry:
-                want = RELAY_SPLICE_CHUNK if left is None else min(left, RELAY_SPLICE_CHUNK)
+            room = pipe.size - held
+            if not src_dry and room > 0:
+                want = room if left is None else min(left, room)
                 try:
                     moved = os.splice(src_fd, pipe.write_fd, want, flags=SPLICE_FLAGS)
                 except BlockingIOError:
-                    src_dry, moved = True, -1  # or the pipe is full: the drain empties it
+                    # or the pipe's slots are full (small segments): the drain empties it
+                    src_dry, moved = True, -1
                 except OSError as exc:
                     raise SpliceBroken(Stall.BROKEN, at_source=True, reason=_text(exc)) from None
                 if moved == 0:
@@ -136,8 +145,9 @@ async def splice_direction(
                     if on_read is not None:
                         on_read(moved)
             if held:
+                full = held >= pipe.size  # nothing more fits: wait for dst to take some
                 sent = await _drain(
-                    pipe.read_fd, dst_fd, held, on_written, stall_after, waits=src_dry
+                    pipe.read_fd, dst_fd, held, on_written, stall_after, waits=src_dry or full
                 )
                 held -= sent
                 unyielded += sent

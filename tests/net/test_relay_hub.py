@@ -3,9 +3,11 @@ promotion on a full destination and at the splice threshold, many tunnels, half-
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import os
 import random
+import weakref
 
 import pytest
 import trio
@@ -13,7 +15,7 @@ import trio
 from proxy64.defaults import HUB_TIMER_COMPACT, RELAY_IDLE_SLACK
 from proxy64.net.context import ConnectionRecord
 from proxy64.net.relay import relay
-from proxy64.net.relay_hub import RelayHub
+from proxy64.net.relay_hub import Ending, HubTunnel, RelayHub
 from tests.helpers.fakes import blank_record as record
 from tests.helpers.hub import start_hub
 from tests.helpers.streams import receive_all, tcp_pair
@@ -314,3 +316,59 @@ async def test_a_connection_may_leave_a_hub_that_has_stopped() -> None:
 class _NeverReadable:
     def readable(self, now: float) -> None:
         raise AssertionError("never called")
+
+
+class _Owner:
+    """A TunnelOwner that holds its tunnel, as a front end's connection does."""
+
+    def __init__(self) -> None:
+        self.tunnel: HubTunnel | None = None
+        self.ended = trio.Event()
+
+    def tunnel_ended(self, tunnel: HubTunnel) -> None:
+        assert tunnel is self.tunnel and tunnel.ending is Ending.DONE
+        self.ended.set()
+
+
+async def test_an_ended_owned_tunnel_leaves_no_cycle_with_its_owner(
+    nursery: trio.Nursery,
+) -> None:
+    """Both sides' FIN end an owned tunnel; once its owner is told, the tunnel no longer
+    points back at it, so the owner is freed by reference counting alone (the cyclic GC
+    is off here), not by a later full collection."""
+    hub = await start_hub(nursery)
+    app_client, client_side = await tcp_pair()
+    remote_side, app_remote = await tcp_pair()
+    owner = _Owner()
+    tunnel = hub.add(client_side.socket, remote_side.socket, record(), None, owner=owner)
+    owner.tunnel = tunnel
+    freed = weakref.ref(owner)
+    gc.disable()
+    try:
+        with trio.fail_after(10):
+            await app_client.send_eof()
+            await app_remote.send_eof()
+            await owner.ended.wait()
+        assert tunnel.owner is None
+        del owner
+        assert freed() is None
+    finally:
+        gc.enable()
+    for stream in (app_client, client_side, remote_side, app_remote):
+        await stream.aclose()
+
+
+async def test_an_owned_tunnel_that_idles_out_leaves_no_cycle(nursery: trio.Nursery) -> None:
+    """expire_idle ends the tunnel for its owner (who asked): the link back goes too."""
+    hub = await start_hub(nursery)
+    app_client, client_side = await tcp_pair()
+    remote_side, app_remote = await tcp_pair()
+    owner = _Owner()
+    tunnel = hub.add(client_side.socket, remote_side.socket, record(), None, owner=owner)
+    owner.tunnel = tunnel
+    assert hub.expire_idle(tunnel, 300, tunnel.last_active + 300) is None
+    assert tunnel.ending is Ending.DONE
+    assert tunnel.owner is None
+    assert not owner.ended.is_set()  # the owner asked: it is not called back
+    for stream in (app_client, client_side, remote_side, app_remote):
+        await stream.aclose()

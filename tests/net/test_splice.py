@@ -3,9 +3,12 @@ each failure on its side; the tail after bulk; TCP_NOTSENT_LOWAT raised then res
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import socket
+import struct
+import termios
 
 import pytest
 import trio
@@ -13,6 +16,7 @@ import trio
 from proxy64.defaults import SPLICE_NOTSENT_LOWAT
 from proxy64.net import splice as splice_module
 from proxy64.net.splice import SpliceBroken, SpliceEnd, Stall, splice_direction
+from tests.helpers.requirements import require_root
 from tests.helpers.streams import pipe_fds, receive_all, receive_exactly, tcp_pair
 
 pytestmark = pytest.mark.skipif(not splice_module.HAVE_SPLICE, reason="os.splice is Linux-only")
@@ -230,3 +234,52 @@ async def test_small_tail_after_bulk_arrives_without_fin_then_quiet_releases_pip
     assert lowat(dst) == 2**14
     for stream in (writer, src, dst, reader):
         await stream.aclose()
+
+
+SO_SNDBUFFORCE, SO_RCVBUFFORCE = 32, 33  # linux/socket.h; past wmem_max/rmem_max (root)
+
+
+async def test_one_splice_in_takes_what_the_pipe_has_room_for() -> None:
+    """With more queued at src than the pipe holds, the first read from src fills the
+    whole pipe in one splice(2), and the next reads take what the drain made room for."""
+    require_root()  # SO_RCVBUFFORCE: 2 MiB must wait in src's receive queue
+    probe = splice_module.Pipe()
+    room = probe.size
+    probe.close()
+    writer, src = await tcp_pair()
+    dst, reader = await tcp_pair()
+    src.socket.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, 8 * MiB)
+    writer.socket.setsockopt(socket.SOL_SOCKET, SO_SNDBUFFORCE, 8 * MiB)
+    blob = os.urandom(max(2 * MiB, 2 * room))
+    reads: list[int] = []
+    with trio.fail_after(20):
+        await writer.send_all(blob)
+        # no event says "the kernel queued N bytes": look again until it has
+        while queued(src) < len(blob):  # noqa: ASYNC110
+            await trio.sleep(0.01)
+        async with trio.open_nursery() as nursery:
+            got: list[bytes] = []
+
+            async def receive() -> None:
+                got.append(await receive_exactly(reader, len(blob)))
+
+            nursery.start_soon(receive)
+            end = await splice_direction(
+                src.socket,
+                dst.socket,
+                on_read=reads.append,
+                on_written=lambda n: None,
+                length=len(blob),
+            )
+    assert end is SpliceEnd.DONE
+    assert got == [blob]
+    assert reads[0] == room, reads[:8]
+    assert sum(reads) == len(blob)
+    for stream in (writer, src, dst, reader):
+        await stream.aclose()
+
+
+def queued(stream: trio.SocketStream) -> int:
+    """Bytes in the socket's receive queue (SIOCINQ)."""
+    raw = fcntl.ioctl(stream.socket.fileno(), termios.FIONREAD, b"\0\0\0\0")
+    return int(struct.unpack("i", raw)[0])
