@@ -8,6 +8,7 @@ they are carried out is tested."""
 from __future__ import annotations
 
 import errno
+import gc
 import logging
 import math
 import socket
@@ -25,7 +26,14 @@ from proxy64.destination import Destination, Egress
 from proxy64.net.context import ConnectionRecord, ProxyContext
 from proxy64.net.dial_types import DialerLike
 from proxy64.net.dialer import Dialer
-from proxy64.net.executor import SHUTDOWN_OUTCOME, AwaitHelper, ExecutorFront, Served, Wait
+from proxy64.net.executor import (
+    SHUTDOWN_OUTCOME,
+    AwaitHelper,
+    Executor,
+    ExecutorFront,
+    Served,
+    Wait,
+)
 from proxy64.net.listeners import Listening, ProxyServer, bind_listener, bound_address
 from proxy64.net.relay import Relay
 from proxy64.net.relay_hub import RelayHub
@@ -290,9 +298,12 @@ async def test_dial_in_flight_is_watched_in_the_hub(nursery: trio.Nursery) -> No
                 await trio.sleep(0.1)
                 (held,) = h.front.connections
                 assert held.wait is Wait.DIAL  # the premise: connect(2) in flight
+                await client.send(b"+meanwhile")  # waits in the kernel for the tunnel
+                await trio.sleep(0.05)
+                assert held.wait is Wait.DIAL and held.registered == 0  # watch ended
                 nursery.start_soon(origin.serve_echo)
                 assert await receive_exactly(client, 7) == b"ok ::1\n"
-                assert await receive_exactly(client, 5) == b"early"
+                assert await receive_exactly(client, 15) == b"early+meanwhile"
             (record,) = await h.recorder.wait_for(1)
             trio.lowlevel.remove_instrument(spawns)
     assert spawns.proxy64() == []
@@ -498,3 +509,28 @@ async def test_shutdown_ends_hub_and_task_held_connections_after_grace() -> None
             records = await h.recorder.wait_for(2)
             assert h.front.live == 0
     assert [r.outcome for r in records] == [SHUTDOWN_OUTCOME] * 2
+
+
+async def test_an_ended_connection_is_freed_without_the_cyclic_gc(
+    nursery: trio.Nursery,
+) -> None:
+    """No reference cycle keeps an ended executor (its timer, watch, tunnel and tasks all
+    let go of it): with the collector off, none is left after its connection ends."""
+    echo = await nursery.start(serve_tcp_echo)
+    gc.collect()
+    gc.disable()
+    try:
+        with trio.fail_after(10):
+            async with serving(dialing(Destination(UNCACHED, echo)), slots=4) as h:
+                for _ in range(3):
+                    client = await connect(h.port)
+                    with client:
+                        assert await receive_exactly(client, 13) == b"ok 127.0.0.1\n"
+                        assert await receive_exactly(client, 5) == b"early"
+                        await echo_once(client, b"x")
+                await h.recorder.wait_for(3)
+                await trio.sleep(0.05)  # the tasks that held them have returned
+                left = [o for o in gc.get_objects() if isinstance(o, Executor)]
+    finally:
+        gc.enable()
+    assert left == []
