@@ -62,8 +62,7 @@ from proxy64.net.relay import Relay
 from proxy64.net.relay_hub import RelayHub
 from proxy64.net.resolver import DNS64Resolver
 from proxy64.net.slots import ConnectionSlots
-from proxy64.net.socks_front import SocksFront
-from proxy64.net.socks_server import handle_socks_client
+from proxy64.net.socks_server import SOCKS
 from proxy64.policy import PolicyInForce
 from proxy64.proto.auth_delay import AuthDelay
 from proxy64.proto.rfc6052 import Nat64Prefix
@@ -314,10 +313,11 @@ def make_server(
     policy: PolicyInForce | None = None,
 ) -> ProxyServer:
     """The proxy server of one process: its parts, its context, and each listener with its
-    task-path handler and its hub-driven front end."""
+    front end: SOCKS through the one executor, HTTP with its task-path handler and its
+    hub-driven front end."""
     listening: list[Listening] = []
     if bound.socks is not None:
-        listening.append(Listening(bound.socks, handle_socks_client, SocksFront))
+        listening.append(Listening(bound.socks, None, SOCKS.opener()))
     if bound.http is not None:
         listening.append(Listening(bound.http, handle_http_client, HttpFront))
     parts = build_parts(settings, nat64, metrics, own=own_listeners(bound), policy=policy)

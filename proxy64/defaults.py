@@ -175,7 +175,7 @@ WORKER_STOP_MARGIN = 5.0  # after SIGINT/SIGTERM: shutdown_grace + this, then SI
 WORKER_HEARTBEAT = 1.0  # seconds between a worker's heartbeats to the supervisor
 WORKER_TIMEOUT = 10.0  # a worker silent this long (hung, stopped) is killed and restarted
 
-# --- Hub-driven front of a connection (proxy64/net/relay_hub.py, hub_front.py) -----------
+# --- Hub-driven front of a connection (proxy64/net/relay_hub.py, executor.py) ------------
 HUB_POLL_ROUNDS = 16  # epoll polls without waiting per wake-up of the hub, at the most
 HUB_EMPTY_POLLS = 2  # ... stopping after this many found nothing (an empty poll: a wasted syscall)
 HUB_TIMER_COMPACT = 256  # cancelled hub timers tolerated before the heap may be compacted

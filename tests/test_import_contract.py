@@ -28,9 +28,9 @@ PACKAGE = Path(__file__).resolve().parent.parent / "proxy64"
 FRONT_ENDS = frozenset({
     "proxy64.net.socks_server",
     "proxy64.net.http_server",
-    "proxy64.net.socks_front",
     "proxy64.net.http_front",
     "proxy64.net.hub_front",
+    "proxy64.net.executor",
 })  # fmt: skip
 # Where the parts are built and handed down.
 COMPOSITION_ROOTS = frozenset({"proxy64.app"})
@@ -148,15 +148,16 @@ def test_only_the_composition_root_wires_front_ends(front_end: str) -> None:
     )
 
 
-# A front end may build on the shared hub-driven connection life (nothing else).
+# A protocol's listener builds on the one executor (and, while HTTP still has it, the
+# shared hub-driven connection life); nothing else.
 ALLOWED_FRONT_END_EDGES: dict[str, set[str]] = {
-    "proxy64.net.hub_front": {
-        "proxy64.net.socks_front",
-        "proxy64.net.http_front",
+    "proxy64.net.executor": {
         "proxy64.net.socks_server",
         "proxy64.net.http_server",
+        "proxy64.net.http_front",
+        "proxy64.net.hub_front",
     },
-    "proxy64.net.socks_server": {"proxy64.net.socks_front"},
+    "proxy64.net.hub_front": {"proxy64.net.http_front", "proxy64.net.http_server"},
     "proxy64.net.http_server": {"proxy64.net.http_front"},
 }
 

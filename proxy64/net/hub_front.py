@@ -1,7 +1,7 @@
-"""The one mechanism of the front ends the relay hub drives: no trio task for a connection
-that need not wait. The SOCKS (socks_front.py) and HTTP CONNECT (http_front.py)
-front ends are this module plus what is theirs: feeding their sans-I/O machine, the reply,
-what a Resume holds and how the task path is entered.
+"""The hub-driven connection life of the HTTP CONNECT front end (http_front.py), until
+HTTP is served by the one executor (net/executor.py) as SOCKS is: no trio task for a
+connection that need not wait; http_front.py adds feeding its sans-I/O machine, the
+reply, what a Resume holds and how the task path is entered.
 
 An accepted client is a Watcher in the relay hub's epoll set (proxy64/net/relay_hub.py).
 Its life, the same for every protocol: a --max-connections slot borrowed on its behalf;
@@ -31,28 +31,20 @@ import trio
 from proxy64.errors import Proxy64Error
 from proxy64.net.context import ConnectionRecord, ProxyContext
 from proxy64.net.dial_types import Dialed, PendingDial
+from proxy64.net.executor import SHUTDOWN_OUTCOME, borrow_slot, client_text
 from proxy64.net.listeners import Spawn
 from proxy64.net.relay import Relay, relay
 from proxy64.net.relay_hub import AnySocket, Ending, HubTunnel, TimerHandle
 from proxy64.net.splice import HAVE_SPLICE
 
-SHUTDOWN_OUTCOME = "cancelled (proxy64 is shutting down)"
-
-
-def borrow_slot(ctx: ProxyContext, token: object, client: str) -> object | None:
-    """A connection slot borrowed on behalf of token for client ("host:port"): the token,
-    or None when all are taken or client's address holds its share (net/slots.py; the
-    protocol then refuses: SOCKS 0x01 / 0x5B, HTTP 503)."""
-    return token if ctx.connection_slots.borrow(token, client) else None
-
-
-def client_text(address: Any, unknown: str) -> str:
-    """host:port or [IPv6]:port of an accepted peer (unknown when it has no such form)."""
-    try:
-        host, port = address[:2]
-    except (TypeError, ValueError):
-        return unknown
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+__all__ = [
+    "SHUTDOWN_OUTCOME",
+    "HubConnection",
+    "HubFront",
+    "Stage",
+    "borrow_slot",
+    "client_text",
+]
 
 
 class Stage(enum.Enum):

@@ -46,7 +46,7 @@ Spawn = Callable[..., None]  # spawn(async_fn, *args): a task in the server's nu
 
 
 class Front(Protocol):
-    """A front end driven without a task per connection (e.g. socks_front.SocksFront)."""
+    """A front end driven without a task per connection (e.g. executor.ExecutorFront)."""
 
     @property
     def live(self) -> int:
@@ -67,10 +67,11 @@ FrontOpener = Callable[[ProxyContext, Spawn], Front]
 
 class Listening(NamedTuple):
     """A bound listening socket, its task-path handler and, optionally, its hub-driven
-    front end (used when the context carries a relay hub)."""
+    front end (used when the context carries a relay hub; a listener with no handler
+    needs one)."""
 
     sock: socket.socket
-    handler: Handler
+    handler: Handler | None
     front: FrontOpener | None = None
 
 
@@ -114,7 +115,7 @@ class ProxyServer:
     def __init__(
         self,
         ctx: ProxyContext,
-        sockets: Sequence[Listening | tuple[socket.socket, Handler]],
+        sockets: Sequence[Listening | tuple[socket.socket, Handler | None]],
         *,
         grace: float,
     ) -> None:
@@ -160,6 +161,8 @@ class ProxyServer:
                         if opener is not None and hub is not None:
                             front = opener(self.ctx, spawn)
                             self.fronts.append(front)
+                        elif handler is None:
+                            raise ValueError("a listener without a handler needs a relay hub")
                         accepting.start_soon(self._accept_loop, sock, handler, connections, front)
                     task_status.started()
                     await trio.sleep_forever()
@@ -175,7 +178,7 @@ class ProxyServer:
     async def _accept_loop(
         self,
         listener: socket.socket | trio.socket.SocketType,
-        handler: Handler,
+        handler: Handler | None,
         connections: trio.Nursery,
         front: Front | None = None,
     ) -> None:
@@ -188,6 +191,7 @@ class ProxyServer:
         With a front, the listener is watched by the relay hub instead (_accept_in_hub):
         each socket goes to front.accepted() in the hub's wake-up, no task per accept."""
         if not isinstance(listener, socket.socket):
+            assert handler is not None
             while True:
                 try:
                     sock, _ = await listener.accept()
@@ -200,6 +204,7 @@ class ProxyServer:
             assert self.ctx.hub is not None  # fronts are opened only with a hub
             await _accept_in_hub(self.ctx.hub, listener, front)
             return
+        assert handler is not None  # ProxyServer checked it
         batch = 0
         while True:
             try:

@@ -112,7 +112,7 @@ async def relay(
     use_hub = hub is not None and sockets and splice_threshold != 0
     pending_up = pending_down = b""
     eof_up = eof_down = False
-    if promoted is not None:  # hand-off point from an owned hub tunnel (socks_front.py)
+    if promoted is not None:  # hand-off point from an owned hub tunnel (net/executor.py)
         pending_up, pending_down = promoted.pending_up, promoted.pending_down
         eof_up, eof_down = promoted.eof_up, promoted.eof_down
     try:

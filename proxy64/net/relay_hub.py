@@ -80,6 +80,10 @@ class Writer(Protocol):
         ...
 
 
+class Duplex(Watcher, Writer, Protocol):
+    """A connection whose one fd is watched one direction at a time (RelayHub.switch)."""
+
+
 class Timer(Protocol):
     def expired(self, now: float) -> float | None:
         """Called at (or after) its deadline: None when done, else the next deadline."""
@@ -188,6 +192,18 @@ class RelayHub:
         unwatch(fd)."""
         self._epoll.register(fd, select.EPOLLOUT)
         self._writers[fd] = writer
+
+    def switch(self, fd: int, watcher: Duplex, *, writable: bool) -> None:
+        """A watched fd is watched for the other direction from now on, with one
+        epoll_ctl: readable → writable, or back."""
+        if writable:
+            del self._watchers[fd]
+            self._epoll.modify(fd, select.EPOLLOUT)
+            self._writers[fd] = watcher
+        else:
+            del self._writers[fd]
+            self._epoll.modify(fd, select.EPOLLIN)
+            self._watchers[fd] = watcher
 
     def unwatch(self, fd: int) -> None:
         """Stop watching fd (before it is closed, or handed to a tunnel); idempotent, and

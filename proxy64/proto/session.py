@@ -19,6 +19,18 @@ Terminal commands (`Relay`, `Close`) end what the machine asks of the connection
 one of them the executor feeds nothing more, except the outcome of a `Forward` exchange
 (HTTP) which is not terminal.
 
+Interruptions: a `Tick` or `ClientLost` may come while the executor still carries out
+earlier commands (a `Send` waiting for the client to drain, a `Dial` in flight). When the
+machine answers it with commands, those replace everything still queued (the rest of the
+waiting `Send` is dropped, a dial in flight abandoned); an empty answer lets the executor
+go on waiting.
+
+A protocol's own step that must be awaited (a UDP association, an HTTP forwarding
+exchange) is a subclass of `Await`, defined beside the machine; the executor is given one
+helper per such subclass and runs it in a task. The helper's result is fed back as an
+`Awaited` event (a subclass of it, also the protocol's), or, when it returns none, the
+connection is over (the subclass is then terminal).
+
 Modelled on mitmproxy's layers (commands yielded, one server carries them out) and h11's
 `receive_data`/`next_event`/`send` (`b""` means EOF).
 """
@@ -138,8 +150,19 @@ class Close:
     reset: bool = False
 
 
-Event = DataReceived | Tick | Connected | DialFailed | ClientLost
-Command = Send | Receive | Record | Finish | Dial | Relay | Close
+@dataclass(frozen=True, slots=True)
+class Await:
+    """A protocol's own step the executor carries out in a task with the helper it was
+    given for the subclass (see the module's docstring)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Awaited:
+    """What an `Await` helper hands back to the machine (the protocol subclasses it)."""
+
+
+Event = DataReceived | Tick | Connected | DialFailed | ClientLost | Awaited
+Command = Send | Receive | Record | Finish | Dial | Relay | Close | Await
 
 
 class SessionMachine(Protocol):

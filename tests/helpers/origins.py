@@ -7,6 +7,8 @@ which returns the bound port. They serve until the nursery is cancelled.
   tunnel.
 - serve_http_hello: a minimal HTTP/1.1 origin for curl: 200 with "hello <path>\\n".
 - serve_udp_echo: echoes each datagram to its sender.
+- backlogged(): a listener on ::1 whose accept queue is full, so a connect to it stays in
+  flight (EINPROGRESS) until serve_echo() accepts: the premise of a dial the hub waits for.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from __future__ import annotations
 import hashlib
 import random
 import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import partial
 
 import trio
@@ -107,3 +111,37 @@ async def serve_udp_echo(
         while True:
             data, address = await sock.recvfrom(65535)
             await sock.sendto(data, address)
+
+
+class Backlogged:
+    """A listener on ::1 whose accept queue is full until make_room()."""
+
+    def __init__(self) -> None:
+        self.listener = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+        self.listener.bind(("::1", 0))
+        self.listener.listen(0)
+        self.port = self.listener.getsockname()[1]
+        self.filler = socket.create_connection(("::1", self.port))  # fills the queue
+
+    async def serve_echo(self) -> None:
+        """Accept (the filler first: closed) and echo on the next connection until EOF."""
+        listener = trio.socket.from_stdlib_socket(self.listener)
+        filler, _ = await listener.accept()
+        filler.close()
+        conn, _ = await listener.accept()
+        with conn:
+            while data := await conn.recv(65536):
+                await conn.send(data)
+
+    def close(self) -> None:
+        self.filler.close()
+        self.listener.close()
+
+
+@contextmanager
+def backlogged() -> Iterator[Backlogged]:
+    origin = Backlogged()
+    try:
+        yield origin
+    finally:
+        origin.close()

@@ -1,13 +1,13 @@
-"""The hub-driven SOCKS front end behind a real ProxyServer, Dialer and Relay on loopback,
-wired as app.py wires it (the server runs the relay hub), and a trio Instrument that
-records which tasks were spawned."""
+"""The SOCKS listener (the one executor with the SOCKS session machine) behind a real
+ProxyServer, Dialer and Relay on loopback, wired as app.py wires it (the server runs the
+relay hub), and a trio Instrument that records which tasks were spawned."""
 
 from __future__ import annotations
 
 import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from ipaddress import ip_address
 
 import trio
@@ -16,12 +16,12 @@ from proxy64.config import HostPort
 from proxy64.destination import Egress
 from proxy64.net.context import ProxyContext
 from proxy64.net.dialer import Dialer
+from proxy64.net.executor import ExecutorFront
 from proxy64.net.listeners import Listening, ProxyServer, bind_listener, bound_address
 from proxy64.net.relay import Relay
 from proxy64.net.relay_hub import RelayHub
 from proxy64.net.slots import ConnectionSlots
-from proxy64.net.socks_front import SocksFront
-from proxy64.net.socks_server import handle_socks_client
+from proxy64.net.socks_server import SOCKS
 from tests.helpers.fakes import NSP, ListRecorder
 from tests.helpers.fakes import CachedNameResolver as Resolver
 from tests.helpers.socks5_client import NO_AUTH_GREETING
@@ -45,7 +45,7 @@ class Spawns(trio.abc.Instrument):
 class Proxy:
     port: int
     server: ProxyServer
-    front: SocksFront
+    front: ExecutorFront
     recorder: ListRecorder
     resolver: Resolver
 
@@ -75,13 +75,26 @@ async def proxy(
     )
     sock = bind_listener(HostPort(ip_address("127.0.0.1"), 0))
     port = bound_address(sock).port
-    server = ProxyServer(ctx, [Listening(sock, handle_socks_client, SocksFront)], grace=grace)
+    server = ProxyServer(ctx, [Listening(sock, None, SOCKS.opener())], grace=grace)
     async with trio.open_nursery() as nursery:
         await nursery.start(server.run)
         front = server.fronts[0]
-        assert isinstance(front, SocksFront)
+        assert isinstance(front, ExecutorFront)
         yield Proxy(port, server, front, recorder, resolver)
         server.stop()
+
+
+async def serve_socks(
+    nursery: trio.Nursery, ctx: ProxyContext, host: str = "127.0.0.1"
+) -> tuple[int, ProxyContext]:
+    """The SOCKS listener as app.py wires it, over ctx (given a relay hub if it has none:
+    the server runs it), in nursery until it is cancelled: its port and the context."""
+    if ctx.hub is None:
+        ctx = replace(ctx, hub=RelayHub())
+    sock = bind_listener(HostPort(ip_address(host), 0))
+    server = ProxyServer(ctx, [Listening(sock, None, SOCKS.opener())], grace=1.0)
+    await nursery.start(server.run)
+    return bound_address(sock).port, ctx
 
 
 async def connect(port: int) -> trio.socket.SocketType:

@@ -1,5 +1,5 @@
 """Failed authentications slowed per address, against a real ProxyServer on loopback with
-the hub-driven SOCKS front end and the HTTP front end: 50 wrong RFC 1929 passwords from
+the SOCKS listener's executor and the HTTP front end: 50 wrong RFC 1929 passwords from
 one address take at least the policy's delays while another address authenticates at
 once; one log line per burst; HTTP 407 answers are held the same way."""
 
@@ -26,8 +26,7 @@ from proxy64.net.listeners import Listening, ProxyServer, bind_listener, bound_a
 from proxy64.net.relay import Relay
 from proxy64.net.relay_hub import RelayHub
 from proxy64.net.slots import ConnectionSlots
-from proxy64.net.socks_front import SocksFront
-from proxy64.net.socks_server import handle_socks_client
+from proxy64.net.socks_server import SOCKS
 from proxy64.proto.auth_delay import AuthDelay
 from tests.helpers.fakes import NSP, ListRecorder
 from tests.helpers.fakes import CachedNameResolver as Resolver
@@ -55,7 +54,7 @@ async def proxy(
     socks = bind_listener(HostPort(ip_address("127.0.0.1"), 0))
     http = bind_listener(HostPort(ip_address("127.0.0.1"), 0))
     listening = [
-        Listening(socks, handle_socks_client, SocksFront),
+        Listening(socks, None, SOCKS.opener()),
         Listening(http, handle_http_client, HttpFront),
     ]
     server = ProxyServer(ctx, listening, grace=1)

@@ -6,14 +6,13 @@ fails or passes its deadline there gets the same refusal as every other dial fai
 The premise without a namespace: a loopback listener whose accept queue is full drops
 new SYNs, so connect() returns EINPROGRESS and completes only after accept() makes room
 and the SYN is sent again (about 1 s later). Each test checks that its dial really was in
-flight (the connection is seen in Stage.DIALING) before it lets the dial complete.
+flight (the connection is seen in Stage.DIALING, the SOCKS executor in Wait.DIAL) before
+it lets the dial complete.
 """
 
 from __future__ import annotations
 
 import socket
-from collections.abc import Iterator
-from contextlib import contextmanager
 from ipaddress import IPv6Address
 
 import trio
@@ -22,48 +21,16 @@ from proxy64.destination import Destination, Egress
 from proxy64.errors import DialAttempt, DialCause, DialError
 from proxy64.net.dial_types import PendingDial
 from proxy64.net.dialer import Dialer
+from proxy64.net.executor import Wait
 from proxy64.net.hub_front import Stage
 from proxy64.net.metrics import MeteredDialer, Metrics
 from proxy64.proto.rfc6052 import Nat64Prefix
 from tests.helpers.fakes import ListRecorder
 from tests.helpers.hub_fronts import ESTABLISHED, Client, context, open_front
 from tests.helpers.metric_samples import samples
+from tests.helpers.origins import backlogged
 from tests.helpers.socks_fronts import NOAUTH, Spawns, connect, echo_once, proxy
 from tests.helpers.streams import receive_all, receive_exactly
-
-
-class Backlogged:
-    """A listener on ::1 whose accept queue is full until make_room()."""
-
-    def __init__(self) -> None:
-        self.listener = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
-        self.listener.bind(("::1", 0))
-        self.listener.listen(0)
-        self.port = self.listener.getsockname()[1]
-        self.filler = socket.create_connection(("::1", self.port))  # fills the queue
-
-    async def serve_echo(self) -> None:
-        """Accept (the filler first: closed) and echo on the next connection until EOF."""
-        listener = trio.socket.from_stdlib_socket(self.listener)
-        filler, _ = await listener.accept()
-        filler.close()
-        conn, _ = await listener.accept()
-        with conn:
-            while data := await conn.recv(65536):
-                await conn.send(data)
-
-    def close(self) -> None:
-        self.filler.close()
-        self.listener.close()
-
-
-@contextmanager
-def backlogged() -> Iterator[Backlogged]:
-    origin = Backlogged()
-    try:
-        yield origin
-    finally:
-        origin.close()
 
 
 def connect_v6(port: int) -> bytes:
@@ -84,7 +51,7 @@ async def test_socks5_dial_in_flight_completes_in_the_hub_without_a_task(
                     assert await receive_exactly(client, 2) == b"\x05\x00"
                     await trio.sleep(0.1)
                     (held,) = p.front.connections
-                    assert held.stage is Stage.DIALING  # the premise: still in flight
+                    assert held.wait is Wait.DIAL  # the premise: still in flight
                     nursery.start_soon(origin.serve_echo)
                     reply = await receive_exactly(client, 22)
                     assert reply[:4] == b"\x05\x00\x00\x04", reply  # RFC 1928 §6 succeeded
@@ -95,7 +62,7 @@ async def test_socks5_dial_in_flight_completes_in_the_hub_without_a_task(
             finally:
                 trio.lowlevel.remove_instrument(spawns)
             assert spawns.proxy64() == []
-            assert (p.front.served, p.front.handed_off, p.server.live) == (1, 0, 0)
+            assert (p.front.live, p.server.live) == (0, 0)
     assert record.destination == Destination(IPv6Address("::1"), origin.port)
     assert (record.bytes_up, record.bytes_down, record.outcome) == (14, 14, "ok")
 
@@ -109,7 +76,7 @@ async def test_socks5_dial_in_flight_past_its_deadline_is_refused_as_any_timeout
                 assert await receive_exactly(client, 2) == b"\x05\x00"
                 await trio.sleep(0.1)
                 (held,) = p.front.connections
-                assert held.stage is Stage.DIALING
+                assert held.wait is Wait.DIAL
                 answer = await receive_all(client)
             (record,) = await p.recorder.wait_for(1)
     destination = Destination(IPv6Address("::1"), origin.port)

@@ -20,11 +20,11 @@ from python_socks import ProxyError
 from python_socks.async_.trio import Proxy as TrioProxy
 
 from proxy64.destination import Destination
-from proxy64.net.socks_server import handle_socks_client
 from tests.helpers.curl import curl_async_text
-from tests.helpers.fakes import FakeDialer, ListRecorder, make_context, serve_handler
+from tests.helpers.fakes import FakeDialer, ListRecorder, make_context
 from tests.helpers.origins import serve_http_hello, serve_tcp_echo
 from tests.helpers.requirements import require_tool, tool_path
+from tests.helpers.socks_fronts import serve_socks
 
 NAMES = {"origin.p64.test": IPv4Address("127.0.0.1"), "origin6.p64.test": IPv6Address("::1")}
 CLEAN_ENV = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
@@ -36,7 +36,8 @@ async def start(
     dialer = FakeDialer(names=dict(NAMES))
     recorder = ListRecorder()
     ctx = make_context(dialer, recorder, credentials=credentials)
-    return await serve_handler(nursery, handle_socks_client, ctx), dialer, recorder
+    port, _ = await serve_socks(nursery, ctx)
+    return port, dialer, recorder
 
 
 async def run(command: Sequence[str]) -> tuple[int, str, str]:

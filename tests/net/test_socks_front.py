@@ -1,6 +1,7 @@
-"""The hub-driven SOCKS front end (socks_front.py) behind a real ProxyServer, real Dialer and
-Relay, on loopback: what it serves without any proxy64 task, what it hands to the task
-path, and that replies, outcomes, time limits, capacity and shutdown are the task path's.
+"""The SOCKS listener (the one executor, net/executor.py, with proto/socks_session.py)
+behind a real ProxyServer, real Dialer and Relay, on loopback: what it serves without any
+proxy64 task, what takes one, and its replies, outcomes, time limits, capacity and
+shutdown.
 
 A trio Instrument records every task spawned; "no task" means no task whose name starts
 with "proxy64." (the test's own origins and clients are not proxy64 code). Clients use
@@ -24,6 +25,7 @@ from proxy64.config import HostPort
 from proxy64.defaults import RELAY_IDLE_SLACK
 from proxy64.destination import Destination, Egress, Reached
 from proxy64.net.listeners import bind_listener, bound_address
+from proxy64.proto.socks_session import SocksSession
 from tests.helpers.fakes import CACHED, UNCACHED
 from tests.helpers.hub import running_hub
 from tests.helpers.origins import pattern_bytes, serve_tcp_echo, serve_tcp_hash
@@ -60,7 +62,7 @@ async def test_rfc1928_ipv4_literal_is_served_without_any_proxy64_task(
             finally:
                 trio.lowlevel.remove_instrument(spawns)
             assert spawns.proxy64() == []
-            assert (p.front.served, p.front.handed_off, p.server.live) == (1, 0, 0)
+            assert (p.front.live, p.server.live) == (0, 0)
     assert record.front_end == "socks5"
     assert record.destination == Destination(IPv4Address("127.0.0.1"), echo)
     assert record.reached is Reached.IPV4_LITERAL
@@ -88,7 +90,7 @@ async def test_cached_name_is_served_without_any_proxy64_task(nursery: trio.Nurs
     assert record.outcome == "ok"
 
 
-async def test_uncached_name_falls_back_to_the_task_path_and_works(
+async def test_uncached_name_is_awaited_in_one_task_and_works(
     nursery: trio.Nursery,
 ) -> None:
     echo = await nursery.start(serve_tcp_echo)
@@ -103,7 +105,6 @@ async def test_uncached_name_falls_back_to_the_task_path_and_works(
                 (record,) = await p.recorder.wait_for(1)
             finally:
                 trio.lowlevel.remove_instrument(spawns)
-            assert p.front.handed_off == 1
             assert p.resolver.resolved == [UNCACHED]
     # the instrument does see proxy64's tasks: the "no task" assertions above mean something
     assert spawns.proxy64() == ["proxy64.net.listeners.ProxyServer._run_spawned"]
@@ -111,7 +112,7 @@ async def test_uncached_name_falls_back_to_the_task_path_and_works(
     assert (record.bytes_up, record.outcome) == (11, "ok")
 
 
-async def test_unknown_name_gets_the_task_paths_reply(nursery: trio.Nursery) -> None:
+async def test_unknown_name_gets_host_unreachable(nursery: trio.Nursery) -> None:
     with trio.fail_after(10):
         async with proxy() as p:
             client = await connect(p.port)
@@ -136,7 +137,6 @@ async def test_socks4_and_early_data_in_one_segment(nursery: trio.Nursery) -> No
                 assert reply[:2] == b"\x00\x5a"
                 assert await receive_exactly(client, 11) == b"early bytes"
             (record,) = await p.recorder.wait_for(1)
-            assert p.front.handed_off == 0
     assert record.front_end == "socks4"
     assert record.bytes_up == 11
 
@@ -165,7 +165,7 @@ async def test_bulk_tunnel_is_promoted_and_keeps_every_byte(nursery: trio.Nurser
 # --- time limits ----------------------------------------------------------------------------
 
 
-async def test_slowloris_greeting_times_out_with_the_task_paths_reply(
+async def test_slowloris_greeting_times_out_with_the_rfc1928_reply(
     autojump_clock: trio.abc.Clock,
 ) -> None:
     """On trio's mock clock: both clients are cut at the handshake deadline itself."""
@@ -246,8 +246,10 @@ async def test_rfc1929_success_on_the_fast_path_and_failure(nursery: trio.Nurser
     def auth(user: bytes, password: bytes) -> bytes:
         return b"\x01" + bytes([len(user)]) + user + bytes([len(password)]) + password
 
+    spawns = Spawns()
     with trio.fail_after(10):
         async with proxy(credentials=creds) as p:
+            trio.lowlevel.add_instrument(spawns)
             ok = await connect(p.port)
             with ok:
                 await ok.send(
@@ -261,7 +263,8 @@ async def test_rfc1929_success_on_the_fast_path_and_failure(nursery: trio.Nurser
                 await denied.send(b"\x05\x01\x02" + auth(b"alice", b"wrong"))
                 assert await receive_all(denied) == b"\x05\x02\x01\x01"
             records = await p.recorder.wait_for(2)
-            assert p.front.handed_off == 1  # only the refusal (it lingers in a task)
+            trio.lowlevel.remove_instrument(spawns)
+    assert spawns.proxy64() == []  # the refusal lingers in the hub too
     assert records[0].outcome == "ok"
     assert records[1].outcome == "authentication failed for user 'alice' (RFC 1929)"
 
@@ -353,10 +356,10 @@ async def test_failed_accept_backs_off_then_accepting_resumes() -> None:
 async def test_a_bug_in_a_hub_callback_ends_only_that_connection(
     nursery: trio.Nursery, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import proxy64.net.socks_front as socks_front
+    import proxy64.proto.socks_session as socks_session
 
     echo = await nursery.start(serve_tcp_echo)
-    real = socks_front.handshake_step  # type: ignore[attr-defined]
+    real = socks_session.handshake_step
     calls: list[int] = []
 
     def broken_once(*args: Any) -> Any:
@@ -365,7 +368,7 @@ async def test_a_bug_in_a_hub_callback_ends_only_that_connection(
             raise RuntimeError("broken once")
         return real(*args)
 
-    monkeypatch.setattr(socks_front, "handshake_step", broken_once)
+    monkeypatch.setattr(socks_session, "handshake_step", broken_once)
     with trio.fail_after(10):
         async with proxy(max_connections=1) as p:
             bad = await connect(p.port)
@@ -395,8 +398,8 @@ async def test_a_connection_that_left_is_not_kept_by_its_pending_timer(
                 await client.send(NOAUTH[:2])  # half a greeting: watched, timer set
                 await trio.sleep(0.05)
                 (held,) = p.front.connections
-                assert held.machine is not None
-                machine = weakref.ref(held.machine)
+                assert isinstance(held.machine, SocksSession) and held.machine.machine is not None
+                machine = weakref.ref(held.machine.machine)
                 del held
                 await client.send(NOAUTH[2:])
                 assert await receive_exactly(client, 2) == b"\x05\x00"

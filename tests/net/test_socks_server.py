@@ -22,10 +22,10 @@ from proxy64.errors import (
     ResolutionError,
 )
 from proxy64.net.context import ProxyContext
-from proxy64.net.socks_server import handle_socks_client
-from tests.helpers.fakes import FakeDialer, ListRecorder, make_context, serve_handler
+from tests.helpers.fakes import FakeDialer, ListRecorder, make_context
 from tests.helpers.origins import pattern_bytes, serve_tcp_echo, serve_tcp_hash
 from tests.helpers.socks5_client import NO_AUTH_GREETING, connect_request, open_socks5
+from tests.helpers.socks_fronts import serve_socks
 from tests.helpers.streams import receive_all, receive_exactly
 
 NAMES = {"origin.p64.test": IPv4Address("127.0.0.1"), "origin6.p64.test": IPv6Address("::1")}
@@ -44,7 +44,7 @@ async def start_proxy(nursery: trio.Nursery, **options: object) -> Proxy:
     dialer = FakeDialer(names=dict(NAMES))
     recorder = ListRecorder()
     ctx = make_context(dialer, recorder, **options)  # type: ignore[arg-type]
-    port = await serve_handler(nursery, handle_socks_client, ctx)
+    port, ctx = await serve_socks(nursery, ctx)
     return Proxy(port, dialer, recorder, ctx)
 
 
@@ -397,7 +397,7 @@ async def test_trickle_over_a_real_ipv6_socket(
     echo = await nursery.start(serve_tcp_echo)
     dialer = FakeDialer(names=dict(NAMES))
     recorder = ListRecorder()
-    port = await serve_handler(nursery, handle_socks_client, make_context(dialer, recorder), "::1")
+    port, _ = await serve_socks(nursery, make_context(dialer, recorder), "::1")
     last = messages[-1]
     if last[0] == 5:
         messages = [*messages[:-1], last[:-2] + echo.to_bytes(2, "big")]

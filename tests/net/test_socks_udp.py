@@ -9,11 +9,11 @@ import trio
 
 from proxy64.destination import Destination
 from proxy64.net.context import ConnectionRecord
-from proxy64.net.socks_server import handle_socks_client
 from proxy64.net.socks_udp import serve_udp_association
 from proxy64.proto.socks5 import Method, MethodSelection, Request, Socks5Server
-from tests.helpers.fakes import FakeDialer, ListRecorder, make_context, serve_handler
+from tests.helpers.fakes import FakeDialer, ListRecorder, make_context
 from tests.helpers.origins import serve_udp_echo
+from tests.helpers.socks_fronts import serve_socks
 from tests.helpers.streams import receive_exactly
 
 NAMES = {"origin.p64.test": IPv4Address("127.0.0.1"), "origin6.p64.test": IPv6Address("::1")}
@@ -59,7 +59,8 @@ async def exchange(
 async def start(nursery: trio.Nursery, host: str = "127.0.0.1") -> tuple[int, ListRecorder]:
     recorder = ListRecorder()
     ctx = make_context(FakeDialer(names=dict(NAMES)), recorder)
-    return await serve_handler(nursery, handle_socks_client, ctx, host), recorder
+    port, _ = await serve_socks(nursery, ctx, host)
+    return port, recorder
 
 
 async def test_rfc1928_7_udp_associate_ipv4(nursery: trio.Nursery) -> None:
