@@ -578,3 +578,25 @@ def test_fuzz_only_declared_commands_one_terminal_answers_before_responses(
     for c in commands:
         if isinstance(c, Send) and c.data.startswith(b"HTTP/1."):
             assert status(c.data) in DECLARED | {100, 200}
+
+
+def test_a_finished_session_leaves_no_reference_cycle() -> None:
+    """Freed by reference counting alone (the collector's walk is latency under load)."""
+    import gc
+
+    gc.collect()
+    gc.disable()
+    try:
+        for data in (CONNECT, get(), b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n"):
+            s = session()
+            s.start(0.0)
+            commands = s.handle(DataReceived(data), 0.0)
+            if isinstance(commands[-1], Dial):
+                commands = s.handle(Connected(LOCAL), 0.0)
+            if isinstance(commands[-1], Forward):
+                respond(commands[-1])
+                s.handle(Exchanged(None), 0.0)
+            del s, commands
+        assert gc.collect() == 0
+    finally:
+        gc.enable()
