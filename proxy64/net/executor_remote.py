@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Awaitable, Callable
 from functools import partial
 from select import EPOLLOUT
 
@@ -15,6 +16,7 @@ import trio
 
 from proxy64.destination import Destination
 from proxy64.errors import Proxy64Error
+from proxy64.net.context import ConnectionRecord
 from proxy64.net.dial_types import Dialed, PendingDial
 from proxy64.net.executor_client import (
     SHUTDOWN_OUTCOME,
@@ -27,7 +29,7 @@ from proxy64.net.outcomes import client_lost
 from proxy64.net.relay import relay
 from proxy64.net.relay_hub import Ending, HubTunnel
 from proxy64.net.resets import broken_outcome
-from proxy64.proto.session import Await, Connected, DialFailed
+from proxy64.proto.session import Await, Connected, DialFailed, Event
 
 
 class RemoteSide(ClientSide):
@@ -186,16 +188,33 @@ class RemoteSide(ClientSide):
     def _await(self, command: Await) -> None:
         served = self.front.served
         helper: AwaitHelper | None = served.helpers.get(type(command))
-        if helper is None:  # a step on the dialed stream
+        step: Callable[[ConnectionRecord | None], Awaitable[Event | None]]
+        if helper is None:  # a step on the dialed stream, given the client's socket
             assert self.dialed is not None, f"{command!r} before a Connected dial"
-            helper = partial(served.dialed_helpers[type(command)], dialed=self.dialed)
-        self._want(0)
-        self._spawn(self._helper_task, helper, command)
+            step = partial(
+                served.dialed_helpers[type(command)],
+                command,
+                self.sock,
+                ctx=self.front.ctx,
+                dialed=self.dialed,
+                stream=self._stream,
+            )
+        else:
+            step = partial(self._with_stream, helper, command)
+        self._keep_reading()  # no epoll_ctl now and none when the machine reads again
+        self._spawn(self._helper_task, step)
 
-    async def _helper_task(self, helper: AwaitHelper, command: Await) -> None:
+    async def _with_stream(
+        self, helper: AwaitHelper, command: Await, record: ConnectionRecord | None
+    ) -> Event | None:
+        return await helper(command, self._stream(), record, self.front.ctx)
+
+    async def _helper_task(
+        self, step: Callable[[ConnectionRecord | None], Awaitable[Event | None]]
+    ) -> None:
         turn, record = self.turn, self.record
         try:
-            event = await helper(command, self._stream(), record, self.front.ctx)
+            event = await step(record)
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
             self._end(client_lost(exc))
             return

@@ -21,6 +21,8 @@ from __future__ import annotations
 import logging
 import math
 import os
+import socket
+from collections.abc import Callable
 
 import h11
 import trio
@@ -50,17 +52,21 @@ class _ClientGone(Exception):
 
 async def forward(
     command: Forward,
-    client: trio.SocketStream,
+    client: socket.socket,
     record: ConnectionRecord | None,
     ctx: ProxyContext,
     *,
     dialed: Dialed,
+    stream: Callable[[], trio.SocketStream],
 ) -> Exchanged | OriginFailed | ClientLost:
     """The executor's helper for `Forward` (a `DialedHelper`): one exchange on dialed,
-    the upstream the executor holds, whose record it fills; and how it went."""
+    the upstream the executor holds, whose record it fills; and how it went. The client is
+    read and written on its fd; stream() is asked for only to move a large body."""
     assert record is not None, "Forward without the upstream's record"
     upstream = Upstream(dialed, record, command.upstream, command.sent)
-    exchange = _Exchange(client, ctx.idle_timeout, command.conn, command.target, upstream)
+    exchange = _Exchange(
+        client.fileno(), stream, command.conn, command.target, upstream, idle=ctx.idle_timeout
+    )
     try:
         try:
             done = await exchange.run()
@@ -85,7 +91,7 @@ class _Exchange:
 
     __slots__ = (
         "after_request",
-        "client",
+        "client_stream",
         "conn",
         "fd",
         "idle",
@@ -96,18 +102,20 @@ class _Exchange:
 
     def __init__(
         self,
-        client: trio.SocketStream,
-        idle: float,
+        fd: int,
+        client_stream: Callable[[], trio.SocketStream],
         conn: h11.Connection,
         target: ForwardTarget,
         up: Upstream,
+        *,
+        idle: float,
     ) -> None:
-        self.client = client
+        self.fd = fd  # the client's
+        self.client_stream = client_stream
         self.idle = idle
         self.conn = conn
         self.target = target
         self.up = up
-        self.fd = client.socket.fileno()
         # the request body went outside h11: the bytes after it (and whether it closed)
         self.after_request: tuple[bytes, bool] | None = None
         self.response_outside = False
@@ -212,7 +220,7 @@ class _Exchange:
             return True
         try:
             await move_body(
-                self.client,
+                self.client_stream(),
                 up.dialed.stream,
                 buffered[:length],
                 length,
@@ -253,7 +261,7 @@ class _Exchange:
         try:
             await move_body(
                 up.dialed.stream,
-                self.client,
+                self.client_stream(),
                 buffered[:length],
                 length,
                 prefix=out.take(),
