@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from functools import partial
 from select import EPOLLOUT
+from typing import Any
 
 import trio
 
@@ -29,6 +30,7 @@ from proxy64.net.outcomes import client_lost
 from proxy64.net.relay import relay
 from proxy64.net.relay_hub import Ending, HubTunnel
 from proxy64.net.resets import broken_outcome
+from proxy64.net.steps import Readable, Step, run_stepped
 from proxy64.proto.session import Await, Connected, DialFailed, Event
 
 
@@ -189,6 +191,21 @@ class RemoteSide(ClientSide):
         served = self.front.served
         helper: AwaitHelper | None = served.helpers.get(type(command))
         step: Callable[[ConnectionRecord | None], Awaitable[Event | None]]
+        stepped = served.stepped_helpers.get(type(command))
+        if stepped is not None:  # stepped from here while it waits for the dialed socket
+            assert self.dialed is not None, f"{command!r} before a Connected dial"
+            self._keep_reading()
+            coro = stepped(
+                command,
+                self.sock,
+                self.record,
+                self.front.ctx,
+                dialed=self.dialed,
+                stream=self._stream,
+            )
+            assert isinstance(coro, Coroutine), "a stepped helper is an async function"
+            self._step(coro, None, None)
+            return
         if helper is None:  # a step on the dialed stream, given the client's socket
             assert self.dialed is not None, f"{command!r} before a Connected dial"
             step = partial(
@@ -220,10 +237,80 @@ class RemoteSide(ClientSide):
             return
         if self.turn != turn or self.wait is not Wait.TASK:
             return
+        self.now = trio.current_time()
+        self._helped(event)
+
+    # --- a stepped helper (net/steps.py) in the hub ------------------------------------------
+
+    def _step(
+        self, coro: Coroutine[Any, Any, Any], value: Any, error: BaseException | None
+    ) -> None:
+        """Advance a stepped helper's coroutine: it waits here, in the hub, for the dialed
+        socket to become readable (the one timer armed for its deadline); at any other step
+        a task carries it on. Its result is fed to the machine as a task's would be."""
+        try:
+            step = coro.throw(error) if error is not None else coro.send(value)
+        except StopIteration as stop:
+            self._helped(stop.value)
+            return
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+            self._end(client_lost(exc))
+            return
+        finally:
+            error = None  # no reference cycle through the traceback
+        dialed = self.dialed
+        if (
+            isinstance(step, Readable)
+            and dialed is not None
+            and isinstance(dialed.stream, trio.SocketStream)
+            and step.fd == dialed.stream.socket.fileno()
+        ):
+            self.wait = Wait.STEPPED
+            self.stepped = (coro, step.fd)
+            self.front.hub.watch(step.fd, _DialedReadable(self))
+            self._arm(step.deadline)
+            return
+        self._spawn(self._helper_task, partial(self._stepped_task, coro, step))
+
+    async def _stepped_task(
+        self, coro: Coroutine[Any, Any, Any], step: Step, record: ConnectionRecord | None
+    ) -> Event | None:
+        event: Event | None = await run_stepped(coro, step)
+        return event
+
+    def _resume_stepped(self, error: BaseException | None) -> None:
+        """The dialed socket is readable (error None) or the step's deadline passed."""
+        stepped, self.stepped = self.stepped, None
+        assert stepped is not None
+        coro, fd = stepped
+        self.front.hub.unwatch(fd)
+        self.wait = Wait.NOTHING
+        self._arm(math.inf)
+        self._step(coro, None, error)
+
+    def _helped(self, event: Event | None) -> None:
+        """A helper's result: the connection ends (None) or the machine is fed it."""
         if event is None:
             self._end("ok")
             return
-        self.now = trio.current_time()
         self.wait = Wait.NOTHING
         self._event(event)
         self._proceed()
+
+
+class _DialedReadable:
+    """The hub's watcher of a dialed socket a stepped helper waits for."""
+
+    __slots__ = ("owner",)
+
+    def __init__(self, owner: RemoteSide) -> None:
+        self.owner = owner
+
+    def readable(self, now: float) -> None:
+        owner = self.owner
+        owner.now = now
+        try:
+            if owner.wait is Wait.STEPPED:
+                owner._resume_stepped(None)
+        except Exception as exc:
+            owner.bug(exc)

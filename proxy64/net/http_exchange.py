@@ -23,6 +23,7 @@ import math
 import os
 import socket
 from collections.abc import Callable
+from functools import partial
 
 import h11
 import trio
@@ -32,7 +33,7 @@ from proxy64.net.context import ConnectionRecord, ProxyContext
 from proxy64.net.dial_types import Dialed
 from proxy64.net.http_upstream import BodyCut, Next, Upstream, UpstreamFailed, move_body
 from proxy64.net.outcomes import client_ended
-from proxy64.net.relay import write_fd_all
+from proxy64.net.steps import Readable, in_task, wait, write_all
 from proxy64.proto.http_forward import Exchanged, Forward, OriginFailed
 from proxy64.proto.http_headers import (
     downstream_response_headers,
@@ -137,14 +138,13 @@ class _Exchange:
                 break
             # wait outside the except block: inside it the BlockingIOError and its
             # traceback would stay alive for as long as the wait lasts
-            with trio.fail_at(deadline):
-                await trio.lowlevel.wait_readable(fd)
+            await wait(Readable(fd, deadline))
         if not self.conn.trailing_data[1]:  # h11 refuses data after EOF
             self.conn.receive_data(data)
 
     async def _write(self, data: bytes) -> None:
         try:
-            await write_fd_all(self.fd, data)
+            await write_all(self.fd, data)
         except OSError:  # EPIPE, reset, or already closed
             raise _ClientGone from None
 
@@ -218,17 +218,19 @@ class _Exchange:
         if whole:
             await up.write(head + buffered[:length] if length else head)
             return True
+        move = partial(
+            move_body,
+            self.client_stream(),
+            up.dialed.stream,
+            buffered[:length],
+            length,
+            prefix=head,
+            idle=self.idle,
+            counted_read=_uncounted,
+            counted_written=up.count_up,
+        )
         try:
-            await move_body(
-                self.client_stream(),
-                up.dialed.stream,
-                buffered[:length],
-                length,
-                prefix=head,
-                idle=self.idle,
-                counted_read=_uncounted,
-                counted_written=up.count_up,
-            )
+            await in_task(move)
         except BodyCut as exc:
             if exc.reading:
                 raise _ClientGone from None
@@ -258,17 +260,19 @@ class _Exchange:
             out.add(buffered[:length])
             await self._write(out.take())
             return True
+        move = partial(
+            move_body,
+            up.dialed.stream,
+            self.client_stream(),
+            buffered[:length],
+            length,
+            prefix=out.take(),
+            idle=self.idle,
+            counted_read=up.count_down,
+            counted_written=_uncounted,
+        )
         try:
-            await move_body(
-                up.dialed.stream,
-                self.client_stream(),
-                buffered[:length],
-                length,
-                prefix=out.take(),
-                idle=self.idle,
-                counted_read=up.count_down,
-                counted_written=_uncounted,
-            )
+            await in_task(move)
         except BodyCut as exc:
             if exc.reading:
                 up.received_outside = False
