@@ -11,9 +11,11 @@ Invariants: no body is ever buffered whole (Data events are forwarded as they ar
 bodies of known length (Content-Length, RFC 9112 §6.3) of HTTP_RAW_BODY_MIN or more still
 to come bypass h11: http_upstream.move_body() moves exactly the body's bytes (splice(2)
 between sockets), never reading past it; a body already here whole is written with its head
-in one call. The client's socket is read and written on its raw fd, waiting (and entering
-a timeout scope) only when a call would block. RFC 9110 §6.5.1 (trailers dropped when
-de-chunking), RFC 9112 §9.3 (what tells whether either side persists).
+in one call. The client's socket is read and written on its raw fd, waiting only when a
+call would block. Every wait is one of net/steps.py's: the executor steps the exchange from
+the relay hub while it waits for the origin, and a task carries it on from any other wait.
+RFC 9110 §6.5.1 (trailers dropped when de-chunking), RFC 9112 §9.3 (what tells whether
+either side persists).
 """
 
 from __future__ import annotations

@@ -7,8 +7,9 @@
 # status to answer (502, or 504 when the origin stays silent) and whether it is "stale": a
 # reused connection the origin closed while it sat idle, which RFC 9110 §9.2.2 lets the
 # proxy retry for idempotent requests.
-# Lean path: a real socket is read/written on its fd, waiting (and entering the
-# idle timeout scope) only when a call would block.
+# Lean path: a real socket is read/written on its fd, waiting only when a call would block,
+# through net/steps.py's waits (the idle timeout is the wait's deadline); move_body() and
+# a stream that is not a socket run in a task (steps.in_task).
 # Bodies of known length (Content-Length, RFC 9112 §6.3 rule 6) bypass h11: move_body()
 # copies exactly that many bytes between the two streams, with splice(2) between two
 # sockets, never reading a byte past the body (the next message stays in the kernel).
