@@ -44,8 +44,7 @@ from proxy64.net.dial_types import DialerLike
 from proxy64.net.dialer import Dialer
 from proxy64.net.host_addresses import local_addresses
 from proxy64.net.host_info import HostInfo
-from proxy64.net.http_front import HttpFront
-from proxy64.net.http_server import handle_http_client
+from proxy64.net.http_server import HTTP
 from proxy64.net.listeners import (
     Listening,
     ProxyServer,
@@ -313,13 +312,12 @@ def make_server(
     policy: PolicyInForce | None = None,
 ) -> ProxyServer:
     """The proxy server of one process: its parts, its context, and each listener with its
-    front end: SOCKS through the one executor, HTTP with its task-path handler and its
-    hub-driven front end."""
+    front end: SOCKS and HTTP each through the one executor (net/executor.py)."""
     listening: list[Listening] = []
     if bound.socks is not None:
         listening.append(Listening(bound.socks, None, SOCKS.opener()))
     if bound.http is not None:
-        listening.append(Listening(bound.http, handle_http_client, HttpFront))
+        listening.append(Listening(bound.http, None, HTTP.opener()))
     parts = build_parts(settings, nat64, metrics, own=own_listeners(bound), policy=policy)
     ctx = build_context(settings, parts, recorder, credentials)
     return ProxyServer(ctx, listening, grace=settings.shutdown_grace)

@@ -69,7 +69,7 @@ PROBE_TIMEOUT = 3.0  # seconds for one RFC 7050 §3 connectivity probe dial
 DNS_SERVER_BIND_TRIES = 20  # port 0: attempts to find one port free for UDP and TCP
 DNS64_RDATA_CACHE = 4096  # address sets whose AAAA rdata the DNS64 server keeps built
 
-# --- HTTP proxy front end (proxy64/net/http_server.py) ----------------------------------
+# --- HTTP proxy (proxy64/proto/http_session.py, proxy64/net/http_exchange.py) -----------
 HTTP_KEEPALIVE_TIMEOUT = 60.0  # a client may sit idle this long between requests (and < idle)
 HTTP_LINGER_TIME = 2.0  # after an error answer: drain the client this long before closing
 HTTP_LINGER_BYTES = 256 * 1024  # ... or this many bytes (RFC 9112 §9.6 "lingering close")
@@ -145,7 +145,7 @@ PACKET_DEFAULT_HOP_LIMIT = 64  # TTL/hop limit of packets we build (RFC 1700 / L
 ICMPV4_ERROR_MAX = 576  # RFC 1812 §4.3.2.3: an ICMPv4 error quotes as much as fits in 576 bytes
 ICMPV6_ERROR_MAX = 1280  # RFC 4443 §2.4(c): an ICMPv6 error must not exceed the minimum MTU
 
-# --- HTTP forwarding bodies (proxy64/net/http_server.py, http_upstream.py) ---
+# --- HTTP forwarding bodies (proxy64/net/http_exchange.py, http_upstream.py) ---
 # A Content-Length body with at least this much still to arrive after its head bypasses
 # h11 (exact byte count between the sockets); smaller ones stay in h11 (cheaper per request).
 HTTP_RAW_BODY_MIN = 64 * 1024

@@ -28,8 +28,6 @@ PACKAGE = Path(__file__).resolve().parent.parent / "proxy64"
 FRONT_ENDS = frozenset({
     "proxy64.net.socks_server",
     "proxy64.net.http_server",
-    "proxy64.net.http_front",
-    "proxy64.net.hub_front",
     "proxy64.net.executor",
 })  # fmt: skip
 # Where the parts are built and handed down.
@@ -148,17 +146,9 @@ def test_only_the_composition_root_wires_front_ends(front_end: str) -> None:
     )
 
 
-# A protocol's listener builds on the one executor (and, while HTTP still has it, the
-# shared hub-driven connection life); nothing else.
+# A protocol's listener builds on the one executor; nothing else.
 ALLOWED_FRONT_END_EDGES: dict[str, set[str]] = {
-    "proxy64.net.executor": {
-        "proxy64.net.socks_server",
-        "proxy64.net.http_server",
-        "proxy64.net.http_front",
-        "proxy64.net.hub_front",
-    },
-    "proxy64.net.hub_front": {"proxy64.net.http_front", "proxy64.net.http_server"},
-    "proxy64.net.http_server": {"proxy64.net.http_front"},
+    "proxy64.net.executor": {"proxy64.net.socks_server", "proxy64.net.http_server"},
 }
 
 

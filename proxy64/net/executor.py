@@ -50,6 +50,7 @@ from proxy64.net.executor_client import (
     SHUTDOWN_OUTCOME,
     AwaitHelper,
     ClientSide,
+    DialedHelper,
     SessionFactory,
     Wait,
 )
@@ -73,6 +74,7 @@ from proxy64.proto.session import Relay as RelayCommand
 __all__ = [
     "SHUTDOWN_OUTCOME",
     "AwaitHelper",
+    "DialedHelper",
     "Executor",
     "ExecutorFront",
     "Served",
@@ -95,6 +97,8 @@ class Served:
     read_size: int
     helpers: Mapping[type[Any], AwaitHelper] = field(default_factory=dict)
     bug_outcome: str = "internal error: {exc!r}"
+    # helpers of the `Await` steps that work on the dialed stream (HTTP's Forward)
+    dialed_helpers: Mapping[type[Any], DialedHelper] = field(default_factory=dict)
 
     def opener(self) -> FrontOpener:
         """The listeners.FrontOpener for this protocol (what app.py puts in Listening)."""
@@ -207,6 +211,7 @@ class Executor(RemoteSide):
                 self._close(command)
             elif isinstance(command, Finish):
                 self._finish(command.outcome)
+                self._drop_dialed()  # a dialed stream ends with its record (HTTP upstream)
             elif isinstance(command, Await):
                 self._await(command)
             else:

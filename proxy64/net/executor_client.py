@@ -60,6 +60,21 @@ class AwaitHelper(Protocol):
         ...
 
 
+class DialedHelper(Protocol):
+    def __call__(
+        self,
+        command: Any,
+        client: trio.SocketStream,
+        record: ConnectionRecord | None,
+        ctx: ProxyContext,
+        *,
+        dialed: Dialed,
+    ) -> Awaitable[Event | None]:
+        """An `AwaitHelper` that works on the connection's dialed stream (the last
+        `Dial` that was `Connected`: HTTP forwarding's upstream)."""
+        ...
+
+
 class ServedLike(Protocol):
     """What a connection reads of its protocol's executor.Served."""
 
@@ -73,6 +88,8 @@ class ServedLike(Protocol):
     def read_size(self) -> int: ...
     @property
     def helpers(self) -> Mapping[type[Any], AwaitHelper]: ...
+    @property
+    def dialed_helpers(self) -> Mapping[type[Any], DialedHelper]: ...
     @property
     def bug_outcome(self) -> str: ...
 

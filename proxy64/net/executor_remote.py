@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import os
+from functools import partial
 from select import EPOLLOUT
 
 import trio
@@ -177,8 +178,17 @@ class RemoteSide(ClientSide):
 
     # --- a protocol's own awaited step -------------------------------------------------------
 
+    def _drop_dialed(self) -> None:
+        dialed, self.dialed = self.dialed, None
+        if dialed is not None:
+            close_dialed(dialed)
+
     def _await(self, command: Await) -> None:
-        helper = self.front.served.helpers[type(command)]
+        served = self.front.served
+        helper: AwaitHelper | None = served.helpers.get(type(command))
+        if helper is None:  # a step on the dialed stream
+            assert self.dialed is not None, f"{command!r} before a Connected dial"
+            helper = partial(served.dialed_helpers[type(command)], dialed=self.dialed)
         self._want(0)
         self._spawn(self._helper_task, helper, command)
 

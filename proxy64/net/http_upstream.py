@@ -1,13 +1,14 @@
-# One kept-alive connection from the HTTP proxy to an origin: its own h11 client machine,
-# the ConnectionRecord it fills (bytes counted on the wire) and the failures it reports.
-# Used by proxy64.net.http_server only.
+# One kept-alive connection from the HTTP proxy to an origin during one exchange: the h11
+# client machine the session machine lends it, the ConnectionRecord it fills (bytes
+# counted on the wire) and the failures it reports. Used by proxy64.net.http_exchange
+# only; the executor closes the connection when the machine ends its record.
 #
 # Invariant: every failure of the origin's side is an UpstreamFailed carrying the HTTP
 # status to answer (502, or 504 when the origin stays silent) and whether it is "stale": a
 # reused connection the origin closed while it sat idle, which RFC 9110 §9.2.2 lets the
 # proxy retry for idempotent requests.
 # Lean path: a real socket is read/written on its fd, waiting (and entering the
-# idle timeout scope) only when a call would block; closed synchronously.
+# idle timeout scope) only when a call would block.
 # Bodies of known length (Content-Length, RFC 9112 §6.3 rule 6) bypass h11: move_body()
 # copies exactly that many bytes between the two streams, with splice(2) between two
 # sockets, never reading a byte past the body (the next message stays in the kernel).
@@ -21,11 +22,12 @@ from collections.abc import Callable
 import h11
 import trio
 
-from proxy64.defaults import HTTP_BODY_CHUNK, HTTP_MAX_HEAD, HTTP_SPLICE_BODY_MIN
-from proxy64.net.context import ConnectionRecord, ProxyContext
+from proxy64.defaults import HTTP_BODY_CHUNK, HTTP_SPLICE_BODY_MIN
+from proxy64.net.context import ConnectionRecord
 from proxy64.net.dial_types import Dialed
-from proxy64.net.relay import close_stream, write_fd_all
+from proxy64.net.relay import write_fd_all
 from proxy64.net.splice import HAVE_SPLICE, SpliceBroken, Stall, splice_direction
+from proxy64.proto.http_forward import upstream_machine
 from proxy64.proto.http_headers import oversized_content_length
 
 logger = logging.getLogger(__name__)
@@ -45,13 +47,15 @@ class UpstreamFailed(Exception):
 class Upstream:
     """One connection to an origin, with its own h11 client machine and record."""
 
-    def __init__(self, dialed: Dialed, record: ConnectionRecord) -> None:
+    def __init__(
+        self, dialed: Dialed, record: ConnectionRecord, conn: h11.Connection, requests: int = 0
+    ) -> None:
         self.dialed = dialed
         self.destination = dialed.destination
         self.record = record
-        self.conn = h11.Connection(h11.CLIENT, max_incomplete_event_size=HTTP_MAX_HEAD)
+        self.conn = conn  # the session machine's (proto/http_forward.upstream_machine)
         self.responded = False  # a response head arrived for the current request
-        self.requests = 0  # requests sent on this connection, the current one included
+        self.requests = requests  # requests sent on this connection, the current one included
         # This cycle's request body went outside h11 (the machine then stays in SEND_BODY).
         self.sent_outside = False
         # This cycle's response body went outside h11: whether the connection may persist
@@ -81,7 +85,7 @@ class Upstream:
             keep = self.received_outside
         self.sent_outside, self.received_outside = False, None
         if keep:
-            self.conn = h11.Connection(h11.CLIENT, max_incomplete_event_size=HTTP_MAX_HEAD)
+            self.conn = upstream_machine()
         return keep
 
     def failed(self, problem: str, http_status: int = 502) -> UpstreamFailed:
@@ -89,15 +93,6 @@ class Upstream:
         request that was not its first (the origin closed it while it sat idle)."""
         stale = self.requests > 1 and not self.responded
         return UpstreamFailed(f"{self.destination} {problem}", http_status, stale=stale)
-
-    @property
-    def reusable(self) -> bool:
-        return self.conn.our_state is h11.IDLE and self.conn.their_state is h11.IDLE
-
-    async def send(self, event: h11.Request | h11.Data | h11.EndOfMessage) -> None:
-        data = self.conn.send(event)
-        if data:
-            await self.write(data)
 
     async def write(self, data: bytes) -> None:
         """Write bytes already encoded by self.conn, counted in the record."""
@@ -171,12 +166,6 @@ class Upstream:
                     return os.read(fd, HTTP_BODY_CHUNK)
                 except BlockingIOError:
                     continue
-
-    async def close(self, outcome: str, ctx: ProxyContext) -> None:
-        if self.record.outcome == "open":
-            self.record.outcome = outcome
-        ctx.recorder.finish(self.record)
-        await close_stream(self.dialed.stream)  # a socket: at once, no checkpoint
 
 
 # --- bodies of known length, outside h11 ---------------------------------------------------

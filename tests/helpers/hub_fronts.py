@@ -1,4 +1,4 @@
-"""What the tests of the hub-driven front ends share: a resolver that answers every name
+"""What the tests of the HTTP proxy's executor front share: a resolver that answers every name
 with ::1 (never from its cache, so connect_now() gives way to connect() for names), a
 ProxyContext with the real Dialer and Relay, an echo origin on ::1, and a client whose
 accepted socket is handed to a front as the listener hands it (accepted(sock, address)).
@@ -18,7 +18,8 @@ import trio
 from proxy64.destination import Egress
 from proxy64.net.context import ProxyContext
 from proxy64.net.dialer import Dialer
-from proxy64.net.http_front import HttpFront
+from proxy64.net.executor import ExecutorFront
+from proxy64.net.http_server import HTTP
 from proxy64.net.relay import Relay
 from proxy64.net.relay_hub import RelayHub
 from proxy64.net.resolver import Resolution, ResolvedAddress
@@ -71,18 +72,26 @@ def context(
 _RUNNING: weakref.WeakSet[RelayHub] = weakref.WeakSet()
 
 
-def front_of(ctx: ProxyContext, nursery: trio.Nursery, spawn: Callable[..., None]) -> HttpFront:
-    """The HTTP front end over ctx, its relay hub running in nursery (started once)."""
+def front_of(ctx: ProxyContext, nursery: trio.Nursery, spawn: Callable[..., None]) -> ExecutorFront:
+    """The HTTP executor front over ctx, its relay hub running in nursery (started once)."""
     hub = ctx.hub
     assert hub is not None
     if hub not in _RUNNING:
         _RUNNING.add(hub)
         nursery.start_soon(hub.run)
-    return HttpFront(ctx, spawn)
+    return ExecutorFront(ctx, spawn, HTTP)
 
 
-def open_front(ctx: ProxyContext, nursery: trio.Nursery) -> HttpFront:
+def open_front(
+    ctx: ProxyContext, nursery: trio.Nursery, tasks: list[str] | None = None
+) -> ExecutorFront:
+    """The front in nursery; `tasks` collects the name of each step a task was spawned
+    for (the executor's _dial_task, _helper_task, _relay_task)."""
+
     def spawn(async_fn: Callable[..., Any], *args: object) -> None:
+        if tasks is not None:
+            step = args[1] if len(args) > 1 else async_fn
+            tasks.append(getattr(step, "__name__", repr(step)))
         nursery.start_soon(async_fn, *args)
 
     return front_of(ctx, nursery, spawn)
@@ -103,7 +112,7 @@ async def start_origin(nursery: trio.Nursery, handler: Any = echo_origin) -> int
 class Client:
     """A client connected to a loopback listener whose accepted socket goes to the front."""
 
-    def __init__(self, front: HttpFront) -> None:
+    def __init__(self, front: ExecutorFront) -> None:
         listener = socket.create_server(("127.0.0.1", 0))
         self.sock = socket.create_connection(listener.getsockname())
         self.front = front

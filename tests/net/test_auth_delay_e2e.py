@@ -20,8 +20,7 @@ from proxy64.destination import Egress
 from proxy64.net.auth_gate import AuthGate
 from proxy64.net.context import ProxyContext
 from proxy64.net.dialer import Dialer
-from proxy64.net.http_front import HttpFront
-from proxy64.net.http_server import handle_http_client
+from proxy64.net.http_server import HTTP
 from proxy64.net.listeners import Listening, ProxyServer, bind_listener, bound_address
 from proxy64.net.relay import Relay
 from proxy64.net.relay_hub import RelayHub
@@ -55,7 +54,7 @@ async def proxy(
     http = bind_listener(HostPort(ip_address("127.0.0.1"), 0))
     listening = [
         Listening(socks, None, SOCKS.opener()),
-        Listening(http, handle_http_client, HttpFront),
+        Listening(http, None, HTTP.opener()),
     ]
     server = ProxyServer(ctx, listening, grace=1)
     async with trio.open_nursery() as nursery:

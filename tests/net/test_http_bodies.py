@@ -21,8 +21,8 @@ import trio
 import trio.testing
 
 from proxy64.defaults import HTTP_RAW_BODY_MIN, HTTP_SPLICE_BODY_MIN
-from proxy64.net.http_server import handle_http_client
 from tests.helpers.fakes import FakeDialer, ListRecorder, make_context
+from tests.helpers.http_proxy import loopback_pair, serve_http, serve_socket
 
 KB = 1024
 
@@ -106,9 +106,7 @@ async def counting_origin(nursery: trio.Nursery) -> CountingOrigin:
 async def start_proxy(nursery: trio.Nursery) -> tuple[int, ListRecorder]:
     recorder = ListRecorder()
     ctx = make_context(FakeDialer(), recorder)
-    handler = partial(handle_http_client, ctx=ctx)
-    listeners = await nursery.start(partial(trio.serve_tcp, handler, 0, host="127.0.0.1"))
-    return int(listeners[0].socket.getsockname()[1]), recorder
+    return await serve_http(nursery, ctx), recorder
 
 
 def post(origin: CountingOrigin, body: bytes, path: str = "/sink", version: str = "1.1") -> bytes:
@@ -233,19 +231,20 @@ async def test_origin_closing_after_body_is_redialed(
     assert [r.bytes_down for r in records] == [w.sent for w in counting_origin.wires]
 
 
-async def test_memory_stream_client_bodies_copied_exactly(
+async def test_client_bodies_trickled_in_odd_pieces_copied_exactly(
     counting_origin: CountingOrigin,
 ) -> None:
-    """A client stream that is not a socket: the copy path, trickled in odd pieces."""
+    """Bodies around the splice threshold, the client's bytes trickled in odd pieces."""
     recorder = ListRecorder()
     ctx = make_context(FakeDialer(), recorder)
-    ours, theirs = trio.testing.memory_stream_pair()
+    client_sock, theirs = loopback_pair()
+    ours = trio.SocketStream(trio.socket.from_stdlib_socket(client_sock))
     upload = body_of(HTTP_SPLICE_BODY_MIN + 11, 10)
     size = HTTP_SPLICE_BODY_MIN * 2 + 13
     wire = post(counting_origin, upload) + get(counting_origin, f"/bytes/{size}/11")
     with trio.fail_after(20):
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(handle_http_client, theirs, ctx)
+            nursery.start_soon(serve_socket, ctx, theirs)
             for start in range(0, len(wire), 40_001):
                 await ours.send_all(wire[start : start + 40_001])
             client = Client(ours)

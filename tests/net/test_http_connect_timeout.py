@@ -6,7 +6,6 @@ configured bound has passed. A mock clock: the seconds are virtual."""
 from __future__ import annotations
 
 import dataclasses
-import socket
 from functools import partial
 
 import pytest
@@ -16,8 +15,8 @@ import trio.testing
 from proxy64.defaults import CONNECT_TIMEOUT, HTTP_DIAL_GRACE
 from proxy64.destination import Destination
 from proxy64.net.dial_types import Dialed
-from proxy64.net.http_server import handle_http_client
 from tests.helpers.fakes import FakeDialer, ListRecorder, make_context
+from tests.helpers.http_proxy import loopback_pair, serve_socket
 
 
 @dataclasses.dataclass
@@ -39,15 +38,14 @@ async def echo(stream: trio.SocketStream) -> None:
 async def connect_through(
     dialer: FakeDialer, connect_timeout: float, port: int, host: str = "127.0.0.1"
 ) -> bytes:
-    """A CONNECT to host:port through handle_http_client; the answer's head."""
+    """A CONNECT to host:port through the HTTP proxy's executor; the answer's head."""
     ctx = dataclasses.replace(make_context(dialer, ListRecorder()), connect_timeout=connect_timeout)
-    ours, theirs = socket.socketpair()
+    ours, theirs = loopback_pair()
     ours.sendall(f"CONNECT {host}:{port} HTTP/1.1\r\nHost: a\r\n\r\n".encode())
-    stream = trio.SocketStream(trio.socket.from_stdlib_socket(theirs))
     client = trio.SocketStream(trio.socket.from_stdlib_socket(ours))
     answer = b""
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(handle_http_client, stream, ctx)
+        nursery.start_soon(serve_socket, ctx, theirs)
         while b"\r\n\r\n" not in answer:
             data = await client.receive_some(65536)
             if not data:

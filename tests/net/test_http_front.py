@@ -1,7 +1,8 @@
-"""The hub-driven HTTP front end (proxy64/net/http_front.py): a CONNECT the dialer can
-connect at once is served without a task; everything else resumes on the task path
-with the same answers. Real sockets on loopback; the front is driven as the listener
-drives it (accepted(sock, address) with a freshly accepted blocking socket)."""
+"""The HTTP proxy's executor front (net/executor.py with net/http_server.HTTP): a
+CONNECT, its refusals and its lingering close are carried out in the relay hub without a
+task; a forwarded request's exchange is the one task. Real sockets on loopback; the front
+is driven as the listener drives it (accepted(sock, address) with a freshly accepted
+blocking socket)."""
 
 from __future__ import annotations
 
@@ -48,14 +49,15 @@ async def test_rfc9110_9_3_6_connect_served_without_a_task(nursery: trio.Nursery
     port = await start_origin(nursery)
     recorder = ListRecorder()
     ctx = context(recorder)
-    front = open_front(ctx, nursery)
+    tasks: list[str] = []
+    front = open_front(ctx, nursery, tasks)
     client = Client(front)
     client.send(f"CONNECT [::1]:{port} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
     with trio.fail_after(10):
         await trio.sleep(0.01)  # the head is in the socket before the front sees it
         client.hand_over()
         assert await client.read_exactly(len(ESTABLISHED)) == ESTABLISHED
-        assert front.live == 1 and front.handed_off == 0
+        assert front.live == 1 and tasks == []
         (held,) = front.connections  # small writes of the tunnel are not delayed (Nagle)
         assert held.sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
         client.send(b"ping")
@@ -67,14 +69,15 @@ async def test_rfc9110_9_3_6_connect_served_without_a_task(nursery: trio.Nursery
     assert (record.front_end, record.outcome) == ("http-connect", "ok")
     assert record.destination == Destination(IPv6Address("::1"), port)
     assert (record.bytes_up, record.bytes_down) == (4, 4)
-    assert front.served == 1 and front.handed_off == 0 and front.live == 0
+    assert tasks == [] and front.live == 0
     assert ctx.connection_slots.borrowed_tokens == 0
 
 
 async def test_head_in_pieces_is_waited_for_by_the_hub(nursery: trio.Nursery) -> None:
     port = await start_origin(nursery)
     recorder = ListRecorder()
-    front = open_front(context(recorder), nursery)
+    tasks: list[str] = []
+    front = open_front(context(recorder), nursery, tasks)
     client = Client(front)
     head = f"CONNECT [::1]:{port} HTTP/1.1\r\nHost: x\r\n\r\n".encode()
     with trio.fail_after(10):
@@ -85,13 +88,14 @@ async def test_head_in_pieces_is_waited_for_by_the_hub(nursery: trio.Nursery) ->
         assert await client.read_exactly(len(ESTABLISHED)) == ESTABLISHED
         client.close()
     record = await one_record(recorder)
-    assert record.outcome == "ok" and front.handed_off == 0
+    assert record.outcome == "ok" and tasks == []
 
 
-async def test_early_bytes_go_first_through_the_task_path(nursery: trio.Nursery) -> None:
+async def test_early_bytes_go_first_then_the_hub_tunnel(nursery: trio.Nursery) -> None:
     port = await start_origin(nursery)
     recorder = ListRecorder()
-    front = open_front(context(recorder), nursery)
+    tasks: list[str] = []
+    front = open_front(context(recorder), nursery, tasks)
     client = Client(front)
     client.send(f"CONNECT [::1]:{port} HTTP/1.1\r\nHost: x\r\n\r\nearly".encode())
     with trio.fail_after(10):
@@ -102,7 +106,7 @@ async def test_early_bytes_go_first_through_the_task_path(nursery: trio.Nursery)
         assert await client.read_to_eof() == b""
     client.close()
     record = await one_record(recorder)
-    assert record.outcome == "ok" and record.bytes_up == 5 and front.handed_off == 1
+    assert record.outcome == "ok" and record.bytes_up == 5 and tasks == []
 
 
 async def test_bulk_tunnel_promoted_to_the_task_path_intact(nursery: trio.Nursery) -> None:
@@ -164,12 +168,13 @@ async def test_owned_tunnel_idle_timeout(nursery: trio.Nursery) -> None:
         (b"CONNECT [::1]:PORT HTTP/1.2\r\nHost: x\r\n\r\n", b"505", b"HTTP/1.2 is not"),
     ],
 )
-async def test_refusals_are_the_task_paths_answers(
+async def test_refusals_answered_and_lingered_in_the_hub(
     nursery: trio.Nursery, head: bytes, status: bytes, said: bytes
 ) -> None:
     port = await start_origin(nursery)
     recorder = ListRecorder()
-    front = open_front(context(recorder), nursery)
+    tasks: list[str] = []
+    front = open_front(context(recorder), nursery, tasks)
     client = Client(front)
     client.send(head.replace(b"PORT", str(port).encode()))
     with trio.fail_after(10):
@@ -181,10 +186,10 @@ async def test_refusals_are_the_task_paths_answers(
     assert answer.startswith(b"HTTP/1.1 " + status + b" "), answer
     assert said in answer and b"Connection: close" in answer
     record = await one_record(recorder)
-    assert record.outcome != "ok" and front.handed_off == 1 and front.served == 0
+    assert record.outcome != "ok" and tasks == []
 
 
-async def test_forwarding_is_resumed_on_the_task_path(nursery: trio.Nursery) -> None:
+async def test_forwarding_exchange_is_the_one_task(nursery: trio.Nursery) -> None:
     async def origin(stream: trio.SocketStream) -> None:
         with trio.fail_after(10):
             buffer = b""
@@ -194,7 +199,8 @@ async def test_forwarding_is_resumed_on_the_task_path(nursery: trio.Nursery) -> 
 
     port = await start_origin(nursery, origin)
     recorder = ListRecorder()
-    front = open_front(context(recorder), nursery)
+    tasks: list[str] = []
+    front = open_front(context(recorder), nursery, tasks)
     client = Client(front)
     client.send(f"GET http://[::1]:{port}/ HTTP/1.1\r\nHost: x\r\n\r\n".encode())
     with trio.fail_after(10):
@@ -207,13 +213,15 @@ async def test_forwarding_is_resumed_on_the_task_path(nursery: trio.Nursery) -> 
     assert b"Via: 1.1 proxy64" in answer
     record = await one_record(recorder)
     assert (record.front_end, record.outcome) == ("http", "ok")
-    assert front.handed_off == 1
+    # a literal connected inside connect(2); the exchange alone awaits
+    assert tasks == ["_helper_task"]
 
 
 async def test_proxy_auth_checked_before_the_tunnel(nursery: trio.Nursery) -> None:
     port = await start_origin(nursery)
     recorder = ListRecorder()
-    front = open_front(context(recorder, credentials={"u": "p"}), nursery)
+    tasks: list[str] = []
+    front = open_front(context(recorder, credentials={"u": "p"}), nursery, tasks)
     refused, accepted = Client(front), Client(front)
     head = f"CONNECT [::1]:{port} HTTP/1.1\r\nHost: x\r\n".encode()
     refused.send(head + b"\r\n")
@@ -228,7 +236,7 @@ async def test_proxy_auth_checked_before_the_tunnel(nursery: trio.Nursery) -> No
     refused.close()
     accepted.close()
     assert answer.startswith(b"HTTP/1.1 407 ") and b'Basic realm="proxy64"' in answer
-    assert front.handed_off == 1
+    assert tasks == []
 
 
 async def test_head_deadline_408_and_silent_close(nursery: trio.Nursery) -> None:
@@ -246,12 +254,12 @@ async def test_head_deadline_408_and_silent_close(nursery: trio.Nursery) -> None
     partial.close()  # ends the lingering close after the 408 (RFC 9112 §9.6)
     silent.close()
     assert answer.startswith(b"HTTP/1.1 408 ") and b"not complete after 0.3 s" in answer
-    for _ in range(200):  # the task path notices the closes on its next reads
+    for _ in range(200):  # the lingering close notices the client's close
         if ctx.connection_slots.borrowed_tokens == 0:
             break
         await trio.sleep(0.01)
     assert ctx.connection_slots.borrowed_tokens == 0 and front.live == 0
-    assert recorder.records == []  # as on the task path: a 408 is answered, not recorded
+    assert recorder.records == []  # a 408 is answered, not recorded
 
 
 async def test_client_closing_before_a_head_ends_quietly(nursery: trio.Nursery) -> None:
@@ -263,7 +271,7 @@ async def test_client_closing_before_a_head_ends_quietly(nursery: trio.Nursery) 
     client.close()
     with trio.fail_after(5):
         await front.drain()  # returns once the hub has seen the EOF and ended it
-    assert recorder.records == [] and front.served == 1
+    assert recorder.records == [] and front.live == 0
     assert ctx.connection_slots.borrowed_tokens == 0
 
 
@@ -303,10 +311,11 @@ async def test_drain_waits_then_ends_what_is_left(nursery: trio.Nursery) -> None
     assert record.outcome == "cancelled (proxy64 is shutting down)"
 
 
-async def test_rfc9110_9_3_6_connect_body_dropped_on_the_task_path(nursery: trio.Nursery) -> None:
+async def test_rfc9110_9_3_6_connect_body_dropped(nursery: trio.Nursery) -> None:
     port = await start_origin(nursery)
     recorder = ListRecorder()
-    front = open_front(context(recorder), nursery)
+    tasks: list[str] = []
+    front = open_front(context(recorder), nursery, tasks)
     client = Client(front)
     head = f"CONNECT [::1]:{port} HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\n".encode()
     client.send(head + b"abcping")  # "abc" is the CONNECT's (meaningless) content
@@ -318,7 +327,7 @@ async def test_rfc9110_9_3_6_connect_body_dropped_on_the_task_path(nursery: trio
         assert await client.read_to_eof() == b""
     client.close()
     record = await one_record(recorder)
-    assert record.outcome == "ok" and record.bytes_up == 4 and front.handed_off == 1
+    assert record.outcome == "ok" and record.bytes_up == 4 and tasks == []
 
 
 class EchoDialer(Dialer):
@@ -386,7 +395,7 @@ async def test_fuzz_front_answers_only_declared_statuses_and_ends_cleanly(
             answer = await client.read_to_eof()
             client.close()
             await front.drain()
-            for _ in range(300):  # the task path (if any) notices the close on its next read
+            for _ in range(300):  # a task (if any) notices the close on its next read
                 if ctx.connection_slots.borrowed_tokens == 0:
                     break
                 await trio.sleep(0.01)
@@ -401,13 +410,13 @@ async def test_fuzz_front_answers_only_declared_statuses_and_ends_cleanly(
 async def test_a_bug_ends_only_its_connection(
     nursery: trio.Nursery, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import proxy64.net.http_front as http_front
+    import proxy64.proto.http_session as http_session
 
     port = await start_origin(nursery)
     recorder = ListRecorder()
     ctx = context(recorder)
     front = open_front(ctx, nursery)
-    real_classify = http_front.classify
+    real_classify = http_session.classify
     calls: list[bytes] = []
 
     def classify_once_broken(request: Any) -> Any:
@@ -416,7 +425,7 @@ async def test_a_bug_ends_only_its_connection(
             raise RuntimeError("a bug")
         return real_classify(request)
 
-    monkeypatch.setattr(http_front, "classify", classify_once_broken)
+    monkeypatch.setattr(http_session, "classify", classify_once_broken)
     head = f"CONNECT [::1]:{port} HTTP/1.1\r\nHost: x\r\n\r\n".encode()
     broken, fine = Client(front), Client(front)
     with trio.fail_after(10):
@@ -451,7 +460,7 @@ async def test_a_connection_that_left_is_not_kept_by_its_pending_timer(
     with trio.fail_after(10):
         client.hand_over()  # no head yet: watched, with a timer for the head's deadline
         (held,) = front.connections
-        machine = weakref.ref(held.conn)
+        machine = weakref.ref(held.machine)
         del held
         client.send(f"GET http://[::1]:{port}/ HTTP/1.1\r\nHost: x\r\n\r\n".encode())
         client.sock.shutdown(socket.SHUT_WR)

@@ -1,4 +1,5 @@
-"""handle_http_client with real clients (curl, aiohttp, raw sockets) and a real aiohttp origin.
+"""The HTTP proxy through the one executor, with real clients (curl, aiohttp, raw sockets)
+and a real aiohttp origin.
 
 The proxy runs in the test's trio nursery on 127.0.0.1; it dials through FakeDialer
 (real TCP, loopback only). Nothing leaves the machine.
@@ -16,6 +17,7 @@ from collections.abc import Iterator
 from functools import partial
 from ipaddress import IPv4Address
 from pathlib import Path
+from typing import Any
 
 import h11
 import pytest
@@ -28,11 +30,11 @@ from proxy64.destination import Destination, Reached
 from proxy64.errors import AddressMappingError, DialAttempt, DialCause, DialError, ResolutionError
 from proxy64.net.context import ConnectionRecord, ProxyContext
 from proxy64.net.dial_types import Dialed
-from proxy64.net.http_server import handle_http_client
 from tests.helpers.aiohttp_origin import Origin, pattern_bytes, running_origin
 from tests.helpers.curl import clean_env, curl_async
 from tests.helpers.fakes import FakeDialer, ListRecorder
 from tests.helpers.fakes import make_context as fakes_context
+from tests.helpers.http_proxy import loopback_pair, serve_http, serve_socket
 from tests.helpers.streams import closed_port
 
 MB = 1024 * 1024
@@ -81,10 +83,13 @@ def failing_dialer() -> FakeDialer:
 
 
 async def start_proxy(nursery: trio.Nursery, ctx: ProxyContext) -> int:
-    listeners = await nursery.start(
-        partial(trio.serve_tcp, partial(handle_http_client, ctx=ctx), 0, host="127.0.0.1")
-    )
-    return int(listeners[0].socket.getsockname()[1])
+    return await serve_http(nursery, ctx)
+
+
+def socket_pair() -> tuple[trio.SocketStream, Any]:
+    """A connected pair: the client's end as a stream, the proxy's as an accepted socket."""
+    ours, theirs = loopback_pair()
+    return trio.SocketStream(trio.socket.from_stdlib_socket(ours)), theirs
 
 
 def echo_of(result: trio.CompletedProcess[bytes]) -> dict[str, object]:
@@ -690,19 +695,19 @@ async def test_default_handshake_timeout_virtual_clock(
 
     ctx, _ = make_context(handshake_timeout=HANDSHAKE_TIMEOUT, idle_timeout=IDLE_TIMEOUT)
     # A partial head then silence: 408 exactly when the handshake timeout runs out.
-    client, server = trio.testing.memory_stream_pair()
+    client, theirs = socket_pair()
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(handle_http_client, server, ctx)
-        await client.send_all(b"GET http://a/ HTTP/1.1\r\n")
         started = trio.current_time()
+        nursery.start_soon(serve_socket, ctx, theirs)
+        await client.send_all(b"GET http://a/ HTTP/1.1\r\n")
         answer = await read_all(client)
         assert status_of(answer) == 408
         assert HANDSHAKE_TIMEOUT <= trio.current_time() - started < HANDSHAKE_TIMEOUT + 1
     # Nothing at all: closed without an answer after the same time.
-    client, server = trio.testing.memory_stream_pair()
+    client, theirs = socket_pair()
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(handle_http_client, server, ctx)
         started = trio.current_time()
+        nursery.start_soon(serve_socket, ctx, theirs)
         assert await read_all(client) == b""
         assert HANDSHAKE_TIMEOUT <= trio.current_time() - started < HANDSHAKE_TIMEOUT + 1
 
@@ -765,7 +770,7 @@ async def test_close_delimited_origin_body_rechunked_for_client(nursery: trio.Nu
     assert all(r.outcome == "ok" and r.bytes_down > len(body) for r in records)
 
 
-# --- fuzz: the whole handler over memory streams ----------------------------------------------
+# --- fuzz: the whole proxy over a socket pair --------------------------------------------------
 
 
 class RefusingDialer(FakeDialer):
@@ -822,10 +827,10 @@ DECLARED = {100, 200, 400, 407, 408, 431, 501, 502}
 async def test_fuzz_handler_answers_only_declared_statuses(data: bytes, auth: bool) -> None:
     recorder = ListRecorder()
     ctx = fakes_context(RefusingDialer(), recorder, credentials={"u": "p"} if auth else None)
-    client, server = trio.testing.memory_stream_pair()
+    client, theirs = socket_pair()
     with trio.fail_after(10):
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(handle_http_client, server, ctx)
+            nursery.start_soon(serve_socket, ctx, theirs)
             await client.send_all(data)
             await client.send_eof()
             answer = await read_all(client)

@@ -1,14 +1,15 @@
-"""The HTTP front end's lean paths, each checked where it would break.
+"""The HTTP proxy's lean paths, each checked where it would break.
 
-- A request head already in the socket is read without entering a cancel scope, and a
+- A request head is read by the executor in the relay hub, its deadline a hub timer: no
+  cancel scope; the forwarding exchange enters one only for a read that must wait, and a
   client that closed after its response ends the connection without one either.
 - A loopback dial goes through the real Dialer's connect_now() (no awaited connect());
   a name the resolver has not cached still goes through connect(); a refused port is
   a 502.
 - The 200 to CONNECT is h11's own encoding of it (HTTP/1.0 gets Connection: close).
 
-Real sockets on loopback only; the client side is a socket pair written before the
-handler starts, so "already there" is certain, not a race.
+Real sockets on loopback only; the client side is a connection written before the
+executor takes it, so "already there" is certain, not a race.
 """
 
 from __future__ import annotations
@@ -31,11 +32,11 @@ from proxy64.destination import Destination, Egress, Reached
 from proxy64.net.context import ProxyContext
 from proxy64.net.dial_types import Dialed, PendingDial
 from proxy64.net.dialer import Dialer
-from proxy64.net.http_server import handle_http_client
 from proxy64.net.http_upstream import Upstream
 from proxy64.net.slots import ConnectionSlots
 from proxy64.proto.httpproxy import TUNNEL_ESTABLISHED, tunnel_established
 from tests.helpers.fakes import ListRecorder, simple_relay
+from tests.helpers.http_proxy import loopback_pair, serve_socket
 from tests.helpers.hub_fronts import PREFIX, LoopbackResolver
 
 RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi"
@@ -120,13 +121,13 @@ async def start_origin(nursery: trio.Nursery) -> int:
     return int(listeners[0].socket.getsockname()[1])
 
 
-def client_pair(data: bytes, *, close: bool) -> tuple[socket.socket, trio.SocketStream]:
-    """A connected pair whose proxy side already holds `data` (and the EOF if close)."""
-    ours, theirs = socket.socketpair()
+def client_pair(data: bytes, *, close: bool) -> tuple[socket.socket, socket.socket]:
+    """A connection whose accepted side already holds `data` (and the EOF if close)."""
+    ours, theirs = loopback_pair()
     ours.sendall(data)
     if close:
         ours.shutdown(socket.SHUT_WR)
-    return ours, trio.SocketStream(trio.socket.from_stdlib_socket(theirs))
+    return ours, theirs
 
 
 def read_all(sock: socket.socket) -> bytes:
@@ -143,20 +144,21 @@ def test_the_origin_wait_left_out_of_the_count_exists() -> None:
     assert getattr(Upstream, ORIGIN_WAIT.rpartition(".")[2]).__qualname__ == ORIGIN_WAIT
 
 
-async def test_the_scope_counter_sees_the_handshake_deadline(
+async def test_the_scope_counter_sees_the_exchange_wait(
     nursery: trio.Nursery, scopes: list[str]
 ) -> None:
-    """The premise of every `scopes == []` below: a head that is not in the socket yet
-    is waited for under the handshake deadline, and the counter sees that scope. When
-    the front end's code moves, or stops calling trio's scope functions through the
-    module, this fails instead of the others passing for nothing."""
+    """The premise of every `scopes == []` below: a request body that is not in the
+    socket yet is waited for by the exchange under the idle deadline, and the counter
+    sees that scope. When the exchange's code moves, or stops calling trio's scope
+    functions through the module, this fails instead of the others passing for nothing."""
     port = await start_origin(nursery)
     dialer, recorder = CountingDialer(), ListRecorder()
-    ours, stream = client_pair(b"", close=False)
+    head = f"POST http://[::1]:{port}/x HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\n"
+    ours, theirs = client_pair(head.encode(), close=False)
     async with trio.open_nursery() as inner:
-        inner.start_soon(handle_http_client, stream, context(dialer, recorder))
-        await trio.testing.wait_all_tasks_blocked()  # the handler waits for the head
-        ours.sendall(f"GET http://[::1]:{port}/x HTTP/1.1\r\nHost: a\r\n\r\n".encode())
+        inner.start_soon(serve_socket, context(dialer, recorder), theirs)
+        await trio.testing.wait_all_tasks_blocked()  # the exchange waits for the body
+        ours.sendall(b"ok")
         ours.shutdown(socket.SHUT_WR)
     answer = read_all(ours)
     ours.close()
@@ -170,9 +172,9 @@ async def test_get_with_head_and_eof_in_the_socket_uses_no_scope_and_connect_now
     port = await start_origin(nursery)
     dialer, recorder = CountingDialer(), ListRecorder()
     head = f"GET http://[::1]:{port}/x HTTP/1.1\r\nHost: a\r\n\r\n".encode()
-    ours, stream = client_pair(head, close=True)
+    ours, theirs = client_pair(head, close=True)
     with trio.fail_after(10):
-        await handle_http_client(stream, context(dialer, recorder))
+        await serve_socket(context(dialer, recorder), theirs)
     answer = read_all(ours)
     ours.close()
     assert answer.startswith(b"HTTP/1.1 200 OK\r\n") and answer.endswith(b"\r\n\r\nhi")
@@ -190,9 +192,9 @@ async def test_connect_with_head_in_the_socket_uses_no_scope_and_connect_now(
     dialer, recorder = CountingDialer(), ListRecorder()
     # early bytes after the head: they form a request the origin answers first
     head = f"CONNECT [::1]:{port} HTTP/1.1\r\nHost: a\r\n\r\nGET / HTTP/1.1\r\n\r\n".encode()
-    ours, stream = client_pair(head, close=False)
+    ours, theirs = client_pair(head, close=False)
     async with trio.open_nursery() as inner:
-        inner.start_soon(handle_http_client, stream, context(dialer, recorder))
+        inner.start_soon(serve_socket, context(dialer, recorder), theirs)
         with trio.fail_after(10):
             got = b""
             want = b"HTTP/1.1 200 Connection Established\r\n\r\n" + RESPONSE
@@ -214,9 +216,9 @@ async def test_name_not_cached_goes_through_connect(nursery: trio.Nursery) -> No
     port = await start_origin(nursery)
     dialer, recorder = CountingDialer(), ListRecorder()
     head = f"GET http://origin.test:{port}/ HTTP/1.1\r\nHost: a\r\n\r\n".encode()
-    ours, stream = client_pair(head, close=True)
+    ours, theirs = client_pair(head, close=True)
     with trio.fail_after(10):
-        await handle_http_client(stream, context(dialer, recorder))
+        await serve_socket(context(dialer, recorder), theirs)
     answer = read_all(ours)
     ours.close()
     assert answer.endswith(b"\r\n\r\nhi")
@@ -230,11 +232,11 @@ async def test_refused_port_through_connect_now_is_502() -> None:
         unused.bind(("::1", 0))
         port = unused.getsockname()[1]
     dialer, recorder = CountingDialer(), ListRecorder()
-    ours, stream = client_pair(
+    ours, theirs = client_pair(
         f"CONNECT [::1]:{port} HTTP/1.1\r\nHost: a\r\n\r\n".encode(), close=True
     )
     with trio.fail_after(10):
-        await handle_http_client(stream, context(dialer, recorder))
+        await serve_socket(context(dialer, recorder), theirs)
     answer = read_all(ours)
     ours.close()
     assert answer.startswith(b"HTTP/1.1 502 Bad Gateway\r\n")
@@ -264,9 +266,9 @@ def test_tunnel_established_leaves_other_versions_to_h11() -> None:
 async def test_http10_connect_gets_connection_close_in_its_200(nursery: trio.Nursery) -> None:
     port = await start_origin(nursery)
     recorder = ListRecorder()
-    ours, stream = client_pair(f"CONNECT [::1]:{port} HTTP/1.0\r\n\r\n".encode(), close=True)
+    ours, theirs = client_pair(f"CONNECT [::1]:{port} HTTP/1.0\r\n\r\n".encode(), close=True)
     with trio.fail_after(10):
-        await handle_http_client(stream, context(CountingDialer(), recorder))
+        await serve_socket(context(CountingDialer(), recorder), theirs)
     answer = read_all(ours)
     ours.close()
     assert answer == b"HTTP/1.1 200 Connection Established\r\nConnection: close\r\n\r\n"
@@ -302,9 +304,9 @@ async def test_small_response_already_here_skips_h11_body_events_and_keeps_alive
     monkeypatch.setattr(h11.Connection, "send", spying_send)
     dialer, recorder = CountingDialer(), ListRecorder()
     head = f"GET http://[::1]:{port}/ HTTP/1.1\r\nHost: a\r\n\r\n".encode()
-    ours, stream = client_pair(head * 3, close=True)  # pipelined, then EOF
+    ours, theirs = client_pair(head * 3, close=True)  # pipelined, then EOF
     with trio.fail_after(10):
-        await handle_http_client(stream, context(dialer, recorder))
+        await serve_socket(context(dialer, recorder), theirs)
     answer = read_all(ours)
     ours.close()
     assert answer.count(b"HTTP/1.1 200 OK\r\n") == 3 and answer.endswith(b"\r\n\r\nhi")
@@ -366,9 +368,9 @@ async def test_small_request_bodies_already_here_skip_h11_events_and_arrive_whol
         % (port, len(body), body)
         for body in posts
     )
-    ours, stream = client_pair(data, close=True)
+    ours, theirs = client_pair(data, close=True)
     with trio.fail_after(10):
-        await handle_http_client(stream, context(dialer, recorder))
+        await serve_socket(context(dialer, recorder), theirs)
     answer = read_all(ours)
     ours.close()
     assert bodies == posts  # RFC 9112 §6.3: exactly Content-Length bytes each, in order

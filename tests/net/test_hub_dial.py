@@ -22,7 +22,6 @@ from proxy64.errors import DialAttempt, DialCause, DialError
 from proxy64.net.dial_types import PendingDial
 from proxy64.net.dialer import Dialer
 from proxy64.net.executor import Wait
-from proxy64.net.hub_front import Stage
 from proxy64.net.metrics import MeteredDialer, Metrics
 from proxy64.proto.rfc6052 import Nat64Prefix
 from tests.helpers.fakes import ListRecorder
@@ -91,7 +90,8 @@ async def test_http_connect_in_flight_completes_in_the_hub_without_a_task(
 ) -> None:
     recorder = ListRecorder()
     with backlogged() as origin:
-        front = open_front(context(recorder), nursery)
+        tasks: list[str] = []
+        front = open_front(context(recorder), nursery, tasks)
         client = Client(front)
         client.send(f"CONNECT [::1]:{origin.port} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
         with trio.fail_after(10):
@@ -99,10 +99,10 @@ async def test_http_connect_in_flight_completes_in_the_hub_without_a_task(
             client.hand_over()
             await trio.sleep(0.1)
             (held,) = front.connections
-            assert held.stage is Stage.DIALING  # the premise: still in flight
+            assert held.wait is Wait.DIAL  # the premise: still in flight
             nursery.start_soon(origin.serve_echo)
             assert await client.read_exactly(len(ESTABLISHED)) == ESTABLISHED
-            assert front.handed_off == 0
+            assert tasks == []
             client.send(b"ping")
             assert await client.read_exactly(4) == b"ping"
             client.sock.shutdown(socket.SHUT_WR)
@@ -111,7 +111,7 @@ async def test_http_connect_in_flight_completes_in_the_hub_without_a_task(
         (record,) = await recorder.wait_for(1)
     assert (record.front_end, record.outcome) == ("http-connect", "ok")
     assert (record.bytes_up, record.bytes_down) == (4, 4)
-    assert front.served == 1 and front.handed_off == 0 and front.live == 0
+    assert tasks == [] and front.live == 0
 
 
 async def test_metered_dialer_times_dials_the_hub_finishes_and_abandons() -> None:

@@ -1,7 +1,7 @@
-"""The mechanism both hub-driven front ends share (proxy64/net/hub_front.py): the slot a
+"""What the one executor (proxy64/net/executor.py) does for every protocol: the slot a
 connection borrows, and the end of an owned tunnel the hub promoted to a task — at
-shutdown, and when no task can be started for it. Driven through the HTTP front end
-(its CONNECT tunnel) on loopback, as the listener drives it."""
+shutdown, and when no task can be started for it. Driven through the HTTP proxy (its
+CONNECT tunnel) on loopback, as the listener drives it."""
 
 from __future__ import annotations
 
@@ -12,8 +12,7 @@ from typing import Any
 
 import trio
 
-from proxy64.net.http_front import HttpFront
-from proxy64.net.hub_front import SHUTDOWN_OUTCOME, borrow_slot
+from proxy64.net.executor import SHUTDOWN_OUTCOME, ExecutorFront, borrow_slot
 from proxy64.net.slots import ConnectionSlots
 from tests.helpers.fakes import ListRecorder
 from tests.helpers.hub_fronts import ESTABLISHED, Client, context, front_of, start_origin
@@ -36,20 +35,26 @@ def test_borrow_slot_lends_the_token_until_the_limit() -> None:
 
 async def _promoted_tunnel(
     nursery: trio.Nursery, spawn: Callable[..., None], recorder: ListRecorder
-) -> tuple[HttpFront, Client, ConnectionSlots]:
+) -> tuple[ExecutorFront, Client, ConnectionSlots]:
     """A CONNECT tunnel the hub carries, then promotes (past the splice threshold)."""
     port = await start_origin(nursery)
     ctx = context(recorder)
-    front = front_of(ctx, nursery, spawn)
+    spawned: list[object] = []
+
+    def counting(async_fn: Callable[..., Any], *args: object) -> None:
+        spawned.append(args[1])
+        spawn(async_fn, *args)
+
+    front = front_of(ctx, nursery, counting)
     client = Client(front)
     client.send(f"CONNECT [::1]:{port} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
     await trio.sleep(0.01)
     client.hand_over()
     assert await client.read_exactly(len(ESTABLISHED)) == ESTABLISHED
-    assert front.live == 1 and front.handed_off == 0
+    assert front.live == 1 and spawned == []
     payload = os.urandom(1024 * 1024)  # 4x the threshold; never read back: it stays busy
     sent = 0
-    while front.live and sent < len(payload):
+    while front.live and not spawned and sent < len(payload):
         await trio.lowlevel.wait_writable(client.sock)
         try:
             sent += client.sock.send(payload[sent : sent + 65536])
@@ -57,7 +62,8 @@ async def _promoted_tunnel(
             continue
         except (ConnectionResetError, BrokenPipeError):  # ended at once (no task for it)
             break
-    assert front.live == 0  # promoted: it left the front for a task
+    # promoted: a task holds it (or, when none can start, it ended at once)
+    assert [getattr(f, "__name__", f) for f in spawned] == ["_relay_task"]
     return front, client, ctx.connection_slots
 
 
@@ -79,7 +85,7 @@ async def test_promoted_tunnel_cancelled_at_shutdown_is_recorded_so(
         client.close()
     assert record.outcome == SHUTDOWN_OUTCOME
     assert record.front_end == "http-connect" and record.bytes_up > 0
-    assert slots.borrowed_tokens == 0 and front.served == 0
+    assert slots.borrowed_tokens == 0 and front.live == 0
 
 
 async def test_promoted_tunnel_without_a_task_ends_at_once(nursery: trio.Nursery) -> None:
