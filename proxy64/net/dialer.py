@@ -301,9 +301,9 @@ def _sockaddr(target: Target) -> tuple[int, tuple[str, int]]:
 def _start_raw(family: int, address: tuple[str, int]) -> tuple[socket.socket, bool]:
     """A non-blocking socket with connect() started to a numeric address, and whether the
     handshake is already complete. Raises OSError (the socket closed)."""
-    raw = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    # SOCK_NONBLOCK: non-blocking from socket(2) on, without an ioctl of its own
+    raw = socket.socket(family, socket.SOCK_STREAM | socket.SOCK_NONBLOCK, socket.IPPROTO_TCP)
     try:
-        raw.setblocking(False)
         err = raw.connect_ex(address)
         if err == errno.EINPROGRESS:
             try:
