@@ -170,8 +170,11 @@ class Dialer(DialPlanner):
             return self._dialed(pending.destination, pending.target, sock)
         except OSError as exc:
             raw.close()
-            error = self._failed(pending.destination, pending.target, exc, [])
-            raise self._marked(error, [pending.target]) from None
+            # raised without a local name: a frame local holding the error would make
+            # error -> traceback -> this frame -> error a cycle (with the caller's frame)
+            raise self._marked(
+                self._failed(pending.destination, pending.target, exc, []), [pending.target]
+            ) from None
 
     def abandon(self, pending: PendingDial) -> DialError:
         """A PendingDial whose deadline passed: the socket closed, finish()'s timeout error."""

@@ -15,6 +15,7 @@ import gc
 import hashlib
 import socket
 import weakref
+from collections.abc import Callable
 from ipaddress import IPv4Address, ip_address
 from typing import Any
 
@@ -31,7 +32,7 @@ from tests.helpers.hub import running_hub
 from tests.helpers.origins import pattern_bytes, serve_tcp_echo, serve_tcp_hash
 from tests.helpers.socks5_client import connect_request, socks5_handshake
 from tests.helpers.socks_fronts import NOAUTH, Spawns, connect, echo_once, proxy
-from tests.helpers.streams import receive_all, receive_exactly
+from tests.helpers.streams import closed_port, receive_all, receive_exactly
 
 
 async def socks5(port: int, request: bytes) -> trio.socket.SocketType:
@@ -440,6 +441,54 @@ async def test_finished_socks4_and_socks5_connections_leave_no_cyclic_garbage(
                         await echo_once(client, b"ping")
                 await p.recorder.wait_for(7)
                 await trio.sleep(0.05)  # the hub has seen every close
+                gc.collect()
+                cyclic = sorted({_owner(o) for o in gc.garbage if _owner(o).startswith("proxy64.")})
+            finally:
+                gc.set_debug(0)
+                gc.garbage.clear()
+                gc.enable()
+    assert cyclic == []
+
+
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        pytest.param(lambda: b"\x09garbage", id="garbage-greeting"),
+        pytest.param(
+            lambda: NOAUTH + connect_request("::1", closed_port("::1")), id="refused-dial"
+        ),
+        pytest.param(
+            lambda: NOAUTH + connect_request("nowhere.p64.test", 80), id="nxdomain-in-a-task"
+        ),
+        pytest.param(
+            lambda: b"\x04\x01" + closed_port().to_bytes(2, "big") + bytes([127, 0, 0, 1]) + b"u\0",
+            id="socks4-refused-dial",
+        ),
+    ],
+)
+async def test_refused_connections_leave_no_cyclic_garbage(
+    request_bytes: Callable[[], bytes],
+) -> None:
+    """A refusal keeps no error in a frame its own traceback holds (error -> traceback ->
+    frame -> error pulls the executor and its machines into a cycle)."""
+    with trio.fail_after(10):
+        async with proxy() as p:
+            warm = await connect(p.port)
+            with warm:
+                await warm.send(request_bytes())
+                await receive_all(warm)
+            await p.recorder.wait_for(1)
+            gc.collect()
+            gc.disable()
+            gc.set_debug(gc.DEBUG_SAVEALL)
+            try:
+                for _ in range(3):
+                    client = await connect(p.port)
+                    with client:
+                        await client.send(request_bytes())
+                        await receive_all(client)
+                await p.recorder.wait_for(4)
+                await trio.sleep(0.05)  # the tasks that held them have returned
                 gc.collect()
                 cyclic = sorted({_owner(o) for o in gc.garbage if _owner(o).startswith("proxy64.")})
             finally:
