@@ -6,6 +6,7 @@ worker's heartbeat tells its supervisor it lives.
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import os
 import signal
@@ -59,6 +60,7 @@ async def serve_until_signal(
             if watch is not None:
                 await nursery.start(watch_until_cancelled, watch, watching)
             await nursery.start(_serve_then_cancel, server, listening)
+            freeze_startup_heap()
             sampler = trio.CancelScope()
             if metrics is not None:
                 nursery.start_soon(sample_gauges_while, metrics, server, state, sampler)
@@ -89,6 +91,16 @@ async def serve_until_signal(
             watching.cancel()  # the server ended: nothing left to follow
             beating.cancel()
             sampler.cancel()
+
+
+def freeze_startup_heap() -> None:
+    """Move every object alive once serving begins (modules, configuration, the resolver,
+    the listeners) out of the cyclic collector's generations: they live as long as the
+    process, and a full collection would otherwise walk all of them each time, stalling
+    every connection in flight. Start-up's own cyclic garbage is collected first, so
+    nothing dead is kept for good."""
+    gc.collect()
+    gc.freeze()
 
 
 async def _serve_then_cancel(

@@ -1,20 +1,18 @@
 """The authentication delay (proxy64/proto/auth_delay.py) on trio's clock, for the front
 ends: `answer` tells how long to hold one answer and logs once per burst of failures;
-`checked_proxy_auth` is the HTTP Basic check with that hold applied."""
+`auth_hold` hands a session machine (SOCKS RFC 1929, HTTP Basic) the hold of its client's
+answers, which the machine turns into a deadline."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable
 from typing import Protocol
 
 import trio
 
-from proxy64.errors import RemoteProtocolError
 from proxy64.net.slots import client_host
 from proxy64.proto.auth_delay import AuthDelay
-from proxy64.proto.http_headers import Header
-from proxy64.proto.httpproxy import check_proxy_auth
 
 logger = logging.getLogger(__name__)
 
@@ -59,30 +57,3 @@ class Gated(Protocol):
 def auth_hold(ctx: Gated, client: str) -> Callable[[bool], float] | None:
     """The SOCKS handshake step's hold for client's RFC 1929 answer (None: no gate)."""
     return ctx.auth_gate.for_client(client) if ctx.auth_gate is not None else None
-
-
-def auth_held(ctx: Gated, client: str) -> bool:
-    """Whether client's authentications must wait (then the task path answers them)."""
-    return ctx.auth_gate is not None and ctx.auth_gate.holding(client)
-
-
-async def checked_proxy_auth(
-    ctx: Gated,
-    client: str,
-    headers: Sequence[Header],
-    credentials: Mapping[str, str] | None,
-) -> None:
-    """check_proxy_auth (RFC 7617), its answer held as the gate says; raises the 407."""
-    if credentials is None:
-        return
-    error: RemoteProtocolError | None = None
-    try:
-        check_proxy_auth(headers, credentials)
-    except RemoteProtocolError as exc:
-        error = exc
-    if ctx.auth_gate is not None:
-        hold = ctx.auth_gate.answer(client, error is None)
-        if hold > 0:
-            await trio.sleep(hold)
-    if error is not None:
-        raise error

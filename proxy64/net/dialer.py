@@ -170,8 +170,11 @@ class Dialer(DialPlanner):
             return self._dialed(pending.destination, pending.target, sock)
         except OSError as exc:
             raw.close()
-            error = self._failed(pending.destination, pending.target, exc, [])
-            raise self._marked(error, [pending.target]) from None
+            # raised without a local name: a frame local holding the error would make
+            # error -> traceback -> this frame -> error a cycle (with the caller's frame)
+            raise self._marked(
+                self._failed(pending.destination, pending.target, exc, []), [pending.target]
+            ) from None
 
     def abandon(self, pending: PendingDial) -> DialError:
         """A PendingDial whose deadline passed: the socket closed, finish()'s timeout error."""
@@ -301,9 +304,9 @@ def _sockaddr(target: Target) -> tuple[int, tuple[str, int]]:
 def _start_raw(family: int, address: tuple[str, int]) -> tuple[socket.socket, bool]:
     """A non-blocking socket with connect() started to a numeric address, and whether the
     handshake is already complete. Raises OSError (the socket closed)."""
-    raw = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    # SOCK_NONBLOCK: non-blocking from socket(2) on, without an ioctl of its own
+    raw = socket.socket(family, socket.SOCK_STREAM | socket.SOCK_NONBLOCK, socket.IPPROTO_TCP)
     try:
-        raw.setblocking(False)
         err = raw.connect_ex(address)
         if err == errno.EINPROGRESS:
             try:

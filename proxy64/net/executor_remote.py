@@ -68,7 +68,7 @@ class RemoteSide(ClientSide):
         try:
             dialed = await self.front.ctx.dialer.connect(destination, self.client)
         except Proxy64Error as exc:
-            error = exc
+            error = exc.with_traceback(None)  # kept in this frame: its traceback holds it
         except OSError as exc:
             error = Proxy64Error(f"cannot connect to {destination}: {exc}")
         if self.turn != turn or self.wait is not Wait.TASK:  # interrupted, or ended

@@ -225,21 +225,16 @@ class Socks5Server(ClientBytes):
         self.require_auth = require_auth
         self.state = State.GREETING
         self._offered: tuple[int, ...] = ()
-        self._parsers: dict[State, Callable[[], ClientEvent | None]] = {
-            State.GREETING: self._parse_greeting,
-            State.AUTH: self._parse_auth,
-            State.REQUEST: self._parse_request,
-        }
 
     # receiving -------------------------------------------------------------------------
 
     def next_event(self) -> ClientEvent | Literal[Sentinel.NEED_DATA]:
-        parser = self._parsers.get(self.state)
+        parser = _PARSERS.get(self.state)
         if parser is None:
             raise LocalProtocolError(
                 f"next_event() in state {self.state.name}: not the client's turn"
             )
-        event = parser()
+        event = parser(self)
         if event is not None:
             return event
         out = self._out_of_data(f"SOCKS5 {_CLIENT_TURN[self.state]}")
@@ -374,3 +369,12 @@ class Socks5Server(ClientBytes):
         if state in (State.REQUEST, State.REPLY):
             return encode_reply(Reply(error.socks_reply))
         return b""
+
+
+# The client's turns, as unbound functions: a table of bound methods on each machine
+# would make every machine a reference cycle, left to the cyclic collector.
+_PARSERS: dict[State, Callable[[Socks5Server], ClientEvent | None]] = {
+    State.GREETING: Socks5Server._parse_greeting,
+    State.AUTH: Socks5Server._parse_auth,
+    State.REQUEST: Socks5Server._parse_request,
+}

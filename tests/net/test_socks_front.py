@@ -15,6 +15,7 @@ import gc
 import hashlib
 import socket
 import weakref
+from collections.abc import Callable
 from ipaddress import IPv4Address, ip_address
 from typing import Any
 
@@ -31,7 +32,7 @@ from tests.helpers.hub import running_hub
 from tests.helpers.origins import pattern_bytes, serve_tcp_echo, serve_tcp_hash
 from tests.helpers.socks5_client import connect_request, socks5_handshake
 from tests.helpers.socks_fronts import NOAUTH, Spawns, connect, echo_once, proxy
-from tests.helpers.streams import receive_all, receive_exactly
+from tests.helpers.streams import closed_port, receive_all, receive_exactly
 
 
 async def socks5(port: int, request: bytes) -> trio.socket.SocketType:
@@ -409,3 +410,95 @@ async def test_a_connection_that_left_is_not_kept_by_its_pending_timer(
             await p.recorder.wait_for(1)
             gc.collect()
             assert machine() is None  # freed before its 5 s deadline fired
+
+
+async def test_finished_socks4_and_socks5_connections_leave_no_cyclic_garbage(
+    nursery: trio.Nursery,
+) -> None:
+    """Every object of an ended SOCKS4 or SOCKS5 connection (session, protocol machine,
+    executor, tunnel, record) is freed by reference counting: with the collector off during
+    the connections, a collection afterwards finds no proxy64 object in a cycle."""
+    echo = await nursery.start(serve_tcp_echo)
+    socks4 = b"\x04\x01" + echo.to_bytes(2, "big") + bytes([127, 0, 0, 1]) + b"u\0"
+    with trio.fail_after(10):
+        async with proxy() as p:
+            client = await socks5(p.port, connect_request("127.0.0.1", echo))  # warm-up
+            with client:
+                await echo_once(client, b"warm")
+            await p.recorder.wait_for(1)
+            gc.collect()
+            gc.disable()
+            gc.set_debug(gc.DEBUG_SAVEALL)
+            try:
+                for _ in range(3):
+                    client = await socks5(p.port, connect_request("127.0.0.1", echo))
+                    with client:
+                        await echo_once(client, b"ping")
+                    client = await connect(p.port)
+                    with client:
+                        await client.send(socks4)
+                        assert (await receive_exactly(client, 8))[:2] == b"\x00\x5a"
+                        await echo_once(client, b"ping")
+                await p.recorder.wait_for(7)
+                await trio.sleep(0.05)  # the hub has seen every close
+                gc.collect()
+                cyclic = sorted({_owner(o) for o in gc.garbage if _owner(o).startswith("proxy64.")})
+            finally:
+                gc.set_debug(0)
+                gc.garbage.clear()
+                gc.enable()
+    assert cyclic == []
+
+
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        pytest.param(lambda: b"\x09garbage", id="garbage-greeting"),
+        pytest.param(
+            lambda: NOAUTH + connect_request("::1", closed_port("::1")), id="refused-dial"
+        ),
+        pytest.param(
+            lambda: NOAUTH + connect_request("nowhere.p64.test", 80), id="nxdomain-in-a-task"
+        ),
+        pytest.param(
+            lambda: b"\x04\x01" + closed_port().to_bytes(2, "big") + bytes([127, 0, 0, 1]) + b"u\0",
+            id="socks4-refused-dial",
+        ),
+    ],
+)
+async def test_refused_connections_leave_no_cyclic_garbage(
+    request_bytes: Callable[[], bytes],
+) -> None:
+    """A refusal keeps no error in a frame its own traceback holds (error -> traceback ->
+    frame -> error pulls the executor and its machines into a cycle)."""
+    with trio.fail_after(10):
+        async with proxy() as p:
+            warm = await connect(p.port)
+            with warm:
+                await warm.send(request_bytes())
+                await receive_all(warm)
+            await p.recorder.wait_for(1)
+            gc.collect()
+            gc.disable()
+            gc.set_debug(gc.DEBUG_SAVEALL)
+            try:
+                for _ in range(3):
+                    client = await connect(p.port)
+                    with client:
+                        await client.send(request_bytes())
+                        await receive_all(client)
+                await p.recorder.wait_for(4)
+                await trio.sleep(0.05)  # the tasks that held them have returned
+                gc.collect()
+                cyclic = sorted({_owner(o) for o in gc.garbage if _owner(o).startswith("proxy64.")})
+            finally:
+                gc.set_debug(0)
+                gc.garbage.clear()
+                gc.enable()
+    assert cyclic == []
+
+
+def _owner(obj: object) -> str:
+    """The qualified name of obj's type; a bound method counts as its object's."""
+    owner = type(getattr(obj, "__self__", obj))
+    return f"{owner.__module__}.{owner.__qualname__}"
