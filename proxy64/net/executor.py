@@ -97,8 +97,11 @@ class Served:
     read_size: int
     helpers: Mapping[type[Any], AwaitHelper] = field(default_factory=dict)
     bug_outcome: str = "internal error: {exc!r}"
-    # helpers of the `Await` steps that work on the dialed stream (HTTP's Forward)
+    # helpers of the `Await` steps that work on the dialed stream
     dialed_helpers: Mapping[type[Any], DialedHelper] = field(default_factory=dict)
+    # dialed helpers whose coroutine awaits only net/steps.py's waits (HTTP's Forward): run
+    # from hub callbacks while it waits for the dialed socket, in a task from any other wait
+    stepped_helpers: Mapping[type[Any], DialedHelper] = field(default_factory=dict)
 
     def opener(self) -> FrontOpener:
         """The listeners.FrontOpener for this protocol (what app.py puts in Listening)."""
@@ -289,6 +292,8 @@ class Executor(RemoteSide):
                 self._arm(again)
             elif tunnel.ending is Ending.DONE:
                 self._end(f"idle for {settings.idle_timeout:g} s, closed")
+        elif wait is Wait.STEPPED:
+            self._resume_stepped(trio.TooSlowError())
         elif wait is not Wait.GONE:
             if now < self.machine.deadline:  # the machine moved it after it was armed
                 self._arm(self.machine.deadline)

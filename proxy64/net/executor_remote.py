@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Awaitable, Callable, Coroutine
 from functools import partial
 from select import EPOLLOUT
+from typing import Any
 
 import trio
 
 from proxy64.destination import Destination
 from proxy64.errors import Proxy64Error
+from proxy64.net.context import ConnectionRecord
 from proxy64.net.dial_types import Dialed, PendingDial
 from proxy64.net.executor_client import (
     SHUTDOWN_OUTCOME,
@@ -27,7 +30,8 @@ from proxy64.net.outcomes import client_lost
 from proxy64.net.relay import relay
 from proxy64.net.relay_hub import Ending, HubTunnel
 from proxy64.net.resets import broken_outcome
-from proxy64.proto.session import Await, Connected, DialFailed
+from proxy64.net.steps import Readable, Step, run_stepped
+from proxy64.proto.session import Await, Connected, DialFailed, Event
 
 
 class RemoteSide(ClientSide):
@@ -186,25 +190,127 @@ class RemoteSide(ClientSide):
     def _await(self, command: Await) -> None:
         served = self.front.served
         helper: AwaitHelper | None = served.helpers.get(type(command))
-        if helper is None:  # a step on the dialed stream
+        step: Callable[[ConnectionRecord | None], Awaitable[Event | None]]
+        stepped = served.stepped_helpers.get(type(command))
+        if stepped is not None:  # stepped from here while it waits for the dialed socket
             assert self.dialed is not None, f"{command!r} before a Connected dial"
-            helper = partial(served.dialed_helpers[type(command)], dialed=self.dialed)
-        self._want(0)
-        self._spawn(self._helper_task, helper, command)
+            self._keep_reading()
+            coro = stepped(
+                command,
+                self.sock,
+                self.record,
+                self.front.ctx,
+                dialed=self.dialed,
+                stream=self._stream,
+            )
+            assert isinstance(coro, Coroutine), "a stepped helper is an async function"
+            self._step(coro, None, None)
+            return
+        if helper is None:  # a step on the dialed stream, given the client's socket
+            assert self.dialed is not None, f"{command!r} before a Connected dial"
+            step = partial(
+                served.dialed_helpers[type(command)],
+                command,
+                self.sock,
+                ctx=self.front.ctx,
+                dialed=self.dialed,
+                stream=self._stream,
+            )
+        else:
+            step = partial(self._with_stream, helper, command)
+        self._keep_reading()  # no epoll_ctl now and none when the machine reads again
+        self._spawn(self._helper_task, step)
 
-    async def _helper_task(self, helper: AwaitHelper, command: Await) -> None:
+    async def _with_stream(
+        self, helper: AwaitHelper, command: Await, record: ConnectionRecord | None
+    ) -> Event | None:
+        return await helper(command, self._stream(), record, self.front.ctx)
+
+    async def _helper_task(
+        self, step: Callable[[ConnectionRecord | None], Awaitable[Event | None]]
+    ) -> None:
         turn, record = self.turn, self.record
         try:
-            event = await helper(command, self._stream(), record, self.front.ctx)
+            event = await step(record)
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
             self._end(client_lost(exc))
             return
         if self.turn != turn or self.wait is not Wait.TASK:
             return
+        self.now = trio.current_time()
+        self._helped(event)
+
+    # --- a stepped helper (net/steps.py) in the hub ------------------------------------------
+
+    def _step(
+        self, coro: Coroutine[Any, Any, Any], value: Any, error: BaseException | None
+    ) -> None:
+        """Advance a stepped helper's coroutine: it waits here, in the hub, for the dialed
+        socket to become readable (the one timer armed for its deadline); at any other step
+        a task carries it on. Its result is fed to the machine as a task's would be."""
+        try:
+            step = coro.throw(error) if error is not None else coro.send(value)
+        except StopIteration as stop:
+            self._helped(stop.value)
+            return
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+            self._end(client_lost(exc))
+            return
+        finally:
+            error = None  # no reference cycle through the traceback
+        dialed = self.dialed
+        if (
+            isinstance(step, Readable)
+            and dialed is not None
+            and isinstance(dialed.stream, trio.SocketStream)
+            and step.fd == dialed.stream.socket.fileno()
+        ):
+            self.wait = Wait.STEPPED
+            self.stepped = (coro, step.fd)
+            self.front.hub.watch(step.fd, _DialedReadable(self))
+            self._arm(step.deadline)
+            return
+        self._spawn(self._helper_task, partial(self._stepped_task, coro, step))
+
+    async def _stepped_task(
+        self, coro: Coroutine[Any, Any, Any], step: Step, record: ConnectionRecord | None
+    ) -> Event | None:
+        event: Event | None = await run_stepped(coro, step)
+        return event
+
+    def _resume_stepped(self, error: BaseException | None) -> None:
+        """The dialed socket is readable (error None) or the step's deadline passed."""
+        stepped, self.stepped = self.stepped, None
+        assert stepped is not None
+        coro, fd = stepped
+        self.front.hub.unwatch(fd)
+        self.wait = Wait.NOTHING
+        self._arm(math.inf)
+        self._step(coro, None, error)
+
+    def _helped(self, event: Event | None) -> None:
+        """A helper's result: the connection ends (None) or the machine is fed it."""
         if event is None:
             self._end("ok")
             return
-        self.now = trio.current_time()
         self.wait = Wait.NOTHING
         self._event(event)
         self._proceed()
+
+
+class _DialedReadable:
+    """The hub's watcher of a dialed socket a stepped helper waits for."""
+
+    __slots__ = ("owner",)
+
+    def __init__(self, owner: RemoteSide) -> None:
+        self.owner = owner
+
+    def readable(self, now: float) -> None:
+        owner = self.owner
+        owner.now = now
+        try:
+            if owner.wait is Wait.STEPPED:
+                owner._resume_stepped(None)
+        except Exception as exc:
+            owner.bug(exc)

@@ -11,9 +11,11 @@ Invariants: no body is ever buffered whole (Data events are forwarded as they ar
 bodies of known length (Content-Length, RFC 9112 §6.3) of HTTP_RAW_BODY_MIN or more still
 to come bypass h11: http_upstream.move_body() moves exactly the body's bytes (splice(2)
 between sockets), never reading past it; a body already here whole is written with its head
-in one call. The client's socket is read and written on its raw fd, waiting (and entering
-a timeout scope) only when a call would block. RFC 9110 §6.5.1 (trailers dropped when
-de-chunking), RFC 9112 §9.3 (what tells whether either side persists).
+in one call. The client's socket is read and written on its raw fd, waiting only when a
+call would block. Every wait is one of net/steps.py's: the executor steps the exchange from
+the relay hub while it waits for the origin, and a task carries it on from any other wait.
+RFC 9110 §6.5.1 (trailers dropped when de-chunking), RFC 9112 §9.3 (what tells whether
+either side persists).
 """
 
 from __future__ import annotations
@@ -21,6 +23,9 @@ from __future__ import annotations
 import logging
 import math
 import os
+import socket
+from collections.abc import Callable
+from functools import partial
 
 import h11
 import trio
@@ -30,7 +35,7 @@ from proxy64.net.context import ConnectionRecord, ProxyContext
 from proxy64.net.dial_types import Dialed
 from proxy64.net.http_upstream import BodyCut, Next, Upstream, UpstreamFailed, move_body
 from proxy64.net.outcomes import client_ended
-from proxy64.net.relay import write_fd_all
+from proxy64.net.steps import Readable, in_task, wait, write_all
 from proxy64.proto.http_forward import Exchanged, Forward, OriginFailed
 from proxy64.proto.http_headers import (
     downstream_response_headers,
@@ -50,17 +55,21 @@ class _ClientGone(Exception):
 
 async def forward(
     command: Forward,
-    client: trio.SocketStream,
+    client: socket.socket,
     record: ConnectionRecord | None,
     ctx: ProxyContext,
     *,
     dialed: Dialed,
+    stream: Callable[[], trio.SocketStream],
 ) -> Exchanged | OriginFailed | ClientLost:
     """The executor's helper for `Forward` (a `DialedHelper`): one exchange on dialed,
-    the upstream the executor holds, whose record it fills; and how it went."""
+    the upstream the executor holds, whose record it fills; and how it went. The client is
+    read and written on its fd; stream() is asked for only to move a large body."""
     assert record is not None, "Forward without the upstream's record"
     upstream = Upstream(dialed, record, command.upstream, command.sent)
-    exchange = _Exchange(client, ctx.idle_timeout, command.conn, command.target, upstream)
+    exchange = _Exchange(
+        client.fileno(), stream, command.conn, command.target, upstream, idle=ctx.idle_timeout
+    )
     try:
         try:
             done = await exchange.run()
@@ -85,7 +94,7 @@ class _Exchange:
 
     __slots__ = (
         "after_request",
-        "client",
+        "client_stream",
         "conn",
         "fd",
         "idle",
@@ -96,18 +105,20 @@ class _Exchange:
 
     def __init__(
         self,
-        client: trio.SocketStream,
-        idle: float,
+        fd: int,
+        client_stream: Callable[[], trio.SocketStream],
         conn: h11.Connection,
         target: ForwardTarget,
         up: Upstream,
+        *,
+        idle: float,
     ) -> None:
-        self.client = client
+        self.fd = fd  # the client's
+        self.client_stream = client_stream
         self.idle = idle
         self.conn = conn
         self.target = target
         self.up = up
-        self.fd = client.socket.fileno()
         # the request body went outside h11: the bytes after it (and whether it closed)
         self.after_request: tuple[bytes, bool] | None = None
         self.response_outside = False
@@ -129,14 +140,13 @@ class _Exchange:
                 break
             # wait outside the except block: inside it the BlockingIOError and its
             # traceback would stay alive for as long as the wait lasts
-            with trio.fail_at(deadline):
-                await trio.lowlevel.wait_readable(fd)
+            await wait(Readable(fd, deadline))
         if not self.conn.trailing_data[1]:  # h11 refuses data after EOF
             self.conn.receive_data(data)
 
     async def _write(self, data: bytes) -> None:
         try:
-            await write_fd_all(self.fd, data)
+            await write_all(self.fd, data)
         except OSError:  # EPIPE, reset, or already closed
             raise _ClientGone from None
 
@@ -210,17 +220,19 @@ class _Exchange:
         if whole:
             await up.write(head + buffered[:length] if length else head)
             return True
+        move = partial(
+            move_body,
+            self.client_stream(),
+            up.dialed.stream,
+            buffered[:length],
+            length,
+            prefix=head,
+            idle=self.idle,
+            counted_read=_uncounted,
+            counted_written=up.count_up,
+        )
         try:
-            await move_body(
-                self.client,
-                up.dialed.stream,
-                buffered[:length],
-                length,
-                prefix=head,
-                idle=self.idle,
-                counted_read=_uncounted,
-                counted_written=up.count_up,
-            )
+            await in_task(move)
         except BodyCut as exc:
             if exc.reading:
                 raise _ClientGone from None
@@ -250,17 +262,19 @@ class _Exchange:
             out.add(buffered[:length])
             await self._write(out.take())
             return True
+        move = partial(
+            move_body,
+            up.dialed.stream,
+            self.client_stream(),
+            buffered[:length],
+            length,
+            prefix=out.take(),
+            idle=self.idle,
+            counted_read=up.count_down,
+            counted_written=_uncounted,
+        )
         try:
-            await move_body(
-                up.dialed.stream,
-                self.client,
-                buffered[:length],
-                length,
-                prefix=out.take(),
-                idle=self.idle,
-                counted_read=up.count_down,
-                counted_written=_uncounted,
-            )
+            await in_task(move)
         except BodyCut as exc:
             if exc.reading:
                 up.received_outside = False

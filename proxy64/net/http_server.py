@@ -41,6 +41,6 @@ HTTP = Served(
     sessions=_session,
     logger=logger,
     read_size=HTTP_BODY_CHUNK,
-    dialed_helpers={Forward: forward},
+    stepped_helpers={Forward: forward},
     bug_outcome="internal error in the HTTP front end (a bug in proxy64)",
 )

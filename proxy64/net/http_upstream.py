@@ -7,8 +7,9 @@
 # status to answer (502, or 504 when the origin stays silent) and whether it is "stale": a
 # reused connection the origin closed while it sat idle, which RFC 9110 §9.2.2 lets the
 # proxy retry for idempotent requests.
-# Lean path: a real socket is read/written on its fd, waiting (and entering the
-# idle timeout scope) only when a call would block.
+# Lean path: a real socket is read/written on its fd, waiting only when a call would block,
+# through net/steps.py's waits (the idle timeout is the wait's deadline); move_body() and
+# a stream that is not a socket run in a task (steps.in_task).
 # Bodies of known length (Content-Length, RFC 9112 §6.3 rule 6) bypass h11: move_body()
 # copies exactly that many bytes between the two streams, with splice(2) between two
 # sockets, never reading a byte past the body (the next message stays in the kernel).
@@ -18,6 +19,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable
+from functools import partial
 
 import h11
 import trio
@@ -27,6 +29,7 @@ from proxy64.net.context import ConnectionRecord
 from proxy64.net.dial_types import Dialed
 from proxy64.net.relay import write_fd_all
 from proxy64.net.splice import HAVE_SPLICE, SpliceBroken, Stall, splice_direction
+from proxy64.net.steps import Readable, in_task, wait, write_all
 from proxy64.proto.http_forward import upstream_machine
 from proxy64.proto.http_headers import oversized_content_length
 
@@ -99,9 +102,9 @@ class Upstream:
         stream = self.dialed.stream
         try:
             if isinstance(stream, trio.SocketStream):
-                await write_fd_all(stream.socket.fileno(), data)
+                await write_all(stream.socket.fileno(), data)
             else:
-                await stream.send_all(data)
+                await in_task(partial(stream.send_all, data))
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
             raise self.failed(f"closed the connection ({exc})") from None
         self.record.bytes_up += len(data)
@@ -152,20 +155,25 @@ class Upstream:
         scope is only entered when the read has to wait. Raises trio.TooSlowError."""
         stream = self.dialed.stream
         if not isinstance(stream, trio.SocketStream):
-            with trio.fail_after(idle):
-                return bytes(await stream.receive_some(HTTP_BODY_CHUNK))
+            data: bytes = await in_task(partial(_receive_within, stream, idle))
+            return data
         fd = stream.socket.fileno()
         try:
             return os.read(fd, HTTP_BODY_CHUNK)
         except BlockingIOError:
             pass
-        with trio.fail_after(idle):
-            while True:
-                await trio.lowlevel.wait_readable(fd)
-                try:
-                    return os.read(fd, HTTP_BODY_CHUNK)
-                except BlockingIOError:
-                    continue
+        deadline = trio.current_time() + idle
+        while True:
+            await wait(Readable(fd, deadline))
+            try:
+                return os.read(fd, HTTP_BODY_CHUNK)
+            except BlockingIOError:
+                continue
+
+
+async def _receive_within(stream: trio.abc.Stream, idle: float) -> bytes:
+    with trio.fail_after(idle):
+        return bytes(await stream.receive_some(HTTP_BODY_CHUNK))
 
 
 # --- bodies of known length, outside h11 ---------------------------------------------------

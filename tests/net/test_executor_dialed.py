@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import math
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 from ipaddress import IPv4Address, ip_address
@@ -99,11 +100,12 @@ async def test_a_dialed_helper_talks_to_the_dialed_stream_and_finish_closes_it(
 
     async def ask(
         command: Any,
-        client: trio.SocketStream,
+        client: socket.socket,
         record: ConnectionRecord | None,
         ctx: ProxyContext,
         *,
         dialed: Dialed,
+        stream: Callable[[], trio.SocketStream],
     ) -> Event | None:
         assert isinstance(command, Ask) and record is not None
         given.append(dialed)
