@@ -137,7 +137,9 @@ class Wait(enum.Enum):
 
 
 class _NoMachine:
-    """Before the front gives the connection its machine (never fed)."""
+    """Before the front gives the connection its machine, and once a Relay has made it a
+    tunnel (never fed then: the tunnel's life is the executor's, and an idle tunnel must
+    not keep its handshake's parser and buffers)."""
 
     deadline = math.inf
 
@@ -148,7 +150,7 @@ class _NoMachine:
         raise AssertionError("no session machine yet")
 
 
-_NO_MACHINE = _NoMachine()
+NO_MACHINE = _NoMachine()
 
 
 class ClientSide:
@@ -210,7 +212,7 @@ class ClientSide:
         self.aborting = False
         self.now = 0.0  # the hub's (trio's) clock at the callback or task step under way
         self.slot: object | None = None  # the --max-connections slot, given by the front
-        self.machine: SessionMachine = _NO_MACHINE
+        self.machine: SessionMachine = NO_MACHINE
 
     # --- what executor.Executor provides -------------------------------------------------
 

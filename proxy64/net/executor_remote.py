@@ -20,6 +20,7 @@ from proxy64.errors import Proxy64Error
 from proxy64.net.context import ConnectionRecord
 from proxy64.net.dial_types import Dialed, PendingDial
 from proxy64.net.executor_client import (
+    NO_MACHINE,
     SHUTDOWN_OUTCOME,
     AwaitHelper,
     ClientSide,
@@ -99,6 +100,7 @@ class RemoteSide(ClientSide):
     def _relay(self, early: bytes) -> None:
         dialed, front = self.dialed, self.front
         assert dialed is not None, "Relay before a Connected dial"
+        self.machine = NO_MACHINE  # Relay is terminal: nothing is fed to it again
         remote = dialed.stream
         if front.relay_settings is None or not isinstance(remote, trio.SocketStream):
             self._arm(math.inf)

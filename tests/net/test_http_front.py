@@ -73,6 +73,32 @@ async def test_rfc9110_9_3_6_connect_served_without_a_task(nursery: trio.Nursery
     assert ctx.connection_slots.borrowed_tokens == 0
 
 
+async def test_an_open_tunnel_keeps_no_session_machine(nursery: trio.Nursery) -> None:
+    """An idle tunnel costs its sockets and the hub's entry, not the handshake's parser
+    and buffers: once Relay is carried out, the session machine (and its h11 machine) is
+    freed while the tunnel stays open."""
+    port = await start_origin(nursery)
+    recorder = ListRecorder()
+    front = open_front(context(recorder), nursery, [])
+    client = Client(front)
+    with trio.fail_after(10):
+        client.hand_over()  # nothing sent yet: the machine waits for the head
+        (held,) = front.connections
+        machine = weakref.ref(held.machine)
+        assert machine() is not None
+        client.send(f"CONNECT [::1]:{port} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        assert await client.read_exactly(len(ESTABLISHED)) == ESTABLISHED
+        client.send(b"ping")
+        assert await client.read_exactly(4) == b"ping"  # the tunnel is open and working
+        assert front.live == 1
+        assert machine() is None
+        client.sock.shutdown(socket.SHUT_WR)
+        assert await client.read_to_eof() == b""
+    client.close()
+    record = await one_record(recorder)
+    assert record.outcome == "ok" and (record.bytes_up, record.bytes_down) == (4, 4)
+
+
 async def test_head_in_pieces_is_waited_for_by_the_hub(nursery: trio.Nursery) -> None:
     port = await start_origin(nursery)
     recorder = ListRecorder()
