@@ -43,6 +43,7 @@ from proxy64.net.context import ConnectionRecord
 from proxy64.net.relay_hub import Ending, HubTunnel, RelayHub, wait_for
 from proxy64.net.resets import broken_outcome, reset_on_close
 from proxy64.net.splice import HAVE_SPLICE, SpliceBroken, SpliceEnd, splice_direction
+from proxy64.net.steps import write_all
 
 logger = logging.getLogger(__name__)
 
@@ -186,21 +187,14 @@ async def close_stream(stream: trio.abc.AsyncResource) -> None:
 
 
 async def write_fd_all(fd: int, data: bytes) -> None:
-    """Write all of data to a non-blocking socket fd, waiting only when it would block.
+    """Write all of data to a non-blocking socket fd, waiting (trio) only when it would
+    block.
 
     Between two sockets the relay reads and writes the raw fds, skipping SocketStream's
     per-call checkpoints; fairness comes from the caller (see _Tunnel.direction: it yields
     after FAIR_SHARE bytes moved without a wait). Raises OSError when broken.
     """
-    view = memoryview(data)
-    while view:
-        try:
-            view = view[os.write(fd, view) :]
-            continue
-        except BlockingIOError:
-            pass
-        # outside the except: the BlockingIOError and its traceback are not kept alive
-        await trio.lowlevel.wait_writable(fd)
+    await write_all(fd, data, trio.lowlevel.wait_writable)
 
 
 class _Tunnel:

@@ -317,21 +317,7 @@ class RelayHub:
             for fd, _ in events:
                 entry = fds.get(fd)
                 if entry is None:
-                    watcher = self._watchers.get(fd)
-                    if watcher is not None:
-                        try:
-                            watcher.readable(now)
-                        except Exception:  # a bug: never let it stop the hub
-                            logger.exception("relay hub: a front-end watcher failed")
-                            self.unwatch(fd)
-                        continue
-                    writer = self._writers.get(fd)
-                    if writer is not None:
-                        try:
-                            writer.writable(now)
-                        except Exception:  # a bug: never let it stop the hub
-                            logger.exception("relay hub: a front-end writer failed")
-                            self.unwatch(fd)
+                    self._notify(fd, now)
                     continue
                 tunnel, from_client = entry
                 if tunnel.ending is not Ending.RUNNING:
@@ -342,6 +328,20 @@ class RelayHub:
                     logger.exception("relay hub failed on a tunnel")
                     tunnel.broken = f"internal error: {exc!r}"
                     self._end(tunnel, Ending.DONE)
+
+    def _notify(self, fd: int, now: float) -> None:
+        """The watcher or writer of a ready fd that is not a tunnel's (one at most)."""
+        try:
+            watcher = self._watchers.get(fd)
+            if watcher is not None:
+                watcher.readable(now)
+                return
+            writer = self._writers.get(fd)
+            if writer is not None:
+                writer.writable(now)
+        except Exception:  # a bug: never let it stop the hub
+            logger.exception("relay hub: the callback of a watched fd failed")
+            self.unwatch(fd)
 
     def _fire_timers(self, now: float) -> None:
         timers = self._timers

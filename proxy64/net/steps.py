@@ -73,9 +73,12 @@ def in_task(call: Callable[[], Awaitable[Any]]) -> Awaitable[Any]:
     return _Wait(InTask(call))
 
 
-async def write_all(fd: int, data: bytes) -> None:
-    """Write all of data to a non-blocking socket fd, waiting only when it would block.
-    Raises OSError when broken."""
+async def write_all(
+    fd: int, data: bytes, wait_writable: Callable[[int], Awaitable[object]] | None = None
+) -> None:
+    """Write all of data to a non-blocking socket fd, waiting only when it would block:
+    by a `Writable` step, or by `wait_writable(fd)` (trio's, outside a stepped coroutine:
+    net/relay.py's write_fd_all). Raises OSError when broken."""
     view = memoryview(data)
     while view:
         try:
@@ -84,7 +87,7 @@ async def write_all(fd: int, data: bytes) -> None:
         except BlockingIOError:
             pass
         # outside the except: the BlockingIOError and its traceback are not kept alive
-        await wait(Writable(fd))
+        await (wait(Writable(fd)) if wait_writable is None else wait_writable(fd))
 
 
 async def run_stepped(coro: Coroutine[Any, Any, Any], step: Step | None = None) -> Any:
