@@ -27,15 +27,14 @@ logger = logging.getLogger(__name__)
 
 def new_session(ctx: ProxyContext, client: str, have_slot: bool) -> SocksSession:
     """The session machine for one accepted client ("host:port")."""
-    refusal = ""
-    if not have_slot:
+    refusal = None
+    if not have_slot:  # the handshake runs, then the request is refused (0x01 / 0x5B)
         refusal = ctx.connection_slots.refusal(client)
         logger.warning("refusing %s: %s", client, refusal)
     return SocksSession(
         handshake_timeout=ctx.handshake_timeout,
         credentials=ctx.credentials,
         hold=auth_hold(ctx, client),
-        have_slot=have_slot,
         refusal=refusal,
     )
 

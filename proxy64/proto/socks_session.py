@@ -111,8 +111,8 @@ def handshake_timeout_error(seconds: float) -> RemoteProtocolError:
 class SocksSession:
     """One client connection of the SOCKS listener (proto/session.py's SessionMachine).
 
-    have_slot: the connection holds a --max-connections slot; without one the handshake
-    runs and the request is refused with `refusal` as its outcome. hold: how long to hold
+    refusal: the connection holds no --max-connections slot (None: it holds one): the
+    handshake runs and the request is refused with this as its outcome. hold: how long to hold
     an RFC 1929 answer with a given result (net/auth_gate.py), None: never."""
 
     __slots__ = (
@@ -122,7 +122,6 @@ class SocksSession:
         "credentials",
         "deadline",
         "handshake_timeout",
-        "have_slot",
         "hold",
         "machine",
         "outcome",
@@ -136,13 +135,11 @@ class SocksSession:
         handshake_timeout: float,
         credentials: Mapping[str, str] | None = None,
         hold: AuthHold | None = None,
-        have_slot: bool = True,
-        refusal: str = "",
+        refusal: str | None = None,
     ) -> None:
         self.handshake_timeout = handshake_timeout
         self.credentials = credentials
         self.hold = hold
-        self.have_slot = have_slot
         self.refusal = refusal
         self.machine: SocksMachine | None = None
         self.phase = Phase.FIRST_BYTE
@@ -286,7 +283,7 @@ class SocksSession:
         commands: list[Command] = []
         if not udp:  # a UDP association records its first datagram's destination instead
             commands.append(Record(machine.front_end, request.destination))
-        if not self.have_slot:
+        if self.refusal is not None:
             return commands + self._refuse(RemoteProtocolError(self.refusal), now)
         if udp:
             assert isinstance(machine, Socks5Server)

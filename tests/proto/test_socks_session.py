@@ -225,7 +225,7 @@ def test_rfc1929_failure_status_then_linger() -> None:
 def test_max_connections_refusal_comes_after_the_handshake_socks5_0x01_socks4_0x5b() -> None:
     refusal = "too many connections (--max-connections 1)"
     play(
-        session(have_slot=False, refusal=refusal),
+        session(refusal=refusal),
         [
             START,
             (
@@ -242,7 +242,7 @@ def test_max_connections_refusal_comes_after_the_handshake_socks5_0x01_socks4_0x
     )
     socks4 = b"\x04\x01\x00\x50\x7f\x00\x00\x01\x00"
     play(
-        session(have_slot=False, refusal=refusal),
+        session(refusal=refusal),
         [
             START,
             (
@@ -312,7 +312,7 @@ def test_client_lost_keeps_a_decided_outcome() -> None:
         [(ClientLost("client reset the connection"), 0.1, [Close("client reset the connection")])],
     )
     refusing = play(
-        session(have_slot=False, refusal="full"),
+        session(refusal="full"),
         [
             START,
             (
@@ -469,7 +469,8 @@ def test_fuzz_only_declared_commands_one_terminal_and_a_future_deadline(
 ) -> None:
     """An executor's feeding (data after a Receive, a dial's result after a Dial, a Tick
     at the deadline, a lost client) of arbitrary bytes, until the terminal command."""
-    s = session(credentials=credentials, have_slot=have_slot, refusal="full", hold=lambda ok: hold)
+    refusal = None if have_slot else "full"
+    s = session(credentials=credentials, refusal=refusal, hold=lambda ok: hold)
     now = 0.0
     commands = s.start(now)
     terminals = 0
