@@ -315,9 +315,9 @@ def make_server(
     front end: SOCKS and HTTP each through the one executor (net/executor.py)."""
     listening: list[Listening] = []
     if bound.socks is not None:
-        listening.append(Listening(bound.socks, None, SOCKS.opener()))
+        listening.append(Listening(bound.socks, SOCKS.opener()))
     if bound.http is not None:
-        listening.append(Listening(bound.http, None, HTTP.opener()))
+        listening.append(Listening(bound.http, HTTP.opener()))
     parts = build_parts(settings, nat64, metrics, own=own_listeners(bound), policy=policy)
     ctx = build_context(settings, parts, recorder, credentials)
     return ProxyServer(ctx, listening, grace=settings.shutdown_grace)

@@ -1,21 +1,17 @@
-"""Listening sockets and the accept loops that hand each client to its front end.
+"""Listening sockets and the accept loop that hands each client to its front end.
 
 Sockets are bound with the stdlib before trio starts, so `--workers N` can fork after
 binding: every worker opens its own SO_REUSEPORT socket on the same (already chosen) port
-and the kernel spreads new connections across them. ProxyServer.run accepts until stop(),
-then closes the listeners and gives live tunnels `grace` seconds to finish before
-cancelling them. A handler's unexpected exception is logged and ends only its connection.
-The accept loop is our own (not trio.serve_listeners): one layer and one close fewer per
-connection, with the same retry on ECONNABORTED and back-off on EMFILE/ENFILE/ENOMEM.
-
-A listener may also have a hub-driven front end (a FrontOpener, `opener(ctx, spawn)` →
-Front, chosen by app.py): each accepted socket is then given to Front.accepted()
-synchronously, with no task; the front end starts a task through `spawn` only for a
-connection that must wait. It needs the relay hub the context carries (ctx.hub); without
-one the listener accepts into tasks. At shutdown each Front's drain() runs in the
-connections nursery, so its connections get the same grace as task-held ones and are
-ended when it runs out. The server runs the relay hub around its connections, so the hub
-outlives every tunnel it carries.
+and the kernel spreads new connections across them. ProxyServer.run runs the relay hub
+(the context's, so it outlives every tunnel it carries) and accepts until stop(), then
+closes the listeners and gives live connections `grace` seconds to finish before they are
+ended. The listener is a relay-hub watcher: each accepted socket is given to its front end
+(a FrontOpener chosen by app.py, `opener(ctx, spawn)` → Front; net/executor.py's)
+synchronously, with no task; the front starts a task through `spawn` only for a
+connection that must wait, and a task's unexpected exception is logged and ends only its
+connection. A failed accept() is retried at once (ECONNABORTED) or after a back-off
+(EMFILE/ENFILE/ENOMEM). At shutdown each Front's drain() runs in the connections nursery,
+so its connections get the grace and are ended when it runs out.
 """
 
 from __future__ import annotations
@@ -41,7 +37,6 @@ ACCEPT_BACKOFF = 0.1  # seconds to wait when accept() fails for lack of fds or m
 ACCEPT_BATCH = 32  # connections accepted in a row before the accept loop yields
 _ACCEPT_BACK_OFF = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
 _ACCEPT_RETRY = {errno.ECONNABORTED, errno.EPROTO, errno.EPERM}
-Handler = Callable[[trio.SocketStream, ProxyContext], Awaitable[None]]
 Spawn = Callable[..., None]  # spawn(async_fn, *args): a task in the server's nursery
 
 
@@ -66,13 +61,10 @@ FrontOpener = Callable[[ProxyContext, Spawn], Front]
 
 
 class Listening(NamedTuple):
-    """A bound listening socket, its task-path handler and, optionally, its hub-driven
-    front end (used when the context carries a relay hub; a listener with no handler
-    needs one)."""
+    """A bound listening socket and the front end its connections go to."""
 
     sock: socket.socket
-    handler: Handler | None
-    front: FrontOpener | None = None
+    front: FrontOpener
 
 
 def bind_listener(address: HostPort, *, reuse_port: bool = False) -> socket.socket:
@@ -110,45 +102,34 @@ def describe_bind_error(address: HostPort, exc: OSError) -> str:
 
 
 class ProxyServer:
-    """Accepts on the given sockets, one front-end handler per kind ("socks", "http")."""
+    """Accepts on the given sockets, each into its front end (SOCKS, HTTP)."""
 
-    def __init__(
-        self,
-        ctx: ProxyContext,
-        sockets: Sequence[Listening | tuple[socket.socket, Handler | None]],
-        *,
-        grace: float,
-    ) -> None:
+    def __init__(self, ctx: ProxyContext, sockets: Sequence[Listening], *, grace: float) -> None:
+        if ctx.hub is None:
+            raise ValueError("the listeners' front ends need the context's relay hub")
         self.ctx = ctx
+        self.hub: RelayHub = ctx.hub
         self.grace = grace
-        self._sockets = [Listening(*entry) for entry in sockets]
+        self._sockets = list(sockets)
         self._accepting = trio.CancelScope()
-        self.live = 0  # connections being handled by a task now
-        self.fronts: list[Front] = []  # hub-driven front ends (their own live counts)
+        self.live = 0  # tasks the front ends started for connections that must wait
+        self.fronts: list[Front] = []
 
     def stop(self) -> None:
-        """Stop accepting; live tunnels get `grace` seconds before they are cancelled."""
+        """Stop accepting; live connections get `grace` seconds before they are ended."""
         self._accepting.cancel()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        listeners = [trio.socket.from_stdlib_socket(entry.sock) for entry in self._sockets]
-        hub = self.ctx.hub
         try:
             async with trio.open_nursery() as hub_nursery:
-                if hub is not None:
-                    await hub_nursery.start(hub.run)
-                await self._serve(hub, listeners, task_status)
+                await hub_nursery.start(self.hub.run)
+                await self._serve(task_status)
                 hub_nursery.cancel_scope.cancel()  # every tunnel it carried has ended
         finally:
-            for listener in listeners:
-                listener.close()
+            for entry in self._sockets:
+                entry.sock.close()
 
-    async def _serve(
-        self,
-        hub: RelayHub | None,
-        listeners: list[trio.socket.SocketType],
-        task_status: trio.TaskStatus[None],
-    ) -> None:
+    async def _serve(self, task_status: trio.TaskStatus[None]) -> None:
         async with trio.open_nursery() as connections:
 
             def spawn(async_fn: Callable[..., Awaitable[None]], *args: object) -> None:
@@ -156,83 +137,20 @@ class ProxyServer:
 
             with self._accepting:
                 async with trio.open_nursery() as accepting:
-                    for sock, handler, opener in self._sockets:
-                        front: Front | None = None
-                        if opener is not None and hub is not None:
-                            front = opener(self.ctx, spawn)
-                            self.fronts.append(front)
-                        elif handler is None:
-                            raise ValueError("a listener without a handler needs a relay hub")
-                        accepting.start_soon(self._accept_loop, sock, handler, connections, front)
+                    for sock, opener in self._sockets:
+                        front = opener(self.ctx, spawn)
+                        self.fronts.append(front)
+                        accepting.start_soon(accept_in_hub, self.hub, sock, front)
                     task_status.started()
                     await trio.sleep_forever()
-            for listener in listeners:
-                listener.close()
+            for entry in self._sockets:
+                entry.sock.close()
             live = self.live + sum(front.live for front in self.fronts)
             if live:
                 logger.info("closing: %d tunnels have %g s to finish", live, self.grace)
             for front in self.fronts:
                 connections.start_soon(front.drain)
             connections.cancel_scope.deadline = trio.current_time() + self.grace
-
-    async def _accept_loop(
-        self,
-        listener: socket.socket | trio.socket.SocketType,
-        handler: Handler | None,
-        connections: trio.Nursery,
-        front: Front | None = None,
-    ) -> None:
-        """Accept forever; out of fds/memory: log, back off, retry (never crash).
-
-        On a stdlib socket (what run() passes) it accepts on the raw non-blocking socket
-        until it would block, then waits for readability: under load one wake-up accepts
-        a whole batch (no checkpoint per connection); after ACCEPT_BATCH in a row it
-        yields so tunnels are not starved. Anything else is awaited with its accept().
-        With a front, the listener is watched by the relay hub instead (_accept_in_hub):
-        each socket goes to front.accepted() in the hub's wake-up, no task per accept."""
-        if not isinstance(listener, socket.socket):
-            assert handler is not None
-            while True:
-                try:
-                    sock, _ = await listener.accept()
-                except OSError as exc:
-                    await _accept_failed(exc)
-                    continue
-                connections.start_soon(self._handle, trio.SocketStream(sock), handler)
-        fd = listener.fileno()  # the non-blocking stdlib socket run() wrapped for closing
-        if front is not None:
-            assert self.ctx.hub is not None  # fronts are opened only with a hub
-            await _accept_in_hub(self.ctx.hub, listener, front)
-            return
-        assert handler is not None  # ProxyServer checked it
-        batch = 0
-        while True:
-            try:
-                raw, _ = listener.accept()
-            except BlockingIOError:
-                batch = 0
-                await trio.lowlevel.wait_readable(fd)
-                continue
-            except OSError as exc:
-                await _accept_failed(exc)
-                continue
-            stream = trio.SocketStream(trio.socket.from_stdlib_socket(raw))
-            connections.start_soon(self._handle, stream, handler)
-            batch += 1
-            if batch >= ACCEPT_BATCH:
-                batch = 0
-                await trio.lowlevel.checkpoint()
-
-    async def _handle(self, stream: trio.SocketStream, handler: Handler) -> None:
-        self.live += 1
-        try:
-            await handler(stream, self.ctx)
-        except Exception:
-            logger.exception("front end failed on a connection (a bug in proxy64)")
-        finally:
-            self.live -= 1
-            stream.socket.close()  # idempotent; no await on the per-connection path
-
 
     async def _run_spawned(self, async_fn: Callable[..., Awaitable[None]], *args: object) -> None:
         """A task a front end started for a connection that must wait."""
@@ -272,7 +190,7 @@ class _HubAcceptor:
             self.front.accepted(raw, address)
 
 
-async def _accept_in_hub(hub: RelayHub, listener: socket.socket, front: Front) -> None:
+async def accept_in_hub(hub: RelayHub, listener: socket.socket, front: Front) -> None:
     """Accept through the hub until cancelled; a failed accept() is handled here (retry,
     back-off on EMFILE/ENFILE/ENOMEM) while the hub does not watch the listener."""
     fd = listener.fileno()

@@ -3,6 +3,9 @@ proxy variables for `run`, exit statuses, and a graceful stop of ProxyServer."""
 
 from __future__ import annotations
 
+import errno
+import socket as stdsocket
+from collections.abc import Awaitable, Callable
 from ipaddress import IPv4Address
 from typing import Any
 
@@ -21,7 +24,14 @@ from proxy64.app import (
 from proxy64.config import HostPort
 from proxy64.destination import Egress, EgressChoice
 from proxy64.net.context import ProxyContext
-from proxy64.net.listeners import ProxyServer, bind_listener
+from proxy64.net.listeners import (
+    FrontOpener,
+    Listening,
+    ProxyServer,
+    Spawn,
+    accept_in_hub,
+    bind_listener,
+)
 from proxy64.net.recorder import Recorder
 from proxy64.proto.rfc6052 import Nat64Prefix
 from proxy64.run_main import exit_status, proxy_environment
@@ -131,6 +141,35 @@ def test_exit_status_of_signals() -> None:
     assert [exit_status(c) for c in (0, 3, -15, -9)] == [0, 3, 143, 137]
 
 
+Handler = Callable[[trio.SocketStream, ProxyContext], Awaitable[None]]
+
+
+def task_front(handler: Handler) -> FrontOpener:
+    """A front end that serves each accepted client with handler in a task it spawns
+    (the socket closed when the task ends), to test what the listeners do around it."""
+
+    class TaskFront:
+        live = 0
+
+        def __init__(self, ctx: ProxyContext, spawn: Spawn) -> None:
+            self.ctx, self.spawn = ctx, spawn
+
+        def accepted(self, sock: stdsocket.socket, address: Any) -> None:
+            stream = trio.SocketStream(trio.socket.from_stdlib_socket(sock))
+            self.spawn(self.serve, stream)
+
+        async def serve(self, stream: trio.SocketStream) -> None:
+            try:
+                await handler(stream, self.ctx)
+            finally:
+                stream.socket.close()
+
+        async def drain(self) -> None:
+            pass
+
+    return TaskFront
+
+
 async def test_stop_closes_listener_and_lets_live_tunnels_finish() -> None:
     """stop(): new connections are refused at once, a live one finishes within the grace."""
     started = trio.Event()
@@ -144,7 +183,7 @@ async def test_stop_closes_listener_and_lets_live_tunnels_finish() -> None:
     sock = bind_listener(HostPort(IPv4Address("127.0.0.1"), 0))
     port = sock.getsockname()[1]
     ctx = context()
-    server = ProxyServer(ctx, [(sock, handler)], grace=5.0)
+    server = ProxyServer(ctx, [Listening(sock, task_front(handler))], grace=5.0)
     with trio.fail_after(10):
         async with trio.open_nursery() as nursery:
             await nursery.start(server.run)
@@ -170,7 +209,7 @@ async def test_grace_expiry_cancels_stuck_tunnels() -> None:
     sock = bind_listener(HostPort(IPv4Address("127.0.0.1"), 0))
     port = sock.getsockname()[1]
     ctx = context()
-    server = ProxyServer(ctx, [(sock, handler)], grace=0.2)
+    server = ProxyServer(ctx, [Listening(sock, task_front(handler))], grace=0.2)
     with trio.fail_after(10):
         async with trio.open_nursery() as nursery:
             await nursery.start(server.run)
@@ -193,42 +232,43 @@ def test_proxy_environment_carries_credentials_percent_encoded() -> None:
 
 
 async def test_accept_loop_backs_off_on_emfile_and_retries_aborted() -> None:
-    import errno
-    import socket as stdsocket
-
-    mine, theirs = stdsocket.socketpair()
+    listener = bind_listener(HostPort(IPv4Address("127.0.0.1"), 0))
     handled = trio.Event()
+    closed: list[stdsocket.socket] = []
 
     class FlakyListener:
         def __init__(self) -> None:
             self.calls: list[float] = []
 
-        async def accept(self) -> tuple[Any, Any]:
-            await trio.lowlevel.checkpoint()
+        def accept(self) -> tuple[stdsocket.socket, Any]:
             self.calls.append(trio.current_time())
             if len(self.calls) == 1:
                 raise OSError(errno.EMFILE, "Too many open files")
             if len(self.calls) == 2:
                 raise OSError(errno.ECONNABORTED, "Software caused connection abort")
-            if len(self.calls) == 3:
-                return trio.socket.from_stdlib_socket(mine), None
-            await trio.sleep_forever()
-            raise AssertionError("unreachable")
+            return listener.accept()
+
+        def fileno(self) -> int:
+            return listener.fileno()
 
     async def handler(stream: trio.SocketStream, ctx: ProxyContext) -> None:
+        closed.append(stream.socket)  # type: ignore[arg-type]
         handled.set()
 
     ctx = context()
-    server = ProxyServer(ctx, [], grace=1.0)
-    listener = FlakyListener()
-    with trio.fail_after(5):
+    assert ctx.hub is not None
+    flaky = FlakyListener()
+    with listener, trio.fail_after(5):
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(server._accept_loop, listener, handler, nursery)
+            front = task_front(handler)(ctx, nursery.start_soon)
+            await nursery.start(ctx.hub.run)
+            nursery.start_soon(accept_in_hub, ctx.hub, flaky, front)
+            client = stdsocket.create_connection(listener.getsockname())
             await handled.wait()
-            await trio.sleep(0.01)  # let _handle close the stream
+            await trio.sleep(0.01)  # let the task close the stream
             nursery.cancel_scope.cancel()
-    first, second, third = listener.calls[:3]
+    first, second, third = flaky.calls[:3]
     assert second - first >= 0.1  # backed off after EMFILE
     assert third - second < 0.05  # ECONNABORTED: retried at once
-    assert mine.fileno() == -1  # the handled connection was closed
-    theirs.close()
+    assert closed[0].fileno() == -1  # the handled connection was closed
+    client.close()

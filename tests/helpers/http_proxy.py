@@ -28,7 +28,7 @@ async def serve_http(nursery: trio.Nursery, ctx: ProxyContext, host: str = "127.
     """The HTTP listener over ctx (given a relay hub if it has none: the server runs it),
     in nursery until it is cancelled; its port."""
     sock = bind_listener(HostPort(ip_address(host), 0))
-    server = ProxyServer(with_hub(ctx), [Listening(sock, None, HTTP.opener())], grace=1.0)
+    server = ProxyServer(with_hub(ctx), [Listening(sock, HTTP.opener())], grace=1.0)
     await nursery.start(server.run)
     return bound_address(sock).port
 

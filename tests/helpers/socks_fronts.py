@@ -75,7 +75,7 @@ async def proxy(
     )
     sock = bind_listener(HostPort(ip_address("127.0.0.1"), 0))
     port = bound_address(sock).port
-    server = ProxyServer(ctx, [Listening(sock, None, SOCKS.opener())], grace=grace)
+    server = ProxyServer(ctx, [Listening(sock, SOCKS.opener())], grace=grace)
     async with trio.open_nursery() as nursery:
         await nursery.start(server.run)
         front = server.fronts[0]
@@ -92,7 +92,7 @@ async def serve_socks(
     if ctx.hub is None:
         ctx = replace(ctx, hub=RelayHub())
     sock = bind_listener(HostPort(ip_address(host), 0))
-    server = ProxyServer(ctx, [Listening(sock, None, SOCKS.opener())], grace=1.0)
+    server = ProxyServer(ctx, [Listening(sock, SOCKS.opener())], grace=1.0)
     await nursery.start(server.run)
     return bound_address(sock).port, ctx
 

@@ -53,8 +53,8 @@ async def proxy(
     socks = bind_listener(HostPort(ip_address("127.0.0.1"), 0))
     http = bind_listener(HostPort(ip_address("127.0.0.1"), 0))
     listening = [
-        Listening(socks, None, SOCKS.opener()),
-        Listening(http, None, HTTP.opener()),
+        Listening(socks, SOCKS.opener()),
+        Listening(http, HTTP.opener()),
     ]
     server = ProxyServer(ctx, listening, grace=1)
     async with trio.open_nursery() as nursery:

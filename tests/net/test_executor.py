@@ -125,7 +125,7 @@ async def serving(
 
     served = Served("TEST", sessions, logging.getLogger("test.executor"), 4096, helpers or {})
     sock = bind_listener(HostPort(ip_address("127.0.0.1"), 0))
-    server = ProxyServer(ctx, [Listening(sock, None, served.opener())], grace=grace)
+    server = ProxyServer(ctx, [Listening(sock, served.opener())], grace=grace)
     async with trio.open_nursery() as nursery:
         await nursery.start(server.run)
         front = server.fronts[0]

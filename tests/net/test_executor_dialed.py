@@ -133,7 +133,7 @@ async def test_a_dialed_helper_talks_to_the_dialed_stream_and_finish_closes_it(
         "TEST", sessions, logging.getLogger("test.executor"), 4096, dialed_helpers={Ask: ask}
     )
     sock = bind_listener(HostPort(ip_address("127.0.0.1"), 0))
-    server = ProxyServer(ctx, [Listening(sock, None, served.opener())], grace=1.0)
+    server = ProxyServer(ctx, [Listening(sock, served.opener())], grace=1.0)
     with trio.fail_after(10):
         await nursery.start(server.run)
         client = await connect(bound_address(sock).port)

@@ -326,7 +326,7 @@ class FlakyListener:
 
 
 async def test_failed_accept_backs_off_then_accepting_resumes() -> None:
-    from proxy64.net.listeners import _accept_in_hub
+    from proxy64.net.listeners import accept_in_hub
 
     accepted: list[object] = []
     got_one = trio.Event()
@@ -346,7 +346,7 @@ async def test_failed_accept_backs_off_then_accepting_resumes() -> None:
     flaky = FlakyListener(listener)
     with listener, trio.fail_after(10):
         async with running_hub() as hub, trio.open_nursery() as nursery:
-            nursery.start_soon(_accept_in_hub, hub, flaky, Front())  # type: ignore[arg-type]
+            nursery.start_soon(accept_in_hub, hub, flaky, Front())  # type: ignore[arg-type]
             client = await connect(bound_address(listener).port)
             await got_one.wait()  # EMFILE first: ACCEPT_BACKOFF (0.1 s), then the client
             client.close()
