@@ -15,9 +15,8 @@ copies both ways with half-close kept and counts bytes into the record.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import partial
 from ipaddress import IPv4Address, IPv6Address, ip_address
 
 import trio
@@ -215,22 +214,6 @@ def make_context(
         idle_timeout=30.0,
         connection_slots=ConnectionSlots(max_connections),
     )
-
-
-async def serve_handler(
-    nursery: trio.Nursery,
-    handler: Callable[[trio.SocketStream, ProxyContext], Awaitable[None]],
-    ctx: ProxyContext,
-    host: str = "127.0.0.1",
-) -> int:
-    """Run a front end's handler behind a trio listener on loopback; returns the port."""
-
-    async def handle(stream: trio.SocketStream) -> None:
-        await handler(stream, ctx)
-
-    listeners = await nursery.start(partial(trio.serve_tcp, handle, 0, host=host))
-    port: int = listeners[0].socket.getsockname()[1]
-    return port
 
 
 def blank_record() -> ConnectionRecord:
