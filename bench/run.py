@@ -822,9 +822,7 @@ def profile_serve(
             time.sleep(1.0)
         user0, system0 = peers.tree_cpu_split(server.pid)
         in_flight = args.profile_in_flight
-        res = loadgen.run_connections(
-            target, origin, args.conns_c64, in_flight, args.op_time_limit
-        )
+        res = loadgen.run_connections(target, origin, args.conns_c64, in_flight, args.op_time_limit)
         user1, system1 = peers.tree_cpu_split(server.pid)
         done = max(1, res.done)
         user, system = (user1 - user0) / done * 1e6, (system1 - system0) / done * 1e6
