@@ -186,8 +186,7 @@ class ClientSide:
     )
 
     def __init__(self, front: FrontLike, sock: socket.socket, client: str) -> None:
-        sock.setblocking(False)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # as trio.SocketStream
+        sock.setblocking(False)  # TCP_NODELAY comes from the listener (listeners.py)
         self.front = front
         self.sock = sock
         self.fd = sock.fileno()

@@ -162,6 +162,24 @@ async def test_a_send_the_client_does_not_read_waits_in_the_hub_in_order() -> No
     assert (record.front_end, record.outcome) == ("t", "sent")
 
 
+async def test_a_client_socket_has_nagle_off_from_its_listener(nursery: trio.Nursery) -> None:
+    """Small replies (a SOCKS reply, a tunnel's keystrokes) go out at once: the accepted
+    socket inherits TCP_NODELAY from the listener, with no setsockopt per connection."""
+
+    def rule(machine: Scripted, event: Event, now: float) -> list[Command]:
+        return [Close("eof")]
+
+    with trio.fail_after(10):
+        async with serving(lambda: Scripted([Record("t"), Send(b"hi"), Receive()], rule)) as h:
+            client = await connect(h.port)
+            with client:
+                assert await receive_exactly(client, 2) == b"hi"
+                (executor,) = h.front.connections
+                assert executor.sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+                client.shutdown(socket.SHUT_WR)
+                await h.recorder.wait_for(1)
+
+
 async def test_a_client_that_reset_is_fed_client_lost() -> None:
     def rule(machine: Scripted, event: Event, now: float) -> list[Command]:
         if isinstance(event, DataReceived):
