@@ -98,6 +98,8 @@ class ServedLike(Protocol):
     def stepped_helpers(self) -> Mapping[type[Any], DialedHelper]: ...
     @property
     def bug_outcome(self) -> str: ...
+    @property
+    def bound_address(self) -> bool: ...
 
 
 class FrontLike(Protocol):
@@ -441,7 +443,7 @@ class ClientSide:
             self.timer = None
         dialed, self.dialed = self.dialed, None
         if dialed is not None:
-            close_dialed(dialed)
+            dialed.close()
         if self.stream is not None:
             self.stream.socket.close()  # trio's close: it may have waited on the fd
         else:
@@ -484,10 +486,3 @@ class ClientSide:
         if deadline != math.inf:
             self.timer_at = deadline
             self.timer = self.front.hub.call_at(deadline, self)
-
-
-def close_dialed(dialed: Dialed) -> None:
-    """Close a dialed stream that is a socket (synchronous, once)."""
-    stream = dialed.stream
-    if isinstance(stream, trio.SocketStream):
-        stream.socket.close()

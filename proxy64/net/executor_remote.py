@@ -10,6 +10,7 @@ import math
 import os
 from collections.abc import Awaitable, Callable, Coroutine
 from functools import partial
+from ipaddress import IPv6Address
 from select import EPOLLOUT
 from typing import Any
 
@@ -25,7 +26,6 @@ from proxy64.net.executor_client import (
     AwaitHelper,
     ClientSide,
     Wait,
-    close_dialed,
 )
 from proxy64.net.outcomes import client_lost
 from proxy64.net.relay import relay
@@ -33,6 +33,9 @@ from proxy64.net.relay_hub import Ending, HubTunnel
 from proxy64.net.resets import broken_outcome
 from proxy64.net.steps import Readable, Step, run_stepped
 from proxy64.proto.session import Await, Connected, DialFailed, Event
+
+# Connected.local for a machine that never answers with it (Served.bound_address False)
+_UNREAD = (IPv6Address("::"), 0)
 
 
 class RemoteSide(ClientSide):
@@ -74,7 +77,7 @@ class RemoteSide(ClientSide):
             error = Proxy64Error(f"cannot connect to {destination}: {exc}")
         if self.turn != turn or self.wait is not Wait.TASK:  # interrupted, or ended
             if error is None:
-                close_dialed(dialed)
+                dialed.close()
             return
         self.now = trio.current_time()
         self.wait = Wait.NOTHING
@@ -88,7 +91,7 @@ class RemoteSide(ClientSide):
         self.dialed = dialed
         if self.record is not None:
             self.record.reached_by(dialed)
-        self._event(Connected(dialed.local))
+        self._event(Connected(dialed.local if self.front.served.bound_address else _UNREAD))
 
     def _dial_failed(self, error: Proxy64Error) -> None:
         if self.record is not None:
@@ -101,8 +104,8 @@ class RemoteSide(ClientSide):
         dialed, front = self.dialed, self.front
         assert dialed is not None, "Relay before a Connected dial"
         self.machine = NO_MACHINE  # Relay is terminal: nothing is fed to it again
-        remote = dialed.stream
-        if front.relay_settings is None or not isinstance(remote, trio.SocketStream):
+        remote = dialed.sock
+        if front.relay_settings is None or remote is None:
             self._arm(math.inf)
             self._want(0)
             self._spawn(self._relay_task, early, None)  # a relay the hub cannot carry
@@ -110,7 +113,7 @@ class RemoteSide(ClientSide):
         written = 0
         if early:
             try:
-                written = os.write(remote.socket.fileno(), early)
+                written = os.write(remote.fileno(), early)
             except BlockingIOError:
                 written = 0
             except OSError as exc:
@@ -123,7 +126,7 @@ class RemoteSide(ClientSide):
         record = self.record
         assert record is not None, "Relay without a record"
         # a client fd the hub watches becomes the tunnel's without another epoll_ctl
-        tunnel = front.hub.add(self.sock, remote.socket, record, front.threshold, owner=self)
+        tunnel = front.hub.add(self.sock, remote, record, front.threshold, owner=self)
         self.registered = 0
         self.tunnel = tunnel
         self.wait = Wait.TUNNEL
@@ -187,7 +190,7 @@ class RemoteSide(ClientSide):
     def _drop_dialed(self) -> None:
         dialed, self.dialed = self.dialed, None
         if dialed is not None:
-            close_dialed(dialed)
+            dialed.close()
 
     def _await(self, command: Await) -> None:
         served = self.front.served
@@ -264,8 +267,8 @@ class RemoteSide(ClientSide):
         if (
             isinstance(step, Readable)
             and dialed is not None
-            and isinstance(dialed.stream, trio.SocketStream)
-            and step.fd == dialed.stream.socket.fileno()
+            and dialed.sock is not None
+            and step.fd == dialed.sock.fileno()
         ):
             self.wait = Wait.STEPPED
             self.stepped = (coro, step.fd)
