@@ -89,8 +89,7 @@ __all__ = [
 class Served:
     """What a protocol gives the executor: its name for log lines, its logger, the
     machine for each client, one helper per `Await` subclass it uses, how much to read
-    per Receive, the outcome of a connection a bug ended ("{exc!r}" may be used), and
-    whether its machine uses the dialed socket's own address."""
+    per Receive, and the outcome of a connection a bug ended ("{exc!r}" may be used)."""
 
     name: str
     sessions: SessionFactory
@@ -103,10 +102,6 @@ class Served:
     # dialed helpers whose coroutine awaits only net/steps.py's waits (HTTP's Forward): run
     # from hub callbacks while it waits for the dialed socket, in a task from any other wait
     stepped_helpers: Mapping[type[Any], DialedHelper] = field(default_factory=dict)
-    # whether the machine answers with the outbound socket's own address (SOCKS BND.ADDR,
-    # RFC 1928 §6): a getsockname per dial; the machine of a protocol that does not (HTTP)
-    # is told the unspecified address in `Connected`
-    bound_address: bool = True
 
     def opener(self) -> FrontOpener:
         """The listeners.FrontOpener for this protocol (what app.py puts in Listening)."""
@@ -212,7 +207,7 @@ class Executor(RemoteSide):
             elif isinstance(command, Record):
                 self._record(command)
             elif isinstance(command, Dial):
-                self._dial(command.destination)
+                self._dial(command)
             elif isinstance(command, RelayCommand):
                 self._relay(command.early)
             elif isinstance(command, Close):

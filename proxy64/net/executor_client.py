@@ -98,8 +98,6 @@ class ServedLike(Protocol):
     def stepped_helpers(self) -> Mapping[type[Any], DialedHelper]: ...
     @property
     def bug_outcome(self) -> str: ...
-    @property
-    def bound_address(self) -> bool: ...
 
 
 class FrontLike(Protocol):
@@ -161,6 +159,7 @@ class ClientSide:
 
     __slots__ = (
         "aborting",
+        "bound_wanted",
         "client",
         "dialed",
         "drained",
@@ -195,6 +194,7 @@ class ClientSide:
         self.client = client
         self.record: ConnectionRecord | None = None
         self.dialed: Dialed | None = None
+        self.bound_wanted = False  # the current Dial asked for the socket's own address
         self.pending: PendingDial | None = None
         self.tunnel: HubTunnel | None = None
         self.stream: trio.SocketStream | None = None  # the client as a task sees it

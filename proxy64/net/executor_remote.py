@@ -10,7 +10,6 @@ import math
 import os
 from collections.abc import Awaitable, Callable, Coroutine
 from functools import partial
-from ipaddress import IPv6Address
 from select import EPOLLOUT
 from typing import Any
 
@@ -32,10 +31,7 @@ from proxy64.net.relay import relay
 from proxy64.net.relay_hub import Ending, HubTunnel
 from proxy64.net.resets import broken_outcome
 from proxy64.net.steps import Readable, Step, run_stepped
-from proxy64.proto.session import Await, Connected, DialFailed, Event
-
-# Connected.local for a machine that never answers with it (Served.bound_address False)
-_UNREAD = (IPv6Address("::"), 0)
+from proxy64.proto.session import Await, Connected, Dial, DialFailed, Event
 
 
 class RemoteSide(ClientSide):
@@ -45,7 +41,9 @@ class RemoteSide(ClientSide):
 
     # --- the dial ----------------------------------------------------------------------------
 
-    def _dial(self, destination: Destination) -> None:
+    def _dial(self, command: Dial) -> None:
+        destination = command.destination
+        self.bound_wanted = command.bound_address
         try:
             result = self.front.ctx.dialer.connect_now(destination, self.client)
         except Proxy64Error as exc:
@@ -91,7 +89,7 @@ class RemoteSide(ClientSide):
         self.dialed = dialed
         if self.record is not None:
             self.record.reached_by(dialed)
-        self._event(Connected(dialed.local if self.front.served.bound_address else _UNREAD))
+        self._event(Connected(dialed.local if self.bound_wanted else None))
 
     def _dial_failed(self, error: Proxy64Error) -> None:
         if self.record is not None:

@@ -43,5 +43,4 @@ HTTP = Served(
     read_size=HTTP_BODY_CHUNK,
     stepped_helpers={Forward: forward},
     bug_outcome="internal error in the HTTP front end (a bug in proxy64)",
-    bound_address=False,  # no HTTP answer names the proxy's own outbound address
 )
