@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 BENCH_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH_DIR.parent))  # so `python bench/run.py` finds the bench package
@@ -643,6 +643,36 @@ def pid_switches(pids: list[int]) -> dict[int, int]:
     return out
 
 
+class Scheduling(NamedTuple):
+    """What the scheduler did with a process tree's threads, summed (live threads only)."""
+
+    voluntary: int  # context switches: the thread slept (waited for an event)
+    involuntary: int  # ... it was preempted while runnable
+    waiting: float  # seconds runnable but not running (/proc/PID/task/TID/schedstat)
+
+
+def tree_scheduling(root: int) -> Scheduling:
+    """Scheduling counts of every thread of the process tree under root."""
+    voluntary = involuntary = waiting_ns = 0
+    for pid in peers.tree_pids(root):
+        try:
+            tids = os.listdir(f"/proc/{pid}/task")
+        except OSError:  # the process ended meanwhile
+            continue
+        for tid in tids:
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                task = f"/proc/{pid}/task/{tid}"
+                with open(f"{task}/status") as f:
+                    for line in f:
+                        if line.startswith("voluntary_ctxt_switches"):
+                            voluntary += int(line.split()[1])
+                        elif line.startswith("nonvoluntary_ctxt_switches"):
+                            involuntary += int(line.split()[1])
+                with open(f"{task}/schedstat") as f:
+                    waiting_ns += int(f.read().split()[1])
+    return Scheduling(voluntary, involuntary, waiting_ns / 1e9)
+
+
 def machine_ticks() -> tuple[int, int]:
     """(busy, total) jiffies of all CPUs from /proc/stat (idle = idle + iowait)."""
     with open("/proc/stat") as f:
@@ -821,15 +851,26 @@ def profile_serve(
             )
             time.sleep(1.0)
         user0, system0 = peers.tree_cpu_split(server.pid)
+        sched0 = tree_scheduling(server.pid)
         in_flight = args.profile_in_flight
         res = loadgen.run_connections(target, origin, args.conns_c64, in_flight, args.op_time_limit)
         user1, system1 = peers.tree_cpu_split(server.pid)
+        sched1 = tree_scheduling(server.pid)
         done = max(1, res.done)
         user, system = (user1 - user0) / done * 1e6, (system1 - system0) / done * 1e6
         per_conn = user + system
+        # Each voluntary switch is a wake-up of the proxy; at 1 in flight their cost (and
+        # the cold caches after them) is most of the CPU per connection.
+        slept = (sched1.voluntary - sched0.voluntary) / done
+        preempted = (sched1.involuntary - sched0.involuntary) / done
+        waited = (sched1.waiting - sched0.waiting) / done * 1e6
+        switches = (
+            f"{slept:.2f} sleeps and {preempted:.2f} preemptions per connection, "
+            f"{waited:.0f} µs runnable but waiting for the CPU"
+        )
         log(
             f"{res.done} connections, {res.errors} errors, {per_conn:.0f} µs proxy CPU each "
-            f"(user {user:.0f}, system {system:.0f})"
+            f"(user {user:.0f}, system {system:.0f}); {switches}"
         )
         if spy is not None:
             spy.send_signal(2)  # SIGINT: py-spy writes its output and exits
@@ -846,6 +887,7 @@ def profile_serve(
         f"topology {args.topology}",
         f"# proxy CPU per connection during the run: {per_conn:.0f} µs "
         f"(user {user:.0f}, system {system:.0f}; profiler overhead included)",
+        f"# scheduling: {switches}",
         "",
     ]
     if tool == "cprofile":
