@@ -51,6 +51,18 @@ class UpstreamFailed(Exception):
 class Upstream:
     """One connection to an origin, with its own h11 client machine and record."""
 
+    __slots__ = (
+        "conn",
+        "destination",
+        "dialed",
+        "fd",
+        "received_outside",
+        "record",
+        "requests",
+        "responded",
+        "sent_outside",
+    )
+
     def __init__(
         self, dialed: Dialed, record: ConnectionRecord, conn: h11.Connection, requests: int = 0
     ) -> None:
