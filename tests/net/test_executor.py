@@ -543,7 +543,7 @@ async def test_a_command_of_no_known_kind_is_a_bug_that_ends_its_connection(
                     assert await receive_all(client) == expected
             records = await h.recorder.wait_for(2)
     assert [r.outcome for r in records] == [
-        "internal error: TypeError(\"not a session command: " + repr(Odd("x")) + "\")",
+        'internal error: TypeError("not a session command: ' + repr(Odd("x")) + '")',
         "ok",
     ]
     assert "TEST front end failed for 127.0.0.1:" in caplog.text
