@@ -111,6 +111,12 @@ class DialPlanner:
         prefix = self.prefix
         if not prefix.contains(address):
             return Target(address, port, reached, None)
+        return self._through_prefix(prefix, address, port, reached)
+
+    def _through_prefix(
+        self, prefix: Nat64Prefix, address: IPv6Address, port: int, reached: Reached
+    ) -> Target:
+        """An address inside the prefix: the IPv4 behind it reached the egress's way."""
         ipv4 = prefix.extract(address)
         if self.egress is Egress.EMBEDDED:
             return Target(ipv4, port, reached, Egress.EMBEDDED)
@@ -122,8 +128,10 @@ class DialPlanner:
     def _address_target(self, host: IPv4Address | IPv6Address, port: int) -> Target:
         """An address literal (or a hosts(5) entry, handled the same way)."""
         if isinstance(host, IPv6Address):
-            inside = self.prefix.contains(host)
-            return self._target(host, port, Reached.IPV4_LITERAL if inside else Reached.NATIVE_IPV6)
+            prefix = self.prefix
+            if not prefix.contains(host):
+                return Target(host, port, Reached.NATIVE_IPV6, None)
+            return self._through_prefix(prefix, host, port, Reached.IPV4_LITERAL)
         if self.egress is Egress.EMBEDDED:
             return Target(host, port, Reached.IPV4_LITERAL, Egress.EMBEDDED)
         if is_loopback(host):

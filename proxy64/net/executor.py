@@ -37,7 +37,7 @@ from __future__ import annotations
 import logging
 import math
 import socket
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from select import EPOLLOUT
 from typing import Any
@@ -200,27 +200,14 @@ class Executor(RemoteSide):
         queue = self.queue
         while queue and self.wait is Wait.NOTHING:
             command = queue.popleft()
-            if isinstance(command, Send):
-                self._send(command.data)
-            elif isinstance(command, Receive):
-                self._receive()
-            elif isinstance(command, Record):
-                self._record(command)
-            elif isinstance(command, Dial):
-                self._dial(command)
-            elif isinstance(command, RelayCommand):
-                self._relay(command.early)
-            elif isinstance(command, Close):
-                self._close(command)
-            elif isinstance(command, Finish):
-                self._finish(command.outcome)
-                self._drop_dialed()  # a dialed stream ends with its record (HTTP upstream)
-            elif isinstance(command, Await):
-                self._await(command)
-            else:
-                raise TypeError(f"not a session command: {command!r}")
+            carry_out = _CARRY_OUT.get(type(command)) or _carrier(command)
+            carry_out(self, command)
         if self.wait is Wait.NOTHING and self.registered == EPOLLOUT:
             self._want(0)  # only the machine's deadline is awaited now (see _keep_reading)
+
+    def _finish_command(self, command: Finish) -> None:
+        self._finish(command.outcome)
+        self._drop_dialed()  # a dialed stream ends with its record (HTTP upstream)
 
     # --- hub callbacks (never raise) ---------------------------------------------------------
 
@@ -300,3 +287,26 @@ class Executor(RemoteSide):
                 return
             self._event(Tick(), interrupting=True)
             self._proceed()
+
+
+# How each session command is carried out, by its type: one dict look-up per command. A
+# protocol's own `Await` subclass finds Await's entry through its MRO on its first use.
+_CARRY_OUT: dict[type[Any], Callable[[Executor, Any], None]] = {
+    Send: Executor._send,
+    Receive: Executor._receive,
+    Record: Executor._record,
+    Dial: Executor._dial,
+    RelayCommand: Executor._relay,
+    Close: Executor._close,
+    Finish: Executor._finish_command,
+    Await: Executor._await,
+}
+
+
+def _carrier(command: object) -> Callable[[Executor, Any], None]:
+    for kind in type(command).__mro__[1:]:
+        carry_out = _CARRY_OUT.get(kind)
+        if carry_out is not None:
+            _CARRY_OUT[type(command)] = carry_out
+            return carry_out
+    raise TypeError(f"not a session command: {command!r}")

@@ -32,6 +32,7 @@ from proxy64.proto.session import (
     Command,
     DataReceived,
     Event,
+    Receive,
     Record,
     Send,
     SessionMachine,
@@ -290,7 +291,8 @@ class ClientSide:
             hub.switch(self.fd, self, writable=mode == EPOLLOUT)
         self.registered = mode
 
-    def _send(self, data: bytes) -> None:
+    def _send(self, command: Send) -> None:
+        data = command.data
         self.sent = True
         try:
             written = os.write(self.fd, data)
@@ -307,7 +309,7 @@ class ClientSide:
     def _lost(self, exc: OSError) -> None:
         self._event(ClientLost(client_lost(exc)), interrupting=True)
 
-    def _receive(self) -> None:
+    def _receive(self, command: Receive) -> None:
         # Bytes that came before anything was sent are often there already (a greeting
         # with the connection); after a Send the client has to answer it first.
         if not self.sent and self._read():

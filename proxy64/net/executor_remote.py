@@ -32,6 +32,7 @@ from proxy64.net.relay_hub import Ending, HubTunnel
 from proxy64.net.resets import broken_outcome
 from proxy64.net.steps import Readable, Step, run_stepped
 from proxy64.proto.session import Await, Connected, Dial, DialFailed, Event
+from proxy64.proto.session import Relay as RelayCommand
 
 
 class RemoteSide(ClientSide):
@@ -98,7 +99,8 @@ class RemoteSide(ClientSide):
 
     # --- the tunnel --------------------------------------------------------------------------
 
-    def _relay(self, early: bytes) -> None:
+    def _relay(self, command: RelayCommand) -> None:
+        early = command.early
         dialed, front = self.dialed, self.front
         assert dialed is not None, "Relay before a Connected dial"
         self.machine = NO_MACHINE  # Relay is terminal: nothing is fed to it again
@@ -191,10 +193,9 @@ class RemoteSide(ClientSide):
             dialed.close()
 
     def _await(self, command: Await) -> None:
-        served = self.front.served
-        helper: AwaitHelper | None = served.helpers.get(type(command))
+        served, kind = self.front.served, type(command)
         step: Callable[[ConnectionRecord | None], Awaitable[Event | None]]
-        stepped = served.stepped_helpers.get(type(command))
+        stepped = served.stepped_helpers.get(kind)
         if stepped is not None:  # stepped from here while it waits for the dialed socket
             assert self.dialed is not None, f"{command!r} before a Connected dial"
             self._keep_reading()
@@ -209,10 +210,11 @@ class RemoteSide(ClientSide):
             assert isinstance(coro, Coroutine), "a stepped helper is an async function"
             self._step(coro, None, None)
             return
+        helper: AwaitHelper | None = served.helpers.get(kind)
         if helper is None:  # a step on the dialed stream, given the client's socket
             assert self.dialed is not None, f"{command!r} before a Connected dial"
             step = partial(
-                served.dialed_helpers[type(command)],
+                served.dialed_helpers[kind],
                 command,
                 self.sock,
                 ctx=self.front.ctx,

@@ -98,6 +98,7 @@ class _Exchange:
         "conn",
         "fd",
         "idle",
+        "out",
         "response_outside",
         "target",
         "up",
@@ -122,6 +123,9 @@ class _Exchange:
         # the request body went outside h11: the bytes after it (and whether it closed)
         self.after_request: tuple[bytes, bool] | None = None
         self.response_outside = False
+        # encoded bytes for either side, written in one call when the side must be waited
+        # for (each phase writes what it holds before the next begins)
+        self.out = _Pending()
 
     # --- the client's side -------------------------------------------------------------------
 
@@ -168,13 +172,14 @@ class _Exchange:
             await self._copy_request_body(head)
         # What is encoded for the client is written in one call when the origin's response
         # is already here (head and body of a small response: one write, not two).
-        out = _Pending()
+        out = self.out
         while True:
             event = up.poll()
             if event is h11.NEED_DATA:
                 if out.size:
                     await self._write(out.take())
-                event = await up.next_event(idle)
+                await up.receive(idle)
+                continue
             if isinstance(event, h11.InformationalResponse):
                 continue  # 100 and 103 from the origin: the client had its own 100
             if isinstance(event, h11.Response):
@@ -185,7 +190,7 @@ class _Exchange:
                     status_code=event.status_code, headers=headers, reason=event.reason
                 )
                 out.add(self.conn.send(response))
-                if await self._response_body_outside(event, out):
+                if await self._response_body_outside(event):
                     break
             elif isinstance(event, h11.Data):
                 out.add(self.conn.send(h11.Data(data=event.data)))
@@ -239,16 +244,16 @@ class _Exchange:
             raise up.failed(str(exc)) from None
         return True
 
-    async def _response_body_outside(self, response: h11.Response, out: _Pending) -> bool:
+    async def _response_body_outside(self, response: h11.Response) -> bool:
         """Move a Content-Length response body outside h11 when it is large, or when all of
         it is already here (a small response: head and body in one write, no h11 Data or
         EndOfMessage on either machine); False: h11 carries it. The encoded response head
-        waiting in `out` is written with the first body bytes."""
+        waiting in self.out is written with the first body bytes."""
         headers = response.headers.raw_items()
         length = response_body_length(self.target.request.method, response.status_code, headers)
         if length is None:
             return False
-        up = self.up
+        up, out = self.up, self.out
         buffered, closed = up.conn.trailing_data
         whole = len(buffered) >= length
         if not whole and length - len(buffered) < HTTP_RAW_BODY_MIN:
@@ -284,8 +289,7 @@ class _Exchange:
 
     async def _copy_request_body(self, head: bytes) -> None:
         """The request head and a body h11 frames; what is already here goes in one write."""
-        up = self.up
-        out = _Pending()
+        up, out = self.up, self.out
         out.add(head)
         if self.conn.their_state is h11.DONE:  # a retry: the request had no content
             out.add(up.conn.send(h11.EndOfMessage()))

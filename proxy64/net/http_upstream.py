@@ -51,6 +51,18 @@ class UpstreamFailed(Exception):
 class Upstream:
     """One connection to an origin, with its own h11 client machine and record."""
 
+    __slots__ = (
+        "conn",
+        "destination",
+        "dialed",
+        "fd",
+        "received_outside",
+        "record",
+        "requests",
+        "responded",
+        "sent_outside",
+    )
+
     def __init__(
         self, dialed: Dialed, record: ConnectionRecord, conn: h11.Connection, requests: int = 0
     ) -> None:
@@ -135,22 +147,21 @@ class Upstream:
             self.responded = True
         return event
 
-    async def next_event(self, idle: float) -> Next:
-        while True:
-            event = self.poll()
-            if event is not h11.NEED_DATA:
-                return event
-            try:
-                data = await self._receive(idle)
-            except trio.TooSlowError:
-                raise UpstreamFailed(
-                    f"{self.destination} sent nothing for {idle:g} s", http_status=504
-                ) from None
-            except (trio.BrokenResourceError, OSError) as exc:
-                data = b""
-                logger.debug("upstream %s broke: %s", self.destination, exc)
-            self.record.bytes_down += len(data)
-            self.conn.receive_data(data)
+    async def receive(self, idle: float) -> None:
+        """One read from the origin fed to self.conn, for when poll() says NEED_DATA (an
+        origin that broke its side is an EOF); UpstreamFailed (504) after idle seconds of
+        silence."""
+        try:
+            data = await self._receive(idle)
+        except trio.TooSlowError:
+            raise UpstreamFailed(
+                f"{self.destination} sent nothing for {idle:g} s", http_status=504
+            ) from None
+        except (trio.BrokenResourceError, OSError) as exc:
+            data = b""
+            logger.debug("upstream %s broke: %s", self.destination, exc)
+        self.record.bytes_down += len(data)
+        self.conn.receive_data(data)
 
     async def _receive(self, idle: float) -> bytes:
         """One read from the origin; a real socket is read on its fd and the idle timeout

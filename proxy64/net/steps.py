@@ -79,13 +79,17 @@ async def write_all(
     """Write all of data to a non-blocking socket fd, waiting only when it would block:
     by a `Writable` step, or by `wait_writable(fd)` (trio's, outside a stepped coroutine:
     net/relay.py's write_fd_all). Raises OSError when broken."""
-    view = memoryview(data)
+    view: bytes | memoryview = data  # a view (no copy) only once a write fell short
     while view:
         try:
-            view = view[os.write(fd, view) :]
-            continue
+            written = os.write(fd, view)
         except BlockingIOError:
             pass
+        else:
+            if written == len(view):
+                return
+            view = memoryview(view)[written:]
+            continue
         # outside the except: the BlockingIOError and its traceback are not kept alive
         await (wait(Writable(fd)) if wait_writable is None else wait_writable(fd))
 

@@ -71,6 +71,26 @@ async def test_embedded_egress_dials_the_ipv4_address(mock_clock: Any) -> None:
     assert dialed.reached is Reached.IPV4_LITERAL
 
 
+@pytest.mark.parametrize("egress", list(Egress))
+async def test_an_ipv6_literal_is_an_ipv4_literal_inside_the_prefix_and_native_outside(
+    mock_clock: Any, egress: Egress
+) -> None:
+    """RFC 6052 §2.2: an IPv6 literal under the prefix names the IPv4 embedded in it (a
+    literal, dialed the egress's way); any other IPv6 literal is native IPv6."""
+    net = FakeNet(
+        {"2001:db8:64::c000:221": Outcome(0.01), "192.0.2.33": Outcome(0.01)}
+        | {"2001:db8:1::1": Outcome(0.01)}
+    )
+    d = dialer(net, egress=egress)
+    dialed = await d.connect(Destination(IPv6Address("2001:db8:64::c000:221"), 80))
+    assert dialed.reached is Reached.IPV4_LITERAL and dialed.egress is egress
+    embedded = IPv4Address("192.0.2.33") if egress is Egress.EMBEDDED else None
+    assert dialed.remote == (embedded or IPv6Address("2001:db8:64::c000:221"), 80)
+    dialed = await d.connect(Destination(IPv6Address("2001:db8:1::1"), 80))
+    assert dialed.remote == (IPv6Address("2001:db8:1::1"), 80)
+    assert dialed.reached is Reached.NATIVE_IPV6 and dialed.egress is None
+
+
 async def test_native_ipv6_stays_ipv6_in_embedded_mode(mock_clock: Any) -> None:
     net = FakeNet({"2001:db8:1::1": Outcome(0.01), "198.51.100.1": Outcome(0.01)})
     resolver = FakeResolver(

@@ -519,6 +519,36 @@ async def test_a_bug_in_the_machine_ends_only_its_connection(
     assert "TEST front end failed for 127.0.0.1:" in caplog.text
 
 
+async def test_a_command_of_no_known_kind_is_a_bug_that_ends_its_connection(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Commands are carried out by their type (a protocol's Await subclass by Await's
+    entry, as Ask above): one of no session command's type ends its connection only."""
+
+    @dataclass(frozen=True)
+    class Odd:
+        what: str
+
+    def rule(machine: Scripted, event: Event, now: float) -> list[Command]:
+        if event == DataReceived(b"odd"):
+            return [Odd("x")]  # type: ignore[list-item]
+        return [Send(b"fine"), Close("ok")]
+
+    with trio.fail_after(10):
+        async with serving(lambda: Scripted([Record("t"), Receive()], rule)) as h:
+            for sent, expected in ((b"odd", b""), (b"x", b"fine")):  # one slot: it came back
+                client = await connect(h.port)
+                with client:
+                    await client.send(sent)
+                    assert await receive_all(client) == expected
+            records = await h.recorder.wait_for(2)
+    assert [r.outcome for r in records] == [
+        'internal error: TypeError("not a session command: ' + repr(Odd("x")) + '")',
+        "ok",
+    ]
+    assert "TEST front end failed for 127.0.0.1:" in caplog.text
+
+
 async def test_shutdown_ends_hub_and_task_held_connections_after_grace() -> None:
     never = Destination(IPv6Address("::1"), 9)
 

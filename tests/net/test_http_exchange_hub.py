@@ -211,6 +211,32 @@ async def test_run_stepped_carries_out_in_task_and_write_all() -> None:
         assert results == [data]
 
 
+async def test_write_all_writes_each_byte_once_whether_or_not_a_write_falls_short() -> None:
+    """One write when the socket takes it all; after a short write only the rest is
+    written (bytes and memoryview alike), and nothing at all for an empty payload."""
+    a, b = socket.socketpair()
+    with a, b:
+        a.setblocking(False)
+        b.setblocking(False)
+        a.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        small, large = b"head", secrets.token_bytes(1 << 20)
+        received = bytearray()
+
+        async def reader() -> None:
+            while len(received) < len(small) + 2 * len(large):
+                await trio.lowlevel.wait_readable(b.fileno())
+                received.extend(b.recv(1 << 16))
+
+        with trio.fail_after(10):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(reader)
+                await run_stepped(write_all(a.fileno(), small))
+                await run_stepped(write_all(a.fileno(), large))
+                await run_stepped(write_all(a.fileno(), memoryview(large)))
+        assert bytes(received) == small + large + large
+    await run_stepped(write_all(a.fileno(), b""))  # a closed fd: no write is made
+
+
 async def test_run_stepped_refuses_what_is_not_a_step() -> None:
     async def odd() -> None:
         await _Odd()
