@@ -63,14 +63,6 @@ def end_to_end(headers: Sequence[Header]) -> list[Header]:
     return [(name, value) for name, value in headers if name.lower() not in drop]
 
 
-def is_chunked(headers: Iterable[Header]) -> bool:
-    """Whether the message body was framed with chunked transfer coding (RFC 9112 §7.1)."""
-    return any(
-        name.lower() == b"transfer-encoding" and _last_coding_chunked(value)
-        for name, value in headers
-    )
-
-
 def _last_coding_chunked(value: bytes) -> bool:
     """Whether the last transfer coding of one Transfer-Encoding line is chunked."""
     return value.rpartition(b",")[2].strip().lower() == b"chunked"
@@ -85,14 +77,6 @@ def has_content(headers: Iterable[Header]) -> bool:
         ):
             return True
     return False
-
-
-def expects_continue(headers: Iterable[Header]) -> bool:
-    """RFC 9110 §10.1.1: the client waits for 100 (Continue) before sending content."""
-    return any(
-        name.lower() == b"expect" and value.strip().lower() == b"100-continue"
-        for name, value in headers
-    )
 
 
 def via_entry(http_version: bytes) -> Header:
@@ -114,8 +98,8 @@ class RequestScan(NamedTuple):
     oversized: bytes | None  # oversized_content_length()
     both_framings: bool  # Transfer-Encoding and Content-Length both present
     content: bool  # has_content()
-    continue_expected: bool  # expects_continue()
-    chunked: bool  # is_chunked()
+    continue_expected: bool  # Expect: 100-continue (RFC 9110 §10.1.1)
+    chunked: bool  # the last transfer coding of a Transfer-Encoding is chunked (RFC 9112 §7.1)
     max_forwards: bytes | None  # the first Max-Forwards value, stripped
     kept: list[Header]  # end_to_end(), without Host and Expect, in order
 
