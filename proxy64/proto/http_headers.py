@@ -91,8 +91,7 @@ _OPTION_FIELDS = (b"connection", b"proxy-connection")
 
 class RequestScan(NamedTuple):
     """What a proxy needs from a request's header lines, gathered in one pass over them
-    (each field agrees with the function of the same meaning in this module; a test
-    holds them to it)."""
+    (a test holds each field to its plain definition, one pass per question)."""
 
     size: int  # the header lines on the wire: name, ": ", value and CRLF each
     oversized: bytes | None  # oversized_content_length()
