@@ -38,8 +38,8 @@ from proxy64.proto.httpproxy import (
     head_size,
     parse_authority,
 )
+from tests.helpers.authorities import HOSTS, PORTS
 from tests.helpers.http_heads import head
-from tests.proto.test_httpproxy_authority import HOSTS, PORTS
 
 # --- references: one plain pass per question ----------------------------------------------
 
