@@ -80,16 +80,24 @@ def tree_pids(root: int) -> list[int]:
 
 
 def tree_cpu_seconds(root: int) -> float:
-    ticks = 0
+    user, system = tree_cpu_split(root)
+    return user + system
+
+
+def tree_cpu_split(root: int) -> tuple[float, float]:
+    """(user, system) CPU seconds of the process tree, as tree_cpu_seconds() counts them."""
+    user = system = 0
     for pid in tree_pids(root):
         try:
             fields = _stat_fields(pid)
         except OSError:
             continue
-        ticks += int(fields[11]) + int(fields[12])  # utime, stime (stat fields 14, 15)
+        user += int(fields[11])  # utime (stat field 14)
+        system += int(fields[12])  # stime (15)
         if pid == root:
-            ticks += int(fields[13]) + int(fields[14])  # cutime, cstime: reaped workers
-    return ticks / CLK_TCK
+            user += int(fields[13])  # cutime: reaped workers
+            system += int(fields[14])  # cstime
+    return user / CLK_TCK, system / CLK_TCK
 
 
 @contextlib.contextmanager

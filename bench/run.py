@@ -127,11 +127,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--stem", default="latest", help="output file name stem")
     p.add_argument(
         "--profile",
-        choices=["cprofile", "pyspy"],
+        choices=["cprofile", "pyspy", "cpu"],
         help="instead of benchmarking, profile proxy64 serve's per-connection path "
-        "(writes bench/results/profile-TOOL-KIND.txt)",
+        "(writes bench/results/profile-TOOL-KIND.txt); cpu: no profiler, only the proxy's "
+        "user and system CPU per connection",
     )
     p.add_argument("--profile-kind", choices=["socks5", "connect", "http"], default="socks5")
+    p.add_argument(
+        "--profile-in-flight",
+        type=int,
+        default=64,
+        help="connections in flight while profiling (1: every event wakes the proxy alone)",
+    )
     args = p.parse_args(argv)
     for key, value in (QUICK if args.quick else FULL).items():
         if getattr(args, key) is None:
@@ -813,11 +820,17 @@ def profile_serve(
                 stderr=subprocess.DEVNULL,
             )
             time.sleep(1.0)
-        cpu0 = peers.tree_cpu_seconds(server.pid)
-        res = loadgen.run_connections(target, origin, args.conns_c64, 64, args.op_time_limit)
-        cpu1 = peers.tree_cpu_seconds(server.pid)
-        per_conn = (cpu1 - cpu0) / max(1, res.done) * 1e6
-        log(f"{res.done} connections, {res.errors} errors, {per_conn:.0f} µs proxy CPU each")
+        user0, system0 = peers.tree_cpu_split(server.pid)
+        in_flight = args.profile_in_flight
+        res = loadgen.run_connections(target, origin, args.conns_c64, in_flight, args.op_time_limit)
+        user1, system1 = peers.tree_cpu_split(server.pid)
+        done = max(1, res.done)
+        user, system = (user1 - user0) / done * 1e6, (system1 - system0) / done * 1e6
+        per_conn = user + system
+        log(
+            f"{res.done} connections, {res.errors} errors, {per_conn:.0f} µs proxy CPU each "
+            f"(user {user:.0f}, system {system:.0f})"
+        )
         if spy is not None:
             spy.send_signal(2)  # SIGINT: py-spy writes its output and exits
             spy.wait(30)
@@ -829,10 +842,10 @@ def profile_serve(
         server.stop()
         origins.stop()
     lines = [
-        f"# {name} serve, {kind}, {res.done} connections at 64 in flight, tool {tool}, "
+        f"# {name} serve, {kind}, {res.done} connections at {in_flight} in flight, tool {tool}, "
         f"topology {args.topology}",
         f"# proxy CPU per connection during the run: {per_conn:.0f} µs "
-        f"(profiler overhead included)",
+        f"(user {user:.0f}, system {system:.0f}; profiler overhead included)",
         "",
     ]
     if tool == "cprofile":
@@ -843,7 +856,7 @@ def profile_serve(
             stats = pstats.Stats(str(prof_path), stream=buf)
             stats.strip_dirs().sort_stats(order).print_stats(45)
             lines += [f"## sorted by {order}", buf.getvalue()]
-    else:
+    elif tool == "pyspy":
         lines += summarize_collapsed(raw_path.read_text(), res.done)
     stem = "" if args.stem == "latest" else f"-{args.stem}"
     path = out_dir / f"profile-{tool}-{kind}{stem}.txt"

@@ -23,17 +23,108 @@ from proxy64.proto.attempts import Target
 IPAddress = IPv4Address | IPv6Address
 
 
-@dataclass(frozen=True, slots=True)
 class Dialed:
-    """A connected outbound TCP stream and how it was reached."""
+    """A connected outbound TCP connection and how it was reached.
 
-    stream: trio.abc.HalfCloseableStream
-    destination: Destination
-    remote: tuple[IPAddress, int]  # the address actually dialed
-    local: tuple[IPAddress, int]  # the outbound socket's own address (SOCKS BND.ADDR)
-    reached: Reached
-    egress: Egress | None  # None: native IPv6, no NAT64 step
-    strict_nat64_refuses: bool = False  # a strict NAT64 would refuse it (RFC 6052 §3.1)
+    The dialer's own connections carry their connected socket (`sock`: non-blocking,
+    TCP_NODELAY set), whose fd the executor's hub paths read and write; the trio stream a
+    task needs (`stream`: a bulk body, the relay after promotion, a relay the hub cannot
+    carry, the TUN stack) is made from it on first use. A connection that never meets a
+    task so costs no trio wrapper: no ioctl, setsockopt or socket type conversion to make
+    one, and a plain close. Dials through a socket factory, and tests' fakes, give the
+    stream they made (`sock` is then a SocketStream's socket, or None when the stream is
+    not a socket). `local` (SOCKS BND.ADDR) is read from the socket when first asked for.
+    """
+
+    __slots__ = (
+        "_local",
+        "_stream",
+        "destination",
+        "egress",
+        "reached",
+        "remote",
+        "sock",
+        "strict_nat64_refuses",
+    )
+
+    def __init__(
+        self,
+        *,
+        destination: Destination,
+        remote: tuple[IPAddress, int],
+        reached: Reached,
+        egress: Egress | None,
+        strict_nat64_refuses: bool = False,
+        sock: socket.socket | None = None,
+        stream: trio.abc.HalfCloseableStream | None = None,
+        local: tuple[IPAddress, int] | None = None,
+    ) -> None:
+        """sock: the dialer's connected socket; or stream: the one a socket factory or a
+        fake made. local: known already (fakes); else read from the socket when asked."""
+        self.destination = destination
+        self.remote = remote  # the address actually dialed
+        self.reached = reached
+        self.egress = egress  # None: native IPv6, no NAT64 step
+        # a strict NAT64 would refuse it (RFC 6052 §3.1)
+        self.strict_nat64_refuses = strict_nat64_refuses
+        self._stream = stream
+        self._local = local
+        # the socket the hub paths use (fileno, shutdown); None: not a socket (memory stream)
+        self.sock: socket.socket | trio.socket.SocketType | None = sock
+        if sock is None and isinstance(stream, trio.SocketStream):
+            self.sock = stream.socket
+
+    @property
+    def stream(self) -> trio.abc.HalfCloseableStream:
+        """The connection as a trio stream (made on first use from the dialer's socket:
+        trio's socket object over the same fd, nothing buffered in between)."""
+        stream = self._stream
+        if stream is None:
+            sock = self.sock
+            assert isinstance(sock, socket.socket), "a Dialed has a socket or a stream"
+            stream = self._stream = trio.SocketStream(trio.socket.from_stdlib_socket(sock))
+        return stream
+
+    @property
+    def has_stream(self) -> bool:
+        """Whether a trio stream exists (made or given): close() then goes through trio."""
+        return self._stream is not None
+
+    @property
+    def local(self) -> tuple[IPAddress, int]:
+        """The outbound socket's own address (SOCKS BND.ADDR, RFC 1928 §6): one
+        getsockname on the first ask, only by a protocol that answers with it."""
+        local = self._local
+        if local is None:
+            sock = self.sock
+            assert sock is not None, "a Dialed without a socket is given its local address"
+            host, port = sock.getsockname()[:2]
+            local = self._local = (_ip(host), int(port))
+        return local
+
+    def close(self) -> None:
+        """Close the socket, once (synchronous). Through trio when a trio stream exists
+        (a task may wait on it: trio wakes it). A socket no stream wraps gets a plain
+        close: only the hub paths and the task that holds the connection use its fd, and
+        that task's waits are over or cancelled by then; the kernel drops the fd from
+        every epoll set itself, where trio's notify_closing would add an epoll_ctl (one
+        that fails when trio never waited on the fd). A stream that is not a socket (a
+        test's memory stream) is its maker's to close."""
+        stream = self._stream
+        if isinstance(stream, trio.SocketStream):
+            stream.socket.close()
+        elif stream is None and self.sock is not None:
+            self.sock.close()
+
+    def __repr__(self) -> str:
+        return f"Dialed({self.destination} via {self.remote[0]}:{self.remote[1]})"
+
+
+def _ip(text: str) -> IPAddress:
+    """getsockname()'s text → address, parsed by the C inet_pton (cheaper than ipaddress)."""
+    if ":" in text:
+        return IPv6Address(socket.inet_pton(socket.AF_INET6, text.split("%", maxsplit=1)[0]))
+    return IPv4Address(socket.inet_pton(socket.AF_INET, text))
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,7 +20,6 @@ import logging
 import os
 import socket
 from collections.abc import Callable, Sequence
-from ipaddress import IPv4Address, IPv6Address
 
 import trio
 
@@ -135,7 +134,7 @@ class Dialer(DialPlanner):
             if not connected:
                 deadline = trio.current_time() + self.connect_timeout
                 return PendingDial(destination, target, raw, deadline)
-            return self._dialed(destination, target, trio.socket.from_stdlib_socket(raw))
+            return self._dialed(destination, target, raw)
         except OSError as exc:
             raise self._marked(self._failed(destination, target, exc, []), targets) from None
 
@@ -148,7 +147,7 @@ class Dialer(DialPlanner):
                 err = raw.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
                 if err:
                     raise OSError(err, os.strerror(err))
-                return self._dialed(destination, target, trio.socket.from_stdlib_socket(raw))
+                return self._dialed(destination, target, raw)
         except OSError as exc:
             raw.close()
             raise self._marked(self._failed(destination, target, exc, []), [target]) from None
@@ -166,8 +165,7 @@ class Dialer(DialPlanner):
             err = raw.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
             if err:
                 raise OSError(err, os.strerror(err))
-            sock = trio.socket.from_stdlib_socket(raw)
-            return self._dialed(pending.destination, pending.target, sock)
+            return self._dialed(pending.destination, pending.target, raw)
         except OSError as exc:
             raw.close()
             # raised without a local name: a frame local holding the error would make
@@ -187,6 +185,7 @@ class Dialer(DialPlanner):
     ) -> Dialed:
         """One connection attempt; on failure records why and raises DialError."""
         family, address = _sockaddr(target)
+        sock: socket.socket | trio.socket.SocketType
         try:
             if self._raw:
                 sock = await _open_raw(family, address)
@@ -202,22 +201,38 @@ class Dialer(DialPlanner):
             raise self._failed(destination, target, exc, failures) from None
 
     def _dialed(
-        self, destination: Destination, target: Target, sock: trio.socket.SocketType
+        self,
+        destination: Destination,
+        target: Target,
+        conn: socket.socket | trio.socket.SocketType,
     ) -> Dialed:
+        """The Dialed for a connected socket: the dialer's own (raw) one as it is, its trio
+        stream made only if a task asks (Dialed.stream); a socket factory's, a trio
+        socket, wrapped in its stream now."""
+        sock: socket.socket | None = None
+        stream: trio.SocketStream | None = None
         try:
-            local = sock.getsockname()
-            stream = trio.SocketStream(sock)  # sets TCP_NODELAY
+            if isinstance(conn, socket.socket):
+                # RFC 9293 §3.7.4: no Nagle delay for a request or a relayed chunk (what
+                # trio.SocketStream sets too). TCP_NOTSENT_LOWAT, trio's other option, is
+                # for a writer that produces data whenever the socket is writable; the
+                # hub paths write only what they hold and hand a tunnel whose write would
+                # block to the task path, whose stream (made then) sets it.
+                conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                sock = conn
+            else:
+                stream = trio.SocketStream(conn)  # sets TCP_NODELAY
         except BaseException:
-            sock.close()
+            conn.close()
             raise
         return Dialed(
-            stream=stream,
             destination=destination,
             remote=(target.address, target.port),
-            local=(_ip(local[0]), int(local[1])),
             reached=target.reached,
             egress=target.egress,
             strict_nat64_refuses=self._strict_refuses(target),
+            sock=sock,
+            stream=stream,
         )
 
     def _failed(
@@ -262,7 +277,7 @@ class Dialer(DialPlanner):
                 failed.set()
                 return
             if winner:
-                await trio.aclose_forcefully(dialed.stream)  # lost the race by a hair
+                dialed.close()  # lost the race by a hair
                 return
             winner.append(dialed)
             nursery.cancel_scope.cancel()
@@ -324,8 +339,8 @@ def _start_raw(family: int, address: tuple[str, int]) -> tuple[socket.socket, bo
     return raw, True
 
 
-async def _open_raw(family: int, address: tuple[str, int]) -> trio.socket.SocketType:
-    """A connected trio socket to a numeric address: what trio's connect does, minus its
+async def _open_raw(family: int, address: tuple[str, int]) -> socket.socket:
+    """A connected socket to a numeric address: what trio's connect does, minus its
     address resolution and extra checkpoints (the per-connection path). Raises OSError;
     the socket is closed on every failure, cancellation included."""
     raw, connected = _start_raw(family, address)
@@ -339,15 +354,8 @@ async def _open_raw(family: int, address: tuple[str, int]) -> trio.socket.Socket
     except BaseException:
         raw.close()
         raise
-    return trio.socket.from_stdlib_socket(raw)
+    return raw
 
 
 def _timed_out(target: Target) -> DialAttempt:
     return DialAttempt(target.address, target.port, DialCause.TIMEOUT, "timed out")
-
-
-def _ip(text: str) -> IPv4Address | IPv6Address:
-    """getsockname()'s text → address, parsed by the C inet_pton (cheaper than ipaddress)."""
-    if ":" in text:
-        return IPv6Address(socket.inet_pton(socket.AF_INET6, text.split("%", maxsplit=1)[0]))
-    return IPv4Address(socket.inet_pton(socket.AF_INET, text))

@@ -207,7 +207,7 @@ class Executor(RemoteSide):
             elif isinstance(command, Record):
                 self._record(command)
             elif isinstance(command, Dial):
-                self._dial(command.destination)
+                self._dial(command)
             elif isinstance(command, RelayCommand):
                 self._relay(command.early)
             elif isinstance(command, Close):

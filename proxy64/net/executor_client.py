@@ -159,6 +159,7 @@ class ClientSide:
 
     __slots__ = (
         "aborting",
+        "bound_wanted",
         "client",
         "dialed",
         "drained",
@@ -186,14 +187,14 @@ class ClientSide:
     )
 
     def __init__(self, front: FrontLike, sock: socket.socket, client: str) -> None:
-        sock.setblocking(False)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # as trio.SocketStream
+        sock.setblocking(False)  # TCP_NODELAY comes from the listener (listeners.py)
         self.front = front
         self.sock = sock
         self.fd = sock.fileno()
         self.client = client
         self.record: ConnectionRecord | None = None
         self.dialed: Dialed | None = None
+        self.bound_wanted = False  # the current Dial asked for the socket's own address
         self.pending: PendingDial | None = None
         self.tunnel: HubTunnel | None = None
         self.stream: trio.SocketStream | None = None  # the client as a task sees it
@@ -442,7 +443,7 @@ class ClientSide:
             self.timer = None
         dialed, self.dialed = self.dialed, None
         if dialed is not None:
-            close_dialed(dialed)
+            dialed.close()
         if self.stream is not None:
             self.stream.socket.close()  # trio's close: it may have waited on the fd
         else:
@@ -485,10 +486,3 @@ class ClientSide:
         if deadline != math.inf:
             self.timer_at = deadline
             self.timer = self.front.hub.call_at(deadline, self)
-
-
-def close_dialed(dialed: Dialed) -> None:
-    """Close a dialed stream that is a socket (synchronous, once)."""
-    stream = dialed.stream
-    if isinstance(stream, trio.SocketStream):
-        stream.socket.close()

@@ -25,14 +25,13 @@ from proxy64.net.executor_client import (
     AwaitHelper,
     ClientSide,
     Wait,
-    close_dialed,
 )
 from proxy64.net.outcomes import client_lost
 from proxy64.net.relay import relay
 from proxy64.net.relay_hub import Ending, HubTunnel
 from proxy64.net.resets import broken_outcome
 from proxy64.net.steps import Readable, Step, run_stepped
-from proxy64.proto.session import Await, Connected, DialFailed, Event
+from proxy64.proto.session import Await, Connected, Dial, DialFailed, Event
 
 
 class RemoteSide(ClientSide):
@@ -42,7 +41,9 @@ class RemoteSide(ClientSide):
 
     # --- the dial ----------------------------------------------------------------------------
 
-    def _dial(self, destination: Destination) -> None:
+    def _dial(self, command: Dial) -> None:
+        destination = command.destination
+        self.bound_wanted = command.bound_address
         try:
             result = self.front.ctx.dialer.connect_now(destination, self.client)
         except Proxy64Error as exc:
@@ -74,7 +75,7 @@ class RemoteSide(ClientSide):
             error = Proxy64Error(f"cannot connect to {destination}: {exc}")
         if self.turn != turn or self.wait is not Wait.TASK:  # interrupted, or ended
             if error is None:
-                close_dialed(dialed)
+                dialed.close()
             return
         self.now = trio.current_time()
         self.wait = Wait.NOTHING
@@ -88,7 +89,7 @@ class RemoteSide(ClientSide):
         self.dialed = dialed
         if self.record is not None:
             self.record.reached_by(dialed)
-        self._event(Connected(dialed.local))
+        self._event(Connected(dialed.local if self.bound_wanted else None))
 
     def _dial_failed(self, error: Proxy64Error) -> None:
         if self.record is not None:
@@ -101,8 +102,8 @@ class RemoteSide(ClientSide):
         dialed, front = self.dialed, self.front
         assert dialed is not None, "Relay before a Connected dial"
         self.machine = NO_MACHINE  # Relay is terminal: nothing is fed to it again
-        remote = dialed.stream
-        if front.relay_settings is None or not isinstance(remote, trio.SocketStream):
+        remote = dialed.sock
+        if front.relay_settings is None or remote is None:
             self._arm(math.inf)
             self._want(0)
             self._spawn(self._relay_task, early, None)  # a relay the hub cannot carry
@@ -110,7 +111,7 @@ class RemoteSide(ClientSide):
         written = 0
         if early:
             try:
-                written = os.write(remote.socket.fileno(), early)
+                written = os.write(remote.fileno(), early)
             except BlockingIOError:
                 written = 0
             except OSError as exc:
@@ -123,7 +124,7 @@ class RemoteSide(ClientSide):
         record = self.record
         assert record is not None, "Relay without a record"
         # a client fd the hub watches becomes the tunnel's without another epoll_ctl
-        tunnel = front.hub.add(self.sock, remote.socket, record, front.threshold, owner=self)
+        tunnel = front.hub.add(self.sock, remote, record, front.threshold, owner=self)
         self.registered = 0
         self.tunnel = tunnel
         self.wait = Wait.TUNNEL
@@ -187,7 +188,7 @@ class RemoteSide(ClientSide):
     def _drop_dialed(self) -> None:
         dialed, self.dialed = self.dialed, None
         if dialed is not None:
-            close_dialed(dialed)
+            dialed.close()
 
     def _await(self, command: Await) -> None:
         served = self.front.served
@@ -264,8 +265,8 @@ class RemoteSide(ClientSide):
         if (
             isinstance(step, Readable)
             and dialed is not None
-            and isinstance(dialed.stream, trio.SocketStream)
-            and step.fd == dialed.stream.socket.fileno()
+            and dialed.sock is not None
+            and step.fd == dialed.sock.fileno()
         ):
             self.wait = Wait.STEPPED
             self.stepped = (coro, step.fd)

@@ -8,8 +8,9 @@
 # reused connection the origin closed while it sat idle, which RFC 9110 §9.2.2 lets the
 # proxy retry for idempotent requests.
 # Lean path: a real socket is read/written on its fd, waiting only when a call would block,
-# through net/steps.py's waits (the idle timeout is the wait's deadline); move_body() and
-# a stream that is not a socket run in a task (steps.in_task).
+# through net/steps.py's waits (the idle timeout is the wait's deadline), without a trio
+# stream; move_body() and a stream that is not a socket run in a task (steps.in_task) on
+# Dialed.stream, made then.
 # Bodies of known length (Content-Length, RFC 9112 §6.3 rule 6) bypass h11: move_body()
 # copies exactly that many bytes between the two streams, with splice(2) between two
 # sockets, never reading a byte past the body (the next message stays in the kernel).
@@ -54,6 +55,8 @@ class Upstream:
         self, dialed: Dialed, record: ConnectionRecord, conn: h11.Connection, requests: int = 0
     ) -> None:
         self.dialed = dialed
+        # the socket's fd for the lean path; -1: not a socket (dialed.stream in a task)
+        self.fd = -1 if dialed.sock is None else dialed.sock.fileno()
         self.destination = dialed.destination
         self.record = record
         self.conn = conn  # the session machine's (proto/http_forward.upstream_machine)
@@ -99,12 +102,11 @@ class Upstream:
 
     async def write(self, data: bytes) -> None:
         """Write bytes already encoded by self.conn, counted in the record."""
-        stream = self.dialed.stream
         try:
-            if isinstance(stream, trio.SocketStream):
-                await write_all(stream.socket.fileno(), data)
+            if self.fd >= 0:
+                await write_all(self.fd, data)
             else:
-                await in_task(partial(stream.send_all, data))
+                await in_task(partial(self.dialed.stream.send_all, data))
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
             raise self.failed(f"closed the connection ({exc})") from None
         self.record.bytes_up += len(data)
@@ -153,11 +155,10 @@ class Upstream:
     async def _receive(self, idle: float) -> bytes:
         """One read from the origin; a real socket is read on its fd and the idle timeout
         scope is only entered when the read has to wait. Raises trio.TooSlowError."""
-        stream = self.dialed.stream
-        if not isinstance(stream, trio.SocketStream):
-            data: bytes = await in_task(partial(_receive_within, stream, idle))
+        fd = self.fd
+        if fd < 0:
+            data: bytes = await in_task(partial(_receive_within, self.dialed.stream, idle))
             return data
-        fd = stream.socket.fileno()
         try:
             return os.read(fd, HTTP_BODY_CHUNK)
         except BlockingIOError:

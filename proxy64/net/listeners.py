@@ -77,6 +77,9 @@ def bind_listener(address: HostPort, *, reuse_port: bool = False) -> socket.sock
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         if family == socket.AF_INET6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        # Nagle off for every client (small replies go out at once): Linux copies the
+        # listener's TCP_NODELAY to each accepted socket, so no setsockopt per connection.
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.bind((str(address.host), address.port))
         sock.listen(LISTEN_BACKLOG)
         sock.setblocking(False)

@@ -65,9 +65,9 @@ class Tick:
 @dataclass(frozen=True, slots=True)
 class Connected:
     """The `Dial` succeeded; the executor holds the stream. local: the outbound socket's
-    own address (SOCKS BND.ADDR)."""
+    own address (SOCKS BND.ADDR) when the `Dial` asked for it (bound_address), else None."""
 
-    local: Address
+    local: Address | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,9 +122,12 @@ class Finish:
 @dataclass(frozen=True, slots=True)
 class Dial:
     """Connect to destination through the one dialer; feed `Connected` or `DialFailed`.
-    The dial's own bound is the dialer's (--connect-timeout): no deadline is needed."""
+    The dial's own bound is the dialer's (--connect-timeout): no deadline is needed.
+    bound_address: the machine answers with the outbound socket's own address, which
+    `Connected.local` then carries (a getsockname(2) the executor makes only when asked)."""
 
     destination: Destination
+    bound_address: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -216,7 +216,8 @@ class SocksSession:
         machine = self.machine
         assert machine is not None
         if isinstance(event, Connected):
-            reply = reply_bytes(machine, SocksReply.SUCCEEDED, event.local)
+            local = event.local if event.local is not None else NO_BIND
+            reply = reply_bytes(machine, SocksReply.SUCCEEDED, local)
             early = machine.trailing_data()  # optimistic clients send data with the request
             # a reply of at most 22 bytes to a client that read all we sent: it never waits
             self.phase = Phase.REPLYING
@@ -292,7 +293,8 @@ class SocksSession:
             return [Record("udp"), Associate(machine, request.destination)]
         self.phase = Phase.DIALING
         self.deadline = math.inf  # the handshake is over; the dialer bounds the dial
-        return [*commands, Dial(request.destination)]
+        # RFC 1928 §6: the reply's BND.ADDR/BND.PORT is the outbound socket's own address
+        return [*commands, Dial(request.destination, bound_address=True)]
 
     # --- endings ------------------------------------------------------------------------
 

@@ -10,16 +10,18 @@ import socket
 import weakref
 from collections.abc import Callable
 from functools import partial
-from ipaddress import IPv6Address
+from ipaddress import IPv6Address, ip_address
 from typing import Any
 
 import trio
 
+from proxy64.config import HostPort
 from proxy64.destination import Egress
 from proxy64.net.context import ProxyContext
 from proxy64.net.dialer import Dialer
 from proxy64.net.executor import ExecutorFront
 from proxy64.net.http_server import HTTP
+from proxy64.net.listeners import bind_listener, bound_address
 from proxy64.net.relay import Relay
 from proxy64.net.relay_hub import RelayHub
 from proxy64.net.resolver import Resolution, ResolvedAddress
@@ -110,11 +112,12 @@ async def start_origin(nursery: trio.Nursery, handler: Any = echo_origin) -> int
 
 
 class Client:
-    """A client connected to a loopback listener whose accepted socket goes to the front."""
+    """A client connected to a loopback listener (the product's, with its socket options)
+    whose accepted socket goes to the front."""
 
     def __init__(self, front: ExecutorFront) -> None:
-        listener = socket.create_server(("127.0.0.1", 0))
-        self.sock = socket.create_connection(listener.getsockname())
+        listener = bind_listener(HostPort(ip_address("127.0.0.1"), 0))
+        self.sock = socket.create_connection(("127.0.0.1", bound_address(listener).port))
         self.front = front
         self.listener = listener
         self.sock.setblocking(False)

@@ -162,6 +162,24 @@ async def test_a_send_the_client_does_not_read_waits_in_the_hub_in_order() -> No
     assert (record.front_end, record.outcome) == ("t", "sent")
 
 
+async def test_a_client_socket_has_nagle_off_from_its_listener(nursery: trio.Nursery) -> None:
+    """Small replies (a SOCKS reply, a tunnel's keystrokes) go out at once: the accepted
+    socket inherits TCP_NODELAY from the listener, with no setsockopt per connection."""
+
+    def rule(machine: Scripted, event: Event, now: float) -> list[Command]:
+        return [Close("eof")]
+
+    with trio.fail_after(10):
+        async with serving(lambda: Scripted([Record("t"), Send(b"hi"), Receive()], rule)) as h:
+            client = await connect(h.port)
+            with client:
+                assert await receive_exactly(client, 2) == b"hi"
+                (executor,) = h.front.connections
+                assert executor.sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+                client.shutdown(socket.SHUT_WR)
+                await h.recorder.wait_for(1)
+
+
 async def test_a_client_that_reset_is_fed_client_lost() -> None:
     def rule(machine: Scripted, event: Event, now: float) -> list[Command]:
         if isinstance(event, DataReceived):
@@ -268,7 +286,7 @@ def dialing(destination: Destination) -> Callable[[], Scripted]:
         assert isinstance(event, DialFailed)
         return [Send(b"no\n"), Close(str(event.error))]
 
-    return lambda: Scripted([Record("t", destination), Dial(destination)], rule)
+    return lambda: Scripted([Record("t", destination), Dial(destination, bound_address=True)], rule)
 
 
 async def test_dial_completing_inside_connect_relays_in_the_hub(nursery: trio.Nursery) -> None:
@@ -286,6 +304,29 @@ async def test_dial_completing_inside_connect_relays_in_the_hub(nursery: trio.Nu
             trio.lowlevel.remove_instrument(spawns)
     assert spawns.proxy64() == []
     assert (record.bytes_up, record.bytes_down, record.outcome) == (9, 9, "ok")
+
+
+async def test_a_dial_that_does_not_ask_for_the_bound_address_is_connected_without_it(
+    nursery: trio.Nursery,
+) -> None:
+    """The outbound socket's own address costs a getsockname(2): only a Dial that asks
+    (SOCKS BND.ADDR) gets it in Connected."""
+    echo = await nursery.start(serve_tcp_echo)
+    origin = Destination(IPv4Address("127.0.0.1"), echo)
+
+    def rule(machine: Scripted, event: Event, now: float) -> list[Command]:
+        assert event == Connected(None)
+        return [Send(b"ok\n"), RelayCommand(b"")]
+
+    with trio.fail_after(10):
+        async with serving(lambda: Scripted([Record("t", origin), Dial(origin)], rule)) as h:
+            client = await connect(h.port)
+            with client:
+                assert await receive_exactly(client, 3) == b"ok\n"
+                await echo_once(client, b"ping")
+            (record,) = await h.recorder.wait_for(1)
+    assert record.outcome == "ok"
+    assert h.machines[0].events[0] == Connected(None)
 
 
 async def test_dial_in_flight_is_watched_in_the_hub(nursery: trio.Nursery) -> None:

@@ -92,7 +92,11 @@ def test_rfc1928_connect_reply_carries_the_outbound_address_and_early_data_goes_
         [
             START,
             (DataReceived(GREETING), 0.1, [Send(b"\x05\x00"), Receive()]),
-            (DataReceived(CONNECT + b"early"), 0.2, [Record("socks5", DEST), Dial(DEST)]),
+            (
+                DataReceived(CONNECT + b"early"),
+                0.2,
+                [Record("socks5", DEST), Dial(DEST, bound_address=True)],
+            ),
         ],
     )
     assert s.deadline == math.inf  # the handshake is over: the dialer bounds the dial
@@ -107,7 +111,7 @@ def test_pipelined_greeting_and_request_dial_in_one_step() -> None:
             (
                 DataReceived(GREETING + CONNECT),
                 0.0,
-                [Send(b"\x05\x00"), Record("socks5", DEST), Dial(DEST)],
+                [Send(b"\x05\x00"), Record("socks5", DEST), Dial(DEST, bound_address=True)],
             ),
         ],
     )
@@ -120,7 +124,11 @@ def test_socks4a_records_its_version_and_is_granted_0x5a() -> None:
         session(),
         [
             START,
-            (DataReceived(request), 0.0, [Record("socks4"), Record("socks4", dest), Dial(dest)]),
+            (
+                DataReceived(request),
+                0.0,
+                [Record("socks4"), Record("socks4", dest), Dial(dest, bound_address=True)],
+            ),
         ],
     )
     reply = b"\x00\x5a" + (4242).to_bytes(2, "big") + LOCAL[0].packed
@@ -144,7 +152,7 @@ def test_rfc1928_6_dial_failure_is_its_errors_reply_then_linger(
             (
                 DataReceived(GREETING + CONNECT),
                 0.0,
-                [Send(b"\x05\x00"), Record("socks5", DEST), Dial(DEST)],
+                [Send(b"\x05\x00"), Record("socks5", DEST), Dial(DEST, bound_address=True)],
             ),
         ],
     )
@@ -353,7 +361,11 @@ def test_held_answer_is_a_deadline_then_the_handshake_goes_on() -> None:
         s,
         [
             (Tick(), 2.5, []),
-            (Tick(), 3.0, [Send(b"\x01\x00"), Record("socks5", DEST), Dial(DEST)]),
+            (
+                Tick(),
+                3.0,
+                [Send(b"\x01\x00"), Record("socks5", DEST), Dial(DEST, bound_address=True)],
+            ),
         ],
     )
 
