@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from functools import lru_cache
 from ipaddress import IPv4Address, IPv6Address, ip_address
+
+from proxy64.defaults import DESTINATION_TEXT_CACHE
 
 Host = IPv4Address | IPv6Address | str  # str is always a domain name, never a literal
 
@@ -52,9 +55,18 @@ class Destination:
             return cls(text.rstrip(".").lower(), port)
 
     def __str__(self) -> str:
-        if isinstance(self.host, IPv6Address):
-            return f"[{self.host}]:{self.port}"
-        return f"{self.host}:{self.port}"
+        return _text(self)
+
+
+# Written per finished connection (log line, readiness report key): ipaddress formats an
+# address in Python on every str(), and a proxy sees the same destinations again and again.
+@lru_cache(maxsize=DESTINATION_TEXT_CACHE)
+def _text(destination: Destination) -> str:
+    """host:port, an IPv6 literal in brackets (RFC 3986 §3.2.2)."""
+    host = destination.host
+    if isinstance(host, IPv6Address):
+        return f"[{host}]:{destination.port}"
+    return f"{host}:{destination.port}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,7 +23,9 @@ IPAddress = IPv4Address | IPv6Address
 IPV4_ONLY = ("dns64-synthesized", "ipv4-literal-mapped")
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: one is made per finished connection and only read by add(), and a frozen
+# dataclass sets each of its fields through object.__setattr__, a Python call per field.
+@dataclass(slots=True)
 class Observation:
     """One finished connection, as the report needs it."""
 
@@ -112,6 +114,8 @@ class ReadinessReport:
             if stats is None:
                 kind = obs.kind if key != OTHER else "mixed"
                 stats = self._stats[key] = DestinationStats(key, kind=kind)
+                if kind == "ipv4":  # the row of one IPv4 literal: its address, once
+                    stats.literals4.add(IPv4Address(key.rpartition(":")[0]))
         stats.connections += 1
         stats.strict_nat64_refuses |= obs.strict_nat64_refuses
         if obs.front_end:
@@ -122,9 +126,6 @@ class ReadinessReport:
             stats.spans.append(obs.span)
         if obs.a_record_of is not None and len(stats.a_record_of) < REPORT_MAX_ADDRESSES:
             stats.a_record_of.add(obs.a_record_of)
-        if stats.kind == "ipv4" and len(stats.literals4) < REPORT_MAX_ADDRESSES:
-            host = obs.destination.rpartition(":")[0]
-            stats.literals4.add(IPv4Address(host))
         if obs.reached is not None:
             stats.reached.add(obs.reached)
         if obs.egress is not None:

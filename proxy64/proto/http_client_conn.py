@@ -1,6 +1,6 @@
 """The client side of an HTTP proxy connection as h11 sees it (pure): its machine, the
-words for a head h11 refuses, the encoding of whole answers, and the machine for the next
-request after a body went outside h11.
+words for a head h11 refuses, the encoding of whole answers, whether the connection
+persists, and the machine for the next request after a body went outside h11.
 
 h11 frames; these helpers only encode what the session machine (proto/http_session.py)
 decided. RFC 9112 §9.3 (persistence), §2.3 (the head's size bound: 431).
@@ -37,25 +37,25 @@ def encode_error(conn: h11.Connection, status: int, message: str) -> bytes | Non
     return encode_whole(conn, response, body)
 
 
-def next_machine(
+def persists(
     conn: h11.Connection,
     request: h11.Request,
     after_request: tuple[bytes, bool] | None,
     response_outside: bool,
-) -> h11.Connection | None:
-    """The machine for the client's next request (RFC 9112 §9.3), or None: the connection
-    does not persist. When a body went outside h11 (its machine is left in SEND_BODY), the
-    verdict is h11's own rule and the machine a fresh one fed what followed the body
-    (after_request: those bytes and whether the client had closed)."""
+) -> bool:
+    """Whether the connection carries another request after this one (RFC 9112 §9.3).
+    When h11 carried the whole cycle, its machine says; when a body went outside h11
+    (after_request: the request's, with what followed it; response_outside: the
+    response's), the machine is left in SEND_BODY and the verdict is h11's own rule."""
     if after_request is None and not response_outside:
-        if conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
-            return None
-        conn.start_next_cycle()
-        return conn
-    data, closed = after_request if after_request is not None else conn.trailing_data
+        return conn.our_state is h11.DONE and conn.their_state is h11.DONE
     done = response_outside or conn.our_state is h11.DONE
-    if not (done and keeps_alive(request.headers.raw_items(), request.http_version)):
-        return None
+    return done and keeps_alive(request.headers.raw_items(), request.http_version)
+
+
+def fresh_machine(data: bytes, closed: bool) -> h11.Connection:
+    """The machine for the next request after a body went outside h11, fed what the
+    client sent after it (and its EOF)."""
     fresh = new_machine()
     if data:
         fresh.receive_data(data)

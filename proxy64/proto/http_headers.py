@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from typing import NamedTuple
 
 Header = tuple[bytes, bytes]
 
@@ -38,12 +39,17 @@ def connection_options(headers: Iterable[Header]) -> frozenset[bytes]:
     """The header names listed in Connection (and Proxy-Connection), lower-cased."""
     named: set[bytes] = set()
     for name, value in headers:
-        if name.lower() in (b"connection", b"proxy-connection"):
-            for raw in value.split(b","):
-                token = raw.strip().lower()
-                if token:
-                    named.add(token)
+        if name.lower() in _OPTION_FIELDS:
+            _add_options(named, value)
     return frozenset(named)
+
+
+def _add_options(named: set[bytes], value: bytes) -> None:
+    """The connection-options of one Connection line, lower-cased, into named."""
+    for raw in value.lower().split(b","):
+        token = raw.strip()
+        if token:
+            named.add(token)
 
 
 def end_to_end(headers: Sequence[Header]) -> list[Header]:
@@ -57,14 +63,9 @@ def end_to_end(headers: Sequence[Header]) -> list[Header]:
     return [(name, value) for name, value in headers if name.lower() not in drop]
 
 
-def is_chunked(headers: Iterable[Header]) -> bool:
-    """Whether the message body was framed with chunked transfer coding (RFC 9112 §7.1)."""
-    for name, value in headers:
-        if name.lower() == b"transfer-encoding":
-            codings = [c.strip().lower() for c in value.split(b",")]
-            if codings and codings[-1] == b"chunked":
-                return True
-    return False
+def _last_coding_chunked(value: bytes) -> bool:
+    """Whether the last transfer coding of one Transfer-Encoding line is chunked."""
+    return value.rpartition(b",")[2].strip().lower() == b"chunked"
 
 
 def has_content(headers: Iterable[Header]) -> bool:
@@ -78,17 +79,76 @@ def has_content(headers: Iterable[Header]) -> bool:
     return False
 
 
-def expects_continue(headers: Iterable[Header]) -> bool:
-    """RFC 9110 §10.1.1: the client waits for 100 (Continue) before sending content."""
-    return any(
-        name.lower() == b"expect" and value.strip().lower() == b"100-continue"
-        for name, value in headers
-    )
-
-
 def via_entry(http_version: bytes) -> Header:
     """RFC 9110 §7.6.3: received-protocol (version only for HTTP) and received-by."""
     return (b"Via", http_version + b" " + VIA_PSEUDONYM)
+
+
+# The request fields scan_request() looks at; every other field is end-to-end and kept.
+_REQUEST_FIELDS = HOP_BY_HOP | {b"host", b"expect", b"content-length", b"max-forwards"}
+_OPTION_FIELDS = (b"connection", b"proxy-connection")
+
+
+class RequestScan(NamedTuple):
+    """What a proxy needs from a request's header lines, gathered in one pass over them
+    (a test holds each field to its plain definition, one pass per question)."""
+
+    size: int  # the header lines on the wire: name, ": ", value and CRLF each
+    oversized: bytes | None  # oversized_content_length()
+    both_framings: bool  # Transfer-Encoding and Content-Length both present
+    content: bool  # has_content()
+    continue_expected: bool  # Expect: 100-continue (RFC 9110 §10.1.1)
+    chunked: bool  # the last transfer coding of a Transfer-Encoding is chunked (RFC 9112 §7.1)
+    max_forwards: bytes | None  # the first Max-Forwards value, stripped
+    kept: list[Header]  # end_to_end(), without Host and Expect, in order
+
+    def upstream_headers(self, host: bytes, http_version: bytes) -> list[Header]:
+        """upstream_request_headers() for the scanned request."""
+        if self.chunked:  # h11 frames the body again
+            return [(b"Host", host), *self.kept, _CHUNKED, via_entry(http_version)]
+        return [(b"Host", host), *self.kept, via_entry(http_version)]
+
+
+_CHUNKED: Header = (b"Transfer-Encoding", b"chunked")
+
+
+def scan_request(headers: Iterable[Header]) -> RequestScan:
+    """One pass over a request's header lines: see RequestScan."""
+    size = 0
+    kept: list[Header] = []
+    oversized: bytes | None = None
+    max_forwards: bytes | None = None
+    options: set[bytes] = set()
+    length_seen = coding_seen = content = continue_expected = chunked = False
+    for name, value in headers:
+        size += len(name) + len(value) + 4
+        lowered = name.lower()
+        if lowered not in _REQUEST_FIELDS:
+            kept.append((name, value))
+        elif lowered == b"content-length":
+            length_seen = True
+            if oversized is None:
+                oversized = _oversized_length(value)
+            content = content or value.strip() != b"0"
+            kept.append((name, value))
+        elif lowered == b"max-forwards":
+            if max_forwards is None:
+                max_forwards = value.strip()
+            kept.append((name, value))
+        elif lowered == b"transfer-encoding":
+            coding_seen = content = True
+            chunked = chunked or _last_coding_chunked(value)
+        elif lowered == b"expect":
+            continue_expected = continue_expected or value.strip().lower() == b"100-continue"
+        elif lowered in _OPTION_FIELDS:
+            _add_options(options, value)
+        # Host and the other hop-by-hop fields are not forwarded.
+    if options:
+        kept = [(name, value) for name, value in kept if name.lower() not in options]
+    both = length_seen and coding_seen
+    return RequestScan(
+        size, oversized, both, content, continue_expected, chunked, max_forwards, kept
+    )
 
 
 def upstream_request_headers(
@@ -102,16 +162,7 @@ def upstream_request_headers(
     of the request-target." Expect: 100-continue is answered by proxy64 itself (RFC 9110
     §10.1.1 allows a proxy to respond 100 immediately), so it is not forwarded.
     """
-    kept = [
-        (name, value)
-        for name, value in end_to_end(headers)
-        if name.lower() not in (b"host", b"expect")
-    ]
-    out: list[Header] = [(b"Host", host), *kept]
-    if is_chunked(headers):
-        out.append((b"Transfer-Encoding", b"chunked"))  # h11 frames the body again
-    out.append(via_entry(http_version))
-    return out
+    return scan_request(headers).upstream_headers(host, http_version)
 
 
 def downstream_response_headers(headers: Sequence[Header], http_version: bytes) -> list[Header]:
@@ -120,12 +171,29 @@ def downstream_response_headers(headers: Sequence[Header], http_version: bytes) 
     Transfer-Encoding is left out: h11 chooses the framing towards the client (chunked for
     an HTTP/1.1 client, close-delimited for HTTP/1.0) when no Content-Length is present.
     """
-    kept = end_to_end(headers)
-    if is_chunked(headers):
+    # One pass keeps the end-to-end fields with their lower-cased names; the names
+    # Connection lists (rare) and Content-Length under chunked are dropped after it.
+    kept: list[tuple[bytes, Header]] = []
+    options: set[bytes] = set()
+    chunked = False
+    for name, value in headers:
+        lowered = name.lower()
+        if lowered not in HOP_BY_HOP:
+            kept.append((lowered, (name, value)))
+        elif lowered == b"transfer-encoding":
+            chunked = chunked or _last_coding_chunked(value)
+        elif lowered in _OPTION_FIELDS:
+            _add_options(options, value)
+    if chunked:
         # RFC 9112 §6.3: Transfer-Encoding overrides Content-Length, which an intermediary
         # MUST remove before forwarding (else the two framings could disagree downstream).
-        kept = [(n, v) for n, v in kept if n.lower() != b"content-length"]
-    return [*kept, via_entry(http_version)]
+        options.add(b"content-length")
+    if options:
+        out = [header for lowered, header in kept if lowered not in options]
+    else:
+        out = [header for _, header in kept]
+    out.append(via_entry(http_version))
+    return out
 
 
 def keeps_alive(headers: Iterable[Header], http_version: bytes) -> bool:
@@ -134,12 +202,12 @@ def keeps_alive(headers: Iterable[Header], http_version: bytes) -> bool:
     framing proxy64 handles itself (h11 only sees their heads)."""
     if http_version < b"1.1":
         return False
-    return b"close" not in {
-        token.strip().lower()
-        for name, value in headers
-        if name.lower() == b"connection"
-        for token in value.split(b",")
-    }
+    for name, value in headers:
+        if name.lower() == b"connection":
+            lowered = value.lower()
+            if b"close" in lowered and any(t.strip() == b"close" for t in lowered.split(b",")):
+                return False
+    return True
 
 
 # The largest Content-Length proxy64 passes on: what a signed 64-bit integer holds, the
@@ -152,14 +220,24 @@ def oversized_content_length(headers: Iterable[Header]) -> bytes | None:
     """A Content-Length value larger than MAX_CONTENT_LENGTH (RFC 9110 §8.6), else None."""
     for name, value in headers:
         if name.lower() == b"content-length":
-            for part in value.split(b","):
-                text = part.strip()
-                significant = text.lstrip(b"0")
-                # more significant digits than 2**63 - 1 has (19), or a value above it
-                if text.isdigit() and (
-                    len(significant) > 19 or int(significant or b"0") > MAX_CONTENT_LENGTH
-                ):
-                    return text
+            oversized = _oversized_length(value)
+            if oversized is not None:
+                return oversized
+    return None
+
+
+def _oversized_length(value: bytes) -> bytes | None:
+    """The first part of one Content-Length line above MAX_CONTENT_LENGTH, else None."""
+    for part in value.split(b","):
+        text = part.strip()
+        if len(text) < 19:  # below 10**18: never above the limit
+            continue
+        significant = text.lstrip(b"0")
+        # more significant digits than 2**63 - 1 has (19), or a value above it
+        if text.isdigit() and (
+            len(significant) > 19 or int(significant or b"0") > MAX_CONTENT_LENGTH
+        ):
+            return text
     return None
 
 

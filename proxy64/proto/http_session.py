@@ -33,8 +33,10 @@ from proxy64.defaults import (
 from proxy64.errors import RemoteProtocolError
 from proxy64.proto.http_client_conn import (
     encode_whole,
+    fresh_machine,
     head_problem,
-    next_machine,
+    new_machine,
+    persists,
     printable,
 )
 from proxy64.proto.http_forward import Exchanged, Forward, OriginFailed, upstream_machine
@@ -59,6 +61,7 @@ from proxy64.proto.session import (
     Close,
     Command,
     Connected,
+    DataReceived,
     DialFailed,
     Event,
     Receive,
@@ -105,6 +108,12 @@ class HttpSession(SessionBase):
     def _on_keep_alive(self, event: HttpEvent, now: float) -> list[HttpCommand]:
         if isinstance(event, (Tick, ClientLost)):
             return self._close("ok")  # idle too long, or gone
+        if self.spent:  # the next request's machine is made by its first bytes
+            if not isinstance(event, DataReceived):
+                raise SessionError(self.state, event)
+            if not event.data:
+                return self._close("ok")  # the client closed between requests
+            self.conn, self.spent = new_machine(), False
         self._feed(event)
         if not self.conn.trailing_data[0]:
             return self._close("ok")  # the client closed between requests
@@ -332,15 +341,22 @@ class HttpSession(SessionBase):
         assert request is not None
         after = exchanged.after_request if exchanged is not None else None
         outside = exchanged.response_outside if exchanged is not None else False
-        conn = next_machine(self.conn, request, after, outside)
-        if conn is None:
+        if not persists(self.conn, request, after, outside):
             return self._close("ok")
-        self.conn = conn
         self.request = self.target = None
-        if self.conn.trailing_data[0]:  # pipelined: the next head is here already
+        if after is None and not outside:  # h11 carried the cycle: its machine goes on
+            self.conn.start_next_cycle()
+            data, closed = self.conn.trailing_data
+        else:  # a body went outside h11: a fresh machine takes what followed it
+            data, closed = after if after is not None else self.conn.trailing_data
+            if data:
+                self.conn = fresh_machine(data, closed)
+            else:  # made when the client's next bytes arrive (most clients just close)
+                self.spent = True
+        if data:  # pipelined: the next head is here already
             self.state, self.deadline = State.HEAD, now + self.handshake_timeout
             return self._read_head(now)
-        if self.conn.trailing_data[1]:
+        if closed:
             return self._close("ok")  # the client closed between requests
         self.state = State.KEEP_ALIVE
         self.deadline = now + min(HTTP_KEEPALIVE_TIMEOUT, self.idle_timeout)

@@ -77,6 +77,7 @@ class SessionBase:
         "record_open",
         "refusal",
         "request",
+        "spent",
         "state",
         "target",
         "upstream",
@@ -101,6 +102,9 @@ class SessionBase:
         self.auth_answer = auth_answer
         self.refusal = refusal
         self.conn = new_machine()
+        # the client's machine is done with (a body went outside it) and nothing followed
+        # yet: idle between requests, the next request's machine is made by its bytes
+        self.spent = False
         self.state = State.HEAD
         self.deadline = math.inf
         self.request: h11.Request | None = None  # the current cycle's request head

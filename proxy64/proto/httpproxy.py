@@ -17,20 +17,15 @@ import hmac
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from ipaddress import IPv4Address, IPv6Address
 
 import h11
 
-from proxy64.defaults import HTTP_MAX_HEAD
+from proxy64.defaults import HTTP_AUTHORITY_CACHE, HTTP_AUTHORITY_CACHED_MAX, HTTP_MAX_HEAD
 from proxy64.destination import Destination, Host
 from proxy64.errors import RemoteProtocolError
-from proxy64.proto.http_headers import (
-    Header,
-    expects_continue,
-    has_content,
-    oversized_content_length,
-    upstream_request_headers,
-)
+from proxy64.proto.http_headers import Header, scan_request
 
 HTTP_DEFAULT_PORT = 80  # RFC 9110 §4.2.1
 # RFC 9110 §9.2.2 idempotent methods (PUT and DELETE too, but they usually carry content).
@@ -134,6 +129,19 @@ def parse_authority(authority: bytes, default_port: int | None) -> Destination:
     return Destination(host, port)
 
 
+@lru_cache(maxsize=HTTP_AUTHORITY_CACHE)
+def _cached_authority(authority: bytes, default_port: int | None) -> Destination:
+    return parse_authority(authority, default_port)
+
+
+def _parse_authority(authority: bytes, default_port: int | None) -> Destination:
+    """parse_authority() remembered for the authorities a proxy sees again and again (a
+    Destination is immutable; an authority it refuses raises again, never cached)."""
+    if len(authority) > HTTP_AUTHORITY_CACHED_MAX:
+        return parse_authority(authority, default_port)
+    return _cached_authority(authority, default_port)
+
+
 def _shown(text: bytes) -> str:
     return text.decode("ascii", "replace")
 
@@ -155,7 +163,12 @@ def _split_absolute_http(target: bytes) -> tuple[bytes, bytes]:
         )
     if scheme != b"http":
         raise _bad(f"the scheme {scheme.decode('ascii', 'replace')!r} is not supported; only http")
-    cut = min((i for i in (rest.find(b"/"), rest.find(b"?")) if i >= 0), default=len(rest))
+    cut = rest.find(b"/")
+    query = rest.find(b"?", 0, len(rest) if cut < 0 else cut)
+    if query >= 0:
+        cut = query
+    elif cut < 0:
+        cut = len(rest)
     authority, path = rest[:cut], rest[cut:]
     if b"#" in path:
         path = path.partition(b"#")[0]  # RFC 9112 §3.2: no fragment in a request target
@@ -186,13 +199,19 @@ def tunnel_established(http_version: bytes) -> bytes | None:
 
 def head_size(request: h11.Request) -> int:
     """The size of the head as sent: request line and header lines with their CRLFs."""
-    line = len(request.method) + len(request.target) + len(request.http_version) + 9
-    return line + sum(len(n) + len(v) + 4 for n, v in request.headers.raw_items()) + 2
+    return _line_size(request) + scan_request(request.headers.raw_items()).size + 2
+
+
+def _line_size(request: h11.Request) -> int:
+    """The request line with its CRLF: method SP target SP "HTTP/" version."""
+    return len(request.method) + len(request.target) + len(request.http_version) + 9
 
 
 def classify(request: h11.Request, max_head: int = HTTP_MAX_HEAD) -> Target:
     """Decide what a request head asks the proxy to do, or raise RemoteProtocolError."""
-    if head_size(request) > max_head:
+    headers: list[Header] = request.headers.raw_items()
+    scan = scan_request(headers)  # every header line looked at once
+    if _line_size(request) + scan.size + 2 > max_head:
         # h11 bounds only an incomplete head; a head that arrived whole is checked here.
         raise _bad(f"the request head is larger than {max_head} bytes", 431)
     version = request.http_version
@@ -201,24 +220,22 @@ def classify(request: h11.Request, max_head: int = HTTP_MAX_HEAD) -> Target:
         # tunnel asked in a version whose CONNECT proxy64 cannot know (HTTP/0.9 has none).
         shown = version.decode("ascii", "replace")
         raise _bad(f"HTTP/{shown} is not supported; send HTTP/1.1 (or HTTP/1.0)", 505)
-    headers: list[Header] = list(request.headers.raw_items())
-    oversized = oversized_content_length(headers)
+    oversized = scan.oversized
     if oversized is not None:
         raise _bad(
             f"Content-Length {_shown(oversized[:40])} is larger than a 63-bit integer holds "
             "(RFC 9110 §8.6)"
         )
-    names = {name.lower() for name, _ in headers}
-    if b"transfer-encoding" in names and b"content-length" in names:
+    if scan.both_framings:
         # RFC 9112 §6.3: both framings at once "ought to be handled as an error" (smuggling).
         raise _bad("the request has both Transfer-Encoding and Content-Length; send one")
     if request.method == b"CONNECT":
         # RFC 9112 §3.2.3: authority-form, only for CONNECT, port mandatory.
         if b"/" in request.target or b"://" in request.target:
             raise _bad("CONNECT needs host:port, not a URL (RFC 9112 §3.2.3)")
-        return ConnectTarget(parse_authority(request.target, default_port=None))
+        return ConnectTarget(_parse_authority(request.target, None))
     authority, path = _split_absolute_http(request.target)
-    destination = parse_authority(authority, default_port=HTTP_DEFAULT_PORT)
+    destination = _parse_authority(authority, HTTP_DEFAULT_PORT)
     if not path:
         # RFC 9112 §3.2.4: OPTIONS with an empty path becomes "*"; otherwise "/" (§3.2.1).
         path = b"*" if request.method == b"OPTIONS" else b"/"
@@ -226,9 +243,9 @@ def classify(request: h11.Request, max_head: int = HTTP_MAX_HEAD) -> Target:
         path = b"/" + path
     # RFC 9112 §3.2.2: Host carries the request-target's authority as the client wrote it.
     host = authority[:-1] if authority.endswith(b":") else authority
-    forwarded = upstream_request_headers(headers, host, request.http_version)
+    forwarded = scan.upstream_headers(host, request.http_version)
     if request.method in (b"OPTIONS", b"TRACE"):
-        hops = _max_forwards(headers)
+        hops = _max_forwards(scan.max_forwards)
         if hops == 0:
             return _answer_locally(request, headers)
         if hops is not None:  # RFC 9110 §7.6.2: forward the value decremented by one
@@ -240,18 +257,18 @@ def classify(request: h11.Request, max_head: int = HTTP_MAX_HEAD) -> Target:
     return ForwardTarget(
         destination=destination,
         request=upstream,
-        expects_continue=expects_continue(headers),
-        retryable=request.method in IDEMPOTENT_METHODS and not has_content(headers),
+        expects_continue=scan.continue_expected,
+        retryable=request.method in IDEMPOTENT_METHODS and not scan.content,
     )
 
 
-def _max_forwards(headers: Sequence[Header]) -> int | None:
-    values = [v.strip() for n, v in headers if n.lower() == b"max-forwards"]
-    if not values:
+def _max_forwards(value: bytes | None) -> int | None:
+    """The first Max-Forwards value (stripped) as a number, None when there is none."""
+    if value is None:
         return None
-    if not values[0].isdigit() or len(values[0]) > 9:
-        raise _bad(f"Max-Forwards must be a number, not {values[0].decode('ascii', 'replace')!r}")
-    return int(values[0])
+    if not value.isdigit() or len(value) > 9:
+        raise _bad(f"Max-Forwards must be a number, not {value.decode('ascii', 'replace')!r}")
+    return int(value)
 
 
 def _answer_locally(request: h11.Request, headers: Sequence[Header]) -> LocalAnswer:

@@ -437,6 +437,76 @@ def test_rfc9112_9_3_next_cycle_after_a_body_outside_h11() -> None:
     assert s2.handle(Exchanged(REUSE, response_outside=True), 0.0) == [Close("ok")]
 
 
+def test_rfc9112_9_3_after_an_outside_response_the_next_machine_waits() -> None:
+    s = session()
+    s.start(0.0)
+    forward = forwarding(s, get())
+    respond(forward)  # its body went outside h11: the client's machine stays in SEND_BODY
+    assert s.handle(Exchanged(REUSE, response_outside=True), 1.0) == [Receive()]
+    assert s.state is State.KEEP_ALIVE and s.deadline == 1.0 + HTTP_KEEPALIVE_TIMEOUT
+    assert s.handle(DataReceived(get()[:7]), 2.0) == [Receive()]  # a fresh machine's head
+    assert s.state is State.HEAD and s.conn is not forward.conn
+    (again,) = s.handle(DataReceived(get()[7:]), 2.0)
+    assert isinstance(again, Forward) and again.conn is s.conn and again.sent == 1
+    respond(again)
+    assert s.handle(Exchanged(REUSE, response_outside=True), 3.0) == [Receive()]
+    assert s.handle(DataReceived(b""), 4.0) == [Close("ok")]  # closed between requests
+    for late in (Tick(), ClientLost("gone")):
+        idle = session()
+        idle.start(0.0)
+        respond(forwarding(idle, get()))
+        idle.handle(Exchanged(REUSE, response_outside=True), 1.0)
+        assert idle.handle(late, math.inf) == [Close("ok")]
+
+
+def normalized(commands: Sequence[HttpCommand]) -> list[object]:
+    """Commands compared across runs: a Forward by what it forwards, Receive left out."""
+    return [
+        ("forward", c.target.destination, c.target.request.target, c.sent)
+        if isinstance(c, Forward)
+        else c
+        for c in commands
+        if not isinstance(c, Receive)
+    ]
+
+
+FOLLOW = st.lists(
+    st.sampled_from([get(), get()[:9], get()[9:], get(b"other.test"), b"junk\r\n\r\n", b"\r\n"]),
+    max_size=4,
+)
+
+
+@settings(max_examples=200)
+@given(FOLLOW)
+@example([get()[:9], get()[9:]])
+@example([b"junk\r\n\r\n"])
+@example([get(), get()])
+def test_bytes_after_an_outside_response_decide_the_same_early_or_late(
+    follow: list[bytes],
+) -> None:
+    """What the client sent after its request gives the same decisions whether it was
+    already buffered when the exchange ended (the fresh machine made at once) or arrives
+    afterwards, one read at a time (the fresh machine made by the first bytes)."""
+    early = session()
+    early.start(0.0)
+    forward = forwarding(early, get())
+    respond(forward)
+    for piece in follow:
+        forward.conn.receive_data(piece)
+    early_commands = early.handle(Exchanged(REUSE, response_outside=True), 1.0)
+
+    late = session()
+    late.start(0.0)
+    respond(forwarding(late, get()))
+    late_commands = late.handle(Exchanged(REUSE, response_outside=True), 1.0)
+    for piece in follow:
+        if late.state not in (State.KEEP_ALIVE, State.HEAD):
+            break  # the executor reads no more: the request is on its way, or answered
+        late_commands += late.handle(DataReceived(piece), 1.0)
+    assert normalized(early_commands) == normalized(late_commands)
+    assert early.state is late.state
+
+
 def test_max_forwards_0_answered_locally_then_keep_alive() -> None:
     s = session()
     s.start(0.0)

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from proxy64.destination import Destination
 from proxy64.errors import RemoteProtocolError
 from proxy64.proto.httpproxy import parse_authority
+from tests.helpers.authorities import HOSTS, PORTS
 
 _REG_NAME = re.compile(rb"^[A-Za-z0-9_](?:[A-Za-z0-9_.-]{0,251}[A-Za-z0-9_.])?$")
 _IPV4 = re.compile(rb"^\d{1,3}(?:\.\d{1,3}){3}$")
@@ -63,21 +64,6 @@ def outcome(authority: bytes, default_port: int | None) -> Destination | int:
         return parse_authority(authority, default_port)
     except RemoteProtocolError as exc:
         return exc.http_status
-
-
-HOSTS = st.one_of(
-    st.ip_addresses(v=4).map(lambda a: str(a).encode()),
-    st.ip_addresses(v=6).map(lambda a: f"[{a}]".encode()),
-    st.from_regex(rb"\A[A-Za-z0-9_][A-Za-z0-9_.-]{0,20}\Z"),
-    st.from_regex(rb"\A\d{1,4}(\.\d{1,4}){2,4}\Z"),  # dotted numbers, valid or not
-    st.from_regex(rb"\A\[[0-9a-fA-F:.%a-z]{0,30}\]?\Z"),  # bracketed, valid or not
-    st.binary(max_size=12),
-)
-PORTS = st.one_of(
-    st.just(b""),
-    st.integers(0, 70000).map(lambda p: b":%d" % p),
-    st.binary(max_size=6).map(lambda b: b":" + b),
-)
 
 
 @settings(max_examples=400)
