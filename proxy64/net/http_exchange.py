@@ -184,7 +184,7 @@ class _Exchange:
                 continue  # 100 and 103 from the origin: the client had its own 100
             if isinstance(event, h11.Response):
                 headers = downstream_response_headers(
-                    list(event.headers.raw_items()), event.http_version
+                    event.headers.raw_items(), event.http_version
                 )
                 response = h11.Response(
                     status_code=event.status_code, headers=headers, reason=event.reason
