@@ -178,6 +178,13 @@ WORKER_STOP_MARGIN = 5.0  # after SIGINT/SIGTERM: shutdown_grace + this, then SI
 WORKER_HEARTBEAT = 1.0  # seconds between a worker's heartbeats to the supervisor
 WORKER_TIMEOUT = 10.0  # a worker silent this long (hung, stopped) is killed and restarted
 
+# --- The cyclic garbage collector while serving (proxy64/serving.py) ----------------------
+# Allocations between two young-generation collections (CPython's default: 700). A
+# connection's objects die by reference counting (no cycles per connection), so a young
+# collection mostly walks the live state of connections in flight and promotes it; fewer
+# collections walk it fewer times.
+GC_YOUNG_THRESHOLD = 10_000
+
 # --- Hub-driven front of a connection (proxy64/net/relay_hub.py, executor.py) ------------
 HUB_POLL_ROUNDS = 16  # epoll polls without waiting per wake-up of the hub, at the most
 HUB_EMPTY_POLLS = 2  # ... stopping after this many found nothing (an empty poll: a wasted syscall)

@@ -17,6 +17,7 @@ import trio
 
 from proxy64.app import SERVE_SIGNALS, nat64_info
 from proxy64.defaults import (
+    GC_YOUNG_THRESHOLD,
     WORKER_HEARTBEAT,
 )
 from proxy64.net.listeners import (
@@ -98,9 +99,11 @@ def freeze_startup_heap() -> None:
     the listeners) out of the cyclic collector's generations: they live as long as the
     process, and a full collection would otherwise walk all of them each time, stalling
     every connection in flight. Start-up's own cyclic garbage is collected first, so
-    nothing dead is kept for good."""
+    nothing dead is kept for good. Young collections then come every GC_YOUNG_THRESHOLD
+    allocations: most of a connection's objects die by reference counting before one."""
     gc.collect()
     gc.freeze()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
 
 
 async def _serve_then_cancel(
