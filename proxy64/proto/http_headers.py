@@ -35,32 +35,15 @@ HOP_BY_HOP = frozenset(
 )
 
 
-def connection_options(headers: Iterable[Header]) -> frozenset[bytes]:
-    """The header names listed in Connection (and Proxy-Connection), lower-cased."""
-    named: set[bytes] = set()
-    for name, value in headers:
-        if name.lower() in _OPTION_FIELDS:
-            _add_options(named, value)
-    return frozenset(named)
-
-
 def _add_options(named: set[bytes], value: bytes) -> None:
-    """The connection-options of one Connection line, lower-cased, into named."""
+    """The connection-options of one Connection (or Proxy-Connection) line, lower-cased,
+    into named. RFC 9110 §7.6.1: "a proxy or gateway MUST parse a received Connection
+    header field before a message is forwarded and, for each connection-option in this
+    field, remove any header or trailer field(s) from the message with the same name"."""
     for raw in value.lower().split(b","):
         token = raw.strip()
         if token:
             named.add(token)
-
-
-def end_to_end(headers: Sequence[Header]) -> list[Header]:
-    """The headers a proxy may forward: hop-by-hop ones and those Connection names removed.
-
-    RFC 9110 §7.6.1: "a proxy or gateway MUST parse a received Connection header field
-    before a message is forwarded and, for each connection-option in this field, remove any
-    header or trailer field(s) from the message with the same name".
-    """
-    drop = HOP_BY_HOP | connection_options(headers)
-    return [(name, value) for name, value in headers if name.lower() not in drop]
 
 
 def _last_coding_chunked(value: bytes) -> bool:
@@ -100,10 +83,19 @@ class RequestScan(NamedTuple):
     continue_expected: bool  # Expect: 100-continue (RFC 9110 §10.1.1)
     chunked: bool  # the last transfer coding of a Transfer-Encoding is chunked (RFC 9112 §7.1)
     max_forwards: bytes | None  # the first Max-Forwards value, stripped
-    kept: list[Header]  # end_to_end(), without Host and Expect, in order
+    # the end-to-end fields (hop-by-hop ones and those Connection names removed), without
+    # Host and Expect, in order
+    kept: list[Header]
 
     def upstream_headers(self, host: bytes, http_version: bytes) -> list[Header]:
-        """upstream_request_headers() for the scanned request."""
+        """Headers for the origin-form request sent upstream.
+
+        Host is replaced by the request target's authority: RFC 9112 §3.2.2 "When a proxy
+        receives a request with an absolute-form of request-target, the proxy MUST ignore
+        the received Host header field (if any) and instead replace it with the host
+        information of the request-target." Expect: 100-continue is answered by proxy64
+        itself (RFC 9110 §10.1.1 allows a proxy to respond 100 immediately), so it is not
+        forwarded."""
         if self.chunked:  # h11 frames the body again
             return [(b"Host", host), *self.kept, _CHUNKED, via_entry(http_version)]
         return [(b"Host", host), *self.kept, via_entry(http_version)]
@@ -149,20 +141,6 @@ def scan_request(headers: Iterable[Header]) -> RequestScan:
     return RequestScan(
         size, oversized, both, content, continue_expected, chunked, max_forwards, kept
     )
-
-
-def upstream_request_headers(
-    headers: Sequence[Header], host: bytes, http_version: bytes
-) -> list[Header]:
-    """Headers for the origin-form request sent upstream.
-
-    Host is replaced by the request target's authority: RFC 9112 §3.2.2 "When a proxy
-    receives a request with an absolute-form of request-target, the proxy MUST ignore the
-    received Host header field (if any) and instead replace it with the host information
-    of the request-target." Expect: 100-continue is answered by proxy64 itself (RFC 9110
-    §10.1.1 allows a proxy to respond 100 immediately), so it is not forwarded.
-    """
-    return scan_request(headers).upstream_headers(host, http_version)
 
 
 def downstream_response_headers(headers: Sequence[Header], http_version: bytes) -> list[Header]:

@@ -25,7 +25,7 @@ import h11
 from proxy64.defaults import HTTP_AUTHORITY_CACHE, HTTP_AUTHORITY_CACHED_MAX, HTTP_MAX_HEAD
 from proxy64.destination import Destination, Host
 from proxy64.errors import RemoteProtocolError
-from proxy64.proto.http_headers import Header, scan_request
+from proxy64.proto.http_headers import Header, RequestScan, scan_request
 
 HTTP_DEFAULT_PORT = 80  # RFC 9110 §4.2.1
 # RFC 9110 §9.2.2 idempotent methods (PUT and DELETE too, but they usually carry content).
@@ -197,21 +197,18 @@ def tunnel_established(http_version: bytes) -> bytes | None:
     return _ESTABLISHED.get(http_version)
 
 
-def head_size(request: h11.Request) -> int:
-    """The size of the head as sent: request line and header lines with their CRLFs."""
-    return _line_size(request) + scan_request(request.headers.raw_items()).size + 2
-
-
-def _line_size(request: h11.Request) -> int:
-    """The request line with its CRLF: method SP target SP "HTTP/" version."""
-    return len(request.method) + len(request.target) + len(request.http_version) + 9
+def head_size(request: h11.Request, scan: RequestScan) -> int:
+    """The size of the head as sent: the request line (method SP target SP "HTTP/" version
+    CRLF), the header lines scanned (scan_request) and the blank line."""
+    line = len(request.method) + len(request.target) + len(request.http_version) + 9
+    return line + scan.size + 2
 
 
 def classify(request: h11.Request, max_head: int = HTTP_MAX_HEAD) -> Target:
     """Decide what a request head asks the proxy to do, or raise RemoteProtocolError."""
     headers: list[Header] = request.headers.raw_items()
     scan = scan_request(headers)  # every header line looked at once
-    if _line_size(request) + scan.size + 2 > max_head:
+    if head_size(request, scan) > max_head:
         # h11 bounds only an incomplete head; a head that arrived whole is checked here.
         raise _bad(f"the request head is larger than {max_head} bytes", 431)
     version = request.http_version

@@ -15,8 +15,7 @@ from proxy64.errors import RemoteProtocolError
 from proxy64.proto.http_headers import (
     HOP_BY_HOP,
     downstream_response_headers,
-    end_to_end,
-    upstream_request_headers,
+    scan_request,
 )
 from proxy64.proto.httpproxy import (
     PROXY_METHODS,
@@ -213,7 +212,6 @@ def test_hypothesis_hop_by_hop_never_leaks_and_order_is_kept(
 ) -> None:
     if named:
         headers = [*headers, (b"Connection", b", ".join(named))]
-    kept = end_to_end(headers)
     # RFC 9110 §7.6.1: every option any Connection field lists (a generated Connection or
     # Proxy-Connection header's own value counts too: b"A" names the field "a").
     listed = {
@@ -223,14 +221,16 @@ def test_hypothesis_hop_by_hop_never_leaks_and_order_is_kept(
         for token in value.split(b",")
     }
     dropped = HOP_BY_HOP | {n.lower() for n in named} | (listed - {b""})
-    assert all(name.lower() not in dropped for name, _ in kept)
-    # The kept headers are exactly the end-to-end ones, in their original order.
-    assert kept == [(n, v) for n, v in headers if n.lower() not in dropped]
-    upstream = upstream_request_headers(headers, b"h.example", b"1.1")
+    scan = scan_request(headers)
+    assert all(name.lower() not in dropped for name, _ in scan.kept)
+    # The kept headers are exactly the end-to-end ones (Host and Expect aside), in order.
+    end_to_end = [(n, v) for n, v in headers if n.lower() not in dropped]
+    assert scan.kept == [(n, v) for n, v in end_to_end if n.lower() not in (b"host", b"expect")]
+    upstream = scan.upstream_headers(b"h.example", b"1.1")
     assert upstream[0] == (b"Host", b"h.example")
     assert upstream[-1] == (b"Via", b"1.1 proxy64")
     middle = [h for h in upstream[1:-1] if h != (b"Transfer-Encoding", b"chunked")]
-    assert middle == [(n, v) for n, v in kept if n.lower() not in (b"host", b"expect")]
+    assert middle == scan.kept
 
 
 # --- Proxy-Authorization Basic (RFC 7617, RFC 9110 §11.7.2) ------------------------------
@@ -418,7 +418,8 @@ def test_head_size_is_the_size_on_the_wire(headers: list[tuple[bytes, str]], pat
     lines = [f"GET http://e.com/{path} HTTP/1.1", "Host: e.com"]
     lines += [f"{name.decode()}: {value}" for name, value in headers]
     raw = ("\r\n".join(lines) + "\r\n\r\n").encode()
-    assert head_size(head(raw)) == len(raw)
+    request = head(raw)
+    assert head_size(request, scan_request(request.headers.raw_items())) == len(raw)
 
 
 def test_head_over_the_limit_is_431_even_when_it_arrived_whole() -> None:
