@@ -24,7 +24,7 @@ import logging
 import math
 import os
 import socket
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from functools import partial
 
 import h11
@@ -192,16 +192,9 @@ class _Exchange:
                 out.add(self.conn.send(response))
                 if await self._response_body_outside(event):
                     break
-            elif isinstance(event, h11.Data):
-                out.add(self.conn.send(h11.Data(data=event.data)))
-                if out.size >= HTTP_BODY_CHUNK:
-                    await self._write(out.take())
-            elif isinstance(event, h11.EndOfMessage):
-                # RFC 9110 §6.5.1: trailers may be discarded when de-chunking.
-                out.add(self.conn.send(h11.EndOfMessage()))
-                if out.size:
-                    await self._write(out.take())
-                break
+            elif isinstance(event, (h11.Data, h11.EndOfMessage)):
+                if await _pass_body(event, self.conn, out, self._write):
+                    break
             else:  # ConnectionClosed or PAUSED before the response ended
                 raise up.failed("closed the connection before answering")
         return self.after_request, self.response_outside
@@ -301,17 +294,31 @@ class _Exchange:
                 if out.size:
                     await up.write(out.take())
                 event = await self._client_event(trio.current_time() + self.idle)
-            if isinstance(event, h11.Data):
-                out.add(up.conn.send(h11.Data(data=event.data)))
-                if out.size >= HTTP_BODY_CHUNK:
-                    await up.write(out.take())
-            elif isinstance(event, h11.EndOfMessage):
-                out.add(up.conn.send(h11.EndOfMessage()))
-                if out.size:
-                    await up.write(out.take())
-                return
-            else:
+            if not isinstance(event, (h11.Data, h11.EndOfMessage)):
                 raise _ClientGone
+            if await _pass_body(event, up.conn, out, up.write):
+                return
+
+
+async def _pass_body(
+    event: h11.Data | h11.EndOfMessage,
+    into: h11.Connection,
+    out: _Pending,
+    write: Callable[[bytes], Awaitable[None]],
+) -> bool:
+    """One body event of a message passed on: encoded by the other side's machine `into`
+    (which frames it again: chunked, or a length) and written by `write` once a chunk's
+    worth waits or the message ends. True at the end of the message. RFC 9110 §6.5.1:
+    trailers may be discarded when de-chunking."""
+    if isinstance(event, h11.Data):
+        out.add(into.send(h11.Data(data=event.data)))
+        if out.size >= HTTP_BODY_CHUNK:
+            await write(out.take())
+        return False
+    out.add(into.send(h11.EndOfMessage()))
+    if out.size:
+        await write(out.take())
+    return True
 
 
 class _Pending:
