@@ -7,7 +7,6 @@ run_stepped(), the task's driver, on its own."""
 from __future__ import annotations
 
 import dataclasses
-import gc
 import math
 import secrets
 import socket
@@ -19,6 +18,7 @@ import trio
 
 from proxy64.net.context import ConnectionRecord, ProxyContext
 from proxy64.net.steps import Readable, in_task, run_stepped, wait, write_all
+from tests.helpers.cycles import cyclic_garbage
 from tests.helpers.fakes import FakeDialer, ListRecorder
 from tests.helpers.fakes import make_context as fakes_context
 from tests.helpers.http_proxy import serve_http
@@ -266,24 +266,9 @@ async def test_forwarded_requests_leave_no_cyclic_garbage(nursery: trio.Nursery)
     with trio.fail_after(10):
         assert (await get(proxy, origin)).endswith(b"hi")  # warm-up
         await recorder.wait_for(1)
-        gc.collect()
-        gc.disable()
-        gc.set_debug(gc.DEBUG_SAVEALL)
-        try:
+        with cyclic_garbage() as cyclic:
             for _ in range(3):
                 assert (await get(proxy, origin)).endswith(b"hi")
             await recorder.wait_for(4)
             await trio.sleep(0.05)  # every close seen
-            gc.collect()
-            cyclic = sorted({_owner(o) for o in gc.garbage if _owner(o).startswith("proxy64.")})
-        finally:
-            gc.set_debug(0)
-            gc.garbage.clear()
-            gc.enable()
     assert cyclic == []
-
-
-def _owner(obj: object) -> str:
-    """The qualified name of obj's type; a bound method counts as its object's."""
-    owner = type(getattr(obj, "__self__", obj))
-    return f"{owner.__module__}.{owner.__qualname__}"

@@ -27,6 +27,7 @@ from proxy64.defaults import RELAY_IDLE_SLACK
 from proxy64.destination import Destination, Egress, Reached
 from proxy64.net.listeners import bind_listener, bound_address
 from proxy64.proto.socks_session import SocksSession
+from tests.helpers.cycles import cyclic_garbage
 from tests.helpers.fakes import CACHED, UNCACHED
 from tests.helpers.hub import running_hub
 from tests.helpers.origins import pattern_bytes, serve_tcp_echo, serve_tcp_hash
@@ -426,10 +427,7 @@ async def test_finished_socks4_and_socks5_connections_leave_no_cyclic_garbage(
             with client:
                 await echo_once(client, b"warm")
             await p.recorder.wait_for(1)
-            gc.collect()
-            gc.disable()
-            gc.set_debug(gc.DEBUG_SAVEALL)
-            try:
+            with cyclic_garbage() as cyclic:
                 for _ in range(3):
                     client = await socks5(p.port, connect_request("127.0.0.1", echo))
                     with client:
@@ -441,12 +439,6 @@ async def test_finished_socks4_and_socks5_connections_leave_no_cyclic_garbage(
                         await echo_once(client, b"ping")
                 await p.recorder.wait_for(7)
                 await trio.sleep(0.05)  # the hub has seen every close
-                gc.collect()
-                cyclic = sorted({_owner(o) for o in gc.garbage if _owner(o).startswith("proxy64.")})
-            finally:
-                gc.set_debug(0)
-                gc.garbage.clear()
-                gc.enable()
     assert cyclic == []
 
 
@@ -478,10 +470,7 @@ async def test_refused_connections_leave_no_cyclic_garbage(
                 await warm.send(request_bytes())
                 await receive_all(warm)
             await p.recorder.wait_for(1)
-            gc.collect()
-            gc.disable()
-            gc.set_debug(gc.DEBUG_SAVEALL)
-            try:
+            with cyclic_garbage() as cyclic:
                 for _ in range(3):
                     client = await connect(p.port)
                     with client:
@@ -489,16 +478,4 @@ async def test_refused_connections_leave_no_cyclic_garbage(
                         await receive_all(client)
                 await p.recorder.wait_for(4)
                 await trio.sleep(0.05)  # the tasks that held them have returned
-                gc.collect()
-                cyclic = sorted({_owner(o) for o in gc.garbage if _owner(o).startswith("proxy64.")})
-            finally:
-                gc.set_debug(0)
-                gc.garbage.clear()
-                gc.enable()
     assert cyclic == []
-
-
-def _owner(obj: object) -> str:
-    """The qualified name of obj's type; a bound method counts as its object's."""
-    owner = type(getattr(obj, "__self__", obj))
-    return f"{owner.__module__}.{owner.__qualname__}"
