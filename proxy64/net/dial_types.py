@@ -82,7 +82,7 @@ class Dialed:
         if stream is None:
             sock = self.sock
             assert isinstance(sock, socket.socket), "a Dialed has a socket or a stream"
-            stream = self._stream = trio.SocketStream(trio.socket.from_stdlib_socket(sock))
+            stream = self._stream = stream_over(sock)
         return stream
 
     @property
@@ -103,21 +103,38 @@ class Dialed:
         return local
 
     def close(self) -> None:
-        """Close the socket, once (synchronous). Through trio when a trio stream exists
-        (a task may wait on it: trio wakes it). A socket no stream wraps gets a plain
-        close: only the hub paths and the task that holds the connection use its fd, and
-        that task's waits are over or cancelled by then; the kernel drops the fd from
-        every epoll set itself, where trio's notify_closing would add an epoll_ctl (one
-        that fails when trio never waited on the fd). A stream that is not a socket (a
-        test's memory stream) is its maker's to close."""
+        """Close the socket, once (close_socket: through trio when a trio stream exists,
+        else a plain close). A stream that is not a socket (a test's
+        memory stream) is its maker's to close."""
         stream = self._stream
-        if isinstance(stream, trio.SocketStream):
-            stream.socket.close()
-        elif stream is None and self.sock is not None:
-            self.sock.close()
+        if self.sock is not None and (stream is None or isinstance(stream, trio.SocketStream)):
+            close_socket(self.sock, stream)
 
     def __repr__(self) -> str:
         return f"Dialed({self.destination} via {self.remote[0]}:{self.remote[1]})"
+
+
+# A socket the relay hub reads and writes on its fd (a dialed connection, and a client
+# too: net/executor_client.py), and the trio stream a task needs of it, made only then.
+
+
+def stream_over(sock: socket.socket) -> trio.SocketStream:
+    """trio's stream over sock: the same fd, nothing buffered in between."""
+    return trio.SocketStream(trio.socket.from_stdlib_socket(sock))
+
+
+def close_socket(
+    sock: socket.socket | trio.socket.SocketType, stream: trio.SocketStream | None
+) -> None:
+    """Close sock, once (synchronous): through trio when a stream was made over it (a task
+    may wait on the fd: trio wakes it); else a plain close(2). Only the hub paths use a
+    socket no stream wraps, and the kernel drops its fd from every epoll set itself,
+    where trio's notify_closing would add an epoll_ctl (one that fails when trio never
+    waited on the fd)."""
+    if stream is not None:
+        stream.socket.close()
+    else:
+        sock.close()
 
 
 def _ip(text: str) -> IPAddress:

@@ -20,7 +20,7 @@ from typing import Any, Protocol
 import trio
 
 from proxy64.net.context import ConnectionRecord, ProxyContext
-from proxy64.net.dial_types import Dialed, PendingDial
+from proxy64.net.dial_types import Dialed, PendingDial, close_socket, stream_over
 from proxy64.net.listeners import Spawn
 from proxy64.net.outcomes import client_lost
 from proxy64.net.relay import Relay
@@ -386,7 +386,7 @@ class ClientSide:
     def _stream(self) -> trio.SocketStream:
         """The client as a stream for a task (the same fd: nothing is buffered)."""
         if self.stream is None:
-            self.stream = trio.SocketStream(trio.socket.from_stdlib_socket(self.sock))
+            self.stream = stream_over(self.sock)
         return self.stream
 
     # --- closing -----------------------------------------------------------------------------
@@ -446,10 +446,7 @@ class ClientSide:
         dialed, self.dialed = self.dialed, None
         if dialed is not None:
             dialed.close()
-        if self.stream is not None:
-            self.stream.socket.close()  # trio's close: it may have waited on the fd
-        else:
-            self.sock.close()
+        close_socket(self.sock, self.stream)
         slot, self.slot = self.slot, None
         if slot is not None:
             self.front.ctx.connection_slots.release_on_behalf_of(slot)
