@@ -25,6 +25,7 @@ import h11
 from proxy64.defaults import HTTP_AUTHORITY_CACHE, HTTP_AUTHORITY_CACHED_MAX, HTTP_MAX_HEAD
 from proxy64.destination import Destination, Host
 from proxy64.errors import RemoteProtocolError
+from proxy64.proto.h11_checked import checked_request
 from proxy64.proto.http_headers import Header, RequestScan, scan_request
 
 HTTP_DEFAULT_PORT = 80  # RFC 9110 §4.2.1
@@ -250,7 +251,7 @@ def classify(request: h11.Request, max_head: int = HTTP_MAX_HEAD) -> Target:
                 (n, str(hops - 1).encode() if n.lower() == b"max-forwards" else v)
                 for n, v in forwarded
             ]
-    upstream = h11.Request(method=request.method, target=path, headers=forwarded)
+    upstream = checked_request(request.method, path, forwarded)
     return ForwardTarget(
         destination=destination,
         request=upstream,
