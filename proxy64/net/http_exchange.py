@@ -8,12 +8,13 @@ by the upstream's h11 client machine, the client's body through the client's h11
 (`Exchanged`, `OriginFailed` or `ClientLost`).
 
 Invariants: no body is ever buffered whole (Data events are forwarded as they arrive);
-bodies of known length (Content-Length, RFC 9112 §6.3) of HTTP_RAW_BODY_MIN or more still
-to come bypass h11: http_upstream.move_body() moves exactly the body's bytes (splice(2)
-between sockets), never reading past it; a body already here whole is written with its head
-in one call. The client's socket is read and written on its raw fd, waiting only when a
-call would block. Every wait is one of net/steps.py's: the executor steps the exchange from
-the relay hub while it waits for the origin, and a task carries it on from any other wait.
+bodies of known length (Content-Length, or none for a request: RFC 9112 §6.3) of
+HTTP_RAW_BODY_MIN or more still to come bypass h11: http_upstream.move_body() moves exactly
+the body's bytes (splice(2) between sockets), never reading past it; a body already here
+whole is written with its head in one call. The client's socket is read and written on
+its raw fd, waiting only when a call would block. Every wait is one of net/steps.py's: the
+executor steps the exchange from the relay hub while it waits for the origin, and a task
+carries it on from any other wait.
 RFC 9110 §6.5.1 (trailers dropped when de-chunking), RFC 9112 §9.3 (what tells whether
 either side persists).
 """
@@ -36,11 +37,12 @@ from proxy64.net.dial_types import Dialed
 from proxy64.net.http_upstream import BodyCut, Next, Upstream, UpstreamFailed, move_body
 from proxy64.net.outcomes import client_ended
 from proxy64.net.steps import Readable, in_task, wait, write_all
+from proxy64.proto.h11_checked import checked_response
 from proxy64.proto.http_forward import Exchanged, Forward, OriginFailed
 from proxy64.proto.http_headers import (
     downstream_response_headers,
-    fixed_body_length,
     keeps_alive,
+    request_body_length,
     response_body_length,
 )
 from proxy64.proto.httpproxy import ForwardTarget
@@ -186,9 +188,7 @@ class _Exchange:
                 headers = downstream_response_headers(
                     event.headers.raw_items(), event.http_version
                 )
-                response = h11.Response(
-                    status_code=event.status_code, headers=headers, reason=event.reason
-                )
+                response = checked_response(event.status_code, headers, event.reason)
                 out.add(self.conn.send(response))
                 if await self._response_body_outside(event):
                     break
@@ -200,12 +200,14 @@ class _Exchange:
         return self.after_request, self.response_outside
 
     async def _request_body_outside(self, head: bytes) -> bool:
-        """Move a Content-Length request body outside h11 when it is large, or when all of
-        it is already here (head and body in one write, no h11 events); False: h11
-        carries it. `head` is the encoded request head, written with the first body bytes."""
+        """Move a request body of known length (Content-Length; none at all is length 0,
+        RFC 9112 §6.3 rule 7) outside h11 when it is large, or when all of it is already
+        here (head and body in one write, no h11 events: a request without content costs
+        neither machine an end-of-message); False: h11 carries it. `head` is the encoded
+        request head, written with the first body bytes."""
         if self.conn.their_state is not h11.SEND_BODY:
-            return False  # no body, or a retry of a request without content
-        length = fixed_body_length(self.target.request.headers.raw_items())
+            return False  # a retry of a request whose end h11 has already read
+        length = request_body_length(self.target.request.headers.raw_items())
         if length is None:
             return False
         buffered, closed = self.conn.trailing_data

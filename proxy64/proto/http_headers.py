@@ -236,6 +236,19 @@ def fixed_body_length(headers: Iterable[Header]) -> int | None:
     return length
 
 
+def request_body_length(headers: Sequence[Header]) -> int | None:
+    """The length of a request body framed by Content-Length, or by neither framing field
+    (RFC 9112 §6.3 rule 7: then the body has length zero); None for a chunked body or
+    no valid Content-Length. For heads h11 has already validated."""
+    for name, _ in headers:
+        if name.lower() in _FRAMING_FIELDS:
+            return fixed_body_length(headers)
+    return 0
+
+
+_FRAMING_FIELDS = (b"content-length", b"transfer-encoding")
+
+
 def response_body_length(
     request_method: bytes, status_code: int, headers: Iterable[Header]
 ) -> int | None:

@@ -9,7 +9,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from proxy64.proto.http_headers import fixed_body_length, keeps_alive, response_body_length
+from proxy64.proto.http_headers import (
+    fixed_body_length,
+    keeps_alive,
+    request_body_length,
+    response_body_length,
+)
 
 
 @pytest.mark.parametrize(
@@ -110,3 +115,55 @@ def test_same_verdicts_as_h11(
     while (event := client.next_event()) != h11.EndOfMessage():
         assert isinstance(event, h11.Data)
     assert (client.their_state is h11.DONE) is keeps_alive(raw, response.http_version)
+
+
+@pytest.mark.parametrize(
+    ("headers", "expected"),
+    [
+        ([], 0),  # RFC 9112 §6.3 rule 7: neither framing field, no body
+        ([(b"Host", b"a"), (b"Accept", b"*/*")], 0),
+        ([(b"Content-Length", b"0")], 0),
+        ([(b"content-length", b"12")], 12),
+        ([(b"Transfer-Encoding", b"chunked")], None),
+        ([(b"Content-Length", b"12"), (b"Transfer-Encoding", b"chunked")], None),
+        ([(b"Content-Length", b"x")], None),
+    ],
+)
+def test_rfc9112_6_3_request_body_length_table(
+    headers: list[tuple[bytes, bytes]], expected: int | None
+) -> None:
+    assert request_body_length(headers) == expected
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from([b"Content-Length", b"Transfer-Encoding", b"X-A", b"Accept"]),
+            st.sampled_from([b"0", b"3", b"17", b"chunked", b"gzip, chunked", b"x"]),
+        ),
+        max_size=3,
+    ),
+    st.sampled_from([b"1.0", b"1.1"]),
+)
+def test_request_body_length_is_h11s_framing(
+    fields: list[tuple[bytes, bytes]], version: bytes
+) -> None:
+    """A length is given only where h11, reading the same head, frames the body by that
+    length: its end of message after exactly that many bytes."""
+    lines = b"".join(b"%s: %s\r\n" % field for field in fields)
+    server = h11.Connection(h11.SERVER)
+    server.receive_data(b"POST /p HTTP/%s\r\nHost: a\r\n%s\r\n" % (version, lines))
+    try:
+        request = server.next_event()
+    except h11.RemoteProtocolError:
+        return  # h11 refuses the head: nothing is forwarded
+    assert isinstance(request, h11.Request)
+    length = request_body_length(request.headers.raw_items())
+    if length is None:
+        return  # chunked or invalid: h11 carries (or refuses) the body
+    server.receive_data(b"b" * length)
+    received = 0
+    while (event := server.next_event()) != h11.EndOfMessage():
+        assert isinstance(event, h11.Data), event
+        received += len(event.data)
+    assert received == length
