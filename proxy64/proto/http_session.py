@@ -90,7 +90,7 @@ class HttpSession(SessionBase):
     def handle(self, event: HttpEvent, now: float) -> list[HttpCommand]:
         if isinstance(event, Tick) and now < self.deadline:
             return []  # early: nothing is due yet
-        return _HANDLERS[self.state](self, event, now)
+        return _HANDLERS[self.state._value_](self, event, now)
 
     # --- reading a request head -------------------------------------------------------------
 
@@ -363,15 +363,16 @@ class HttpSession(SessionBase):
         return [Receive()]
 
 
-# One handler per state (the state's events in, its commands out).
-_HANDLERS: dict[State, Callable[[HttpSession, Event, float], list[Command]]] = {
-    State.HEAD: HttpSession._on_head,
-    State.KEEP_ALIVE: HttpSession._on_keep_alive,
-    State.AUTH_HOLD: HttpSession._on_auth_hold,
-    State.CONNECT_BODY: HttpSession._on_connect_body,
-    State.CONNECT_DIAL: HttpSession._on_dial,
-    State.FORWARD_DIAL: HttpSession._on_dial,
-    State.FORWARDING: HttpSession._on_forwarding,
-    State.LOCAL_ANSWER: HttpSession._on_local_answer,
-    State.CLOSED: HttpSession._on_closed,
+# One handler per state (the state's events in, its commands out), keyed by the state's
+# value: a str hashes in C, an Enum member in Python.
+_HANDLERS: dict[str, Callable[[HttpSession, Event, float], list[Command]]] = {
+    State.HEAD.value: HttpSession._on_head,
+    State.KEEP_ALIVE.value: HttpSession._on_keep_alive,
+    State.AUTH_HOLD.value: HttpSession._on_auth_hold,
+    State.CONNECT_BODY.value: HttpSession._on_connect_body,
+    State.CONNECT_DIAL.value: HttpSession._on_dial,
+    State.FORWARD_DIAL.value: HttpSession._on_dial,
+    State.FORWARDING.value: HttpSession._on_forwarding,
+    State.LOCAL_ANSWER.value: HttpSession._on_local_answer,
+    State.CLOSED.value: HttpSession._on_closed,
 }
