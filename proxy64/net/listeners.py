@@ -170,27 +170,33 @@ class _HubAcceptor:
     """The listener as a relay-hub watcher: accepted sockets go to the front end in the
     same wake-up that may read their greetings (no trip through trio per accept)."""
 
-    __slots__ = ("failed", "front", "listener", "problem")
+    __slots__ = ("failed", "front", "kind", "listener", "problem")
 
     def __init__(self, listener: socket.socket, front: Front) -> None:
         self.listener = listener
         self.front = front
         self.problem: OSError | None = None
         self.failed = trio.Event()
+        # socket.accept() reads the listener's family and type as enums for every socket
+        # it makes; read once here, the accepted sockets are made from plain ints.
+        self.kind = (int(listener.family), int(listener.type), listener.proto)
 
     def readable(self, now: float) -> None:
         if self.problem is not None:
             return
+        listener, (family, kind, proto) = self.listener, self.kind
         for _ in range(ACCEPT_BATCH):
             try:
-                raw, address = self.listener.accept()
+                # accept4(2) under socket.accept() (close-on-exec): the fd and the address
+                fd, address = listener._accept()  # type: ignore[attr-defined]
             except BlockingIOError:
                 return
             except OSError as exc:  # the task below retries or backs off
                 self.problem = exc
                 self.failed.set()
                 return
-            self.front.accepted(raw, address)
+            self.front.accepted(socket.socket(family, kind, proto, fileno=fd), address)
+
 
 
 async def accept_in_hub(hub: RelayHub, listener: socket.socket, front: Front) -> None:
