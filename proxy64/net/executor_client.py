@@ -311,8 +311,9 @@ class ClientSide:
 
     def _receive(self, command: Receive) -> None:
         # Bytes that came before anything was sent are often there already (a greeting
-        # with the connection); after a Send the client has to answer it first.
-        if not self.sent and self._read():
+        # with the connection); after a Send, or an answer the machine says was given, the
+        # client has to answer it first: a read now would find nothing (EAGAIN).
+        if not (self.sent or command.answered) and self._read():
             return
         self._want(EPOLLIN)
         self.wait = Wait.READ

@@ -360,7 +360,8 @@ class HttpSession(SessionBase):
             return self._close("ok")  # the client closed between requests
         self.state = State.KEEP_ALIVE
         self.deadline = now + min(HTTP_KEEPALIVE_TIMEOUT, self.idle_timeout)
-        return [Receive()]
+        # a forwarded response went to the client outside a Send: it answers that first
+        return [Receive(answered=exchanged is not None)]
 
 
 # One handler per state (the state's events in, its commands out), keyed by the state's

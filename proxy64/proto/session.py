@@ -98,7 +98,11 @@ class Send:
 @dataclass(frozen=True, slots=True)
 class Receive:
     """Read the client's next bytes (waiting for them, until the machine's deadline) and
-    feed them as `DataReceived`."""
+    feed them as `DataReceived`. answered: the client has just been answered other than by
+    a `Send` (a forwarded response): like after a Send, it must read that answer before it
+    sends more, so nothing is read before its socket is readable."""
+
+    answered: bool = False
 
 
 @dataclass(frozen=True, slots=True)

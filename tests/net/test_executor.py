@@ -222,6 +222,59 @@ async def test_receive_feeds_each_read_and_eof(nursery: trio.Nursery) -> None:
     assert h.machines[0].events[-1] == DataReceived(b"")
 
 
+class _CountingOs:
+    """The os module as executor_client sees it, counting the reads that found nothing."""
+
+    def __init__(self, real: Any) -> None:
+        self.real = real
+        self.empty_reads = 0
+
+    def read(self, fd: int, size: int) -> bytes:
+        try:
+            data: bytes = self.real.read(fd, size)
+        except BlockingIOError:
+            self.empty_reads += 1
+            raise
+        return data
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.real, name)
+
+
+async def test_a_receive_after_an_answer_waits_for_readability_without_a_read(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Receive(answered=True): the client was answered outside a Send (a forwarded
+    response), so a read before its socket is readable would find nothing; the executor
+    waits in the hub instead, and what the client sends next is still fed."""
+    import proxy64.net.executor_client as executor_client
+
+    counting = _CountingOs(executor_client.os)
+    monkeypatch.setattr(executor_client, "os", counting)
+    before_answer: list[int] = []
+
+    def rule(machine: Scripted, event: Event, now: float) -> list[Command]:
+        assert isinstance(event, DataReceived)
+        if event.data == b"ask":
+            before_answer.append(counting.empty_reads)
+            return [Receive(answered=True)]
+        return [Send(event.data.upper()), Close("done")]
+
+    with trio.fail_after(10):
+        async with serving(lambda: Scripted([Record("t"), Receive()], rule)) as h:
+            client = await connect(h.port)
+            with client:
+                await client.send(b"ask")
+                await trio.sleep(0.1)
+                (executor,) = h.front.connections
+                assert executor.wait is Wait.READ  # waiting in the hub, not reading
+                await client.send(b"next")
+                assert await receive_all(client) == b"NEXT"
+            (record,) = await h.recorder.wait_for(1)
+    assert record.outcome == "done"
+    assert counting.empty_reads == before_answer[0]  # no read that found nothing since
+
+
 async def test_the_machines_deadline_is_a_tick_on_the_hubs_timer(
     autojump_clock: trio.abc.Clock,
 ) -> None:

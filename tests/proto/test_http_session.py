@@ -309,7 +309,7 @@ def test_keep_alive_reuses_one_upstream_and_replaces_it_on_host_change() -> None
     assert isinstance(forward, Forward) and forward.target.destination == ORIGIN
     assert forward.target.request.target == b"/x"
     respond(forward)
-    assert s.handle(Exchanged(REUSE), 1.0) == [Receive()]
+    assert s.handle(Exchanged(REUSE), 1.0) == [Receive(answered=True)]
     assert s.state is State.KEEP_ALIVE and s.deadline == 1.0 + HTTP_KEEPALIVE_TIMEOUT
     again = s.handle(DataReceived(get()), 2.0)  # same origin: no dial
     assert len(again) == 1 and isinstance(again[0], Forward)
@@ -327,7 +327,7 @@ def test_an_upstream_that_cannot_be_reused_ends_and_is_dialed_again() -> None:
     s = session()
     s.start(0.0)
     respond(forwarding(s, get()))
-    assert s.handle(Exchanged(None), 0.0) == [Finish("ok"), Receive()]
+    assert s.handle(Exchanged(None), 0.0) == [Finish("ok"), Receive(answered=True)]
     assert s.handle(DataReceived(get()), 0.0) == [Record("http", ORIGIN), Dial(ORIGIN)]
 
 
@@ -442,14 +442,14 @@ def test_rfc9112_9_3_after_an_outside_response_the_next_machine_waits() -> None:
     s.start(0.0)
     forward = forwarding(s, get())
     respond(forward)  # its body went outside h11: the client's machine stays in SEND_BODY
-    assert s.handle(Exchanged(REUSE, response_outside=True), 1.0) == [Receive()]
+    assert s.handle(Exchanged(REUSE, response_outside=True), 1.0) == [Receive(answered=True)]
     assert s.state is State.KEEP_ALIVE and s.deadline == 1.0 + HTTP_KEEPALIVE_TIMEOUT
     assert s.handle(DataReceived(get()[:7]), 2.0) == [Receive()]  # a fresh machine's head
     assert s.state is State.HEAD and s.conn is not forward.conn
     (again,) = s.handle(DataReceived(get()[7:]), 2.0)
     assert isinstance(again, Forward) and again.conn is s.conn and again.sent == 1
     respond(again)
-    assert s.handle(Exchanged(REUSE, response_outside=True), 3.0) == [Receive()]
+    assert s.handle(Exchanged(REUSE, response_outside=True), 3.0) == [Receive(answered=True)]
     assert s.handle(DataReceived(b""), 4.0) == [Close("ok")]  # closed between requests
     for late in (Tick(), ClientLost("gone")):
         idle = session()
