@@ -164,16 +164,19 @@ class Upstream:
         self.conn.receive_data(data)
 
     async def _receive(self, idle: float) -> bytes:
-        """One read from the origin; a real socket is read on its fd and the idle timeout
-        scope is only entered when the read has to wait. Raises trio.TooSlowError."""
+        """One read from the origin; a real socket is read on its fd (at once while a
+        response is under way, once readable before its head). Raises trio.TooSlowError."""
         fd = self.fd
         if fd < 0:
             data: bytes = await in_task(partial(_receive_within, self.dialed.stream, idle))
             return data
-        try:
-            return os.read(fd, HTTP_BODY_CHUNK)
-        except BlockingIOError:
-            pass
+        if self.responded:  # more of a response under way: often here already
+            try:
+                return os.read(fd, HTTP_BODY_CHUNK)
+            except BlockingIOError:
+                pass
+        # else the request has just been written: the origin has to answer it first, and a
+        # read now would find nothing (EAGAIN)
         deadline = trio.current_time() + idle
         while True:
             await wait(Readable(fd, deadline))

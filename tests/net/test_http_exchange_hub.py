@@ -107,6 +107,45 @@ async def test_a_response_in_pieces_waits_for_the_origin_each_time(
     assert (await one_record(recorder)).outcome == "ok"
 
 
+async def test_the_origin_is_read_once_readable_until_its_response_starts(
+    nursery: trio.Nursery, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A request just written has not been answered yet: the exchange waits for the
+    origin's socket to be readable before it reads (no read finds nothing)."""
+    import os
+
+    import proxy64.net.http_upstream as http_upstream
+
+    empty: list[int] = []
+
+    class CountingOs:
+        """os as http_upstream sees it, counting the reads that found nothing."""
+
+        def read(self, fd: int, size: int) -> bytes:
+            try:
+                return os.read(fd, size)
+            except BlockingIOError:
+                empty.append(fd)
+                raise
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(os, name)
+
+    async def late(stream: trio.SocketStream) -> None:
+        await read_head(stream)
+        await trio.sleep(0.1)
+        await stream.send_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi")
+
+    monkeypatch.setattr(http_upstream, "os", CountingOs())
+    ctx, recorder = context()
+    proxy, origin = await start(nursery, late, ctx)
+    with trio.fail_after(5):
+        answer = await get(proxy, origin)
+    assert answer.startswith(b"HTTP/1.1 200 OK\r\n") and answer.endswith(b"\r\n\r\nhi")
+    assert (await one_record(recorder)).outcome == "ok"
+    assert empty == []
+
+
 async def test_an_origin_closing_in_the_middle_of_the_response_resets_the_client(
     nursery: trio.Nursery,
 ) -> None:
