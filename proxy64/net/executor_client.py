@@ -431,7 +431,7 @@ class ClientSide:
         self.wait = Wait.GONE
         hub = self.front.hub
         if self.registered:
-            hub.unwatch(self.fd)
+            hub.forget(self.fd)  # closed below
             self.registered = 0
         pending = self.pending
         if pending is not None:  # ended while dialing (shutdown): never leak it

@@ -212,6 +212,13 @@ class RelayHub:
             with contextlib.suppress(OSError, ValueError):
                 self._epoll.unregister(fd)
 
+    def forget(self, fd: int) -> None:
+        """Stop watching fd that the caller closes next, without an epoll_ctl: close(2)
+        takes an fd out of every epoll set once no other fd shares its open file (epoll(7));
+        proxy64 never duplicates the sockets it watches. Idempotent."""
+        if self._watchers.pop(fd, None) is None:
+            self._writers.pop(fd, None)
+
     def call_at(self, deadline: float, timer: Timer) -> TimerHandle:
         """Call timer.expired() once trio's clock reaches deadline (and again at the
         deadline it returns), until it returns None or the handle is cancelled."""

@@ -372,3 +372,49 @@ async def test_an_owned_tunnel_that_idles_out_leaves_no_cycle(nursery: trio.Nurs
     assert not owner.ended.is_set()  # the owner asked: it is not called back
     for stream in (app_client, client_side, remote_side, app_remote):
         await stream.aclose()
+
+
+class _Readable:
+    def __init__(self) -> None:
+        self.calls = 0
+        self.seen = trio.Event()
+
+    def readable(self, now: float) -> None:
+        self.calls += 1
+        self.seen.set()
+
+
+async def test_a_forgotten_fd_leaves_the_epoll_set_when_it_is_closed() -> None:
+    """forget() drops a watched fd without an epoll_ctl because close(2) takes it out of
+    the set: the fd's number, reused by the next socket, can be watched again at once
+    (epoll_ctl ADD would fail with EEXIST otherwise), and only the new watcher hears of
+    it."""
+    import socket
+
+    hub = RelayHub()
+    async with trio.open_nursery() as nursery:
+        await nursery.start(hub.run)
+        first, first_peer = socket.socketpair()
+        fd = first.fileno()
+        old = _Readable()
+        hub.watch(fd, old)
+        hub.forget(fd)
+        assert fd not in hub._watchers
+        first.close()
+        second, second_peer = socket.socketpair()
+        if second.fileno() != fd:
+            second_peer.close()
+            second.close()
+            first_peer.close()
+            nursery.cancel_scope.cancel()
+            pytest.skip("the kernel did not reuse the closed fd's number here")
+        new = _Readable()
+        hub.watch(fd, new)  # EEXIST if the closed fd were still in the set
+        second_peer.send(b"y")
+        with trio.fail_after(5):
+            await new.seen.wait()
+        hub.unwatch(fd)
+        assert old.calls == 0
+        for s in (second, second_peer, first_peer):
+            s.close()
+        nursery.cancel_scope.cancel()
