@@ -14,6 +14,7 @@ executor takes it, so "already there" is certain, not a race.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import sys
@@ -110,10 +111,13 @@ async def origin_server(stream: trio.SocketStream) -> None:
             buffer += data
         await stream.send_all(RESPONSE)
         rest = buffer.partition(b"\r\n\r\n")[2]
-        if rest:
-            await stream.send_all(rest)
-        while data := await stream.receive_some(65536):
-            await stream.send_all(data)
+        # The proxy closes an upstream it does not reuse; bytes echoed after the response
+        # may still be unread in its socket then, which makes that close a reset.
+        with contextlib.suppress(trio.BrokenResourceError):
+            if rest:
+                await stream.send_all(rest)
+            while data := await stream.receive_some(65536):
+                await stream.send_all(data)
 
 
 async def start_origin(nursery: trio.Nursery) -> int:
