@@ -232,16 +232,21 @@ class Executor(RemoteSide):
                 self.wait = Wait.NOTHING
                 self._proceed()  # the Send's rest is first in the queue
             elif self.wait is Wait.DIAL:
-                pending = self._take_pending()
+                # the fd stays watched while the commands that follow run: a wait of
+                # theirs on it takes the registration over with one epoll_ctl (MOD)
+                pending = self._take_pending(hold=True)
                 assert pending is not None
                 self.wait = Wait.NOTHING
                 try:
                     dialed = self.front.ctx.dialer.finish_now(pending)
                 except Proxy64Error as exc:
+                    self.front.hub.forget(self.held)  # finish_now closed it
+                    self.held = -1
                     self._dial_failed(exc)
                 else:
                     self._connected(dialed)
                 self._proceed()
+                self._release_held()
         except Exception as exc:
             self.bug(exc)
 

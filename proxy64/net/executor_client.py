@@ -166,6 +166,7 @@ class ClientSide:
         "drained",
         "fd",
         "front",
+        "held",
         "linger_bytes",
         "machine",
         "now",
@@ -197,6 +198,10 @@ class ClientSide:
         self.dialed: Dialed | None = None
         self.bound_wanted = False  # the current Dial asked for the socket's own address
         self.pending: PendingDial | None = None
+        # the fd of a dial that completed in flight, still watched by the hub for
+        # writability while the commands that follow run: the connection's next wait on
+        # it takes the registration over (hub.watch, hub.add: one MOD), else it is dropped
+        self.held = -1
         self.tunnel: HubTunnel | None = None
         self.stream: trio.SocketStream | None = None  # the client as a task sees it
         # a stepped helper waiting in the hub: its coroutine and the fd it waits for
@@ -351,11 +356,22 @@ class ClientSide:
                 record.outcome = outcome
             self.front.ctx.recorder.finish(record)
 
-    def _take_pending(self) -> PendingDial | None:
+    def _take_pending(self, *, hold: bool = False) -> PendingDial | None:
+        """The dial in flight, no longer waited for; hold: its fd stays watched (held) for
+        what comes next to take over (see _release_held)."""
         pending, self.pending = self.pending, None
         if pending is not None:
-            self.front.hub.unwatch(pending.sock.fileno())
+            if hold:
+                self.held = pending.sock.fileno()
+            else:
+                self.front.hub.unwatch(pending.sock.fileno())
         return pending
+
+    def _release_held(self) -> None:
+        """The held fd's watch ends unless a watch of its own took it over."""
+        held, self.held = self.held, -1
+        if held >= 0:
+            self.front.hub.unwatch_writable(held)
 
     # --- tasks -------------------------------------------------------------------------------
 
@@ -444,6 +460,7 @@ class ClientSide:
         if self.timer is not None:  # else the heap entry keeps this connection alive
             self.timer.cancel()
             self.timer = None
+        self._release_held()
         dialed, self.dialed = self.dialed, None
         if dialed is not None:
             dialed.close()

@@ -127,6 +127,7 @@ class RemoteSide(ClientSide):
         assert record is not None, "Relay without a record"
         # a client fd the hub watches becomes the tunnel's without another epoll_ctl
         tunnel = front.hub.add(self.sock, remote, record, front.threshold, owner=self)
+        self.held = -1  # a held dial fd is the tunnel's now
         self.registered = 0
         self.tunnel = tunnel
         self.wait = Wait.TUNNEL
@@ -188,6 +189,7 @@ class RemoteSide(ClientSide):
     # --- a protocol's own awaited step -------------------------------------------------------
 
     def _drop_dialed(self) -> None:
+        self._release_held()
         dialed, self.dialed = self.dialed, None
         if dialed is not None:
             dialed.close()
@@ -273,6 +275,8 @@ class RemoteSide(ClientSide):
             self.wait = Wait.STEPPED
             self.stepped = (coro, step.fd)
             self.front.hub.watch(step.fd, _DialedReadable(self))
+            if step.fd == self.held:
+                self.held = -1  # its registration is the watch's now
             self._arm(step.deadline)
             return
         self._spawn(self._helper_task, partial(self._stepped_task, coro, step))

@@ -183,8 +183,13 @@ class RelayHub:
         self._wait: trio.CancelScope | None = None  # bounds the wait by the first deadline
 
     def watch(self, fd: int, watcher: Watcher) -> None:
-        """Call watcher.readable() whenever fd is readable, until unwatch(fd)."""
-        self._epoll.register(fd, select.EPOLLIN)
+        """Call watcher.readable() whenever fd is readable, until unwatch(fd). An fd watched
+        for writability (a dial that has just completed) is watched for reading instead,
+        with one epoll_ctl."""
+        if self._writers.pop(fd, None) is not None:
+            self._epoll.modify(fd, select.EPOLLIN)
+        else:
+            self._epoll.register(fd, select.EPOLLIN)
         self._watchers[fd] = watcher
 
     def watch_writable(self, fd: int, writer: Writer) -> None:
@@ -204,6 +209,13 @@ class RelayHub:
             del self._writers[fd]
             self._epoll.modify(fd, select.EPOLLIN)
             self._watchers[fd] = watcher
+
+    def unwatch_writable(self, fd: int) -> None:
+        """unwatch(fd) if fd is still watched for writability (watch() or add() may have
+        taken its registration over since)."""
+        if self._writers.pop(fd, None) is not None:
+            with contextlib.suppress(OSError, ValueError):
+                self._epoll.unregister(fd)
 
     def unwatch(self, fd: int) -> None:
         """Stop watching fd (before it is closed, or handed to a tunnel); idempotent, and
@@ -254,7 +266,8 @@ class RelayHub:
         """Drive a tunnel; eof_up/eof_down: that direction already ended (a tunnel that
         comes back from the task path after going quiet): its source is not watched.
         owner: no task waits (see TunnelOwner); a client fd this hub watches for the
-        front end becomes the tunnel's without another epoll_ctl."""
+        front end becomes the tunnel's without another epoll_ctl, and a remote fd it
+        watches for writability (a dial that has just completed) with one MOD."""
         tunnel = HubTunnel(client, remote, record, threshold, trio.current_time())
         tunnel.eof_up, tunnel.eof_down = eof_up, eof_down
         tunnel.owner = owner
@@ -267,6 +280,13 @@ class RelayHub:
             else:
                 self._fds[tunnel.client_fd] = (tunnel, True)
                 watched = [(fd, is_client) for fd, is_client in watched if not is_client]
+        if self._writers.pop(tunnel.remote_fd, None) is not None:  # a dial just completed
+            if eof_down:
+                self._epoll.unregister(tunnel.remote_fd)
+            else:
+                self._epoll.modify(tunnel.remote_fd, select.EPOLLIN)
+                self._fds[tunnel.remote_fd] = (tunnel, False)
+                watched = [(fd, is_client) for fd, is_client in watched if is_client]
         registered: list[int] = []
         try:
             for fd, _ in watched:

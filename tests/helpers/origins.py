@@ -133,6 +133,19 @@ class Backlogged:
             while data := await conn.recv(65536):
                 await conn.send(data)
 
+    async def serve_http_once(self, body: bytes) -> None:
+        """Accept (the filler first: closed), read one request head on the next
+        connection, answer it with body (Content-Length) and close."""
+        listener = trio.socket.from_stdlib_socket(self.listener)
+        filler, _ = await listener.accept()
+        filler.close()
+        conn, _ = await listener.accept()
+        with conn:
+            head = b""
+            while b"\r\n\r\n" not in head and (data := await conn.recv(65536)):
+                head += data
+            await conn.send(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+
     def close(self) -> None:
         self.filler.close()
         self.listener.close()

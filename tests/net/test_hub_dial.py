@@ -12,8 +12,10 @@ it lets the dial complete.
 
 from __future__ import annotations
 
+import select
 import socket
 from ipaddress import IPv6Address
+from typing import Any
 
 import trio
 
@@ -112,6 +114,68 @@ async def test_http_connect_in_flight_completes_in_the_hub_without_a_task(
     assert (record.front_end, record.outcome) == ("http-connect", "ok")
     assert (record.bytes_up, record.bytes_down) == (4, 4)
     assert tasks == [] and front.live == 0
+
+
+class _CountingEpoll:
+    """The hub's epoll set, recording each epoll_ctl as (operation, fd, events)."""
+
+    def __init__(self, real: Any) -> None:
+        self.real = real
+        self.calls: list[tuple[str, int, int]] = []
+
+    def register(self, fd: int, events: int) -> None:
+        self.calls.append(("add", fd, events))
+        self.real.register(fd, events)
+
+    def modify(self, fd: int, events: int) -> None:
+        self.calls.append(("mod", fd, events))
+        self.real.modify(fd, events)
+
+    def unregister(self, fd: int) -> None:
+        self.calls.append(("del", fd, 0))
+        self.real.unregister(fd)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.real, name)
+
+
+async def test_http_forwarding_over_a_dial_in_flight_waits_for_the_answer_with_one_mod(
+    nursery: trio.Nursery,
+) -> None:
+    """The dial is watched for writability; once it completes, the request is written and
+    the wait for the origin's answer takes the dial's registration over (one MOD, not a
+    DEL and an ADD); the response comes back from the hub, no task involved."""
+    recorder = ListRecorder()
+    ctx = context(recorder)
+    assert ctx.hub is not None
+    epoll = _CountingEpoll(ctx.hub._epoll)
+    ctx.hub._epoll = epoll
+    with backlogged() as origin:
+        tasks: list[str] = []
+        front = open_front(ctx, nursery, tasks)
+        client = Client(front)
+        client.send(f"GET http://[::1]:{origin.port}/x HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        with trio.fail_after(10):
+            await trio.sleep(0.01)
+            client.hand_over()
+            await trio.sleep(0.1)
+            (held,) = front.connections
+            assert held.wait is Wait.DIAL  # the premise: still in flight
+            assert held.pending is not None
+            dialed_fd = held.pending.sock.fileno()
+            nursery.start_soon(origin.serve_http_once, b"hi")
+            answer = b""
+            while not answer.endswith(b"\r\n\r\nhi"):
+                answer += await client.read_exactly(1)
+            client.sock.shutdown(socket.SHUT_WR)
+            assert await client.read_to_eof() == b""
+        client.close()
+        (record,) = await recorder.wait_for(1)
+    assert answer.startswith(b"HTTP/1.1 200 OK\r\n"), answer
+    assert (record.front_end, record.outcome) == ("http", "ok")
+    assert tasks == [] and front.live == 0
+    on_dialed = [(op, events) for op, fd, events in epoll.calls if fd == dialed_fd]
+    assert on_dialed[:2] == [("add", select.EPOLLOUT), ("mod", select.EPOLLIN)], on_dialed
 
 
 async def test_metered_dialer_times_dials_the_hub_finishes_and_abandons() -> None:
