@@ -4,9 +4,10 @@
 The workers phase of bench/run.py starts serve through this file to see how SO_REUSEPORT
 spread the connections over the workers. Every process that serves writes
 `$P64_BENCH_COUNTS/accepts-PID` (the count) when its ProxyServer.run returns, i.e. on
-a clean stop. The count is taken in socket.socket.accept itself (every accept path ends
-there, whatever front end takes the connection): one extra Python call per connection,
-the same for 1 and N workers.
+a clean stop. The count is taken in socket.socket._accept, the accept4(2) under
+socket.accept() (every accept path ends there, whatever front end takes the connection,
+and the hub's acceptor calls it directly): one extra Python call per connection, the same
+for 1 and N workers.
 """
 
 from __future__ import annotations
@@ -23,12 +24,12 @@ from proxy64.net import listeners
 
 COUNTS = Path(os.environ.get("P64_BENCH_COUNTS", "."))
 _count = [0]
-_accept = socket.socket.accept
+_accept = socket.socket._accept  # type: ignore[attr-defined]
 _run = listeners.ProxyServer.run
 
 
 def _counting_accept(self: socket.socket) -> Any:
-    accepted = _accept(self)
+    accepted = _accept(self)  # raises BlockingIOError when none is waiting: not counted
     _count[0] += 1
     return accepted
 
@@ -40,7 +41,7 @@ async def _counting_run(self: listeners.ProxyServer, **kwargs: Any) -> None:
         (COUNTS / f"accepts-{os.getpid()}").write_text(str(_count[0]))
 
 
-socket.socket.accept = _counting_accept  # type: ignore[method-assign]
+socket.socket._accept = _counting_accept  # type: ignore[attr-defined]
 listeners.ProxyServer.run = _counting_run  # type: ignore[method-assign]
 
 if __name__ == "__main__":
