@@ -36,6 +36,7 @@ from proxy64.net.recorder import Recorder
 from proxy64.proto.rfc6052 import Nat64Prefix
 from proxy64.run_main import exit_status, proxy_environment
 from proxy64.serve_config import ServeSettings
+from tests.helpers.flaky_listener import FlakyListener
 
 NSP = Nat64Prefix.parse("2001:db8:64::/96")
 FOUND = Nat64Prefix.parse("2001:db8:aa::/96")
@@ -236,28 +237,13 @@ async def test_accept_loop_backs_off_on_emfile_and_retries_aborted() -> None:
     handled = trio.Event()
     closed: list[stdsocket.socket] = []
 
-    class FlakyListener:
-        def __init__(self) -> None:
-            self.calls: list[float] = []
-
-        def accept(self) -> tuple[stdsocket.socket, Any]:
-            self.calls.append(trio.current_time())
-            if len(self.calls) == 1:
-                raise OSError(errno.EMFILE, "Too many open files")
-            if len(self.calls) == 2:
-                raise OSError(errno.ECONNABORTED, "Software caused connection abort")
-            return listener.accept()
-
-        def fileno(self) -> int:
-            return listener.fileno()
-
     async def handler(stream: trio.SocketStream, ctx: ProxyContext) -> None:
         closed.append(stream.socket)  # type: ignore[arg-type]
         handled.set()
 
     ctx = context()
     assert ctx.hub is not None
-    flaky = FlakyListener()
+    flaky = FlakyListener(listener, errno.EMFILE, errno.ECONNABORTED)
     with listener, trio.fail_after(5):
         async with trio.open_nursery() as nursery:
             front = task_front(handler)(ctx, nursery.start_soon)

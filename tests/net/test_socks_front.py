@@ -29,6 +29,7 @@ from proxy64.net.listeners import bind_listener, bound_address
 from proxy64.proto.socks_session import SocksSession
 from tests.helpers.cycles import cyclic_garbage
 from tests.helpers.fakes import CACHED, UNCACHED
+from tests.helpers.flaky_listener import FlakyListener
 from tests.helpers.hub import running_hub
 from tests.helpers.origins import pattern_bytes, serve_tcp_echo, serve_tcp_hash
 from tests.helpers.socks5_client import connect_request, socks5_handshake
@@ -309,25 +310,6 @@ async def test_shutdown_ends_open_owned_tunnels_after_grace(nursery: trio.Nurser
 # --- accepting through the hub --------------------------------------------------------------
 
 
-class FlakyListener:
-    """A listening socket whose accept4(2) (socket's _accept(), which the hub's acceptor
-    calls) fails once with EMFILE, then accepts; everything else is the socket's."""
-
-    def __init__(self, sock: socket.socket) -> None:
-        self.sock = sock
-        self.calls = 0
-
-    def _accept(self) -> tuple[int, object]:
-        self.calls += 1
-        if self.calls == 1:
-            raise OSError(errno.EMFILE, "Too many open files")
-        accepted: tuple[int, object] = self.sock._accept()  # type: ignore[attr-defined]
-        return accepted
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.sock, name)
-
-
 async def test_failed_accept_backs_off_then_accepting_resumes() -> None:
     from proxy64.net.listeners import accept_in_hub
 
@@ -346,7 +328,7 @@ async def test_failed_accept_backs_off_then_accepting_resumes() -> None:
             pass
 
     listener = bind_listener(HostPort(ip_address("127.0.0.1"), 0))
-    flaky = FlakyListener(listener)
+    flaky = FlakyListener(listener, errno.EMFILE)
     with listener, trio.fail_after(10):
         async with running_hub() as hub, trio.open_nursery() as nursery:
             nursery.start_soon(accept_in_hub, hub, flaky, Front())  # type: ignore[arg-type]
@@ -354,7 +336,7 @@ async def test_failed_accept_backs_off_then_accepting_resumes() -> None:
             await got_one.wait()  # EMFILE first: ACCEPT_BACKOFF (0.1 s), then the client
             client.close()
             nursery.cancel_scope.cancel()
-    assert flaky.calls >= 2 and len(accepted) == 1
+    assert len(flaky.calls) >= 2 and len(accepted) == 1
 
 
 async def test_a_bug_in_a_hub_callback_ends_only_that_connection(
