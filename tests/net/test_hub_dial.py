@@ -23,7 +23,7 @@ from proxy64.destination import Destination, Egress
 from proxy64.errors import DialAttempt, DialCause, DialError
 from proxy64.net.dial_types import PendingDial
 from proxy64.net.dialer import Dialer
-from proxy64.net.executor import Wait
+from proxy64.net.executor import Executor, ExecutorFront, Wait
 from proxy64.net.metrics import MeteredDialer, Metrics
 from proxy64.proto.rfc6052 import Nat64Prefix
 from tests.helpers.fakes import ListRecorder
@@ -87,6 +87,19 @@ async def test_socks5_dial_in_flight_past_its_deadline_is_refused_as_any_timeout
     assert record.outcome == str(expected)
 
 
+async def dialing(front: ExecutorFront, request_line: str) -> tuple[Client, Executor]:
+    """A client whose request (to a backlogged origin) front has taken, and its connection,
+    seen with its dial still in flight (the premise of each test here)."""
+    client = Client(front)
+    client.send(f"{request_line}\r\nHost: x\r\n\r\n".encode())
+    await trio.sleep(0.01)
+    client.hand_over()
+    await trio.sleep(0.1)
+    (held,) = front.connections
+    assert held.wait is Wait.DIAL  # the premise: still in flight
+    return client, held
+
+
 async def test_http_connect_in_flight_completes_in_the_hub_without_a_task(
     nursery: trio.Nursery,
 ) -> None:
@@ -94,14 +107,8 @@ async def test_http_connect_in_flight_completes_in_the_hub_without_a_task(
     with backlogged() as origin:
         tasks: list[str] = []
         front = open_front(context(recorder), nursery, tasks)
-        client = Client(front)
-        client.send(f"CONNECT [::1]:{origin.port} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
         with trio.fail_after(10):
-            await trio.sleep(0.01)
-            client.hand_over()
-            await trio.sleep(0.1)
-            (held,) = front.connections
-            assert held.wait is Wait.DIAL  # the premise: still in flight
+            client, _ = await dialing(front, f"CONNECT [::1]:{origin.port} HTTP/1.1")
             nursery.start_soon(origin.serve_echo)
             assert await client.read_exactly(len(ESTABLISHED)) == ESTABLISHED
             assert tasks == []
@@ -153,14 +160,8 @@ async def test_http_forwarding_over_a_dial_in_flight_waits_for_the_answer_with_o
     with backlogged() as origin:
         tasks: list[str] = []
         front = open_front(ctx, nursery, tasks)
-        client = Client(front)
-        client.send(f"GET http://[::1]:{origin.port}/x HTTP/1.1\r\nHost: x\r\n\r\n".encode())
         with trio.fail_after(10):
-            await trio.sleep(0.01)
-            client.hand_over()
-            await trio.sleep(0.1)
-            (held,) = front.connections
-            assert held.wait is Wait.DIAL  # the premise: still in flight
+            client, held = await dialing(front, f"GET http://[::1]:{origin.port}/x HTTP/1.1")
             assert held.pending is not None
             dialed_fd = held.pending.sock.fileno()
             nursery.start_soon(origin.serve_http_once, b"hi")
