@@ -198,7 +198,6 @@ class _HubAcceptor:
             self.front.accepted(socket.socket(family, kind, proto, fileno=fd), address)
 
 
-
 async def accept_in_hub(hub: RelayHub, listener: socket.socket, front: Front) -> None:
     """Accept through the hub until cancelled; a failed accept() is handled here (retry,
     back-off on EMFILE/ENFILE/ENOMEM) while the hub does not watch the listener."""

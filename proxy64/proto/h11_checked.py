@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import h11
 
-Header = tuple[bytes, bytes]
+from proxy64.proto.http_headers import Header
 
 
 def checked_request(method: bytes, target: bytes, headers: list[Header]) -> h11.Request:
