@@ -13,7 +13,7 @@ process with `perf record -e raw_syscalls:sys_enter -e raw_syscalls:sys_exit` wh
 the median time between consecutive calls: a gap between two calls is proxy64's own
 work (Python), a call's own length is the kernel's. perf's overhead is in the figures
 (each call costs it about 1 µs); compare runs of the same script, not these with
-bench/run.py's. Needs root (or perf_event_paranoid ≤ 1) and perf (Debian: linux-perf).
+bench/run.py's. Needs root and perf (Debian: linux-perf).
 """
 
 from __future__ import annotations
