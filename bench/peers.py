@@ -339,3 +339,23 @@ def available_servers(names: list[str]) -> tuple[list[str], list[str]]:
     """Split names into (installed, missing)."""
     have = [n for n in names if _available(n)]
     return have, [n for n in names if n not in have]
+
+
+@contextlib.contextmanager
+def recording(argv: list[str] | None, settle: float = 1.0) -> Iterator[None]:
+    """A recorder attached to a running process (py-spy, perf record), started with argv
+    (None: nothing to record) and given `settle` seconds to attach; when the block ends,
+    SIGINT makes it write its file and exit, and a failed block kills it instead."""
+    if argv is None:
+        yield
+        return
+    recorder = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        time.sleep(settle)
+        yield
+    except BaseException:
+        recorder.kill()
+        recorder.wait()
+        raise
+    recorder.send_signal(signal.SIGINT)
+    recorder.wait(30)

@@ -825,37 +825,33 @@ def profile_serve(
         server.build = build
     origins = Origins(workdir, origin_ns, origin_listen)
     origin = Origin(args.origin_host, origins.port)
-    spy: subprocess.Popen[bytes] | None = None
     raw_path = workdir / "pyspy.txt"
     try:
         server.start()
         target = next(t for t in server.targets() if t.kind == kind)
         loadgen.run_connections(target, origin, 200, 64, 30)  # warm-up, not sampled
-        if tool == "pyspy":
-            spy = subprocess.Popen(
-                [
-                    peers.find_tool("py-spy") or "py-spy",
-                    "record",
-                    "--nonblocking",
-                    "--rate",
-                    "1000",
-                    "--format",
-                    "raw",
-                    "-o",
-                    str(raw_path),
-                    "--pid",
-                    str(server.pid),
-                ],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
+        spy = [
+            peers.find_tool("py-spy") or "py-spy",
+            "record",
+            "--nonblocking",
+            "--rate",
+            "1000",
+            "--format",
+            "raw",
+            "-o",
+            str(raw_path),
+            "--pid",
+            str(server.pid),
+        ]
+        with peers.recording(spy if tool == "pyspy" else None):
+            user0, system0 = peers.tree_cpu_split(server.pid)
+            sched0 = tree_scheduling(server.pid)
+            in_flight = args.profile_in_flight
+            res = loadgen.run_connections(
+                target, origin, args.conns_c64, in_flight, args.op_time_limit
             )
-            time.sleep(1.0)
-        user0, system0 = peers.tree_cpu_split(server.pid)
-        sched0 = tree_scheduling(server.pid)
-        in_flight = args.profile_in_flight
-        res = loadgen.run_connections(target, origin, args.conns_c64, in_flight, args.op_time_limit)
-        user1, system1 = peers.tree_cpu_split(server.pid)
-        sched1 = tree_scheduling(server.pid)
+            user1, system1 = peers.tree_cpu_split(server.pid)
+            sched1 = tree_scheduling(server.pid)
         done = max(1, res.done)
         user, system = (user1 - user0) / done * 1e6, (system1 - system0) / done * 1e6
         per_conn = user + system
@@ -872,14 +868,7 @@ def profile_serve(
             f"{res.done} connections, {res.errors} errors, {per_conn:.0f} µs proxy CPU each "
             f"(user {user:.0f}, system {system:.0f}); {switches}"
         )
-        if spy is not None:
-            spy.send_signal(2)  # SIGINT: py-spy writes its output and exits
-            spy.wait(30)
-            spy = None
     finally:
-        if spy is not None:
-            spy.kill()
-            spy.wait()
         server.stop()
         origins.stop()
     lines = [

@@ -22,12 +22,10 @@ import argparse
 import collections
 import re
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -151,30 +149,20 @@ def record(kind: str, conns: int, baseline: Path | None, out: Path) -> None:
     server = peers.make_server("proxy64-base" if baseline else "proxy64", workdir)
     origins = Origins(workdir)
     origin = Origin("::1", origins.port)
-    perf: subprocess.Popen[bytes] | None = None
+    events = ["-e", "raw_syscalls:sys_enter", "-e", "raw_syscalls:sys_exit"]
     try:
         server.start()
         target = next(t for t in server.targets() if t.kind == kind)
         loadgen.run_connections(target, origin, 300, 1, 30)  # warm-up, not recorded
-        events = ["-e", "raw_syscalls:sys_enter", "-e", "raw_syscalls:sys_exit"]
-        perf = subprocess.Popen(
-            ["perf", "record", "-q", "-o", str(out), "-p", str(server.pid), *events],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        time.sleep(1.0)
-        result = loadgen.run_connections(target, origin, conns, 1, 60)
+        perf = ["perf", "record", "-q", "-o", str(out), "-p", str(server.pid), *events]
+        with peers.recording(perf):
+            result = loadgen.run_connections(target, origin, conns, 1, 60)
         if result.errors:
             raise RuntimeError(f"{result.errors} of {conns} connections failed")
-        perf.send_signal(signal.SIGINT)  # perf writes its file and exits
-        perf.wait(30)
-        perf = None
     finally:
-        if perf is not None:
-            perf.kill()
-            perf.wait()
         server.stop()
         origins.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def main(argv: list[str] | None = None) -> int:
