@@ -14,9 +14,26 @@ import trio
 
 from proxy64.config import HostPort
 from proxy64.net.context import ProxyContext
+from proxy64.net.dial_types import DialerLike
 from proxy64.net.http_server import HTTP
 from proxy64.net.listeners import Front, Listening, ProxyServer, bind_listener, bound_address
 from proxy64.net.relay_hub import RelayHub
+from proxy64.net.slots import ConnectionSlots
+from tests.helpers.fakes import ListRecorder, simple_relay
+
+
+def plain_context(dialer: DialerLike, recorder: ListRecorder) -> ProxyContext:
+    """A context for serve_socket(): dialer and recorder, the test relay, no credentials,
+    handshake 5 s, idle 10 s, 8 connection slots."""
+    return ProxyContext(
+        dialer=dialer,
+        recorder=recorder,
+        relay=simple_relay,
+        credentials=None,
+        handshake_timeout=5.0,
+        idle_timeout=10.0,
+        connection_slots=ConnectionSlots(8),
+    )
 
 
 def with_hub(ctx: ProxyContext) -> ProxyContext:

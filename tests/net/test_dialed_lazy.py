@@ -24,42 +24,17 @@ import trio.testing
 from proxy64.defaults import HTTP_SPLICE_BODY_MIN
 from proxy64.destination import Destination, Egress
 from proxy64.net.context import ProxyContext
-from proxy64.net.dial_types import Dialed, PendingDial
+from proxy64.net.dial_types import Dialed
 from proxy64.net.dialer import Dialer
 from proxy64.net.relay import Relay
 from proxy64.net.relay_hub import RelayHub
 from proxy64.net.slots import ConnectionSlots
-from tests.helpers.fakes import NSP, ListRecorder, simple_relay
-from tests.helpers.http_proxy import loopback_pair, serve_socket
+from tests.helpers.fakes import NSP, ListRecorder
+from tests.helpers.http_proxy import loopback_pair, plain_context, serve_socket
 from tests.helpers.hub_fronts import LoopbackResolver
 from tests.helpers.socks_fronts import NOAUTH, connect, echo_once, serve_socks
+from tests.helpers.spy_dialer import SpyDialer
 from tests.helpers.streams import receive_all, receive_exactly
-
-
-class RecordingDialer(Dialer):
-    """The real Dialer, keeping every Dialed it gives."""
-
-    def __init__(self) -> None:
-        super().__init__(LoopbackResolver(), NSP, Egress.NAT64, connect_timeout=5.0)
-        self.given: list[Dialed] = []
-
-    def connect_now(
-        self, destination: Destination, client: str = ""
-    ) -> Dialed | PendingDial | None:
-        answer = super().connect_now(destination, client)
-        if isinstance(answer, Dialed):
-            self.given.append(answer)
-        return answer
-
-    def finish_now(self, pending: PendingDial) -> Dialed:
-        dialed = super().finish_now(pending)
-        self.given.append(dialed)
-        return dialed
-
-    async def connect(self, destination: Destination, client: str = "") -> Dialed:
-        dialed = await super().connect(destination, client)
-        self.given.append(dialed)
-        return dialed
 
 
 def closed(dialed: Dialed) -> bool:
@@ -136,7 +111,7 @@ async def test_rfc1928_6_socks5_tunnel_in_the_hub_replies_the_sockets_address_an
     listeners = await nursery.start(partial(trio.serve_tcp, partial(origin_echo, peers), 0,
                                             host="::1"))  # fmt: skip
     origin = listeners[0].socket.getsockname()[1]
-    dialer, recorder, hub = RecordingDialer(), ListRecorder(), RelayHub()
+    dialer, recorder, hub = SpyDialer(NSP), ListRecorder(), RelayHub()
     ctx = ProxyContext(
         dialer=dialer,
         recorder=recorder,
@@ -165,18 +140,6 @@ async def test_rfc1928_6_socks5_tunnel_in_the_hub_replies_the_sockets_address_an
     assert reply[:4] == b"\x05\x00\x00\x04"
     assert reply[4:] == IPv6Address(host).packed + bound_port.to_bytes(2, "big")
     assert not dialed.has_stream and closed(dialed)
-
-
-def http_context(dialer: Dialer, recorder: ListRecorder) -> ProxyContext:
-    return ProxyContext(
-        dialer=dialer,
-        recorder=recorder,
-        relay=simple_relay,
-        credentials=None,
-        handshake_timeout=5.0,
-        idle_timeout=10.0,
-        connection_slots=ConnectionSlots(8),
-    )
 
 
 async def sized_origin(size: int, stream: trio.SocketStream) -> None:
@@ -229,12 +192,12 @@ async def test_http_forwarding_makes_a_stream_only_for_a_body_moved_in_a_task(
         return real_local.__get__(self)
 
     monkeypatch.setattr(Dialed, "local", property(spy))
-    dialer, recorder = RecordingDialer(), ListRecorder()
+    dialer, recorder = SpyDialer(NSP), ListRecorder()
     ours, theirs = loopback_pair()
     ours.sendall(f"GET http://[::1]:{origin}/ HTTP/1.1\r\nHost: a\r\n\r\n".encode())
     ours.shutdown(socket.SHUT_WR)
     with trio.fail_after(10):
-        await serve_socket(http_context(dialer, recorder), theirs)
+        await serve_socket(plain_context(dialer, recorder), theirs)
     answer = read_all(ours)
     ours.close()
     head, _, body = answer.partition(b"\r\n\r\n")

@@ -29,48 +29,15 @@ import trio
 import trio.testing
 
 import proxy64
-from proxy64.destination import Destination, Egress, Reached
-from proxy64.net.context import ProxyContext
-from proxy64.net.dial_types import Dialed, PendingDial
-from proxy64.net.dialer import Dialer
+from proxy64.destination import Destination, Reached
 from proxy64.net.http_upstream import Upstream
-from proxy64.net.slots import ConnectionSlots
 from proxy64.proto.httpproxy import TUNNEL_ESTABLISHED, tunnel_established
-from tests.helpers.fakes import ListRecorder, simple_relay
-from tests.helpers.http_proxy import loopback_pair, serve_socket
-from tests.helpers.hub_fronts import PREFIX, LoopbackResolver
+from tests.helpers.fakes import ListRecorder
+from tests.helpers.http_proxy import loopback_pair, plain_context, serve_socket
+from tests.helpers.hub_fronts import PREFIX
+from tests.helpers.spy_dialer import SpyDialer
 
 RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi"
-
-
-class CountingDialer(Dialer):
-    """The real Dialer, counting which entry point the front end used."""
-
-    def __init__(self) -> None:
-        super().__init__(LoopbackResolver(), PREFIX, Egress.NAT64, connect_timeout=5.0)
-        self.calls: list[str] = []
-
-    def connect_now(
-        self, destination: Destination, client: str = ""
-    ) -> Dialed | PendingDial | None:
-        self.calls.append("connect_now")
-        return super().connect_now(destination, client)
-
-    async def connect(self, destination: Destination, client: str = "") -> Dialed:
-        self.calls.append("connect")
-        return await super().connect(destination, client)
-
-
-def context(dialer: Dialer, recorder: ListRecorder) -> ProxyContext:
-    return ProxyContext(
-        dialer=dialer,
-        recorder=recorder,
-        relay=simple_relay,
-        credentials=None,
-        handshake_timeout=5.0,
-        idle_timeout=10.0,
-        connection_slots=ConnectionSlots(8),
-    )
 
 
 PACKAGE = os.path.dirname(proxy64.__file__) + os.sep
@@ -156,11 +123,11 @@ async def test_the_scope_counter_sees_the_exchange_wait(
     sees that scope. When the exchange's code moves, or stops calling trio's scope
     functions through the module, this fails instead of the others passing for nothing."""
     port = await start_origin(nursery)
-    dialer, recorder = CountingDialer(), ListRecorder()
+    dialer, recorder = SpyDialer(PREFIX), ListRecorder()
     head = f"POST http://[::1]:{port}/x HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\n"
     ours, theirs = client_pair(head.encode(), close=False)
     async with trio.open_nursery() as inner:
-        inner.start_soon(serve_socket, context(dialer, recorder), theirs)
+        inner.start_soon(serve_socket, plain_context(dialer, recorder), theirs)
         await trio.testing.wait_all_tasks_blocked()  # the exchange waits for the body
         ours.sendall(b"ok")
         ours.shutdown(socket.SHUT_WR)
@@ -174,11 +141,11 @@ async def test_get_with_head_and_eof_in_the_socket_uses_no_scope_and_connect_now
     nursery: trio.Nursery, scopes: list[str]
 ) -> None:
     port = await start_origin(nursery)
-    dialer, recorder = CountingDialer(), ListRecorder()
+    dialer, recorder = SpyDialer(PREFIX), ListRecorder()
     head = f"GET http://[::1]:{port}/x HTTP/1.1\r\nHost: a\r\n\r\n".encode()
     ours, theirs = client_pair(head, close=True)
     with trio.fail_after(10):
-        await serve_socket(context(dialer, recorder), theirs)
+        await serve_socket(plain_context(dialer, recorder), theirs)
     answer = read_all(ours)
     ours.close()
     assert answer.startswith(b"HTTP/1.1 200 OK\r\n") and answer.endswith(b"\r\n\r\nhi")
@@ -193,12 +160,12 @@ async def test_connect_with_head_in_the_socket_uses_no_scope_and_connect_now(
     nursery: trio.Nursery, scopes: list[str]
 ) -> None:
     port = await start_origin(nursery)
-    dialer, recorder = CountingDialer(), ListRecorder()
+    dialer, recorder = SpyDialer(PREFIX), ListRecorder()
     # early bytes after the head: they form a request the origin answers first
     head = f"CONNECT [::1]:{port} HTTP/1.1\r\nHost: a\r\n\r\nGET / HTTP/1.1\r\n\r\n".encode()
     ours, theirs = client_pair(head, close=False)
     async with trio.open_nursery() as inner:
-        inner.start_soon(serve_socket, context(dialer, recorder), theirs)
+        inner.start_soon(serve_socket, plain_context(dialer, recorder), theirs)
         with trio.fail_after(10):
             got = b""
             want = b"HTTP/1.1 200 Connection Established\r\n\r\n" + RESPONSE
@@ -218,11 +185,11 @@ async def test_connect_with_head_in_the_socket_uses_no_scope_and_connect_now(
 
 async def test_name_not_cached_goes_through_connect(nursery: trio.Nursery) -> None:
     port = await start_origin(nursery)
-    dialer, recorder = CountingDialer(), ListRecorder()
+    dialer, recorder = SpyDialer(PREFIX), ListRecorder()
     head = f"GET http://origin.test:{port}/ HTTP/1.1\r\nHost: a\r\n\r\n".encode()
     ours, theirs = client_pair(head, close=True)
     with trio.fail_after(10):
-        await serve_socket(context(dialer, recorder), theirs)
+        await serve_socket(plain_context(dialer, recorder), theirs)
     answer = read_all(ours)
     ours.close()
     assert answer.endswith(b"\r\n\r\nhi")
@@ -235,12 +202,12 @@ async def test_refused_port_through_connect_now_is_502() -> None:
     with socket.socket(socket.AF_INET6) as unused:  # a port nobody listens on
         unused.bind(("::1", 0))
         port = unused.getsockname()[1]
-    dialer, recorder = CountingDialer(), ListRecorder()
+    dialer, recorder = SpyDialer(PREFIX), ListRecorder()
     ours, theirs = client_pair(
         f"CONNECT [::1]:{port} HTTP/1.1\r\nHost: a\r\n\r\n".encode(), close=True
     )
     with trio.fail_after(10):
-        await serve_socket(context(dialer, recorder), theirs)
+        await serve_socket(plain_context(dialer, recorder), theirs)
     answer = read_all(ours)
     ours.close()
     assert answer.startswith(b"HTTP/1.1 502 Bad Gateway\r\n")
@@ -272,7 +239,7 @@ async def test_http10_connect_gets_connection_close_in_its_200(nursery: trio.Nur
     recorder = ListRecorder()
     ours, theirs = client_pair(f"CONNECT [::1]:{port} HTTP/1.0\r\n\r\n".encode(), close=True)
     with trio.fail_after(10):
-        await serve_socket(context(CountingDialer(), recorder), theirs)
+        await serve_socket(plain_context(SpyDialer(PREFIX), recorder), theirs)
     answer = read_all(ours)
     ours.close()
     assert answer == b"HTTP/1.1 200 Connection Established\r\nConnection: close\r\n\r\n"
@@ -306,11 +273,11 @@ async def test_small_response_already_here_skips_h11_body_events_and_keeps_alive
         return real_send(self, event)
 
     monkeypatch.setattr(h11.Connection, "send", spying_send)
-    dialer, recorder = CountingDialer(), ListRecorder()
+    dialer, recorder = SpyDialer(PREFIX), ListRecorder()
     head = f"GET http://[::1]:{port}/ HTTP/1.1\r\nHost: a\r\n\r\n".encode()
     ours, theirs = client_pair(head * 3, close=True)  # pipelined, then EOF
     with trio.fail_after(10):
-        await serve_socket(context(dialer, recorder), theirs)
+        await serve_socket(plain_context(dialer, recorder), theirs)
     answer = read_all(ours)
     ours.close()
     assert answer.count(b"HTTP/1.1 200 OK\r\n") == 3 and answer.endswith(b"\r\n\r\nhi")
@@ -365,7 +332,7 @@ async def test_small_request_bodies_already_here_skip_h11_events_and_arrive_whol
         return real_send(self, event)
 
     monkeypatch.setattr(h11.Connection, "send", spying_send)
-    dialer, recorder = CountingDialer(), ListRecorder()
+    dialer, recorder = SpyDialer(PREFIX), ListRecorder()
     posts = [b"x" * 1000, b"", b"\r\n\r\nGET / HTTP/1.1\r\n\r\n"]  # the last one looks like a head
     data = b"".join(
         b"POST http://[::1]:%d/ HTTP/1.1\r\nHost: a\r\nContent-Length: %d\r\n\r\n%s"
@@ -374,7 +341,7 @@ async def test_small_request_bodies_already_here_skip_h11_events_and_arrive_whol
     )
     ours, theirs = client_pair(data, close=True)
     with trio.fail_after(10):
-        await serve_socket(context(dialer, recorder), theirs)
+        await serve_socket(plain_context(dialer, recorder), theirs)
     answer = read_all(ours)
     ours.close()
     assert bodies == posts  # RFC 9112 §6.3: exactly Content-Length bytes each, in order
