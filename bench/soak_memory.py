@@ -89,9 +89,7 @@ def top_growth(before: tracemalloc.Snapshot, after: tracemalloc.Snapshot, limit:
     return "\n".join(lines)
 
 
-def soak(
-    args: argparse.Namespace, pid: int, port: int, origin: Origin
-) -> list[float]:
+def soak(args: argparse.Namespace, pid: int, port: int, origin: Origin) -> list[float]:
     """The rounds, printing RSS after each; with --tracemalloc, the growth between round 2
     and round N (then it stops)."""
     target = Target(f"proxy64/{args.kind}", args.kind, ("127.0.0.1", port), "proxy64")

@@ -40,8 +40,7 @@ def test_auto_without_nat64_falls_back_to_embedded_rfc7050(nsd: DnsProcess) -> N
     with proxy_process("--dns", str(nsd.address)) as proxy:
         assert (proxy.prefix, proxy.egress) == ("64:ff9b::/96", "embedded")
         assert proxy.why == (
-            "none found: no RA with PREF64 within 0.5 s; "
-            f"no NAT64 found via DNS {nsd.address}"
+            f"none found: no RA with PREF64 within 0.5 s; no NAT64 found via DNS {nsd.address}"
         )
         only_line(proxy.output())
 

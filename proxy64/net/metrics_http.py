@@ -57,6 +57,7 @@ class _Server6(_Server):
 
 class _QuietHandler(WSGIRequestHandler):
     timeout = METRICS_REQUEST_TIMEOUT  # an idle client does not keep its thread forever
+
     def log_message(self, format: str, *args: Any) -> None:
         """Scrapes every few seconds would drown the per-connection log lines."""
 

@@ -264,8 +264,6 @@ def _bounded(seconds: float) -> float:
     return max(NAT64_REDISCOVER_MIN, min(NAT64_REDISCOVER_MAX, seconds))
 
 
-
-
 def first_choice(egress: EgressChoice, given: Nat64Prefix | None) -> Nat64Choice | None:
     """The choice that needs no discovery (a given prefix, or the embedded egress)."""
     if given is not None:

@@ -140,9 +140,7 @@ def test_resolve_auto_without_dns64_falls_back_to_wkp(nsd: DnsProcess) -> None:
     done = proxy64("resolve", "a-only.dns64.test", "--dns", str(nsd.address), "--json")
     assert done.returncode == 0, done.stderr
     assert done.stderr.startswith("proxy64 resolve: no NAT64 prefix found (")
-    assert done.stderr.endswith(
-        f"; no NAT64 found via DNS {nsd.address}); using 64:ff9b::/96\n"
-    )
+    assert done.stderr.endswith(f"; no NAT64 found via DNS {nsd.address}); using 64:ff9b::/96\n")
     assert len(done.stderr.splitlines()) == 1
     assert json.loads(done.stdout)["records"][0]["address"] == "64:ff9b::102:304"
 

@@ -29,7 +29,6 @@ WKP = Nat64Prefix.parse("64:ff9b::/96")
 NSP = Nat64Prefix.parse("2001:db8:64::/96")
 
 
-
 @pytest.mark.parametrize("name", ["localhost", "app.localhost", "LOCALHOST."])
 async def test_rfc6761_6_3_localhost_is_loopback_without_dns(
     autojump_clock: Any, name: str

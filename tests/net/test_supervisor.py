@@ -151,9 +151,7 @@ def test_a_closed_heartbeat_is_a_stopping_worker_and_a_silent_one_is_killed() ->
     for fd in (r1, r2):
         os.set_blocking(fd, False)
     now = [100.0]
-    sup = Supervisor(
-        lambda i: Spawned(0), 2, stop_timeout=1.0, timeout=10.0, clock=lambda: now[0]
-    )
+    sup = Supervisor(lambda i: Spawned(0), 2, stop_timeout=1.0, timeout=10.0, clock=lambda: now[0])
     sup.slots = [
         _Slot(0, pid=stopping.pid, heartbeat=r1, last_beat=100.0),
         _Slot(1, pid=hung.pid, heartbeat=r2, last_beat=100.0),

@@ -165,9 +165,7 @@ def send_ra(lab: Link, *pref64: tuple[str, int]) -> None:
     for prefix, lifetime in pref64:
         address, length = prefix.split("/")
         plc = (96, 64, 56, 48, 40, 32).index(int(length))
-        packet = packet / ICMPv6NDOptPREF64(
-            prefix=address, plc=plc, scaledlifetime=lifetime // 8
-        )
+        packet = packet / ICMPv6NDOptPREF64(prefix=address, plc=plc, scaledlifetime=lifetime // 8)
     frame = bytes(packet)
     sock = socket_in(lab.router, socket.AF_PACKET, socket.SOCK_RAW)
     with sock:

@@ -36,9 +36,7 @@ def test_rfc6052_2_4_examples(prefix: str, expected: str) -> None:
 def test_rfc6052_2_4_well_known_example() -> None:
     wkp = Nat64Prefix.parse("64:ff9b::/96")
     assert wkp.is_well_known
-    assert wkp.embed(IPv4Address("192.0.2.33")) == IPv6Address(
-        "64:ff9b::192.0.2.33"
-    )
+    assert wkp.embed(IPv4Address("192.0.2.33")) == IPv6Address("64:ff9b::192.0.2.33")
 
 
 @pytest.mark.parametrize("length", [0, 16, 33, 80, 95, 104, 128])
@@ -61,9 +59,23 @@ def test_prefix_with_host_bits_is_refused() -> None:
 
 
 @pytest.mark.parametrize(
-    "ipv4", ["10.1.2.3", "127.0.0.1", "192.168.1.1", "172.16.0.1", "100.64.0.1", "192.0.2.1",
-             "198.18.0.1", "198.51.100.7", "203.0.113.9", "0.0.0.0", "224.0.0.1", "255.255.255.255",
-             "169.254.1.1", "192.0.0.170"]
+    "ipv4",
+    [
+        "10.1.2.3",
+        "127.0.0.1",
+        "192.168.1.1",
+        "172.16.0.1",
+        "100.64.0.1",
+        "192.0.2.1",
+        "198.18.0.1",
+        "198.51.100.7",
+        "203.0.113.9",
+        "0.0.0.0",
+        "224.0.0.1",
+        "255.255.255.255",
+        "169.254.1.1",
+        "192.0.0.170",
+    ],
 )
 def test_rfc6052_3_1_well_known_prefix_embeds_non_global(ipv4: str) -> None:
     """RFC 6052 §3.1 is the translator's rule: the arithmetic embeds every address, as

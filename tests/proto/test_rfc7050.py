@@ -69,4 +69,3 @@ def test_rfc7050_random_addresses_never_raise(addresses: list[IPv6Address]) -> N
     for prefix in derive_prefixes(addresses):
         assert prefix.length in PREFIX_LENGTHS
         assert any(prefix.contains(a) and prefix.extract(a) in WKAS for a in addresses)
-
