@@ -39,12 +39,7 @@ from proxy64.net.outcomes import client_ended
 from proxy64.net.steps import Readable, in_task, wait, write_all
 from proxy64.proto.h11_checked import checked_response
 from proxy64.proto.http_forward import Exchanged, Forward, OriginFailed
-from proxy64.proto.http_headers import (
-    downstream_response_headers,
-    keeps_alive,
-    request_body_length,
-    response_body_length,
-)
+from proxy64.proto.http_headers import ResponseScan, request_body_length
 from proxy64.proto.httpproxy import ForwardTarget
 from proxy64.proto.session import ClientLost
 
@@ -185,12 +180,10 @@ class _Exchange:
             if isinstance(event, h11.InformationalResponse):
                 continue  # 100 and 103 from the origin: the client had its own 100
             if isinstance(event, h11.Response):
-                headers = downstream_response_headers(
-                    event.headers.raw_items(), event.http_version
-                )
-                response = checked_response(event.status_code, headers, event.reason)
+                scan = up.response(event, self.target.request.method)
+                response = checked_response(event.status_code, scan.forwarded, event.reason)
                 out.add(self.conn.send(response))
-                if await self._response_body_outside(event):
+                if await self._response_body_outside(scan):
                     break
             elif isinstance(event, (h11.Data, h11.EndOfMessage)):
                 if await _pass_body(event, self.conn, out, self._write):
@@ -239,13 +232,12 @@ class _Exchange:
             raise up.failed(str(exc)) from None
         return True
 
-    async def _response_body_outside(self, response: h11.Response) -> bool:
+    async def _response_body_outside(self, scan: ResponseScan) -> bool:
         """Move a Content-Length response body outside h11 when it is large, or when all of
         it is already here (a small response: head and body in one write, no h11 Data or
         EndOfMessage on either machine); False: h11 carries it. The encoded response head
         waiting in self.out is written with the first body bytes."""
-        headers = response.headers.raw_items()
-        length = response_body_length(self.target.request.method, response.status_code, headers)
+        length = scan.body_length
         if length is None:
             return False
         up, out = self.up, self.out
@@ -254,9 +246,7 @@ class _Exchange:
         if not whole and length - len(buffered) < HTTP_RAW_BODY_MIN:
             return False
         # Bytes after the body, or an EOF already seen: the connection is not reused.
-        up.received_outside = (
-            len(buffered) <= length and not closed and keeps_alive(headers, response.http_version)
-        )
+        up.received_outside = len(buffered) <= length and not closed and scan.keeps_alive
         self.response_outside = True
         if whole:  # counted in the record as it arrived; the client side is not counted
             out.add(buffered[:length])

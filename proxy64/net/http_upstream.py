@@ -32,7 +32,7 @@ from proxy64.net.relay import write_fd_all
 from proxy64.net.splice import HAVE_SPLICE, SpliceBroken, Stall, splice_direction
 from proxy64.net.steps import Readable, in_task, wait, write_all
 from proxy64.proto.http_forward import upstream_machine
-from proxy64.proto.http_headers import oversized_content_length
+from proxy64.proto.http_headers import ResponseScan, scan_response
 
 logger = logging.getLogger(__name__)
 
@@ -124,7 +124,8 @@ class Upstream:
         self.record.bytes_up += len(data)
 
     def poll(self) -> Next:
-        """The next event from what has already arrived (NEED_DATA: none), no I/O."""
+        """The next event from what has already arrived (NEED_DATA: none), no I/O; a
+        Response is then taken by response()."""
         try:
             event = self.conn.next_event()
         except h11.RemoteProtocolError as exc:
@@ -135,17 +136,26 @@ class Upstream:
             else:
                 problem = "closed the connection before answering"
             raise self.failed(problem) from None
-        if isinstance(event, h11.Response):
-            oversized = oversized_content_length(event.headers.raw_items())
-            if oversized is not None:  # RFC 9110 §8.6: never pass on what overflows
-                raise UpstreamFailed(
-                    f"{self.destination} sent Content-Length {oversized[:40].decode('ascii')}, "
-                    "larger than a 63-bit integer holds (RFC 9110 §8.6)",
-                    502,
-                    stale=False,
-                )
-            self.responded = True
         return event
+
+    def response(self, response: h11.Response, request_method: bytes) -> ResponseScan:
+        """A response head poll() gave: what it says (one pass over its fields), refused
+        when it cannot be passed on."""
+        scan = scan_response(
+            request_method,
+            response.status_code,
+            response.headers.raw_items(),
+            response.http_version,
+        )
+        if scan.oversized is not None:  # RFC 9110 §8.6: never pass on what overflows
+            raise UpstreamFailed(
+                f"{self.destination} sent Content-Length {scan.oversized[:40].decode('ascii')}, "
+                "larger than a 63-bit integer holds (RFC 9110 §8.6)",
+                502,
+                stale=False,
+            )
+        self.responded = True
+        return scan
 
     async def receive(self, idle: float) -> None:
         """One read from the origin fed to self.conn, for when poll() says NEED_DATA (an

@@ -143,35 +143,76 @@ def scan_request(headers: Iterable[Header]) -> RequestScan:
     )
 
 
-def downstream_response_headers(headers: Sequence[Header], http_version: bytes) -> list[Header]:
-    """Headers of an origin's response sent back to the client.
+class ResponseScan(NamedTuple):
+    """What the exchange needs from an origin's response head, gathered in one pass over
+    its header lines (a test holds each field to its plain definition, one pass per
+    question)."""
 
-    Transfer-Encoding is left out: h11 chooses the framing towards the client (chunked for
-    an HTTP/1.1 client, close-delimited for HTTP/1.0) when no Content-Length is present.
-    """
-    # One pass keeps the end-to-end fields with their lower-cased names; the names
-    # Connection lists (rare) and Content-Length under chunked are dropped after it.
+    oversized: bytes | None  # a Content-Length beyond MAX_CONTENT_LENGTH (RFC 9110 §8.6)
+    # the body's length when Content-Length frames it (RFC 9112 §6.3 rules 1 and 6: none
+    # for HEAD, 1xx, 204 and 304, whatever they declare; none under Transfer-Encoding,
+    # rule 3, or without a valid Content-Length)
+    body_length: int | None
+    keeps_alive: bool  # keeps_alive()
+    # the headers sent back to the client: the end-to-end fields in order and spelling,
+    # Via appended. Transfer-Encoding is left out: h11 chooses the framing towards the
+    # client (chunked for an HTTP/1.1 client, close-delimited for HTTP/1.0) when no
+    # Content-Length is present.
+    forwarded: list[Header]
+
+
+def scan_response(
+    request_method: bytes, status_code: int, headers: Iterable[Header], http_version: bytes
+) -> ResponseScan:
+    """One pass over a response's header lines: see ResponseScan."""
+    # The end-to-end fields are kept with their lower-cased names; the names Connection
+    # lists (rare) and Content-Length under chunked are dropped after the pass.
     kept: list[tuple[bytes, Header]] = []
     options: set[bytes] = set()
-    chunked = False
+    oversized: bytes | None = None
+    length: int | None = None
+    length_valid = True  # the first Content-Length is digits (else no length framing)
+    coding_seen = chunked = close = False
     for name, value in headers:
         lowered = name.lower()
         if lowered not in HOP_BY_HOP:
             kept.append((lowered, (name, value)))
+            if lowered == b"content-length":
+                if oversized is None:
+                    oversized = _oversized_length(value)
+                if length is None and length_valid:
+                    text = value.strip()
+                    if text.isdigit() and text.isascii():
+                        length = int(text)
+                    else:
+                        length_valid = False
         elif lowered == b"transfer-encoding":
+            coding_seen = True
             chunked = chunked or _last_coding_chunked(value)
         elif lowered in _OPTION_FIELDS:
             _add_options(options, value)
+            if lowered == b"connection" and not close:
+                close = _names_close(value)
     if chunked:
         # RFC 9112 §6.3: Transfer-Encoding overrides Content-Length, which an intermediary
         # MUST remove before forwarding (else the two framings could disagree downstream).
         options.add(b"content-length")
     if options:
-        out = [header for lowered, header in kept if lowered not in options]
+        forwarded = [header for lowered, header in kept if lowered not in options]
     else:
-        out = [header for _, header in kept]
-    out.append(via_entry(http_version))
-    return out
+        forwarded = [header for _, header in kept]
+    forwarded.append(via_entry(http_version))
+    bodiless = request_method == b"HEAD" or status_code < 200 or status_code in (204, 304)
+    if bodiless or coding_seen or not length_valid:
+        length = None
+    alive = http_version >= b"1.1" and not close
+    return ResponseScan(oversized, length, alive, forwarded)
+
+
+def _names_close(value: bytes) -> bool:
+    """Whether one Connection line lists the "close" option (RFC 9112 §9.6)."""
+    lowered = value.lower()
+    return b"close" in lowered and any(t.strip() == b"close" for t in lowered.split(b","))
 
 
 def keeps_alive(headers: Iterable[Header], http_version: bytes) -> bool:
@@ -180,28 +221,13 @@ def keeps_alive(headers: Iterable[Header], http_version: bytes) -> bool:
     framing proxy64 handles itself (h11 only sees their heads)."""
     if http_version < b"1.1":
         return False
-    for name, value in headers:
-        if name.lower() == b"connection":
-            lowered = value.lower()
-            if b"close" in lowered and any(t.strip() == b"close" for t in lowered.split(b",")):
-                return False
-    return True
+    return not any(name.lower() == b"connection" and _names_close(value) for name, value in headers)
 
 
 # The largest Content-Length proxy64 passes on: what a signed 64-bit integer holds, the
 # limit of common HTTP implementations (RFC 9110 §8.6 asks recipients to anticipate large
 # values and to prevent parsing errors caused by integer overflow).
 MAX_CONTENT_LENGTH = 2**63 - 1
-
-
-def oversized_content_length(headers: Iterable[Header]) -> bytes | None:
-    """A Content-Length value larger than MAX_CONTENT_LENGTH (RFC 9110 §8.6), else None."""
-    for name, value in headers:
-        if name.lower() == b"content-length":
-            oversized = _oversized_length(value)
-            if oversized is not None:
-                return oversized
-    return None
 
 
 def _oversized_length(value: bytes) -> bytes | None:
@@ -247,13 +273,3 @@ def request_body_length(headers: Sequence[Header]) -> int | None:
 
 
 _FRAMING_FIELDS = (b"content-length", b"transfer-encoding")
-
-
-def response_body_length(
-    request_method: bytes, status_code: int, headers: Iterable[Header]
-) -> int | None:
-    """The length of a response body framed by Content-Length, else None (RFC 9112 §6.3
-    rules 1 and 6): a HEAD response, 1xx, 204 and 304 have no body whatever they declare."""
-    if request_method == b"HEAD" or status_code < 200 or status_code in (204, 304):
-        return None
-    return fixed_body_length(headers)

@@ -869,3 +869,31 @@ async def test_rfc9112_6_3_origin_with_both_framings_forwarded_by_chunked(
     head, _, body = result.stdout.partition(b"\r\n\r\n")
     assert body == b"0123456789"
     assert b"Content-Length" not in head
+
+
+async def test_rfc9110_8_6_origin_content_length_beyond_63_bits_is_502_not_passed_on(
+    nursery: trio.Nursery,
+) -> None:
+    """An origin's Content-Length that no 64-bit integer holds is refused before anything
+    reaches the client: a 502 that names it, and the upstream's record says so."""
+
+    async def origin(stream: trio.SocketStream) -> None:
+        async with stream:
+            await stream.send_all(
+                b"HTTP/1.1 200 OK\r\nContent-Length: 99999999999999999999\r\n\r\nabc"
+            )
+            with trio.move_on_after(10):
+                while await stream.receive_some(65536):
+                    pass
+
+    ctx, recorder = make_context()
+    proxy = f"http://127.0.0.1:{await start_proxy(nursery, ctx)}"
+    listeners = await nursery.start(partial(trio.serve_tcp, origin, 0, host="127.0.0.1"))
+    url = f"http://127.0.0.1:{listeners[0].socket.getsockname()[1]}/"
+    result = await curl_async("-x", proxy, "-s", "-D", "-", url)
+    head, _, body = result.stdout.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 502"), result.stdout
+    assert b"larger than a 63-bit integer holds" in body, body
+    assert b"99999999999999999999" not in head
+    outcomes = [r.outcome for r in recorder.records]
+    assert any("larger than a 63-bit integer holds" in o for o in outcomes), outcomes

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from proxy64.errors import RemoteProtocolError
 from proxy64.proto.h11_checked import checked_request, checked_response
-from proxy64.proto.http_headers import Header, downstream_response_headers
+from proxy64.proto.http_headers import Header, scan_response
 from proxy64.proto.httpproxy import ForwardTarget, classify
 from tests.helpers.authorities import HOSTS, PORTS
 
@@ -108,7 +108,8 @@ def test_a_passed_on_response_is_what_h11s_full_check_makes(
         return  # refused where it is read: never passed on
     if not isinstance(response, h11.Response):
         return  # an interim response, or more bytes asked for
-    headers = downstream_response_headers(response.headers.raw_items(), response.http_version)
+    raw = response.headers.raw_items()
+    headers = scan_response(b"GET", response.status_code, raw, response.http_version).forwarded
     fast = checked_response(response.status_code, headers, response.reason)
     full = h11.Response(status_code=response.status_code, headers=headers, reason=response.reason)
     same_event(fast, full)

@@ -1,5 +1,5 @@
-"""keeps_alive / fixed_body_length / response_body_length: the rules proxy64 applies
-itself for the cycles whose bodies bypass h11 (RFC 9112 §6.3, §9.3), checked against
+"""keeps_alive / fixed_body_length / a response's body length (scan_response): the rules
+proxy64 applies itself for the cycles whose bodies bypass h11 (RFC 9112 §6.3, §9.3), checked against
 tables and against h11's own decisions."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from proxy64.proto.http_headers import (
     fixed_body_length,
     keeps_alive,
     request_body_length,
-    response_body_length,
+    scan_response,
 )
 
 
@@ -66,7 +66,8 @@ def test_rfc9112_6_3_fixed_body_length_table(
 def test_rfc9112_6_3_response_without_body(
     method: bytes, status: int, expected: int | None
 ) -> None:
-    assert response_body_length(method, status, [(b"Content-Length", b"5")]) == expected
+    scan = scan_response(method, status, [(b"Content-Length", b"5")], b"1.1")
+    assert scan.body_length == expected
 
 
 _header = st.tuples(
@@ -105,7 +106,8 @@ def test_same_verdicts_as_h11(
     response = client.next_event()
     assert isinstance(response, h11.Response)
     raw = list(response.headers.raw_items())
-    framed = response_body_length(b"GET", 200, raw)
+    scan = scan_response(b"GET", 200, raw, response.http_version)
+    framed = scan.body_length
     if chunked or "Content-Length" not in dict(headers):
         assert framed is None
         return
@@ -115,6 +117,7 @@ def test_same_verdicts_as_h11(
     while (event := client.next_event()) != h11.EndOfMessage():
         assert isinstance(event, h11.Data)
     assert (client.their_state is h11.DONE) is keeps_alive(raw, response.http_version)
+    assert scan.keeps_alive is keeps_alive(raw, response.http_version)
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from proxy64.errors import RemoteProtocolError
-from proxy64.proto.http_headers import MAX_CONTENT_LENGTH, oversized_content_length
+from proxy64.proto.http_headers import MAX_CONTENT_LENGTH, scan_request
 from proxy64.proto.httpproxy import ConnectTarget, ForwardTarget, classify, error_response
 from tests.helpers.http_heads import head
 
@@ -82,7 +82,7 @@ def test_hypothesis_content_length_refused_exactly_beyond_63_bits(n: int, zeros:
         assert len(text) > 20 and exc.error_status_hint == 400  # h11's own digit bound
         return
     too_big = n > MAX_CONTENT_LENGTH
-    assert (oversized_content_length(request.headers.raw_items()) is not None) == too_big
+    assert (scan_request(request.headers.raw_items()).oversized is not None) == too_big
     try:
         target = classify(request)
     except RemoteProtocolError as exc:
