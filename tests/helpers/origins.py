@@ -22,6 +22,8 @@ from functools import partial
 
 import trio
 
+from tests.helpers.streams import HEAD_END, receive_head
+
 
 def pattern_bytes(n: int, seed: int = 0) -> bytes:
     return random.Random(seed).randbytes(n)
@@ -76,13 +78,10 @@ async def serve_tcp_hash(
 
 async def _http(stream: trio.SocketStream) -> None:
     async with stream:
-        head = b""
         try:
-            while b"\r\n\r\n" not in head and len(head) < 65536:
-                data = await stream.receive_some(65536)
-                if not data:
-                    return
-                head += data
+            head = await receive_head(stream, short_ok=True)
+            if HEAD_END not in head:
+                return
             path = head.split(b" ", 2)[1] if head.count(b" ") >= 2 else b"/"
             body = b"hello " + path + b"\n"
             await stream.send_all(
@@ -141,9 +140,7 @@ class Backlogged:
         filler.close()
         conn, _ = await listener.accept()
         with conn:
-            head = b""
-            while b"\r\n\r\n" not in head and (data := await conn.recv(65536)):
-                head += data
+            await receive_head(conn, short_ok=True)
             await conn.send(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
 
     def close(self) -> None:

@@ -1,6 +1,6 @@
 """Byte-level helpers for trio streams and trio sockets in tests: a connected loopback
-TCP pair, a write of everything, a read of an exact size, a read to EOF, the pipes this
-process holds, a port nothing listens on.
+TCP pair, a write of everything, a read of an exact size, a read to the end of an HTTP
+head, a read to EOF, the pipes this process holds, a port nothing listens on.
 
 Each read and write takes either a trio stream (receive_some) or a trio socket (recv), so a test
 that must stay at the socket level (no SocketStream set-up on the client side) reads the
@@ -16,6 +16,10 @@ import trio
 
 Readable = trio.abc.ReceiveStream | trio.abc.SendStream | trio.socket.SocketType
 CHUNK = 1 << 20
+# RFC 9112 §2.1: a head is the start line and the field lines, each ending in CRLF, then
+# an empty line; whatever follows it is the body, the tunnel or the next request.
+HEAD_END = b"\r\n\r\n"
+HEAD_LIMIT = 1 << 16
 
 
 async def _receive(source: Readable, most: int) -> bytes:
@@ -59,6 +63,37 @@ async def receive_exactly(source: Readable, size: int, *, short_ok: bool = False
         chunks.append(chunk)
         got += len(chunk)
     return b"".join(chunks)
+
+
+async def receive_head(
+    source: Readable,
+    *,
+    buffered: bytes = b"",
+    most: int = HEAD_LIMIT,
+    limit: int = HEAD_LIMIT,
+    short_ok: bool = False,
+) -> bytes:
+    """What `buffered` (bytes an earlier read left over) and reads of at most `most` bytes
+    hold once they hold the empty line that ends an HTTP head: the head and anything that
+    came after it in the same reads. `most=1` reads no byte past the head, for a caller
+    that leaves the rest in the stream. A head longer than `limit` bytes (its empty line
+    included) fails the test; so does an EOF before its end, or with short_ok that returns
+    what came (b"" or part of a head: HEAD_END not in it)."""
+    data = buffered
+    searched = 0
+    while True:
+        end = data.find(HEAD_END, searched)
+        if end >= 0:
+            size = end + len(HEAD_END)
+            assert size <= limit, f"a head of {size} bytes, over {limit}: {data[:64]!r}"
+            return data
+        assert len(data) < limit, f"no end of head in {len(data)} bytes: {data[:64]!r}"
+        searched = max(0, len(data) - len(HEAD_END) + 1)
+        chunk = await _receive(source, most)
+        if not chunk:
+            assert short_ok, f"EOF before a head's end, after {len(data)} bytes: {data[:64]!r}"
+            return data
+        data += chunk
 
 
 async def receive_all(source: Readable) -> bytes:

@@ -29,6 +29,7 @@ from proxy64.net.socks_server import SOCKS
 from proxy64.proto.auth_delay import AuthDelay
 from tests.helpers.fakes import NSP, ListRecorder
 from tests.helpers.fakes import CachedNameResolver as Resolver
+from tests.helpers.streams import receive_head
 
 BASE, CAP = 0.02, 0.05
 USERS = {"alice": "right"}
@@ -144,9 +145,7 @@ async def test_http_407_answers_are_held_for_a_failing_address() -> None:
                     b"CONNECT 127.0.0.1:9 HTTP/1.1\r\nHost: x\r\n"
                     b"Proxy-Authorization: Basic " + wrong.encode() + b"\r\n\r\n"
                 )
-                answer = b""
-                while b"\r\n\r\n" not in answer and (chunk := await sock.recv(4096)):
-                    answer += chunk
+                answer = await receive_head(sock, short_ok=True)
                 return answer, trio.current_time() - started
 
         with trio.fail_after(20):

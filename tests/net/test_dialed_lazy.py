@@ -34,7 +34,7 @@ from tests.helpers.http_proxy import loopback_pair, plain_context, serve_socket
 from tests.helpers.hub_fronts import LoopbackResolver
 from tests.helpers.socks_fronts import NOAUTH, connect, echo_once, serve_socks
 from tests.helpers.spy_dialer import SpyDialer
-from tests.helpers.streams import receive_all, receive_exactly
+from tests.helpers.streams import HEAD_END, receive_all, receive_exactly, receive_head
 
 
 def closed(dialed: Dialed) -> bool:
@@ -144,13 +144,9 @@ async def test_rfc1928_6_socks5_tunnel_in_the_hub_replies_the_sockets_address_an
 
 async def sized_origin(size: int, stream: trio.SocketStream) -> None:
     """Answers one request head with a body of `size` bytes (a fixed pattern)."""
-    buffer = b""
     with trio.fail_after(10):
-        while b"\r\n\r\n" not in buffer:
-            data = await stream.receive_some(65536)
-            if not data:
-                return
-            buffer += data
+        if HEAD_END not in await receive_head(stream, short_ok=True):
+            return
         await stream.send_all(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % size)
         await stream.send_all(pattern(size))
         while await stream.receive_some(65536):

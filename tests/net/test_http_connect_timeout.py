@@ -17,6 +17,7 @@ from proxy64.destination import Destination
 from proxy64.net.dial_types import Dialed
 from tests.helpers.fakes import FakeDialer, ListRecorder, make_context
 from tests.helpers.http_proxy import loopback_pair, serve_socket
+from tests.helpers.streams import receive_head
 
 
 @dataclasses.dataclass
@@ -43,14 +44,9 @@ async def connect_through(
     ours, theirs = loopback_pair()
     ours.sendall(f"CONNECT {host}:{port} HTTP/1.1\r\nHost: a\r\n\r\n".encode())
     client = trio.SocketStream(trio.socket.from_stdlib_socket(ours))
-    answer = b""
     async with trio.open_nursery() as nursery:
         nursery.start_soon(serve_socket, ctx, theirs)
-        while b"\r\n\r\n" not in answer:
-            data = await client.receive_some(65536)
-            if not data:
-                break
-            answer += data
+        answer = await receive_head(client, short_ok=True)
         await client.send_eof()
         while await client.receive_some(65536):
             pass

@@ -35,6 +35,7 @@ from tests.helpers.hub_fronts import (
     open_front,
     start_origin,
 )
+from tests.helpers.streams import receive_head
 
 
 async def one_record(recorder: ListRecorder) -> ConnectionRecord:
@@ -220,9 +221,7 @@ async def test_forwarding_exchange_waits_for_the_origin_without_a_task(
 ) -> None:
     async def origin(stream: trio.SocketStream) -> None:
         with trio.fail_after(10):
-            buffer = b""
-            while b"\r\n\r\n" not in buffer:
-                buffer += await stream.receive_some(1 << 16)
+            await receive_head(stream)
             await stream.send_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi")
 
     port = await start_origin(nursery, origin)
@@ -476,9 +475,7 @@ async def test_a_connection_that_left_is_not_kept_by_its_pending_timer(
 ) -> None:
     async def origin(stream: trio.SocketStream) -> None:
         with trio.fail_after(10):
-            buffer = b""
-            while b"\r\n\r\n" not in buffer:
-                buffer += await stream.receive_some(1 << 16)
+            await receive_head(stream)
             await stream.send_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi")
 
     port = await start_origin(nursery, origin)

@@ -35,7 +35,7 @@ from tests.helpers.curl import clean_env, curl_async
 from tests.helpers.fakes import FakeDialer, ListRecorder
 from tests.helpers.fakes import make_context as fakes_context
 from tests.helpers.http_proxy import loopback_pair, serve_http, serve_socket
-from tests.helpers.streams import closed_port
+from tests.helpers.streams import closed_port, receive_head
 
 MB = 1024 * 1024
 
@@ -743,9 +743,7 @@ async def test_max_forwards_options_answered_locally_trace_forwarded(
 async def http10_origin(stream: trio.SocketStream, body: bytes) -> None:
     """An HTTP/1.0 origin: no Content-Length, the body ends when the connection closes."""
     async with stream:
-        head = b""
-        while b"\r\n\r\n" not in head:
-            head += await stream.receive_some(65536)
+        await receive_head(stream)
         await stream.send_all(b"HTTP/1.0 200 OK\r\nContent-Type: application/octet-stream\r\n\r\n")
         await stream.send_all(body)
 
@@ -850,9 +848,7 @@ async def test_fuzz_handler_answers_only_declared_statuses(data: bytes, auth: bo
 async def both_framings_origin(stream: trio.SocketStream) -> None:
     """Declares Content-Length 3 and chunked: chunked wins (RFC 9112 §6.3)."""
     async with stream:
-        head = b""
-        while b"\r\n\r\n" not in head:
-            head += await stream.receive_some(65536)
+        await receive_head(stream)
         await stream.send_all(
             b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n"
             b"Connection: close\r\n\r\na\r\n0123456789\r\n0\r\n\r\n"

@@ -36,6 +36,7 @@ from tests.helpers.fakes import ListRecorder
 from tests.helpers.http_proxy import loopback_pair, plain_context, serve_socket
 from tests.helpers.hub_fronts import PREFIX
 from tests.helpers.spy_dialer import SpyDialer
+from tests.helpers.streams import HEAD_END, receive_head
 
 RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi"
 
@@ -69,15 +70,12 @@ def scopes(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
 
 async def origin_server(stream: trio.SocketStream) -> None:
     """Reads one request head, answers RESPONSE, then echoes until EOF (for CONNECT)."""
-    buffer = b""
     with trio.fail_after(10):
-        while b"\r\n\r\n" not in buffer:
-            data = await stream.receive_some(65536)
-            if not data:
-                return
-            buffer += data
+        buffer = await receive_head(stream, short_ok=True)
+        if HEAD_END not in buffer:
+            return
         await stream.send_all(RESPONSE)
-        rest = buffer.partition(b"\r\n\r\n")[2]
+        rest = buffer.partition(HEAD_END)[2]
         # The proxy closes an upstream it does not reuse; bytes echoed after the response
         # may still be unread in its socket then, which makes that close a reset.
         with contextlib.suppress(trio.BrokenResourceError):
@@ -250,12 +248,10 @@ async def keep_alive_origin(stream: trio.SocketStream) -> None:
     buffer = b""
     with trio.fail_after(10):
         while True:
-            while b"\r\n\r\n" not in buffer:
-                data = await stream.receive_some(65536)
-                if not data:
-                    return
-                buffer += data
-            buffer = buffer.partition(b"\r\n\r\n")[2]
+            buffer = await receive_head(stream, buffered=buffer, short_ok=True)
+            if HEAD_END not in buffer:
+                return
+            buffer = buffer.partition(HEAD_END)[2]
             await stream.send_all(RESPONSE)
 
 

@@ -20,7 +20,7 @@ from tests.helpers.serve_e2e import (
     wait_log,
 )
 from tests.helpers.socks5_client import connect_request
-from tests.helpers.streams import receive_exactly
+from tests.helpers.streams import receive_exactly, receive_head
 
 LINGER_ABORT = struct.pack("ii", 1, 0)
 
@@ -42,9 +42,7 @@ async def serve_then_reset(
 
     async def handle(stream: trio.SocketStream) -> None:
         if head:
-            seen = b""
-            while b"\r\n\r\n" not in seen:
-                seen += await stream.receive_some(4096)
+            await receive_head(stream)
         await stream.send_all(head + pattern_bytes(size))
         # let the bytes leave the origin's send queue: a reset discards unsent data
         for _ in range(200):
@@ -100,9 +98,7 @@ async def test_connect_origin_reset_reaches_client(nursery: trio.Nursery, size: 
         stream = await trio.open_tcp_stream(*proxy.http)
         authority = f"127.0.0.1:{origin}"
         await stream.send_all(f"CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n\r\n".encode())
-        head = b""
-        while b"\r\n\r\n" not in head:
-            head += await stream.receive_some(1)
+        head = await receive_head(stream, most=1)  # the tunnel's bytes stay for read_until_error
         assert head.startswith(b"HTTP/1.1 200"), head
         got, error = await read_until_error(stream)
         assert isinstance(error, ConnectionResetError), (got, error)
