@@ -494,5 +494,3 @@ async def test_a_connection_that_left_is_not_kept_by_its_pending_timer(
     client.close()
     gc.collect()
     assert machine() is None  # its pending head-deadline timer was cancelled when it left
-
-
