@@ -8,7 +8,9 @@ whole process tree (dante and `serve --workers N` fork workers):
   memory VmRSS summed over the tree
 Peers: microsocks (SOCKS5), dante (SOCKS5), tinyproxy (CONNECT + forwarding),
 pproxy (SOCKS5 + CONNECT + forwarding on one port, without uvloop); reference
-(bench/reference_relay.py: a minimal trio splice relay, SOCKS5 to literals only).
+(bench/reference_relay.py: a minimal trio splice relay, SOCKS5 to literals only);
+reference-http (bench/reference_http.py: a minimal trio + h11 forwarding proxy, the
+stack's own floor for forwarding).
 """
 
 from __future__ import annotations
@@ -296,8 +298,14 @@ def _reference(server: Server) -> list[str]:
     return [sys.executable, script, "--listen", "127.0.0.1", "--port", str(server.ports["socks5"])]
 
 
+def _reference_http(server: Server) -> list[str]:
+    # bench/reference_http.py: trio and h11 alone, what proxy64's stack costs per request
+    script = str(REPO / "bench" / "reference_http.py")
+    return [sys.executable, script, "--listen", "127.0.0.1", "--port", str(server.ports["http"])]
+
+
 def _available(name: str) -> bool:
-    if name == "reference":
+    if name in ("reference", "reference-http"):
         return True
     if name == "proxy64-base":
         return BASELINE is not None and (BASELINE / "proxy64" / "__main__.py").exists()
@@ -320,6 +328,7 @@ SERVERS: dict[str, tuple[tuple[str, ...], Callable[[Server], list[str]], bool]] 
     "tinyproxy": (("connect", "http"), _tinyproxy, True),
     "pproxy": (("socks5", "connect", "http"), _pproxy, True),
     "reference": (("socks5",), _reference, True),
+    "reference-http": (("http",), _reference_http, True),
 }
 
 
