@@ -17,28 +17,20 @@ Not part of the product: the benchmark starts it (bench/peers.py, server `refere
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import ipaddress
 import socket
+import sys
+from pathlib import Path
 
 import h11
 import trio
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script
+from bench.reference_relay import main
+from proxy64.proto.http_headers import HOP_BY_HOP
+
 READ_SIZE = 65536
-HOP_BY_HOP = frozenset(
-    {
-        b"connection",
-        b"proxy-connection",
-        b"keep-alive",
-        b"te",
-        b"trailer",
-        b"transfer-encoding",
-        b"upgrade",
-        b"proxy-authorization",
-        b"proxy-authenticate",
-    }
-)
 
 
 def end_to_end(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
@@ -147,28 +139,5 @@ async def handle(client: trio.socket.SocketType) -> None:
             conn.start_next_cycle()
 
 
-async def serve(host: str, port: int) -> None:
-    listener = trio.socket.socket(
-        socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM
-    )
-    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    await listener.bind((host, port))
-    listener.listen(1024)
-    async with trio.open_nursery() as nursery:
-        while True:
-            client, _addr = await listener.accept()
-            client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            nursery.start_soon(handle, client)
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--listen", default="127.0.0.1")
-    parser.add_argument("--port", type=int, required=True)
-    args = parser.parse_args()
-    with contextlib.suppress(KeyboardInterrupt):
-        trio.run(serve, args.listen, args.port)
-
-
 if __name__ == "__main__":
-    main()
+    main(__doc__.split("\n", 1)[0], handle)

@@ -21,6 +21,7 @@ import ipaddress
 import os
 import socket
 import struct
+from collections.abc import Awaitable, Callable
 
 import trio
 
@@ -101,7 +102,11 @@ async def handle(client: trio.socket.SocketType) -> None:
             remote.close()
 
 
-async def serve(host: str, port: int) -> None:
+Handler = Callable[[trio.socket.SocketType], Awaitable[None]]
+
+
+async def serve(host: str, port: int, handler: Handler) -> None:
+    """Accept on host:port until interrupted, one task per client (TCP_NODELAY)."""
     listener = trio.socket.socket(
         socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM
     )
@@ -112,17 +117,18 @@ async def serve(host: str, port: int) -> None:
         while True:
             client, _addr = await listener.accept()
             client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            nursery.start_soon(handle, client)
+            nursery.start_soon(handler, client)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+def main(description: str, handler: Handler) -> None:
+    """--listen HOST --port PORT, then serve() with handler (a reference's command line)."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--listen", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     args = parser.parse_args()
     with contextlib.suppress(KeyboardInterrupt):
-        trio.run(serve, args.listen, args.port)
+        trio.run(serve, args.listen, args.port, handler)
 
 
 if __name__ == "__main__":
-    main()
+    main(__doc__.split("\n", 1)[0], handle)
