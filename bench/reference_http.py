@@ -100,6 +100,9 @@ async def exchange(client: trio.socket.SocketType, conn: h11.Connection, head: h
             event = await next_event(conn, client)
             if isinstance(event, h11.Data):
                 out += upstream.send(h11.Data(data=event.data)) or b""
+                if len(out) >= READ_SIZE:
+                    await send_all(origin, out)
+                    out = b""
             elif isinstance(event, h11.EndOfMessage):
                 out += upstream.send(h11.EndOfMessage()) or b""
                 break
