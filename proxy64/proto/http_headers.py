@@ -77,7 +77,7 @@ class RequestScan(NamedTuple):
     (a test holds each field to its plain definition, one pass per question)."""
 
     size: int  # the header lines on the wire: name, ": ", value and CRLF each
-    oversized: bytes | None  # oversized_content_length()
+    oversized: bytes | None  # a Content-Length beyond MAX_CONTENT_LENGTH (RFC 9110 §8.6)
     both_framings: bool  # Transfer-Encoding and Content-Length both present
     content: bool  # has_content()
     continue_expected: bool  # Expect: 100-continue (RFC 9110 §10.1.1)
