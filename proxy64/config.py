@@ -85,7 +85,7 @@ def parse_prefix(text: str, option: str = "--nat64-prefix") -> Nat64Prefix:
 
 
 def parse_prefix_choice(text: str, option: str = "--nat64-prefix") -> Nat64Prefix | None:
-    """ "auto" (None: discover with RFC 7050) or a prefix."""
+    """A prefix, or None for the word "auto" (discover it with RFC 7050)."""
     if text.strip().lower() == "auto":
         return None
     return parse_prefix(text, option)
