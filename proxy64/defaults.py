@@ -175,8 +175,10 @@ WORKER_RESTART_FIRST_DELAY = 0.1  # seconds before restarting a worker that died
 WORKER_RESTART_MAX_DELAY = 30.0  # the delay doubles per quick death in a row, up to this
 WORKER_HEALTHY_AFTER = 10.0  # a worker that ran this long restarts after the first delay again
 WORKER_STOP_MARGIN = 5.0  # after SIGINT/SIGTERM: shutdown_grace + this, then SIGKILL by PID
-WORKER_HEARTBEAT = 1.0  # seconds between a worker's heartbeats to the supervisor
+WORKER_HEARTBEAT = 1.0  # seconds between a worker's heartbeats to the supervisor, at most
 WORKER_TIMEOUT = 10.0  # a worker silent this long (hung, stopped) is killed and restarted
+WORKER_TIMEOUT_MIN = 1.0  # worker_timeout's floor: a busy healthy loop may pause this long
+WORKER_BEATS_PER_TIMEOUT = 4  # heartbeats (and supervisor looks) per worker_timeout, at least
 
 # --- The cyclic garbage collector while serving (proxy64/serving.py) ----------------------
 # Allocations between two young-generation collections (CPython's default: 700). A

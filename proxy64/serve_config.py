@@ -43,6 +43,7 @@ from proxy64.defaults import (
     SHUTDOWN_GRACE,
     SOCKS_PORT,
     WORKER_TIMEOUT,
+    WORKER_TIMEOUT_MIN,
 )
 from proxy64.destination import EgressChoice
 from proxy64.errors import ConfigError
@@ -196,6 +197,16 @@ def _seconds(value: object, option: str) -> float:
     return _finite(value, option, "a number of seconds greater than zero")
 
 
+def _seconds_from(lowest: float) -> Callable[[object, str], float]:
+    def parse(value: object, option: str) -> float:
+        number = _finite(value, option, f"a number of seconds, at least {lowest:g}")
+        if number < lowest:
+            raise ConfigError(option, f"{value!r} is shorter than {lowest:g} s")
+        return number
+
+    return parse
+
+
 def _log_level(value: object, option: str) -> str:
     text = _text(value, option, ", ".join(LOG_LEVELS)).strip().lower()
     if text not in LOG_LEVELS:
@@ -252,7 +263,7 @@ PARSERS: dict[str, Callable[[Any, str], Any]] = {
     "connect_timeout": _seconds,
     "handshake_timeout": _seconds,
     "shutdown_grace": _seconds,
-    "worker_timeout": _seconds,
+    "worker_timeout": _seconds_from(WORKER_TIMEOUT_MIN),
 }
 CONFIG_KEYS = tuple(PARSERS)
 RULE_KEY = "rule"  # [[rule]] tables: read by load_toml with their line numbers

@@ -39,10 +39,12 @@ async def serve_until_signal(
     state: Nat64State | None = None,
     on_reload: Callable[[], bool] | None = None,
     repeat_cuts_drain: bool = True,
+    heartbeat_every: float = WORKER_HEARTBEAT,
 ) -> None:
     """Serve until SIGINT/SIGTERM, then close the listeners and let live tunnels drain;
     SIGHUP calls on_reload (a Reloader's reload) and goes on. With metrics, the gauges
-    (and the prefix in `state`) are sampled meanwhile.
+    (and the prefix in `state`) are sampled meanwhile. A worker's `heartbeat_fd` gets a
+    byte every `heartbeat_every` seconds until the stop signal.
 
     A repeated stop signal while the tunnels drain cuts them at once when
     `repeat_cuts_drain` (a user pressing Ctrl-C again insists); otherwise it is the same
@@ -66,7 +68,7 @@ async def serve_until_signal(
             if metrics is not None:
                 nursery.start_soon(sample_gauges_while, metrics, server, state, sampler)
             if heartbeat_fd is not None:
-                nursery.start_soon(_heartbeat, heartbeat_fd, beating)
+                nursery.start_soon(_heartbeat, heartbeat_fd, heartbeat_every, beating)
             with listening:
                 stopping = False
                 async for signum in signals:
@@ -164,8 +166,8 @@ async def watch_until_cancelled(
         await watch(task_status=task_status)
 
 
-async def _heartbeat(fd: int, scope: trio.CancelScope) -> None:
-    """Tell the supervisor this worker's trio loop runs: one byte per WORKER_HEARTBEAT,
+async def _heartbeat(fd: int, every: float, scope: trio.CancelScope) -> None:
+    """Tell the supervisor this worker's trio loop runs: one byte per `every` seconds,
     until `scope` is cancelled. A full pipe (the supervisor is slow to read) or a closed
     one is not a reason to stop serving."""
     with scope:
@@ -173,6 +175,6 @@ async def _heartbeat(fd: int, scope: trio.CancelScope) -> None:
             while True:
                 with contextlib.suppress(OSError):  # BlockingIOError, BrokenPipeError
                     os.write(fd, b".")
-                await trio.sleep(WORKER_HEARTBEAT)
+                await trio.sleep(every)
         finally:
             os.close(fd)

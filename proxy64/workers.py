@@ -41,7 +41,7 @@ from proxy64.net.metrics_http import MetricsServer
 from proxy64.net.metrics_setup import open_supervisor_metrics
 from proxy64.net.nat64_state import Nat64Choice, Nat64State
 from proxy64.net.recorder import Recorder
-from proxy64.net.supervisor import Spawned, Supervisor
+from proxy64.net.supervisor import Spawned, Supervisor, heartbeat_interval
 from proxy64.policy import PolicyInForce
 from proxy64.reload import Reloader
 from proxy64.serve_config import ServeSettings
@@ -140,6 +140,7 @@ def _worker(
             state=state,
             on_reload=reloader.reload if reloader is not None else None,
             repeat_cuts_drain=False,
+            heartbeat_every=heartbeat_interval(settings.worker_timeout),
         )
         with late_signals_ignored():
             trio.run(serve)

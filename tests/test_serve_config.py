@@ -100,6 +100,9 @@ def test_cli_overrides_the_file(tmp_path: Path) -> None:
         ("workers = 1000", ["config key 'workers'", "more than 64"]),
         ("workers = nan", ["config key 'workers'", "whole number"]),
         ("idle_timeout = inf", ["config key 'idle_timeout'", "seconds"]),
+        # a healthy worker's loop may pause for a fraction of a second (a large GC pass)
+        ("worker_timeout = 0.5", ["config key 'worker_timeout'", "0.5 is shorter than 1 s"]),
+        ("worker_timeout = nan", ["config key 'worker_timeout'", "at least 1"]),
         ("socks = 1080", ["config key 'socks'", "HOST:PORT"]),
         ("nat64_prefix = '2001:db8::/33'", ["config key 'nat64_prefix'", "/96"]),
         ("allow_open = 'yes'", ["config key 'allow_open'", "true or false"]),

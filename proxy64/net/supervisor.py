@@ -7,9 +7,10 @@ is a fork): it waits for signals with sigtimedwait and does four things.
   short, it doubles for every quick death in a row (a crash loop cannot spin) and falls
   back to the first one after a worker ran WORKER_HEALTHY_AFTER seconds. One log line each.
 - A worker that stops answering is killed (SIGKILL by PID), then restarted as above: each
-  worker writes a byte to its heartbeat pipe every WORKER_HEARTBEAT seconds from its trio
-  loop; silence for `timeout` seconds means the loop is stuck (or the process stopped),
-  and with SO_REUSEPORT its share of new connections would wait forever.
+  worker writes a byte to its heartbeat pipe every heartbeat_interval(timeout) seconds from
+  its trio loop, several times per `timeout`, and the supervisor reads the pipes as often;
+  silence for `timeout` seconds means the loop is stuck (or the process stopped), and with
+  SO_REUSEPORT its share of new connections would wait forever.
 - SIGHUP: on_reload() checks the files once, here; when they are good the signal is
   passed on to every worker by PID (each applies them itself), else nothing changes.
 - SIGINT/SIGTERM is passed on to every worker by PID; no worker is restarted after it.
@@ -33,6 +34,7 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from proxy64.defaults import (
+    WORKER_BEATS_PER_TIMEOUT,
     WORKER_HEALTHY_AFTER,
     WORKER_HEARTBEAT,
     WORKER_RESTART_FIRST_DELAY,
@@ -45,6 +47,16 @@ logger = logging.getLogger(__name__)
 STOP_SIGNALS = frozenset({signal.SIGINT, signal.SIGTERM})
 _WAITED = STOP_SIGNALS | {signal.SIGCHLD, signal.SIGHUP}
 _IDLE_WAIT = 3600.0  # sigtimedwait bound when nothing is scheduled (signals wake it anyway)
+
+
+def heartbeat_interval(timeout: float) -> float:
+    """Seconds between a worker's heartbeats, and between the supervisor's looks at them.
+
+    Several beats fit in `timeout`: a healthy worker whose beat comes a little late (its
+    sleep runs over, the supervisor looked just before) is never taken for a silent one;
+    only a loop that misses most of a timeout's beats is.
+    """
+    return min(WORKER_HEARTBEAT, timeout / WORKER_BEATS_PER_TIMEOUT)
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,7 +174,7 @@ class Supervisor:
     def _until_next_restart(self) -> float:
         due = [s.restart_at for s in self.slots if s.restart_at is not None]
         if any(s.heartbeat is not None for s in self.slots):
-            due.append(self.clock() + WORKER_HEARTBEAT)  # look at the heartbeats this often
+            due.append(self.clock() + heartbeat_interval(self.timeout))
         if not due:
             return _IDLE_WAIT
         return max(0.0, min(due) - self.clock())

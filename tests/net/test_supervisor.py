@@ -17,7 +17,15 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from proxy64.net.supervisor import RestartBackoff, Spawned, Supervisor, _Slot, describe_exit
+from proxy64.defaults import WORKER_HEARTBEAT
+from proxy64.net.supervisor import (
+    RestartBackoff,
+    Spawned,
+    Supervisor,
+    _Slot,
+    describe_exit,
+    heartbeat_interval,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -175,3 +183,55 @@ def test_a_closed_heartbeat_is_a_stopping_worker_and_a_silent_one_is_killed() ->
             proc.wait()
         os.close(w2)
         os.close(r2)
+
+
+@given(st.floats(min_value=1.0, max_value=3600.0))
+def test_several_heartbeats_fit_in_a_timeout_and_none_is_over_a_second_apart(
+    timeout: float,
+) -> None:
+    every = heartbeat_interval(timeout)
+    assert every <= WORKER_HEARTBEAT and timeout / every >= 4
+
+
+def test_late_heartbeats_never_get_a_healthy_worker_killed_and_silence_does() -> None:
+    """The supervisor looks at the pipes every heartbeat_interval(timeout) s; a worker's
+    beats drift 10 % late each (its sleep runs over) while the looks drift 2 %: for 300
+    looks no look finds it silent for `timeout`. With one beat and one look per timeout
+    (the cadence that killed healthy workers) the same drift gets it killed. A worker
+    that stops beating is killed within timeout + one interval of its last beat."""
+    timeout = 1.0
+    every = heartbeat_interval(timeout)
+    healthy, hung = (subprocess.Popen(["sleep", "30"]) for _ in range(2))
+    (r1, w1), (r2, w2) = os.pipe(), os.pipe()
+    for fd in (r1, r2):
+        os.set_blocking(fd, False)
+    now = [0.0]
+    sup = Supervisor(
+        lambda i: Spawned(0), 2, stop_timeout=1.0, timeout=timeout, clock=lambda: now[0]
+    )
+    sup.slots = [
+        _Slot(0, pid=healthy.pid, heartbeat=r1, last_beat=0.0),
+        _Slot(1, pid=hung.pid, heartbeat=r2, last_beat=0.0),
+    ]
+    try:
+        assert sup._until_next_restart() == every  # the supervisor's own cadence
+        beat, hung_beats_until, killed_at = 0.0, 0.5, None
+        for look in range(1, 301):
+            now[0] = look * every * 1.02
+            while beat + every * 1.1 <= now[0]:
+                beat += every * 1.1
+                os.write(w1, b".")
+                if beat <= hung_beats_until:
+                    os.write(w2, b".")
+            sup._kill_silent()
+            assert not sup.slots[0].killed_silent, f"healthy worker killed at {now[0]:.2f} s"
+            if sup.slots[1].killed_silent and killed_at is None:
+                killed_at = now[0]
+        assert killed_at is not None and killed_at <= hung_beats_until + timeout + every * 1.02
+        assert hung.wait(5) == -signal.SIGKILL and healthy.poll() is None
+    finally:
+        for proc in (healthy, hung):
+            proc.kill()
+            proc.wait()
+        for fd in (w1, w2, r1, r2):
+            os.close(fd)
