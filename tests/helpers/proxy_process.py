@@ -160,10 +160,15 @@ def proxy_process(
     timeout: float = START_TIMEOUT,
     wrapper: Sequence[str] = (),
 ) -> Iterator[ProxyProcess]:
-    """Context manager: start_proxy(), then stop by PID and remove the log, always."""
+    """Context manager: start_proxy(), then stop by PID and remove the log, always; when
+    the test fails inside, the proxy's log goes to stdout first (pytest shows it)."""
     proxy = start_proxy(*args, env=env, timeout=timeout, wrapper=wrapper)
     try:
         yield proxy
+    except BaseException:
+        print(f"--- what proxy64 (pid {proxy.pid}) logged until the failure ---")
+        print(proxy.output())
+        raise
     finally:
         proxy.stop()
         proxy.log_path.unlink(missing_ok=True)
