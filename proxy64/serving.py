@@ -59,6 +59,8 @@ async def serve_until_signal(
         beating = trio.CancelScope()
         listening = trio.CancelScope()
         async with trio.open_nursery() as nursery:
+            if heartbeat_fd is not None:  # from the start: a slow start-up is not a hang
+                nursery.start_soon(_heartbeat, heartbeat_fd, heartbeat_every, beating)
             watching = trio.CancelScope()
             if watch is not None:
                 await nursery.start(watch_until_cancelled, watch, watching)
@@ -67,8 +69,6 @@ async def serve_until_signal(
             sampler = trio.CancelScope()
             if metrics is not None:
                 nursery.start_soon(sample_gauges_while, metrics, server, state, sampler)
-            if heartbeat_fd is not None:
-                nursery.start_soon(_heartbeat, heartbeat_fd, heartbeat_every, beating)
             with listening:
                 stopping = False
                 async for signum in signals:

@@ -1,10 +1,13 @@
-"""serving.py: what serve_until_signal does once the listeners are up."""
+"""serving.py: what serve_until_signal does once the listeners are up, and a worker's
+heartbeat from the loop's start."""
 
 from __future__ import annotations
 
 import gc
+import os
 
 import trio
+import trio.testing
 
 from proxy64.defaults import GC_YOUNG_THRESHOLD
 from proxy64.serving import serve_until_signal
@@ -39,3 +42,41 @@ def test_the_startup_heap_leaves_the_collectors_generations_once_serving_begins(
         gc.set_threshold(*saved)
     assert server.frozen > 10_000  # the modules, functions and configuration loaded
     assert server.threshold == (GC_YOUNG_THRESHOLD, *saved[1:])
+
+
+class _SlowStart:
+    """Takes `seconds` (mock time) before it listens, as a start-up waiting on DNS can;
+    counts the heartbeats written by then, then ends."""
+
+    def __init__(self, seconds: float, beats: int) -> None:
+        self.seconds, self.beats, self.beats_at_listen = seconds, beats, -1
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        await trio.sleep(self.seconds)
+        try:
+            self.beats_at_listen = len(os.read(self.beats, 4096))
+        except BlockingIOError:
+            self.beats_at_listen = 0
+        task_status.started()
+
+    def stop(self) -> None:
+        pass
+
+
+def test_a_worker_beats_while_it_starts_so_a_slow_start_up_is_not_taken_for_a_hang() -> None:
+    """The supervisor counts silence from the fork: the first beat comes at once, not
+    after the listeners are up, and the beats go on every heartbeat_every meanwhile."""
+    beats, beat_write = os.pipe()
+    os.set_blocking(beats, False)
+    server = _SlowStart(2.75, beats)
+    saved = gc.get_threshold()
+    try:
+        trio.run(
+            lambda: serve_until_signal(server, None, beat_write, heartbeat_every=0.5),
+            clock=trio.testing.MockClock(autojump_threshold=0),
+        )
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*saved)
+        os.close(beats)
+    assert server.beats_at_listen == 6  # at 0, 0.5, ... 2.5 s: all before the listeners
