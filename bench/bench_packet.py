@@ -98,7 +98,7 @@ def operations(family: int, size: int) -> dict[str, Callable[[], object]]:
 
     def rewrite() -> object:
         p = parse_ip(work, verify_checksum=False)
-        p.dst = new_dst  # type: ignore[assignment]
+        p.dst = new_dst
         p.hop_limit = 63
         t = parse_transport(p, verify_checksum=False)
         assert isinstance(t, TcpSegment)

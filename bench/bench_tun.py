@@ -199,7 +199,7 @@ def run_client_tayga(size: int, mtu: int) -> dict[str, Any]:
     tag = f"p64-tunperf-{os.getpid()}"
     client_ns, gateway_ns = f"{tag}-c", f"{tag}-g"
     data_dir = Path(f"/tmp/{tag}-tayga")
-    processes: list[subprocess.Popen[str]] = []
+    processes: list[subprocess.Popen[str] | subprocess.Popen[bytes]] = []
 
     def ip(*args: str) -> None:
         subprocess.run(["ip", *args], check=True, capture_output=True, timeout=30)

@@ -31,11 +31,10 @@ import tracemalloc
 from pathlib import Path
 
 BENCH_DIR = Path(__file__).resolve().parent
-sys.path.insert(0, str(BENCH_DIR))
-sys.path.insert(0, str(BENCH_DIR.parent))
+sys.path.insert(0, str(BENCH_DIR.parent))  # so `python bench/soak_memory.py` finds the package
 
-from loadgen import Origin, Target, raise_fd_limit, run_connections  # noqa: E402
-from run import Origins  # noqa: E402
+from bench.loadgen import Origin, Target, raise_fd_limit, run_connections  # noqa: E402
+from bench.run import Origins  # noqa: E402
 
 
 def rss_mib(pid: int) -> float:
