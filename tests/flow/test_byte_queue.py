@@ -24,9 +24,14 @@ def test_matches_a_bytearray(ops: list[tuple[object, ...]]) -> None:
     queue, model = ByteQueue(), bytearray()
     for op in ops:
         if op[0] == "append":
-            data = op[1]
-            assert isinstance(data, bytes)
-            queue.append({"b": data, "ba": bytearray(data), "mv": memoryview(data)}[op[2]])
+            data, form = op[1], op[2]
+            assert isinstance(data, bytes) and isinstance(form, str)
+            forms: dict[str, bytes | bytearray | memoryview] = {
+                "b": data,
+                "ba": bytearray(data),
+                "mv": memoryview(data),
+            }
+            queue.append(forms[form])
             model += data
         elif op[0] == "peek":
             offset, n = op[1], op[2]

@@ -47,7 +47,9 @@ segments = st.builds(
 
 @settings(max_examples=400, deadline=None)
 @given(segments, st.integers(1, 65535), st.integers(1, 65535))
-def test_decoder_matches_decode_on_every_flag_and_window(seg, sport, dport):
+def test_decoder_matches_decode_on_every_flag_and_window(
+    seg: Segment, sport: int, dport: int
+) -> None:
     packet = memoryview(app_tcp(seg, sport=sport, dport=dport))
     decoder = Decoder()
     for _ in range(2):  # the second time the key comes from the decoder's memory
@@ -60,7 +62,9 @@ def test_decoder_matches_decode_on_every_flag_and_window(seg, sport, dport):
 @settings(max_examples=400, deadline=None)
 @given(segments, st.lists(st.tuples(st.integers(0, 400), st.integers(0, 255)), max_size=4),
        st.integers(0, 400))  # fmt: skip
-def test_decoder_matches_decode_on_mutated_packets(seg, flips, cut):
+def test_decoder_matches_decode_on_mutated_packets(
+    seg: Segment, flips: list[tuple[int, int]], cut: int
+) -> None:
     packet = bytearray(app_tcp(seg))
     for offset, value in flips:
         if offset < len(packet):
@@ -69,7 +73,7 @@ def test_decoder_matches_decode_on_mutated_packets(seg, flips, cut):
     assert same(Decoder().decode(view, verify=False), decode(view, verify=False))
 
 
-def test_decoder_declines_what_it_does_not_shortcut():
+def test_decoder_declines_what_it_does_not_shortcut() -> None:
     decoder = Decoder()
     syn = memoryview(app_tcp(Segment(5, 0, SYN, 65535, mss=1440, wscale=7)))
     inbound = decoder.decode(syn, verify=False)
@@ -81,7 +85,7 @@ def test_decoder_declines_what_it_does_not_shortcut():
     assert same(decoder.decode(v4, verify=False), decode(v4, verify=False))
 
 
-def test_decoder_memory_is_bounded():
+def test_decoder_memory_is_bounded() -> None:
     decoder = Decoder(max_keys=4)
     for port in range(1, 20):
         packet = memoryview(app_tcp(Segment(1, 2, ACK, 9), sport=port))
@@ -90,7 +94,7 @@ def test_decoder_memory_is_bounded():
         assert len(decoder._keys) <= 4
 
 
-def test_decoder_payload_is_a_view_of_the_packet_not_a_copy():
+def test_decoder_payload_is_a_view_of_the_packet_not_a_copy() -> None:
     data = app_tcp(Segment(1, 2, PSH | ACK | FIN | URG, 9, b"y" * 1000))
     inbound = Decoder().decode(memoryview(data), verify=False)
     assert isinstance(inbound, TcpIn)
@@ -101,7 +105,7 @@ def test_decoder_payload_is_a_view_of_the_packet_not_a_copy():
 
 @settings(max_examples=300, deadline=None)
 @given(segments, st.booleans(), st.integers(1, 65535), st.integers(1, 65535))
-def test_tcp_headers_template_is_byte_exact(seg, v4, sport, dport):
+def test_tcp_headers_template_is_byte_exact(seg: Segment, v4: bool, sport: int, dport: int) -> None:
     app, remote = (APP4, REMOTE4) if v4 else (APP6, REMOTE6)
     key = FlowKey(TCP, (app, sport), (remote, dport))
     template = build.TcpHeaders(key)
@@ -110,7 +114,7 @@ def test_tcp_headers_template_is_byte_exact(seg, v4, sport, dport):
     assert template.headers(with_options) == build.tcp_headers_partial(key, with_options)
 
 
-def test_tcp_headers_template_checksum_completes_to_zero():
+def test_tcp_headers_template_checksum_completes_to_zero() -> None:
     """Partial sum + payload sum = a valid checksum: what the kernel will finish."""
     key = FlowKey(TCP, (APP6, 40000), (REMOTE6, 80))
     seg = Segment(7, 9, PSH | ACK, 512, b"payload bytes" * 77)
@@ -133,7 +137,7 @@ def _established(tso: bool = True, mss: int = 1000) -> TcpFlow:
     return flow
 
 
-def test_fill_size_keeps_each_segment_in_one_chunk():
+def test_fill_size_keeps_each_segment_in_one_chunk() -> None:
     """A sender that hands over fill_size() bytes (after a short read) never makes a
     segment span two chunks: every payload sent is one chunk or a view into one."""
     flow = _established()
@@ -159,7 +163,7 @@ def test_fill_size_keeps_each_segment_in_one_chunk():
     assert b"".join(bytes(s.payload) for s in sent + pushed) == joined
 
 
-def test_fast_decoded_rst_and_fin_drive_the_flow_like_decode():
+def test_fast_decoded_rst_and_fin_drive_the_flow_like_decode() -> None:
     """RFC 5961 §3.2 exact-match RST and a FIN arrive through the fast path intact."""
     for flags, state in ((RST | ACK, "CLOSED"), (FIN | ACK, "CLOSE-WAIT")):
         flow = _established()
@@ -170,7 +174,7 @@ def test_fast_decoded_rst_and_fin_drive_the_flow_like_decode():
         assert flow.state.value == state
 
 
-def test_fill_size_adds_whole_segments_up_to_most():
+def test_fill_size_adds_whole_segments_up_to_most() -> None:
     flow = _established()
     size = flow.segment_size
     assert flow.fill_size() == size
@@ -181,7 +185,7 @@ def test_fill_size_adds_whole_segments_up_to_most():
     assert flow.fill_size(1) == size - 10  # never less than what completes the segment
 
 
-def test_the_syns_key_is_the_one_remembered():
+def test_the_syns_key_is_the_one_remembered() -> None:
     """The flow table is keyed by the SYN's FlowKey; later packets reuse that very object
     (dict lookups then match by identity)."""
     decoder = Decoder()
@@ -202,7 +206,9 @@ SACK_TS = (
 @settings(max_examples=200, deadline=None)
 @given(st.integers(0, 0x3F).filter(lambda f: not f & SYN), st.integers(0, 0xFFFF),
        st.binary(max_size=100))  # fmt: skip
-def test_options_on_non_syn_segments_are_skipped_like_decode(flags, window, payload):
+def test_options_on_non_syn_segments_are_skipped_like_decode(
+    flags: int, window: int, payload: bytes
+) -> None:
     """A pure ACK or data segment carrying SACK blocks and timestamps: the fast path
     starts the payload after the options (data offset) and keeps flags and window."""
     packet = memoryview(build_tcp(APP6, REMOTE6, 40000, 80, 11, 22, flags, window,

@@ -19,14 +19,14 @@ def reply(name: str, *addresses: str) -> bytes:
     return answer.to_wire()
 
 
-def test_learns_every_address_of_the_answer():
+def test_learns_every_address_of_the_answer() -> None:
     memory = NameMemory(10)
     memory.learn(reply("V4only.Example.", "64:ff9b::c000:201", "64:ff9b::c000:202"))
     assert memory.name_of(IPv6Address("64:ff9b::c000:202")) == "v4only.example"
     assert memory.name_of(IPv6Address("64:ff9b::1")) is None
 
 
-def test_bounded_oldest_forgotten_first():
+def test_bounded_oldest_forgotten_first() -> None:
     memory = NameMemory(2)
     for n in range(3):
         memory.learn(reply(f"n{n}.example.", f"2001:db8::{n + 1}"))
@@ -37,13 +37,13 @@ def test_bounded_oldest_forgotten_first():
 
 @settings(max_examples=200, deadline=None)
 @given(st.binary(max_size=300))
-def test_garbage_teaches_nothing_and_never_raises(data):
+def test_garbage_teaches_nothing_and_never_raises(data: bytes) -> None:
     memory = NameMemory(5)
     memory.learn(data)
     assert len(memory) <= 5
 
 
-def test_a_queries_are_counted_per_name_and_bounded():
+def test_a_queries_are_counted_per_name_and_bounded() -> None:
     """A replies teach addresses too (an AF_INET flow is named after them) and count as
     A lookups; AAAA replies do not count."""
     memory = NameMemory(2)

@@ -17,7 +17,7 @@ def key(n: int, proto: int = TCP) -> FlowKey:
     return FlowKey(proto, (IPv6Address("fd64::2"), 40000 + n), (IPv6Address("2001:db8::1"), 80))
 
 
-def test_rfc9293_3_10_7_1_reset_for_segment_to_unknown_flow():
+def test_rfc9293_3_10_7_1_reset_for_segment_to_unknown_flow() -> None:
     table = FlowTable(max_flows=10, max_half_open=10)
     verdict = table.tcp_segment(key(1), Segment(5, 777, ACK, 100, b"abc"))
     assert verdict == Refuse(Segment(777, 0, RST, 0), "tcp-no-flow")
@@ -26,13 +26,13 @@ def test_rfc9293_3_10_7_1_reset_for_segment_to_unknown_flow():
     assert table.rejected["tcp-no-flow"] == 2
 
 
-def test_rst_to_unknown_flow_is_dropped_silently():
+def test_rst_to_unknown_flow_is_dropped_silently() -> None:
     table = FlowTable(max_flows=10, max_half_open=10)
     assert table.tcp_segment(key(1), Segment(5, 0, RST, 0)) == Ignore("tcp-rst-no-flow")
     assert table.dropped["tcp-rst-no-flow"] == 1 and not table.rejected
 
 
-def test_syn_flood_is_bounded_by_half_open_limit():
+def test_syn_flood_is_bounded_by_half_open_limit() -> None:
     table = FlowTable(max_flows=100, max_half_open=3)
     for n in range(3):
         assert table.tcp_segment(key(n), SYN_SEG) is None
@@ -49,7 +49,7 @@ def test_syn_flood_is_bounded_by_half_open_limit():
     assert table.tcp_segment(key(9), SYN_SEG) is None
 
 
-def test_table_full_rejects_with_rst_and_closed_flows_leave():
+def test_table_full_rejects_with_rst_and_closed_flows_leave() -> None:
     table = FlowTable(max_flows=2, max_half_open=10)
     table.add_tcp(key(1), SYN_SEG, 1, SETTINGS, 0.0)
     table.add_tcp(key(2), SYN_SEG, 1, SETTINGS, 0.0)
@@ -61,7 +61,7 @@ def test_table_full_rejects_with_rst_and_closed_flows_leave():
     assert table.tcp_segment(key(3), SYN_SEG) is None
 
 
-def test_udp_admission_bounded():
+def test_udp_admission_bounded() -> None:
     from proxy64.flow.udp_flow import UdpFlow
 
     table = FlowTable(max_flows=1, max_half_open=1)

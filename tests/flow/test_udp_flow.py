@@ -14,7 +14,7 @@ from proxy64.flow.udp_flow import (
 )
 
 
-def test_first_datagram_opens_then_queue_flushes_in_order():
+def test_first_datagram_opens_then_queue_flushes_in_order() -> None:
     flow = UdpFlow(0.0, idle=60, queue_limit=2)
     assert flow.start(b"one") == [Open()]
     assert flow.from_app(b"two", 0.1) == []
@@ -25,7 +25,7 @@ def test_first_datagram_opens_then_queue_flushes_in_order():
     assert (flow.datagrams_out, flow.datagrams_in, flow.bytes_in) == (3, 1, 6)
 
 
-def test_idle_timeout_closes():
+def test_idle_timeout_closes() -> None:
     flow = UdpFlow(0.0, idle=60, queue_limit=2)
     flow.start(b"x")
     flow.opened(0.0)
@@ -37,7 +37,7 @@ def test_idle_timeout_closes():
     assert flow.from_app(b"late", 91.0) == [UdpDrop("udp-closed-flow")]
 
 
-def test_failed_open_answers_unreachable_once():
+def test_failed_open_answers_unreachable_once() -> None:
     flow = UdpFlow(0.0, idle=60, queue_limit=2)
     flow.start(b"x")
     assert flow.failed("no route") == [Unreachable("no route"), UdpClosed("no route")]
