@@ -57,11 +57,14 @@ def v6_addresses() -> st.SearchStrategy[str]:
 
 TCP_OPTION_KINDS = ("MSS", "WScale", "SAckOK", "Timestamp", "SAck", "NOP", "Unknown")
 
+# scapy names a TCP option it knows and takes the kind number for one it does not
+TcpOption = tuple[str | int, Any]
+
 
 @st.composite
-def tcp_options(draw: st.DrawFn) -> list[tuple[str, Any]]:
+def tcp_options(draw: st.DrawFn) -> list[TcpOption]:
     kinds = draw(st.lists(st.sampled_from(TCP_OPTION_KINDS), unique=True, max_size=5))
-    out: list[tuple[str, Any]] = []
+    out: list[TcpOption] = []
     for kind in kinds:
         if kind == "MSS":
             out.append(("MSS", draw(u16)))
@@ -81,7 +84,7 @@ def tcp_options(draw: st.DrawFn) -> list[tuple[str, Any]]:
     return out
 
 
-def _options_length(options: list[tuple[str, Any]]) -> int:
+def _options_length(options: list[TcpOption]) -> int:
     return len(TCP(options=options).build()) - 20
 
 
@@ -91,7 +94,7 @@ def transports(draw: st.DrawFn, family: int) -> tuple[Packet, dict[str, Any]]:
     data = draw(payloads)
     if kind == "tcp":
         options = draw(tcp_options().filter(lambda o: _options_length(o) <= 40))
-        fields = {
+        fields: dict[str, Any] = {
             "sport": draw(u16),
             "dport": draw(u16),
             "seq": draw(u32),
@@ -137,7 +140,7 @@ def transports(draw: st.DrawFn, family: int) -> tuple[Packet, dict[str, Any]]:
 def ipv4_packets(draw: st.DrawFn) -> Built:
     upper, expect = draw(transports(4))
     options = draw(st.lists(st.sampled_from([IPOption_NOP, IPOption_Router_Alert]), max_size=3))
-    fields = {
+    fields: dict[str, Any] = {
         "src": draw(v4_addresses()),
         "dst": draw(v4_addresses()),
         "tos": draw(u8),
@@ -176,7 +179,7 @@ def _extension(draw: st.DrawFn, kind: str) -> Packet:
 @st.composite
 def ipv6_packets(draw: st.DrawFn) -> Built:
     upper, expect = draw(transports(6))
-    fields = {
+    fields: dict[str, Any] = {
         "src": draw(v6_addresses()),
         "dst": draw(v6_addresses()),
         "tc": draw(u8),

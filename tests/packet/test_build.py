@@ -200,8 +200,9 @@ def test_response_to_swaps_addresses_and_ports(built: Built) -> None:
         # RFC 9293 §3.4: acknowledge everything the segment occupied.
         assert r.ack == (t.seq + t.sequence_length) & 0xFFFFFFFF
         assert r.seq == t.ack and r.flags == TcpFlags.ACK and r.window == t.window
-    if back.version == 6:
-        assert back.flow_label == packet.flow_label  # type: ignore[union-attr]
+    if isinstance(back, IPv6Packet):
+        assert isinstance(packet, IPv6Packet)
+        assert back.flow_label == packet.flow_label
 
 
 def test_response_to_tcp_syn_with_explicit_fields() -> None:
@@ -354,6 +355,7 @@ def test_unreachable_codes_per_family() -> None:
                 )
             )
         )
+        assert isinstance(e4, Icmpv4Message) and isinstance(e6, Icmpv6Message)
         assert (e4.type, e4.code, e6.type, e6.code) == (3, c4, 1, c6)
 
 

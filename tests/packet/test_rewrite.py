@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from ipaddress import IPv4Address, IPv6Address, ip_address
 
 import pytest
@@ -198,7 +199,7 @@ def test_out_of_range_values_are_refused() -> None:
     assert isinstance(packet, IPv6Packet)
     seg = parse_transport(packet)
     assert isinstance(seg, TcpSegment)
-    for action in (
+    actions: list[Callable[[], None]] = [
         lambda: setattr(packet, "hop_limit", 256),
         lambda: setattr(packet, "flow_label", 1 << 20),
         lambda: setattr(packet, "dscp", 64),
@@ -206,7 +207,8 @@ def test_out_of_range_values_are_refused() -> None:
         lambda: setattr(seg, "seq", -1),
         lambda: setattr(seg, "src_port", 65536),
         lambda: setattr(seg, "flags", 256),
-    ):
+    ]
+    for action in actions:
         with pytest.raises(PacketValueError):
             action()
     assert bytes(packet) == bytes(data)

@@ -14,7 +14,7 @@ from proxy64.tun.socket_stream import TunSocketStream
 from tests.helpers.flow_streams import KEY, Recorder, established
 
 
-async def test_receive_some_without_max_bytes_returns_what_is_queued_in_one_piece():
+async def test_receive_some_without_max_bytes_returns_what_is_queued_in_one_piece() -> None:
     flow = established()
     stream = TunTcpStream(Recorder(), KEY, flow)
     data = bytes(range(256)) * 1200  # 307,200 bytes in five segments
@@ -28,13 +28,13 @@ async def test_receive_some_without_max_bytes_returns_what_is_queued_in_one_piec
     assert got == data[1000:] and len(got) > 65536  # all of it, one relay turn
     big = b"x" * (TUN_RECEIVE_MAX + 5)
     for start in range(0, len(big), 65460):
-        part = big[start : start + 65460]
+        part = memoryview(big)[start : start + 65460]
         flow.handle(SegmentArrived(Segment(seq, 5001, ACK | PSH, 0xFFFF, part)), 0.0)
         seq += len(part)
     assert len(await stream.receive_some()) == TUN_RECEIVE_MAX
 
 
-async def test_socket_reads_are_whole_segments_up_to_the_read_size():
+async def test_socket_reads_are_whole_segments_up_to_the_read_size() -> None:
     """The outbound socket is read in fill_size pieces: whole segments (after completing
     a held partial one), so every segment sent is one read's bytes or a view into them."""
     flow = established()
@@ -63,7 +63,7 @@ async def test_socket_reads_are_whole_segments_up_to_the_read_size():
         assert recorder.sent[-1].payload.obj is second
 
 
-async def test_socket_stream_sends_a_relay_turn_in_one_write():
+async def test_socket_stream_sends_a_relay_turn_in_one_write() -> None:
     """TCP_NOTSENT_LOWAT is raised from trio's 16 KiB (a 1 MiB relay turn then fits one
     write); the bytes arrive intact and in order."""
     listener = trio.socket.socket(trio.socket.AF_INET6)

@@ -27,7 +27,7 @@ def faults(*argv: str) -> int:
     return int(done.stdout)
 
 
-def test_freed_heap_is_reused_not_faulted_in_again():
+def test_freed_heap_is_reused_not_faulted_in_again() -> None:
     """Without it the heap is trimmed and grown again (page faults per read batch); with
     it the freed 64 KiB blocks are reused: far fewer minor faults for the same reads."""
     plain, kept = faults(), faults("keep")

@@ -21,9 +21,10 @@ from proxy64.errors import DialAttempt, DialCause, DialError
 from proxy64.flow.segment import ACK, FIN, PSH, RST, SYN
 from proxy64.flow.wire import EchoIn, Ignored, Malformed, TcpIn, UdpIn, decode
 from proxy64.net.context import ConnectionRecord
-from proxy64.net.dial_types import Dialed, UdpTarget
+from proxy64.net.dial_types import Dialed, PendingDial, UdpTarget
 from proxy64.net.dialer import Dialer
 from proxy64.net.relay import Relay
+from proxy64.net.resolver import Resolution
 from proxy64.packet import build_echo, build_tcp, build_udp
 from proxy64.proto.rfc6052 import Nat64Prefix
 from proxy64.tun.stack import StackSettings, TunStack
@@ -38,6 +39,10 @@ FAR = IPv6Address("2001:db8:ffff::1")  # never dialed for real: the scripted dia
 
 
 class FakeDevice:
+    """The part of TunDevice the stack uses (read_batch, write, vnet) over memory channels;
+    TunStack is typed for the concrete TunDevice, hence the arg-type ignores where one is
+    passed."""
+
     vnet = False  # full checksums both ways, so the test can verify every packet
 
     def __init__(self) -> None:
@@ -83,12 +88,24 @@ class ScriptedDialer:
     async def udp_target(self, destination: Destination, client: str = "") -> UdpTarget:
         return await self.real.udp_target(destination)
 
+    def connect_now(self, destination: Destination, client: str = "") -> None:
+        return None  # always through connect(), as the real dialer for an uncached name
+
+    async def finish(self, pending: PendingDial) -> Dialed:
+        raise AssertionError("ScriptedDialer.connect_now never returns a PendingDial")
+
+    def finish_now(self, pending: PendingDial) -> Dialed:
+        raise AssertionError("ScriptedDialer.connect_now never returns a PendingDial")
+
+    def abandon(self, pending: PendingDial) -> DialError:
+        raise AssertionError("ScriptedDialer.connect_now never returns a PendingDial")
+
 
 class _NoNames:
     def resolve_cached(self, name: str) -> None:
         return None  # nothing cached: connect_now() gives way to connect()
 
-    async def resolve(self, name: str) -> object:
+    async def resolve(self, name: str) -> Resolution:
         raise AssertionError("no names in these tests")
 
 
@@ -123,7 +140,7 @@ def syn(dst: IPv6Address, port: int, sport: int = 40000) -> bytes:
                      options=b"\x02\x04\x05\xb4\x01\x03\x03\x07")  # fmt: skip
 
 
-async def test_refused_destination_answers_rst_to_the_syn():
+async def test_refused_destination_answers_rst_to_the_syn() -> None:
     device = FakeDevice()
     stack = make_stack(device)
     with trio.socket.socket() as probe:  # a port with nothing listening
@@ -140,7 +157,7 @@ async def test_refused_destination_answers_rst_to_the_syn():
     assert not stack.table.tcp
 
 
-async def test_unreachable_destination_answers_icmpv6_no_route():
+async def test_unreachable_destination_answers_icmpv6_no_route() -> None:
     device = FakeDevice()
     stack = make_stack(device)
     async with trio.open_nursery() as nursery:
@@ -157,7 +174,7 @@ async def test_unreachable_destination_answers_icmpv6_no_route():
     assert stack.table.rejected["tcp-no_route"] == 1
 
 
-async def test_tcp_echo_through_stack_and_relay():
+async def test_tcp_echo_through_stack_and_relay() -> None:
     device = FakeDevice()
     stack = make_stack(device)
     async with trio.open_nursery() as nursery:
@@ -189,7 +206,7 @@ async def test_tcp_echo_through_stack_and_relay():
     assert record.front_end == "tun-tcp"
 
 
-async def test_dns_on_the_gateway_is_answered_by_the_responder_udp():
+async def test_dns_on_the_gateway_is_answered_by_the_responder_udp() -> None:
     device = FakeDevice()
     stack = make_stack(device)
     async with trio.open_nursery() as nursery:
@@ -202,7 +219,7 @@ async def test_dns_on_the_gateway_is_answered_by_the_responder_udp():
     assert answer.key.app == (GW, 53)  # from the gateway's port 53 back to the app
 
 
-async def test_echo_to_gateway_answered_locally_and_garbage_counted():
+async def test_echo_to_gateway_answered_locally_and_garbage_counted() -> None:
     device = FakeDevice()
     stack = make_stack(device)
     async with trio.open_nursery() as nursery:
@@ -215,7 +232,7 @@ async def test_echo_to_gateway_answered_locally_and_garbage_counted():
     assert stack.table.dropped["ipv6-truncated"] == 1
 
 
-async def test_ack_for_unknown_flow_gets_rst_and_ipv4_is_dropped():
+async def test_ack_for_unknown_flow_gets_rst_and_ipv4_is_dropped() -> None:
     device = FakeDevice()
     stack = make_stack(device)
     stack.on_packet(build_tcp(APP, SYNTH, 1, 2, 10, 20, ACK, 100))
@@ -240,11 +257,13 @@ valid = st.sampled_from(
 @given(st.lists(st.one_of(st.binary(max_size=120), st.tuples(valid, st.integers(0, 80),
                                                                st.integers(0, 255))),
                 max_size=30))  # fmt: skip
-def test_random_packets_never_stop_the_handler(packets):
+def test_random_packets_never_stop_the_handler(
+    packets: list[bytes | tuple[bytes, int, int]],
+) -> None:
     trio.run(_feed, packets)
 
 
-async def _feed(packets: list[object]) -> None:
+async def _feed(packets: list[bytes | tuple[bytes, int, int]]) -> None:
     device = FakeDevice()
     stack = make_stack(device)  # no nursery: dials and DNS are not started, only decided
     for item in packets:
@@ -254,13 +273,13 @@ async def _feed(packets: list[object]) -> None:
             data[index % len(data)] = value
             stack.on_packet(bytes(data))
         else:
-            stack.on_packet(item)  # type: ignore[arg-type]
+            stack.on_packet(item)
     for packet in device.written:
         assert isinstance(decode(packet), TcpIn | UdpIn | EchoIn | Ignored | Malformed)
 
 
 @pytest.mark.parametrize("count", [300])
-async def test_syn_flood_is_bounded_and_counted(count):
+async def test_syn_flood_is_bounded_and_counted(count: int) -> None:
     device = FakeDevice()
     stack = make_stack(device)
     for n in range(count):
@@ -269,7 +288,7 @@ async def test_syn_flood_is_bounded_and_counted(count):
     assert stack.table.dropped["tcp-syn-flood"] == count - stack.settings.max_half_open
 
 
-async def test_packet_too_big_lowers_the_flows_mss():
+async def test_packet_too_big_lowers_the_flows_mss() -> None:
     from proxy64.packet import build_icmp
 
     device = FakeDevice()
@@ -293,14 +312,15 @@ async def test_packet_too_big_lowers_the_flows_mss():
         nursery.cancel_scope.cancel()
 
 
-async def test_ipv4_on_link_addresses_are_never_dialed():
+async def test_ipv4_on_link_addresses_are_never_dialed() -> None:
     import dataclasses
 
     device = FakeDevice()
     base = make_stack(device)
     settings = dataclasses.replace(base.settings, gateway4=IPv4Address("10.64.0.1"))
-    stack = TunStack(device, dialer=base.dialer, recorder=base.recorder, relay=base.relay,
-                     responder=base.responder, settings=settings)  # type: ignore[arg-type]  # fmt: skip
+    stack = TunStack(device,  # type: ignore[arg-type]
+                     dialer=base.dialer, recorder=base.recorder, relay=base.relay,
+                     responder=base.responder, settings=settings)  # fmt: skip
     app4, neighbour = IPv4Address("10.64.0.2"), IPv4Address("10.64.0.9")
     async with trio.open_nursery() as nursery:
         await nursery.start(stack.serve)
