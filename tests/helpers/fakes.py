@@ -24,7 +24,7 @@ import trio
 from proxy64.destination import Destination, Reached
 from proxy64.errors import DialAttempt, DialCause, DialError, Proxy64Error, ResolutionError
 from proxy64.net.context import ConnectionRecord, ProxyContext
-from proxy64.net.dial_types import Dialed, UdpTarget
+from proxy64.net.dial_types import Dialed, PendingDial, UdpTarget
 from proxy64.net.resolver import Resolution, ResolvedAddress
 from proxy64.net.slots import ConnectionSlots
 from proxy64.proto.rfc6052 import Nat64Prefix
@@ -40,7 +40,7 @@ class FakeResolver:
         self.answers = answers
         self.asked: list[str] = []
 
-    def resolve_cached(self, name: str) -> None:
+    def resolve_cached(self, name: str) -> Resolution | None:
         return None  # nothing cached: connect_now() gives way to connect()
 
     async def resolve(self, name: str) -> Resolution:
@@ -110,7 +110,13 @@ class FakeDialer:
         """The fake always dials through connect() (as the real one for an uncached name)."""
         return None
 
-    async def finish(self, pending: object) -> Dialed:
+    async def finish(self, pending: PendingDial) -> Dialed:
+        raise AssertionError("FakeDialer.connect_now never returns a PendingDial")
+
+    def finish_now(self, pending: PendingDial) -> Dialed:
+        raise AssertionError("FakeDialer.connect_now never returns a PendingDial")
+
+    def abandon(self, pending: PendingDial) -> DialError:
         raise AssertionError("FakeDialer.connect_now never returns a PendingDial")
 
     async def connect(self, destination: Destination, client: str = "") -> Dialed:

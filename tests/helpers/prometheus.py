@@ -70,7 +70,8 @@ class Prometheus:
 
     def targets(self) -> str:
         with urllib.request.urlopen(f"{self.url}/api/v1/targets", timeout=10) as response:
-            return response.read().decode()
+            body: bytes = response.read()  # urlopen's answer is typed Any
+        return body.decode()
 
 
 def _config(targets: Sequence[str], basic_auth: tuple[str, str] | None) -> str:

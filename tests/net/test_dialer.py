@@ -289,6 +289,7 @@ async def test_real_connect_over_ipv6_loopback_sets_nodelay() -> None:
             accepted = await listener.accept()
             await dialed.stream.send_all(b"ping")
             assert await accepted.receive_some(10) == b"ping"
+        assert isinstance(dialed.stream, trio.SocketStream)
         sock = dialed.stream.socket
         assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
         assert dialed.reached is Reached.NATIVE_IPV6 and dialed.egress is None

@@ -187,7 +187,9 @@ async def test_rfc6147_5_5_validating_client_gets_real_data() -> None:
     flags_seen: list[tuple[bool, bool]] = []
     handle = zone_handler(SERVER_ZONE)
 
-    async def record(query: dns.message.Message, transport: str) -> dns.message.Message | None:
+    async def record(
+        query: dns.message.Message, transport: Literal["udp", "tcp"]
+    ) -> dns.message.Message | None:
         flags_seen.append((bool(query.ednsflags & dns.flags.DO), bool(query.flags & dns.flags.CD)))
         return await handle(query, transport)
 
@@ -223,7 +225,7 @@ async def test_tcp_trickle_and_pipelining(responder: DNS64Responder) -> None:
                     await stream.send_all(bytes([byte]))
                 await stream.send_all(framed[0] + framed[1])
                 buffer = b""
-                replies = []
+                replies: list[dns.message.Message] = []
                 while len(replies) < 3:
                     buffer += await stream.receive_some(65535)
                     while len(buffer) >= 2 and len(buffer) >= 2 + int.from_bytes(buffer[:2], "big"):

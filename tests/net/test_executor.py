@@ -11,6 +11,7 @@ import errno
 import gc
 import logging
 import math
+import os
 import socket
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
@@ -249,7 +250,7 @@ async def test_a_receive_after_an_answer_waits_for_readability_without_a_read(
     waits in the hub instead, and what the client sends next is still fed."""
     import proxy64.net.executor_client as executor_client
 
-    counting = _CountingOs(executor_client.os)
+    counting = _CountingOs(os)
     monkeypatch.setattr(executor_client, "os", counting)
     before_answer: list[int] = []
 
@@ -335,6 +336,7 @@ async def test_a_tick_while_a_send_waits_replaces_what_is_queued() -> None:
 def dialing(destination: Destination) -> Callable[[], Scripted]:
     def rule(machine: Scripted, event: Event, now: float) -> list[Command]:
         if isinstance(event, Connected):
+            assert event.local is not None  # the Dial asked for the bound address
             return [Send(b"ok " + str(event.local[0]).encode() + b"\n"), RelayCommand(b"early")]
         assert isinstance(event, DialFailed)
         return [Send(b"no\n"), Close(str(event.error))]

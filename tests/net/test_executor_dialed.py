@@ -110,7 +110,7 @@ async def test_a_dialed_helper_talks_to_the_dialed_stream_and_finish_closes_it(
         assert isinstance(command, Ask) and record is not None
         given.append(dialed)
         await dialed.stream.send_all(command.question)
-        return Answered(await dialed.stream.receive_some(100))
+        return Answered(bytes(await dialed.stream.receive_some(100)))
 
     hub = RelayHub()
     recorder = ListRecorder()

@@ -56,11 +56,15 @@ class CountingOrigin:
                 wire.sent += len(data)
 
         async def next_event() -> h11.Event | type[h11.PAUSED]:
-            while (event := conn.next_event()) is h11.NEED_DATA:
+            while True:
+                event = conn.next_event()
+                if isinstance(event, h11.Event):
+                    return event
+                if event is h11.PAUSED:
+                    return h11.PAUSED
                 data = await stream.receive_some(65536)
                 wire.received += len(data)
                 conn.receive_data(data)
-            return event
 
         try:
             while True:
@@ -138,7 +142,7 @@ class Client:
         while True:
             event = self.conn.next_event()
             if event is h11.NEED_DATA:
-                self.conn.receive_data(await self.stream.receive_some(65536))
+                self.conn.receive_data(bytes(await self.stream.receive_some(65536)))
                 continue
             if isinstance(event, h11.Response):
                 head = event

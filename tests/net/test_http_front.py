@@ -438,12 +438,12 @@ async def test_a_bug_ends_only_its_connection(
     nursery: trio.Nursery, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import proxy64.proto.http_session as http_session
+    from proxy64.proto.httpproxy import classify as real_classify
 
     port = await start_origin(nursery)
     recorder = ListRecorder()
     ctx = context(recorder)
     front = open_front(ctx, nursery)
-    real_classify = http_session.classify
     calls: list[bytes] = []
 
     def classify_once_broken(request: Any) -> Any:
@@ -452,6 +452,7 @@ async def test_a_bug_ends_only_its_connection(
             raise RuntimeError("a bug")
         return real_classify(request)
 
+    # patched where the session looks it up (its module imported the name)
     monkeypatch.setattr(http_session, "classify", classify_once_broken)
     head = f"CONNECT [::1]:{port} HTTP/1.1\r\nHost: x\r\n\r\n".encode()
     broken, fine = Client(front), Client(front)

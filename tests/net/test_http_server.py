@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import secrets
+import subprocess
 from collections.abc import Iterator
 from functools import partial
 from ipaddress import IPv4Address
@@ -92,7 +93,7 @@ def socket_pair() -> tuple[trio.SocketStream, Any]:
     return trio.SocketStream(trio.socket.from_stdlib_socket(ours)), theirs
 
 
-def echo_of(result: trio.CompletedProcess[bytes]) -> dict[str, object]:
+def echo_of(result: subprocess.CompletedProcess[bytes]) -> dict[str, object]:
     assert result.returncode == 0, result.stderr
     parsed: dict[str, object] = json.loads(result.stdout)
     return parsed
@@ -113,6 +114,13 @@ def header_names(echo: dict[str, object]) -> list[str]:
     return [str(k).lower() for k, _ in headers]
 
 
+def header_values(echo: dict[str, object]) -> dict[str, str]:
+    """The echoed request's headers by name as sent (a repeated one: its last value)."""
+    headers = echo["headers"]
+    assert isinstance(headers, list)
+    return {str(k): str(v) for k, v in headers}
+
+
 # --- forwarding absolute-form http:// with curl -x ---------------------------------------
 
 
@@ -126,7 +134,7 @@ async def test_curl_get_ipv4_and_ipv6_origins(nursery: trio.Nursery, origin: Ori
         assert echo["peer"][0] == family  # type: ignore[index]
         names = header_names(echo)
         assert "via" in names and "proxy-connection" not in names
-        assert dict(echo["headers"])["Via"] == "1.1 proxy64"  # type: ignore[arg-type]
+        assert header_values(echo)["Via"] == "1.1 proxy64"
     assert echo["path_qs"] == "/echo"
     assert [r.front_end for r in recorder.records] == ["http", "http"]
     assert all(r.outcome == "ok" and r.bytes_up > 0 and r.bytes_down > 0 for r in recorder.records)
@@ -651,7 +659,7 @@ async def test_pipelined_requests_answered_in_order(nursery: trio.Nursery, origi
     )
     answer = await raw_exchange(port, heads, eof=False)
     client = h11.Connection(h11.CLIENT)
-    paths = []
+    paths: list[str] = []
     for _ in range(3):
         client.send(h11.Request(method="GET", target="/", headers=[("Host", "x")]))
         client.send(h11.EndOfMessage())

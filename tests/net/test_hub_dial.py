@@ -17,6 +17,7 @@ import socket
 from ipaddress import IPv6Address
 from typing import Any
 
+import pytest
 import trio
 
 from proxy64.destination import Destination, Egress
@@ -25,6 +26,7 @@ from proxy64.net.dial_types import PendingDial
 from proxy64.net.dialer import Dialer
 from proxy64.net.executor import Executor, ExecutorFront, Wait
 from proxy64.net.metrics import MeteredDialer, Metrics
+from proxy64.net.resolver import Resolution
 from proxy64.proto.rfc6052 import Nat64Prefix
 from tests.helpers.fakes import ListRecorder
 from tests.helpers.hub_fronts import ESTABLISHED, Client, context, open_front
@@ -147,7 +149,7 @@ class _CountingEpoll:
 
 
 async def test_http_forwarding_over_a_dial_in_flight_waits_for_the_answer_with_one_mod(
-    nursery: trio.Nursery,
+    nursery: trio.Nursery, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The dial is watched for writability; once it completes, the request is written and
     the wait for the origin's answer takes the dial's registration over (one MOD, not a
@@ -156,7 +158,7 @@ async def test_http_forwarding_over_a_dial_in_flight_waits_for_the_answer_with_o
     ctx = context(recorder)
     assert ctx.hub is not None
     epoll = _CountingEpoll(ctx.hub._epoll)
-    ctx.hub._epoll = epoll
+    monkeypatch.setattr(ctx.hub, "_epoll", epoll)  # a stand-in, not a select.epoll
     with backlogged() as origin:
         tasks: list[str] = []
         front = open_front(ctx, nursery, tasks)
@@ -210,8 +212,8 @@ async def test_metered_dialer_times_dials_the_hub_finishes_and_abandons() -> Non
 class OneName:
     """A resolver that is never asked (the destinations here are literals)."""
 
-    def resolve_cached(self, name: str) -> None:
+    def resolve_cached(self, name: str) -> Resolution | None:
         raise AssertionError(name)
 
-    async def resolve(self, name: str) -> None:
+    async def resolve(self, name: str) -> Resolution:
         raise AssertionError(name)

@@ -95,7 +95,6 @@ def test_recorder_feeds_the_counters_and_the_live_tunnel_count() -> None:
     before = live_tunnels.count
     rec = record(destination=DEST)
     dialed = Dialed(
-        stream=None,  # type: ignore[arg-type]
         destination=DEST,
         remote=REMOTE,
         local=(IPv6Address("::1"), 40000),

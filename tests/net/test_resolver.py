@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from ipaddress import IPv4Address, IPv6Address
 from pathlib import Path
+from typing import Literal
 
 import dns.flags
 import dns.message
@@ -18,7 +19,7 @@ import trio
 from proxy64.config import HostPort, ResolverSettings
 from proxy64.errors import ResolutionError
 from proxy64.net.dns_cache import Dns64Cache
-from proxy64.net.resolver import DNS64Resolver, servers_from_resolv_conf
+from proxy64.net.resolver import DNS64Resolver, Resolution, servers_from_resolv_conf
 from proxy64.proto.rfc6052 import Nat64Prefix
 from tests.helpers.dnsservers import SOA, FakeUpstream, Handler, answer, zone_handler
 
@@ -206,13 +207,15 @@ async def test_concurrent_lookups_share_one_exchange(
 ) -> None:
     handle = zone_handler()
 
-    async def slow(query: dns.message.Message, transport: str) -> dns.message.Message | None:
+    async def slow(
+        query: dns.message.Message, transport: Literal["udp", "tcp"]
+    ) -> dns.message.Message | None:
         await trio.sleep(0.5)
         return await handle(query, transport)
 
     up = await start(nursery, slow)
     resolver = make_resolver(up.address)
-    results = []
+    results: list[Resolution] = []
 
     async def one() -> None:
         results.append(await resolver.resolve("www.example"))
@@ -230,13 +233,15 @@ async def test_cancelled_first_asker_does_not_strand_the_others(
 ) -> None:
     handle = zone_handler()
 
-    async def slow(query: dns.message.Message, transport: str) -> dns.message.Message | None:
+    async def slow(
+        query: dns.message.Message, transport: Literal["udp", "tcp"]
+    ) -> dns.message.Message | None:
         await trio.sleep(0.5)
         return await handle(query, transport)
 
     up = await start(nursery, slow)
     resolver = make_resolver(up.address)
-    results = []
+    results: list[Resolution] = []
 
     async def impatient() -> None:
         with trio.move_on_after(0.1):  # cancelled while its AAAA query is in flight

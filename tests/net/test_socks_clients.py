@@ -26,7 +26,10 @@ from tests.helpers.origins import serve_http_hello, serve_tcp_echo
 from tests.helpers.requirements import require_tool, tool_path
 from tests.helpers.socks_fronts import serve_socks
 
-NAMES = {"origin.p64.test": IPv4Address("127.0.0.1"), "origin6.p64.test": IPv6Address("::1")}
+NAMES: dict[str, IPv4Address | IPv6Address] = {
+    "origin.p64.test": IPv4Address("127.0.0.1"),
+    "origin6.p64.test": IPv6Address("::1"),
+}
 CLEAN_ENV = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
 
 

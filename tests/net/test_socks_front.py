@@ -343,9 +343,9 @@ async def test_a_bug_in_a_hub_callback_ends_only_that_connection(
     nursery: trio.Nursery, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import proxy64.proto.socks_session as socks_session
+    from proxy64.proto.socks_dispatch import handshake_step as real
 
     echo = await nursery.start(serve_tcp_echo)
-    real = socks_session.handshake_step
     calls: list[int] = []
 
     def broken_once(*args: Any) -> Any:
@@ -354,6 +354,7 @@ async def test_a_bug_in_a_hub_callback_ends_only_that_connection(
             raise RuntimeError("broken once")
         return real(*args)
 
+    # patched where the session looks it up (its module imported the name)
     monkeypatch.setattr(socks_session, "handshake_step", broken_once)
     with trio.fail_after(10):
         async with proxy(max_connections=1) as p:

@@ -28,7 +28,10 @@ from tests.helpers.socks5_client import NO_AUTH_GREETING, connect_request, open_
 from tests.helpers.socks_fronts import serve_socks
 from tests.helpers.streams import receive_all, receive_exactly
 
-NAMES = {"origin.p64.test": IPv4Address("127.0.0.1"), "origin6.p64.test": IPv6Address("::1")}
+NAMES: dict[str, IPv4Address | IPv6Address] = {
+    "origin.p64.test": IPv4Address("127.0.0.1"),
+    "origin6.p64.test": IPv6Address("::1"),
+}
 NOAUTH = NO_AUTH_GREETING
 
 

@@ -16,7 +16,10 @@ from tests.helpers.origins import serve_udp_echo
 from tests.helpers.socks_fronts import serve_socks
 from tests.helpers.streams import receive_exactly
 
-NAMES = {"origin.p64.test": IPv4Address("127.0.0.1"), "origin6.p64.test": IPv6Address("::1")}
+NAMES: dict[str, IPv4Address | IPv6Address] = {
+    "origin.p64.test": IPv4Address("127.0.0.1"),
+    "origin6.p64.test": IPv6Address("::1"),
+}
 QUIET = 0.3  # seconds a dropped datagram is given to (not) come back
 
 
