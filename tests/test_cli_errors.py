@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -379,7 +380,7 @@ def test_option_parsers_accept_or_raise_config_error(text: str) -> None:
         parse_prefix_choice,
     )
 
-    parsers = [
+    parsers: list[Callable[[str], object]] = [
         lambda t: parse_host_port(t, "--socks", default_port=1080),
         lambda t: parse_host_port(t, "--probe"),
         lambda t: parse_dns_server(t, "--dns"),

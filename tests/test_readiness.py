@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 from ipaddress import IPv4Address, IPv6Address, IPv6Network
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from proxy64.readiness import (
-    ALLOWED,
-    Level,
-    Verdict,
-    assess_all,
-    gate,
-    strict_nat64_refuses,
-)
+from proxy64.proto.rfc6052 import strict_nat64_refuses
+from proxy64.readiness import ALLOWED, Level, Verdict, assess_all, gate
 from proxy64.report import Observation, ReadinessReport
 
 WKP = IPv6Network("64:ff9b::/96")
@@ -242,7 +237,7 @@ def test_levels_are_nested_and_every_verdict_has_a_reason(
     report = ReadinessReport(prefix=prefix)
     for obs in batch:
         kind = "ipv4" if obs.destination[0] == "1" else "ipv6" if "[" in obs.destination else "name"
-        report.add(Observation(**{**_fields(obs), "kind": kind}))
+        report.add(dataclasses.replace(obs, kind=kind))
     assessments = assess_all(report.destinations(), prefix)
     broken = {level: {a.destination for a in gate(assessments, level).broken} for level in Level}
     assert broken[Level.REACHABLE] <= broken[Level.NO_CLAT] <= broken[Level.NATIVE]
@@ -251,10 +246,6 @@ def test_levels_are_nested_and_every_verdict_has_a_reason(
         if not a.reached:
             assert all(a.breaks(level) for level in Level)
         assert a.verdict in Verdict
-
-
-def _fields(obs: Observation) -> dict[str, object]:
-    return {name: getattr(obs, name) for name in Observation.__dataclass_fields__}
 
 
 def test_this_host_is_native_whatever_the_network_rfc6761_6_3() -> None:

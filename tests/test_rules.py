@@ -349,4 +349,6 @@ def test_fuzz_rule_table_only_config_error(table: dict[str, object]) -> None:
     except ConfigError as exc:
         assert exc.option == "p.toml line 1" and "\n" not in exc.problem
     else:
-        assert rule.action.value == table["action"].strip().lower()  # type: ignore[union-attr]
+        action = table["action"]
+        assert isinstance(action, str)  # a rule parsed: its action was text
+        assert rule.action.value == action.strip().lower()

@@ -13,14 +13,7 @@ import pytest
 import trio
 import trio.testing
 
-from proxy64.app import (
-    Bound,
-    Nat64Choice,
-    build_context,
-    build_parts,
-    choose_nat64,
-    startup_line,
-)
+from proxy64.app import Bound, build_context, build_parts, choose_nat64, startup_line
 from proxy64.config import HostPort
 from proxy64.destination import Egress, EgressChoice
 from proxy64.net.context import ProxyContext
@@ -32,6 +25,7 @@ from proxy64.net.listeners import (
     accept_in_hub,
     bind_listener,
 )
+from proxy64.net.nat64_state import Nat64Choice
 from proxy64.net.recorder import Recorder
 from proxy64.proto.rfc6052 import Nat64Prefix
 from proxy64.run_main import exit_status, proxy_environment
@@ -248,7 +242,7 @@ async def test_accept_loop_backs_off_on_emfile_and_retries_aborted() -> None:
         async with trio.open_nursery() as nursery:
             front = task_front(handler)(ctx, nursery.start_soon)
             await nursery.start(ctx.hub.run)
-            nursery.start_soon(accept_in_hub, ctx.hub, flaky, front)
+            nursery.start_soon(accept_in_hub, ctx.hub, flaky.as_socket(), front)
             client = stdsocket.create_connection(listener.getsockname())
             await handled.wait()
             await trio.sleep(0.01)  # let the task close the stream

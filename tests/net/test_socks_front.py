@@ -331,7 +331,7 @@ async def test_failed_accept_backs_off_then_accepting_resumes() -> None:
     flaky = FlakyListener(listener, errno.EMFILE)
     with listener, trio.fail_after(10):
         async with running_hub() as hub, trio.open_nursery() as nursery:
-            nursery.start_soon(accept_in_hub, hub, flaky, Front())  # type: ignore[arg-type]
+            nursery.start_soon(accept_in_hub, hub, flaky.as_socket(), Front())
             client = await connect(bound_address(listener).port)
             await got_one.wait()  # EMFILE first: ACCEPT_BACKOFF (0.1 s), then the client
             client.close()

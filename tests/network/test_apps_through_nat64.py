@@ -9,6 +9,7 @@ import hashlib
 import importlib.util
 import os
 import sys
+from functools import partial
 from ipaddress import ip_address
 from pathlib import Path
 from types import ModuleType
@@ -118,7 +119,7 @@ def test_compose_proxy64_and_client_services_run_in_the_test_network(netlab: Net
         for port in (T.SOCKS_PORT, T.PROXY_HTTP_PORT):
             netlab.wait_until(
                 "compose-proxy64",
-                lambda port=port: netlab.tcp_open(netlab.client, str(T.CLIENT6), port),
+                partial(netlab.tcp_open, netlab.client, str(T.CLIENT6), port),
                 f"listener :{port}",
             )
         script = REPO / client["entrypoint"][0].lstrip("/")

@@ -200,7 +200,7 @@ def test_rfc1929_2_success_playbook() -> None:
     auth = m.next_event()
     assert auth == AuthRequest("alice", "s3cret")
     assert "s3cret" not in repr(auth)
-    assert credentials_match({"alice": "s3cret"}, auth)  # type: ignore[arg-type]
+    assert credentials_match({"alice": "s3cret"}, auth)
     assert m.send(AuthReply(True)) == b"\x01\x00"
     assert m.next_event() == Request(Command.CONNECT, Destination("example.com", 443))
     reply = m.send(Reply(SocksReply.SUCCEEDED, (IPv6Address("2001:db8::5"), 4321)))
