@@ -17,6 +17,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from proxy64.defaults import CONNECT_TIMEOUT
 from proxy64.errors import SocksReply
 from tests.helpers import socks5_client
 from tests.helpers.proxy_process import ProxyProcess
@@ -34,7 +35,10 @@ from tests.network.clients import (
 from tests.network.netlab import Netlab
 from tests.network.proxy import proxy_in, run_proxy64_in
 
-QUICK = 1.0  # seconds: a translator's refusal is an ICMPv6 error, not a timeout
+# seconds: a translator's refusal is an ICMPv6 error, answered at once; a silent drop would
+# cost the whole connect timeout, so a third of it tells the two apart with room for a
+# loaded machine
+QUICK = CONNECT_TIMEOUT / 3
 HINT = (
     f"the NAT64 likely refuses {T.PRIVATE_ORIGIN4} under {T.WELL_KNOWN_PREFIX}: strict "
     "translators (RFC 6052 §3.1, tayga >= 0.9.4) do not carry non-global IPv4 under the "
