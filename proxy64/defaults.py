@@ -14,6 +14,9 @@ HTTP_LISTEN = "127.0.0.1:8080"
 DNS_PORT = 53
 SOCKS_PORT = 1080
 HTTP_PORT = 8080
+LISTEN_BACKLOG = 1024  # listen(2) backlog of every listener
+ACCEPT_BACKOFF = 0.1  # seconds to wait when accept() fails for lack of fds or memory
+ACCEPT_BATCH = 32  # connections accepted in a row before the accept loop yields
 
 # --- NAT64 / DNS64 ----------------------------------------------------------------------
 WELL_KNOWN_PREFIX = IPv6Network("64:ff9b::/96")  # RFC 6052 §2.1

@@ -27,14 +27,12 @@ from typing import Any, NamedTuple, Protocol
 import trio
 
 from proxy64.config import HostPort
+from proxy64.defaults import ACCEPT_BACKOFF, ACCEPT_BATCH, LISTEN_BACKLOG
 from proxy64.net.context import ProxyContext
 from proxy64.net.relay_hub import RelayHub
 
 logger = logging.getLogger(__name__)
 
-LISTEN_BACKLOG = 1024
-ACCEPT_BACKOFF = 0.1  # seconds to wait when accept() fails for lack of fds or memory
-ACCEPT_BATCH = 32  # connections accepted in a row before the accept loop yields
 _ACCEPT_BACK_OFF = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
 _ACCEPT_RETRY = {errno.ECONNABORTED, errno.EPROTO, errno.EPERM}
 Spawn = Callable[..., None]  # spawn(async_fn, *args): a task in the server's nursery
