@@ -29,7 +29,7 @@ from proxy64.defaults import HTTP_BODY_CHUNK, HTTP_SPLICE_BODY_MIN
 from proxy64.net.context import ConnectionRecord
 from proxy64.net.dial_types import Dialed
 from proxy64.net.relay import write_fd_all
-from proxy64.net.splice import HAVE_SPLICE, SpliceBroken, Stall, splice_direction
+from proxy64.net.splice import HAVE_SPLICE, SpliceBroken, SpliceEnd, Stall, splice_direction
 from proxy64.net.steps import Readable, in_task, wait, write_all
 from proxy64.proto.http_forward import upstream_machine
 from proxy64.proto.http_headers import ResponseScan, scan_response
@@ -245,7 +245,7 @@ async def move_body(
         and left >= HTTP_SPLICE_BODY_MIN
     ):
         try:  # the relay's splice loop, for an exact count (proxy64/net/splice.py)
-            await splice_direction(
+            end = await splice_direction(
                 src.socket,
                 dst.socket,
                 on_read=counted_read,
@@ -255,7 +255,9 @@ async def move_body(
             )
         except SpliceBroken as exc:
             raise _body_cut(exc, idle) from None
-        return
+        if end is not SpliceEnd.NO_PIPE:
+            return
+        # no pipe could be made (fds ran out): nothing was read, the copy below moves it all
     src_fd = stream_fd(src)
     while left:
         chunk = await _read_at_most(src, src_fd, min(left, HTTP_BODY_CHUNK), idle)

@@ -301,7 +301,9 @@ class _Tunnel:
                     )
                     if end is SpliceEnd.EOF:
                         break
-                    carried = 0  # quiet: back to copying, pipe released
+                    # quiet: back to copying, pipe released; no pipe: copying, and another
+                    # threshold's worth of bytes before the next try
+                    carried = 0
                     quiet = True
                     continue
                 if fds is not None:

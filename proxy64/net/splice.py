@@ -10,6 +10,9 @@ Invariants:
   lost; with a `length`, not a byte past it is read (the next message stays in the kernel).
 - The pipe exists only while this runs; with `quiet_after` a silent source gives it back
   (returns QUIET), so idle tunnels hold no pipe fds.
+- When no pipe can be made (the process or system is out of fds, or of memory) nothing is
+  read and NO_PIPE is returned: the caller copies instead. Running short of fds slows a
+  tunnel down; it never breaks one.
 - SPLICE_F_MORE is never passed: it corks TCP and stalls small messages.
 - dst's TCP_NOTSENT_LOWAT (trio sets 16 KiB) is raised to SPLICE_NOTSENT_LOWAT while this
   runs and put back after: with 16 KiB every pipe→socket splice stopped at 16 KiB of unsent
@@ -46,12 +49,15 @@ SPLICE_FLAGS = getattr(os, "SPLICE_F_MOVE", 1) | getattr(os, "SPLICE_F_NONBLOCK"
 HAVE_SPLICE = hasattr(os, "splice")
 _F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 _F_GETPIPE_SZ = getattr(fcntl, "F_GETPIPE_SZ", 1032)
+# pipe2(2): the process's or the system's fd table is full, or the kernel has no memory
+_PIPE_SHORTAGE = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM})
 
 
 class SpliceEnd(enum.Enum):
     EOF = "eof"  # the source sent FIN; everything was forwarded
     DONE = "done"  # `length` bytes were forwarded
     QUIET = "quiet"  # the source went silent; pipe released, caller goes back to copying
+    NO_PIPE = "no pipe"  # no pipe could be made (fds or memory ran out); nothing was read
 
 
 class Stall(enum.Enum):
@@ -105,14 +111,20 @@ async def splice_direction(
     stall_after: float | None = None,
 ) -> SpliceEnd:
     """Move bytes src → dst: until FIN (EOF), `length` bytes (DONE), or `quiet_after`
-    seconds of silence from src with nothing held (QUIET).
+    seconds of silence from src with nothing held (QUIET); NO_PIPE at once, before reading
+    anything, when no pipe can be made.
 
     on_read(n) after each read from src, on_written(n) after each write to dst.
     Raises SpliceBroken: a splice failed, src closed before `length`, or a wait on either
     side outlasted `stall_after` (None: no limit here; the caller's scope decides).
     """
     src_fd, dst_fd = src.fileno(), dst.fileno()
-    pipe = Pipe()
+    try:
+        pipe = Pipe()
+    except OSError as exc:
+        if exc.errno in _PIPE_SHORTAGE:
+            return SpliceEnd.NO_PIPE
+        raise
     lowat = _raise_notsent_lowat(dst)
     left = length  # bytes still to read from src; None: until FIN
     held = 0  # bytes in the pipe, not yet delivered to dst

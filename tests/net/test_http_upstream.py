@@ -13,6 +13,7 @@ import trio.testing
 
 from proxy64.defaults import HTTP_SPLICE_BODY_MIN
 from proxy64.net.http_upstream import BodyCut, move_body
+from tests.helpers.fds import fd_table_full
 from tests.helpers.streams import receive_exactly, tcp_pair
 
 MiB = 1024 * 1024
@@ -63,6 +64,40 @@ async def test_rfc9112_6_3_exact_body_on_sockets_next_request_left_unread(size: 
     assert hashlib.sha256(got).digest() == hashlib.sha256(expected).digest()
     assert counted.read == size  # `first` was counted when it arrived
     assert counted.written == len(expected)
+    for stream in (writer, src, dst, reader):
+        await stream.aclose()
+
+
+async def test_with_the_fd_table_full_a_body_is_copied_whole() -> None:
+    """No pipe for the splice loop (fds ran out): the body is copied instead, exactly, and
+    the pipelined request after it stays unread."""
+    size = HTTP_SPLICE_BODY_MIN * 8 + 5
+    rest, after = os.urandom(size), b"GET /next HTTP/1.1\r\nHost: x\r\n\r\n"
+    writer, src = await tcp_pair()
+    dst, reader = await tcp_pair()
+    counted = Counted()
+    got = b""
+
+    async def read_body() -> None:
+        nonlocal got
+        got = await receive_exactly(reader, size)
+
+    with trio.fail_after(30), fd_table_full():
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(writer.send_all, rest + after)
+            nursery.start_soon(read_body)
+            await move_body(
+                src,
+                dst,
+                b"",
+                size,
+                idle=5.0,
+                counted_read=counted.on_read,
+                counted_written=counted.on_written,
+            )
+            assert await receive_exactly(src, len(after)) == after
+    assert hashlib.sha256(got).digest() == hashlib.sha256(rest).digest()
+    assert counted.read == counted.written == size
     for stream in (writer, src, dst, reader):
         await stream.aclose()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 from collections.abc import AsyncIterator
@@ -17,6 +18,7 @@ from proxy64.net import splice as splice_module
 from proxy64.net.context import ConnectionRecord
 from proxy64.net.relay import Relay, relay
 from tests.helpers.fakes import blank_record as record
+from tests.helpers.fds import fd_table_full
 from tests.helpers.hub import running_hub, start_hub
 from tests.helpers.streams import pipe_fds, receive_all, tcp_pair
 
@@ -150,12 +152,15 @@ async def send_then_eof(stream: trio.SocketStream, blob: bytes, chunk: int) -> N
     await stream.send_eof()
 
 
-async def roundtrip(size: int, **options: Any) -> ConnectionRecord:
+async def roundtrip(size: int, *, fds_full: bool = False, **options: Any) -> ConnectionRecord:
+    """`size` bytes up and a little more down, both half-closed, through a relay made with
+    `options`; with fds_full the transfer runs with the process's fd table full."""
     up = os.urandom(size)
     down = os.urandom(size + 12345)
     got: dict[str, bytes] = {}
     with trio.fail_after(60):
         async with relayed(**options) as (app_client, app_remote, rec, done):
+            full = fd_table_full() if fds_full else contextlib.nullcontext()
 
             async def at_remote() -> None:
                 got["up"] = await receive_all(app_remote)
@@ -163,13 +168,14 @@ async def roundtrip(size: int, **options: Any) -> ConnectionRecord:
             async def at_client() -> None:
                 got["down"] = await receive_all(app_client)
 
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(at_remote)
-                nursery.start_soon(at_client)
-                nursery.start_soon(send_then_eof, app_client, up, 100_000)
-                # the remote answers in odd-sized pieces, after the client half-closed
-                nursery.start_soon(send_then_eof, app_remote, down, 77_777)
-            await done.wait()
+            with full:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(at_remote)
+                    nursery.start_soon(at_client)
+                    nursery.start_soon(send_then_eof, app_client, up, 100_000)
+                    # the remote answers in odd-sized pieces, after the client half-closed
+                    nursery.start_soon(send_then_eof, app_remote, down, 77_777)
+                await done.wait()
     assert hashlib.sha256(got["up"]).digest() == hashlib.sha256(up).digest()
     assert hashlib.sha256(got["down"]).digest() == hashlib.sha256(down).digest()
     assert (rec.bytes_up, rec.bytes_down) == (len(up), len(down))
@@ -253,6 +259,18 @@ async def test_sha256_both_directions_with_half_close(
         assert counter.calls == 0
     else:
         assert counter.calls >= 2  # both directions moved to splice(2)
+
+
+async def test_with_the_fd_table_full_a_tunnel_copies_what_it_cannot_splice(
+    monkeypatch: Any,
+) -> None:
+    """Past the splice threshold no pipe can be made (fds ran out): the tunnel goes on
+    copying, every byte both ways and an ordinary close, instead of breaking."""
+    if not splice_module.HAVE_SPLICE:
+        pytest.skip("os.splice is Linux-only")
+    counter = SpliceCounter(monkeypatch)
+    await roundtrip(4 * 1024 * 1024 + 9, fds_full=True, splice_threshold=64 * 1024)
+    assert counter.calls >= 2  # both directions tried, found no pipe, and copied
 
 
 async def test_idle_tunnel_holds_no_pipes() -> None:

@@ -16,6 +16,7 @@ import trio
 from proxy64.defaults import SPLICE_NOTSENT_LOWAT
 from proxy64.net import splice as splice_module
 from proxy64.net.splice import SpliceBroken, SpliceEnd, Stall, splice_direction
+from tests.helpers.fds import fd_table_full
 from tests.helpers.requirements import require_root
 from tests.helpers.streams import pipe_fds, receive_all, receive_exactly, tcp_pair
 
@@ -283,3 +284,22 @@ def queued(stream: trio.SocketStream) -> int:
     """Bytes in the socket's receive queue (SIOCINQ)."""
     raw = fcntl.ioctl(stream.socket.fileno(), termios.FIONREAD, b"\0\0\0\0")
     return int(struct.unpack("i", raw)[0])
+
+
+async def test_no_pipe_with_the_fd_table_full_reads_nothing_and_touches_nothing() -> None:
+    """Out of fds, splice_direction says NO_PIPE at once: not a byte is taken from src (the
+    caller copies it all) and dst's TCP_NOTSENT_LOWAT is left as it was."""
+    writer, src = await tcp_pair()
+    dst, reader = await tcp_pair()
+    await writer.send_all(b"still here")
+    await trio.lowlevel.wait_readable(src.socket.fileno())
+    counts, before = Counts(), lowat(dst)
+    with trio.fail_after(5), fd_table_full():
+        end = await splice_direction(
+            src.socket, dst.socket, on_read=counts.on_read, on_written=counts.on_written
+        )
+    assert end is SpliceEnd.NO_PIPE
+    assert counts.read == counts.written == 0 and lowat(dst) == before
+    assert await receive_exactly(src, 10) == b"still here"
+    for stream in (writer, src, dst, reader):
+        await stream.aclose()
