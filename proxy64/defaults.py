@@ -39,6 +39,11 @@ HANDSHAKE_TIMEOUT = 10.0  # client must finish SOCKS/HTTP handshake within this
 IDLE_TIMEOUT = 300.0  # a tunnel with no bytes either way for this long is closed
 SHUTDOWN_GRACE = 5.0  # SIGINT/SIGTERM: live tunnels get this long to finish
 MAX_CONNECTIONS = 4096
+# The open-files limit `serve` raises its soft limit to (up to the hard limit): per
+# connection two sockets and a pipe (two fds) for each direction that splices, plus room
+# for the listeners, DNS sockets, metrics and logs.
+FDS_PER_CONNECTION = 6
+FDS_RESERVED = 256
 HOST_INFO_REFRESH = 1.0  # /etc/hosts and this host's addresses are re-read at most this often
 # Slots one client address may hold at once: one client cannot starve the rest.
 MAX_CLIENT_CONNECTIONS = 1024
