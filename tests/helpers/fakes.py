@@ -78,8 +78,25 @@ class CachedNameResolver:
         return self._resolution(name)
 
 
+class DialsThroughConnect:
+    """The dialer interface's in-flight half for a fake that always dials through connect()
+    (as the real dialer does for an uncached name): no PendingDial is ever handed out."""
+
+    def connect_now(self, destination: Destination, client: str = "") -> None:
+        return None
+
+    async def finish(self, pending: PendingDial) -> Dialed:
+        raise AssertionError(f"{type(self).__name__}.connect_now never returns a PendingDial")
+
+    def finish_now(self, pending: PendingDial) -> Dialed:
+        raise AssertionError(f"{type(self).__name__}.connect_now never returns a PendingDial")
+
+    def abandon(self, pending: PendingDial) -> DialError:
+        raise AssertionError(f"{type(self).__name__}.connect_now never returns a PendingDial")
+
+
 @dataclass
-class FakeDialer:
+class FakeDialer(DialsThroughConnect):
     names: dict[str, IPAddress] = field(default_factory=dict)
     failures: dict[str, Callable[[Destination], Proxy64Error]] = field(default_factory=dict)
     hang: set[str] = field(default_factory=set)
@@ -105,19 +122,6 @@ class FakeDialer:
         if isinstance(destination.host, str):
             return Reached.NATIVE_IPV6 if address.version == 6 else Reached.DNS64
         return Reached.NATIVE_IPV6 if address.version == 6 else Reached.IPV4_LITERAL
-
-    def connect_now(self, destination: Destination, client: str = "") -> None:
-        """The fake always dials through connect() (as the real one for an uncached name)."""
-        return None
-
-    async def finish(self, pending: PendingDial) -> Dialed:
-        raise AssertionError("FakeDialer.connect_now never returns a PendingDial")
-
-    def finish_now(self, pending: PendingDial) -> Dialed:
-        raise AssertionError("FakeDialer.connect_now never returns a PendingDial")
-
-    def abandon(self, pending: PendingDial) -> DialError:
-        raise AssertionError("FakeDialer.connect_now never returns a PendingDial")
 
     async def connect(self, destination: Destination, client: str = "") -> Dialed:
         self.dialed.append(destination)

@@ -21,13 +21,14 @@ from proxy64.errors import DialAttempt, DialCause, DialError
 from proxy64.flow.segment import ACK, FIN, PSH, RST, SYN
 from proxy64.flow.wire import EchoIn, Ignored, Malformed, TcpIn, UdpIn, decode
 from proxy64.net.context import ConnectionRecord
-from proxy64.net.dial_types import Dialed, PendingDial, UdpTarget
+from proxy64.net.dial_types import Dialed, UdpTarget
 from proxy64.net.dialer import Dialer
 from proxy64.net.relay import Relay
 from proxy64.net.resolver import Resolution
 from proxy64.packet import build_echo, build_tcp, build_udp
 from proxy64.proto.rfc6052 import Nat64Prefix
 from proxy64.tun.stack import StackSettings, TunStack
+from tests.helpers.fakes import DialsThroughConnect
 from tests.helpers.origins import serve_tcp_echo
 from tests.helpers.requirements import require_module
 
@@ -72,7 +73,7 @@ class FakeDevice:
                 return inbound
 
 
-class ScriptedDialer:
+class ScriptedDialer(DialsThroughConnect):
     """The real dialer for the NAT64 prefix; anything else is 'network unreachable'."""
 
     def __init__(self) -> None:
@@ -87,18 +88,6 @@ class ScriptedDialer:
 
     async def udp_target(self, destination: Destination, client: str = "") -> UdpTarget:
         return await self.real.udp_target(destination)
-
-    def connect_now(self, destination: Destination, client: str = "") -> None:
-        return None  # always through connect(), as the real dialer for an uncached name
-
-    async def finish(self, pending: PendingDial) -> Dialed:
-        raise AssertionError("ScriptedDialer.connect_now never returns a PendingDial")
-
-    def finish_now(self, pending: PendingDial) -> Dialed:
-        raise AssertionError("ScriptedDialer.connect_now never returns a PendingDial")
-
-    def abandon(self, pending: PendingDial) -> DialError:
-        raise AssertionError("ScriptedDialer.connect_now never returns a PendingDial")
 
 
 class _NoNames:
