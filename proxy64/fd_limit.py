@@ -1,11 +1,12 @@
-"""The open-files limit of a server process: `serve` raises its soft RLIMIT_NOFILE so that
---max-connections, not a login shell's 1024, is what bounds its connections.
+"""The open-files limit of a long-running process: `serve` and the TUN modes raise their
+soft RLIMIT_NOFILE so that their own connection limits, not a login shell's 1024, bound
+what they hold.
 
 A shell's soft limit is 1024 on most Linux systems while the hard limit is far higher
 (systemd: 524288); a proxy that keeps the soft one stops accepting at ~500 tunnels. Like
-other servers, `serve` raises the soft limit, and only as far as its connections can use
+other servers, proxy64 raises the soft limit, only as far as its connections can use
 (never lowers it, never above the hard limit), and says so when even the hard limit is
-too low for --max-connections.
+too low for them.
 """
 
 from __future__ import annotations
@@ -13,9 +14,45 @@ from __future__ import annotations
 import resource
 from dataclasses import dataclass
 
-from proxy64.defaults import FDS_PER_CONNECTION, FDS_RESERVED
+from proxy64.defaults import FDS_PER_CONNECTION, FDS_RESERVED, TUN_MAX_FLOWS
 
-MIN_FDS_PER_CONNECTION = 2  # a tunnel's two sockets; without them it cannot exist
+
+@dataclass(frozen=True, slots=True)
+class FdNeed:
+    """`count` connections (or flows: `units`) using up to `most` fds each and at least
+    `least`; `what` names the count for a person, `remedy` says what else to lower."""
+
+    count: int
+    most: int
+    least: int
+    what: str
+    units: str = "connections"
+    remedy: str = ""
+
+    @property
+    def wanted(self) -> int:
+        return self.count * self.most + FDS_RESERVED
+
+    @property
+    def needed(self) -> int:
+        return self.count * self.least + FDS_RESERVED
+
+
+def serve_need(max_connections: int) -> FdNeed:
+    """A proxy connection: two sockets, and a splice pipe (two fds) each way while bulk
+    flows; without the pipes it copies instead, without the sockets it cannot exist."""
+    return FdNeed(
+        max_connections,
+        FDS_PER_CONNECTION,
+        2,
+        f"--max-connections {max_connections}",
+        remedy=" or lower --max-connections",
+    )
+
+
+def tun_need() -> FdNeed:
+    """A TUN flow: the one socket toward its destination (the app's side is packets)."""
+    return FdNeed(TUN_MAX_FLOWS, 1, 1, f"{TUN_MAX_FLOWS} TUN flows (TUN_MAX_FLOWS)", "flows")
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,38 +63,31 @@ class NofileChoice:
     warning: str | None = None
 
 
-def wanted_fds(max_connections: int) -> int:
-    return max_connections * FDS_PER_CONNECTION + FDS_RESERVED
-
-
-def choose_nofile(soft: int, hard: int, max_connections: int) -> NofileChoice:
-    """The soft limit for `max_connections` (pure): what they can use, within the hard
-    limit (RLIM_INFINITY: none), never below the soft limit already in force."""
-    wanted = wanted_fds(max_connections)
-    reachable = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+def choose_nofile(soft: int, hard: int, need: FdNeed) -> NofileChoice:
+    """The soft limit for `need` (pure): what it can use, within the hard limit
+    (RLIM_INFINITY: none), never below the soft limit already in force."""
+    reachable = need.wanted if hard == resource.RLIM_INFINITY else min(need.wanted, hard)
     new = max(soft, reachable)
-    needed = max_connections * MIN_FDS_PER_CONNECTION + FDS_RESERVED
-    if new >= needed:
+    if new >= need.needed:
         return NofileChoice(new)
-    fits = max(0, (new - FDS_RESERVED) // MIN_FDS_PER_CONNECTION)
+    fits = max(0, (new - FDS_RESERVED) // need.least)
     return NofileChoice(
         new,
-        f"open files limit {new} is below the {needed} that --max-connections "
-        f"{max_connections} needs: past about {fits} connections new ones wait for a free "
-        "fd; raise the hard limit (ulimit -Hn, LimitNOFILE= in a systemd unit) or lower "
-        "--max-connections",
+        f"open files limit {new} is below the {need.needed} that {need.what} needs: past "
+        f"about {fits} {need.units} new ones wait for a free fd; raise the hard limit "
+        f"(ulimit -Hn, LimitNOFILE= in a systemd unit){need.remedy}",
     )
 
 
-def raise_nofile_limit(max_connections: int) -> NofileChoice:
-    """Set this process's soft RLIMIT_NOFILE to choose_nofile's (children and forked
-    workers inherit it); a kernel that refuses (above fs.nr_open) keeps the old one."""
+def raise_nofile_limit(need: FdNeed) -> NofileChoice:
+    """Set this process's soft RLIMIT_NOFILE to choose_nofile's (processes forked later
+    inherit it); a kernel that refuses (above fs.nr_open) keeps the old one."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    choice = choose_nofile(soft, hard, max_connections)
+    choice = choose_nofile(soft, hard, need)
     if choice.soft == soft:
         return choice
     try:
         resource.setrlimit(resource.RLIMIT_NOFILE, (choice.soft, hard))
     except (ValueError, OSError):
-        return choose_nofile(soft, soft, max_connections)
+        return choose_nofile(soft, soft, need)
     return choice

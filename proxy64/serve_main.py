@@ -24,7 +24,7 @@ from proxy64.app import (
     nat64_watcher,
     startup_line,
 )
-from proxy64.fd_limit import raise_nofile_limit
+from proxy64.fd_limit import raise_nofile_limit, serve_need
 from proxy64.net.metrics_setup import open_process_metrics
 from proxy64.net.nat64_state import Nat64State
 from proxy64.net.recorder import Recorder
@@ -53,7 +53,7 @@ def run_serve(
     """
     out = out if out is not None else sys.stderr
     workers = settings.workers
-    fds = raise_nofile_limit(settings.max_connections)  # per process: workers inherit it
+    fds = raise_nofile_limit(serve_need(settings.max_connections))  # workers inherit it
     if fds.warning is not None:
         logger.warning("%s", fds.warning)
     bound = bind(settings, reuse_port=workers > 1)

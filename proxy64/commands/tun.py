@@ -45,6 +45,7 @@ from proxy64.defaults import (
 )
 from proxy64.destination import EgressChoice
 from proxy64.errors import ConfigError
+from proxy64.fd_limit import raise_nofile_limit, tun_need
 from proxy64.logformat import json_line
 from proxy64.net.metrics import TUN_FRONT_ENDS, Metrics, sample_gauges
 from proxy64.net.metrics_http import MetricsServer
@@ -236,6 +237,10 @@ async def _serve_device(
 ) -> None:
     from proxy64 import app
 
+    # `tun run` started CMD's process already: CMD keeps the limit it was given
+    fds = raise_nofile_limit(tun_need())
+    if fds.warning is not None:
+        logger.warning("%s", fds.warning)
     settings = _serve_settings(args)
     nat64 = await app.choose_nat64(settings)
     state = Nat64State(nat64)  # followed by the watcher with --nat64-prefix auto

@@ -15,7 +15,7 @@ from contextlib import ExitStack, contextmanager
 import pytest
 
 from proxy64.defaults import MAX_CONNECTIONS
-from proxy64.fd_limit import wanted_fds
+from proxy64.fd_limit import serve_need
 from tests.helpers import socks5_client
 from tests.helpers.proxy_process import EMBEDDED, proxy_process
 from tests.helpers.requirements import require_tool, tool_path
@@ -80,7 +80,7 @@ def test_serve_from_a_shells_limit_raises_it_and_holds_past_1024_fds() -> None:
         pytest.skip(f"the hard open-files limit here is {hard}: too low to show {TUNNELS} tunnels")
     hard_text = "unlimited" if hard == resource.RLIM_INFINITY else str(hard)
     prlimit = [tool_path("prlimit"), f"--nofile={SHELL_SOFT}:{hard_text}", "--"]
-    expected = wanted_fds(MAX_CONNECTIONS)
+    expected = serve_need(MAX_CONNECTIONS).wanted
     if hard != resource.RLIM_INFINITY:
         expected = min(expected, hard)
     with ExitStack() as stack:
