@@ -344,6 +344,7 @@ class ClientSide:
             self.record = ConnectionRecord(
                 command.front_end, self.client, destination=command.destination
             )
+            self.record.started -= command.waited
             return
         record.front_end = command.front_end
         if command.destination is not None:

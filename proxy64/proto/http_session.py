@@ -57,6 +57,7 @@ from proxy64.proto.httpproxy import (
     tunnel_established,
 )
 from proxy64.proto.session import (
+    NOTHING_SENT,
     ClientLost,
     Close,
     Command,
@@ -70,7 +71,9 @@ from proxy64.proto.session import (
     Tick,
 )
 
-__all__ = ["HttpCommand", "HttpEvent", "HttpSession", "SessionError", "State"]
+__all__ = ["HEAD_CUT", "HttpCommand", "HttpEvent", "HttpSession", "SessionError", "State"]
+
+HEAD_CUT = "client closed the connection in the middle of a request head"
 
 
 class HttpSession(SessionBase):
@@ -98,8 +101,13 @@ class HttpSession(SessionBase):
         if isinstance(event, Tick):
             if self.conn.trailing_data[0]:
                 problem = f"the request head was not complete after {self.handshake_timeout:g} s"
-                return self._answer_error(408, problem)
-            return self._close("ok")
+                waited = self._head_waited(now)
+                return [*self._refused(problem, waited), *self._answer_error(408, problem)]
+            if self.heads:
+                return self._close("ok")
+            # RFC 9110 §15.5.9 allows a 408 here; a quiet close is what a client that
+            # opened a connection ahead of time (and never used it) expects
+            return self._unanswered(f"no request within {self.handshake_timeout:g} s", now)
         if isinstance(event, ClientLost):
             return self._close("ok")
         self._feed(event)
@@ -124,15 +132,16 @@ class HttpSession(SessionBase):
         try:
             event = self.conn.next_event()
         except h11.RemoteProtocolError as exc:
-            if self.conn.trailing_data[1]:  # just the client vanishing: nothing to say
-                return self._close("ok")
+            if self.conn.trailing_data[1]:  # the client vanished: nothing to answer
+                return self._unanswered(HEAD_CUT, now)
             problem = head_problem(exc)
             return [*self._refused(problem), *self._answer_error(exc.error_status_hint, problem)]
         if event is h11.NEED_DATA:
             return [Receive()]
         if not isinstance(event, h11.Request):  # ConnectionClosed
-            return self._close("ok")
+            return self._close("ok") if self.heads else self._unanswered(NOTHING_SENT, now)
         self.request = event
+        self.heads += 1
         try:
             target = classify(event)
         except RemoteProtocolError as exc:

@@ -71,6 +71,7 @@ class SessionBase:
         "deadline",
         "destination",
         "handshake_timeout",
+        "heads",
         "held",
         "idle_timeout",
         "lost_outcome",
@@ -108,6 +109,7 @@ class SessionBase:
         self.state = State.HEAD
         self.deadline = math.inf
         self.request: h11.Request | None = None  # the current cycle's request head
+        self.heads = 0  # request heads read on this connection
         self.target: Target | None = None
         self.held: RemoteProtocolError | None = None  # a 407 the auth hold delays
         self.destination: Destination | None = None  # the one being dialed
@@ -144,9 +146,11 @@ class SessionBase:
             return [Close(self.lost_outcome)]
         raise SessionError(self.state, event)
 
-    def _record(self, front_end: str, destination: Destination | None = None) -> list[HttpCommand]:
+    def _record(
+        self, front_end: str, destination: Destination | None = None, waited: float = 0.0
+    ) -> list[HttpCommand]:
         self.record_open = True
-        return [Record(front_end, destination)]
+        return [Record(front_end, destination, waited)]
 
     def _finish(self, outcome: str) -> list[HttpCommand]:
         """The open record (a held upstream's, a dial's) ends with outcome."""
@@ -155,11 +159,21 @@ class SessionBase:
         self.record_open = False
         return [Finish(outcome)]
 
-    def _refused(self, outcome: str) -> list[HttpCommand]:
+    def _refused(self, outcome: str, waited: float = 0.0) -> list[HttpCommand]:
         """A request refused before any destination: still the connection's one log line
-        (a held upstream's record ends first)."""
+        (a held upstream's record ends first); `waited`: how long its head took."""
         self.upstream = None
-        return [*self._finish("ok"), *self._record("http"), *self._finish(outcome)]
+        return [*self._finish("ok"), *self._record("http", waited=waited), *self._finish(outcome)]
+
+    def _head_waited(self, now: float) -> float:
+        """How long the request head being read has been awaited (its deadline is its
+        start plus handshake_timeout)."""
+        started = self.deadline - self.handshake_timeout
+        return max(0.0, now - started) if math.isfinite(started) else 0.0
+
+    def _unanswered(self, outcome: str, now: float) -> list[HttpCommand]:
+        """A connection that ends without a request to answer still has its log line."""
+        return [*self._refused(outcome, self._head_waited(now)), *self._close("")]
 
     def _terminal(self, lost_outcome: str) -> None:
         self.state, self.deadline, self.lost_outcome = State.CLOSED, math.inf, lost_outcome

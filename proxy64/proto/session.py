@@ -85,6 +85,10 @@ class ClientLost:
     reason: str
 
 
+# The outcome of a connection that ended before its client said anything (every front end).
+NOTHING_SENT = "client closed the connection without sending anything"
+
+
 # --- Commands: machine → executor -------------------------------------------------------
 
 
@@ -113,6 +117,9 @@ class Record:
 
     front_end: str
     destination: Destination | None = None
+    # seconds before now that what it records began (a request head that never came
+    # whole): the log line's duration covers them
+    waited: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,6 +32,7 @@ from proxy64.defaults import SOCKS_LINGER_BYTES, SOCKS_LINGER_TIME
 from proxy64.destination import Destination
 from proxy64.errors import LocalProtocolError, RemoteProtocolError, SocksReply
 from proxy64.proto.session import (
+    NOTHING_SENT,
     Address,
     Await,
     ClientLost,
@@ -67,7 +68,6 @@ RFC1929_FAILURE = bytes([0x01, 0x01])  # RFC 1929 §2: VER 1, a non-zero STATUS
 RECEIVE = Receive()
 OPEN_RECORD = Record("socks5")  # every connection of the listener has its line from the start
 
-NOTHING_SENT = "client closed the connection without sending anything"
 HELD_TOO_LONG = (
     "authentication not answered within the handshake time: answers to this address are "
     "held back after repeated failures"

@@ -12,6 +12,7 @@ import gc
 import hashlib
 import os
 import socket
+import time
 import weakref
 from ipaddress import IPv6Address
 from typing import Any
@@ -25,6 +26,7 @@ from proxy64.destination import Destination, Egress
 from proxy64.net.context import ConnectionRecord
 from proxy64.net.dialer import Dialer
 from proxy64.net.slots import ConnectionSlots
+from proxy64.proto.session import NOTHING_SENT
 from tests.helpers.fakes import ListRecorder
 from tests.helpers.hub_fronts import (
     ESTABLISHED,
@@ -274,6 +276,7 @@ async def test_head_deadline_408_and_silent_close(nursery: trio.Nursery) -> None
     partial.send(b"CONNECT [::1]:80 HTTP/1.1\r\nHo")
     with trio.fail_after(10):
         await trio.sleep(0.01)
+        began = time.monotonic()
         partial.hand_over()
         silent.hand_over()
         answer = await partial.read_to_eof()
@@ -286,10 +289,18 @@ async def test_head_deadline_408_and_silent_close(nursery: trio.Nursery) -> None
             break
         await trio.sleep(0.01)
     assert ctx.connection_slots.borrowed_tokens == 0 and front.live == 0
-    assert recorder.records == []  # a 408 is answered, not recorded
+    # each connection has its one log line: what the 408 said, and why the other closed;
+    # their durations cover the wait for the head
+    assert sorted(r.outcome for r in recorder.records) == [
+        "no request within 0.3 s",
+        "the request head was not complete after 0.3 s",
+    ]
+    assert all(r.started - began < 0.2 for r in recorder.records)  # not when they ended
 
 
-async def test_client_closing_before_a_head_ends_quietly(nursery: trio.Nursery) -> None:
+async def test_client_closing_before_a_head_ends_quietly_with_its_log_line(
+    nursery: trio.Nursery,
+) -> None:
     recorder = ListRecorder()
     ctx = context(recorder)
     front = open_front(ctx, nursery)
@@ -298,7 +309,7 @@ async def test_client_closing_before_a_head_ends_quietly(nursery: trio.Nursery) 
     client.close()
     with trio.fail_after(5):
         await front.drain()  # returns once the hub has seen the EOF and ended it
-    assert recorder.records == [] and front.live == 0
+    assert [r.outcome for r in recorder.records] == [NOTHING_SENT] and front.live == 0
     assert ctx.connection_slots.borrowed_tokens == 0
 
 

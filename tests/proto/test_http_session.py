@@ -24,8 +24,16 @@ from proxy64.defaults import (
 from proxy64.destination import Destination
 from proxy64.errors import DialAttempt, DialCause, DialError, NotAllowedError
 from proxy64.proto.http_forward import Exchanged, Forward, OriginFailed, upstream_machine
-from proxy64.proto.http_session import HttpCommand, HttpEvent, HttpSession, SessionError, State
+from proxy64.proto.http_session import (
+    HEAD_CUT,
+    HttpCommand,
+    HttpEvent,
+    HttpSession,
+    SessionError,
+    State,
+)
 from proxy64.proto.session import (
+    NOTHING_SENT,
     ClientLost,
     Close,
     Connected,
@@ -185,18 +193,24 @@ def test_connect_client_lost_while_the_200_is_written() -> None:
 # --- heads: deadlines, errors, refusals -----------------------------------------------------
 
 
-def test_408_only_when_some_of_a_head_arrived() -> None:
+def test_408_only_when_some_of_a_head_arrived_and_each_has_its_log_line() -> None:
     s = session()
     s.start(0.0)
-    assert s.handle(Tick(), HANDSHAKE) == [Close("")]  # nothing came: a quiet close
+    # nothing came: a quiet close, and the connection's one line says why
+    assert s.handle(Tick(), HANDSHAKE) == [
+        Record("http", waited=HANDSHAKE),  # the line's duration: the whole wait
+        Finish("no request within 10 s"),
+        Close(""),
+    ]
     s = session()
     s.start(0.0)
     assert s.handle(DataReceived(b"GET http://a/ HT"), 1.0) == [Receive()]
     assert s.deadline == HANDSHAKE  # the head's deadline does not move with its bytes
     commands = s.handle(Tick(), HANDSHAKE)
+    problem = "the request head was not complete after 10 s"
+    assert commands[:2] == [Record("http", waited=HANDSHAKE), Finish(problem)]
     assert status(answer(commands)) == 408 and commands[-1] == LINGER
-    assert b"the request head was not complete after 10 s" in answer(commands)
-    assert not any(isinstance(c, Record) for c in commands)  # no record: no log line
+    assert problem.encode() in answer(commands)
 
 
 @pytest.mark.parametrize(
@@ -238,14 +252,18 @@ def test_refusal_line_names_the_request() -> None:
     assert status(answer(commands)) == 400 and commands[-1] == LINGER
 
 
-def test_client_closing_before_a_head_is_a_quiet_close() -> None:
-    for data in (b"", b"GET http://a/ HTTP/1.1\r\n"):
+def test_client_closing_before_a_head_is_a_quiet_close_with_its_log_line() -> None:
+    for data, outcome in (
+        (b"", NOTHING_SENT),
+        (b"GET http://a/ HTTP/1.1\r\n", HEAD_CUT),
+    ):
         s = session()
         s.start(0.0)
-        commands = s.handle(DataReceived(data), 0.0)
+        commands = s.handle(DataReceived(data), 1.5)
         if data:
-            commands = s.handle(DataReceived(b""), 0.0)
-        assert commands == [Close("")]
+            commands = s.handle(DataReceived(b""), 2.0)
+        waited = 2.0 if data else 1.5
+        assert commands == [Record("http", waited=waited), Finish(outcome), Close("")]
 
 
 def test_503_when_no_slot_is_free() -> None:

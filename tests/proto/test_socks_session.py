@@ -18,6 +18,7 @@ from proxy64.defaults import SOCKS_LINGER_BYTES, SOCKS_LINGER_TIME
 from proxy64.destination import Destination
 from proxy64.errors import DialAttempt, DialCause, DialError, ResolutionError
 from proxy64.proto.session import (
+    NOTHING_SENT,
     ClientLost,
     Close,
     Command,
@@ -36,7 +37,6 @@ from proxy64.proto.session import (
 from proxy64.proto.socks5 import Socks5Server
 from proxy64.proto.socks_session import (
     HELD_TOO_LONG,
-    NOTHING_SENT,
     RFC1929_FAILURE,
     Associate,
     SocksSession,
