@@ -33,9 +33,7 @@ from proxy64.app import (
 from proxy64.defaults import (
     WORKER_STOP_MARGIN,
 )
-from proxy64.net.listeners import (
-    bind_listener,
-)
+from proxy64.net.listeners import bind_listener, bound_address
 from proxy64.net.metrics import Metrics
 from proxy64.net.metrics_http import MetricsServer
 from proxy64.net.metrics_setup import open_supervisor_metrics
@@ -60,15 +58,9 @@ def reserve_ports(bound: Bound) -> list[socket.socket]:
     held: list[socket.socket] = []
     try:
         for sock in (bound.socks, bound.http):
-            if sock is None:
-                continue
-            reservation = socket.socket(sock.family, socket.SOCK_STREAM)
-            held.append(reservation)
-            reservation.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            reservation.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-            if sock.family == socket.AF_INET6:
-                reservation.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-            reservation.bind(sock.getsockname())
+            if sock is not None:
+                address = bound_address(sock)
+                held.append(bind_listener(address, reuse_port=True, listen=False))
     except BaseException:
         for reservation in held:
             reservation.close()

@@ -65,8 +65,11 @@ class Listening(NamedTuple):
     front: FrontOpener
 
 
-def bind_listener(address: HostPort, *, reuse_port: bool = False) -> socket.socket:
-    """A listening, non-blocking stdlib TCP socket (IPv6 sockets are IPv6-only)."""
+def bind_listener(
+    address: HostPort, *, reuse_port: bool = False, listen: bool = True
+) -> socket.socket:
+    """A listening, non-blocking stdlib TCP socket (IPv6 sockets are IPv6-only); with
+    listen=False only bound, with the same options (a port reservation)."""
     family = socket.AF_INET6 if address.host.version == 6 else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
@@ -79,7 +82,8 @@ def bind_listener(address: HostPort, *, reuse_port: bool = False) -> socket.sock
         # listener's TCP_NODELAY to each accepted socket, so no setsockopt per connection.
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.bind((str(address.host), address.port))
-        sock.listen(LISTEN_BACKLOG)
+        if listen:
+            sock.listen(LISTEN_BACKLOG)
         sock.setblocking(False)
     except BaseException:
         sock.close()
