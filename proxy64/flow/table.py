@@ -59,11 +59,9 @@ class FlowTable:
     def reject(self, reason: str) -> None:
         self.rejected[reason] += 1
 
-    def tcp_segment(self, key: FlowKey, seg: Segment) -> TcpFlow | Refuse | Ignore | None:
-        """The flow for seg, or what to do instead; None: seg may start a new flow."""
-        flow = self.tcp.get(key)
-        if flow is not None:
-            return flow
+    def tcp_admit(self, key: FlowKey, seg: Segment) -> Refuse | Ignore | None:
+        """What to do with seg, which belongs to no flow (the caller looked `key` up in
+        `tcp` first); None: seg may start a new flow."""
         if seg.rst:
             self.drop("tcp-rst-no-flow")  # RFC 9293 §3.10.7.1: a RST to CLOSED is dropped
             return Ignore("tcp-rst-no-flow")

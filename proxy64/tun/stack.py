@@ -164,19 +164,15 @@ class TunStack(UdpEchoStack):
             return
         if not self._family_allowed(key, packet, opens=seg.syn and not seg.has_ack):
             return
-        verdict = self.table.tcp_segment(key, seg)
+        verdict = self.table.tcp_admit(key, seg)
         if isinstance(verdict, Refuse):
             self._write_tcp(key, verdict.reset)
             return
         if isinstance(verdict, Ignore):
             return
-        now = trio.current_time()
-        if verdict is None:
-            flow = self.table.add_tcp(key, seg, int.from_bytes(os.urandom(4)), self._tcp_settings(
-                key), now)  # fmt: skip
-            self.execute(key, flow, flow.start(), packet)  # Dial: the destination first
-            return
-        self.execute(key, verdict, verdict.handle(SegmentArrived(seg), now))
+        flow = self.table.add_tcp(key, seg, int.from_bytes(os.urandom(4)), self._tcp_settings(
+            key), trio.current_time())  # fmt: skip
+        self.execute(key, flow, flow.start(), packet)  # Dial: the destination first
 
     def _tcp_settings(self, key: FlowKey) -> TcpSettings:
         headers = 40 + 20 if key.version == 6 else 20 + 20
