@@ -27,6 +27,7 @@ from proxy64.app import (
     startup_line,
 )
 from proxy64.config import HostPort
+from proxy64.fd_limit import raise_nofile_limit, serve_need
 from proxy64.net.listeners import (
     ProxyServer,
 )
@@ -99,6 +100,10 @@ async def run_command(
         # as env(1) and shells do: 127 when the command is not found, 126 when not runnable
         sys.stderr.write(f"proxy64 run: cannot start {command[0]!r}: {exc.strerror}\n")
         return EXIT_NOT_FOUND if isinstance(exc, FileNotFoundError) else EXIT_CANNOT_RUN
+    # after CMD's fork: CMD keeps the open-files limit it was given, the proxy takes its own
+    fds = raise_nofile_limit(serve_need(server.ctx.connection_slots.total_tokens))
+    if fds.warning is not None:
+        logger.warning("%s", fds.warning)
     try:
         async with trio.open_nursery() as nursery:
             watching = trio.CancelScope()
