@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +13,12 @@ import pytest
 from proxy64.defaults import MAX_CONNECTIONS
 from proxy64.fd_limit import serve_need
 from tests.helpers.aiohttp_origin import Origin
+from tests.helpers.fds import (
+    LIMITS_OF_CMD_AND_PARENT,
+    SHELL_SOFT,
+    cmd_and_parent_limits,
+    from_a_shells_limit,
+)
 from tests.helpers.proxy_process import run_proxy64
 from tests.helpers.requirements import require_tool, tool_path
 
@@ -167,22 +172,11 @@ def test_run_refuses_workers() -> None:
 def test_run_raises_the_proxys_open_files_limit_and_not_the_commands() -> None:
     """Started from a shell's 1024 open files: the proxy raises its soft limit for
     --max-connections (within the hard limit) after CMD's fork; CMD keeps 1024."""
-    require_tool("prlimit")
-    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
-    expected = min(serve_need(MAX_CONNECTIONS).wanted, hard)
-    if expected <= 1024:
-        pytest.skip(f"the hard open-files limit here is {hard}: nothing to raise past 1024")
-    # CMD's parent is the proxy, which raises its limit while CMD starts: CMD waits for it
-    script = (
-        'for i in $(seq 100); do grep -q "^Max open files *1024 " /proc/$PPID/limits || break;'
-        ' sleep 0.05; done; grep "^Max open files" /proc/self/limits /proc/$PPID/limits'
-    )
+    prlimit, expected = from_a_shells_limit(serve_need(MAX_CONNECTIONS).wanted)
     done = subprocess.run(
-        [tool_path("prlimit"), f"--nofile=1024:{hard}", "--", sys.executable, "-m", "proxy64",
-         "run", *EMBEDDED, "--", "sh", "-c", script],
+        [*prlimit, sys.executable, "-m", "proxy64", "run", *EMBEDDED, "--",
+         *LIMITS_OF_CMD_AND_PARENT],
         capture_output=True, text=True, timeout=60, check=False, stdin=subprocess.DEVNULL,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
-    soft = {line.split(":")[0]: int(line.split()[3]) for line in done.stdout.splitlines()}
-    assert soft.pop("/proc/self/limits") == 1024  # CMD's own
-    assert list(soft.values()) == [expected]  # the proxy's
+    assert cmd_and_parent_limits(done.stdout) == (SHELL_SOFT, expected)

@@ -17,17 +17,11 @@ import pytest
 from proxy64.defaults import MAX_CONNECTIONS
 from proxy64.fd_limit import serve_need
 from tests.helpers import socks5_client
+from tests.helpers.fds import SHELL_SOFT, from_a_shells_limit, soft_nofile
 from tests.helpers.proxy_process import EMBEDDED, proxy_process
 from tests.helpers.requirements import require_tool, tool_path
 
 TUNNELS = 700  # 1,400 fds in the proxy: past what a 1024 limit holds
-SHELL_SOFT = 1024  # a login shell's soft RLIMIT_NOFILE on most Linux systems
-
-
-def soft_nofile(pid: int) -> int:
-    with open(f"/proc/{pid}/limits") as f:
-        line = next(line for line in f if line.startswith("Max open files"))
-    return int(line.split()[3])
 
 
 @contextmanager
@@ -73,16 +67,9 @@ def holding_origin() -> Iterator[tuple[int, list[socket.socket]]]:
 
 
 def test_serve_from_a_shells_limit_raises_it_and_holds_past_1024_fds() -> None:
-    """The hard limit stays this machine's own (raising it needs CAP_SYS_RESOURCE)."""
-    require_tool("prlimit")
-    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
-    if hard != resource.RLIM_INFINITY and hard < 2 * TUNNELS + 512:
-        pytest.skip(f"the hard open-files limit here is {hard}: too low to show {TUNNELS} tunnels")
-    hard_text = "unlimited" if hard == resource.RLIM_INFINITY else str(hard)
-    prlimit = [tool_path("prlimit"), f"--nofile={SHELL_SOFT}:{hard_text}", "--"]
-    expected = serve_need(MAX_CONNECTIONS).wanted
-    if hard != resource.RLIM_INFINITY:
-        expected = min(expected, hard)
+    prlimit, expected = from_a_shells_limit(serve_need(MAX_CONNECTIONS).wanted)
+    if expected < 2 * TUNNELS + 512:
+        pytest.skip(f"the hard open-files limit here is {expected}: too low for {TUNNELS} tunnels")
     with ExitStack() as stack:
         stack.enter_context(own_fds(2 * TUNNELS))
         port, reached = stack.enter_context(holding_origin())
@@ -113,8 +100,6 @@ def test_a_hard_limit_too_low_for_max_connections_is_one_warning_naming_both() -
     with proxy_process(*EMBEDDED, wrapper=prlimit) as proxy:
         assert soft_nofile(proxy.pid) == SHELL_SOFT
         warnings = [line for line in proxy.output().splitlines() if "open files limit" in line]
-    assert len(warnings) == 1
-    assert (
-        "open files limit 1024 is below the 8448 that --max-connections 4096 needs" in (warnings[0])
-    )
-    assert "past about 384 connections" in warnings[0] and "ulimit -Hn" in warnings[0]
+    (warning,) = warnings
+    assert "open files limit 1024 is below the 8448 that --max-connections 4096 needs" in warning
+    assert "past about 384 connections" in warning and "ulimit -Hn" in warning

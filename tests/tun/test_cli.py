@@ -7,7 +7,6 @@ import importlib
 import json
 import os
 import pkgutil
-import resource
 import signal
 import stat
 import subprocess
@@ -23,7 +22,13 @@ from proxy64.cli import main as cli_main
 from proxy64.config import HostPort
 from proxy64.fd_limit import tun_need
 from proxy64.tun.device import TUN_PATH
-from tests.helpers.requirements import require_root, require_tool, tool_path
+from tests.helpers.fds import (
+    LIMITS_OF_CMD_AND_PARENT,
+    SHELL_SOFT,
+    cmd_and_parent_limits,
+    from_a_shells_limit,
+)
+from tests.helpers.requirements import require_root, require_tool
 
 pytestmark = pytest.mark.network
 
@@ -76,27 +81,15 @@ def test_proxy64_raises_its_own_open_files_limit_and_the_command_keeps_its_own(
 ) -> None:
     """Started from a shell's 1024 open files: proxy64 raises its soft limit for its flows
     (TUN_MAX_FLOWS + FDS_RESERVED, within the hard limit), CMD still runs with 1024."""
-    require_tool("prlimit")
-    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
-    infinite = hard == resource.RLIM_INFINITY
-    expected = tun_need().wanted if infinite else min(tun_need().wanted, hard)
-    if expected <= 1024:
-        pytest.skip(f"the hard open-files limit here is {hard}: nothing to raise past 1024")
-    # CMD's parent is proxy64; it raises its limit while CMD starts, so CMD waits for it
-    script = (
-        'for i in $(seq 100); do grep -q "^Max open files *1024 " /proc/$PPID/limits || break;'
-        ' sleep 0.05; done; grep "^Max open files" /proc/self/limits /proc/$PPID/limits'
-    )
+    prlimit, expected = from_a_shells_limit(tun_need().wanted)
     done = subprocess.run(
-        [tool_path("prlimit"), f"--nofile=1024:{'unlimited' if infinite else hard}", "--",
-         sys.executable, "-m", "proxy64", "tun", "run", "--nat64-prefix", "2001:db8:64::/96",
-         "--egress", "embedded", "--dns", str(nsd), "--", "sh", "-c", script],
+        [*prlimit, sys.executable, "-m", "proxy64", "tun", "run", "--nat64-prefix",
+         "2001:db8:64::/96", "--egress", "embedded", "--dns", str(nsd), "--",
+         *LIMITS_OF_CMD_AND_PARENT],
         capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
-    soft = {line.split(":")[0]: int(line.split()[3]) for line in done.stdout.splitlines()}
-    assert soft.pop("/proc/self/limits") == 1024  # CMD's own
-    assert list(soft.values()) == [expected]  # proxy64's
+    assert cmd_and_parent_limits(done.stdout) == (SHELL_SOFT, expected)
     assert "open files limit" not in done.stderr
 
 
