@@ -11,10 +11,13 @@ too low for them.
 
 from __future__ import annotations
 
+import logging
 import resource
 from dataclasses import dataclass
 
 from proxy64.defaults import FDS_PER_CONNECTION, FDS_RESERVED, TUN_MAX_FLOWS
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,13 +84,15 @@ def choose_nofile(soft: int, hard: int, need: FdNeed) -> NofileChoice:
 
 def raise_nofile_limit(need: FdNeed) -> NofileChoice:
     """Set this process's soft RLIMIT_NOFILE to choose_nofile's (processes forked later
-    inherit it); a kernel that refuses (above fs.nr_open) keeps the old one."""
+    inherit it; a kernel that refuses, above fs.nr_open, keeps the old one) and log the
+    warning when even that is too low for `need`."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     choice = choose_nofile(soft, hard, need)
-    if choice.soft == soft:
-        return choice
-    try:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (choice.soft, hard))
-    except (ValueError, OSError):
-        return choose_nofile(soft, soft, need)
+    if choice.soft != soft:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (choice.soft, hard))
+        except (ValueError, OSError):
+            choice = choose_nofile(soft, soft, need)
+    if choice.warning is not None:
+        logger.warning("%s", choice.warning)
     return choice

@@ -101,9 +101,7 @@ async def run_command(
         sys.stderr.write(f"proxy64 run: cannot start {command[0]!r}: {exc.strerror}\n")
         return EXIT_NOT_FOUND if isinstance(exc, FileNotFoundError) else EXIT_CANNOT_RUN
     # after CMD's fork: CMD keeps the open-files limit it was given, the proxy takes its own
-    fds = raise_nofile_limit(serve_need(server.ctx.connection_slots.total_tokens))
-    if fds.warning is not None:
-        logger.warning("%s", fds.warning)
+    raise_nofile_limit(serve_need(server.ctx.connection_slots.total_tokens))
     try:
         async with trio.open_nursery() as nursery:
             watching = trio.CancelScope()

@@ -53,9 +53,7 @@ def run_serve(
     """
     out = out if out is not None else sys.stderr
     workers = settings.workers
-    fds = raise_nofile_limit(serve_need(settings.max_connections))  # workers inherit it
-    if fds.warning is not None:
-        logger.warning("%s", fds.warning)
+    raise_nofile_limit(serve_need(settings.max_connections))  # workers inherit it
     bound = bind(settings, reuse_port=workers > 1)
     try:
         nat64 = trio.run(choose_nat64, settings)

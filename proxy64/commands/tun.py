@@ -238,9 +238,7 @@ async def _serve_device(
     from proxy64 import app
 
     # `tun run` started CMD's process already: CMD keeps the limit it was given
-    fds = raise_nofile_limit(tun_need())
-    if fds.warning is not None:
-        logger.warning("%s", fds.warning)
+    raise_nofile_limit(tun_need())
     settings = _serve_settings(args)
     nat64 = await app.choose_nat64(settings)
     state = Nat64State(nat64)  # followed by the watcher with --nat64-prefix auto
