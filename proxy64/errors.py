@@ -9,8 +9,13 @@ peer breaking a protocol (RemoteProtocolError).
 from __future__ import annotations
 
 import enum
+import errno
 from collections.abc import Sequence
 from ipaddress import IPv4Address, IPv6Address
+
+# The errnos of an OSError that says this process or system ran out of fds or memory (a
+# socket, pipe or accept could not be had): a reason to wait or fall back, not a peer's fault.
+OUT_OF_RESOURCES = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
 
 
 class SocksReply(enum.IntEnum):

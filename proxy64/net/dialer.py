@@ -25,7 +25,7 @@ import trio
 
 from proxy64.defaults import CONNECT_TIMEOUT, HAPPY_EYEBALLS_DELAY
 from proxy64.destination import Destination, Egress
-from proxy64.errors import DialAttempt, DialCause, DialError
+from proxy64.errors import OUT_OF_RESOURCES, DialAttempt, DialCause, DialError
 from proxy64.net.dial_plan import DialPlanner
 from proxy64.net.dial_types import Dialed, HostInfoLike, PendingDial, ResolverLike
 from proxy64.net.nat64_state import Nat64State
@@ -50,9 +50,6 @@ SocketMaker = Callable[[int, int, int], trio.socket.SocketType]
 # What a translator's ICMPv6 refusal becomes: unreachable (RFC 4443 §3.1 codes 0, 3) or
 # administratively prohibited (code 1, EACCES on Linux).
 _TRANSLATOR_REFUSAL = (errno.ENETUNREACH, errno.EHOSTUNREACH, errno.EACCES)
-
-
-_NO_SOCKET = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 
 
 def cause_of(exc: OSError) -> DialCause:
@@ -239,7 +236,7 @@ class Dialer(DialPlanner):
         self, destination: Destination, target: Target, exc: OSError, failures: list[DialAttempt]
     ) -> DialError:
         """The one mapping of a failed attempt to its DialError (cause → reply code)."""
-        if exc.errno in _NO_SOCKET:
+        if exc.errno in OUT_OF_RESOURCES:
             logger.warning("cannot create a socket to dial %s: %s", destination, exc)
         hint = ""
         if target.egress is Egress.NAT64 and exc.errno in _TRANSLATOR_REFUSAL:

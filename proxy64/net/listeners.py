@@ -28,12 +28,12 @@ import trio
 
 from proxy64.config import HostPort
 from proxy64.defaults import ACCEPT_BACKOFF, ACCEPT_BATCH, LISTEN_BACKLOG
+from proxy64.errors import OUT_OF_RESOURCES
 from proxy64.net.context import ProxyContext
 from proxy64.net.relay_hub import RelayHub
 
 logger = logging.getLogger(__name__)
 
-_ACCEPT_BACK_OFF = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
 _ACCEPT_RETRY = {errno.ECONNABORTED, errno.EPROTO, errno.EPERM}
 Spawn = Callable[..., None]  # spawn(async_fn, *args): a task in the server's nursery
 
@@ -224,7 +224,7 @@ async def _accept_failed(exc: OSError) -> None:
     if exc.errno in _ACCEPT_RETRY:
         await trio.lowlevel.checkpoint()  # the client gave up before we accepted it
         return
-    if exc.errno in _ACCEPT_BACK_OFF:
+    if exc.errno in OUT_OF_RESOURCES:
         logger.error("accept: %s; retrying in %g s", os.strerror(exc.errno or 0), ACCEPT_BACKOFF)
         await trio.sleep(ACCEPT_BACKOFF)
         return

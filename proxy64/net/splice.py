@@ -44,13 +44,12 @@ from proxy64.defaults import (
     SPLICE_PIPE_SIZE,
     SPLICE_YIELD_EVERY,
 )
+from proxy64.errors import OUT_OF_RESOURCES
 
 SPLICE_FLAGS = getattr(os, "SPLICE_F_MOVE", 1) | getattr(os, "SPLICE_F_NONBLOCK", 2)
 HAVE_SPLICE = hasattr(os, "splice")
 _F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 _F_GETPIPE_SZ = getattr(fcntl, "F_GETPIPE_SZ", 1032)
-# pipe2(2): the process's or the system's fd table is full, or the kernel has no memory
-_PIPE_SHORTAGE = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM})
 
 
 class SpliceEnd(enum.Enum):
@@ -122,7 +121,7 @@ async def splice_direction(
     try:
         pipe = Pipe()
     except OSError as exc:
-        if exc.errno in _PIPE_SHORTAGE:
+        if exc.errno in OUT_OF_RESOURCES:
             return SpliceEnd.NO_PIPE
         raise
     lowat = _raise_notsent_lowat(dst)
